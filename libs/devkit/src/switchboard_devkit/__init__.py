@@ -1,0 +1,1 @@
+"""Development and test tooling for Switchboard (not shipped in service images)."""

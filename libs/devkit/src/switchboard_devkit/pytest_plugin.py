@@ -1,0 +1,156 @@
+"""pytest fixtures and tier rules for every Switchboard test suite.
+
+Tiers are markers (``unit``, ``integration``, ``e2e``, ``faults``): every test must carry
+exactly one, enforced at collection. ``--no-skips`` (used by ``make test``) turns any
+skip into a failure, so a missing server or feature can never pass silently.
+
+Fixtures give each test its own topics (a unique prefix), database and consumer groups on
+the real servers, so tests never see each other's data and can run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from switchboard_common.contract.topics import TopicNames
+from switchboard_common.mongo import Document
+from switchboard_common.topics import create_topics
+from switchboard_devkit.infra import Infra, ensure_infra, probe_servers
+from switchboard_devkit.kafka_probe import TopicProbe, unique
+
+TIERS = ("unit", "integration", "e2e", "faults")
+_INFRA_KEY = pytest.StashKey[Infra]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-skips",
+        action="store_true",
+        default=False,
+        help="fail any test that skips (make test uses this: no silent skips)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    untiered = [
+        item.nodeid
+        for item in items
+        if sum(1 for tier in TIERS if item.get_closest_marker(tier)) != 1
+    ]
+    if untiered:
+        raise pytest.UsageError(
+            "every test needs exactly one tier marker (unit, integration, e2e, faults):\n  "
+            + "\n  ".join(untiered[:20])
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and item.config.getoption("--no-skips"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under --no-skips: {report.longrepr}"
+
+
+def pytest_report_header() -> list[str]:
+    described = os.environ.get("SWITCHBOARD_INFRA_DESCRIPTION")
+    return [f"switchboard infra: {described}"] if described else []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    infra = terminalreporter.config.stash.get(_INFRA_KEY, None)
+    if infra is not None:
+        described = os.environ.get("SWITCHBOARD_INFRA_DESCRIPTION") or (
+            f"{infra.kafka_description}; {infra.mongodb_description}"
+        )
+        terminalreporter.write_line(f"real servers used: {described}")
+        terminalreporter.write_line(f"the servers say: {probe_servers(infra)}")
+
+
+@pytest.fixture(scope="session")
+def infra(pytestconfig: pytest.Config) -> Iterator[Infra]:
+    """Real Kafka and MongoDB-wire server (started if needed, stopped if we started them)."""
+    handle = ensure_infra()
+    pytestconfig.stash[_INFRA_KEY] = handle
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture
+def topics(infra: Infra) -> Iterator[TopicNames]:
+    """Contract topics behind a prefix unique to this test (created with 3 partitions)."""
+    names = TopicNames(prefix=f"{unique('t')}.")
+    asyncio.run(create_topics(infra.kafka_bootstrap, prefix=names.prefix, partitions=3))
+    yield names
+    asyncio.run(_delete_topics(infra.kafka_bootstrap, names.prefix))
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    except Exception:  # noqa: BLE001, S110 - clean-up is best effort; data is isolated anyway
+        pass
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def database_name(infra: Infra) -> Iterator[str]:
+    """A database name unique to this test; dropped afterwards."""
+    name = unique("t_")
+    yield name
+    asyncio.run(_drop_database(infra.mongodb_url, name))
+
+
+async def _drop_database(url: str, name: str) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+    try:
+        await client.drop_database(name)
+    except Exception:  # noqa: BLE001, S110 - clean-up is best effort
+        pass
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def mongo_client(infra: Infra) -> AsyncIterator[AsyncMongoClient[Document]]:
+    """An async client to the real MongoDB-wire server."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        infra.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
+    )
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def probe(infra: Infra, topics: TopicNames) -> AsyncIterator[TopicProbe]:
+    """Read and write this test's topics."""
+    async with TopicProbe(infra.kafka_bootstrap, topics) as p:
+        yield p
+
+
+@pytest.fixture
+def service_env(infra: Infra, topics: TopicNames, database_name: str) -> dict[str, str]:
+    """Environment for a service under test: this test's servers, topics and database."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+        "MONGODB_URL": infra.mongodb_url,
+        "MONGODB_DATABASE": database_name,
+        "SWITCHBOARD_TOPIC_PREFIX": topics.prefix,
+        "SWITCHBOARD_ENV": "test",
+        "SWITCHBOARD_LOG_FORMAT": "json",
+    }

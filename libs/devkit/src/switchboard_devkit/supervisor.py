@@ -1,0 +1,76 @@
+"""``make run``: real Kafka and MongoDB-wire server plus every service, in the foreground.
+
+Servers come from the environment, Docker or local provisioning (see ``infra``). Every
+service in ``services/`` with a ``__main__`` runs as its own process with the caller's
+environment (``SWITCHBOARD_ENV=dev`` unless set), its output prefixed with its name.
+Ctrl-C (or SIGTERM) stops the services, then the servers this command started. If a
+service exits on its own, everything stops and the exit status says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from switchboard_devkit.infra import ensure_infra
+from switchboard_devkit.local import ProvisionError
+from switchboard_devkit.processes import ServiceProcess, discover_services, service_environment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard-run", description=__doc__)
+    parser.add_argument("--only", nargs="*", help="run only these services")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    try:
+        infra = ensure_infra(create_contract_topics=True)
+    except ProvisionError as error:
+        print(f"switchboard-run: {error}", file=sys.stderr)
+        return 2
+    print(f"infra: {infra.kafka_description}; {infra.mongodb_description}", flush=True)
+    env = service_environment()
+    env.update(infra.env())
+    specs = [s for s in discover_services() if not args.only or s.name in args.only]
+    if not specs:
+        print("no services found under services/", file=sys.stderr)
+    processes = [ServiceProcess(spec, env, output=sys.stdout) for spec in specs]
+    status = 0
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_ready(timeout=90)
+            print(f"ready: {process.spec.name} on {process.base_url}", flush=True)
+        print("all services ready; Ctrl-C stops everything", flush=True)
+        while not stop.is_set():
+            for process in processes:
+                assert process.process is not None
+                if process.process.poll() is not None:
+                    print(
+                        f"{process.spec.name} exited with {process.process.returncode}; "
+                        "stopping everything",
+                        file=sys.stderr,
+                    )
+                    status = 1
+                    stop.set()
+            time.sleep(0.5)
+    except RuntimeError as error:
+        print(f"switchboard-run: {error}", file=sys.stderr)
+        status = 1
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        infra.close()
+        print("stopped", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
