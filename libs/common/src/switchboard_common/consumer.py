@@ -1,0 +1,317 @@
+"""Batch consumption with dead letters, retries and commit-after-write.
+
+``BatchConsumer`` is the one way Switchboard services consume Kafka:
+
+1. every record of a batch is checked against the contract (CloudEvents headers, the
+   ``ce_type`` belongs on the topic, JSON, payload schema); a record that fails goes to
+   the dead-letter topic with the reason, and the rest of the batch carries on;
+2. the service's handler gets the valid records as ``Delivery`` objects, in partition
+   order, and may reject individual records itself (they are dead-lettered too);
+3. a transient failure (database or broker unreachable) retries the whole batch with
+   backoff (handlers are idempotent, so a retry is harmless); if it persists the batch
+   is handed back unacknowledged and will be redelivered;
+4. any other exception is isolated: the batch is re-run record by record and only the
+   records that fail are dead-lettered;
+5. offsets are committed (by FastStream, ``AckPolicy.NACK_ON_ERROR``) only after the
+   handler's writes and the dead letters are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+from switchboard_common.cloudevents import CloudEventAttributes, DecodeError, decode
+from switchboard_common.contract.events import ContractModel
+from switchboard_common.contract.topics import TOPICS_BY_NAME, TopicNames
+from switchboard_common.deadletter import DeadLetterSink, RawRecord, Rejection
+from switchboard_common.logging import get_logger
+from switchboard_common.metrics import ConsumerMetrics
+
+log = get_logger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A consumed record that satisfies the contract."""
+
+    record: RawRecord
+    attributes: CloudEventAttributes
+    event: ContractModel
+    #: The contract name of the topic it came from (without any deployment prefix).
+    contract_topic: str
+
+    @property
+    def key(self) -> str | None:
+        return None if self.record.key is None else self.record.key.decode("utf-8", "replace")
+
+
+#: A service's batch handler: processes deliveries idempotently and returns the ones it
+#: could not process (with a reason), which are dead-lettered. Raising means "retry" for
+#: transient errors and "isolate the bad record" for anything else.
+Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[tuple[Delivery, str]]]]
+
+
+class TransientFailureError(RuntimeError):
+    """A batch could not be processed because a dependency stayed unreachable."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors worth retrying: the dependency may come back, the record is not at fault."""
+    if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, OperationFailure):
+        return error.has_error_label("RetryableWriteError") or error.code in {
+            6,  # HostUnreachable
+            7,  # HostNotFound
+            89,  # NetworkTimeout
+            91,  # ShutdownInProgress
+            189,  # PrimarySteppedDown
+            10107,  # NotWritablePrimary
+            11600,  # InterruptedAtShutdown
+            13435,  # NotPrimaryNoSecondaryOk
+        }
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", False)) or type(error).__name__ in {
+            "KafkaTimeoutError",
+            "KafkaConnectionError",
+            "NodeNotReadyError",
+            "RequestTimedOutError",
+        }
+    return False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for transient failures; after ``give_up_after`` the batch is redelivered."""
+
+    initial: float = 0.2
+    factor: float = 2.0
+    maximum: float = 5.0
+    give_up_after: float = 60.0
+
+    def delays(self) -> list[float]:
+        delays, delay, total = [], self.initial, 0.0
+        while total + delay <= self.give_up_after:
+            delays.append(delay)
+            total += delay
+            delay = min(delay * self.factor, self.maximum)
+        return delays
+
+
+def raw_record(record: ConsumerRecord[Any, Any]) -> RawRecord:
+    """Our library-independent view of an aiokafka record."""
+    return RawRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers or ()),
+        timestamp_ms=record.timestamp or 0,
+    )
+
+
+@dataclass
+class BatchConsumer:
+    """Decode, dead-letter, handle and retry one batch at a time (see module docs)."""
+
+    topics: TopicNames
+    handler: Handler
+    dead_letters: DeadLetterSink
+    metrics: ConsumerMetrics
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def decode(self, records: Sequence[RawRecord]) -> tuple[list[Delivery], list[Rejection]]:
+        """Split records into valid deliveries and rejections (pure)."""
+        deliveries: list[Delivery] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            try:
+                contract_topic = self.topics.contract_name(record.topic)
+                attributes, event = decode(
+                    TOPICS_BY_NAME[contract_topic], record.headers, record.value
+                )
+            except DecodeError as error:
+                rejections.append(Rejection(record, error.reason, str(error)))
+            except KeyError as error:
+                rejections.append(Rejection(record, "unknown_type", str(error)))
+            else:
+                deliveries.append(Delivery(record, attributes, event, contract_topic))
+        return deliveries, rejections
+
+    async def __call__(self, records: Sequence[RawRecord]) -> None:
+        """Process one batch; returns when its offsets may be committed.
+
+        Raises ``TransientFailureError`` when a dependency stayed down for the whole retry
+        budget: the caller must not commit, and the batch will be redelivered.
+        """
+        if not records:
+            return
+        started = time.perf_counter()
+        topic_label = self.topic_label(records[0].topic)
+        deliveries, rejections = self.decode(records)
+        rejected_by_handler = await self._handle_with_retries(deliveries, topic_label)
+        rejections.extend(
+            Rejection(d.record, "processing_error", reason) for d, reason in rejected_by_handler
+        )
+        if rejections:
+            await self._with_retries(lambda: self.dead_letters.publish(rejections), topic_label)
+            for r in rejections:
+                label = self.topic_label(r.record.topic)
+                self.metrics.dead_letters.labels(label, r.reason).inc()
+                self.metrics.records.labels(label, "dead_lettered").inc()
+                log.warning(
+                    "record dead-lettered",
+                    topic=r.record.topic,
+                    partition=r.record.partition,
+                    offset=r.record.offset,
+                    reason=r.reason,
+                    error=r.error[:300],
+                )
+        self.metrics.records.labels(topic_label, "processed").inc(len(records) - len(rejections))
+        self.metrics.batch_size.labels(topic_label).observe(len(records))
+        self.metrics.batch_seconds.labels(topic_label).observe(time.perf_counter() - started)
+
+    async def _handle_with_retries(
+        self, deliveries: list[Delivery], topic_label: str
+    ) -> list[tuple[Delivery, str]]:
+        if not deliveries:
+            return []
+        try:
+            return list(await self._with_retries(lambda: self.handler(deliveries), topic_label))
+        except TransientFailureError:
+            raise
+        except Exception as error:  # noqa: BLE001 - isolate whichever record broke the batch
+            if len(deliveries) == 1:
+                return [(deliveries[0], f"{type(error).__name__}: {error}")]
+            log.warning(
+                "batch failed, isolating the failing records",
+                topic=deliveries[0].record.topic,
+                size=len(deliveries),
+                error_type=type(error).__name__,
+            )
+        rejected: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            try:
+                rejected.extend(
+                    await self._with_retries(
+                        lambda d=delivery: self.handler([d]),  # type: ignore[misc]
+                        topic_label,
+                    )
+                )
+            except TransientFailureError:
+                raise
+            except Exception as error:  # noqa: BLE001 - this record is the poison one
+                rejected.append((delivery, f"{type(error).__name__}: {error}"))
+        return rejected
+
+    async def _with_retries(self, action: Callable[[], Awaitable[_T]], topic_label: str) -> _T:
+        delays = self.retry.delays()
+        for attempt in range(len(delays) + 1):
+            try:
+                return await action()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                if attempt == len(delays):
+                    raise TransientFailureError(
+                        f"gave up after {attempt + 1} attempts: {type(error).__name__}: {error}"
+                    ) from error
+                self.metrics.retries.labels(topic_label).inc()
+                log.warning(
+                    "transient failure, retrying batch",
+                    topic=topic_label,
+                    attempt=attempt + 1,
+                    error_type=type(error).__name__,
+                )
+                await self.sleep(delays[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def topic_label(self, deployed_topic: str) -> str:
+        """The bounded metric label of a deployed topic: its contract name."""
+        try:
+            return self.topics.contract_name(deployed_topic)
+        except KeyError:
+            return "unknown"
+
+
+def subscribe_batch(
+    broker: KafkaBroker,
+    consumer: BatchConsumer,
+    *,
+    topics: Sequence[str],
+    group_id: str,
+    max_records: int = 500,
+    batch_timeout_ms: int = 50,
+    auto_offset_reset: Literal["latest", "earliest", "none"] = "earliest",
+    title: str | None = None,
+    description: str | None = None,
+    max_poll_interval_ms: int = 5 * 60 * 1000,
+    session_timeout_ms: int = 10 * 1000,
+) -> None:
+    """Register ``consumer`` on ``broker`` for the given contract topics.
+
+    Offsets are committed after ``consumer`` returns; if it raises, FastStream seeks
+    back to the batch's first offsets and the batch is redelivered.
+    """
+    deployed = [consumer.topics(t) for t in topics]
+    subscriber = broker.subscriber(
+        *deployed,
+        batch=True,
+        group_id=group_id,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        auto_offset_reset=auto_offset_reset,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=title,
+        description=description,
+        max_poll_interval_ms=max_poll_interval_ms,
+        session_timeout_ms=session_timeout_ms,
+    )
+
+    async def handle(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        await consumer([raw_record(r) for r in records])
+        kafka_consumer = getattr(message, "consumer", None)
+        if kafka_consumer is not None:
+            await _observe_lag(kafka_consumer, consumer)
+
+    # FastStream must not decode bodies itself: a record that is not JSON would fail the
+    # whole batch before our per-record checks could dead-letter it.
+    subscriber(handle, decoder=_raw_records)
+
+
+async def _raw_records(message: Any) -> Any:
+    """A FastStream decoder that leaves records as they are (we decode per record)."""
+    return message.raw_message
+
+
+async def _observe_lag(kafka_consumer: Any, consumer: BatchConsumer) -> None:
+    """Records between this replica's positions and the partitions' ends, per topic."""
+    lag: dict[str, int] = {}
+    try:
+        for tp in kafka_consumer.assignment():
+            high = kafka_consumer.highwater(tp)
+            if high is None:
+                continue
+            position = await kafka_consumer.position(tp)
+            label = consumer.topic_label(tp.topic)
+            lag[label] = lag.get(label, 0) + max(0, high - position)
+    except (KafkaError, AssertionError, AttributeError):
+        return  # partitions moved during a rebalance: the next batch reports again
+    for label, value in lag.items():
+        consumer.metrics.lag.labels(label).set(value)

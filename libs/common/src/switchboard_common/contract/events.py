@@ -1,0 +1,328 @@
+"""Payload models of every event in the public contract (CONTRACT.md).
+
+Models are frozen and strictly typed. Unknown fields are ignored on input, so a producer
+may add fields (the contract allows that) without breaking older consumers. Fields marked
+"extension" are additions to CONTRACT.md v1: optional, with defaults, never required of
+other producers.
+
+Validate records from Kafka with ``Model.model_validate_json(raw_bytes)``: in JSON mode,
+strict validation still parses RFC 3339 strings into datetimes and strings into enums.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from switchboard_common.contract.enums import (
+    AgentStatus,
+    Channel,
+    Priority,
+    SenderKind,
+    SlaMetric,
+)
+
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=1024)]
+SkillLevel = Annotated[int, Field(ge=1, le=10)]
+Capacity = Annotated[int, Field(ge=0, le=1000)]
+
+
+class ContractModel(BaseModel):
+    """Base of every contract payload."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    #: The CloudEvents ``ce_type`` this payload is published under (set on event models).
+    ce_type: ClassVar[str] = ""
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+class Sender(ContractModel):
+    """Who sent a message, as the channel identifies them."""
+
+    kind: SenderKind
+    value: NonEmptyStr
+    display_name: str | None = None
+
+
+class Attachment(ContractModel):
+    """A file or media item that came with a message.
+
+    For email every field is known (the bytes stay in the raw store). Social providers
+    deliver media by reference: ``size`` and ``sha256`` are then null and
+    ``provider_media_id`` says how to fetch it.
+    """
+
+    filename: str | None
+    content_type: str
+    size: Annotated[int, Field(ge=0)] | None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None
+    #: extension: image, audio, video, document, sticker, location, contacts, file.
+    kind: str | None = None
+    #: extension: the provider's id for fetching the media.
+    provider_media_id: str | None = None
+    #: extension: inline (Content-Disposition inline / embedded image) rather than attached.
+    inline: bool = False
+
+
+class MessageReceived(ContractModel):
+    """``support.message.received``: one customer message from any channel."""
+
+    ce_type: ClassVar[str] = "support.message.received"
+
+    message_id: NonEmptyStr
+    channel: Channel
+    provider_message_id: str | None
+    provider_thread_id: str | None
+    sender: Sender
+    received_at: AwareDatetime
+    sent_at: AwareDatetime | None
+    subject: str | None
+    text: str
+    attachments: list[Attachment] = Field(default_factory=list)
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    auto_submitted: bool = False
+
+    #: extension: the provider account that received it (support address, WhatsApp
+    #: phone number id, page id, Instagram account id, X account id, bot id).
+    account: str | None = None
+    #: extension: the inbox or tenant the account belongs to (from ingest configuration).
+    tenant: str | None = None
+    #: extension: the whole text including quoted history and signature (email).
+    full_text: str | None = None
+    #: extension: where the exact bytes received are kept, e.g. ``sha256:<hex>``.
+    raw_ref: str | None = None
+    #: extension: what could not be parsed; the message is still delivered.
+    parse_errors: list[str] = Field(default_factory=list)
+    #: extension: the provider message this one replies to or quotes.
+    reply_to_provider_message_id: str | None = None
+    #: extension: ``message`` for an ordinary message; social ingest may add
+    #: ``postback``, ``interactive``, ``story_reply``, ``edit``, ``reaction``.
+    kind: str = "message"
+    #: extension: recipients (email To/Cc) as addresses.
+    recipients: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- assignments
+
+
+class AssignmentDecision(ContractModel):
+    """Payload shared by the four ``support.conversation.*`` routing events."""
+
+    conversation_id: NonEmptyStr
+    customer_id: NonEmptyStr
+    channel: Channel
+    priority: Priority
+    agent_id: str | None
+    queue: NonEmptyStr
+    required_skills: list[str] = Field(default_factory=list)
+    #: Per-conversation sequence number; consumers drop events with a lower seq.
+    seq: Annotated[int, Field(ge=0)]
+    decided_at: AwareDatetime
+    #: The inputs of the decision: why this agent, or why queued.
+    reason: dict[str, JsonValue] = Field(default_factory=dict)
+    #: extension: tenant of the conversation.
+    tenant: str | None = None
+    #: extension: when the agent must accept by (offers), else null.
+    offer_expires_at: AwareDatetime | None = None
+    #: extension: when the conversation started waiting (kept across requeues).
+    waiting_since: AwareDatetime | None = None
+
+
+class ConversationQueued(AssignmentDecision):
+    """``support.conversation.queued``: waiting for an agent."""
+
+    ce_type: ClassVar[str] = "support.conversation.queued"
+
+
+class ConversationAssigned(AssignmentDecision):
+    """``support.conversation.assigned``: given (or offered) to ``agent_id``."""
+
+    ce_type: ClassVar[str] = "support.conversation.assigned"
+
+
+class ConversationRequeued(AssignmentDecision):
+    """``support.conversation.requeued``: taken back from an agent and waiting again."""
+
+    ce_type: ClassVar[str] = "support.conversation.requeued"
+
+
+class ConversationEscalated(AssignmentDecision):
+    """``support.conversation.escalated``: priority raised or moved to overflow."""
+
+    ce_type: ClassVar[str] = "support.conversation.escalated"
+
+
+# --------------------------------------------------------------------------- agent events
+
+
+class AgentUpserted(ContractModel):
+    """``support.agent.upserted``: an agent's profile, created or replaced."""
+
+    ce_type: ClassVar[str] = "support.agent.upserted"
+
+    agent_id: NonEmptyStr
+    display_name: str
+    skills: dict[str, SkillLevel] = Field(default_factory=dict)
+    capacity: dict[Channel, Capacity] = Field(default_factory=dict)
+    languages: list[str] = Field(default_factory=list)
+    #: extension: optional limit on the weighted sum of load across channels.
+    total_capacity: Capacity | None = None
+    #: extension: tenant the agent works for.
+    tenant: str | None = None
+
+
+class AgentStatusChanged(ContractModel):
+    """``support.agent.status_changed``."""
+
+    ce_type: ClassVar[str] = "support.agent.status_changed"
+
+    agent_id: NonEmptyStr
+    status: AgentStatus
+    #: extension: when the change happened (defaults to the event time).
+    at: AwareDatetime | None = None
+
+
+class OfferAccepted(ContractModel):
+    """``support.offer.accepted``."""
+
+    ce_type: ClassVar[str] = "support.offer.accepted"
+
+    agent_id: NonEmptyStr
+    conversation_id: NonEmptyStr
+
+
+class OfferRejected(ContractModel):
+    """``support.offer.rejected``."""
+
+    ce_type: ClassVar[str] = "support.offer.rejected"
+
+    agent_id: NonEmptyStr
+    conversation_id: NonEmptyStr
+    #: extension: free text from the agent, never shown to customers.
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- conversation events
+
+
+class ReplySent(ContractModel):
+    """``support.reply.sent``: an agent answered the customer."""
+
+    ce_type: ClassVar[str] = "support.reply.sent"
+
+    conversation_id: NonEmptyStr
+    agent_id: NonEmptyStr
+    sent_at: AwareDatetime
+    #: extension: the conversation now waits on the customer (pauses SLA clocks).
+    awaiting_customer: bool = False
+
+
+class ConversationResolved(ContractModel):
+    """``support.conversation.resolved``."""
+
+    ce_type: ClassVar[str] = "support.conversation.resolved"
+
+    conversation_id: NonEmptyStr
+    at: AwareDatetime
+
+
+class ConversationReopened(ContractModel):
+    """``support.conversation.reopened``."""
+
+    ce_type: ClassVar[str] = "support.conversation.reopened"
+
+    conversation_id: NonEmptyStr
+    at: AwareDatetime
+
+
+class ConversationTransferred(ContractModel):
+    """``support.conversation.transferred``: to a queue or to a named agent."""
+
+    ce_type: ClassVar[str] = "support.conversation.transferred"
+
+    conversation_id: NonEmptyStr
+    from_agent_id: str | None
+    to_queue: str | None = None
+    to_agent_id: str | None = None
+    #: extension: when it happened.
+    at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> ConversationTransferred:
+        if (self.to_queue is None) == (self.to_agent_id is None):
+            raise ValueError("exactly one of to_queue and to_agent_id must be set")
+        return self
+
+
+# --------------------------------------------------------------------------- SLA events
+
+
+class SlaEvent(ContractModel):
+    """Payload shared by ``support.sla.at_risk`` and ``support.sla.breached``."""
+
+    conversation_id: NonEmptyStr
+    metric: SlaMetric
+    policy: NonEmptyStr
+    due_at: AwareDatetime
+    at: AwareDatetime
+    #: extensions: labels of the conversation, for routing escalation and dashboards.
+    channel: Channel | None = None
+    priority: Priority | None = None
+    queue: str | None = None
+
+
+class SlaAtRisk(SlaEvent):
+    """``support.sla.at_risk``: ``warn_before`` the deadline, once per clock."""
+
+    ce_type: ClassVar[str] = "support.sla.at_risk"
+
+
+class SlaBreached(SlaEvent):
+    """``support.sla.breached``: at the deadline, once per clock."""
+
+    ce_type: ClassVar[str] = "support.sla.breached"
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+class DeadLetterHeader(ContractModel):
+    """One Kafka header of the original record; the value is base64 (headers are bytes)."""
+
+    key: str
+    value_b64: str | None
+
+
+class DeadLetter(ContractModel):
+    """``support.deadletter``: a record a consumer could not process, with the reason.
+
+    The record key on ``support.deadletter.v1`` is the original key.
+    """
+
+    ce_type: ClassVar[str] = "support.deadletter"
+
+    topic: str
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    error: str
+    #: The original value, base64; null for a tombstone.
+    value_b64: str | None
+    headers: list[DeadLetterHeader] = Field(default_factory=list)
+    #: extension: the consumer group and service that gave up on it, and when.
+    consumer_group: str | None = None
+    service: str | None = None
+    failed_at: AwareDatetime | None = None
+    #: extension: a bounded category of ``error`` (for metrics and triage).
+    reason: Literal[
+        "not_json", "invalid_payload", "bad_headers", "unknown_type", "processing_error"
+    ] = "processing_error"
+
+
+def model_json_schema(model: type[ContractModel]) -> dict[str, Any]:
+    """The JSON Schema of a payload as it travels (serialisation view)."""
+    return model.model_json_schema(mode="serialization")

@@ -1,0 +1,125 @@
+"""The HTTP side every service shares: ``/healthz``, ``/readyz``, ``/metrics``.
+
+``/healthz`` answers 200 while the process runs (liveness). ``/readyz`` runs the
+service's readiness checks (Kafka and MongoDB reachable, plus its own) concurrently with
+a timeout and answers 200 or 503 with which check failed. ``/metrics`` serves the
+service's Prometheus registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pymongo import AsyncMongoClient
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """A named check that raises (or returns False) when the service is not ready."""
+
+    name: str
+    check: Callable[[], Awaitable[bool | None]]
+
+
+def kafka_ready(broker: KafkaBroker, timeout: float = 2.0) -> ReadinessCheck:
+    """Kafka answers a metadata request."""
+
+    async def check() -> bool:
+        return bool(await broker.ping(timeout=timeout))
+
+    return ReadinessCheck("kafka", check)
+
+
+def mongo_ready(client: AsyncMongoClient[Any]) -> ReadinessCheck:
+    """The MongoDB-wire server answers ``ping``."""
+
+    async def check() -> bool:
+        await client.admin.command("ping")
+        return True
+
+    return ReadinessCheck("mongodb", check)
+
+
+def ops_router(
+    *,
+    registry: CollectorRegistry,
+    checks: Sequence[ReadinessCheck],
+    timeout: float = 3.0,
+) -> APIRouter:
+    """Routes for ``/healthz``, ``/readyz`` and ``/metrics`` (excluded from OpenAPI)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        results = await asyncio.gather(*(_run(c, timeout) for c in checks))
+        report = dict(zip((c.name for c in checks), results, strict=True))
+        ready = all(r == "ok" for r in report.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": report},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _run(check: ReadinessCheck, timeout: float) -> str:
+    try:
+        async with asyncio.timeout(timeout):
+            result = await check.check()
+    except TimeoutError:
+        return "timeout"
+    except Exception as error:  # noqa: BLE001 - any failure means "not ready"; say which
+        return f"error: {type(error).__name__}"
+    return "ok" if result is not False else "failed"
+
+
+def ops_app(
+    *,
+    title: str,
+    registry: CollectorRegistry,
+    checks: Sequence[ReadinessCheck],
+) -> FastAPI:
+    """A minimal app with only the ops routes (services without an API of their own)."""
+    app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(ops_router(registry=registry, checks=checks))
+    return app
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn inside our own event loop; the service runner owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def http_server(app: Any, *, host: str, port: int) -> HttpServer:
+    """An HTTP server for ``app`` that the service runner starts and stops."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    return HttpServer(config)

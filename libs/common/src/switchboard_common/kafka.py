@@ -1,0 +1,143 @@
+"""Kafka clients: the FastStream broker factory and a publisher of contract events.
+
+Producers are durable by construction: ``acks=all`` and the idempotent producer, so an
+acknowledged send is on every in-sync replica and a retried send is never duplicated by
+the broker. ``EventPublisher`` enqueues many records without awaiting each one and then
+awaits all acknowledgements together: callers acknowledge upstream (SMTP 250, HTTP 200,
+offset commit) only after ``publish_all`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiokafka.structs import RecordMetadata
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from switchboard_common.cloudevents import encode, event_headers, source_for
+from switchboard_common.contract.events import ContractModel
+from switchboard_common.contract.topics import TopicNames
+from switchboard_common.settings import ServiceSettings
+
+
+def kafka_security(settings: ServiceSettings) -> BaseSecurity | None:
+    """FastStream security for the configured protocol (None for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context)
+    if not settings.kafka_sasl_username or settings.kafka_sasl_password is None:
+        raise ValueError(
+            f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+            "KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
+        )
+    password = settings.kafka_sasl_password.get_secret_value()
+    use_ssl = protocol == "SASL_SSL"
+    mechanisms: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }
+    return mechanisms[settings.kafka_sasl_mechanism](
+        settings.kafka_sasl_username, password, ssl_context=context, use_ssl=use_ssl
+    )
+
+
+def make_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
+    """A FastStream ``KafkaBroker`` with a durable producer (acks=all, idempotence)."""
+    compression = None if settings.kafka_compression == "none" else settings.kafka_compression
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": compression,
+        "linger_ms": settings.kafka_linger_ms,
+        "max_batch_size": 256 * 1024,
+        "client_id": f"switchboard-{settings.service_name}",
+        "security": kafka_security(settings),
+        # Topics are created by operators (or `switchboard-topics create`), with the
+        # partition counts the contract specifies, never implicitly by a consumer.
+        "allow_auto_create_topics": False,
+        "graceful_timeout": 30.0,
+        # Our logging configuration (JSON, redaction) instead of FastStream's own handler.
+        "logger": logging.getLogger("switchboard.kafka"),
+        "log_level": logging.DEBUG,
+    }
+    options.update(overrides)
+    return KafkaBroker(settings.kafka_bootstrap_servers, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event to publish: contract topic name, key and payload."""
+
+    topic: str
+    key: str
+    event: ContractModel
+    event_id: str | None = None
+    time: datetime | None = None
+
+
+class EventPublisher:
+    """Publishes contract events with CloudEvents headers onto the deployed topics."""
+
+    def __init__(self, broker: KafkaBroker, topics: TopicNames, service: str) -> None:
+        self._broker = broker
+        self._topics = topics
+        self._source = source_for(service)
+
+    async def enqueue(self, item: Outgoing) -> asyncio.Future[RecordMetadata]:
+        """Hand one record to the producer; the future resolves when Kafka acknowledged it.
+
+        Blocks only when the producer's buffer is full (backpressure).
+        """
+        future: asyncio.Future[RecordMetadata] = await self._broker.publish(
+            encode(item.event),
+            self._topics(item.topic),
+            key=item.key.encode(),
+            headers=event_headers(
+                item.event, source=self._source, event_id=item.event_id, time=item.time
+            ),
+            no_confirm=True,
+        )
+        return future
+
+    async def publish_all(self, items: Iterable[Outgoing]) -> list[RecordMetadata]:
+        """Publish every item and wait until Kafka acknowledged all of them.
+
+        Raises the first failure (``KafkaError`` and friends) after all futures settled,
+        so a caller that reports failure upstream never leaves an unobserved send behind.
+        """
+        futures = [await self.enqueue(item) for item in items]
+        return await gather_acks(futures)
+
+    async def publish(self, item: Outgoing) -> RecordMetadata:
+        """Publish one item and wait for its acknowledgement."""
+        (metadata,) = await self.publish_all([item])
+        return metadata
+
+
+async def gather_acks(futures: Sequence[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:
+    """Await every acknowledgement; raise the first error once all have settled."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, RecordMetadata)]

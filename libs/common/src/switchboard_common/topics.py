@@ -1,0 +1,77 @@
+"""Create the contract topics on a cluster (``switchboard-topics create``).
+
+Used by local provisioning, the docker-compose init job and tests (with a prefix).
+Creating a topic that exists is not an error; partitions are never reduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from switchboard_common.contract.topics import TOPICS, TopicNames, TopicSpec
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    *,
+    prefix: str = "",
+    partitions: int | None = None,
+    replication_factor: int = 1,
+    specs: Sequence[TopicSpec] = TOPICS,
+    timeout_ms: int = 30000,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    names = TopicNames(prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                names(spec.name),
+                num_partitions=partitions or spec.partitions,
+                replication_factor=replication_factor,
+                topic_configs={"retention.ms": str(spec.retention_ms)},
+            )
+            for spec in specs
+            if names(spec.name) not in existing
+        ]
+        if not wanted:
+            return []
+        # A concurrent creator may win the race: the topic then exists, as wanted.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(wanted, timeout_ms=timeout_ms)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create", help="create the contract topics")
+    create.add_argument("--bootstrap-servers", default="localhost:9092")
+    create.add_argument("--prefix", default="")
+    create.add_argument("--partitions", type=int, default=None)
+    create.add_argument("--replication-factor", type=int, default=1)
+    args = parser.parse_args(argv)
+    created = asyncio.run(
+        create_topics(
+            args.bootstrap_servers,
+            prefix=args.prefix,
+            partitions=args.partitions,
+            replication_factor=args.replication_factor,
+        )
+    )
+    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
