@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard_common.http import HttpServer
+from faststream.kafka import KafkaBroker
+
+from switchboard_common.http import HttpServer, http_server
 from switchboard_common.logging import get_logger
 
 log = get_logger(__name__)
@@ -71,3 +74,53 @@ async def run_service(
             loop.remove_signal_handler(sig)
     log.info("service stopped", status=status)
     return status
+
+
+@dataclass
+class Runtime:
+    """Everything a service process runs, assembled by the service's ``build`` function.
+
+    ``run_runtime`` starts it in this order: ``on_start`` hooks (e.g. index creation,
+    SMTP listener), the Kafka broker (producer and subscribers), the HTTP server and the
+    background tasks; and stops it in reverse, with ``on_stop`` hooks last.
+    """
+
+    service: str
+    http_app: Any
+    http_host: str
+    http_port: int
+    broker: KafkaBroker | None = None
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
+
+
+async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) -> int:
+    """Run a service until SIGTERM/SIGINT or ``stop``; return the exit status.
+
+    Tests run services in-process with a ``stop`` event; ``__main__`` passes none.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        try:
+            for hook in runtime.on_start:
+                await hook()
+            if runtime.broker is not None:
+                await runtime.broker.start()
+            yield
+        finally:
+            if runtime.broker is not None:
+                await runtime.broker.stop()
+            for hook in reversed(runtime.on_stop):
+                with contextlib.suppress(Exception):
+                    await hook()
+
+    server = http_server(runtime.http_app, host=runtime.http_host, port=runtime.http_port)
+    return await run_service(
+        runtime.service,
+        lifespan(),
+        servers=[server],
+        background=runtime.background,
+        stop=stop,
+    )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from switchboard_common.contract.topics import TOPICS, TopicNames, TopicSpec
+from switchboard_common.contract.topics import ALL_TOPICS, TopicNames, TopicSpec
 
 
 async def create_topics(
@@ -23,7 +23,7 @@ async def create_topics(
     prefix: str = "",
     partitions: int | None = None,
     replication_factor: int = 1,
-    specs: Sequence[TopicSpec] = TOPICS,
+    specs: Sequence[TopicSpec] = ALL_TOPICS,
     timeout_ms: int = 30000,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""

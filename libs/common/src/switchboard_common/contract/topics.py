@@ -23,6 +23,7 @@ from switchboard_common.contract.events import (
     SlaAtRisk,
     SlaBreached,
 )
+from switchboard_common.contract.internal import ConversationActivity, CustomerMessage
 
 INBOUND = "support.inbound.v1"
 ASSIGNMENTS = "support.assignments.v1"
@@ -30,6 +31,10 @@ AGENT_EVENTS = "support.agent-events.v1"
 CONVERSATION_EVENTS = "support.conversation-events.v1"
 SLA_EVENTS = "support.sla-events.v1"
 DEADLETTER = "support.deadletter.v1"
+
+#: Router-internal topics (not public: see ``contract.internal``).
+CUSTOMER_MESSAGES = "switchboard.router.customer-messages.v1"
+CONVERSATION_ACTIVITY = "switchboard.router.conversation-activity.v1"
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -101,7 +106,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         SLA_EVENTS,
         key="conversation_id",
         events=(SlaAtRisk, SlaBreached),
-        partitions=6,
+        partitions=12,
         retention_ms=7 * _DAY_MS,
         description="SLA warnings and breaches from the SLA monitor.",
     ),
@@ -115,9 +120,30 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
 )
 
-TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+#: Topics private to the router's pipeline; created like the public ones.
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        CUSTOMER_MESSAGES,
+        key="customer_id",
+        events=(CustomerMessage,),
+        partitions=12,
+        retention_ms=3 * _DAY_MS,
+        description="Router stage 1 -> 2: messages after identity resolution.",
+    ),
+    TopicSpec(
+        CONVERSATION_ACTIVITY,
+        key="conversation_id",
+        events=(ConversationActivity,),
+        partitions=12,  # co-partitioned with support.conversation-events.v1
+        retention_ms=3 * _DAY_MS,
+        description="Router stage 2 -> 3: conversations that routing must look at.",
+    ),
+)
 
-#: Every contract payload by its ``ce_type``.
+ALL_TOPICS: tuple[TopicSpec, ...] = TOPICS + INTERNAL_TOPICS
+TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
+
+#: Every public contract payload by its ``ce_type``.
 EVENT_TYPES: dict[str, type[ContractModel]] = {
     ce_type: model for t in TOPICS for ce_type, model in t.types.items()
 }
@@ -170,3 +196,11 @@ class TopicNames:
     @property
     def deadletter(self) -> str:
         return self(DEADLETTER)
+
+    @property
+    def customer_messages(self) -> str:
+        return self(CUSTOMER_MESSAGES)
+
+    @property
+    def conversation_activity(self) -> str:
+        return self(CONVERSATION_ACTIVITY)

@@ -1,0 +1,66 @@
+"""Router-internal events: NOT part of the public contract.
+
+The router is a pipeline of stages connected by internal topics (see
+``services/router/README.md``). Frontends and other services must not consume these;
+they may change without a version bump. They live here only so that the shared batch
+consumer can check them like any other topic.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field
+
+from switchboard_common.contract.enums import Channel
+from switchboard_common.contract.events import ContractModel, MessageReceived, NonEmptyStr
+
+
+class CustomerMessage(ContractModel):
+    """A customer message after identity resolution, re-keyed by ``customer_id``.
+
+    Stage 1 (identity) publishes it; stage 2 (timeline) consumes it. Keying by customer
+    keeps one customer's messages in order even when they arrive on several channels
+    (whose sender keys land on different partitions of ``support.inbound.v1``).
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.customer_message"
+
+    customer_id: NonEmptyStr
+    #: The identity the sender resolved to, e.g. ``email:ana@example.com``.
+    identity: NonEmptyStr
+    message: MessageReceived
+    resolved_at: AwareDatetime
+
+
+class ConversationActivity(ContractModel):
+    """Something happened on a conversation that routing must know about.
+
+    Stage 2 (timeline) publishes it after the message is stored; stage 3 (assignment)
+    consumes it. Keyed by ``conversation_id`` and co-partitioned with
+    ``support.conversation-events.v1`` (same partition count), so one assignment
+    consumer sees every event of a conversation in order.
+
+    ``kind``: ``opened`` (a new conversation), ``reopened`` (a message reopened a
+    resolved conversation), ``message`` (another customer message on an open one).
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.conversation_activity"
+
+    conversation_id: NonEmptyStr
+    customer_id: NonEmptyStr
+    channel: Channel
+    kind: Literal["opened", "reopened", "message"]
+    message_id: NonEmptyStr
+    received_at: AwareDatetime
+    subject: str | None = None
+    #: The message text for classification (keywords, language), at most 4000 characters.
+    text: Annotated[str, Field(max_length=4000)] = ""
+    auto_submitted: bool = False
+    tenant: str | None = None
+    #: The customer's tier (e.g. ``vip``) when a CRM link set one.
+    customer_tier: str | None = None
+    #: The conversation this one continues (a message after the reopen window).
+    previous_conversation_id: str | None = None
+    #: How many customer messages the conversation holds, this one included.
+    message_count: Annotated[int, Field(ge=1)] = 1
