@@ -11,14 +11,20 @@ as each provider does. Nothing here is used by the service itself.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from switchboard_common.contract import Channel
 from switchboard_ingest_social import signatures
+
+if TYPE_CHECKING:  # test-only dependency: imported by the tests that use this type
+    import httpx
+
+    from switchboard_ingest_social.app import IngestSocial
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -98,3 +104,25 @@ def signed_headers(provider: str, body: bytes, secret: str | None = None) -> dic
 def accounts_environment() -> dict[str, str]:
     """Environment the sample accounts file references (its secret_env names)."""
     return dict(ACCOUNTS_ENV)
+
+
+@dataclass(frozen=True)
+class RunningSocial:
+    """ingest-social running in this test's event loop, and a client for it."""
+
+    url: str
+    http: httpx.AsyncClient
+    parts: IngestSocial
+
+    async def post(
+        self, provider: str, body: bytes, *, secret: str | None = None, query: str = ""
+    ) -> httpx.Response:
+        """POST ``body`` to the provider's webhook, signed as that provider signs."""
+        return await self.http.post(
+            f"/webhooks/{provider}{query}",
+            content=body,
+            headers=signed_headers(provider, body, secret),
+        )
+
+    async def metrics(self) -> str:
+        return (await self.http.get("/metrics")).text
