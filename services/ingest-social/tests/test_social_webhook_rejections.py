@@ -141,6 +141,8 @@ async def test_invalid_json_and_payloads_get_400_with_a_reason(
         ("meta", b'{"object": "page", "entry": [', "body is not valid JSON"),
         ("meta", b"\xff\xfe not utf-8", "body is not valid JSON"),
         ("meta", b"[1, 2, 3]", "body must be a JSON object"),
+        ("telegram", b'{"update_id": ' + b"7" * 5000 + b"}", "beyond the parser's limits"),
+        ("x", b"[" * 8000 + b"]" * 8000, "beyond the parser's limits"),
         ("meta", encode(broken_message), "entry.0.changes.0.messages.value.messages.0.from"),
         ("meta", b'{"object": "page", "entry": [{"messaging": []}]}', "entry.0.id"),
         ("x", b'{"direct_message_events": []}', "for_user_id"),

@@ -144,15 +144,18 @@ class WebhookApi:
     def parse_json(body: bytes, provider: str) -> dict[str, Any]:
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
-            raise WebhookRejectedError(
-                400, Outcome.INVALID, f"body is not valid JSON: {reason}", provider
-            ) from None
-        except RecursionError:
-            raise WebhookRejectedError(
-                400, Outcome.INVALID, "body is not valid JSON: nested too deeply", provider
-            ) from None
+        except json.JSONDecodeError as error:
+            reason = f"body is not valid JSON: {error.msg} at position {error.pos}"
+        except UnicodeDecodeError:
+            reason = "body is not valid JSON: not UTF-8"
+        except (ValueError, RecursionError):
+            # Valid JSON beyond the parser's limits: a number of thousands of digits, or
+            # nesting deeper than the interpreter's recursion limit.
+            reason = "body is not valid JSON: a number or nesting beyond the parser's limits"
+        else:
+            reason = ""
+        if reason:
+            raise WebhookRejectedError(400, Outcome.INVALID, reason, provider)
         if not isinstance(payload, dict):
             raise WebhookRejectedError(400, Outcome.INVALID, "body must be a JSON object", provider)
         return payload
