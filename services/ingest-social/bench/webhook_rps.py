@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -60,7 +61,9 @@ def serve_bare(port: int) -> None:
     async def ready() -> JSONResponse:
         return JSONResponse({"status": "ready"})
 
-    asyncio.run(http_server(app, host="127.0.0.1", port=port).serve())
+    server = http_server(app, host="127.0.0.1", port=port)
+    gc.freeze()  # as the service's __main__ does: served the same way
+    asyncio.run(server.serve())
 
 
 # --------------------------------------------------------------------------- load

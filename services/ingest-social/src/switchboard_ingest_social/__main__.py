@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from switchboard_common.logging import configure_logging
@@ -27,6 +28,9 @@ def main() -> int:
     except AccountsFileError as error:
         sys.stderr.write(f"{settings.service_name}: accounts file: {error}\n")
         return 2
+    # Everything built so far lives as long as the process: keep the cyclic garbage
+    # collector from rescanning it on every collection (measurably cheaper per request).
+    gc.freeze()
     return asyncio.run(run_runtime(runtime))
 
 
