@@ -103,6 +103,9 @@ class MessageReceived(ContractModel):
     #: extension: ``message`` for an ordinary message; social ingest may add
     #: ``postback``, ``interactive``, ``story_reply``, ``edit``, ``reaction``.
     kind: str = "message"
+    #: extension: the machine-readable payload of a postback, quick reply or button
+    #: reply (what the business defined for the option the customer chose).
+    postback_payload: str | None = None
     #: extension: recipients (email To/Cc) as addresses.
     recipients: list[str] = Field(default_factory=list)
 

@@ -1,0 +1,1 @@
+"""ingest-social: verified provider webhooks normalised onto ``support.inbound.v1``."""

@@ -1,0 +1,54 @@
+"""ingest-social's settings: one frozen object, built once at start (``load``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
+
+from switchboard_common.settings import ServiceSettings, env
+
+
+class IngestSocialSettings(ServiceSettings):
+    """Environment of ingest-social (the common variables are in the root README).
+
+    The four provider secrets are the contract's names. Outside ``SWITCHBOARD_ENV=dev``
+    a missing one stops start-up and is named; each may come from ``NAME_FILE``.
+    """
+
+    service_name: ClassVar[str] = "ingest-social"
+    dev_secret_defaults: ClassVar[dict[str, str]] = {
+        "meta_app_secret": "dev-meta-app-secret",
+        "meta_verify_token": "dev-meta-verify-token",
+        "x_consumer_secret": "dev-x-consumer-secret",
+        "telegram_secret_token": "dev-telegram-secret-token",
+    }
+
+    http_port: int = Field(8002, ge=0, le=65535, validation_alias=env("INGEST_SOCIAL_HTTP_PORT"))
+
+    meta_app_secret: SecretStr | None = Field(None, validation_alias=env("META_APP_SECRET"))
+    meta_verify_token: SecretStr | None = Field(None, validation_alias=env("META_VERIFY_TOKEN"))
+    x_consumer_secret: SecretStr | None = Field(None, validation_alias=env("X_CONSUMER_SECRET"))
+    telegram_secret_token: SecretStr | None = Field(
+        None, validation_alias=env("TELEGRAM_SECRET_TOKEN")
+    )
+
+    #: YAML file mapping provider accounts to tenants and per-account secrets (README).
+    accounts_file: Path | None = Field(None, validation_alias=env("INGEST_SOCIAL_ACCOUNTS_FILE"))
+    #: What to do with a verified webhook for an account the accounts file does not list:
+    #: ``accept`` (publish with ``tenant`` null) or ``ignore`` (count and drop).
+    unknown_accounts: Literal["accept", "ignore"] = Field(
+        "accept", validation_alias=env("INGEST_SOCIAL_UNKNOWN_ACCOUNTS")
+    )
+    #: Largest webhook body accepted; bigger ones get 413 without being read to the end.
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        validation_alias=env("INGEST_SOCIAL_MAX_BODY_BYTES"),
+    )
+    #: Seconds to wait for Kafka's acknowledgement of a POST's messages before answering 503.
+    publish_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias=env("INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS")
+    )
