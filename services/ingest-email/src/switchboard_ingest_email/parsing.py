@@ -1,0 +1,450 @@
+"""MIME parsing: raw message bytes to a ``ParsedEmail`` of plain data. Pure and total.
+
+Built on the standard library's ``email`` package with ``policy.default``. Every step that
+can fail on hostile or broken input (header parsing, charsets, transfer encodings, MIME
+structure) is guarded: what cannot be read is reported in ``errors`` and parsing goes on,
+so ``parse_email`` returns for any bytes at all and never raises.
+
+Identifiers (``Message-ID``, ``In-Reply-To``, ``References``) are normalised to
+``<local@domain>`` with whitespace removed and the domain lower-cased (the local part is
+case-sensitive by RFC 5322), so the same id written by different clients compares equal.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header, make_header
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
+
+from switchboard_common.contract import Attachment
+from switchboard_ingest_email.text import html_to_text, tidy
+
+MAX_ERRORS = 50
+MAX_ERROR_LENGTH = 200
+MAX_REFERENCES = 50
+MAX_ATTACHMENTS = 500
+MAX_HEADER_CHARS = 2000
+
+_PARSER = BytesParser(policy=policy.default)
+_MSG_ID = re.compile(r"<([^<>]*)>")
+_SURROGATES = re.compile(r"[\udc80-\udcff]+")
+_HEADER_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+# Labels that mail clients use but Python's codecs do not know, or where the label's
+# usual meaning is a superset (as WHATWG's encoding standard maps them for the web).
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "ansi_x3.4-1968": "cp1252",
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "iso-8859-8-e": "iso-8859-8",
+    "x-user-defined": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "shift_jis": "cp932",
+    "unicode-1-1-utf-7": "utf-7",
+    "windows-874": "cp874",
+    "utf8": "utf-8",
+}
+
+
+@dataclass
+class ParsedEmail:
+    """What could be read from one message (mutable while parsing, then handed on)."""
+
+    from_address: str | None = None
+    from_name: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    subject: str | None = None
+    sent_at: datetime | None = None
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    text: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    auto_submitted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, message: str) -> None:
+        """Record a parse problem (bounded in count and length, no duplicates)."""
+        message = message[:MAX_ERROR_LENGTH]
+        if message not in self.errors and len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+
+# --------------------------------------------------------------------------- strings
+
+
+def clean_text(value: str) -> str:
+    """A string safe to serialise: undecoded 8-bit bytes (surrogate escapes) decoded as
+    UTF-8 or, failing that, Windows-1252."""
+
+    def fix(match: re.Match[str]) -> str:
+        raw = bytes(ord(c) - 0xDC00 for c in match.group())
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("cp1252", errors="replace")
+
+    return _SURROGATES.sub(fix, value)
+
+
+def clean_header(value: str) -> str:
+    """A header value on one line, without control characters, bounded in length."""
+    return _HEADER_CONTROL.sub(" ", clean_text(value)).strip()[:MAX_HEADER_CHARS]
+
+
+def normalise_msg_id(value: str | None) -> str | None:
+    """``<local@domain>`` from a Message-ID-like header value, or None if there is none."""
+    ids = msg_ids(value, limit=1)
+    return ids[0] if ids else None
+
+
+def msg_ids(value: str | None, *, limit: int = MAX_REFERENCES) -> list[str]:
+    """Every message id in a header value, in order, normalised and without duplicates.
+
+    Beyond ``limit`` ids the first one (the thread root) and the most recent ones are kept.
+    """
+    if not value:
+        return []
+    value = clean_text(value)
+    found = _MSG_ID.findall(value)
+    if not found:
+        # Some clients omit the angle brackets.
+        found = [token for token in re.split(r"[\s,]+", value) if token]
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in found:
+        ident = re.sub(r"\s+", "", raw)
+        if not ident:
+            continue
+        local, at, domain = ident.rpartition("@")
+        ident = f"{local}@{domain.lower()}" if at else ident
+        normalised = f"<{ident[:MAX_HEADER_CHARS]}>"
+        if normalised not in seen:
+            seen.add(normalised)
+            out.append(normalised)
+    if len(out) > limit:
+        out = [out[0], *out[len(out) - limit + 1 :]] if limit > 1 else out[:1]
+    return out
+
+
+def message_id_for(parsed_message_id: str | None, raw: bytes) -> str:
+    """The deterministic ``message_id`` of an email.
+
+    ``email:<sha256 of the normalised Message-ID>`` when the message has one, else
+    ``email:raw:<sha256 of the raw bytes>``: re-delivery (SMTP retry, IMAP re-fetch, the
+    same message by SMTP and by IMAP) maps to the same id. Hashing keeps addresses that
+    Message-IDs often contain out of ids that are logged.
+    """
+    if parsed_message_id:
+        return "email:" + hashlib.sha256(parsed_message_id.encode()).hexdigest()
+    return "email:raw:" + hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    """The header's source text, unparsed (a fallback when structured parsing fails)."""
+    for key, value in msg.raw_items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def _header(msg: Message, name: str, parsed: ParsedEmail) -> Any:
+    """The structured header object, or None; parse failures become parse errors."""
+    try:
+        value = msg.get(name)
+    except Exception as error:  # noqa: BLE001 - any header parser failure is a parse error
+        parsed.error(f"unreadable {name} header ({type(error).__name__})")
+        return None
+    defects = getattr(value, "defects", ())
+    for defect in defects:
+        parsed.error(f"{name} header: {type(defect).__name__}")
+    return value
+
+
+def _decoded_header(msg: Message, name: str, parsed: ParsedEmail) -> str | None:
+    value = _header(msg, name, parsed)
+    if value is None:
+        raw = _raw_header(msg, name)
+        if raw is None:
+            return None
+        try:
+            value = str(make_header(decode_header(raw)))
+        except Exception:  # noqa: BLE001 - fall back to the undecoded text
+            value = raw
+    return clean_header(str(value))
+
+
+def _addresses(msg: Message, name: str, parsed: ParsedEmail) -> list[tuple[str, str]]:
+    """(display name, lower-cased address) pairs of an address header."""
+    value = _header(msg, name, parsed)
+    pairs: list[tuple[str, str]] = []
+    try:
+        if value is not None and hasattr(value, "addresses"):
+            pairs = [(a.display_name, a.addr_spec) for a in value.addresses]
+        else:
+            raw = _raw_header(msg, name)
+            pairs = getaddresses([raw]) if raw else []
+    except Exception as error:  # noqa: BLE001 - a broken address list is a parse error
+        parsed.error(f"unreadable {name} addresses ({type(error).__name__})")
+        raw = _raw_header(msg, name)
+        pairs = getaddresses([raw]) if raw else []
+    out = []
+    for display, address in pairs:
+        cleaned = clean_header(address).lower().strip("<> ")
+        if "@" in cleaned and " " not in cleaned:
+            out.append((clean_header(display or ""), cleaned))
+    return out
+
+
+def _parse_date(msg: Message, parsed: ParsedEmail) -> datetime | None:
+    raw = _raw_header(msg, "Date")
+    if raw is None:
+        return None
+    try:
+        moment = parsedate_to_datetime(clean_header(raw))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        parsed.error("unreadable Date header")
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _codec(charset: str | None) -> str | None:
+    if not charset:
+        return None
+    label = charset.strip().strip('"').lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def decode_text(data: bytes, charset: str | None, where: str, parsed: ParsedEmail) -> str:
+    """Text of a part: its declared charset, or UTF-8, or Windows-1252; never raises."""
+    codec = _codec(charset)
+    if charset and codec is None:
+        parsed.error(f"unknown charset {clean_header(charset)[:40]!r} in {where}")
+    if codec is None or (codec == "cp1252" and _NON_ASCII.search(data)):
+        # Undeclared, unknown or "ascii" with 8-bit bytes: UTF-8 is most likely.
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            codec = "cp1252"
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError:
+        parsed.error(f"invalid {codec} bytes in {where}")
+        return data.decode(codec, errors="replace")
+    except Exception:  # noqa: BLE001 - some codecs fail in other ways on garbage
+        parsed.error(f"undecodable {where}")
+        return data.decode("utf-8", errors="replace")
+
+
+def _payload_bytes(part: Message, parsed: ParsedEmail) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception as error:  # noqa: BLE001 - a broken transfer encoding is a parse error
+        parsed.error(f"undecodable {part.get_content_type()} part ({type(error).__name__})")
+        data = None
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload.encode("utf-8", errors="surrogateescape")
+    return b""
+
+
+def _body_text(part: Message, parsed: ParsedEmail) -> str:
+    ctype = part.get_content_type()
+    text = decode_text(_payload_bytes(part, parsed), part.get_content_charset(), ctype, parsed)
+    if ctype == "text/html":
+        try:
+            return html_to_text(text)
+        except Exception:  # noqa: BLE001 - keep the markup rather than lose the text
+            parsed.error("unreadable HTML body")
+    return tidy(text)
+
+
+def _find_body(msg: EmailMessage, parsed: ParsedEmail) -> Message | None:
+    try:
+        return msg.get_body(preferencelist=("plain", "html"))
+    except Exception as error:  # noqa: BLE001 - fall back to no identifiable body
+        parsed.error(f"no identifiable body ({type(error).__name__})")
+        return None
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+def attachment_kind(content_type: str) -> str:
+    """Bounded category of an attachment (the ``Attachment.kind`` extension)."""
+    maintype, _, subtype = content_type.partition("/")
+    if maintype in ("image", "audio", "video"):
+        return maintype
+    if maintype == "message":
+        return "message"
+    documents = ("pdf", "msword", "rtf", "opendocument", "officedocument", "ms-excel", "csv")
+    if maintype == "text" or any(d in subtype for d in documents):
+        return "document"
+    return "file"
+
+
+def _attachment(part: Message, data: bytes, parsed: ParsedEmail) -> Attachment:
+    try:
+        filename = part.get_filename()
+    except Exception:  # noqa: BLE001 - an unreadable filename is not worth losing the file
+        parsed.error("unreadable attachment filename")
+        filename = None
+    content_type = clean_header(part.get_content_type())[:255] or "application/octet-stream"
+    disposition = part.get_content_disposition()
+    return Attachment(
+        filename=clean_header(filename) if filename else None,
+        content_type=content_type,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        kind=attachment_kind(content_type),
+        inline=disposition == "inline" or (disposition is None and "Content-ID" in part),
+    )
+
+
+def _message_part_bytes(part: Message, parsed: ParsedEmail) -> bytes:
+    payload = part.get_payload()
+    try:
+        if isinstance(payload, list):
+            return b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+    except Exception:  # noqa: BLE001 - an embedded message that cannot be re-serialised
+        parsed.error(f"unreadable {part.get_content_type()} part")
+        return b""
+    if isinstance(payload, str):
+        return payload.encode("utf-8", errors="surrogateescape")
+    return b""
+
+
+def _collect_attachments(
+    part: Message, body: Message | None, parsed: ParsedEmail, *, in_alternative: bool
+) -> None:
+    if len(parsed.attachments) >= MAX_ATTACHMENTS:
+        return
+    if part.get_content_maintype() == "message":
+        # Nested messages (forwards, bounce copies, delivery reports) are one attachment.
+        parsed.attachments.append(_attachment(part, _message_part_bytes(part, parsed), parsed))
+        return
+    if part.is_multipart():
+        alternative = in_alternative or part.get_content_subtype() == "alternative"
+        for sub in part.iter_parts() if isinstance(part, EmailMessage) else ():
+            _collect_attachments(sub, body, parsed, in_alternative=alternative)
+        return
+    if part is body:
+        return
+    if (
+        in_alternative
+        and part.get_content_type() in ("text/plain", "text/html")
+        and part.get_content_disposition() != "attachment"
+        and not part.get_param("name")
+        and not part.get_param("filename", header="content-disposition")
+    ):
+        return  # another rendering of the body, not an attachment
+    parsed.attachments.append(_attachment(part, _payload_bytes(part, parsed), parsed))
+
+
+# --------------------------------------------------------------------------- auto-submitted
+
+_AUTO_HEADERS = ("X-Auto-Response-Suppress", "List-Id", "List-Unsubscribe", "X-Autoreply",
+                 "X-Autorespond")  # fmt: skip
+_DAEMONS = ("mailer-daemon", "postmaster")
+
+
+def is_auto_submitted(msg: Message, from_address: str | None, mail_from: str | None) -> bool:
+    """True for auto-replies, bounces and bulk mail (RFC 3834 and common practice)."""
+    auto = (_raw_header(msg, "Auto-Submitted") or "").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        return True
+    precedence = (_raw_header(msg, "Precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        return True
+    if any(_raw_header(msg, name) is not None for name in _AUTO_HEADERS):
+        return True
+    if msg.get_content_type() == "multipart/report":
+        return True
+    if mail_from is not None and mail_from.strip("<> ") == "":
+        return True  # the null reverse-path: bounces and other notifications
+    return bool(from_address and from_address.split("@")[0] in _DAEMONS)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse_email(raw: bytes, *, mail_from: str | None = None) -> ParsedEmail:
+    """Parse one message. Total: returns for any input and never raises.
+
+    ``mail_from`` is the SMTP envelope sender (``""`` for the null reverse-path, None when
+    unknown, e.g. fetched by IMAP); it is the sender when the message has no usable From.
+    """
+    parsed = ParsedEmail()
+    try:
+        _parse_into(raw, mail_from, parsed)
+    except Exception as error:  # noqa: BLE001 - the last guard: keep what is known, say why
+        parsed.error(f"parser failure ({type(error).__name__})")
+        if not parsed.text:
+            parsed.text = tidy(decode_text(raw, None, "message", parsed))
+    return parsed
+
+
+def _parse_into(raw: bytes, mail_from: str | None, parsed: ParsedEmail) -> None:
+    msg = _PARSER.parsebytes(raw)
+    assert isinstance(msg, EmailMessage)  # noqa: S101 - policy.default always builds these
+
+    senders = _addresses(msg, "From", parsed) or _addresses(msg, "Sender", parsed)
+    if senders:
+        parsed.from_name, parsed.from_address = senders[0]
+        parsed.from_name = parsed.from_name or None
+    else:
+        parsed.error("no From address")
+    recipients = _addresses(msg, "To", parsed) + _addresses(msg, "Cc", parsed)
+    parsed.recipients = list(dict.fromkeys(address for _, address in recipients))[:100]
+    parsed.subject = _decoded_header(msg, "Subject", parsed)
+    parsed.sent_at = _parse_date(msg, parsed)
+    parsed.message_id = normalise_msg_id(_raw_header(msg, "Message-ID"))
+    parsed.in_reply_to = normalise_msg_id(_raw_header(msg, "In-Reply-To"))
+    parsed.references = msg_ids(_raw_header(msg, "References"))
+    parsed.auto_submitted = is_auto_submitted(msg, parsed.from_address, mail_from)
+
+    body = _find_body(msg, parsed)
+    if body is not None:
+        parsed.text = _body_text(body, parsed)
+        _collect_attachments(msg, body, parsed, in_alternative=False)
+    elif not msg.is_multipart() and msg.get_content_maintype() in ("text", "multipart"):
+        # A multipart whose boundary is missing is a single blob: its text is all we have.
+        parsed.text = tidy(_body_text_raw(msg, parsed))
+    else:
+        _collect_attachments(msg, body, parsed, in_alternative=False)
+
+    for part in msg.walk():
+        for defect in part.defects:
+            parsed.error(type(defect).__name__)
+
+
+def _body_text_raw(msg: Message, parsed: ParsedEmail) -> str:
+    return decode_text(_payload_bytes(msg, parsed), msg.get_content_charset(), "body", parsed)
