@@ -311,7 +311,9 @@ def attachment_kind(content_type: str) -> str:
     return "file"
 
 
-def _attachment(part: Message, data: bytes, parsed: ParsedEmail) -> Attachment:
+def _attachment(
+    part: Message, data: bytes, parsed: ParsedEmail, *, in_related: bool = False
+) -> Attachment:
     try:
         filename = part.get_filename()
     except Exception:  # noqa: BLE001 - an unreadable filename is not worth losing the file
@@ -325,7 +327,9 @@ def _attachment(part: Message, data: bytes, parsed: ParsedEmail) -> Attachment:
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         kind=attachment_kind(content_type),
-        inline=disposition == "inline" or (disposition is None and "Content-ID" in part),
+        # Embedded: said so, or referenced by Content-ID from the HTML (multipart/related).
+        inline=disposition == "inline"
+        or ("Content-ID" in part and (in_related or disposition is None)),
     )
 
 
@@ -343,7 +347,12 @@ def _message_part_bytes(part: Message, parsed: ParsedEmail) -> bytes:
 
 
 def _collect_attachments(
-    part: Message, body: Message | None, parsed: ParsedEmail, *, in_alternative: bool
+    part: Message,
+    body: Message | None,
+    parsed: ParsedEmail,
+    *,
+    in_alternative: bool,
+    in_related: bool = False,
 ) -> None:
     if len(parsed.attachments) >= MAX_ATTACHMENTS:
         return
@@ -352,9 +361,15 @@ def _collect_attachments(
         parsed.attachments.append(_attachment(part, _message_part_bytes(part, parsed), parsed))
         return
     if part.is_multipart():
-        alternative = in_alternative or part.get_content_subtype() == "alternative"
+        subtype = part.get_content_subtype()
         for sub in part.iter_parts() if isinstance(part, EmailMessage) else ():
-            _collect_attachments(sub, body, parsed, in_alternative=alternative)
+            _collect_attachments(
+                sub,
+                body,
+                parsed,
+                in_alternative=in_alternative or subtype == "alternative",
+                in_related=subtype == "related",
+            )
         return
     if part is body:
         return
@@ -366,7 +381,8 @@ def _collect_attachments(
         and not part.get_param("filename", header="content-disposition")
     ):
         return  # another rendering of the body, not an attachment
-    parsed.attachments.append(_attachment(part, _payload_bytes(part, parsed), parsed))
+    data = _payload_bytes(part, parsed)
+    parsed.attachments.append(_attachment(part, data, parsed, in_related=in_related))
 
 
 # --------------------------------------------------------------------------- auto-submitted

@@ -16,14 +16,17 @@ import re
 from html.parser import HTMLParser
 
 _SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript", "svg"})
-_BLOCK_TAGS = frozenset(
+# Blocks separated by a blank line, and blocks that only start a new line (Gmail writes
+# every line as a <div>; list items and table rows are one line each).
+_PARAGRAPH_TAGS = frozenset(
     {
-        "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "fieldset",
-        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
-        "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr",
-        "ul", "body", "html",
+        "address", "article", "aside", "blockquote", "dl", "fieldset", "figure", "footer",
+        "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "nav", "ol", "p",
+        "pre", "section", "table", "ul",
     }
 )  # fmt: skip
+_LINE_TAGS = frozenset({"div", "li", "tr", "dt", "dd", "figcaption", "body", "html"})
+_BLOCK_TAGS = _PARAGRAPH_TAGS | _LINE_TAGS
 _VOID_TAGS = frozenset({"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr"})
 _SPACES = re.compile(r"[ \t\r\n\f\v\u00a0]+")
 # C0 controls other than tab and newline, DEL, and the C1 block: noise from broken
@@ -40,7 +43,7 @@ class _TextExtractor(HTMLParser):
         self.quote_depth = 0
         self.pre_depth = 0
 
-    def _flush(self) -> None:
+    def _flush(self, tag: str = "") -> None:
         text = "".join(self.current)
         if not self.pre_depth:
             text = _SPACES.sub(" ", text).strip()
@@ -48,7 +51,8 @@ class _TextExtractor(HTMLParser):
         prefix = "> " * self.quote_depth
         if text:
             self.lines.extend(prefix + line for line in text.split("\n"))
-        elif self.lines and self.lines[-1] != prefix.rstrip():
+        last = self.lines[-1].replace(">", "").strip() if self.lines else ""
+        if tag in _PARAGRAPH_TAGS and last:
             self.lines.append(prefix.rstrip())
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -61,7 +65,7 @@ class _TextExtractor(HTMLParser):
         if tag == "br":
             self._flush_line()
         elif tag in _BLOCK_TAGS:
-            self._flush()
+            self._flush(tag)
             if tag == "blockquote":
                 self.quote_depth += 1
             elif tag == "pre":
@@ -89,11 +93,14 @@ class _TextExtractor(HTMLParser):
             return
         if self.skip_depth:
             return
-        if tag in _BLOCK_TAGS:
-            self._flush()
-            if tag == "blockquote":
-                self.quote_depth = max(0, self.quote_depth - 1)
-            elif tag == "pre":
+        if tag == "blockquote":
+            # The quoted lines keep their "> "; the blank line after belongs outside.
+            self._flush("div")
+            self.quote_depth = max(0, self.quote_depth - 1)
+            self._flush(tag)
+        elif tag in _BLOCK_TAGS:
+            self._flush(tag)
+            if tag == "pre":
                 self.pre_depth = max(0, self.pre_depth - 1)
 
     def handle_data(self, data: str) -> None:
