@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard_devkit.inprocess import free_port, running
 from switchboard_ingest_email.app import IngestEmail, build
@@ -111,8 +112,23 @@ def smtp_send() -> Callable[..., SmtpReply]:
     return send_mail
 
 
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0.0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.fixture
+def metric() -> Callable[..., float]:
+    """``metric_value`` (see its docstring)."""
+    return metric_value
+
+
 @pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost and its key."""
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
@@ -134,8 +150,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
             "/CN=localhost",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],  # fmt: skip
+        ],
         check=True,
         capture_output=True,
     )
-    yield cert, key
+    return cert, key

@@ -49,8 +49,7 @@ def build(
     clock = clock or (lambda: datetime.now(UTC))
     registry = CollectorRegistry()
     metrics = IngestEmailMetrics.create(registry)
-    # The producer fails a record after the publish timeout, so a 451 is never followed
-    # by a late delivery of the same record (see ingest.py).
+    # Bounds the producer's wait for metadata (Kafka unreachable at send time).
     timeout_ms = int(settings.publish_timeout_seconds * 1000)
     broker = make_broker(settings, request_timeout_ms=timeout_ms)
     client = make_mongo_client(settings)

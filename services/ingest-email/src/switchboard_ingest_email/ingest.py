@@ -5,17 +5,20 @@
 event is acknowledged by Kafka (``acks=all``); otherwise it raises ``IngestUnavailableError``
 and the caller answers 451 (or leaves the message unseen), so the sender retries.
 
-Why a 451 means "not published": the producer's delivery timeout is the publish timeout
-(``request_timeout_ms``) and ``ingest`` waits for the record to settle instead of
-abandoning it, so a record reported as failed is not sent later behind our back. The
-one exception is an acknowledgement lost after the broker wrote the record; the retried
-message then carries the same ``message_id`` and ``ce_id``, which consumers deduplicate.
+Why the retry after a 451 is published exactly once: the producer is idempotent, so a
+record it was handed is retried until Kafka has it, even after we answered 451. The
+ingestor therefore remembers, by ``message_id``, the records still pending in the
+producer and the ones recently acknowledged: the sender's retry waits on the pending
+record instead of publishing a second one, and a retry after delivery is answered 250
+without publishing again. (Across replicas or restarts a retry may publish again; it
+carries the same ``message_id`` and ``ce_id``, which consumers deduplicate.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -28,6 +31,9 @@ from switchboard_ingest_email.normalise import Delivery, InboundEmail, to_inboun
 from switchboard_ingest_email.raw_store import RawStore, sha256_hex
 
 log = get_logger(__name__)
+
+#: Acknowledged message ids remembered to answer a sender's retry without republishing.
+DELIVERED_MEMORY = 100_000
 
 #: Messages at least this big are hashed and parsed in a worker thread, so one large
 #: message does not stall every other SMTP session on the event loop.
@@ -72,6 +78,10 @@ class Ingestor:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Records handed to the producer and not settled yet, by message_id.
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        #: Recently acknowledged message ids (bounded, oldest forgotten first).
+        self._delivered: OrderedDict[str, None] = OrderedDict()
 
     async def ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail:
         """Make ``raw`` durable (stored and published); raise ``IngestUnavailableError`` if not.
@@ -140,20 +150,35 @@ class Ingestor:
             raise IngestUnavailableError("store", type(error).__name__) from error
 
     async def _publish(self, inbound: InboundEmail) -> None:
-        item = Outgoing(INBOUND, inbound.key, inbound.event, event_id=inbound.event.message_id)
+        message_id = inbound.event.message_id
+        if message_id in self._delivered:
+            self._delivered.move_to_end(message_id)
+            return  # a retry of a message Kafka already has
         started = time.perf_counter()
-        publish = asyncio.ensure_future(self._publisher.publish_all([item]))
+        pending = self._pending.get(message_id)
+        if pending is None:
+            item = Outgoing(INBOUND, inbound.key, inbound.event, event_id=message_id)
+            pending = asyncio.ensure_future(self._publisher.publish_all([item]))
+            self._pending[message_id] = pending
+            pending.add_done_callback(lambda done: self._settled(message_id, done, started))
         try:
-            # The producer fails the record itself after its delivery timeout; this outer
-            # bound only guards against a publisher that never settles.
-            async with asyncio.timeout(self._timeout * 3 + 5):
-                await asyncio.shield(publish)
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(pending)
         except TimeoutError:
             raise IngestUnavailableError("kafka", "no acknowledgement in time") from None
         except Exception as error:
             raise IngestUnavailableError("kafka", type(error).__name__) from error
+
+    def _settled(self, message_id: str, done: asyncio.Future[Any], started: float) -> None:
+        """Forget a settled record; remember it as delivered if Kafka acknowledged it."""
+        self._pending.pop(message_id, None)
+        if done.cancelled() or done.exception() is not None:
+            return  # the sender's retry publishes it again
         self._metrics.publish.published.labels(INBOUND).inc()
         self._metrics.publish.latency.labels(INBOUND).observe(time.perf_counter() - started)
+        self._delivered[message_id] = None
+        if len(self._delivered) > DELIVERED_MEMORY:
+            self._delivered.popitem(last=False)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no message is in flight (graceful stop); False if time ran out."""
