@@ -142,7 +142,8 @@ async def test_alternative_with_attachments_inline_image_and_forwarded_message(
     msg.add_alternative(
         '<p>Please see the <i>invoice</i>.</p><img src="cid:photo1" alt="photo">', subtype="html"
     )
-    html_part = msg.get_payload()[1]
+    html_part = msg.get_body(preferencelist=("html",))
+    assert isinstance(html_part, EmailMessage)
     html_part.add_related(b"\x89PNG fake image", "image", "png", cid="<photo1>", filename="p.png")
     pdf = b"%PDF-1.4 invoice bytes"
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="factura ñ.pdf")

@@ -181,15 +181,16 @@ def _header(msg: Message, name: str, parsed: ParsedEmail) -> Any:
 
 
 def _decoded_header(msg: Message, name: str, parsed: ParsedEmail) -> str | None:
-    value = _header(msg, name, parsed)
+    raw = _raw_header(msg, name)
+    if raw is None:
+        return None
+    # Undeclared 8-bit bytes: the structured parser would turn them into U+FFFD.
+    value = None if _SURROGATES.search(raw) else _header(msg, name, parsed)
     if value is None:
-        raw = _raw_header(msg, name)
-        if raw is None:
-            return None
         try:
-            value = str(make_header(decode_header(raw)))
+            value = str(make_header(decode_header(clean_text(raw))))
         except Exception:  # noqa: BLE001 - fall back to the undecoded text
-            value = raw
+            value = clean_text(raw)
     return clean_header(str(value))
 
 

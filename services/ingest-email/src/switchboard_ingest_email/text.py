@@ -137,7 +137,7 @@ def tidy(text: str) -> str:
 # clients wrap it over two lines, so it is matched on the text with one line end allowed.
 _ATTRIBUTION = re.compile(
     r"^(?:>\s*)?(?:On|Am|Le|El|Il|Op|Em|Den|På)\s[^\n]{0,200}?(?:\n[^\n]{0,200}?)?"
-    r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev)\s?:[ \t]*$",
+    r"(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev)[^\n]{0,200}?:[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _OUTLOOK_SEPARATOR = re.compile(
