@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import Counter
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -312,7 +311,7 @@ async def test_broken_mime_is_accepted_stored_and_published_with_parse_errors(
     assert await stored(mongo_client, database_name, event) == broken
 
 
-async def test_a_redelivered_message_keeps_its_message_id_and_is_stored_once(
+async def test_a_redelivered_message_keeps_its_message_id_and_is_published_once(
     ingest_email: Any,
     smtp_send: Callable[..., Any],
     probe: TopicProbe,
@@ -321,14 +320,20 @@ async def test_a_redelivered_message_keeps_its_message_id_and_is_stored_once(
 ) -> None:
     msg = email()
     msg.set_content("Is anyone there?\n")
+    # The sending server's retry may differ in trace headers: same Message-ID, same id.
+    retried = b"Received: from mx.example.net by relay; Mon, 2 Mar 2026 09:31:00 +0000\r\n"
     no_id = email(**{"Message-ID": ""})
     no_id.set_content("no message id here\n")
-    for _ in range(2):
-        for m in (msg, no_id):
-            assert (await asyncio.to_thread(smtp_send, ingest_email.smtp_port, wire(m))).code == 250
-    events = await inbound(probe, 4)
-    assert sorted(Counter(e.message_id for e in events).values()) == [2, 2]
-    assert await mongo_client[database_name]["email_raw"].count_documents({}) == 2
+    port = ingest_email.smtp_port
+    for data in (wire(msg), retried + wire(msg), wire(no_id), wire(no_id)):
+        assert (await asyncio.to_thread(smtp_send, port, data)).code == 250
+    events = await inbound(probe, 2, settle=2.0)
+    assert sorted(e.provider_message_id or "" for e in events) == [
+        "",
+        "<order-1234@mail.example.com>",
+    ]
+    # Every distinct byte sequence received is kept, each once.
+    assert await mongo_client[database_name]["email_raw"].count_documents({}) == 3
 
 
 async def test_starttls_with_a_configured_certificate(
