@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import imaplib
+import os
+import pwd
+import shutil
+import signal
 import smtplib
+import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.local import port_open
 from switchboard_ingest_email.app import IngestEmail, build
 from switchboard_ingest_email.settings import IngestEmailSettings
 
@@ -82,8 +94,6 @@ def send_mail(
     with smtplib.SMTP("127.0.0.1", port, local_hostname="mx.example.net", timeout=60) as client:
         client.ehlo()
         if starttls_cafile is not None:
-            import ssl
-
             client.starttls(context=ssl.create_default_context(cafile=str(starttls_cafile)))
             client.ehlo()
         options = ["BODY=8BITMIME"]
@@ -155,3 +165,118 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    """A private Dovecot IMAP server (IMAPS on 127.0.0.1) with one passwd-file user."""
+
+    port: int
+    cafile: Path
+    username: str
+    password: str
+
+    def client(self) -> imaplib.IMAP4_SSL:
+        context = ssl.create_default_context(cafile=str(self.cafile))
+        client = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=context, timeout=30)
+        client.login(self.username, self.password)
+        return client
+
+
+@pytest.fixture
+def dovecot(tls_files: tuple[Path, Path]) -> Iterator[Dovecot]:
+    """Dovecot from Debian (``dovecot-imapd``) on a free port with its own configuration,
+    state and mail directories, started for this test and stopped afterwards."""
+    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    if not Path(binary).exists():
+        raise RuntimeError("dovecot is not installed: apt-get install -y dovecot-imapd")
+    cert, key = tls_files
+    # Not under pytest's 0700 temp root: Dovecot's unprivileged users must reach the files.
+    root = Path(tempfile.mkdtemp(prefix="switchboard-dovecot-"))
+    root.chmod(0o755)
+    port = free_port()
+    username, password = "support@support.example.com", "imap-secret"
+    if os.geteuid() == 0:
+        internal_user, login_user = "dovecot", "dovenull"
+        mail_uid = pwd.getpwnam("dovecot").pw_uid
+    else:  # an unprivileged run: everything as the current user
+        internal_user = login_user = pwd.getpwuid(os.geteuid()).pw_name
+        mail_uid = os.geteuid()
+    home = root / "home"
+    home.mkdir()
+    if os.geteuid() == 0:
+        os.chown(home, mail_uid, pwd.getpwuid(mail_uid).pw_gid)
+    (root / "passwd").write_text(f"{username}:{{PLAIN}}{password}::::\n")
+    shutil.copy(cert, root / "cert.pem")
+    shutil.copy(key, root / "key.pem")
+    config = root / "dovecot.conf"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            base_dir = {root}/run
+            state_dir = {root}/state
+            log_path = {root}/dovecot.log
+            protocols = imap
+            listen = 127.0.0.1
+            ssl = required
+            ssl_cert = <{root}/cert.pem
+            ssl_key = <{root}/key.pem
+            auth_mechanisms = plain login
+            default_internal_user = {internal_user}
+            default_internal_group = {grp.getgrgid(pwd.getpwnam(internal_user).pw_gid).gr_name}
+            default_login_user = {login_user}
+            first_valid_uid = 1
+            mail_location = maildir:{home}/%n/Maildir
+            passdb {{
+              driver = passwd-file
+              args = scheme=PLAIN username_format=%u {root}/passwd
+            }}
+            userdb {{
+              driver = static
+              args = uid={mail_uid} gid={pwd.getpwuid(mail_uid).pw_gid} home={home}/%n
+            }}
+            service imap-login {{
+              chroot =
+              inet_listener imap {{
+                port = 0
+              }}
+              inet_listener imaps {{
+                port = {port}
+                ssl = yes
+              }}
+            }}
+            service anvil {{
+              chroot =
+            }}
+            """
+        )
+    )
+    # Dovecot daemonises: its children inherit stdout/stderr, so no pipes (they would never
+    # reach EOF); start-up errors go to a file. Our own binary and config: no untrusted input.
+    with (root / "start.log").open("wb") as start_log:
+        started = subprocess.run(  # noqa: S603 - see above
+            [binary, "-c", str(config)], stdin=subprocess.DEVNULL, stdout=start_log,
+            stderr=subprocess.STDOUT, check=False, timeout=30,
+        )  # fmt: skip
+    if started.returncode != 0:
+        output = (root / "start.log").read_text(errors="replace")
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"dovecot failed to start: {output}")
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            if time.monotonic() > deadline:
+                log = (root / "dovecot.log").read_text(errors="replace")
+                raise RuntimeError(f"dovecot did not start:\n{log}")
+            time.sleep(0.1)
+        yield Dovecot(port, cert, username, password)
+    finally:
+        pidfile = root / "run" / "master.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text().strip())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.1)
+        shutil.rmtree(root, ignore_errors=True)
