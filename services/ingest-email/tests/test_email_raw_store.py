@@ -94,6 +94,12 @@ async def test_mongo_documents_are_addressed_by_id_only(
     assert (manifest["size"], manifest["chunks"], manifest["chunk_size"]) == (21, 3, 10)
     chunk_ids = sorted([d["_id"] async for d in db[CHUNKS].find({})])
     assert chunk_ids == [f"{digest}:0", f"{digest}:1", f"{digest}:2"]
+    # A message that fits in one chunk is one document: no chunk documents.
+    small = await store.put(b"0123456789")
+    inline = await db[MANIFESTS].find_one({"_id": small})
+    assert inline is not None
+    assert (inline["chunks"], bytes(inline["data"])) == (0, b"0123456789")
+    assert await db[CHUNKS].count_documents({}) == 3
 
 
 @pytest.mark.integration
