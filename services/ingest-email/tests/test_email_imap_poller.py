@@ -64,7 +64,7 @@ def unseen(dovecot: Any) -> list[bytes]:
     client = dovecot.client()
     try:
         client.select("INBOX")
-        status, data = client.uid("search", None, "UNSEEN")  # type: ignore[arg-type]
+        status, data = client.uid("search", None, "UNSEEN")
         assert status == "OK"
         return data[0].split() if data and data[0] else []
     finally:
