@@ -88,6 +88,7 @@ def send_mail(
     rcpt_to: tuple[str, ...] = (f"help@{SUPPORT_DOMAIN}",),
     declare_size: bool = True,
     starttls_cafile: Path | None = None,
+    smtputf8: bool = False,
 ) -> SmtpReply:
     """Send like a mail server would (EHLO, MAIL FROM with SIZE, RCPT, DATA). Blocking:
     call it through ``asyncio.to_thread`` when the server runs in the test's loop."""
@@ -99,6 +100,8 @@ def send_mail(
         options = ["BODY=8BITMIME"]
         if declare_size:
             options.append(f"SIZE={len(data)}")
+        if smtputf8:
+            options.append("SMTPUTF8")
         code, message = client.mail(mail_from, options)
         if code != 250:
             client.rset()

@@ -201,6 +201,28 @@ async def test_rfc2047_subject_and_a_reply_with_thread_headers(
     assert event.recipients == ["help@support.example.com", "boss@example.com"]
 
 
+async def test_smtputf8_addresses_and_utf8_headers(
+    ingest_email: Any, smtp_send: Callable[..., Any], probe: TopicProbe
+) -> None:
+    raw = (
+        "From: José <José@Exámple.com>\r\n"
+        "To: help@support.example.com\r\n"
+        "Subject: Ñandú sin codificar\r\n"
+        "Message-ID: <utf8-1@exámple.com>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        "¿Dónde está mi pedido?\r\n"
+    ).encode()
+    reply = await asyncio.to_thread(
+        smtp_send, ingest_email.smtp_port, raw, mail_from="josé@exámple.com", smtputf8=True
+    )
+    assert reply.code == 250
+    (event,) = await inbound(probe, 1)
+    assert event.sender.value == "josé@exámple.com"
+    assert event.subject == "Ñandú sin codificar"
+    assert event.text == "¿Dónde está mi pedido?"
+
+
 async def test_auto_reply_and_bounce_are_published_as_auto_submitted(
     ingest_email: Any, smtp_send: Callable[..., Any], probe: TopicProbe
 ) -> None:
