@@ -11,6 +11,7 @@ import pytest
 
 from switchboard_common.cloudevents import encode
 from switchboard_common.contract import MessageReceived
+from switchboard_ingest_email.headers import message_id_for, msg_ids, normalise_msg_id
 from switchboard_ingest_email.normalise import (
     FULL_TEXT_LIMIT,
     MAX_EVENT_BYTES,
@@ -20,13 +21,7 @@ from switchboard_ingest_email.normalise import (
     Delivery,
     to_inbound,
 )
-from switchboard_ingest_email.parsing import (
-    attachment_kind,
-    message_id_for,
-    msg_ids,
-    normalise_msg_id,
-    parse_email,
-)
+from switchboard_ingest_email.parsing import attachment_kind, parse_email
 from switchboard_ingest_email.text import html_to_text, split_reply, tidy
 
 pytestmark = pytest.mark.unit

@@ -16,7 +16,8 @@ from typing import Literal
 
 from switchboard_common.cloudevents import encode
 from switchboard_common.contract import Channel, MessageReceived, Sender, SenderKind
-from switchboard_ingest_email.parsing import ParsedEmail, message_id_for, parse_email
+from switchboard_ingest_email.headers import message_id_for
+from switchboard_ingest_email.parsing import ParsedEmail, parse_email
 from switchboard_ingest_email.text import split_reply
 
 #: UTF-8 bytes of ``text`` (the new part) and ``full_text`` kept in the event.

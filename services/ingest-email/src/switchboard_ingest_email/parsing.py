@@ -5,9 +5,7 @@ can fail on hostile or broken input (header parsing, charsets, transfer encoding
 structure) is guarded: what cannot be read is reported in ``errors`` and parsing goes on,
 so ``parse_email`` returns for any bytes at all and never raises.
 
-Identifiers (``Message-ID``, ``In-Reply-To``, ``References``) are normalised to
-``<local@domain>`` with whitespace removed and the domain lower-cased (the local part is
-case-sensitive by RFC 5322), so the same id written by different clients compares equal.
+Header helpers (safe strings, message ids, auto-submitted detection) are in ``headers``.
 """
 
 from __future__ import annotations
@@ -25,18 +23,22 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from switchboard_common.contract import Attachment
+from switchboard_ingest_email.headers import (
+    SURROGATES,
+    clean_header,
+    clean_text,
+    is_auto_submitted,
+    msg_ids,
+    normalise_msg_id,
+    raw_header,
+)
 from switchboard_ingest_email.text import html_to_text, tidy
 
 MAX_ERRORS = 50
 MAX_ERROR_LENGTH = 200
-MAX_REFERENCES = 50
 MAX_ATTACHMENTS = 500
-MAX_HEADER_CHARS = 2000
 
 _PARSER = BytesParser(policy=policy.default)
-_MSG_ID = re.compile(r"<([^<>]*)>")
-_SURROGATES = re.compile(r"[\udc80-\udcff]+")
-_HEADER_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 # Labels that mail clients use but Python's codecs do not know, or where the label's
@@ -86,85 +88,7 @@ class ParsedEmail:
             self.errors.append(message)
 
 
-# --------------------------------------------------------------------------- strings
-
-
-def clean_text(value: str) -> str:
-    """A string safe to serialise: undecoded 8-bit bytes (surrogate escapes) decoded as
-    UTF-8 or, failing that, Windows-1252."""
-
-    def fix(match: re.Match[str]) -> str:
-        raw = bytes(ord(c) - 0xDC00 for c in match.group())
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("cp1252", errors="replace")
-
-    return _SURROGATES.sub(fix, value)
-
-
-def clean_header(value: str) -> str:
-    """A header value on one line, without control characters, bounded in length."""
-    return _HEADER_CONTROL.sub(" ", clean_text(value)).strip()[:MAX_HEADER_CHARS]
-
-
-def normalise_msg_id(value: str | None) -> str | None:
-    """``<local@domain>`` from a Message-ID-like header value, or None if there is none."""
-    ids = msg_ids(value, limit=1)
-    return ids[0] if ids else None
-
-
-def msg_ids(value: str | None, *, limit: int = MAX_REFERENCES) -> list[str]:
-    """Every message id in a header value, in order, normalised and without duplicates.
-
-    Beyond ``limit`` ids the first one (the thread root) and the most recent ones are kept.
-    """
-    if not value:
-        return []
-    value = clean_text(value)
-    found = _MSG_ID.findall(value)
-    if not found:
-        # Some clients omit the angle brackets.
-        found = [token for token in re.split(r"[\s,]+", value) if token]
-    out: list[str] = []
-    seen: set[str] = set()
-    for raw in found:
-        ident = re.sub(r"\s+", "", raw)
-        if not ident:
-            continue
-        local, at, domain = ident.rpartition("@")
-        ident = f"{local}@{domain.lower()}" if at else ident
-        normalised = f"<{ident[:MAX_HEADER_CHARS]}>"
-        if normalised not in seen:
-            seen.add(normalised)
-            out.append(normalised)
-    if len(out) > limit:
-        out = [out[0], *out[len(out) - limit + 1 :]] if limit > 1 else out[:1]
-    return out
-
-
-def message_id_for(parsed_message_id: str | None, raw: bytes) -> str:
-    """The deterministic ``message_id`` of an email.
-
-    ``email:<sha256 of the normalised Message-ID>`` when the message has one, else
-    ``email:raw:<sha256 of the raw bytes>``: re-delivery (SMTP retry, IMAP re-fetch, the
-    same message by SMTP and by IMAP) maps to the same id. Hashing keeps addresses that
-    Message-IDs often contain out of ids that are logged.
-    """
-    if parsed_message_id:
-        return "email:" + hashlib.sha256(parsed_message_id.encode()).hexdigest()
-    return "email:raw:" + hashlib.sha256(raw).hexdigest()
-
-
 # --------------------------------------------------------------------------- headers
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    """The header's source text, unparsed (a fallback when structured parsing fails)."""
-    for key, value in msg.raw_items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
 
 
 def _header(msg: Message, name: str, parsed: ParsedEmail) -> Any:
@@ -181,11 +105,11 @@ def _header(msg: Message, name: str, parsed: ParsedEmail) -> Any:
 
 
 def _decoded_header(msg: Message, name: str, parsed: ParsedEmail) -> str | None:
-    raw = _raw_header(msg, name)
+    raw = raw_header(msg, name)
     if raw is None:
         return None
     # Undeclared 8-bit bytes: the structured parser would turn them into U+FFFD.
-    value = None if _SURROGATES.search(raw) else _header(msg, name, parsed)
+    value = None if SURROGATES.search(raw) else _header(msg, name, parsed)
     if value is None:
         try:
             value = str(make_header(decode_header(clean_text(raw))))
@@ -202,11 +126,11 @@ def _addresses(msg: Message, name: str, parsed: ParsedEmail) -> list[tuple[str, 
         if value is not None and hasattr(value, "addresses"):
             pairs = [(a.display_name, a.addr_spec) for a in value.addresses]
         else:
-            raw = _raw_header(msg, name)
+            raw = raw_header(msg, name)
             pairs = getaddresses([raw]) if raw else []
     except Exception as error:  # noqa: BLE001 - a broken address list is a parse error
         parsed.error(f"unreadable {name} addresses ({type(error).__name__})")
-        raw = _raw_header(msg, name)
+        raw = raw_header(msg, name)
         pairs = getaddresses([raw]) if raw else []
     out = []
     for display, address in pairs:
@@ -217,7 +141,7 @@ def _addresses(msg: Message, name: str, parsed: ParsedEmail) -> list[tuple[str, 
 
 
 def _parse_date(msg: Message, parsed: ParsedEmail) -> datetime | None:
-    raw = _raw_header(msg, "Date")
+    raw = raw_header(msg, "Date")
     if raw is None:
         return None
     try:
@@ -386,30 +310,6 @@ def _collect_attachments(
     parsed.attachments.append(_attachment(part, data, parsed, in_related=in_related))
 
 
-# --------------------------------------------------------------------------- auto-submitted
-
-_AUTO_HEADERS = ("X-Auto-Response-Suppress", "List-Id", "List-Unsubscribe", "X-Autoreply",
-                 "X-Autorespond")  # fmt: skip
-_DAEMONS = ("mailer-daemon", "postmaster")
-
-
-def is_auto_submitted(msg: Message, from_address: str | None, mail_from: str | None) -> bool:
-    """True for auto-replies, bounces and bulk mail (RFC 3834 and common practice)."""
-    auto = (_raw_header(msg, "Auto-Submitted") or "").split(";")[0].strip().lower()
-    if auto and auto != "no":
-        return True
-    precedence = (_raw_header(msg, "Precedence") or "").strip().lower()
-    if precedence in ("bulk", "junk", "list", "auto_reply"):
-        return True
-    if any(_raw_header(msg, name) is not None for name in _AUTO_HEADERS):
-        return True
-    if msg.get_content_type() == "multipart/report":
-        return True
-    if mail_from is not None and mail_from.strip("<> ") == "":
-        return True  # the null reverse-path: bounces and other notifications
-    return bool(from_address and from_address.split("@")[0] in _DAEMONS)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -443,9 +343,9 @@ def _parse_into(raw: bytes, mail_from: str | None, parsed: ParsedEmail) -> None:
     parsed.recipients = list(dict.fromkeys(address for _, address in recipients))[:100]
     parsed.subject = _decoded_header(msg, "Subject", parsed)
     parsed.sent_at = _parse_date(msg, parsed)
-    parsed.message_id = normalise_msg_id(_raw_header(msg, "Message-ID"))
-    parsed.in_reply_to = normalise_msg_id(_raw_header(msg, "In-Reply-To"))
-    parsed.references = msg_ids(_raw_header(msg, "References"))
+    parsed.message_id = normalise_msg_id(raw_header(msg, "Message-ID"))
+    parsed.in_reply_to = normalise_msg_id(raw_header(msg, "In-Reply-To"))
+    parsed.references = msg_ids(raw_header(msg, "References"))
     parsed.auto_submitted = is_auto_submitted(msg, parsed.from_address, mail_from)
 
     body = _find_body(msg, parsed)
