@@ -157,12 +157,44 @@ def wait_ready(http_port: int, process: subprocess.Popen[bytes], timeout: float 
     raise TimeoutError("ingest-email not ready")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float | None:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return None
+
+
+def phase_profile(http_port: int) -> dict[str, float]:
+    """Where the accept time goes, from the service's own histograms (means, ms):
+    ``accept`` = raw store write + Kafka acknowledgement; ``publish`` = the Kafka part."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    out = {}
+    for label, metric in (
+        ("accept", "switchboard_email_accept_seconds"),
+        ("publish", "switchboard_publish_seconds"),
+    ):
+        count = sums.get(f"{metric}_count", 0.0)
+        if count:
+            out[f"system_{label}_mean_ms"] = round(sums[f"{metric}_sum"] / count * 1000, 2)
+    if len(out) == 2:
+        out["system_store_mean_ms"] = round(
+            out["system_accept_mean_ms"] - out["system_publish_mean_ms"], 2
+        )
+    return out
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -253,8 +285,15 @@ def run(duration: float, warmup: float) -> dict[str, Any]:
     )  # fmt: skip
     try:
         wait_ready(http_port, system)
+        cpu_before = cpu_seconds(system.pid)
         sys_result, sys_seconds = asyncio.run(load(smtp_port, duration, warmup))
+        cpu_used = cpu_seconds(system.pid) - cpu_before
+        # CPU of the service process per message (warm-up included in both counts).
+        figures["system_cpu_ms_per_message"] = round(
+            cpu_used / max(1, sys_result.accepted + sys_result.refused) * 1000, 2
+        )
         figures["system_peak_rss_mb"] = peak_rss_mb(system.pid)
+        figures.update(phase_profile(http_port))
     finally:
         stop(system)
     figures["published"] = asyncio.run(
