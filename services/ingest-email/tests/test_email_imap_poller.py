@@ -36,7 +36,7 @@ def letter(message_id: str, text: str) -> bytes:
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
-def mailbox_env(dovecot: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def mailbox_env(dovecot: Any, monkeypatch: pytest.MonkeyPatch, **options: Any) -> dict[str, str]:
     monkeypatch.setenv("IMAP_TEST_PASSWORD", dovecot.password)
     box = {
         "name": "dovecot",
@@ -46,6 +46,7 @@ def mailbox_env(dovecot: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "password_env": "IMAP_TEST_PASSWORD",
         "ca_file": str(dovecot.cafile),
         "poll_interval_seconds": 1,
+        **options,
     }
     return {"INGEST_EMAIL_IMAP_MAILBOXES": json.dumps([box])}
 
@@ -60,10 +61,10 @@ def append(dovecot: Any, *messages: bytes) -> None:
         client.logout()
 
 
-def unseen(dovecot: Any) -> list[bytes]:
+def unseen(dovecot: Any, folder: str = "INBOX") -> list[bytes]:
     client = dovecot.client()
     try:
-        client.select("INBOX")
+        client.select(folder)
         status, data = client.uid("search", None, "UNSEEN")
         assert status == "OK"
         return data[0].split() if data and data[0] else []
@@ -78,8 +79,14 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> No
         await asyncio.sleep(0.2)
 
 
-async def test_unseen_mail_is_published_then_marked_seen_and_idle_picks_up_new_mail(
+# With IDLE the poll interval is far longer than the test may take: new mail can only
+# arrive through the server's IDLE push. Without IDLE it is polled every second.
+@pytest.mark.parametrize(
+    "mode", [{"idle": True, "poll_interval_seconds": 600}, {"idle": False}], ids=["idle", "poll"]
+)
+async def test_unseen_mail_is_published_then_marked_seen_and_new_mail_follows(
     *,
+    mode: dict[str, Any],
     dovecot: Any,
     make_settings: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
@@ -90,12 +97,12 @@ async def test_unseen_mail_is_published_then_marked_seen_and_idle_picks_up_new_m
     first, second = letter("<imap-1@example.com>", "first\n"), letter("", "no id\n")
     append(dovecot, first, second)
     assert len(unseen(dovecot)) == 2
-    settings = make_settings(**mailbox_env(dovecot, monkeypatch))
+    settings = make_settings(**mailbox_env(dovecot, monkeypatch, **mode))
     service = build(settings)
     async with running(service.runtime):
         events = await probe.read_events(INBOUND, count=2, timeout=60)
         await wait_until(lambda: not unseen(dovecot))
-        # New mail while the poller waits (IDLE on Dovecot): published too.
+        # New mail while the poller waits: published too.
         append(dovecot, letter("<imap-3@example.com>", "third\n"))
         events = await probe.read_events(INBOUND, count=3, timeout=60)
         (poller,) = service.pollers
@@ -144,3 +151,25 @@ async def test_a_crash_between_publish_and_mark_republishes_under_the_same_id(
     ids = {e.message_id for _, e in events if isinstance(e, MessageReceived)}
     assert len(events) >= 2  # a duplicate ...
     assert len(ids) == 1  # ... with one message_id, which consumers deduplicate
+
+
+async def test_published_mail_is_moved_when_configured(
+    dovecot: Any,
+    make_settings: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    probe: TopicProbe,
+) -> None:
+    append(dovecot, letter("<move-1@example.com>", "to be moved\n"))
+    settings = make_settings(**mailbox_env(dovecot, monkeypatch, move_to="Processed"))
+    service = build(settings)
+    async with running(service.runtime):
+        await probe.read_events(INBOUND, count=1, timeout=60)
+        (poller,) = service.pollers
+        await wait_until(lambda: poller.published == 1)
+    client = dovecot.client()
+    try:
+        assert client.select("INBOX")[1] == [b"0"]  # nothing left in the inbox
+        status, count = client.select("Processed")
+        assert (status, count) == ("OK", [b"1"])
+    finally:
+        client.logout()

@@ -118,6 +118,9 @@ class ImapPoller:
             await client.wait_hello_from_server()
             password = box.password.get_secret_value() if box.password else ""
             _check(await client.login(box.username, password), "LOGIN")
+            if box.move_to is not None:
+                # Make sure the target exists; "already exists" is the usual answer.
+                await client.create(box.move_to)
             _check(await client.select(box.mailbox), "SELECT")
             capabilities = client.protocol.capabilities
             use_idle = box.idle and "IDLE" in capabilities
