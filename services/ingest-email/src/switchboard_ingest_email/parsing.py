@@ -58,7 +58,7 @@ class _CachedHeadersPolicy(EmailPolicy):
         return _parse_header(name, value)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _parse_header(name: str, value: str) -> Any:
     return policy.default.header_fetch_parse(name, value)
 
