@@ -1,0 +1,1 @@
+"""Switchboard ingest-email: SMTP and IMAP ingest that never loses a message."""

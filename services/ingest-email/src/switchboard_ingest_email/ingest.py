@@ -1,0 +1,190 @@
+"""Accepting one message durably: raw store write, then the Kafka acknowledgement.
+
+``Ingestor.ingest`` is what SMTP and IMAP call before they acknowledge a message (SMTP
+250, IMAP \\Seen). It returns only when the exact bytes are in the raw store and the
+event is acknowledged by Kafka (``acks=all``); otherwise it raises ``IngestUnavailableError``
+and the caller answers 451 (or leaves the message unseen), so the sender retries.
+
+Why the retry after a 451 is published exactly once: the producer is idempotent, so a
+record it was handed is retried until Kafka has it, even after we answered 451. The
+ingestor therefore remembers, by ``message_id``, the records still pending in the
+producer and the ones recently acknowledged: the sender's retry waits on the pending
+record instead of publishing a second one, and a retry after delivery is answered 250
+without publishing again. (Across replicas or restarts a retry may publish again; it
+carries the same ``message_id`` and ``ce_id``, which consumers deduplicate.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from switchboard_common.contract import INBOUND
+from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
+from switchboard_ingest_email.metrics import IngestEmailMetrics
+from switchboard_ingest_email.normalise import Delivery, InboundEmail, to_inbound
+from switchboard_ingest_email.raw_store import RawStore, sha256_hex
+
+log = get_logger(__name__)
+
+#: Acknowledged message ids remembered to answer a sender's retry without republishing.
+DELIVERED_MEMORY = 100_000
+
+#: Messages at least this big are hashed and parsed in a worker thread, so one large
+#: message does not stall every other SMTP session on the event loop.
+THREAD_THRESHOLD = 256 * 1024
+
+Cause = Literal["store", "kafka", "overloaded"]
+
+
+class Publisher(Protocol):
+    """What ``Ingestor`` needs of ``switchboard_common.kafka.EventPublisher``."""
+
+    async def publish_all(self, items: Iterable[Outgoing]) -> list[Any]: ...
+
+
+class IngestUnavailableError(RuntimeError):
+    """The message could not be made durable now; the sender should retry later."""
+
+    def __init__(self, cause: Cause, detail: str) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause: Cause = cause
+
+
+class Ingestor:
+    """Stores, publishes and reports one message at a time per caller; bounded in flight."""
+
+    def __init__(
+        self,
+        *,
+        store: RawStore,
+        publisher: Publisher,
+        metrics: IngestEmailMetrics,
+        clock: Callable[[], datetime],
+        timeout: float,
+        max_in_flight: int,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Records handed to the producer and not settled yet, by message_id.
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        #: Recently acknowledged message ids (bounded, oldest forgotten first).
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+
+    async def ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail:
+        """Make ``raw`` durable (stored and published); raise ``IngestUnavailableError`` if not.
+
+        Idempotent: ingesting the same bytes again stores nothing new and publishes the
+        same event (same ``message_id`` and ``ce_id``) again.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise IngestUnavailableError("overloaded", "no free slot in time") from None
+        self.in_flight += 1
+        self._idle.clear()
+        self._metrics.in_flight.inc()
+        started = time.perf_counter()
+        try:
+            inbound = await self._ingest(raw, delivery)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+            self._metrics.in_flight.dec()
+            self._slots.release()
+        transport = delivery.transport
+        self._metrics.accept_seconds.labels(transport).observe(time.perf_counter() - started)
+        self._metrics.received.labels(transport, delivery.tenant or "").inc()
+        self._metrics.received_bytes.labels(transport).observe(len(raw))
+        if inbound.event.parse_errors:
+            self._metrics.parse_errors.labels(transport).inc()
+        log.info(
+            "message accepted",
+            message_id=inbound.event.message_id,
+            transport=transport,
+            size=len(raw),
+            parse_errors=len(inbound.event.parse_errors),
+            auto_submitted=inbound.event.auto_submitted,
+            tenant=delivery.tenant,
+        )
+        return inbound
+
+    async def _ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail:
+        received_at = self._clock()
+        big = len(raw) >= THREAD_THRESHOLD
+        digest = await asyncio.to_thread(sha256_hex, raw) if big else sha256_hex(raw)
+        stored = asyncio.create_task(self._put(raw, digest))
+        try:
+            if big:
+                inbound = await asyncio.to_thread(
+                    to_inbound, raw, delivery, received_at=received_at, raw_sha256=digest
+                )
+            else:
+                inbound = to_inbound(raw, delivery, received_at=received_at, raw_sha256=digest)
+        finally:
+            await stored  # raises IngestUnavailableError when the store failed
+        await self._publish(inbound)
+        return inbound
+
+    async def _put(self, raw: bytes, digest: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._store.put(raw, sha256=digest)
+        except TimeoutError:
+            raise IngestUnavailableError("store", "raw store did not answer in time") from None
+        except Exception as error:
+            raise IngestUnavailableError("store", type(error).__name__) from error
+
+    async def _publish(self, inbound: InboundEmail) -> None:
+        message_id = inbound.event.message_id
+        if message_id in self._delivered:
+            self._delivered.move_to_end(message_id)
+            return  # a retry of a message Kafka already has
+        started = time.perf_counter()
+        pending = self._pending.get(message_id)
+        if pending is None:
+            item = Outgoing(INBOUND, inbound.key, inbound.event, event_id=message_id)
+            pending = asyncio.ensure_future(self._publisher.publish_all([item]))
+            self._pending[message_id] = pending
+            pending.add_done_callback(lambda done: self._settled(message_id, done, started))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(pending)
+        except TimeoutError:
+            raise IngestUnavailableError("kafka", "no acknowledgement in time") from None
+        except Exception as error:
+            raise IngestUnavailableError("kafka", type(error).__name__) from error
+
+    def _settled(self, message_id: str, done: asyncio.Future[Any], started: float) -> None:
+        """Forget a settled record; remember it as delivered if Kafka acknowledged it."""
+        self._pending.pop(message_id, None)
+        if done.cancelled() or done.exception() is not None:
+            return  # the sender's retry publishes it again
+        self._metrics.publish.published.labels(INBOUND).inc()
+        self._metrics.publish.latency.labels(INBOUND).observe(time.perf_counter() - started)
+        self._delivered[message_id] = None
+        if len(self._delivered) > DELIVERED_MEMORY:
+            self._delivered.popitem(last=False)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no message is in flight (graceful stop); False if time ran out."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True

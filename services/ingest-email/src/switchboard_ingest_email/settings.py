@@ -1,0 +1,215 @@
+"""ingest-email's settings: one frozen object, built once at start (``IngestEmailSettings.load``).
+
+Refuses to start (``SettingsError``) when it would accept mail for no domain or address
+at all (never an open relay), when only one of the STARTTLS certificate and key is given,
+or when an IMAP mailbox's configuration or password is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; only safe_load is used
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from switchboard_common.settings import ServiceSettings, SettingsError, env
+from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
+
+MIB = 1024 * 1024
+
+
+class MailboxConfig(BaseModel):
+    """One IMAP mailbox to poll (an item of ``INGEST_EMAIL_IMAP_MAILBOXES``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: A short label for logs and metrics (bounded: one per configured mailbox).
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    username: str
+    #: Environment variable holding the password (``<NAME>_FILE`` also works).
+    password_env: str | None = None
+    #: A mounted file holding the password.
+    password_file: Path | None = None
+    mailbox: str = "INBOX"
+    #: The support address the mailbox receives for (the event's ``account``); defaults
+    #: to ``username`` when that is an address.
+    account: str | None = None
+    #: The tenant; defaults to the ``INGEST_EMAIL_TENANTS`` entry of the account.
+    tenant: str | None = None
+    #: CA bundle to verify the server with (self-signed servers); system CAs otherwise.
+    ca_file: Path | None = None
+    #: After publishing, move the message here instead of only flagging it \\Seen.
+    move_to: str | None = None
+    #: Seconds between polls when the server has no IDLE (and the longest IDLE wait).
+    poll_interval_seconds: float = Field(60.0, gt=0, le=3600)
+    #: Use IDLE when the server offers it.
+    idle: bool = True
+    #: Messages fetched per round.
+    batch_size: int = Field(50, ge=1, le=1000)
+    password: SecretStr | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _has_account(self) -> Self:
+        if self.account is None and "@" not in self.username:
+            raise ValueError(f"mailbox {self.name}: set `account` (the support address)")
+        return self
+
+    @property
+    def support_address(self) -> str:
+        return (self.account or self.username).strip().lower()
+
+
+def _read_password(box: MailboxConfig) -> SecretStr:
+    if box.password_file is not None:
+        try:
+            return SecretStr(box.password_file.read_text(encoding="utf-8").strip())
+        except OSError as error:
+            raise SettingsError(
+                f"mailbox {box.name}: cannot read password_file ({error})"
+            ) from None
+    if box.password_env:
+        value = os.environ.get(box.password_env)
+        file_path = os.environ.get(f"{box.password_env}_FILE")
+        if value:
+            return SecretStr(value)
+        if file_path:
+            try:
+                return SecretStr(Path(file_path).read_text(encoding="utf-8").strip())
+            except OSError as error:
+                raise SettingsError(
+                    f"mailbox {box.name}: {box.password_env}_FILE cannot be read ({error})"
+                ) from None
+        raise SettingsError(
+            f"mailbox {box.name}: missing secret {box.password_env} "
+            f"(set it or {box.password_env}_FILE)"
+        )
+    raise SettingsError(f"mailbox {box.name}: set password_env or password_file")
+
+
+def parse_mailboxes(text: str | None) -> tuple[MailboxConfig, ...]:
+    """Mailboxes from YAML or JSON text (a list, or ``{mailboxes: [...]}``), with passwords."""
+    if not text or not text.strip():
+        return ()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise SettingsError(
+                f"INGEST_EMAIL_IMAP_MAILBOXES: not YAML or JSON ({error})"
+            ) from None
+    if isinstance(data, dict):
+        data = data.get("mailboxes", [])
+    if not isinstance(data, list):
+        raise SettingsError("INGEST_EMAIL_IMAP_MAILBOXES: expected a list of mailboxes")
+    boxes = []
+    for item in data:
+        try:
+            box = MailboxConfig.model_validate(item)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in error.errors(include_input=False, include_url=False)
+            )
+            raise SettingsError(f"INGEST_EMAIL_IMAP_MAILBOXES: {problems}") from None
+        boxes.append(box.model_copy(update={"password": _read_password(box)}))
+    names = [b.name for b in boxes]
+    if len(set(names)) != len(names):
+        raise SettingsError("INGEST_EMAIL_IMAP_MAILBOXES: mailbox names must be unique")
+    return tuple(boxes)
+
+
+class IngestEmailSettings(ServiceSettings):
+    """Environment of ingest-email (see the service README for every variable)."""
+
+    service_name: ClassVar[str] = "ingest-email"
+
+    support_email_domains: str = Field("", validation_alias=env("SUPPORT_EMAIL_DOMAINS"))
+    support_email_addresses: str = Field(
+        "", validation_alias=env("INGEST_EMAIL_ADDRESSES", "SUPPORT_EMAIL_ADDRESSES")
+    )
+    #: ``domain-or-address=tenant`` pairs, comma-separated.
+    tenants_spec: str = Field("", validation_alias=env("INGEST_EMAIL_TENANTS"))
+
+    smtp_host: str = Field("127.0.0.1", validation_alias=env("INGEST_EMAIL_SMTP_HOST"))
+    smtp_port: int = Field(2525, ge=0, le=65535, validation_alias=env("INGEST_EMAIL_SMTP_PORT"))
+    #: Name in the SMTP greeting and EHLO reply.
+    smtp_hostname: str = Field(
+        "switchboard-ingest-email", validation_alias=env("INGEST_EMAIL_SMTP_HOSTNAME")
+    )
+    http_port: int = Field(8001, ge=0, le=65535, validation_alias=env("INGEST_EMAIL_HTTP_PORT"))
+    max_message_bytes: int = Field(
+        25 * MIB, ge=1024, le=512 * MIB, validation_alias=env("INGEST_EMAIL_MAX_MESSAGE_BYTES")
+    )
+    tls_certfile: Path | None = Field(None, validation_alias=env("INGEST_EMAIL_TLS_CERTFILE"))
+    tls_keyfile: Path | None = Field(None, validation_alias=env("INGEST_EMAIL_TLS_KEYFILE"))
+    require_starttls: bool = Field(False, validation_alias=env("INGEST_EMAIL_REQUIRE_STARTTLS"))
+    #: Longest wait for the raw store, and Kafka's delivery timeout for the event, before
+    #: answering 451 (the sender retries later).
+    publish_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias=env("INGEST_EMAIL_PUBLISH_TIMEOUT_SECONDS")
+    )
+    #: Messages being stored and published at once; more wait (backpressure).
+    max_in_flight: int = Field(
+        64, ge=1, le=10000, validation_alias=env("INGEST_EMAIL_MAX_IN_FLIGHT")
+    )
+    #: Seconds an idle SMTP connection is kept.
+    smtp_idle_timeout_seconds: float = Field(
+        300.0, gt=0, validation_alias=env("INGEST_EMAIL_SMTP_IDLE_TIMEOUT_SECONDS")
+    )
+    #: IMAP mailboxes as YAML or JSON (or ``INGEST_EMAIL_IMAP_MAILBOXES_FILE``: a file of it).
+    imap_mailboxes_spec: str | None = Field(
+        None, validation_alias=env("INGEST_EMAIL_IMAP_MAILBOXES")
+    )
+
+    _mailboxes: tuple[MailboxConfig, ...] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("INGEST_EMAIL_TLS_CERTFILE and INGEST_EMAIL_TLS_KEYFILE go together")
+        parse_tenants(self.tenants_spec)
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Build and check the settings; raises ``SettingsError`` with clear text."""
+        settings = super().load(**overrides)
+        if settings.recipient_policy.empty:
+            raise SettingsError(
+                "ingest-email: no support domain or address configured, so every recipient "
+                "would be refused (and accepting all would make an open relay). Set "
+                "SUPPORT_EMAIL_DOMAINS (comma-separated domains) and/or INGEST_EMAIL_ADDRESSES."
+            )
+        settings._mailboxes = parse_mailboxes(settings.imap_mailboxes_spec)
+        return settings
+
+    @property
+    def recipient_policy(self) -> RecipientPolicy:
+        """The accepted domains and addresses, with their tenants."""
+        return RecipientPolicy.of(
+            split_list(self.support_email_domains),
+            split_list(self.support_email_addresses),
+            parse_tenants(self.tenants_spec),
+        )
+
+    @property
+    def mailboxes(self) -> tuple[MailboxConfig, ...]:
+        """IMAP mailboxes with their passwords (read once by ``load``)."""
+        if self._mailboxes is None:
+            return parse_mailboxes(self.imap_mailboxes_spec)
+        return self._mailboxes
