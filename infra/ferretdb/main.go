@@ -37,7 +37,9 @@ func main() {
 		os.Exit(2)
 	}
 
-	level := slog.LevelWarn
+	// FerretDB logs every unsupported command (PyMongo's endSessions on each close) at
+	// warning level with a full message dump; errors are what an operator needs here.
+	level := slog.LevelError
 	if *debug {
 		level = slog.LevelDebug
 	}
@@ -57,7 +59,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	logger.Warn("listening", "addr", *listen, "uri", f.MongoDBURI())
+	fmt.Fprintf(os.Stderr, "switchboard-ferretdb: listening on %s\n", f.MongoDBURI())
 	if err := f.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "switchboard-ferretdb: %v\n", err)
 		os.Exit(1)

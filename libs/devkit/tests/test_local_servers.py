@@ -102,3 +102,30 @@ def test_kafka_starts_on_other_ports_and_stops() -> None:
         assert kafka.stop() is True
         shutil.rmtree(kafka.state, ignore_errors=True)
     assert not port_open(kafka.host, kafka.port)
+
+
+@pytest.mark.integration
+def test_lookups_by_id_use_the_id_index(infra: object) -> None:
+    """Hot paths address documents by `_id`; the server must answer those from an index.
+
+    Our FerretDB build is patched for this (infra/ferretdb/patches.toml): unpatched,
+    FerretDB v1.24 scans the whole table for every `_id` filter. MongoDB always does.
+    """
+    from switchboard_devkit.infra import Infra
+
+    assert isinstance(infra, Infra)
+    with MongoClient[dict[str, Any]](infra.mongodb_url, serverSelectionTimeoutMS=3000) as client:
+        ferretdb = "ferretdbVersion" in client.admin.command("buildInfo")
+        database = client[f"t_plan_{os.getpid()}"]
+        try:
+            database["d"].insert_many([{"_id": f"k{i}"} for i in range(20)])
+            plan = database.command("explain", {"find": "d", "filter": {"_id": "k7"}})
+        finally:
+            client.drop_database(database.name)
+    if ferretdb:
+        (step,) = plan["queryPlanner"]["Plan"]
+        assert "USING INDEX" in step
+        assert "__id_" in step
+    else:
+        stage = str(plan["queryPlanner"]["winningPlan"])
+        assert "IDHACK" in stage or "EXPRESS" in stage or "_id_" in stage

@@ -369,21 +369,72 @@ def ferretdb_version() -> str:
 
 
 def ferretdb_binary() -> Path:
-    """Build the project's FerretDB command once; cached by the Go module's content."""
+    """Build the project's FerretDB command once; cached by the Go module's content.
+
+    The FerretDB module source is copied from the Go module cache, the exact-text patches
+    of ``infra/ferretdb/patches.toml`` are applied to the copy, and the command is built
+    against it (``-modfile`` with a ``replace``), so the committed ``go.mod`` stays plain.
+    """
     module = repo_root() / "infra" / "ferretdb"
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
+    for name in ("go.mod", "go.sum", "main.go", "patches.toml"):
         digest.update((module / name).read_bytes())
-    binary = cache_dir() / "ferretdb" / digest.hexdigest()[:12] / "switchboard-ferretdb"
+    home = cache_dir() / "ferretdb" / digest.hexdigest()[:12]
+    binary = home / "switchboard-ferretdb"
     if binary.exists():
         return binary
     go = _require("go", "FerretDB is built from the Go module proxy")
-    binary.parent.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
+    source = _patched_ferretdb_source(go, module, home, env)
+    modfile = home / "go.mod"
+    modfile.write_text(
+        (module / "go.mod").read_text() + f"\nreplace github.com/FerretDB/FerretDB => {source}\n"
+    )
+    shutil.copyfile(module / "go.sum", home / "go.sum")
     partial = binary.with_name(binary.name + ".partial")
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
-    _run([go, "build", "-trimpath", "-o", str(partial), "."], cwd=module, env=env)
+    _run(
+        [go, "build", "-mod=mod", f"-modfile={modfile}", "-trimpath", "-o", str(partial), "."],
+        cwd=module,
+        env=env,
+    )
     partial.rename(binary)
     return binary
+
+
+def _patched_ferretdb_source(go: str, module: Path, home: Path, env: dict[str, str]) -> Path:
+    import json
+    import tomllib
+
+    version = ferretdb_version()
+    result = subprocess.run(
+        [go, "mod", "download", "-json", f"github.com/FerretDB/FerretDB@{version}"],
+        cwd=module,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise ProvisionError(f"cannot download FerretDB {version}: {result.stderr[-2000:]}")
+    original = Path(json.loads(result.stdout)["Dir"])
+    source = home / f"FerretDB-{version}"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(original, source)
+    for path in source.rglob("*"):  # the module cache is read-only
+        path.chmod(path.stat().st_mode | 0o200)
+    patches = tomllib.loads((module / "patches.toml").read_text())
+    for patch in patches.get("patch", []):
+        target = source / patch["file"]
+        text = target.read_text()
+        if text.count(patch["old"]) != 1:
+            raise ProvisionError(
+                f"FerretDB patch no longer applies to {patch['file']} "
+                f"(expected the text once): {patch['old']!r}"
+            )
+        target.write_text(text.replace(patch["old"], patch["new"]))
+    return source
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""The whole system as separate processes on real servers (end-to-end tests, faults, bench).
+
+``Stack`` starts every service under ``services/`` with its own free ports, a topic
+prefix and a database unique to the stack, and the development secrets of
+``SWITCHBOARD_ENV=test`` given explicitly, so several stacks can run side by side on one
+Kafka and one MongoDB-wire server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from switchboard_common.contract.topics import TopicNames
+from switchboard_common.topics import create_topics
+from switchboard_devkit.inprocess import free_port
+from switchboard_devkit.kafka_probe import unique
+from switchboard_devkit.processes import ServiceProcess, ServiceSpec, discover_services
+
+#: Webhook and SMTP secrets the end-to-end tests sign with (never used outside tests).
+TEST_SECRETS = {
+    "META_APP_SECRET": "e2e-meta-app-secret",
+    "META_VERIFY_TOKEN": "e2e-meta-verify-token",
+    "X_CONSUMER_SECRET": "e2e-x-consumer-secret",
+    "TELEGRAM_SECRET_TOKEN": "e2e-telegram-secret-token",
+}
+SUPPORT_DOMAIN = "support.example.com"
+
+
+@dataclass
+class Stack:
+    """Every service as a process, wired to one topic prefix and one database."""
+
+    kafka_bootstrap: str
+    mongodb_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    partitions: int = 3
+    topics: TopicNames = field(init=False)
+    database: str = field(init=False)
+    env: dict[str, str] = field(init=False)
+    services: dict[str, ServiceProcess] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.topics = TopicNames(f"{unique('e')}.")
+        self.database = unique("e_")
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "MONGODB_URL": self.mongodb_url,
+            "MONGODB_DATABASE": self.database,
+            "SWITCHBOARD_TOPIC_PREFIX": self.topics.prefix,
+            "SWITCHBOARD_ENV": "test",
+            "SWITCHBOARD_LOG_FORMAT": "json",
+            "SUPPORT_EMAIL_DOMAINS": SUPPORT_DOMAIN,
+            "INGEST_EMAIL_SMTP_PORT": str(free_port()),
+            "PYTHONUNBUFFERED": "1",
+            **TEST_SECRETS,
+        }
+        for spec in discover_services():
+            self.env[spec.http_port_env] = str(free_port())
+        self.env.update(self.extra_env)
+
+    def spec(self, name: str) -> ServiceSpec:
+        for spec in discover_services():
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no service {name!r} under services/")
+
+    def start(self, *names: str, ready_timeout: float = 90.0) -> None:
+        """Start the named services (all when none given) and wait until ready."""
+        asyncio.run(
+            create_topics(
+                self.kafka_bootstrap, prefix=self.topics.prefix, partitions=self.partitions
+            )
+        )
+        wanted = names or tuple(s.name for s in discover_services())
+        started = []
+        for name in wanted:
+            process = ServiceProcess(self.spec(name), dict(self.env), output=None)
+            process.start()
+            self.services[name] = process
+            started.append(process)
+        for process in started:
+            process.wait_ready(timeout=ready_timeout)
+
+    def restart(self, name: str, *, kill: bool = False) -> None:
+        """Stop (SIGKILL with ``kill``) and start one service again; wait until ready."""
+        process = self.services[name]
+        if kill:
+            process.kill()
+        else:
+            process.stop()
+        replacement = ServiceProcess(process.spec, dict(self.env), output=None)
+        replacement.start()
+        self.services[name] = replacement
+        replacement.wait_ready(timeout=90)
+
+    def url(self, name: str) -> str:
+        return self.services[name].base_url
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.env["INGEST_EMAIL_SMTP_PORT"])
+
+    def stop(self) -> None:
+        for process in reversed(list(self.services.values())):
+            with contextlib.suppress(Exception):
+                process.stop()
+
+    def dump_logs(self) -> None:
+        """Print each service's last output (called when a test fails)."""
+        for name, process in self.services.items():
+            sys.stderr.write(f"----- {name} -----\n{process.tail(80)}\n")
+
+
+@contextlib.contextmanager
+def running_stack(
+    kafka_bootstrap: str, mongodb_url: str, *names: str, **kw: object
+) -> Iterator[Stack]:
+    stack = Stack(kafka_bootstrap, mongodb_url, **kw)  # type: ignore[arg-type]
+    try:
+        stack.start(*names)
+        yield stack
+    except BaseException:
+        stack.dump_logs()
+        raise
+    finally:
+        stack.stop()
