@@ -83,7 +83,7 @@ async def sla_events(
     probe: TopicProbe, count: int, settle: float = 0.0
 ) -> list[tuple[str, object]]:
     records = await probe.read_events(SLA_EVENTS, count=count, timeout=60, settle=settle)
-    out = []
+    out: list[tuple[str, object]] = []
     for record, event in records:
         ce_id = dict(record.headers)["ce_id"]
         out.append(((ce_id or b"").decode(), event))
@@ -150,7 +150,7 @@ async def test_a_conversation_flows_through_and_the_right_events_and_metrics_app
 
         clock.set(T0 + timedelta(hours=23 + 24, seconds=1))
         events = await sla_events(probe, 3, settle=2.0)
-        (next_id,) = {e.cycle for _, e in events if isinstance(e, SlaBreached)}  # type: ignore[attr-defined]
+        (next_id,) = {e.cycle for _, e in events if isinstance(e, SlaBreached)}
         assert [i for i, _ in events] == [
             f"{cid}:first_response:1:at_risk",
             f"{cid}:next_response:{next_id}:at_risk",
