@@ -78,7 +78,8 @@ def recorded_names() -> set[str]:
 @pytest.mark.unit
 def test_every_alert_has_promtool_cases_that_fire_and_resolve() -> None:
     cases = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    firing, silent = set(), set()
+    firing: set[str] = set()
+    silent: set[str] = set()
     for case in cases:
         for check in case.get("alert_rule_test", []):
             (firing if check["exp_alerts"] else silent).add(check["alertname"])
@@ -89,7 +90,7 @@ def test_every_alert_has_promtool_cases_that_fire_and_resolve() -> None:
 def exported_names() -> set[str]:
     registry = CollectorRegistry()
     SlaMetrics.create(registry)
-    names = set()
+    names: set[str] = set()
     for family in registry.collect():
         names.update(sample.name for sample in family.samples)
         names.add(family.name)
