@@ -319,3 +319,25 @@ async def test_any_order_duplicates_and_batch_split_give_the_same_clocks(
     assert record.clocks == reference.clocks
     assert record.next_check == reference.next_check
     assert record.facts == reference.facts
+
+
+async def test_open_clocks_are_recomputed_at_start_only_when_the_policies_changed() -> None:
+    from switchboard_sla_monitor.app import recompute_if_changed
+
+    store = InMemoryConversationStore()
+    old = ClockIngest(store, simple_policies(first="1h"), PAUSE)
+    by_conversation: dict[str, dict[str, Fact]] = {
+        CID: {f.key: f for f in facts_of([activity(CID, "m1", minutes(0), kind="opened")])}
+    }
+    await old.ingest(by_conversation)
+    # First start: the stored clocks already match; the fingerprint is recorded.
+    assert await recompute_if_changed(store, old, "v1:old") == 0
+    assert await store.marker("derivation") == "v1:old"
+    new_policies = simple_policies(first="2h")
+    new = ClockIngest(store, new_policies, PAUSE)
+    assert await recompute_if_changed(store, new, "v1:old") == 0  # same fingerprint: skipped
+    assert store.records[CID].clocks[0].due_at == minutes(60)
+    assert await recompute_if_changed(store, new, "v1:new") == 1
+    assert store.records[CID].clocks[0].due_at == minutes(120)
+    assert store.records[CID].next_check == minutes(110)
+    assert await recompute_if_changed(store, new, "v1:new") == 0

@@ -186,3 +186,12 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert configured.pause_statuses == {"awaiting_customer", "on_hold"}
     assert configured.group_id == "t1.sla-monitor"
     assert configured.evaluation_interval == 0.5
+
+
+def test_the_fingerprint_changes_with_targets_and_holidays_only() -> None:
+    from switchboard_sla_monitor.testing import simple_policies
+
+    assert simple_policies(first="1h").fingerprint == simple_policies(first="1h").fingerprint
+    assert simple_policies(first="1h").fingerprint != simple_policies(first="2h").fingerprint
+    holiday = {"always_open": True, "holidays": ["2026-12-25"]}
+    assert simple_policies(calendar=holiday).fingerprint != simple_policies().fingerprint

@@ -44,7 +44,7 @@ async def stores(
     client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
     db = client[name]
     conversations, emissions = (
-        MongoConversationStore(db["sla_conversations"]),
+        MongoConversationStore(db["sla_conversations"], db["sla_meta"]),
         MongoEmissionStore(db["sla_emissions"]),
     )
     await conversations.ensure_indexes()
@@ -167,3 +167,11 @@ async def test_concurrent_claims_of_one_emission_have_one_winner(
         *(emissions.claim([claim("hot", by=f"r{n}")]) for n in range(20))
     )
     assert sum(len(r) for r in results) == 1
+
+
+async def test_markers_are_kept(stores: tuple[ConversationStore, EmissionStore]) -> None:
+    conversations, _ = stores
+    assert await conversations.marker("derivation") is None
+    await conversations.set_marker("derivation", "v1")
+    await conversations.set_marker("derivation", "v2")
+    assert await conversations.marker("derivation") == "v2"

@@ -48,6 +48,7 @@ from switchboard_sla_monitor.metrics import SlaMetrics
 from switchboard_sla_monitor.mongo_store import (
     CONVERSATIONS,
     EMISSIONS,
+    META,
     MongoConversationStore,
     MongoEmissionStore,
 )
@@ -89,7 +90,7 @@ def build(
     broker = make_broker(settings)
     client = make_mongo_client(settings)
     db = database(client, settings)
-    conversations = MongoConversationStore(db[CONVERSATIONS])
+    conversations = MongoConversationStore(db[CONVERSATIONS], db[META])
     emissions = MongoEmissionStore(db[EMISSIONS])
     publisher = EventPublisher(broker, settings.topics, settings.service_name)
 
@@ -147,7 +148,9 @@ def build(
     async def prepare() -> None:
         await conversations.ensure_indexes()
         await emissions.ensure_indexes()
-        await recompute(conversations, ingest)
+        await recompute_if_changed(
+            conversations, ingest, derivation_fingerprint(settings, policies)
+        )
 
     async def evaluation_loop() -> None:
         await evaluator.run(settings.evaluation_interval, sleep)
@@ -167,12 +170,35 @@ def build(
     return runtime, monitor
 
 
+#: Bump when the derivation of clocks changes, so open clocks are recomputed at start.
+DERIVATION_VERSION = "1"
+
+
+def derivation_fingerprint(settings: SlaMonitorSettings, policies: PolicySet) -> str:
+    """What the stored clocks were derived with: code version, policies, pause statuses."""
+    statuses = ",".join(sorted(settings.pause_statuses))
+    return f"{DERIVATION_VERSION}:{policies.fingerprint}:{statuses}"
+
+
+async def recompute_if_changed(
+    conversations: ConversationStore, ingest: ClockIngest, fingerprint: str
+) -> int:
+    """Recompute open clocks when the policies (or code, or pause statuses) changed since
+    the last start; returns how many records changed (0 when nothing changed)."""
+    if await conversations.marker("derivation") == fingerprint:
+        return 0
+    changed = await recompute(conversations, ingest)
+    await conversations.set_marker("derivation", fingerprint)
+    return changed
+
+
 async def recompute(conversations: ConversationStore, ingest: ClockIngest) -> int:
     """Re-derive every live conversation with the current policies and calendars.
 
-    Run at start: a changed policy file moves the deadlines of open clocks (the
-    evaluator re-derives before emitting anyway; this moves ``next_check`` too).
-    Idempotent; returns how many records changed.
+    Run at start when the policies changed: a new policy file moves the deadlines of open
+    clocks (the evaluator re-derives before emitting anyway; this moves ``next_check``
+    too). Skipped otherwise, because these writes race with other replicas' consumers
+    on FerretDB v1 (whole-document rewrites). Idempotent; returns how many records changed.
     """
     updates: list[ConversationUpdate] = []
     async for record in conversations.live(with_facts=True):

@@ -1,7 +1,8 @@
 """MongoDB adapters of the SLA monitor's stores (PyMongo async; FerretDB v1 compatible).
 
-Collections: ``sla_conversations`` (``_id`` = conversation id) and ``sla_emissions``
-(``_id`` = emission id). Hot-path reads and writes address documents by ``_id``.
+Collections: ``sla_conversations`` (``_id`` = conversation id), ``sla_emissions``
+(``_id`` = emission id) and ``sla_meta`` (``_id`` = marker name). Hot-path reads and
+writes address documents by ``_id``.
 
 Facts are stored under ``facts.<sha256 of the fact key>`` and added with ``$set`` of
 those fields: on MongoDB that is atomic per document and commutes with any other fact
@@ -32,6 +33,7 @@ from switchboard_sla_monitor.store import ClaimRecord, ConversationRecord, Conve
 
 CONVERSATIONS = "sla_conversations"
 EMISSIONS = "sla_emissions"
+META = "sla_meta"
 _DUPLICATE_KEY = 11000
 _FACT: TypeAdapter[Fact] = TypeAdapter(Fact)
 #: Concurrent single-document reads by ``_id`` (each uses the index on FerretDB too).
@@ -66,10 +68,20 @@ def _record(doc: Document) -> ConversationRecord:
 
 
 class MongoConversationStore:
-    """``ConversationStore`` on the ``sla_conversations`` collection."""
+    """``ConversationStore`` on ``sla_conversations`` (markers in ``sla_meta``)."""
 
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Document], meta: AsyncCollection[Document]
+    ) -> None:
         self.collection = collection
+        self.meta = meta
+
+    async def marker(self, name: str) -> str | None:
+        doc = await self.meta.find_one({"_id": name})
+        return None if doc is None else str(doc["value"])
+
+    async def set_marker(self, name: str, value: str) -> None:
+        await self.meta.update_one({"_id": name}, {"$set": {"value": value}}, upsert=True)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("next_check", ASCENDING)], name="next_check")

@@ -8,6 +8,7 @@ whose message names the file, the field and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,6 +147,8 @@ class PolicySet:
     policies: tuple[Policy, ...]
     calendars: Mapping[str, BusinessCalendar]
     source: str = "<memory>"
+    #: Changes whenever a target, match, calendar or holiday changes (not for comments).
+    fingerprint: str = ""
 
     def select(self, labels: Labels) -> Policy | None:
         """The first matching policy, or None (the conversation then has no clocks)."""
@@ -204,7 +207,10 @@ def build_policies(raw: Any, *, source: str = "<memory>", base: Path | None = No
                 metric, target.target, target.warn_before, calendars[calendar_name]
             )
         policies.append(Policy(policy.name, policy.match, targets))
-    return PolicySet(tuple(policies), calendars, source)
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    for name in sorted(calendars):
+        digest.update(f"{name}:{sorted(calendars[name].holidays)}".encode())
+    return PolicySet(tuple(policies), calendars, source, digest.hexdigest())
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

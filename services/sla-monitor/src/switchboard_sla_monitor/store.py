@@ -73,6 +73,12 @@ class ConversationStore(Protocol):
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         """Up to ``limit`` records with ``next_check <= now``, earliest first."""
 
+    async def marker(self, name: str) -> str | None:
+        """A named value the monitor keeps about its state (e.g. the policy fingerprint)."""
+
+    async def set_marker(self, name: str, value: str) -> None:
+        """Store a named value (idempotent)."""
+
     def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
         """Every record with an open clock or a pending emission.
 
@@ -99,6 +105,13 @@ class InMemoryConversationStore:
 
     def __init__(self) -> None:
         self.records: dict[str, ConversationRecord] = {}
+        self.markers: dict[str, str] = {}
+
+    async def marker(self, name: str) -> str | None:
+        return self.markers.get(name)
+
+    async def set_marker(self, name: str, value: str) -> None:
+        self.markers[name] = value
 
     async def ensure_indexes(self) -> None:
         return None
