@@ -183,6 +183,14 @@ async def test_a_replica_that_dies_between_claim_and_publish_is_covered_by_anoth
     assert breached.at == T0 + timedelta(hours=1)
     await survivor.evaluate()
     assert len(world.sent()) == 2
+    # Counted once, by the replica whose publish completed.
+    assert world.counter("switchboard_sla_breaches_total") == 1
+    assert (
+        world.registry.get_sample_value(
+            "switchboard_sla_events_republished_total", {"kind": "breached"}
+        )
+        == 1
+    )
     assert world.emissions.claims["c1:first_response:1:breached"].published_at is not None
 
 

@@ -119,10 +119,7 @@ class Evaluator:
         await self.emissions.mark_published([c.id for c in to_publish], now)
         for c in to_publish:
             self._remember(c.id)
-        self._count(
-            [e for e in wanted if e.id in won],
-            [c.kind for c in stale],
-        )
+        self._count(to_publish, republished=len(stale))
         report = EvaluationReport(
             due_conversations=len(records),
             published=tuple(c.id for c in claims if c.id in won),
@@ -143,14 +140,26 @@ class Evaluator:
         while len(self._known_published) > self.known_published_limit:
             self._known_published.popitem(last=False)
 
-    def _count(self, won: Sequence[Emission], republished_kinds: Sequence[str]) -> None:
+    def _count(self, published: Sequence[ClaimRecord], *, republished: int) -> None:
+        """Count each emission when its publish completed and was recorded: a claimer that
+        died before that never counted it, so the replica that re-publishes it does."""
         if self.metrics is None:
             return
-        for e in won:
-            counter = self.metrics.breaches if e.kind == "breached" else self.metrics.at_risk_events
-            counter.labels(*metric_labels(e.clock)).inc()
-        for kind in republished_kinds:
-            self.metrics.republished.labels(kind).inc()
+        for claim in published:
+            event = claim.payload
+            labels = (
+                event.get("channel") or "unknown",
+                event.get("priority") or "unknown",
+                event.get("queue") or "none",
+                event["policy"],
+                event["metric"],
+            )
+            if claim.kind == "breached":
+                self.metrics.breaches.labels(*labels).inc()
+            else:
+                self.metrics.at_risk_events.labels(*labels).inc()
+        for claim in published[len(published) - republished :] if republished else ():
+            self.metrics.republished.labels(claim.kind).inc()
 
     async def run(self, interval: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Evaluate every ``interval`` seconds until cancelled; a failed evaluation is
