@@ -175,3 +175,25 @@ async def test_markers_are_kept(stores: tuple[ConversationStore, EmissionStore])
     await conversations.set_marker("derivation", "v1")
     await conversations.set_marker("derivation", "v2")
     assert await conversations.marker("derivation") == "v2"
+
+
+async def test_a_new_conversation_created_meanwhile_by_another_writer_is_merged(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    first = message("m1", 0)
+    await conversations.save([update("c1", first)])
+    # Another replica computed its update while the record did not exist yet.
+    second = message("m2", 1)
+    racing = update("c1", second)
+    racing = ConversationUpdate(
+        "c1", racing.new_facts, racing.clocks, racing.next_check, racing.active, new=True
+    )
+    brand_new = update("c2", message("m3", 2))
+    brand_new = ConversationUpdate(
+        "c2", brand_new.new_facts, brand_new.clocks, brand_new.next_check, True, new=True
+    )
+    await conversations.save([racing, brand_new])
+    loaded = await conversations.load(["c1", "c2"])
+    assert loaded["c1"].facts == {first.key: first, second.key: second}
+    assert set(loaded["c2"].facts) == {message("m3", 2).key}

@@ -39,6 +39,7 @@ def apply_facts(
         clocks=clocks,
         next_check=next_check(record.conversation_id, clocks, emitted(facts.values())),
         active=any(c.is_open for c in clocks),
+        new=not record.facts and not record.clocks,
     )
     before = {c.id: c for c in record.clocks}
     stopped = [c for c in clocks if not c.is_open and (c.id not in before or before[c.id].is_open)]

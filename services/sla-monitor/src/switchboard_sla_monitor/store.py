@@ -44,6 +44,9 @@ class ConversationUpdate:
     clocks: tuple[ClockState, ...]
     next_check: datetime | None
     active: bool
+    #: No record existed when this update was computed (the store may insert it; if
+    #: another writer created it meanwhile, the update is applied to that one instead).
+    new: bool = False
 
 
 @dataclass(frozen=True)
