@@ -14,7 +14,11 @@ from switchboard_sla_monitor.evaluator import Evaluator, OpenClockGauges
 from switchboard_sla_monitor.facts import Fact, fact_from_event
 from switchboard_sla_monitor.ingest import ClockIngest
 from switchboard_sla_monitor.metrics import SlaMetrics
-from switchboard_sla_monitor.store import InMemoryConversationStore, InMemoryEmissionStore
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    InMemoryConversationStore,
+    InMemoryEmissionStore,
+)
 from switchboard_sla_monitor.testing import activity, reply, simple_policies
 from switchboard_sla_monitor.timesource import ManualClock
 
@@ -245,3 +249,31 @@ async def test_gauges_count_open_at_risk_and_breached_clocks() -> None:
     assert oldest == 62 * 60
     # The breach counter exists (at zero) before the first breach, so rate() sees it.
     assert gauge("switchboard_sla_breaches_total") == 0
+
+
+class RetriedInsertStore(InMemoryEmissionStore):
+    """An insert retried after a transient error: the first attempt had landed, so the
+    retry reports every claim as taken."""
+
+    async def claim(self, claims: Sequence[ClaimRecord]) -> set[str]:
+        await super().claim(claims)
+        return set()
+
+
+async def test_a_claim_found_taken_by_its_own_retried_insert_is_still_published() -> None:
+    world = World()
+    world.emissions = RetriedInsertStore()
+    await world.receive(activity("c1", "m1", T0, kind="opened"))
+    world.clock.set(T0 + timedelta(minutes=61))
+    report = await world.replica("a").evaluate()
+    assert sorted(report.published) == [
+        "c1:first_response:1:at_risk",
+        "c1:first_response:1:breached",
+    ]
+    assert len(world.sent()) == 2
+    # Another replica's claims are not mistaken for its own.
+    other = World()
+    other.emissions = world.emissions
+    other.conversations = world.conversations
+    other.clock = world.clock
+    assert (await other.replica("b").evaluate()).published == ()

@@ -71,6 +71,7 @@ class Evaluator:
     metrics: SlaMetrics | None = None
     known_published_limit: int = 100_000
     _known_published: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _evaluations: int = 0
 
     async def evaluate(self) -> EvaluationReport:
         """Evaluate once at ``clock.now()``. Raises if the database or Kafka fails (the
@@ -92,6 +93,8 @@ class Evaluator:
         if not wanted:
             return EvaluationReport(due_conversations=len(records))
 
+        self._evaluations += 1
+        token = f"{self.replica}#{self._evaluations}"
         claims = [
             ClaimRecord(
                 id=e.id,
@@ -99,20 +102,25 @@ class Evaluator:
                 kind=e.kind,
                 payload=e.event().model_dump(mode="json"),
                 claimed_at=now,
-                claimed_by=self.replica,
+                claimed_by=token,
             )
             for e in wanted
         ]
         won = await self.emissions.claim(claims)
         lost_ids = [c.id for c in claims if c.id not in won]
         existing = await self.emissions.get(lost_ids) if lost_ids else {}
+        # A claim insert retried after a transient error may find its own first attempt.
+        won |= {c.id for c in existing.values() if c.claimed_by == token}
+        lost_ids = [i for i in lost_ids if i not in won]
         stale = [
             c
             for c in existing.values()
-            if c.published_at is None and now - c.claimed_at >= self.republish_after
+            if c.id not in won
+            and c.published_at is None
+            and now - c.claimed_at >= self.republish_after
         ]
         for c in existing.values():
-            if c.published_at is not None:
+            if c.published_at is not None and c.id not in won:
                 self._remember(c.id)
         to_publish = [c for c in claims if c.id in won] + stale
         await self.publish([_outgoing(c) for c in to_publish])
