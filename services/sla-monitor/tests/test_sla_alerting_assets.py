@@ -21,16 +21,25 @@ DEPLOY = repo_root() / "deploy"
 RULES = DEPLOY / "prometheus" / "sla-monitor.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "sla-monitor.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sla-monitor.json"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.example.yml"
 #: Metrics other services export that the SLA assets use (names fixed with their owners).
 EXTERNAL = {"up", "ALERTS", "switchboard_router_queue_depth"}
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    assert binary, "promtool missing: apt-get install prometheus (listed in .ci/apt-packages)"
-    return subprocess.run(  # noqa: S603 - a fixed binary with our own file arguments
+def run(tool: str, package: str, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which(tool)
+    assert binary, f"{tool} missing: apt-get install {package} (listed in .ci/apt-packages)"
+    return subprocess.run(  # noqa: S603 - a packaged binary with our own file arguments
         [binary, *args], capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return run("promtool", "prometheus", *args)
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return run("amtool", "prometheus-alertmanager", *args)
 
 
 @pytest.mark.integration
@@ -138,9 +147,32 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
 
 @pytest.mark.unit
 def test_alertmanager_routes_lead_to_defined_receivers() -> None:
-    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.example.yml").read_text())
+    config = yaml.safe_load(ALERTMANAGER.read_text())
     receivers = {r["name"] for r in config["receivers"]}
     routes = [config["route"], *config["route"].get("routes", [])]
     assert {r["receiver"] for r in routes} <= receivers
     mentioned = set(re.findall(r"Sla[A-Za-z]+", yaml.safe_dump(config)))
     assert mentioned <= alert_names()
+
+
+@pytest.mark.integration
+def test_amtool_accepts_the_alertmanager_example() -> None:
+    result = amtool("check-config", str(ALERTMANAGER))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=SlaMonitorDown", "severity=critical", "instance=a:8004"], "sre-pager"),
+        (["alertname=SlaMonitorConsumerLag", "severity=warning"], "sre-pager"),
+        (["alertname=SlaAttainmentBudgetBurnFast", "severity=critical"], "support-pager"),
+        (["alertname=SlaBreaches", "severity=warning", "policy=email"], "support-ops"),
+    ],
+)
+def test_alertmanager_routes_each_alert_to_its_team(labels: list[str], receiver: str) -> None:
+    result = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
