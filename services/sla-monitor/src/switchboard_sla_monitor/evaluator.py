@@ -209,7 +209,7 @@ class OpenClockGauges:
     async def refresh(self) -> int:
         """Read every live conversation and set the gauges; returns the open clocks.
 
-        The breach and met counters are touched for every label set with an open clock,
+        The breach, at-risk and met counters are touched for every label set with an open clock,
         so they exist at zero before their first increment and ``rate()`` sees it.
         """
         now = self.clock.now()
@@ -251,6 +251,7 @@ class OpenClockGauges:
             m.oldest_waiting.labels(*waiting).set(age)
         for labels in open_:
             m.breaches.labels(*labels)
+            m.at_risk_events.labels(*labels)
             m.targets_met.labels(*labels)
         return sum(open_.values())
 
