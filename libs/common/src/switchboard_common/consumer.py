@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from aiokafka import ConsumerRecord
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -261,13 +262,21 @@ def subscribe_batch(
     description: str | None = None,
     max_poll_interval_ms: int = 5 * 60 * 1000,
     session_timeout_ms: int = 10 * 1000,
+    partition_assignment_strategy: Sequence[type[AbstractPartitionAssignor]] | None = None,
 ) -> None:
     """Register ``consumer`` on ``broker`` for the given contract topics.
 
     Offsets are committed after ``consumer`` returns; if it raises, FastStream seeks
     back to the batch's first offsets and the batch is redelivered.
+
+    ``partition_assignment_strategy``: pass ``(RangePartitionAssignor,)`` to consume
+    co-partitioned topics (same key, same partition count) so that partition *i* of
+    every topic lands on the same replica; the default is aiokafka's round robin.
     """
     deployed = [consumer.topics(t) for t in topics]
+    options: dict[str, Any] = {}
+    if partition_assignment_strategy is not None:
+        options["partition_assignment_strategy"] = tuple(partition_assignment_strategy)
     subscriber = broker.subscriber(
         *deployed,
         batch=True,
@@ -280,6 +289,7 @@ def subscribe_batch(
         description=description,
         max_poll_interval_ms=max_poll_interval_ms,
         session_timeout_ms=session_timeout_ms,
+        **options,
     )
 
     async def handle(message: KafkaMessage) -> None:

@@ -277,6 +277,10 @@ class SlaEvent(ContractModel):
     channel: Channel | None = None
     priority: Priority | None = None
     queue: str | None = None
+    #: extension: which clock of the conversation this is about, stable per clock
+    #: (``1`` for first_response, ``m<hash of the starting message>`` for a next_response,
+    #: ``e<n>`` for the n-th open/reopen episode's resolution).
+    cycle: str | None = None
 
 
 class SlaAtRisk(SlaEvent):

@@ -1,0 +1,1 @@
+"""Switchboard SLA monitor: SLA clocks in business time, at-risk and breach events, metrics."""

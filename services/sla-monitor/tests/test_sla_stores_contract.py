@@ -1,0 +1,199 @@
+"""One contract suite for both implementations of each store: in memory (unit) and on
+the real MongoDB-wire server (integration), so the fake cannot drift from the adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from switchboard_common.mongo import Document
+from switchboard_sla_monitor.clocks import derive
+from switchboard_sla_monitor.facts import MessageFact, ReplyFact
+from switchboard_sla_monitor.mongo_store import MongoConversationStore, MongoEmissionStore
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    ConversationStore,
+    ConversationUpdate,
+    EmissionStore,
+    InMemoryConversationStore,
+    InMemoryEmissionStore,
+)
+from switchboard_sla_monitor.testing import simple_policies
+
+T0 = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)
+BACKENDS = [
+    pytest.param("memory", marks=pytest.mark.unit),
+    pytest.param("mongo", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+async def stores(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[ConversationStore, EmissionStore]]:
+    if request.param == "memory":
+        yield InMemoryConversationStore(), InMemoryEmissionStore()
+        return
+    # Sync fixtures only: the real server and a database unique to this test.
+    infra = request.getfixturevalue("infra")
+    name = request.getfixturevalue("database_name")
+    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
+    db = client[name]
+    conversations, emissions = (
+        MongoConversationStore(db["sla_conversations"], db["sla_meta"]),
+        MongoEmissionStore(db["sla_emissions"]),
+    )
+    await conversations.ensure_indexes()
+    await emissions.ensure_indexes()
+    yield conversations, emissions
+    await client.close()
+
+
+def message(mid: str, minute: int) -> MessageFact:
+    return MessageFact(
+        message_id=mid,
+        received_at=T0 + timedelta(minutes=minute),
+        activity="opened",
+        channel="email",  # type: ignore[arg-type]
+    )
+
+
+def update(
+    cid: str, *facts: MessageFact | ReplyFact, next_minute: int | None = 50
+) -> ConversationUpdate:
+    clocks = tuple(derive(facts, simple_policies(), {"awaiting_customer"}))
+    return ConversationUpdate(
+        conversation_id=cid,
+        new_facts={f.key: f for f in facts},
+        clocks=clocks,
+        next_check=None if next_minute is None else T0 + timedelta(minutes=next_minute),
+        active=any(c.is_open for c in clocks),
+    )
+
+
+async def test_facts_merge_by_key_and_derived_fields_are_replaced(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    first = message("m.1$odd.id", 0)
+    await conversations.save([update("c1", first)])
+    await conversations.save([update("c1", first)])  # redelivery
+    later = ReplyFact(agent_id="a1", sent_at=T0 + timedelta(minutes=5))
+    both = update("c1", first, later, next_minute=None)
+    await conversations.save([both])
+    loaded = await conversations.load(["c1", "unknown"])
+    assert set(loaded) == {"c1"}
+    record = loaded["c1"]
+    assert record.facts == {first.key: first, later.key: later}
+    assert record.next_check is None
+    assert record.clocks == both.clocks
+    assert len(record.clocks) == 2
+    assert record.clocks[0].started_at.tzinfo is not None
+
+
+async def test_due_returns_the_earliest_first_up_to_the_limit(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    await conversations.save(
+        [
+            update("late", message("m1", 0), next_minute=30),
+            update("early", message("m2", 0), next_minute=10),
+            update("future", message("m3", 0), next_minute=90),
+            update("never", message("m4", 0), next_minute=None),
+        ]
+    )
+    now = T0 + timedelta(minutes=60)
+    assert [r.conversation_id for r in await conversations.due(now, 10)] == ["early", "late"]
+    assert [r.conversation_id for r in await conversations.due(now, 1)] == ["early"]
+    due = (await conversations.due(now, 1))[0]
+    assert due.facts == {message("m2", 0).key: message("m2", 0)}
+
+
+async def test_live_lists_records_with_open_clocks_or_pending_emissions(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    answered = ReplyFact(agent_id="a", sent_at=T0 + timedelta(minutes=1))
+    done = update("done", message("d", 0), answered, next_minute=None)
+    done = ConversationUpdate("done", done.new_facts, done.clocks, None, active=False)
+    await conversations.save([update("open", message("o", 0)), done])
+    live = [r async for r in conversations.live()]
+    assert [r.conversation_id for r in live] == ["open"]
+    assert live[0].facts == {}
+    assert live[0].clocks
+    full = [r async for r in conversations.live(with_facts=True)]
+    assert full[0].facts
+
+
+def claim(cid: str, kind: str = "breached", by: str = "r1") -> ClaimRecord:
+    return ClaimRecord(
+        id=f"{cid}:first_response:1:{kind}",
+        conversation_id=cid,
+        kind=kind,
+        payload={"conversation_id": cid, "metric": "first_response"},
+        claimed_at=T0,
+        claimed_by=by,
+    )
+
+
+async def test_a_claim_is_won_once(stores: tuple[ConversationStore, EmissionStore]) -> None:
+    _, emissions = stores
+    assert await emissions.claim([claim("c1"), claim("c2")]) == {
+        "c1:first_response:1:breached",
+        "c2:first_response:1:breached",
+    }
+    assert await emissions.claim([claim("c1", by="r2"), claim("c3", by="r2")]) == {
+        "c3:first_response:1:breached"
+    }
+    stored = await emissions.get(["c1:first_response:1:breached", "nothing"])
+    assert list(stored) == ["c1:first_response:1:breached"]
+    assert stored["c1:first_response:1:breached"].claimed_by == "r1"
+    assert stored["c1:first_response:1:breached"].published_at is None
+    await emissions.mark_published(["c1:first_response:1:breached"], T0 + timedelta(seconds=1))
+    stored = await emissions.get(["c1:first_response:1:breached"])
+    assert stored["c1:first_response:1:breached"].published_at == T0 + timedelta(seconds=1)
+
+
+async def test_concurrent_claims_of_one_emission_have_one_winner(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    _, emissions = stores
+    results = await asyncio.gather(
+        *(emissions.claim([claim("hot", by=f"r{n}")]) for n in range(20))
+    )
+    assert sum(len(r) for r in results) == 1
+
+
+async def test_markers_are_kept(stores: tuple[ConversationStore, EmissionStore]) -> None:
+    conversations, _ = stores
+    assert await conversations.marker("derivation") is None
+    await conversations.set_marker("derivation", "v1")
+    await conversations.set_marker("derivation", "v2")
+    assert await conversations.marker("derivation") == "v2"
+
+
+async def test_a_new_conversation_created_meanwhile_by_another_writer_is_merged(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    first = message("m1", 0)
+    await conversations.save([update("c1", first)])
+    # Another replica computed its update while the record did not exist yet.
+    second = message("m2", 1)
+    racing = update("c1", second)
+    racing = ConversationUpdate(
+        "c1", racing.new_facts, racing.clocks, racing.next_check, racing.active, new=True
+    )
+    brand_new = update("c2", message("m3", 2))
+    brand_new = ConversationUpdate(
+        "c2", brand_new.new_facts, brand_new.clocks, brand_new.next_check, True, new=True
+    )
+    await conversations.save([racing, brand_new])
+    loaded = await conversations.load(["c1", "c2"])
+    assert loaded["c1"].facts == {first.key: first, second.key: second}
+    assert set(loaded["c2"].facts) == {message("m3", 2).key}
