@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, UpdateOne
 
 from switchboard_devkit.local import LocalFerretDB, LocalKafka, ProvisionError, port_open
 
@@ -129,3 +129,25 @@ def test_lookups_by_id_use_the_id_index(infra: object) -> None:
     else:
         stage = str(plan["queryPlanner"]["winningPlan"])
         assert "IDHACK" in stage or "EXPRESS" in stage or "_id_" in stage
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)  # a hang detector, not a speed limit: unpatched, this never ends
+def test_a_bulk_write_of_hundreds_of_updates_completes(infra: object) -> None:
+    """Unpatched FerretDB v1.24 holds one SQLite connection per update statement until
+    the command ends and hangs past 100 statements (infra/ferretdb/patches.toml)."""
+    from switchboard_devkit.infra import Infra
+
+    assert isinstance(infra, Infra)
+    with MongoClient[dict[str, Any]](infra.mongodb_url, serverSelectionTimeoutMS=3000) as client:
+        database = client[f"t_bulk_{os.getpid()}"]
+        try:
+            database["d"].insert_many([{"_id": f"k{i}", "n": 0} for i in range(300)])
+            result = database["d"].bulk_write(
+                [UpdateOne({"_id": f"k{i}"}, {"$inc": {"n": 1}}) for i in range(300)],
+                ordered=False,
+            )
+            assert result.modified_count == 300
+            assert database["d"].count_documents({"n": 1}) == 300
+        finally:
+            client.drop_database(database.name)
