@@ -202,3 +202,10 @@ async def test_every_record_is_either_processed_or_dead_lettered_exactly_once(
     assert processed.isdisjoint(dead)
     assert processed | set(dead) == set(range(len(kinds)))
     assert processed == {o for o, k in enumerate(kinds) if k == "good"}
+
+
+def test_a_locked_sqlite_database_is_transient_not_poison() -> None:
+    from pymongo.errors import OperationFailure
+
+    assert is_transient(OperationFailure("[sqlite] database is locked (5) (SQLITE_BUSY)", 1))
+    assert not is_transient(OperationFailure("unknown operator: $nope", 2))

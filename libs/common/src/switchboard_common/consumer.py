@@ -73,6 +73,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
         return True
     if isinstance(error, OperationFailure):
+        # FerretDB over SQLite answers a write that met another writer's lock after the
+        # busy timeout with "database is locked"; the next attempt usually gets through.
+        if "database is locked" in str(error) or "SQLITE_BUSY" in str(error):
+            return True
         return error.has_error_label("RetryableWriteError") or error.code in {
             6,  # HostUnreachable
             7,  # HostNotFound

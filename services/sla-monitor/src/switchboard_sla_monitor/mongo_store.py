@@ -9,13 +9,10 @@ those fields: on MongoDB that is atomic per document and commutes with any other
 write, so redelivered or concurrent events never lose one another. (FerretDB v1 rewrites
 whole documents, which is why one consumer replica owns each conversation: see README.)
 
-FerretDB v1 quirks, measured and worked around here: a multi-statement ``update``
-command keeps every statement's cursor open until the command ends, so a bulk of k
-updates slows down with k and with the collection's size (100 updates by ``_id`` on
-5,000 documents: minutes), and concurrent writers get ``database is locked``
-(SQLITE_BUSY). The adapters therefore detect FerretDB (``buildInfo.ferretdbVersion``)
-and send one update per command there (bulk writes on MongoDB), and retry a write that
-met SQLITE_BUSY with backoff before reporting it as a transient failure.
+Writes are bulk (``insert_many``/``bulk_write``, unordered) on both servers. The
+project's FerretDB build is patched so ``_id`` filters use the ``_id`` index and a bulk
+update releases each statement's cursor (``infra/ferretdb/patches.toml``); a write that
+meets SQLite's ``database is locked`` is a transient failure the batch consumer retries.
 
 Scaling: ``due`` filters on ``next_check`` and ``live`` on ``active``/``next_check``; on MongoDB the
 indexes created here make both proportional to what they return; on FerretDB v1 they
@@ -24,16 +21,15 @@ are full scans (fine for thousands of open conversations), bounded by ``limit``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure
+from pymongo.errors import BulkWriteError
 
 from switchboard_common.mongo import Document
 from switchboard_sla_monitor.clocks import ClockState
@@ -49,44 +45,6 @@ _FACT: TypeAdapter[Fact] = TypeAdapter(Fact)
 _READ_CHUNK = 1000
 
 
-_T = TypeVar("_T")
-_BUSY_RETRIES = 8
-
-
-def _is_busy(error: OperationFailure) -> bool:
-    return "SQLITE_BUSY" in str(error) or "database is locked" in str(error)
-
-
-async def _retry_busy(action: Callable[[], Awaitable[_T]]) -> _T:
-    """Run a write; on FerretDB's SQLITE_BUSY retry with backoff, then report it as
-    ``AutoReconnect`` (transient: the batch consumer retries instead of dead-lettering).
-    Every write retried here is idempotent."""
-    for attempt in range(_BUSY_RETRIES):
-        try:
-            return await action()
-        except OperationFailure as error:
-            if not _is_busy(error):
-                raise
-            if attempt == _BUSY_RETRIES - 1:
-                raise AutoReconnect(f"database stayed locked: {error}") from error
-            await asyncio.sleep(min(1.0, 0.02 * 2**attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _Server:
-    """Whether the collection's server is FerretDB (asked once, lazily)."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self._collection = collection
-        self._ferretdb: bool | None = None
-
-    async def one_write_per_command(self) -> bool:
-        if self._ferretdb is None:
-            info = await self._collection.database.command("buildInfo")
-            self._ferretdb = "ferretdbVersion" in info
-        return self._ferretdb
-
-
 @dataclass(frozen=True, slots=True)
 class _Update:
     """One single-document update by ``_id``."""
@@ -96,30 +54,20 @@ class _Update:
     upsert: bool = False
 
 
-async def _update_all(
-    collection: AsyncCollection[Document], server: _Server, updates: Sequence[_Update]
-) -> None:
-    """Apply the updates: one bulk write on MongoDB, one command each on FerretDB."""
+async def _update_all(collection: AsyncCollection[Document], updates: Sequence[_Update]) -> None:
+    """Apply single-document updates by ``_id`` in one unordered bulk write."""
     if not updates:
         return
-    if await server.one_write_per_command():
-        for u in updates:
-            await _retry_busy(
-                lambda u=u: collection.update_one(  # type: ignore[misc]
-                    {"_id": u.id}, {"$set": u.fields}, upsert=u.upsert
-                )
-            )
-        return
     writes = [UpdateOne({"_id": u.id}, {"$set": u.fields}, upsert=u.upsert) for u in updates]
-    await _retry_busy(lambda: collection.bulk_write(writes, ordered=False))
+    await collection.bulk_write(writes, ordered=False)
 
 
 async def _by_ids(
     collection: AsyncCollection[Document], ids: Sequence[str], projection: dict[str, int] | None
 ) -> list[Document]:
-    """Documents by ``_id``, one query per chunk: an index lookup on MongoDB, and on
-    FerretDB v1 one scan per chunk instead of one per id (its SQLite backend does not
-    use the ``_id`` index for lookups either: measured, the cost grows with the size)."""
+    """Documents by ``_id``, one ``$in`` query per chunk (an index lookup on MongoDB;
+    FerretDB v1 pushes down only single-``_id`` filters, so there it is one scan per
+    chunk, which measured cheaper than a thousand single lookups)."""
     unique = list(dict.fromkeys(ids))
     found: list[Document] = []
     for start in range(0, len(unique), _READ_CHUNK):
@@ -184,16 +132,13 @@ class MongoConversationStore:
     ) -> None:
         self.collection = collection
         self.meta = meta
-        self._server = _Server(collection)
 
     async def marker(self, name: str) -> str | None:
         doc = await self.meta.find_one({"_id": name})
         return None if doc is None else str(doc["value"])
 
     async def set_marker(self, name: str, value: str) -> None:
-        await _retry_busy(
-            lambda: self.meta.update_one({"_id": name}, {"$set": {"value": value}}, upsert=True)
-        )
+        await self.meta.update_one({"_id": name}, {"$set": {"value": value}}, upsert=True)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("next_check", ASCENDING)], name="next_check")
@@ -212,10 +157,8 @@ class MongoConversationStore:
         raced: set[str] = set()
         if new:
             try:
-                await _retry_busy(
-                    lambda: self.collection.insert_many(
-                        [_document(u) for u in new.values()], ordered=False
-                    )
+                await self.collection.insert_many(
+                    [_document(u) for u in new.values()], ordered=False
                 )
             except BulkWriteError as error:
                 raced = _duplicates(error, list(new))
@@ -224,7 +167,7 @@ class MongoConversationStore:
             for u in updates
             if u.conversation_id not in new or u.conversation_id in raced
         ]
-        await _update_all(self.collection, self._server, writes)
+        await _update_all(self.collection, writes)
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         cursor = (
@@ -248,7 +191,6 @@ class MongoEmissionStore:
 
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
-        self._server = _Server(collection)
 
     async def ensure_indexes(self) -> None:
         # Operators look claims up by conversation (nothing on the hot path does).
@@ -271,7 +213,7 @@ class MongoEmissionStore:
         ]
         lost: set[str] = set()
         try:
-            await _retry_busy(lambda: self.collection.insert_many(docs, ordered=False))
+            await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as error:
             lost = _duplicates(error, [c.id for c in claims])
         return {c.id for c in claims} - lost
@@ -293,4 +235,4 @@ class MongoEmissionStore:
 
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
         writes = [_Update(i, {"published_at": at}) for i in ids]
-        await _update_all(self.collection, self._server, writes)
+        await _update_all(self.collection, writes)
