@@ -19,7 +19,11 @@ def main() -> int:
         sys.stderr.write(f"{error}\n")
         return 2
     configure_logging(service="router", level=settings.log_level, fmt=settings.log_format)
-    runtime, _, _ = build(settings)
+    try:
+        runtime, _, _ = build(settings)
+    except SettingsError as error:  # e.g. an invalid routing policy file
+        sys.stderr.write(f"{error}\n")
+        return 2
     return asyncio.run(run_runtime(runtime))
 
 

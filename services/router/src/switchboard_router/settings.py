@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -23,3 +24,25 @@ class RouterSettings(ServiceSettings):
     # ---------------------------------------------------------------- timeline (stages 1-2)
 
     # ---------------------------------------------------------------- assignment (stage 3)
+    #: The routing policy (YAML); unset means the default policy shipped in the package.
+    routing_policy_file: Path | None = Field(None, validation_alias=env("ROUTER_POLICY_FILE"))
+    #: Conversations decided concurrently within one consumed batch (per replica).
+    assignment_concurrency: int = Field(
+        16, ge=1, le=256, validation_alias=env("ROUTER_ASSIGNMENT_CONCURRENCY")
+    )
+    #: How often the timer loop looks at offer deadlines, relaxation steps and overflow.
+    assignment_tick_seconds: float = Field(
+        0.25, gt=0, le=60, validation_alias=env("ROUTER_ASSIGNMENT_TICK_SECONDS")
+    )
+    #: How often each replica re-reads agents, held capacity and the queue from the
+    #: database (a safety net behind the per-replica event views, not the assignment path).
+    assignment_refresh_seconds: float = Field(
+        10.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REFRESH_SECONDS")
+    )
+    #: An outbox entry or a capacity slot older than this without its decision is
+    #: considered abandoned by a crashed replica and repaired.
+    assignment_repair_after_seconds: float = Field(
+        15.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REPAIR_AFTER_SECONDS")
+    )
+    #: Names this replica's own consumer groups (agent and decision views); random if unset.
+    replica_id: str | None = Field(None, validation_alias=env("ROUTER_REPLICA_ID"))
