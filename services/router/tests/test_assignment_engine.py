@@ -76,7 +76,9 @@ async def test_a_conversation_goes_to_the_best_agent_with_the_decision_inputs() 
     assert event.seq == 1
     assert event.required_skills == ["billing"]
     assert event.reason["eligible_agents"] == 2
-    assert event.reason["terms"]["skill_fit"] == 1.0  # type: ignore[index]
+    terms = event.reason["terms"]
+    assert isinstance(terms, dict)
+    assert terms["skill_fit"] == 1.0
     assert list(store.slots) == ["a-high|email|0"]
 
 
@@ -222,13 +224,15 @@ async def test_escalation_ignores_conversations_already_with_an_agent() -> None:
 async def test_relaxation_steps_fire_at_their_timeouts() -> None:
     built, published, clock, _ = setup(agent("a1", skills={"billing": 3}))
     await built.on_activity(activity("c1", text="my invoice"))
-    assert isinstance(published.events[-1], ConversationQueued)  # step 0 wants billing 8
+    queued = published.events[-1]
+    assert isinstance(queued, ConversationQueued)  # step 0 wants billing 8
     clock.advance(59)
     await built.tick()
     assert len(published.events) == 1
     clock.advance(1)
     await built.tick()  # step 1 (60 s) relaxes the preference: a1 qualifies now
     assigned = published.events[-1]
+    assert assigned.seq == 2
     assert isinstance(assigned, ConversationAssigned)
     assert assigned.agent_id == "a1"
     assert assigned.reason["trigger"] == "rematch"
