@@ -19,7 +19,6 @@ from switchboard_router.assignment.store import (
     Decision,
     InMemoryAssignmentStore,
     MongoAssignmentStore,
-    OutboxEntry,
 )
 from switchboard_router.assignment.testing import T0, agent, state
 
@@ -110,16 +109,6 @@ async def test_heads_are_replaced_and_listed_by_status(store: AssignmentStore) -
     await store.put_head(moved)
     assert await store.routes([RouteStatus.WAITING]) == []
     assert await store.routes([RouteStatus.OFFERED, RouteStatus.WAITING]) == [moved]
-
-
-async def test_outbox_entries_are_found_by_age_and_removed(store: AssignmentStore) -> None:
-    old = OutboxEntry("c1", 1, "r1-0", T0)
-    new = OutboxEntry("c2", 1, "r1-1", T0 + timedelta(seconds=30))
-    await store.add_outbox(old)
-    await store.add_outbox(new)
-    assert await store.outbox_before(T0 + timedelta(seconds=10)) == [old]
-    await store.remove_outbox(old.entry_id)
-    assert await store.outbox_before(T0 + timedelta(seconds=60)) == [new]
 
 
 async def test_agents_are_set_field_by_field_and_paged_by_id(store: AssignmentStore) -> None:

@@ -37,10 +37,10 @@ class RouterSettings(ServiceSettings):
     #: How often each replica re-reads agents, held capacity and the queue from the
     #: database (a safety net behind the per-replica event views, not the assignment path).
     assignment_refresh_seconds: float = Field(
-        10.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REFRESH_SECONDS")
+        30.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REFRESH_SECONDS")
     )
-    #: An outbox entry or a capacity slot older than this without its decision is
-    #: considered abandoned by a crashed replica and repaired.
+    #: A capacity slot older than this that its conversation does not hold (a replica
+    #: crashed between reserving and deciding) is released by the repair loop.
     assignment_repair_after_seconds: float = Field(
         15.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REPAIR_AFTER_SECONDS")
     )

@@ -9,10 +9,12 @@ replica moved the conversation first: the engine re-reads and decides again. So 
 replica may decide about any conversation — consumers, timers, drains — and the
 database keeps them exclusive.
 
-Before claiming a decision that publishes an event, the engine writes an outbox entry;
-after Kafka acknowledged the event it deletes it. A replica that crashed in between
-leaves the entry, and the repair loop of any replica publishes the event (same
-``ce_id``: ``<conversation_id>:<seq>``) — nothing decided is lost, redelivery harmless.
+A decision's event is published *before* the conversation's head document is written.
+Whoever reads a conversation and finds decisions past its head (``current``) publishes
+them again (same ``ce_id`` ``<conversation_id>:<seq>``, same ``seq``): so a replica that
+crashed between claiming and publishing loses nothing — the redelivered record, a
+replica's timers or the slot repair will read that conversation again — and a reader
+racing a live decision only causes a duplicate that consumers drop by ``seq``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from switchboard_router.assignment.model import (
     parse_slot,
 )
 from switchboard_router.assignment.policy import RoutingPolicy
-from switchboard_router.assignment.store import AssignmentStore, Decision, OutboxEntry
+from switchboard_router.assignment.store import AssignmentStore, Decision
 from switchboard_router.assignment.views import AgentDirectory, QueueView
 from switchboard_router.metrics import AssignmentMetrics
 
@@ -188,14 +190,18 @@ class AssignmentEngine:
         """The latest state: the head, then any newer decisions (the head may lag)."""
         state = await self.store.head(conversation_id)
         seq = 0 if state is None else state.seq
-        moved = False
+        ahead: list[Decision] = []
         while True:
             decision = await self.store.decision(conversation_id, seq + 1)
             if decision is None:
                 break
-            state, seq, moved = decision.state, seq + 1, True
-        if moved and state is not None:
-            state = await self._settle(state)
+            ahead.append(decision)
+            seq += 1
+        if ahead:
+            for decision in ahead:  # perhaps never published: its maker may have crashed
+                if decision.kind is not None:
+                    await self._publish(decision, count=False)
+            state = await self._settle(ahead[-1].state)
         return state
 
     async def _settle(self, state: RouteState) -> RouteState:
@@ -216,38 +222,35 @@ class AssignmentEngine:
         reason: dict[str, Any],
         *,
         release: Sequence[str] = (),
+        write_head: bool = True,
     ) -> bool:
         """Claim step ``after.seq``; on success apply its side effects and publish.
 
         Returns False (and changes nothing) when another decision took that step.
+        ``write_head=False`` skips the head write for steps between statuses that no
+        listing looks for (e.g. assigned → resolved): readers probe past the head.
         """
-        now = self.clock.now()
         token = f"{self.replica}-{next(self._tokens)}"
-        entry = OutboxEntry(after.conversation_id, after.seq, token, now) if kind else None
-        if entry is not None:
-            await self.store.add_outbox(entry)
         if release and kind is not None:
             # Other replicas' views free these slots when they see the event.
             reason = {**reason, "released": list(release)}
         decision = Decision(after, kind, reason, token)
         if not await self.store.claim(decision):
-            if entry is not None:
-                await self.store.remove_outbox(entry.entry_id)
             self._count_conflict("decision")
             return False
-        await self._settle(after)
+        if kind is not None:
+            await self._publish(decision)
+        if write_head:
+            await self._settle(after)
         if release:
             await self.store.release(release)
             self.directory.mark_free(release)
         self.queue.apply(after)
         if after.status in HOLDING and after.agent_id:
             self.directory.assigned(after.agent_id, after.decided_at)
-        if kind is not None and entry is not None:
-            await self._publish(decision)
-            await self.store.remove_outbox(entry.entry_id)
         return True
 
-    async def _publish(self, decision: Decision) -> None:
+    async def _publish(self, decision: Decision, *, count: bool = True) -> None:
         event = event_for(decision)
         await self.publish(
             [
@@ -260,7 +263,7 @@ class AssignmentEngine:
                 )
             ]
         )
-        if self.metrics is not None and decision.kind is not None:
+        if count and self.metrics is not None and decision.kind is not None:
             self.metrics.assignments.labels(
                 decision.kind, str(event.channel), str(event.priority)
             ).inc()
@@ -467,7 +470,10 @@ class AssignmentEngine:
                     "decided_at": self.clock.now(),
                 }
             )
-            if await self.commit(after, None, {"trigger": "resolved"}, release=current.slots):
+            listed = current.status in (RouteStatus.WAITING, RouteStatus.OFFERED)
+            if await self.commit(
+                after, None, {"trigger": "resolved"}, release=current.slots, write_head=listed
+            ):
                 self.queue.forget(conversation_id)
                 await self._drain_after_release(current)
                 return
@@ -558,7 +564,11 @@ class AssignmentEngine:
                 }
             )
             if await self.commit(
-                after, None, {"trigger": "awaiting_customer"}, release=current.slots
+                after,
+                None,
+                {"trigger": "awaiting_customer"},
+                release=current.slots,
+                write_head=False,
             ):
                 await self._drain_after_release(current)
 
@@ -696,7 +706,12 @@ class AssignmentEngine:
                 if candidate is None:
                     break
                 now = self.clock.now()
-                waiting = self.queue.sorted_waiting(channel)
+                claiming = self.queue.claiming
+                waiting = (
+                    s
+                    for s in self.queue.sorted_waiting(channel)
+                    if s.conversation_id not in claiming
+                )
                 pick = pick_conversation(candidate, waiting, self.policy, now)
                 if pick is None:
                     break
@@ -708,7 +723,19 @@ class AssignmentEngine:
         return given
 
     async def _assign_waiting(self, conversation_id: str, *, only: str | None = None) -> bool:
-        """Try to give a waiting conversation to the best agent (or to ``only``)."""
+        """Try to give a waiting conversation to the best agent (or to ``only``).
+
+        One attempt per conversation at a time in this replica: concurrent drains of
+        several freed agents would otherwise all race for the head of the queue."""
+        if conversation_id in self.queue.claiming:
+            return False
+        self.queue.claiming.add(conversation_id)
+        try:
+            return await self._try_assign_waiting(conversation_id, only)
+        finally:
+            self.queue.claiming.discard(conversation_id)
+
+    async def _try_assign_waiting(self, conversation_id: str, only: str | None) -> bool:
         for _ in range(MAX_ATTEMPTS):
             current = await self.current(conversation_id)
             if current is None or current.status != RouteStatus.WAITING:
@@ -858,15 +885,9 @@ class AssignmentEngine:
                 await self._assign_waiting(state.conversation_id)
 
     async def repair(self, older_than: timedelta) -> None:
-        """Finish what crashed replicas left: publish outbox entries whose decision was
-        claimed, drop the others, and release slots no decision holds."""
+        """Finish what crashed replicas left: slots no decision holds are released, and
+        reading each holder's state publishes decisions a crash left unpublished."""
         cutoff = self.clock.now() - older_than
-        for entry in await self.store.outbox_before(cutoff):
-            decision = await self.store.decision(entry.conversation_id, entry.seq)
-            if decision is not None and decision.token == entry.token and decision.kind:
-                await self._settle(decision.state)
-                await self._publish(decision)
-            await self.store.remove_outbox(entry.entry_id)
         for slot in await self.store.held_slots():
             if slot.at >= cutoff:
                 continue

@@ -15,7 +15,7 @@ to the agent idle longer, then the smaller agent id, so the choice is determinis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -220,7 +220,7 @@ def _less(a: tuple[float, datetime | None, str], b: tuple[float, datetime | None
 
 def pick_conversation(
     candidate: Candidate,
-    waiting: Sequence[RouteState],
+    waiting: Iterable[RouteState],
     policy: RoutingPolicy,
     now: datetime,
 ) -> RouteState | None:

@@ -11,7 +11,7 @@ a read followed by a write, see services/router/README.md):
   the loser of a race gets a duplicate key and re-reads.
 
 Everything else is addressed by ``_id`` on the hot path. The scans (held slots, routes by
-status, outbox, agents) serve start-up, the periodic refresh and the read API only.
+status, agents) serve start-up, the periodic refresh and the read API only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, ReplaceOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -42,26 +43,12 @@ class Decision:
     state: RouteState
     kind: str | None
     reason: dict[str, Any]
-    #: The replica (and attempt) that made it: matches its outbox entry.
+    #: The replica (and attempt) that made it.
     token: str
 
     @property
     def decision_id(self) -> str:
         return decision_id(self.state.conversation_id, self.state.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """An event promised before its decision is claimed; removed once Kafka has it."""
-
-    conversation_id: str
-    seq: int
-    token: str
-    created_at: datetime
-
-    @property
-    def entry_id(self) -> str:
-        return f"{self.conversation_id}:{self.seq}:{self.token}"
 
 
 class AssignmentStore(Protocol):
@@ -95,12 +82,6 @@ class AssignmentStore(Protocol):
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]: ...
 
-    async def add_outbox(self, entry: OutboxEntry) -> None: ...
-
-    async def remove_outbox(self, entry_id: str) -> None: ...
-
-    async def outbox_before(self, moment: datetime) -> list[OutboxEntry]: ...
-
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         """Replace agent documents by id (last write wins)."""
         ...
@@ -129,7 +110,6 @@ class InMemoryAssignmentStore:
         self.slots: dict[str, Slot] = {}
         self.decisions: dict[str, Decision] = {}
         self.heads: dict[str, RouteState] = {}
-        self.outbox: dict[str, OutboxEntry] = {}
         self.agent_docs: dict[str, Agent] = {}
         self.customers: dict[str, tuple[str, datetime]] = {}
 
@@ -175,18 +155,6 @@ class InMemoryAssignmentStore:
             key=lambda s: s.conversation_id,
         )
 
-    async def add_outbox(self, entry: OutboxEntry) -> None:
-        self.outbox[entry.entry_id] = entry
-
-    async def remove_outbox(self, entry_id: str) -> None:
-        self.outbox.pop(entry_id, None)
-
-    async def outbox_before(self, moment: datetime) -> list[OutboxEntry]:
-        return sorted(
-            (e for e in self.outbox.values() if e.created_at < moment),
-            key=lambda e: e.entry_id,
-        )
-
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
             self.agent_docs[agent.agent_id] = agent
@@ -221,8 +189,6 @@ class MongoAssignmentStore:
     - ``assignment_decisions``  ``_id`` = ``<conversation_id>:<seq>``; the decision log
     - ``assignment_routes``     ``_id`` = conversation id; latest routing state (index:
       status, priority_rank, waiting_since — for the queue listing)
-    - ``assignment_outbox``     ``_id`` = ``<conversation_id>:<seq>:<token>`` (index:
-      created_at)
     - ``assignment_agents``     ``_id`` = agent id; profile and presence
     - ``assignment_customers``  ``_id`` = customer id; the agent who last served them
     """
@@ -231,7 +197,6 @@ class MongoAssignmentStore:
         self.slots = db["assignment_slots"]
         self.decisions = db["assignment_decisions"]
         self.routes_ = db["assignment_routes"]
-        self.outbox = db["assignment_outbox"]
         self.agents_ = db["assignment_agents"]
         self.customers = db["assignment_customers"]
 
@@ -241,7 +206,6 @@ class MongoAssignmentStore:
             [("status", ASCENDING), ("priority_rank", ASCENDING), ("waiting_since", ASCENDING)],
             name="queue_order",
         )
-        await self.outbox.create_index([("created_at", ASCENDING)], name="created")
 
     async def reserve(self, slots: Sequence[Slot]) -> str | None:
         inserted: list[str] = []
@@ -307,37 +271,13 @@ class MongoAssignmentStore:
         return None if doc is None else RouteState.from_document(doc)
 
     async def put_head(self, state: RouteState) -> None:
-        await self.routes_.replace_one(
-            {"_id": state.conversation_id}, _head_document(state), upsert=True
-        )
+        await _upsert(self.routes_, _head_document(state))
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]:
         query = {"status": {"$in": [str(s) for s in statuses]}}
         return [
             RouteState.from_document(d)
             async for d in self.routes_.find(query).sort("_id", ASCENDING)
-        ]
-
-    async def add_outbox(self, entry: OutboxEntry) -> None:
-        await self.outbox.replace_one(
-            {"_id": entry.entry_id},
-            {
-                "_id": entry.entry_id,
-                "conversation_id": entry.conversation_id,
-                "seq": entry.seq,
-                "token": entry.token,
-                "created_at": entry.created_at,
-            },
-            upsert=True,
-        )
-
-    async def remove_outbox(self, entry_id: str) -> None:
-        await self.outbox.delete_one({"_id": entry_id})
-
-    async def outbox_before(self, moment: datetime) -> list[OutboxEntry]:
-        return [
-            OutboxEntry(d["conversation_id"], int(d["seq"]), d["token"], d["created_at"])
-            async for d in self.outbox.find({"created_at": {"$lt": moment}}).sort("_id", ASCENDING)
         ]
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
@@ -379,13 +319,21 @@ class MongoAssignmentStore:
         return [Agent.from_document(d) async for d in cursor]
 
     async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None:
-        await self.customers.replace_one(
-            {"_id": customer_id}, {"_id": customer_id, "agent_id": agent_id, "at": at}, upsert=True
-        )
+        await _upsert(self.customers, {"_id": customer_id, "agent_id": agent_id, "at": at})
 
     async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
         doc = await self.customers.find_one({"_id": customer_id})
         return None if doc is None else (str(doc["agent_id"]), doc["at"])
+
+
+async def _upsert(collection: AsyncCollection[Document], document: dict[str, Any]) -> None:
+    """Replace by ``_id``, creating the document if missing. Two concurrent upserts of a
+    new ``_id`` can both try to insert; the loser's duplicate key means the document
+    exists now, so it replaces it."""
+    try:
+        await collection.replace_one({"_id": document["_id"]}, document, upsert=True)
+    except DuplicateKeyError:
+        await collection.replace_one({"_id": document["_id"]}, document)
 
 
 def _slot_document(slot: Slot) -> dict[str, Any]:

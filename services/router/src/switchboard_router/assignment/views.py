@@ -168,6 +168,8 @@ class QueueView:
         self._seqs: OrderedDict[str, int] = OrderedDict()
         self._remember = remember
         self._sorted: dict[str, list[RouteState]] | None = None
+        #: Conversations this replica is trying to assign right now.
+        self.claiming: set[str] = set()
 
     def apply(self, state: RouteState) -> bool:
         """Record a decision; False when this view already knew it or a newer one."""
