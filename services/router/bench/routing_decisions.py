@@ -61,13 +61,15 @@ async def discard(items: Sequence[Outgoing]) -> None:
 def agents(count: int, rng: random.Random) -> list[Agent]:
     out = []
     for i in range(count):
-        skills = {s: rng.randint(1, 10) for s in rng.sample(SKILLS, 4)}
+        # Every agent can take every conversation: the matcher scores all of them, the
+        # worst case for how the cost grows with the number of agents.
+        skills = {s: rng.randint(1, 10) for s in [*SKILLS[:3], *rng.sample(SKILLS[3:], 2)]}
         out.append(
             Agent(
                 agent_id=f"agent-{i:05d}",
                 display_name=f"Agent {i}",
                 skills=skills,
-                languages=frozenset([*rng.sample(LANGUAGES, 2), "en"]),
+                languages=frozenset(LANGUAGES),
                 capacity={Channel.EMAIL: 3, Channel.WHATSAPP: 2},
                 status=AgentStatus.ONLINE,
                 version=(0, i),

@@ -140,24 +140,19 @@ def score(
     """The documented score and its terms (for ``reason``)."""
     weights = policy.scoring
     agent = candidate.agent
-    if needs.ideal:
-        fit = sum(min(agent.level(s), 10) for s in needs.ideal) / (10 * len(needs.ideal))
-    else:
-        fit = 1.0
+    ideal = tuple(needs.ideal)
+    fit = sum(min(agent.level(s), 10) for s in ideal) / (10 * len(ideal)) if ideal else 1.0
     capacity = agent.capacity.get(conversation.channel, 0)
     spare = (capacity - candidate.load) / capacity if capacity > 0 else 0.0
-    if candidate.last_assigned_at is None:
+    last = candidate.last_assigned_at
+    if last is None:
         idle = 1.0
     else:
-        idle_seconds = max(0.0, (now - candidate.last_assigned_at).total_seconds())
-        idle = min(idle_seconds, weights.idle_cap_seconds) / weights.idle_cap_seconds
+        idle_cap = weights.idle_cap_seconds
+        idle = min(max(0.0, (now - last).total_seconds()), idle_cap) / idle_cap
     total = weights.skill_fit * fit + weights.spare_capacity * spare + weights.idle_time * idle
     terms = {"skill_fit": round(fit, 4), "spare": round(spare, 4), "idle": round(idle, 4)}
     return round(total, 9), terms
-
-
-def _tie_key(candidate: Candidate, value: float) -> tuple[float, datetime | None, str]:
-    return (-value, candidate.last_assigned_at, candidate.agent.agent_id)
 
 
 def choose_agent(
@@ -166,29 +161,85 @@ def choose_agent(
     policy: RoutingPolicy,
     now: datetime,
 ) -> Choice | None:
-    """The best eligible agent, or None. The sticky agent wins when eligible."""
+    """The best eligible agent, or None. The sticky agent wins when eligible.
+
+    One pass over the candidates with the rules of ``is_eligible`` and ``score`` inlined
+    (the same arithmetic, so the same values): this loop is what grows with the number
+    of agents, so it avoids calls and allocations per candidate."""
     needs = requirements(conversation, policy, now)
+    weights = policy.scoring
     weight = policy.capacity.weight(conversation.channel)
-    best: tuple[tuple[float, datetime | None, str], Candidate, float, dict[str, float]] | None
-    best = None
+    channel = conversation.channel
+    required = tuple(needs.skills.items())
+    ideal = tuple(needs.ideal)
+    per_fit = 10 * len(ideal)
+    excluded = frozenset(conversation.excluded_agents)
+    tenant = conversation.tenant
+    only = needs.only_agent
+    idle_cap, online = weights.idle_cap_seconds, AgentStatus.ONLINE
+    w_fit, w_spare, w_idle = weights.skill_fit, weights.spare_capacity, weights.idle_time
+    best: tuple[float, datetime | None, str] | None = None
+    best_candidate: Candidate | None = None
     sticky: Candidate | None = None
     eligible = 0
     for candidate in candidates:
-        if not is_eligible(candidate, conversation, needs, weight):
+        agent = candidate.agent
+        if agent.status != online:
+            continue
+        agent_id = agent.agent_id
+        if (only is not None and agent_id != only) or agent_id in excluded:
+            continue
+        if tenant and agent.tenant and tenant != agent.tenant:
+            continue
+        capacity = agent.capacity.get(channel, 0)
+        load = candidate.load
+        if load >= capacity:
+            continue
+        total = agent.total_capacity
+        if total is not None and candidate.total_load + weight > total:
+            continue
+        levels = agent.levels
+        if any(levels.get(skill, 0) < level for skill, level in required):
             continue
         eligible += 1
-        if candidate.agent.agent_id == conversation.sticky_agent:
+        fit = sum(min(levels.get(s, 0), 10) for s in ideal) / per_fit if ideal else 1.0
+        spare = (capacity - load) / capacity
+        last = candidate.last_assigned_at
+        if last is None:
+            idle = 1.0
+        else:
+            idle = min(max(0.0, (now - last).total_seconds()), idle_cap) / idle_cap
+        value = round(w_fit * fit + w_spare * spare + w_idle * idle, 9)
+        key = (-value, last, agent_id)
+        if best is None or _less(key, best):
+            best, best_candidate = key, candidate
+        if agent_id == conversation.sticky_agent:
             sticky = candidate
-        value, terms = score(candidate, conversation, needs, policy, now)
-        key = _tie_key(candidate, value)
-        if best is None or _less(key, best[0]):
-            best = (key, candidate, value, terms)
-    if best is None:
+    if best_candidate is None:
         return None
-    if sticky is not None:
-        value, terms = score(sticky, conversation, needs, policy, now)
-        best = (_tie_key(sticky, value), sticky, value, terms)
-    _, chosen, value, terms = best
+    return _choice(
+        sticky or best_candidate,
+        conversation,
+        needs,
+        policy,
+        now,
+        sticky=sticky is not None,
+        eligible=eligible,
+    )
+
+
+def _choice(
+    chosen: Candidate,
+    conversation: RouteState,
+    needs: Requirements,
+    policy: RoutingPolicy,
+    now: datetime,
+    *,
+    sticky: bool,
+    eligible: int,
+) -> Choice:
+    """The choice with its decision inputs (for ``reason``)."""
+    value, terms = score(chosen, conversation, needs, policy, now)
     return Choice(
         chosen.agent.agent_id,
         value,
@@ -196,7 +247,7 @@ def choose_agent(
             "score": value,
             "terms": dict(terms),
             "eligible_agents": eligible,
-            "sticky": sticky is not None,
+            "sticky": sticky,
             "step": needs.step,
             "required": dict(needs.skills),
             "load": chosen.load,

@@ -139,12 +139,17 @@ class Agent:
     status_since: datetime | None = None
     #: (partition, offset) of the last agent event applied: views apply newer only.
     version: tuple[int, int] = (-1, -1)
+    #: Skills and ``language:<code>`` (level 10) in one map, for the matcher's hot loop.
+    levels: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        levels = {f"language:{code}": 10 for code in self.languages}
+        levels.update({k: v for k, v in self.skills.items() if not k.startswith("language:")})
+        object.__setattr__(self, "levels", levels)
 
     def level(self, skill: str) -> int:
         """Skill level 0..10; ``language:<code>`` is 10 when the agent speaks it."""
-        if skill.startswith("language:"):
-            return 10 if skill.removeprefix("language:") in self.languages else 0
-        return self.skills.get(skill, 0)
+        return self.levels.get(skill, 0)
 
     def to_document(self) -> dict[str, Any]:
         return {

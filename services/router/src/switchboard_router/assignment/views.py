@@ -39,6 +39,7 @@ class AgentDirectory:
         #: agent -> channel (or "*") -> held slot indexes
         self._held: dict[str, dict[str, set[int]]] = {}
         self._last_assigned: dict[str, datetime] = {}
+        self._candidates: dict[str, dict[str, Candidate]] = {}
 
     # ---------------------------------------------------------------- agents
     def apply(self, agent: Agent) -> Agent | None:
@@ -48,6 +49,7 @@ class AgentDirectory:
         if before is not None and agent.version < before.version:
             return before
         self.agents[agent.agent_id] = agent
+        self._changed(agent.agent_id)
         for channel in Channel:
             members = self._online.setdefault(channel, {})
             if agent.status == AgentStatus.ONLINE and agent.capacity.get(channel, 0) > 0:
@@ -73,24 +75,26 @@ class AgentDirectory:
         )
 
     def candidates(self, channel: str, skip: Iterable[str] = ()) -> Iterator[Candidate]:
-        """Online agents with capacity on the channel (load as this replica knows it)."""
+        """Online agents with capacity on the channel (load as this replica knows it).
+
+        Candidates are cached until the agent, its load or its last assignment changes:
+        matching over 10,000 agents then allocates nothing per agent."""
         skipped = set(skip)
-        agents = self.agents
-        held_all = self._held
-        last = self._last_assigned
+        cache = self._candidates.setdefault(channel, {})
         for agent_id in self._online.get(channel, {}):
             if agent_id in skipped:
                 continue
-            held = held_all.get(agent_id)
-            if held is None:
-                yield Candidate(agents[agent_id], 0, 0, last.get(agent_id))
-            else:
-                yield Candidate(
-                    agents[agent_id],
-                    len(held.get(channel, ())),
-                    len(held.get(TOTAL, ())),
-                    last.get(agent_id),
-                )
+            candidate = cache.get(agent_id)
+            if candidate is None:
+                candidate = self.candidate(agent_id, channel)
+                if candidate is None:
+                    continue
+                cache[agent_id] = candidate
+            yield candidate
+
+    def _changed(self, agent_id: str) -> None:
+        for cache in self._candidates.values():
+            cache.pop(agent_id, None)
 
     # ---------------------------------------------------------------- slots
     def take(self, agent_id: str, channel: str, weight: int) -> list[str] | None:
@@ -118,11 +122,13 @@ class AgentDirectory:
         for slot in slots:
             agent, channel, index = parse_slot(slot)
             self._held.setdefault(agent, {}).setdefault(channel, set()).add(index)
+            self._changed(agent)
 
     def mark_free(self, slots: Iterable[str]) -> None:
         for slot in slots:
             agent, channel, index = parse_slot(slot)
             self._held.get(agent, {}).get(channel, set()).discard(index)
+            self._changed(agent)
 
     def replace_held(self, slots: Iterable[Slot]) -> None:
         """Replace the load view by the database's held slots (start-up and refresh)."""
@@ -134,11 +140,13 @@ class AgentDirectory:
             if last is None or slot.at > last:
                 self._last_assigned[agent] = slot.at
         self._held = held
+        self._candidates.clear()
 
     def assigned(self, agent_id: str, at: datetime) -> None:
         last = self._last_assigned.get(agent_id)
         if last is None or at > last:
             self._last_assigned[agent_id] = at
+            self._changed(agent_id)
 
     def load(self, agent_id: str) -> dict[str, int]:
         return {
