@@ -3,6 +3,9 @@ queue draining, offers, presence, escalation, relaxation, sticky routing, transf
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,11 +25,13 @@ from switchboard_common.contract import (
     SlaBreached,
     SlaMetric,
 )
+from switchboard_common.kafka import Outgoing
+from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
 from switchboard_router.assignment.store import InMemoryAssignmentStore
-from switchboard_router.assignment.testing import T0, activity, agent, engine
+from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent, engine
 
 pytestmark = pytest.mark.unit
 
@@ -304,3 +309,70 @@ async def test_the_state_is_read_past_a_lagging_head() -> None:
     assert current is not None
     assert current.seq == 2
     assert store.heads["c1"].seq == 2  # and the head is repaired
+
+
+async def test_three_engines_with_stale_views_never_over_assign() -> None:
+    """Three replicas on one store, each with its own (stale) views, deciding at once:
+    the slot and decision inserts keep every agent within capacity, and each
+    conversation with one holder at a time."""
+    rng = random.Random(3)
+    store = InMemoryAssignmentStore()
+    engines: list[AssignmentEngine] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    def wire(index: int) -> AssignmentEngine:
+        async def publish(items: Sequence[Outgoing]) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.002))  # events reach the others later
+            for item in items:
+                for other in engines:
+                    if other is not engines[index] and isinstance(
+                        item.event, ConversationAssigned | ConversationQueued
+                    ):
+                        task = asyncio.create_task(other.on_decision_seen(item.event))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+
+        built = AssignmentEngine(
+            store=store,
+            policy=policy(),
+            clock=FakeClock(T0),
+            publish=publish,
+            detector=FixedLanguage(),
+            replica=f"r{index}",
+        )
+        for n in range(4):
+            built.directory.apply(agent(f"a{n}", capacity={Channel.EMAIL: 2}))
+        return built
+
+    engines.extend(wire(i) for i in range(3))
+    max_load = 0
+
+    async def check() -> None:
+        nonlocal max_load
+        per_agent: dict[str, int] = {}
+        for slot in store.slots.values():
+            per_agent[slot.agent_id] = per_agent.get(slot.agent_id, 0) + 1
+        max_load = max([max_load, *per_agent.values()])
+
+    async def arrive(n: int) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        await rng.choice(engines).on_activity(activity(f"c{n}", customer_id=f"x{n}"))
+        await check()
+
+    async def resolve_some() -> None:
+        for _ in range(60):
+            await asyncio.sleep(rng.uniform(0, 0.003))
+            held = [s.conversation_id for s in store.slots.values()]
+            if held:
+                await rng.choice(engines).on_resolved(rng.choice(held), f"event:{rng.random()}")
+            await check()
+
+    await asyncio.gather(*(arrive(n) for n in range(40)), resolve_some())
+    await asyncio.gather(*pending)
+    assert 0 < max_load <= 2
+    for n in range(40):
+        states = [d.state for k, d in sorted(store.decisions.items()) if k.startswith(f"c{n}:")]
+        seqs = sorted(s.seq for s in states)
+        assert seqs == list(range(1, len(seqs) + 1))
+    slots_by_conversation = [s.conversation_id for s in store.slots.values()]
+    assert len(slots_by_conversation) == len(set(slots_by_conversation))
