@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -283,6 +284,7 @@ class AssignmentEngine:
     ) -> RouteState | None:
         """Give ``base`` (a waiting state at its new seq) to the best agent, or queue it
         as ``queued_kind``. None when another decision took the step first."""
+        started = time.perf_counter()
         now = self.clock.now()
         tried: set[str] = set()
         for _ in range(MAX_RESERVATIONS):
@@ -297,6 +299,7 @@ class AssignmentEngine:
             if assigned is Missed.LOST:
                 return None
             if isinstance(assigned, RouteState):
+                self._observe("assigned", started)
                 return assigned
             tried.add(choice.agent_id)
         waiting = base.model_copy(
@@ -314,7 +317,13 @@ class AssignmentEngine:
             else ("no eligible agent with free capacity")
         )
         ok = await self.commit(waiting, queued_kind, {**reason, "why": why}, release=release)
+        if ok:
+            self._observe(queued_kind, started)
         return waiting if ok else None
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
 
     async def _reserve_and_commit(
         self,
@@ -736,6 +745,7 @@ class AssignmentEngine:
             self.queue.claiming.discard(conversation_id)
 
     async def _try_assign_waiting(self, conversation_id: str, only: str | None) -> bool:
+        started = time.perf_counter()
         for _ in range(MAX_ATTEMPTS):
             current = await self.current(conversation_id)
             if current is None or current.status != RouteStatus.WAITING:
@@ -758,7 +768,10 @@ class AssignmentEngine:
                 result = await self._reserve_and_commit(base, only, reason)
                 if result is Missed.LOST:
                     continue
-                return isinstance(result, RouteState)
+                if isinstance(result, RouteState):
+                    self._observe("assigned", started)
+                    return True
+                return False
             choice = choose_agent(
                 current, self.directory.candidates(current.channel), self.policy, now
             )
@@ -769,6 +782,7 @@ class AssignmentEngine:
             if result is Missed.LOST:
                 continue
             if isinstance(result, RouteState):
+                self._observe("assigned", started)
                 return True
         return False
 
