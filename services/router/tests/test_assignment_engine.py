@@ -376,3 +376,62 @@ async def test_three_engines_with_stale_views_never_over_assign() -> None:
         assert seqs == list(range(1, len(seqs) + 1))
     slots_by_conversation = [s.conversation_id for s in store.slots.values()]
     assert len(slots_by_conversation) == len(set(slots_by_conversation))
+
+
+async def test_a_reply_by_the_offered_agent_accepts_and_awaiting_customer_can_free_the_slot() -> (
+    None
+):
+    text = POLICY.replace(
+        "capacity: {offline_reassign_after_seconds: %(reassign)s}",
+        "capacity: {offline_reassign_after_seconds: %(reassign)s, "
+        "release_when_awaiting_customer: true}",
+    )
+    store = InMemoryAssignmentStore()
+    built, published, _ = engine(policy(offers=True, text=text), store=store)
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 1}))
+    await built.on_activity(activity("c1", customer_id="ana"))
+    await built.on_activity(activity("c2", customer_id="bob"))
+    await built.on_reply("c1", "a1", awaiting_customer=True, cause="event:reply")
+    accepted = [e for e in published.of("c1") if isinstance(e, ConversationAssigned)][-1]
+    assert accepted.reason["offer"] == "accepted"
+    current = await built.current("c1")
+    assert current is not None
+    assert current.status == RouteStatus.AWAITING_CUSTOMER
+    offered = published.events[-1]  # the freed slot went to the waiting conversation
+    assert (offered.conversation_id, offered.agent_id) == ("c2", "a1")
+    await built.on_resolved("c2", "event:r2")
+    await built.on_activity(activity("c1", customer_id="ana", kind="message", message_id="m2"))
+    back = published.events[-1]
+    assert (back.conversation_id, back.agent_id) == ("c1", "a1")  # back to its agent
+
+
+async def test_a_reopened_conversation_goes_back_to_its_agent_and_a_queue_transfer_requeues() -> (
+    None
+):
+    built, published, _, store = setup(agent("a1"), agent("a2"))
+    await built.on_activity(activity("c1", customer_id="ana"))
+    holder = published.events[-1].agent_id
+    await built.on_resolved("c1", "event:r")
+    assert store.slots == {}
+    await built.on_reopened("c1", "event:o")
+    again = published.events[-1]
+    assert isinstance(again, ConversationAssigned)
+    assert again.agent_id == holder
+    assert again.reason["sticky"] is True
+    transfer = ConversationTransferred(
+        conversation_id="c1", from_agent_id=holder, to_queue="billing"
+    )
+    await built.on_transferred(transfer, "event:t")
+    moved = published.events[-1]
+    assert moved.queue == "billing"
+    assert moved.seq > again.seq
+
+
+async def test_more_capacity_takes_work_from_the_queue_at_once() -> None:
+    built, published, _, _ = setup(agent("a1", capacity={Channel.EMAIL: 1}))
+    await built.on_activity(activity("c1"))
+    await built.on_activity(activity("c2"))
+    assert isinstance(published.events[-1], ConversationQueued)
+    built.directory.apply(replace(agent("a1", capacity={Channel.EMAIL: 2}), version=(0, 5)))
+    assert await built.drain("a1") == 1
+    assert published.events[-1].conversation_id == "c2"
