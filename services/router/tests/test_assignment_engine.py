@@ -28,7 +28,7 @@ from switchboard_common.contract import (
 from switchboard_common.kafka import Outgoing
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.model import RouteStatus
+from switchboard_router.assignment.model import RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
 from switchboard_router.assignment.store import InMemoryAssignmentStore
 from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent, engine
@@ -435,3 +435,36 @@ async def test_more_capacity_takes_work_from_the_queue_at_once() -> None:
     built.directory.apply(replace(agent("a1", capacity={Channel.EMAIL: 2}), version=(0, 5)))
     assert await built.drain("a1") == 1
     assert published.events[-1].conversation_id == "c2"
+
+
+async def test_a_decision_left_unpublished_by_a_crash_is_published_by_the_next_reader() -> None:
+    store = InMemoryAssignmentStore()
+    crashing, _, clock = engine(policy(), store=store)
+    crashing.directory.apply(agent("a1"))
+
+    async def broker_down(items: Sequence[Outgoing]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    crashing.publish = broker_down
+    with pytest.raises(ConnectionError):
+        await crashing.on_activity(activity("c1"))
+    assert "c1" not in store.heads  # claimed, never published, head not written
+    survivor, published, _ = engine(policy(), store=store, start=clock.now())
+    assert await survivor.on_activity(activity("c1")) == "unchanged"  # the redelivery
+    (event,) = published.events
+    assert isinstance(event, ConversationAssigned)
+    assert (event.seq, event.agent_id) == (1, "a1")
+    assert store.heads["c1"].seq == 1
+
+
+async def test_a_slot_reserved_by_a_replica_that_crashed_before_deciding_is_released() -> None:
+    built, _, clock, store = setup(agent("a1"))
+    orphan = Slot("a1|email|0", "a1", "email", "c-lost", 1, clock.now())
+    assert await store.reserve([orphan]) is None
+    await built.on_activity(activity("c1"))
+    clock.advance(5)
+    await built.repair(timedelta(seconds=15))
+    assert set(store.slots) == {"a1|email|0", "a1|email|1"}  # too young to judge
+    clock.advance(20)
+    await built.repair(timedelta(seconds=15))
+    assert set(store.slots) == {"a1|email|1"}  # c1 keeps its slot

@@ -80,7 +80,8 @@ MAX_RESERVATIONS = 12
 class Missed(enum.Enum):
     """Why a reservation-and-claim did not give the conversation to the agent."""
 
-    FULL = "full"  # the agent had no free slot after all (a stale view): try another
+    FULL = "full"  # this replica's view shows no free slot: try another agent
+    CONFLICT = "conflict"  # the slot was held after all (a stale view): look again
     LOST = "lost"  # another decision took the conversation's step: re-read
 
 
@@ -301,7 +302,8 @@ class AssignmentEngine:
             if isinstance(assigned, RouteState):
                 self._observe("assigned", started)
                 return assigned
-            tried.add(choice.agent_id)
+            if assigned is Missed.FULL:
+                tried.add(choice.agent_id)
         waiting = base.model_copy(
             update={
                 "status": RouteStatus.WAITING,
@@ -348,7 +350,7 @@ class AssignmentEngine:
         if conflict is not None:
             self.directory.mark_free([s for s in slots if s != conflict])
             self._count_conflict("slot")
-            return Missed.FULL
+            return Missed.CONFLICT
         offer = self.policy.offers.require_acceptance
         state = base.model_copy(
             update={
