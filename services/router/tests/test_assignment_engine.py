@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery, is_transient
 from switchboard_common.contract import (
+    CONVERSATION_ACTIVITY,
     AgentStatus,
     Channel,
     ConversationAssigned,
@@ -25,8 +28,10 @@ from switchboard_common.contract import (
     SlaBreached,
     SlaMetric,
 )
+from switchboard_common.deadletter import RawRecord
 from switchboard_common.kafka import Outgoing
 from switchboard_router.assignment.clock import FakeClock
+from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
@@ -468,3 +473,23 @@ async def test_a_slot_reserved_by_a_replica_that_crashed_before_deciding_is_rele
     clock.advance(20)
     await built.repair(timedelta(seconds=15))
     assert set(store.slots) == {"a1|email|1"}  # c1 keeps its slot
+
+
+async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error() -> None:
+    class DownStore(InMemoryAssignmentStore):
+        async def head(self, conversation_id: str) -> None:
+            raise ConnectionError(f"database unreachable reading {conversation_id}")
+
+    built, _, _ = engine(policy(), store=DownStore())
+    deliveries = [
+        Delivery(
+            RawRecord("t", 0, n, f"c{n}".encode(), b"{}", ()),
+            CloudEventAttributes(id=f"e{n}", type="x", source="/t", time=T0),
+            activity(f"c{n}"),
+            CONVERSATION_ACTIVITY,
+        )
+        for n in range(3)
+    ]
+    with pytest.raises(ConnectionError) as error:  # not an ExceptionGroup: retried
+        await ConversationHandler(built, concurrency=2)(deliveries)
+    assert is_transient(error.value)

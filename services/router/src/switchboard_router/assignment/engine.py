@@ -85,6 +85,15 @@ class Missed(enum.Enum):
     LOST = "lost"  # another decision took the conversation's step: re-read
 
 
+class ContentionError(TimeoutError):
+    """Other decisions kept taking a conversation's next step: transient (a
+    ``TimeoutError``, so the batch consumer retries the batch with backoff instead of
+    dead-lettering the record)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"conversation {conversation_id}: too many lost races in a row")
+
+
 def event_for(decision: Decision) -> AssignmentDecision:
     """The contract event of a decision (``ce_id`` = ``<conversation_id>:<seq>``)."""
     state = decision.state
@@ -427,7 +436,7 @@ class AssignmentEngine:
             }
             if await self._route(base, queued_kind="queued", reason=reason) is not None:
                 return "routed"
-        raise RuntimeError(f"conversation {activity.conversation_id}: too many lost races")
+        raise ContentionError(activity.conversation_id)
 
     def _new_waiting(
         self,
@@ -545,7 +554,7 @@ class AssignmentEngine:
             ):
                 await self._drain_after_release(current)
                 return None
-        raise RuntimeError(f"conversation {event.conversation_id}: too many lost races")
+        raise ContentionError(event.conversation_id)
 
     async def on_reply(
         self, conversation_id: str, agent_id: str, awaiting_customer: bool, cause: str
