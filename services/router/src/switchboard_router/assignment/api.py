@@ -50,9 +50,11 @@ def assignment_router(store: AssignmentStore, clock: Clock) -> APIRouter:
         start = 0
         if cursor is not None:
             after = _decode(cursor)
-            if not isinstance(after, list) or len(after) != 3:
-                raise HTTPException(status_code=400, detail="invalid cursor")
-            key = (int(after[0]), datetime.fromisoformat(str(after[1])), str(after[2]))
+            try:
+                rank, since, cid = after
+                key = (int(rank), datetime.fromisoformat(str(since)), str(cid))
+            except (TypeError, ValueError):
+                raise HTTPException(status_code=400, detail="invalid cursor") from None
             start = next((i for i, s in enumerate(waiting) if queue_key(s) > key), len(waiting))
         items: list[dict[str, Any]] = []
         last: tuple[int, datetime, str] | None = None
