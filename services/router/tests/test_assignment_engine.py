@@ -493,3 +493,36 @@ async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error
     with pytest.raises(ConnectionError) as error:  # not an ExceptionGroup: retried
         await ConversationHandler(built, concurrency=2)(deliveries)
     assert is_transient(error.value)
+
+
+async def test_after_a_capacity_decrease_the_load_never_exceeds_the_new_capacity() -> None:
+    """Three conversations held under capacity 3, then capacity 2: a freed slot is not
+    given out while the agent still holds 2, and a replica whose view still says 3 cannot
+    reserve the third slot."""
+    built, published, _, store = setup()
+    await store.update_agents(
+        {"a1": {**agent("a1").to_document(), "capacity": {"email": 3}, "version": [0, 1]}}
+    )
+    built.directory.apply(agent("a1"))
+    for n in range(4):
+        await built.on_activity(activity(f"c{n}"))
+    assert len(store.slots) == 3  # c3 waits
+    lowered = {"capacity": {"email": 2}, "version": [0, 2]}
+    await store.update_agents({"a1": lowered})  # the view of this replica still says 3
+
+    await built.on_resolved("c0", "event:r0")  # frees slot 0; the agent still holds 2
+    assert sorted(store.slots) == ["a1|email|1", "a1|email|2"]
+    last = published.events[-1]
+    assert (type(last), last.conversation_id) == (ConversationQueued, "c3")  # nothing new
+    waiting = await built.current("c3")
+    assert waiting is not None
+    assert waiting.status == RouteStatus.WAITING
+
+    # Freeing slot 2 (above the new capacity) leaves load 1 < 2: c3 gets slot 0 at once.
+    await built.on_resolved("c2", "event:r2")
+    assert sorted(store.slots) == ["a1|email|0", "a1|email|1"]
+    assert store.slots["a1|email|0"].conversation_id == "c3"
+    await built.on_resolved("c1", "event:r1")
+    await built.on_activity(activity("c4"))
+    await built.on_activity(activity("c5"))
+    assert len(store.slots) == 2  # never more than the new capacity

@@ -131,3 +131,16 @@ async def test_the_last_agent_of_a_customer_is_remembered(store: AssignmentStore
     await store.remember_agent("ana", "a1", T0)
     await store.remember_agent("ana", "a2", T0 + timedelta(seconds=1))
     assert await store.last_agent("ana") == ("a2", T0 + timedelta(seconds=1))
+
+
+async def test_an_agent_remembers_its_highest_capacity_per_channel(store: AssignmentStore) -> None:
+    await store.update_agents({"a": {"capacity": {"email": 5}, "version": [0, 1]}})
+    await store.update_agents({"a": {"capacity": {"email": 2, "whatsapp": 1}, "version": [0, 2]}})
+    found = await store.agent("a")
+    assert found is not None
+    assert found.capacity == {Channel.EMAIL: 2, Channel.WHATSAPP: 1}
+    assert found.ceiling == {Channel.EMAIL: 5, Channel.WHATSAPP: 1}
+    assert await store.agent("nobody") is None
+    assert await store.slot_held("a|email|4") is False
+    await store.reserve([slot("a", 4)])
+    assert await store.slot_held("a|email|4") is True

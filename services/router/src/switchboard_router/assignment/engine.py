@@ -30,6 +30,7 @@ from typing import Any
 from switchboard_common.contract import (
     ASSIGNMENTS,
     AgentStatus,
+    Channel,
     ConversationActivity,
     ConversationTransferred,
     SlaEvent,
@@ -61,6 +62,7 @@ from switchboard_router.assignment.model import (
     Slot,
     decision_id,
     parse_slot,
+    slot_id,
 )
 from switchboard_router.assignment.policy import RoutingPolicy
 from switchboard_router.assignment.store import AssignmentStore, Decision
@@ -360,6 +362,11 @@ class AssignmentEngine:
             self.directory.mark_free([s for s in slots if s != conflict])
             self._count_conflict("slot")
             return Missed.CONFLICT
+        if not await self._within_capacity(agent_id, base.channel, slots[0]):
+            await self.store.release(slots)
+            self.directory.mark_free(slots)
+            self._count_conflict("capacity")
+            return Missed.FULL
         offer = self.policy.offers.require_acceptance
         state = base.model_copy(
             update={
@@ -382,6 +389,27 @@ class AssignmentEngine:
         if not offer:
             await self.store.remember_agent(state.customer_id, agent_id, now)
         return state
+
+    async def _within_capacity(self, agent_id: str, channel: str, slot: str) -> bool:
+        """Re-check a reservation against the agent's *stored* capacity, after inserting
+        its slot: a replica whose view still has a capacity that was lowered must not keep
+        a slot at or above the new capacity, and while slots above the new capacity are
+        still held (work taken before the decrease) no lower slot is given out, so the
+        load never exceeds the capacity in force. Costs one read by ``_id`` (plus one per
+        slot between capacity and ceiling, only after a decrease)."""
+        agent = await self.store.agent(agent_id)
+        if agent is None:  # not persisted yet (its first event is still in flight)
+            return True
+        self.directory.apply(agent)
+        capacity = agent.capacity.get(Channel(channel), 0)
+        if parse_slot(slot)[2] >= capacity:
+            return False
+        for index in range(capacity, agent.ceiling.get(Channel(channel), capacity)):
+            high = slot_id(agent_id, channel, index)
+            if await self.store.slot_held(high):
+                self.directory.mark_held([high])
+                return False
+        return True
 
     async def _sticky(self, customer_id: str, known: str | None = None) -> str | None:
         if not self.policy.sticky.enabled:

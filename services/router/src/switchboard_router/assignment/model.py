@@ -139,6 +139,9 @@ class Agent:
     status_since: datetime | None = None
     #: (partition, offset) of the last agent event applied: views apply newer only.
     version: tuple[int, int] = (-1, -1)
+    #: The highest capacity per channel the agent ever had: slots at or above the current
+    #: capacity may still be held (work taken before a decrease) only below it.
+    ceiling: Mapping[Channel, int] = field(default_factory=dict)
     #: Skills and ``language:<code>`` (level 10) in one map, for the matcher's hot loop.
     levels: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
@@ -163,6 +166,7 @@ class Agent:
             "status": str(self.status),
             "status_since": self.status_since,
             "version": list(self.version),
+            "ceiling": {str(c): n for c, n in self.ceiling.items()},
         }
 
     @classmethod
@@ -179,6 +183,7 @@ class Agent:
             status=AgentStatus(doc.get("status") or AgentStatus.OFFLINE),
             status_since=doc.get("status_since"),
             version=(int(version[0]), int(version[1])),
+            ceiling={Channel(c): int(n) for c, n in (doc.get("ceiling") or {}).items()},
         )
 
 

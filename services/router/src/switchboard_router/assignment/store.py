@@ -87,8 +87,13 @@ class AssignmentStore(Protocol):
         ...
 
     async def update_agents(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
-        """Set fields of agent documents by id, creating missing ones."""
+        """Set fields of agent documents by id, creating missing ones. A ``capacity``
+        field also raises ``ceiling`` per channel to at least that capacity."""
         ...
+
+    async def agent(self, agent_id: str) -> Agent | None: ...
+
+    async def slot_held(self, slot_id: str) -> bool: ...
 
     async def agents(self) -> list[Agent]: ...
 
@@ -163,7 +168,17 @@ class InMemoryAssignmentStore:
         for agent_id, fields in updates.items():
             current = self.agent_docs.get(agent_id)
             base = {} if current is None else current.to_document()
-            self.agent_docs[agent_id] = Agent.from_document({**base, **fields, "_id": agent_id})
+            ceiling = dict(base.get("ceiling") or {})
+            for channel, capacity in (fields.get("capacity") or {}).items():
+                ceiling[channel] = max(capacity, ceiling.get(channel, 0))
+            document = {**base, **fields, "ceiling": ceiling, "_id": agent_id}
+            self.agent_docs[agent_id] = Agent.from_document(document)
+
+    async def agent(self, agent_id: str) -> Agent | None:
+        return self.agent_docs.get(agent_id)
+
+    async def slot_held(self, slot_id: str) -> bool:
+        return slot_id in self.slots
 
     async def agents(self) -> list[Agent]:
         return [self.agent_docs[k] for k in sorted(self.agent_docs)]
@@ -300,7 +315,7 @@ class MongoAssignmentStore:
         if not updates:
             return
         operations = [
-            UpdateOne({"_id": agent_id}, {"$set": dict(fields)}, upsert=True)
+            UpdateOne({"_id": agent_id}, _agent_update(fields), upsert=True)
             for agent_id, fields in updates.items()
         ]
         try:
@@ -309,6 +324,13 @@ class MongoAssignmentStore:
             if any(e.get("code") != 11000 for e in error.details.get("writeErrors", [])):
                 raise
             await self.agents_.bulk_write(operations, ordered=False)
+
+    async def agent(self, agent_id: str) -> Agent | None:
+        doc = await self.agents_.find_one({"_id": agent_id})
+        return None if doc is None else Agent.from_document(doc)
+
+    async def slot_held(self, slot_id: str) -> bool:
+        return await self.slots.find_one({"_id": slot_id}, {"_id": 1}) is not None
 
     async def agents(self) -> list[Agent]:
         return [Agent.from_document(d) async for d in self.agents_.find({}).sort("_id", 1)]
@@ -324,6 +346,14 @@ class MongoAssignmentStore:
     async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
         doc = await self.customers.find_one({"_id": customer_id})
         return None if doc is None else (str(doc["agent_id"]), doc["at"])
+
+
+def _agent_update(fields: Mapping[str, Any]) -> dict[str, Any]:
+    update: dict[str, Any] = {"$set": dict(fields)}
+    capacity = fields.get("capacity") or {}
+    if capacity:
+        update["$max"] = {f"ceiling.{channel}": n for channel, n in capacity.items()}
+    return update
 
 
 async def _upsert(collection: AsyncCollection[Document], document: dict[str, Any]) -> None:
