@@ -47,7 +47,6 @@ from switchboard_router.assignment.classify import (
 from switchboard_router.assignment.clock import Clock
 from switchboard_router.assignment.matcher import (
     change_moments,
-    choose_agent,
     is_eligible,
     overflow_due_at,
     pick_conversation,
@@ -300,9 +299,7 @@ class AssignmentEngine:
         now = self.clock.now()
         tried: set[str] = set()
         for _ in range(MAX_RESERVATIONS):
-            choice = choose_agent(
-                base, self.directory.candidates(base.channel, tried), self.policy, now
-            )
+            choice = self.directory.choose(base, self.policy, now, skip=tried)
             if choice is None:
                 break
             assigned = await self._reserve_and_commit(
@@ -811,9 +808,7 @@ class AssignmentEngine:
                     self._observe("assigned", started)
                     return True
                 return False
-            choice = choose_agent(
-                current, self.directory.candidates(current.channel), self.policy, now
-            )
+            choice = self.directory.choose(current, self.policy, now)
             if choice is None:
                 return False
             reason = {"trigger": "rematch", **choice.reason}
@@ -926,7 +921,7 @@ class AssignmentEngine:
             # Another replica queued it, perhaps while this one freed an agent: look
             # again with this replica's view (the releaser's view knows the free slot).
             now = self.clock.now()
-            if choose_agent(state, self.directory.candidates(state.channel), self.policy, now):
+            if self.directory.choose(state, self.policy, now):
                 await self._assign_waiting(state.conversation_id)
 
     async def rematch(self) -> None:
@@ -934,7 +929,7 @@ class AssignmentEngine:
         which this replica's view shows an eligible agent with room."""
         now = self.clock.now()
         for state in list(self.queue.sorted_waiting()):
-            if choose_agent(state, self.directory.candidates(state.channel), self.policy, now):
+            if self.directory.choose(state, self.policy, now):
                 await self._assign_waiting(state.conversation_id)
 
     async def repair(self, older_than: timedelta) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from switchboard_common.contract import AgentStatus, Channel
-from switchboard_router.assignment.matcher import Candidate, queue_key
+from switchboard_router.assignment.index import AgentIndex
+from switchboard_router.assignment.matcher import Candidate, Choice, queue_key
 from switchboard_router.assignment.model import (
     Agent,
     RouteState,
@@ -26,6 +27,7 @@ from switchboard_router.assignment.model import (
     slot_id,
     total_slot_id,
 )
+from switchboard_router.assignment.policy import RoutingPolicy
 
 TOTAL = "*"
 
@@ -40,6 +42,7 @@ class AgentDirectory:
         self._held: dict[str, dict[str, set[int]]] = {}
         self._last_assigned: dict[str, datetime] = {}
         self._candidates: dict[str, dict[str, Candidate]] = {}
+        self.index = AgentIndex()
 
     # ---------------------------------------------------------------- agents
     def apply(self, agent: Agent) -> Agent | None:
@@ -49,6 +52,7 @@ class AgentDirectory:
         if before is not None and agent.version < before.version:
             return before
         self.agents[agent.agent_id] = agent
+        self.index.update_agent(agent)
         self._changed(agent.agent_id)
         for channel in Channel:
             members = self._online.setdefault(channel, {})
@@ -92,6 +96,16 @@ class AgentDirectory:
                 cache[agent_id] = candidate
             yield candidate
 
+    def choose(
+        self,
+        conversation: RouteState,
+        policy: RoutingPolicy,
+        now: datetime,
+        skip: Iterable[str] = (),
+    ) -> Choice | None:
+        """``choose_agent`` over this replica's candidates, computed with the index."""
+        return self.index.choose(conversation, policy, now, self.candidate, skip)
+
     def _changed(self, agent_id: str) -> None:
         for cache in self._candidates.values():
             cache.pop(agent_id, None)
@@ -121,13 +135,18 @@ class AgentDirectory:
     def mark_held(self, slots: Iterable[str]) -> None:
         for slot in slots:
             agent, channel, index = parse_slot(slot)
-            self._held.setdefault(agent, {}).setdefault(channel, set()).add(index)
+            held = self._held.setdefault(agent, {}).setdefault(channel, set())
+            held.add(index)
+            self.index.set_load(agent, channel, len(held))
             self._changed(agent)
 
     def mark_free(self, slots: Iterable[str]) -> None:
         for slot in slots:
             agent, channel, index = parse_slot(slot)
-            self._held.get(agent, {}).get(channel, set()).discard(index)
+            held = self._held.get(agent, {}).get(channel)
+            if held is not None:
+                held.discard(index)
+                self.index.set_load(agent, channel, len(held))
             self._changed(agent)
 
     def replace_held(self, slots: Iterable[Slot]) -> None:
@@ -139,13 +158,20 @@ class AgentDirectory:
             last = self._last_assigned.get(agent)
             if last is None or slot.at > last:
                 self._last_assigned[agent] = slot.at
-        self._held = held
+        previous, self._held = self._held, held
         self._candidates.clear()
+        for agent_id in previous.keys() | held.keys():
+            channels = previous.get(agent_id, {}).keys() | held.get(agent_id, {}).keys()
+            for channel in channels:
+                self.index.set_load(agent_id, channel, len(held.get(agent_id, {}).get(channel, ())))
+        for agent_id, at in self._last_assigned.items():
+            self.index.set_last(agent_id, at)
 
     def assigned(self, agent_id: str, at: datetime) -> None:
         last = self._last_assigned.get(agent_id)
         if last is None or at > last:
             self._last_assigned[agent_id] = at
+            self.index.set_last(agent_id, at)
             self._changed(agent_id)
 
     def load(self, agent_id: str) -> dict[str, int]:
