@@ -1,0 +1,1 @@
+"""Switchboard router: identity → timeline → assignment."""

@@ -1,0 +1,31 @@
+"""``python -m switchboard_router``: run the router until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from switchboard_common.logging import configure_logging
+from switchboard_common.service import run_runtime
+from switchboard_common.settings import SettingsError
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+
+
+def main() -> int:
+    try:
+        settings = RouterSettings.load()
+    except SettingsError as error:
+        sys.stderr.write(f"{error}\n")
+        return 2
+    configure_logging(service="router", level=settings.log_level, fmt=settings.log_format)
+    try:
+        runtime, _, _ = build(settings)
+    except SettingsError as error:  # e.g. an invalid routing policy file
+        sys.stderr.write(f"{error}\n")
+        return 2
+    return asyncio.run(run_runtime(runtime))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

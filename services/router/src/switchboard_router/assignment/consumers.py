@@ -1,0 +1,214 @@
+"""Batch handlers of the assignment stage's four consumers (see ``wire``):
+
+- ``ConversationHandler`` (group ``router-assignment``): conversation activity,
+  conversation events and SLA events, one conversation at a time in partition order,
+  several conversations concurrently;
+- ``AgentStateHandler`` (group ``router-agents``): persists agent profiles and presence
+  and acts on them (requeue offers, drain queues) and on offer answers;
+- ``AgentViewHandler`` and ``DecisionViewHandler`` (a group per replica, from the end of
+  the topic): keep this replica's in-memory views fresh with every replica's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    AgentStatusChanged,
+    AgentUpserted,
+    ConversationActivity,
+    ConversationReopened,
+    ConversationResolved,
+    ConversationTransferred,
+    OfferAccepted,
+    OfferRejected,
+    ReplySent,
+    SlaAtRisk,
+    SlaBreached,
+)
+from switchboard_common.contract.events import AssignmentDecision
+from switchboard_common.deadletter import Rejection
+from switchboard_common.logging import get_logger
+from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.model import Agent
+from switchboard_router.assignment.views import AgentDirectory
+
+log = get_logger(__name__)
+
+
+class ConversationHandler:
+    """Applies conversation-keyed events; idempotent (causes recorded in the state)."""
+
+    def __init__(self, engine: AssignmentEngine, concurrency: int) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        by_key: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_key.setdefault(delivery.key or "", []).append(delivery)
+        gate = asyncio.Semaphore(self.concurrency)
+        rejected: list[tuple[Delivery, str]] = []
+
+        async def run(items: list[Delivery]) -> None:
+            async with gate:
+                for delivery in items:
+                    problem = await self.handle(delivery)
+                    if problem is not None:
+                        rejected.append((delivery, problem))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for items in by_key.values():
+                    group.create_task(run(items))
+        except* Exception as errors:  # noqa: BLE001 - re-raised at once, unwrapped
+            # Raise one plain error, so the batch consumer can tell a transient failure
+            # (retry the batch) from a poison record (isolate it).
+            raise _first(errors) from None
+        return rejected
+
+    async def handle(self, delivery: Delivery) -> str | None:
+        event = delivery.event
+        engine = self.engine
+        cause = f"event:{delivery.attributes.id}"
+        if isinstance(event, ConversationActivity):
+            outcome = await engine.on_activity(event)
+            if engine.metrics is not None:
+                engine.metrics.activities.labels(outcome).inc()
+        elif isinstance(event, ConversationResolved):
+            await engine.on_resolved(event.conversation_id, cause)
+        elif isinstance(event, ConversationReopened):
+            await engine.on_reopened(event.conversation_id, cause)
+        elif isinstance(event, ConversationTransferred):
+            return await engine.on_transferred(event, cause)
+        elif isinstance(event, ReplySent):
+            await engine.on_reply(
+                event.conversation_id, event.agent_id, event.awaiting_customer, cause
+            )
+        elif isinstance(event, SlaAtRisk | SlaBreached):
+            kind = "at_risk" if isinstance(event, SlaAtRisk) else "breached"
+            await engine.on_sla(event, kind, cause)
+        return None
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, Exception)  # noqa: S101 - except* Exception holds Exceptions
+    return error
+
+
+def agent_fields(delivery: Delivery) -> dict[str, Any] | None:
+    """The agent fields an ``upserted`` or ``status_changed`` event sets (None for
+    others). Profile and presence are separate fields, so each event is a plain ``$set``
+    and replaying events in order gives the same document."""
+    event = delivery.event
+    version = [delivery.record.partition, delivery.record.offset]
+    if isinstance(event, AgentUpserted):
+        return {
+            "display_name": event.display_name,
+            "skills": dict(event.skills),
+            "languages": sorted(event.languages),
+            "capacity": {str(c): n for c, n in event.capacity.items()},
+            "total_capacity": event.total_capacity,
+            "tenant": event.tenant,
+            "version": version,
+        }
+    if isinstance(event, AgentStatusChanged):
+        return {
+            "status": str(event.status),
+            "status_since": event.at or delivery.attributes.time,
+            "version": version,
+        }
+    return None
+
+
+def merged(current: Agent | None, agent_id: str, fields: dict[str, Any]) -> Agent:
+    base = {} if current is None else current.to_document()
+    return Agent.from_document({**base, **fields, "_id": agent_id})
+
+
+class AgentStateHandler:
+    """Persists agents (one ``$set`` per agent and batch, by ``_id``) and acts on
+    presence, capacity and offer answers."""
+
+    def __init__(self, engine: AssignmentEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        directory = self.engine.directory
+        updates: dict[str, dict[str, Any]] = {}
+        actions: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            event = delivery.event
+            agent_id = str(getattr(event, "agent_id", ""))
+            fields = agent_fields(delivery)
+            if fields is not None:
+                updates.setdefault(agent_id, {}).update(fields)
+                directory.apply(merged(directory.get(agent_id), agent_id, fields))
+            actions.append((delivery, agent_id))
+        await self.engine.store.update_agents(updates)
+        for delivery, agent_id in actions:
+            event = delivery.event
+            if isinstance(event, OfferAccepted | OfferRejected):
+                await self.engine.on_offer_answer(
+                    event.agent_id,
+                    event.conversation_id,
+                    accepted=isinstance(event, OfferAccepted),
+                    cause=f"event:{delivery.attributes.id}",
+                )
+            elif isinstance(event, AgentStatusChanged):
+                await self.engine.on_presence(agent_id, event.status)
+            elif isinstance(event, AgentUpserted):
+                await self.engine.drain(agent_id)
+        return []
+
+
+class AgentViewHandler:
+    """This replica's view of every agent event (no side effects)."""
+
+    def __init__(self, directory: AgentDirectory) -> None:
+        self.directory = directory
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        for delivery in deliveries:
+            event = delivery.event
+            agent_id = getattr(event, "agent_id", None)
+            if agent_id is None:
+                continue
+            fields = agent_fields(delivery)
+            if fields is not None:
+                self.directory.apply(merged(self.directory.get(agent_id), agent_id, fields))
+        return []
+
+
+class DecisionViewHandler:
+    """This replica's view of every published decision (the queue and offers)."""
+
+    def __init__(self, engine: AssignmentEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        for delivery in deliveries:
+            if isinstance(delivery.event, AssignmentDecision):
+                await self.engine.on_decision_seen(delivery.event)
+        return []
+
+
+class LoggedDeadLetters:
+    """Dead-letter sink of the per-replica view consumers: the consumer groups that own
+    those topics dead-letter bad records once; views only log and skip them."""
+
+    async def publish(self, rejections: Sequence[Rejection]) -> None:
+        for rejection in rejections:
+            log.warning(
+                "view skipped a bad record",
+                topic=rejection.record.topic,
+                partition=rejection.record.partition,
+                offset=rejection.record.offset,
+                reason=rejection.reason,
+            )

@@ -1,0 +1,528 @@
+"""The assignment engine on the in-memory store with a fake clock: routing, capacity,
+queue draining, offers, presence, escalation, relaxation, sticky routing, transfers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery, is_transient
+from switchboard_common.contract import (
+    CONVERSATION_ACTIVITY,
+    AgentStatus,
+    Channel,
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationQueued,
+    ConversationRequeued,
+    ConversationTransferred,
+    Priority,
+    SlaAtRisk,
+    SlaBreached,
+    SlaMetric,
+)
+from switchboard_common.deadletter import RawRecord
+from switchboard_common.kafka import Outgoing
+from switchboard_router.assignment.clock import FakeClock
+from switchboard_router.assignment.consumers import ConversationHandler
+from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.model import RouteStatus, Slot
+from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
+from switchboard_router.assignment.store import InMemoryAssignmentStore
+from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent, engine
+
+pytestmark = pytest.mark.unit
+
+POLICY = """
+classification:
+  tiers: {vip: urgent}
+  topics:
+    - {name: billing, keywords: [invoice], skills: {billing: 1}}
+  language: {detect: false}
+queues:
+  - name: billing
+    when: {skills: [billing]}
+    steps:
+      - {after_seconds: 0, preferred: {billing: 8}}
+      - {after_seconds: 60, preferred: {}}
+  - name: general
+    overflow_after_seconds: 600
+sticky: {enabled: true, wait_seconds: 30}
+offers: {require_acceptance: %(offers)s, timeout_seconds: 20}
+capacity: {offline_reassign_after_seconds: %(reassign)s}
+escalation: {at_risk: raise_priority, breached: overflow}
+"""
+
+
+def policy(*, offers: bool = False, reassign: str = "null", text: str = POLICY) -> RoutingPolicy:
+    return parse_policy(text % {"offers": str(offers).lower(), "reassign": reassign})
+
+
+def setup(
+    *agents: Any, offers: bool = False, reassign: str = "null"
+) -> tuple[AssignmentEngine, Any, Any, InMemoryAssignmentStore]:
+    store = InMemoryAssignmentStore()
+    built, published, clock = engine(policy(offers=offers, reassign=reassign), store=store)
+    for a in agents:
+        built.directory.apply(a)
+    return built, published, clock, store
+
+
+async def test_a_conversation_goes_to_the_best_agent_with_the_decision_inputs() -> None:
+    built, published, _, store = setup(
+        agent("a-low", skills={"billing": 8}), agent("a-high", skills={"billing": 10})
+    )
+    assert await built.on_activity(activity("c1", text="my invoice")) == "routed"
+    (event,) = published.events
+    assert isinstance(event, ConversationAssigned)
+    assert event.agent_id == "a-high"
+    assert event.seq == 1
+    assert event.required_skills == ["billing"]
+    assert event.reason["eligible_agents"] == 2
+    terms = event.reason["terms"]
+    assert isinstance(terms, dict)
+    assert terms["skill_fit"] == 1.0
+    assert list(store.slots) == ["a-high|email|0"]
+
+
+async def test_capacity_is_never_exceeded_and_the_rest_waits_in_queue_order() -> None:
+    built, published, clock, store = setup(agent("a1", capacity={Channel.EMAIL: 3}))
+    for i in range(6):
+        clock.advance(1)
+        tier = "vip" if i == 5 else None
+        await built.on_activity(activity(f"c{i}", customer_tier=tier))
+    assigned = [e.conversation_id for e in published.events if isinstance(e, ConversationAssigned)]
+    assert assigned == ["c0", "c1", "c2"]
+    assert len(store.slots) == 3
+    assert [s.conversation_id for s in built.queue.sorted_waiting()] == ["c5", "c3", "c4"]
+
+    await built.on_resolved("c1", "event:r1")  # frees a slot: the most urgent waiting gets it
+    last = published.events[-1]
+    assert isinstance(last, ConversationAssigned)
+    assert (last.conversation_id, last.agent_id) == ("c5", "a1")
+    assert len(store.slots) == 3
+    await built.on_resolved("c1", "event:r1")  # redelivered: nothing more happens
+    assert len(published.events) == 7
+
+
+async def test_redelivered_activity_and_auto_submitted_messages_change_nothing() -> None:
+    built, published, _, _ = setup(agent("a1"))
+    await built.on_activity(activity("c1"))
+    assert await built.on_activity(activity("c1")) == "unchanged"
+    assert await built.on_activity(activity("c2", auto_submitted=True)) == "not_routed"
+    assert [e.conversation_id for e in published.events] == ["c1"]
+
+
+async def test_an_accepted_offer_stays_and_a_rejected_one_goes_to_another_agent() -> None:
+    built, published, clock, store = setup(agent("a1"), agent("a2"), offers=True)
+    await built.on_activity(activity("c1"))
+    offer = published.events[-1]
+    assert isinstance(offer, ConversationAssigned)
+    assert offer.offer_expires_at == clock.now() + timedelta(seconds=20)
+    first = offer.agent_id
+    assert first is not None
+    clock.advance(5)
+    await built.on_offer_answer(first, "c1", accepted=False, cause="event:x1")
+    requeued, reoffer = published.events[-2:]
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.waiting_since == offer.waiting_since  # keeps its place in the queue
+    assert isinstance(reoffer, ConversationAssigned)
+    assert reoffer.agent_id not in (None, first)
+    assert reoffer.seq > requeued.seq > offer.seq
+    assert reoffer.agent_id is not None
+    await built.on_offer_answer(reoffer.agent_id, "c1", accepted=True, cause="event:x2")
+    accepted = published.events[-1]
+    assert isinstance(accepted, ConversationAssigned)
+    assert accepted.offer_expires_at is None
+    assert accepted.reason["offer"] == "accepted"
+    assert [s.agent_id for s in store.slots.values()] == [reoffer.agent_id]
+
+
+async def test_a_timed_out_offer_is_requeued_and_never_offered_to_that_agent_again() -> None:
+    built, published, clock, _ = setup(agent("a1"), offers=True)
+    await built.on_activity(activity("c1"))
+    clock.advance(19)
+    await built.tick()
+    assert len(published.events) == 1  # not yet
+    clock.advance(2)
+    await built.tick()
+    requeued = published.events[-1]
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.reason["trigger"] == "timed_out"
+    assert built.queue.waiting["c1"].excluded_agents == ["a1"]
+    assert await built.drain("a1") == 0  # a1 has room, but never gets c1 again
+    built.directory.apply(agent("a2"))
+    assert await built.drain("a2") == 1
+
+
+async def test_an_agent_going_offline_loses_offers_at_once_but_keeps_accepted_work() -> None:
+    built, published, clock, _ = setup(agent("a1"), offers=True)
+    await built.on_activity(activity("c1"))
+    await built.on_activity(activity("c2"))
+    await built.on_offer_answer("a1", "c1", accepted=True, cause="event:ok")
+    built.directory.apply(agent("a1", status=AgentStatus.OFFLINE))
+    await built.on_presence("a1", AgentStatus.OFFLINE)
+    requeued = published.events[-1]
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.conversation_id == "c2"
+    assert requeued.reason["trigger"] == "agent_offline"
+    current = await built.current("c1")
+    assert current is not None
+    assert current.status == RouteStatus.ASSIGNED
+    assert current.agent_id == "a1"
+    del clock
+
+
+async def test_accepted_work_of_an_offline_agent_is_reassigned_after_the_timeout() -> None:
+    built, published, clock, _ = setup(agent("a1"), agent("a2", capacity={}), reassign="120")
+    await built.on_activity(activity("c1"))
+    offline = replace(agent("a1", status=AgentStatus.OFFLINE), status_since=clock.now())
+    built.directory.apply(offline)
+    await built.on_presence("a1", AgentStatus.OFFLINE)
+    await built.tick()
+    assert len(published.events) == 1
+    built.directory.apply(agent("a2"))
+    clock.advance(121)
+    await built.tick()
+    requeued, reassigned = published.events[-2:]
+    assert isinstance(requeued, ConversationRequeued)
+    assert isinstance(reassigned, ConversationAssigned)
+    assert reassigned.agent_id == "a2"
+
+
+async def test_sla_escalation_raises_priority_then_moves_to_overflow() -> None:
+    built, published, clock, _ = setup()
+    await built.on_activity(activity("c1"))
+    sla: dict[str, Any] = {
+        "conversation_id": "c1",
+        "metric": SlaMetric.FIRST_RESPONSE,
+        "policy": "default",
+        "due_at": T0,
+        "at": T0,
+    }
+    await built.on_sla(SlaAtRisk(**sla), "at_risk", "event:s1")
+    raised = published.events[-1]
+    assert isinstance(raised, ConversationEscalated)
+    assert (raised.priority, raised.queue) == (Priority.HIGH, "general")
+    await built.on_sla(SlaAtRisk(**sla), "at_risk", "event:s1-again")  # once per metric
+    assert len(published.events) == 2
+    await built.on_sla(SlaBreached(**sla), "breached", "event:s2")
+    moved = published.events[-1]
+    assert isinstance(moved, ConversationEscalated)
+    assert moved.queue == "overflow"
+    assert moved.waiting_since == raised.waiting_since
+    del clock
+
+
+async def test_escalation_ignores_conversations_already_with_an_agent() -> None:
+    built, published, _, _ = setup(agent("a1"))
+    await built.on_activity(activity("c1"))
+    sla = SlaBreached(
+        conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="p", due_at=T0, at=T0
+    )
+    await built.on_sla(sla, "breached", "event:s")
+    assert len(published.events) == 1
+
+
+async def test_relaxation_steps_fire_at_their_timeouts() -> None:
+    built, published, clock, _ = setup(agent("a1", skills={"billing": 3}))
+    await built.on_activity(activity("c1", text="my invoice"))
+    queued = published.events[-1]
+    assert isinstance(queued, ConversationQueued)  # step 0 wants billing 8
+    clock.advance(59)
+    await built.tick()
+    assert len(published.events) == 1
+    clock.advance(1)
+    await built.tick()  # step 1 (60 s) relaxes the preference: a1 qualifies now
+    assigned = published.events[-1]
+    assert assigned.seq == 2
+    assert isinstance(assigned, ConversationAssigned)
+    assert assigned.agent_id == "a1"
+    assert assigned.reason["trigger"] == "rematch"
+
+
+async def test_waiting_too_long_moves_to_the_overflow_queue() -> None:
+    built, published, clock, _ = setup()
+    await built.on_activity(activity("c1"))
+    clock.advance(600)
+    await built.tick()
+    moved = published.events[-1]
+    assert isinstance(moved, ConversationEscalated)
+    assert moved.queue == "overflow"
+    assert moved.reason["trigger"] == "wait_timeout"
+
+
+async def test_a_returning_customer_waits_for_the_agent_who_served_them() -> None:
+    built, published, clock, _ = setup(agent("a1", capacity={Channel.EMAIL: 1}), agent("a2"))
+    await built.on_activity(activity("c1", customer_id="ana"))
+    first = published.events[-1]
+    assert first.agent_id == "a1"  # a1 and a2 tie on score: the smaller id
+    await built.on_activity(activity("c2", customer_id="ana"))  # a1 is full: wait for a1
+    assert isinstance(published.events[-1], ConversationQueued)
+    assert published.events[-1].reason["why"] == "waiting for the sticky agent"
+    clock.advance(10)
+    await built.on_resolved("c1", "event:r")
+    again = published.events[-1]
+    assert (again.conversation_id, again.agent_id) == ("c2", "a1")
+
+    await built.on_activity(activity("c3", customer_id="ana"))  # a1 full again
+    clock.advance(31)
+    await built.tick()  # the sticky window ended: anyone may take it
+    last = published.events[-1]
+    assert (last.conversation_id, last.agent_id) == ("c3", "a2")
+
+
+async def test_transfer_to_a_named_agent_who_is_full_waits_for_that_agent() -> None:
+    built, published, _, store = setup(agent("a1"), agent("a2", capacity={Channel.EMAIL: 1}))
+    await built.on_activity(activity("c0", customer_id="x"))
+    await built.on_activity(activity("c1", customer_id="y"))
+    holder = {e.conversation_id: e.agent_id for e in published.events}
+    assert holder == {"c0": "a1", "c1": "a2"}
+    transfer = ConversationTransferred(conversation_id="c0", from_agent_id="a1", to_agent_id="a2")
+    assert await built.on_transferred(transfer, "event:t") is None
+    requeued = published.events[-1]
+    assert isinstance(requeued, ConversationRequeued)
+    assert built.queue.waiting["c0"].pinned_agent == "a2"
+    assert "a1|email|0" not in store.slots
+    await built.on_resolved("c1", "event:r")
+    assigned = published.events[-1]
+    assert (assigned.conversation_id, assigned.agent_id) == ("c0", "a2")
+    bad = ConversationTransferred(conversation_id="c0", from_agent_id="a2", to_queue="nope")
+    assert await built.on_transferred(bad, "event:t2") == "transfer to unknown queue 'nope'"
+
+
+async def test_the_state_is_read_past_a_lagging_head() -> None:
+    built, _, _, store = setup()
+    await built.on_activity(activity("c1"))
+    stale = store.heads["c1"]
+    await built.on_sla(
+        SlaBreached(
+            conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="p", due_at=T0, at=T0
+        ),
+        "breached",
+        "event:s",
+    )
+    store.heads["c1"] = stale  # as if a slower replica's head write landed last
+    current = await built.current("c1")
+    assert current is not None
+    assert current.seq == 2
+    assert store.heads["c1"].seq == 2  # and the head is repaired
+
+
+async def test_three_engines_with_stale_views_never_over_assign() -> None:
+    """Three replicas on one store, each with its own (stale) views, deciding at once:
+    the slot and decision inserts keep every agent within capacity, and each
+    conversation with one holder at a time."""
+    rng = random.Random(3)
+    store = InMemoryAssignmentStore()
+    engines: list[AssignmentEngine] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    def wire(index: int) -> AssignmentEngine:
+        async def publish(items: Sequence[Outgoing]) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.002))  # events reach the others later
+            for item in items:
+                for other in engines:
+                    if other is not engines[index] and isinstance(
+                        item.event, ConversationAssigned | ConversationQueued
+                    ):
+                        task = asyncio.create_task(other.on_decision_seen(item.event))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+
+        built = AssignmentEngine(
+            store=store,
+            policy=policy(),
+            clock=FakeClock(T0),
+            publish=publish,
+            detector=FixedLanguage(),
+            replica=f"r{index}",
+        )
+        for n in range(4):
+            built.directory.apply(agent(f"a{n}", capacity={Channel.EMAIL: 2}))
+        return built
+
+    engines.extend(wire(i) for i in range(3))
+    max_load = 0
+
+    async def check() -> None:
+        nonlocal max_load
+        per_agent: dict[str, int] = {}
+        for slot in store.slots.values():
+            per_agent[slot.agent_id] = per_agent.get(slot.agent_id, 0) + 1
+        max_load = max([max_load, *per_agent.values()])
+
+    async def arrive(n: int) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        await rng.choice(engines).on_activity(activity(f"c{n}", customer_id=f"x{n}"))
+        await check()
+
+    async def resolve_some() -> None:
+        for _ in range(60):
+            await asyncio.sleep(rng.uniform(0, 0.003))
+            held = [s.conversation_id for s in store.slots.values()]
+            if held:
+                await rng.choice(engines).on_resolved(rng.choice(held), f"event:{rng.random()}")
+            await check()
+
+    await asyncio.gather(*(arrive(n) for n in range(40)), resolve_some())
+    await asyncio.gather(*pending)
+    assert 0 < max_load <= 2
+    for n in range(40):
+        states = [d.state for k, d in sorted(store.decisions.items()) if k.startswith(f"c{n}:")]
+        seqs = sorted(s.seq for s in states)
+        assert seqs == list(range(1, len(seqs) + 1))
+    slots_by_conversation = [s.conversation_id for s in store.slots.values()]
+    assert len(slots_by_conversation) == len(set(slots_by_conversation))
+
+
+async def test_a_reply_by_the_offered_agent_accepts_and_awaiting_customer_can_free_the_slot() -> (
+    None
+):
+    text = POLICY.replace(
+        "capacity: {offline_reassign_after_seconds: %(reassign)s}",
+        "capacity: {offline_reassign_after_seconds: %(reassign)s, "
+        "release_when_awaiting_customer: true}",
+    )
+    store = InMemoryAssignmentStore()
+    built, published, _ = engine(policy(offers=True, text=text), store=store)
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 1}))
+    await built.on_activity(activity("c1", customer_id="ana"))
+    await built.on_activity(activity("c2", customer_id="bob"))
+    await built.on_reply("c1", "a1", awaiting_customer=True, cause="event:reply")
+    accepted = [e for e in published.of("c1") if isinstance(e, ConversationAssigned)][-1]
+    assert accepted.reason["offer"] == "accepted"
+    current = await built.current("c1")
+    assert current is not None
+    assert current.status == RouteStatus.AWAITING_CUSTOMER
+    offered = published.events[-1]  # the freed slot went to the waiting conversation
+    assert (offered.conversation_id, offered.agent_id) == ("c2", "a1")
+    await built.on_resolved("c2", "event:r2")
+    await built.on_activity(activity("c1", customer_id="ana", kind="message", message_id="m2"))
+    back = published.events[-1]
+    assert (back.conversation_id, back.agent_id) == ("c1", "a1")  # back to its agent
+
+
+async def test_a_reopened_conversation_goes_back_to_its_agent_and_a_queue_transfer_requeues() -> (
+    None
+):
+    built, published, _, store = setup(agent("a1"), agent("a2"))
+    await built.on_activity(activity("c1", customer_id="ana"))
+    holder = published.events[-1].agent_id
+    await built.on_resolved("c1", "event:r")
+    assert store.slots == {}
+    await built.on_reopened("c1", "event:o")
+    again = published.events[-1]
+    assert isinstance(again, ConversationAssigned)
+    assert again.agent_id == holder
+    assert again.reason["sticky"] is True
+    transfer = ConversationTransferred(
+        conversation_id="c1", from_agent_id=holder, to_queue="billing"
+    )
+    await built.on_transferred(transfer, "event:t")
+    moved = published.events[-1]
+    assert moved.queue == "billing"
+    assert moved.seq > again.seq
+
+
+async def test_more_capacity_takes_work_from_the_queue_at_once() -> None:
+    built, published, _, _ = setup(agent("a1", capacity={Channel.EMAIL: 1}))
+    await built.on_activity(activity("c1"))
+    await built.on_activity(activity("c2"))
+    assert isinstance(published.events[-1], ConversationQueued)
+    built.directory.apply(replace(agent("a1", capacity={Channel.EMAIL: 2}), version=(0, 5)))
+    assert await built.drain("a1") == 1
+    assert published.events[-1].conversation_id == "c2"
+
+
+async def test_a_decision_left_unpublished_by_a_crash_is_published_by_the_next_reader() -> None:
+    store = InMemoryAssignmentStore()
+    crashing, _, clock = engine(policy(), store=store)
+    crashing.directory.apply(agent("a1"))
+
+    async def broker_down(items: Sequence[Outgoing]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    crashing.publish = broker_down
+    with pytest.raises(ConnectionError):
+        await crashing.on_activity(activity("c1"))
+    assert "c1" not in store.heads  # claimed, never published, head not written
+    survivor, published, _ = engine(policy(), store=store, start=clock.now())
+    assert await survivor.on_activity(activity("c1")) == "unchanged"  # the redelivery
+    (event,) = published.events
+    assert isinstance(event, ConversationAssigned)
+    assert (event.seq, event.agent_id) == (1, "a1")
+    assert store.heads["c1"].seq == 1
+
+
+async def test_a_slot_reserved_by_a_replica_that_crashed_before_deciding_is_released() -> None:
+    built, _, clock, store = setup(agent("a1"))
+    orphan = Slot("a1|email|0", "a1", "email", "c-lost", 1, clock.now())
+    assert await store.reserve([orphan]) is None
+    await built.on_activity(activity("c1"))
+    clock.advance(5)
+    await built.repair(timedelta(seconds=15))
+    assert set(store.slots) == {"a1|email|0", "a1|email|1"}  # too young to judge
+    clock.advance(20)
+    await built.repair(timedelta(seconds=15))
+    assert set(store.slots) == {"a1|email|1"}  # c1 keeps its slot
+
+
+async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error() -> None:
+    class DownStore(InMemoryAssignmentStore):
+        async def head(self, conversation_id: str) -> None:
+            raise ConnectionError(f"database unreachable reading {conversation_id}")
+
+    built, _, _ = engine(policy(), store=DownStore())
+    deliveries = [
+        Delivery(
+            RawRecord("t", 0, n, f"c{n}".encode(), b"{}", ()),
+            CloudEventAttributes(id=f"e{n}", type="x", source="/t", time=T0),
+            activity(f"c{n}"),
+            CONVERSATION_ACTIVITY,
+        )
+        for n in range(3)
+    ]
+    with pytest.raises(ConnectionError) as error:  # not an ExceptionGroup: retried
+        await ConversationHandler(built, concurrency=2)(deliveries)
+    assert is_transient(error.value)
+
+
+async def test_after_a_capacity_decrease_the_load_never_exceeds_the_new_capacity() -> None:
+    """Three conversations held under capacity 3, then capacity 2: a freed slot is not
+    given out while the agent still holds 2, and a replica whose view still says 3 cannot
+    reserve the third slot."""
+    built, published, _, store = setup()
+    await store.update_agents(
+        {"a1": {**agent("a1").to_document(), "capacity": {"email": 3}, "version": [0, 1]}}
+    )
+    built.directory.apply(agent("a1"))
+    for n in range(4):
+        await built.on_activity(activity(f"c{n}"))
+    assert len(store.slots) == 3  # c3 waits
+    lowered = {"capacity": {"email": 2}, "version": [0, 2]}
+    await store.update_agents({"a1": lowered})  # the view of this replica still says 3
+
+    await built.on_resolved("c0", "event:r0")  # frees slot 0; the agent still holds 2
+    assert sorted(store.slots) == ["a1|email|1", "a1|email|2"]
+    last = published.events[-1]
+    assert (type(last), last.conversation_id) == (ConversationQueued, "c3")  # nothing new
+    waiting = await built.current("c3")
+    assert waiting is not None
+    assert waiting.status == RouteStatus.WAITING
+
+    # Freeing slot 2 (above the new capacity) leaves load 1 < 2: c3 gets slot 0 at once.
+    await built.on_resolved("c2", "event:r2")
+    assert sorted(store.slots) == ["a1|email|0", "a1|email|1"]
+    assert store.slots["a1|email|0"].conversation_id == "c3"
+    await built.on_resolved("c1", "event:r1")
+    await built.on_activity(activity("c4"))
+    await built.on_activity(activity("c5"))
+    assert len(store.slots) == 2  # never more than the new capacity

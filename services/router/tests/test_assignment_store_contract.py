@@ -1,0 +1,146 @@
+"""One contract suite for both adapters of the assignment store: the in-memory fake (unit)
+and MongoDB-wire on the real FerretDB server (integration), so the fake cannot drift."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from switchboard_common.contract import AgentStatus, Channel
+from switchboard_common.mongo import Document
+from switchboard_devkit.infra import Infra
+from switchboard_router.assignment.model import RouteStatus, Slot, slot_id
+from switchboard_router.assignment.store import (
+    AssignmentStore,
+    Decision,
+    InMemoryAssignmentStore,
+    MongoAssignmentStore,
+)
+from switchboard_router.assignment.testing import T0, agent, state
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", marks=pytest.mark.unit),
+        pytest.param("mongo", marks=pytest.mark.integration),
+    ]
+)
+def target(request: pytest.FixtureRequest) -> tuple[str, str] | None:
+    """None for the in-memory store; the real server's URL and a fresh database else."""
+    if request.param == "memory":
+        return None
+    infra: Infra = request.getfixturevalue("infra")
+    return infra.mongodb_url, request.getfixturevalue("database_name")
+
+
+@pytest.fixture
+async def store(target: tuple[str, str] | None) -> AsyncIterator[AssignmentStore]:
+    if target is None:
+        yield InMemoryAssignmentStore()
+        return
+    client: AsyncMongoClient[Document] = AsyncMongoClient(target[0], tz_aware=True)
+    mongo = MongoAssignmentStore(client[target[1]])
+    await mongo.ensure_indexes()
+    yield mongo
+    await client.close()
+
+
+def slot(agent_id: str, index: int, conversation: str = "c1", channel: str = "email") -> Slot:
+    return Slot(slot_id(agent_id, channel, index), agent_id, channel, conversation, 1, T0)
+
+
+async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) -> None:
+    assert await store.reserve([slot("a1", 0)]) is None
+    assert await store.reserve([slot("a1", 0, "c2")]) == "a1|email|0"
+    held = await store.held_slots("a1")
+    assert [(s.slot_id, s.conversation_id, s.at) for s in held] == [("a1|email|0", "c1", T0)]
+    await store.release(["a1|email|0"])
+    await store.release(["a1|email|0"])  # idempotent
+    assert await store.held_slots() == []
+
+
+async def test_a_reservation_of_several_slots_is_all_or_nothing(store: AssignmentStore) -> None:
+    assert await store.reserve([slot("a1", 1, channel="*")]) is None
+    conflict = await store.reserve([slot("a1", 0), slot("a1", 1, "c2", channel="*")])
+    assert conflict == "a1|*|1"
+    assert [s.slot_id for s in await store.held_slots()] == ["a1|*|1"]
+
+
+async def test_concurrent_reservations_never_exceed_capacity(store: AssignmentStore) -> None:
+    """40 concurrent attempts at an agent with capacity 3 (where a conditional $inc on
+    FerretDB granted 5): slot inserts grant exactly 3."""
+
+    async def attempt(n: int) -> bool:
+        for index in range(3):
+            if await store.reserve([slot("a1", index, f"c{n}")]) is None:
+                return True
+        return False
+
+    granted = await asyncio.gather(*(attempt(n) for n in range(40)))
+    assert sum(granted) == 3
+    assert len(await store.held_slots("a1")) == 3
+
+
+async def test_a_decision_step_is_claimed_once(store: AssignmentStore) -> None:
+    first = Decision(state("c1", seq=1), "queued", {"why": "x"}, "r1-0")
+    assert await store.claim(first) is True
+    assert await store.claim(Decision(state("c1", seq=1), "assigned", {}, "r2-0")) is False
+    results = await asyncio.gather(
+        *(store.claim(Decision(state("c1", seq=2), None, {}, f"r{n}")) for n in range(10))
+    )
+    assert sum(results) == 1
+    read = await store.decision("c1", 1)
+    assert read == first
+    assert await store.decision("c1", 3) is None
+
+
+async def test_heads_are_replaced_and_listed_by_status(store: AssignmentStore) -> None:
+    waiting = state("c1", excluded_agents=["a9"], skills={"billing": 3})
+    await store.put_head(waiting)
+    await store.put_head(state("c2", status=RouteStatus.ASSIGNED, agent_id="a1"))
+    assert await store.head("c1") == waiting
+    assert await store.head("nope") is None
+    assert [s.conversation_id for s in await store.routes([RouteStatus.WAITING])] == ["c1"]
+    moved = waiting.model_copy(update={"seq": 2, "status": RouteStatus.OFFERED})
+    await store.put_head(moved)
+    assert await store.routes([RouteStatus.WAITING]) == []
+    assert await store.routes([RouteStatus.OFFERED, RouteStatus.WAITING]) == [moved]
+
+
+async def test_agents_are_set_field_by_field_and_paged_by_id(store: AssignmentStore) -> None:
+    await store.save_agents([agent("b"), agent("a", skills={"billing": 4})])
+    await store.update_agents(
+        {"a": {"status": "away", "status_since": T0, "version": [1, 7]}, "c": {"status": "online"}}
+    )
+    agents = await store.agents()
+    assert [a.agent_id for a in agents] == ["a", "b", "c"]
+    first = agents[0]
+    assert (first.status, first.skills, first.version) == (AgentStatus.AWAY, {"billing": 4}, (1, 7))
+    assert first.capacity == {Channel.EMAIL: 3}
+    assert agents[2].status == AgentStatus.ONLINE
+    assert [a.agent_id for a in await store.agents_page(None, 2)] == ["a", "b"]
+    assert [a.agent_id for a in await store.agents_page("b", 2)] == ["c"]
+
+
+async def test_the_last_agent_of_a_customer_is_remembered(store: AssignmentStore) -> None:
+    assert await store.last_agent("ana") is None
+    await store.remember_agent("ana", "a1", T0)
+    await store.remember_agent("ana", "a2", T0 + timedelta(seconds=1))
+    assert await store.last_agent("ana") == ("a2", T0 + timedelta(seconds=1))
+
+
+async def test_an_agent_remembers_its_highest_capacity_per_channel(store: AssignmentStore) -> None:
+    await store.update_agents({"a": {"capacity": {"email": 5}, "version": [0, 1]}})
+    await store.update_agents({"a": {"capacity": {"email": 2, "whatsapp": 1}, "version": [0, 2]}})
+    found = await store.agent("a")
+    assert found is not None
+    assert found.capacity == {Channel.EMAIL: 2, Channel.WHATSAPP: 1}
+    assert found.ceiling == {Channel.EMAIL: 5, Channel.WHATSAPP: 1}
+    assert await store.agent("nobody") is None
+    assert await store.slot_held("a|email|4") is False
+    await store.reserve([slot("a", 4)])
+    assert await store.slot_held("a|email|4") is True

@@ -1,0 +1,234 @@
+"""The router in-process on real Kafka and FerretDB: offers (rejection, timeout), an agent
+going offline, SLA escalation, and the queue and agents read API.
+
+Stage 2 is built on another branch: these tests publish ``ConversationActivity`` on the
+internal topic as stage 2 will."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchboard_common.contract import (
+    AGENT_EVENTS,
+    ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
+    SLA_EVENTS,
+    AgentStatus,
+    AgentStatusChanged,
+    AgentUpserted,
+    Channel,
+    ConversationActivity,
+    ConversationAssigned,
+    ConversationEscalated,
+    ConversationQueued,
+    ConversationRequeued,
+    OfferRejected,
+    SlaBreached,
+    SlaMetric,
+)
+from switchboard_common.contract.events import AssignmentDecision
+from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+classification: {language: {detect: false}}
+queues: [{name: general}]
+offers: {require_acceptance: true, timeout_seconds: 3}
+escalation: {at_risk: raise_priority, breached: overflow}
+"""
+
+
+@pytest.fixture
+async def router(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[str]:
+    policy = tmp_path / "routing.yaml"
+    policy.write_text(POLICY)
+    for key, value in {
+        **service_env,
+        "ROUTER_HTTP_PORT": str(free_port()),
+        "ROUTER_POLICY_FILE": str(policy),
+        "ROUTER_ASSIGNMENT_TICK_SECONDS": "0.1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    runtime, _, _ = build(RouterSettings.load())
+    async with running(runtime) as url:
+        yield url
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 45.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+async def decisions(probe: TopicProbe, conversation_id: str) -> list[AssignmentDecision]:
+    events = [e for _, e in await probe.read_events(ASSIGNMENTS, timeout=2.0)]
+    return sorted(
+        (
+            e
+            for e in events
+            if isinstance(e, AssignmentDecision) and e.conversation_id == conversation_id
+        ),
+        key=lambda e: e.seq,
+    )
+
+
+async def online(probe: TopicProbe, url: str, *agent_ids: str) -> None:
+    for agent_id in agent_ids:
+        await probe.send(
+            AGENT_EVENTS,
+            AgentUpserted(
+                agent_id=agent_id,
+                display_name=agent_id,
+                capacity={Channel.EMAIL: 2},
+                languages=["en"],
+            ),
+            key=agent_id,
+        )
+        await probe.send(
+            AGENT_EVENTS,
+            AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE),
+            key=agent_id,
+        )
+
+    async def all_online() -> bool:
+        async with httpx.AsyncClient(base_url=url) as http:
+            items = (await http.get("/agents")).json()["items"]
+        return {a["agent_id"] for a in items if a["status"] == "online"} >= set(agent_ids)
+
+    await eventually(all_online)
+
+
+def conversation(conversation_id: str) -> ConversationActivity:
+    return ConversationActivity(
+        conversation_id=conversation_id,
+        customer_id=f"cust-{conversation_id}",
+        channel=Channel.EMAIL,
+        kind="opened",
+        message_id=f"m-{conversation_id}",
+        received_at=datetime.now(UTC),
+        text="hello",
+    )
+
+
+async def test_a_rejected_offer_is_requeued_and_offered_to_another_agent(
+    router: str, probe: TopicProbe
+) -> None:
+    await online(probe, router, "ana", "bob")
+    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
+    (offer,) = await eventually(lambda: decisions(probe, "c1"))
+    assert isinstance(offer, ConversationAssigned)
+    assert offer.offer_expires_at is not None
+    first = offer.agent_id
+    assert first in ("ana", "bob")
+    await probe.send(AGENT_EVENTS, OfferRejected(agent_id=first, conversation_id="c1"), key=first)
+
+    async def reoffered() -> list[AssignmentDecision] | None:
+        events = await decisions(probe, "c1")
+        return events if len(events) >= 3 else None
+
+    offer_, requeued, second = (await eventually(reoffered))[:3]
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.reason["trigger"] == "rejected"
+    assert requeued.waiting_since == offer.waiting_since
+    assert isinstance(second, ConversationAssigned)
+    assert second.agent_id not in (None, first)
+    assert offer_.seq < requeued.seq < second.seq
+
+
+async def test_a_timed_out_offer_is_requeued_and_not_offered_to_that_agent_again(
+    router: str, probe: TopicProbe
+) -> None:
+    await online(probe, router, "ana")
+    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
+
+    async def timed_out() -> list[AssignmentDecision] | None:
+        events = await decisions(probe, "c1")
+        return events if len(events) >= 2 else None
+
+    offer, requeued = await eventually(timed_out)
+    assert isinstance(offer, ConversationAssigned)
+    assert offer.agent_id == "ana"
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.reason["trigger"] == "timed_out"
+    await asyncio.sleep(1.0)
+    assert len(await decisions(probe, "c1")) == 2  # ana has room but never gets it again
+    async with httpx.AsyncClient(base_url=router) as http:
+        (waiting,) = (await http.get("/queue")).json()["items"]
+    assert waiting["conversation_id"] == "c1"
+    assert waiting["excluded_agents"] == ["ana"]
+    await online(probe, router, "bob")
+    events = await eventually(lambda: _at_least(probe, "c1", 3))
+    assert events[2].agent_id == "bob"
+
+
+async def _at_least(probe: TopicProbe, cid: str, n: int) -> list[AssignmentDecision] | None:
+    events = await decisions(probe, cid)
+    return events if len(events) >= n else None
+
+
+async def test_an_agent_going_offline_has_unaccepted_offers_requeued_at_once(
+    router: str, probe: TopicProbe
+) -> None:
+    await online(probe, router, "ana")
+    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
+    await eventually(lambda: decisions(probe, "c1"))
+    await probe.send(
+        AGENT_EVENTS, AgentStatusChanged(agent_id="ana", status=AgentStatus.OFFLINE), key="ana"
+    )
+    offer, requeued = (await eventually(lambda: _at_least(probe, "c1", 2)))[:2]
+    assert isinstance(requeued, ConversationRequeued)
+    assert requeued.reason["trigger"] == "agent_offline"
+    assert requeued.waiting_since == offer.waiting_since
+    async with httpx.AsyncClient(base_url=router) as http:
+        agents = (await http.get("/agents")).json()
+    assert agents["items"][0]["status"] == "offline"
+    assert agents["items"][0]["load"] == {}
+
+
+async def test_a_breached_sla_moves_a_waiting_conversation_to_overflow(
+    router: str, probe: TopicProbe
+) -> None:
+    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
+    (queued,) = await eventually(lambda: decisions(probe, "c1"))
+    assert isinstance(queued, ConversationQueued)
+    now = datetime.now(UTC)
+    breach = SlaBreached(
+        conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="default", due_at=now, at=now
+    )
+    await probe.send(SLA_EVENTS, breach, key="c1")
+    _, escalated = await eventually(lambda: _at_least(probe, "c1", 2))
+    assert isinstance(escalated, ConversationEscalated)
+    assert escalated.queue == "overflow"
+    assert escalated.reason["trigger"] == "sla:breached"
+    assert escalated.waiting_since == queued.waiting_since
+    async with httpx.AsyncClient(base_url=router) as http:
+        body = (await http.get("/queue")).json()
+        metrics = (await http.get("/metrics")).text
+    assert body["next"] is None
+    (item,) = body["items"]
+    assert (item["position"], item["queue"]) == (1, "overflow")
+    assert item["waiting_seconds"] >= 0
+    escalations = (
+        'switchboard_router_assignments_total{channel="email",outcome="escalated",'
+        'priority="normal"} 1.0'
+    )
+    assert escalations in metrics
