@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import ssl
 
-import aioimaplib  # type: ignore[import-untyped]  # no py.typed; used through a few calls
+import aioimaplib
 
 from switchboard_common.logging import get_logger
 from switchboard_ingest_email.ingest import Ingestor

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; only safe_load is used
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
