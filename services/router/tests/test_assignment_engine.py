@@ -86,6 +86,7 @@ async def test_a_conversation_goes_to_the_best_agent_with_the_decision_inputs() 
     assert event.seq == 1
     assert event.required_skills == ["billing"]
     assert event.reason["eligible_agents"] == 2
+    assert event.reason["message_id"] == "msg-c1"  # the message that triggered it
     terms = event.reason["terms"]
     assert isinstance(terms, dict)
     assert terms["skill_fit"] == 1.0

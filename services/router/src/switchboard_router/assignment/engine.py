@@ -453,6 +453,9 @@ class AssignmentEngine:
             base = self._new_waiting(activity, classified, current, sticky, cause)
             reason = {
                 "trigger": f"activity:{activity.kind}",
+                # The customer message behind the decision: lets frontends and operators
+                # trace a decision back to the timeline (and benchmarks measure latency).
+                "message_id": activity.message_id,
                 "classification": {
                     "priority_from": list(classified.priority_from),
                     "topics": list(classified.topics),
