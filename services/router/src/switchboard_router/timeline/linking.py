@@ -142,6 +142,11 @@ def plan_profile(
         # The external id already names another customer: that customer is the person;
         # the target joins it.
         holder_ids = external_ids.get(holder, frozenset())
+        if external_id_conflict(frozenset(group_ids), holder_ids):
+            return ProfilePlan(
+                anchor=target,
+                rejected="the external id is held by a customer with another external id",
+            )
         anchor = holder
         merges.append(
             PlannedMerge(
