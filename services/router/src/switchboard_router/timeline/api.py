@@ -50,7 +50,7 @@ from switchboard_router.timeline.ports import ErasureRecord, MergeRecord, Page, 
 _T = TypeVar("_T")
 
 #: Internal fields of stored documents that the API does not show.
-_HIDDEN_MESSAGE = {"_id", "rule"}
+_HIDDEN_MESSAGE = {"_id", "rule", "claim"}
 _HIDDEN_CONVERSATION = {"_id", "sender", "thread", "subject_key"}
 
 

@@ -74,8 +74,6 @@ log = get_logger(__name__)
 MAX_ROUNDS = 8
 #: Steps followed along a thread's chain of claims.
 MAX_CHAIN = 64
-#: Placements remembered per customer to recognise a redelivered message without a read.
-APPLIED_PER_CUSTOMER = 256
 
 
 class ThreadClaimContendedError(TimeoutError):
@@ -84,18 +82,11 @@ class ThreadClaimContendedError(TimeoutError):
 
 
 @dataclass
-class _Cached:
-    state: HomeState
-    applied: OrderedDict[str, Placement] = field(default_factory=OrderedDict)
-
-
-@dataclass
 class _Work:
     """One customer's share of a batch while it is being settled."""
 
     base: HomeState
     items: list[Item]
-    applied: dict[str, Placement]
     stored: dict[str, Placement] = field(default_factory=dict)
     adopt: dict[str, str] = field(default_factory=dict)
     plan: HomePlan | None = None
@@ -122,7 +113,7 @@ class TimelineStage:
         self._clock = clock
         self._metrics = metrics
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache: OrderedDict[str, HomeState] = OrderedDict()
         self._next_offset: dict[tuple[str, int], int] = {}
 
     def forget(self) -> None:
@@ -183,11 +174,11 @@ class TimelineStage:
             cached = self._cache.get(home)
             if cached is not None:
                 self._metrics.state_loads.labels("cache").inc()
-                work[home] = _Work(cached.state.copy(), home_items, dict(cached.applied))
+                work[home] = _Work(cached.copy(), home_items)
                 continue
             state = await self._store.load_state(home)
             self._metrics.state_loads.labels("new" if state is None else "store").inc()
-            work[home] = _Work(state or HomeState(home), home_items, {})
+            work[home] = _Work(state or HomeState(home), home_items)
         return work
 
     async def _prefetch(self, work: dict[str, _Work]) -> None:
@@ -205,7 +196,7 @@ class TimelineStage:
             for item in w.items:
                 if isinstance(item, StatusChange):
                     wanted.add(item.conversation_id)
-                elif isinstance(item, MessageItem) and item.message_id not in w.applied:
+                elif isinstance(item, MessageItem) and item.message_id not in w.base.applied:
                     ids = item.inbound.thread_ids()
                     if ids and not any(r in w.base.refs for r in ids):
                         refs.update(r for r in ids if r not in batch_ids)
@@ -237,7 +228,6 @@ class TimelineStage:
                     w.base,
                     w.items,
                     self._policy,
-                    applied=w.applied,
                     stored=w.stored,
                     adopt=w.adopt,
                 )
@@ -379,11 +369,11 @@ class TimelineStage:
         for plan in plans.values():
             for applied in plan.applied:
                 channel = applied.item.inbound.channel.value
-                if applied.known:
-                    m.messages.labels(channel, "duplicate").inc()
-                    continue
+                # A redelivered message is published again: its activity may be the one
+                # a crash lost (same event id, so consumers recognise the copy).
                 outgoing.append(activity(applied))
-                m.messages.labels(channel, "stored" if applied.fresh else "replayed").inc()
+                outcome = "stored" if applied.fresh else "replayed"
+                m.messages.labels(channel, "duplicate" if applied.known else outcome).inc()
                 if applied.fresh:
                     self._count_decision(applied)
             for change in plan.applied_status:
@@ -419,16 +409,8 @@ class TimelineStage:
         if self._cache_size <= 0:
             return
         for home, plan in plans.items():
-            cached = self._cache.pop(home, None)
-            applied = cached.applied if cached is not None else OrderedDict()
-            for a in plan.applied:
-                applied[a.item.message_id] = a.placement
-                applied.move_to_end(a.item.message_id)
-            while len(applied) > APPLIED_PER_CUSTOMER:
-                applied.popitem(last=False)
-            if plan.erasure is not None:
-                applied = OrderedDict()
-            self._cache[home] = _Cached(plan.state, applied)
+            self._cache.pop(home, None)
+            self._cache[home] = plan.state
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 

@@ -56,6 +56,8 @@ def message_document(item: CustomerMessage, placement: Placement, applied_at: da
         "index": placement.index,
         "rule": placement.rule,
         "previous_conversation_id": placement.previous_conversation_id,
+        "closes_conversation_id": placement.closes,
+        "claim": placement.claim,
         "applied_at": ms(applied_at),
         **body,
     }
@@ -69,26 +71,12 @@ def placement_of(document: Document) -> Placement:
         index=int(document["index"]),
         rule=document.get("rule") or "new",
         previous_conversation_id=document.get("previous_conversation_id"),
+        claim=document.get("claim"),
+        closes=document.get("closes_conversation_id"),
     )
 
 
 # --------------------------------------------------------------------------- conversations
-
-_CONVERSATION_STATE = (
-    "channel",
-    "account",
-    "tenant",
-    "sender",
-    "thread",
-    "subject_key",
-    "status",
-    "opened_at",
-    "last_message_at",
-    "resolved_at",
-    "message_count",
-    "previous_conversation_id",
-    "closed_reason",
-)
 
 
 def conversation_state(conversation: Conversation) -> Document:
@@ -107,6 +95,7 @@ def conversation_state(conversation: Conversation) -> Document:
         "message_count": conversation.message_count,
         "previous_conversation_id": conversation.previous_conversation_id,
         "closed_reason": conversation.closed_reason,
+        "status_at": ms_or_none(conversation.status_at),
     }
 
 
@@ -127,6 +116,7 @@ def conversation_from(document: Document) -> Conversation:
         message_count=int(document["message_count"]),
         previous_conversation_id=document.get("previous_conversation_id"),
         closed_reason=document.get("closed_reason"),
+        status_at=document.get("status_at"),
     )
 
 
@@ -157,6 +147,18 @@ def state_document(state: HomeState, updated_at: datetime) -> Document:
         "threads": [{"key": k, "conversation_id": v} for k, v in state.threads.items()],
         "refs": [{"message_id": k, "conversation_id": v} for k, v in state.refs.items()],
         "successors": [{"conversation_id": k, "successor": v} for k, v in state.successors.items()],
+        "applied": [
+            {
+                "message_id": k,
+                "conversation_id": p.conversation_id,
+                "placement": p.kind,
+                "index": p.index,
+                "rule": p.rule,
+                "previous_conversation_id": p.previous_conversation_id,
+                "closes_conversation_id": p.closes,
+            }
+            for k, p in state.applied.items()
+        ],
         "updated_at": ms(updated_at),
     }
 
@@ -171,6 +173,7 @@ def state_from(document: Document) -> HomeState:
         erased=bool(document.get("erased")),
         erasure_id=document.get("erasure_id"),
         successors={s["conversation_id"]: s["successor"] for s in document.get("successors") or []},
+        applied={a["message_id"]: placement_of(a) for a in document.get("applied") or []},
     )
 
 

@@ -4,9 +4,11 @@ The stage-2 shell groups a batch by customer, loads each customer's ``HomeState`
 calls ``plan_home``. Replays are the normal case after a crash, so the fold is told what
 it already knows about each message:
 
-- ``applied``: placed *by this replica* and already reflected in ``base`` (skipped);
-- ``stored``: found in the timeline (placed by an earlier attempt or another replica):
-  the stored placement is applied again, which is idempotent;
+- ``base.applied``: already reflected in the state (a redelivery): not placed again,
+  its activity is published again;
+- ``stored``: found in the timeline but not in the state (a message the state forgot,
+  or one stored by an attempt that died before saving the state): the stored placement
+  is applied, which is idempotent;
 - everything else is placed now (``fresh``).
 
 ``adopt`` maps an exclusive claim that was lost to a conversation that never
@@ -67,7 +69,7 @@ class Applied:
     item: MessageItem
     placement: Placement
     fresh: bool
-    #: Placed by this replica in an earlier batch (already stored and published).
+    #: Already reflected in the state before this batch (stored; maybe published).
     known: bool = False
 
 
@@ -96,12 +98,10 @@ def plan_home(
     items: Sequence[Item],
     policy: Policy,
     *,
-    applied: Mapping[str, Placement] | None = None,
     stored: Mapping[str, Placement] | None = None,
     adopt: Mapping[str, str] | None = None,
 ) -> HomePlan:
     """Fold ``items`` (in stream order) over a copy of ``base``; ``base`` is untouched."""
-    applied = applied or {}
     stored = stored or {}
     adopt = adopt or {}
     plan = HomePlan(state=base.copy())
@@ -112,10 +112,11 @@ def plan_home(
             plan.erasure = item
             continue
         if isinstance(item, StatusChange):
-            if apply_status(plan.state, item):
+            outcome = apply_status(plan.state, item)
+            if outcome == "applied":
                 plan.changed.setdefault(item.conversation_id, None)
                 plan.applied_status.append(item)
-            else:
+            elif outcome == "unknown":
                 plan.unknown_status.append(item)
             continue
         if item.message_id in seen:
@@ -124,11 +125,12 @@ def plan_home(
         if plan.state.erased:
             plan.reresolve.append(item)
             continue
-        if item.message_id in applied:
-            plan.applied.append(Applied(item, applied[item.message_id], fresh=False, known=True))
+        known = plan.state.applied.get(item.message_id)
+        if known is not None:
+            plan.applied.append(Applied(item, known, fresh=False, known=True))
             continue
         _place_message(plan, item, policy, stored.get(item.message_id), adopt)
-    plan.evicted = evict(plan.state, policy)
+    plan.evicted = evict(plan.state, policy, keep_applied=len(seen))
     return plan
 
 

@@ -92,6 +92,8 @@ class Policy:
     max_conversations: int = 60
     #: Social threads remembered per customer.
     max_threads: int = 200
+    #: Recently applied messages remembered per customer (beyond the last batch).
+    max_applied: int = 32
 
 
 @dataclass
@@ -116,6 +118,8 @@ class Conversation:
     previous_conversation_id: str | None = None
     #: "inactive" when a later conversation replaced it after the inactivity window.
     closed_reason: str | None = None
+    #: When its status last changed (opened, resolved, reopened): older changes are stale.
+    status_at: datetime | None = None
 
 
 @dataclass
@@ -135,6 +139,10 @@ class HomeState:
     erased: bool = False
     erasure_id: str | None = None
     successors: dict[str, str] = field(default_factory=dict)
+    #: The most recent messages reflected in this state, with their placements: a
+    #: redelivered one is recognised without a read (bounded by ``Policy.max_applied``
+    #: but always holding the last batch's).
+    applied: dict[str, Placement] = field(default_factory=dict)
 
     def copy(self) -> HomeState:
         return HomeState(
@@ -145,6 +153,7 @@ class HomeState:
             self.erased,
             self.erasure_id,
             dict(self.successors),
+            dict(self.applied),
         )
 
     def remember(self, conversation: Conversation) -> None:
@@ -343,11 +352,19 @@ def apply_placement(state: HomeState, message: Inbound, placement: Placement) ->
     """Record a placed message in ``state``; return the conversations whose stored
     document changes (opened, reopened, closed).
 
-    Idempotent: applying a stored placement again (a replay) changes nothing more, so a
-    state saved after the message and the message replayed onto it stay consistent.
+    Idempotent: a placement whose conversation already counts ``placement.index``
+    messages is already reflected (a replay onto a state saved after it) and changes
+    nothing, so a replayed message can never reopen a conversation resolved after it or
+    move a thread back to an older conversation.
     """
-    changed: set[str] = set()
+    state.applied.pop(message.message_id, None)
+    state.applied[message.message_id] = dataclasses.replace(placement, claim=None)
     conversation = state.conversations.get(placement.conversation_id)
+    if conversation is not None and conversation.message_count >= placement.index:
+        if message.email_message_id:
+            state.refs.setdefault(message.email_message_id, conversation.conversation_id)
+        return set()
+    changed: set[str] = set()
     if conversation is None:
         conversation = Conversation(
             conversation_id=placement.conversation_id,
@@ -363,13 +380,16 @@ def apply_placement(state: HomeState, message: Inbound, placement: Placement) ->
             resolved_at=None,
             message_count=placement.index,
             previous_conversation_id=placement.previous_conversation_id,
+            status_at=message.received_at,
         )
         state.conversations[conversation.conversation_id] = conversation
         changed.add(conversation.conversation_id)
+        _advance_thread(state, conversation)
     elif placement.kind == "reopened" and conversation.status != "open":
         conversation.status = "open"
         conversation.resolved_at = None
         conversation.closed_reason = None
+        conversation.status_at = message.received_at
         changed.add(conversation.conversation_id)
     conversation.message_count = max(conversation.message_count, placement.index)
     conversation.last_message_at = max(conversation.last_message_at, message.received_at)
@@ -379,39 +399,62 @@ def apply_placement(state: HomeState, message: Inbound, placement: Placement) ->
             closed.status = "resolved"
             closed.resolved_at = message.received_at
             closed.closed_reason = "inactive"
+            closed.status_at = message.received_at
             changed.add(closed.conversation_id)
     if placement.kind == "opened" and placement.previous_conversation_id is not None:
         state.successors[placement.previous_conversation_id] = conversation.conversation_id
-    if conversation.thread is not None and placement.kind == "opened":
-        state.threads.pop(conversation.thread, None)
-        state.threads[conversation.thread] = conversation.conversation_id
     if message.email_message_id:
         state.refs.pop(message.email_message_id, None)
         state.refs[message.email_message_id] = conversation.conversation_id
     return changed
 
 
-def apply_status(state: HomeState, change: StatusChange) -> bool:
-    """Apply a frontend's resolve/reopen; False when the conversation is unknown."""
+def _advance_thread(state: HomeState, conversation: Conversation) -> None:
+    """Make ``conversation`` its thread's latest, unless a newer one already is."""
+    if conversation.thread is None:
+        return
+    head = state.conversations.get(state.threads.get(conversation.thread, ""))
+    if head is not None and (head.opened_at, head.conversation_id) > (
+        conversation.opened_at,
+        conversation.conversation_id,
+    ):
+        return
+    state.threads.pop(conversation.thread, None)
+    state.threads[conversation.thread] = conversation.conversation_id
+
+
+StatusOutcome = Literal["applied", "stale", "unknown"]
+
+
+def apply_status(state: HomeState, change: StatusChange) -> StatusOutcome:
+    """Apply a frontend's resolve/reopen. A change older than the conversation's last
+    status change (a redelivered event) is ``stale`` and changes nothing."""
     conversation = state.conversations.get(change.conversation_id)
     if conversation is None:
-        return False
+        return "unknown"
+    if conversation.status_at is not None and change.at < conversation.status_at:
+        return "stale"
+    conversation.status_at = change.at
+    conversation.closed_reason = None
     if change.status == "resolved":
         conversation.status = "resolved"
         conversation.resolved_at = change.at
-        conversation.closed_reason = None
     else:
         conversation.status = "open"
         conversation.resolved_at = None
-        conversation.closed_reason = None
         conversation.last_message_at = max(conversation.last_message_at, change.at)
-    return True
+    return "applied"
 
 
-def evict(state: HomeState, policy: Policy, keep: Iterable[str] = ()) -> list[Conversation]:
+def evict(
+    state: HomeState, policy: Policy, keep: Iterable[str] = (), keep_applied: int = 0
+) -> list[Conversation]:
     """Forget the least recently active conversations beyond the bounds (resolved ones
-    first) and return them, so the shell can store their final state."""
+    first) and return them, so the shell can store their final state. The last
+    ``keep_applied`` applied messages are remembered whatever the bound."""
     pinned = set(keep)
+    while len(state.applied) > max(policy.max_applied, keep_applied):
+        del state.applied[next(iter(state.applied))]
     evicted: list[Conversation] = []
     excess = len(state.conversations) - policy.max_conversations
     if excess > 0:
