@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.consumer import (
@@ -157,6 +157,9 @@ def test_transient_errors_are_told_apart_from_bugs() -> None:
     assert is_transient(TimeoutError())
     assert not is_transient(KeyError("bug"))
     assert not is_transient(ValueError("bad data"))
+    busy = "database is locked (5) (SQLITE_BUSY)"  # FerretDB v1: another writer's turn
+    assert is_transient(OperationFailure(busy, code=1))
+    assert not is_transient(OperationFailure("unknown operator: $foo", code=2))
 
 
 def test_dead_letter_payload_keeps_the_exact_bytes_and_coordinates() -> None:

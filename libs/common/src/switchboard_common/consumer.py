@@ -67,9 +67,16 @@ class TransientFailureError(RuntimeError):
     """A batch could not be processed because a dependency stayed unreachable."""
 
 
+_DATABASE_BUSY = "SQLITE_BUSY"
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the dependency may come back, the record is not at fault."""
     if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, OperationFailure) and _DATABASE_BUSY in str(error):
+        # FerretDB v1 over SQLite answers InternalError when another connection holds the
+        # database's write lock: the write is fine, it only has to wait its turn.
         return True
     if isinstance(error, OperationFailure):
         return error.has_error_label("RetryableWriteError") or error.code in {
