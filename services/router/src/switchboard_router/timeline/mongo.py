@@ -67,10 +67,14 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    """Create the collections' secondary indexes (idempotent; run at start-up)."""
+    """Create the collections' secondary indexes (idempotent; run at start-up).
+
+    One index per command: FerretDB v1.24 drops the connection (a server panic) when one
+    ``createIndexes`` names several indexes that all exist already.
+    """
     for name, indexes in INDEXES.items():
-        if indexes:
-            await db[name].create_indexes(indexes)
+        for index in indexes:
+            await db[name].create_indexes([index])
 
 
 async def insert_new(
@@ -420,14 +424,12 @@ class MongoTimelineStore:
         return await _one_by_one(self.conversations, conversation_ids)
 
     async def insert_refs(self, refs: Sequence[tuple[str, str, str]]) -> None:
-        documents = {
-            f"{customer_id}|{message_id}": {
-                "_id": f"{customer_id}|{message_id}",
-                "customer_id": customer_id,
-                "conversation_id": conversation_id,
-            }
-            for customer_id, message_id, conversation_id in refs
-        }
+        documents: dict[str, Document] = {}
+        for customer_id, message_id, conversation_id in refs:
+            key = f"{customer_id}|{message_id}"
+            documents.setdefault(
+                key, {"_id": key, "customer_id": customer_id, "conversation_id": conversation_id}
+            )
         await insert_new(self.refs, list(documents.values()))
 
     async def get_refs(self, customer_id: str, message_ids: Sequence[str]) -> dict[str, str]:
