@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
+from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.contract import (
     Channel,
     ContractModel,
@@ -19,10 +22,12 @@ from switchboard_common.contract import (
     MessageReceived,
     Sender,
     SenderKind,
+    TopicNames,
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_devkit.builders import T0
 from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.processes import ServiceProcess, ServiceSpec
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
@@ -188,3 +193,47 @@ async def running_router(env: dict[str, str], **overrides: Any) -> AsyncIterator
     runtime, ctx, stages = build(settings)
     async with running(runtime) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield RunningRouter(url, http, ctx, stages)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+async def produce(
+    bootstrap: str, topics: TopicNames, items: Sequence[tuple[str, str, ContractModel]]
+) -> None:
+    """Publish (contract topic, key, event) records as a producer would: pipelined, all
+    acknowledged (``acks=all``) before returning."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        futures = []
+        for topic, key, event in items:
+            headers = event_headers(event, source="/tests")
+            futures.append(
+                await producer.send(
+                    topics(topic),
+                    encode(event),
+                    key=key.encode(),
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def router_process(env: dict[str, str], output: Any = None, **extra: str) -> ServiceProcess:
+    """The router as a real process (``python -m switchboard_router``) on a free port."""
+    spec = ServiceSpec("router", "switchboard_router", "ROUTER_HTTP_PORT", 8003)
+    environment = {
+        **os.environ,
+        **env,
+        "ROUTER_HTTP_PORT": str(free_port()),
+        "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+    return ServiceProcess(spec, environment, output=output)
