@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 CUSTOMERS = 150
 MESSAGES_EACH = 16  # 2400 messages
-KILLS = 4
+KILLS = 5
 GAPS = [timedelta(minutes=2), timedelta(hours=3), timedelta(hours=30), timedelta(days=4)]
 
 
@@ -123,15 +123,24 @@ async def test_sigkilled_router_leaves_every_message_in_the_timeline_exactly_onc
     router.start()
     try:
         await asyncio.to_thread(router.wait_ready, 120)
-        size = -(-len(records) // KILLS)
-        for start in range(0, len(records), size):
-            await produce(infra.kafka_bootstrap, topics, records[start : start + size])
-            # Let it work for a random while, then pull the plug mid-flight.
-            await asyncio.sleep(rng.uniform(0.5, 4.0))
+
+        # Messages keep flowing in small bursts while the router is killed at random
+        # moments (mid-batch, mid-write, mid-publish: wherever it happens to be).
+        async def flow_in() -> None:
+            for start in range(0, len(records), 30):
+                await produce(infra.kafka_bootstrap, topics, records[start : start + 30])
+                await asyncio.sleep(0.5)
+
+        producer = asyncio.create_task(flow_in())
+        for _ in range(KILLS):
+            await asyncio.sleep(rng.uniform(0.3, 3.0))
             router.kill()
+            done = await db["timeline_messages"].count_documents({})
+            print(f"SIGKILL with {done} of {len(flow)} messages stored")
             router = router_process(service_env, output=sys.stdout)
             router.start()
             await asyncio.to_thread(router.wait_ready, 120)
+        await producer
 
         async def all_stored() -> int | None:
             count = await db["timeline_messages"].count_documents({})
