@@ -192,3 +192,21 @@ async def test_erasure_removes_personal_data_and_leaves_skeletons(store: Timelin
     (kept,) = await store.timeline(["cu-2"], Page(None, 10))
     assert kept["text"] == "hello"
     assert await store.erase(["cu-1"]) == {**counts, "email_references": 0, "thread_claims": 0}
+
+
+async def test_created_states_and_conversations_may_exist_already(store: TimelineStore) -> None:
+    """A replay inserts again what a crashed attempt stored: the newer state wins."""
+    first = HomeState("cu-1", refs={"a@x": "cv-1"})
+    await store.save_states([first], T0, created=["cu-1"])
+    second = HomeState("cu-1", refs={"a@x": "cv-1", "b@x": "cv-1"})
+    await store.save_states([second], T0, created=["cu-1"])
+    assert await store.load_state("cu-1") == second
+    opening = {"customer_id": "cu-1", "subject": "Refund", "identity": None}
+    await store.save_conversations([ConversationWrite("cu-1", conversation(), opening, True)])
+    resolved = conversation(status="resolved")
+    await store.save_conversations(
+        [ConversationWrite("cu-1", resolved, {**opening, "subject": "changed"}, True)]
+    )
+    document = await store.get_conversation("cv-1")
+    assert document is not None
+    assert (document["status"], document["subject"]) == ("resolved", "Refund")

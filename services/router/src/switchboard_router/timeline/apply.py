@@ -46,6 +46,7 @@ from switchboard_common.contract import (
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
+from switchboard_router.timeline.aio import bounded_gather
 from switchboard_router.timeline.documents import (
     conversation_from,
     conversation_opening,
@@ -87,6 +88,8 @@ class _Work:
 
     base: HomeState
     items: list[Item]
+    #: The customer's state was found (in memory or in the store), so it is replaced.
+    known: bool = True
     stored: dict[str, Placement] = field(default_factory=dict)
     adopt: dict[str, str] = field(default_factory=dict)
     plan: HomePlan | None = None
@@ -126,7 +129,7 @@ class TimelineStage:
         await self._prefetch(work)
         await self._settle(work)
         plans = {home: w.plan for home, w in work.items() if w.plan is not None}
-        await self._write(plans)
+        await self._write(work)
         rejected = await self._publish(plans, deliveries)
         self._remember(plans)
         for delivery in deliveries:
@@ -170,15 +173,20 @@ class TimelineStage:
 
     async def _load(self, items: dict[str, list[Item]]) -> dict[str, _Work]:
         work: dict[str, _Work] = {}
+        cold = [home for home in items if home not in self._cache]
+        loaded = await bounded_gather(
+            [lambda h=h: self._store.load_state(h) for h in cold]  # type: ignore[misc]
+        )
+        stored = dict(zip(cold, loaded, strict=True))
         for home, home_items in items.items():
             cached = self._cache.get(home)
             if cached is not None:
                 self._metrics.state_loads.labels("cache").inc()
                 work[home] = _Work(cached.copy(), home_items)
                 continue
-            state = await self._store.load_state(home)
+            state = stored[home]
             self._metrics.state_loads.labels("new" if state is None else "store").inc()
-            work[home] = _Work(state or HomeState(home), home_items)
+            work[home] = _Work(state or HomeState(home), home_items, known=state is not None)
         return work
 
     async def _prefetch(self, work: dict[str, _Work]) -> None:
@@ -326,17 +334,24 @@ class TimelineStage:
 
     # ----------------------------------------------------------------------- writing
 
-    async def _write(self, plans: dict[str, HomePlan]) -> None:
+    async def _write(self, work: dict[str, _Work]) -> None:
         now = self._clock()
         conversations: list[ConversationWrite] = []
         refs: list[tuple[str, str, str]] = []
+        plans = {home: w.plan for home, w in work.items() if w.plan is not None}
         for home, plan in plans.items():
+            base = work[home].base
             for conversation_id, opener in plan.changed.items():
                 conversation = plan.state.conversations.get(conversation_id)
                 if conversation is not None:
                     record = opener.record if opener is not None else None
                     conversations.append(
-                        ConversationWrite(home, conversation, conversation_opening(home, record))
+                        ConversationWrite(
+                            home,
+                            conversation,
+                            conversation_opening(home, record),
+                            created=conversation_id not in base.conversations,
+                        )
                     )
             conversations += [
                 ConversationWrite(home, c, conversation_opening(home, None)) for c in plan.evicted
@@ -353,7 +368,8 @@ class TimelineStage:
                 counts = await self._store.erase([home])
                 self._metrics.erasures.labels("applied").inc()
                 log.info("timeline erased", customer_id=home, **counts)
-        await self._store.save_states([p.state for p in plans.values()], now)
+        created = [home for home, w in work.items() if not w.known]
+        await self._store.save_states([p.state for p in plans.values()], now, created)
 
     async def _publish(
         self, plans: dict[str, HomePlan], deliveries: Sequence[Delivery]

@@ -4,7 +4,7 @@ the shared contract suites). They hold the same documents the MongoDB stores hol
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -47,6 +47,15 @@ class InMemoryIdentityStore:
 
     async def claim_identity(self, record: IdentityRecord) -> IdentityRecord:
         return self.identities.setdefault(record.identity, record)
+
+    async def claim_identities(
+        self, records: Sequence[IdentityRecord]
+    ) -> dict[str, IdentityRecord]:
+        return {r.identity: self.identities.setdefault(r.identity, r) for r in records}
+
+    async def create_customers(self, records: Sequence[CustomerRecord]) -> None:
+        for record in records:
+            self.customers.setdefault(record.customer_id, record)
 
     async def identities_of(self, customer_ids: Sequence[str]) -> list[IdentityRecord]:
         wanted = set(customer_ids)
@@ -155,7 +164,10 @@ class InMemoryTimelineStore:
         document = self.states.get(customer_id)
         return None if document is None else state_from(copy.deepcopy(document))
 
-    async def save_states(self, states: Sequence[HomeState], at: datetime) -> None:
+    async def save_states(
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+    ) -> None:
+        del created  # an insert and a replacement end the same
         for state in states:
             self.states[state.customer_id] = state_document(state, at)
 

@@ -9,7 +9,7 @@ on FerretDB v1 those queries scan, which only the read path does).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from switchboard_common.mongo import Document
+from switchboard_router.timeline.aio import bounded_gather
 from switchboard_router.timeline.documents import (
     CONVERSATION_ERASURE,
     MESSAGE_ERASURE,
@@ -99,13 +100,13 @@ async def insert_new(
 async def _one_by_one(
     collection: AsyncCollection[Document], ids: Sequence[str]
 ) -> dict[str, Document]:
-    """Documents by ``_id``, one indexed lookup each (``$in`` scans on FerretDB v1)."""
-    found: dict[str, Document] = {}
-    for key in dict.fromkeys(ids):
-        document = await collection.find_one({"_id": key})
-        if document is not None:
-            found[key] = document
-    return found
+    """Documents by ``_id``, one indexed lookup each (``$in`` scans on FerretDB v1),
+    a few in flight at once."""
+    keys = list(dict.fromkeys(ids))
+    documents = await bounded_gather(
+        [lambda key=key: collection.find_one({"_id": key}) for key in keys]  # type: ignore[misc]
+    )
+    return {key: d for key, d in zip(keys, documents, strict=True) if d is not None}
 
 
 # --------------------------------------------------------------------------- identities
@@ -191,6 +192,48 @@ class MongoIdentityStore:
                 return await self.claim_identity(record)
             return winner
         return record
+
+    async def claim_identities(
+        self, records: Sequence[IdentityRecord]
+    ) -> dict[str, IdentityRecord]:
+        unique = list({r.identity: r for r in reversed(records)}.values())
+        taken = await insert_new(
+            self.identities,
+            [
+                {
+                    "_id": r.identity,
+                    "customer_id": r.customer_id,
+                    "linked_by": r.linked_by,
+                    "created_at": r.created_at,
+                }
+                for r in unique
+            ],
+        )
+        result = {r.identity: r for r in unique if r.identity not in taken}
+        found = await _one_by_one(self.identities, sorted(taken))
+        for record in unique:
+            if record.identity in taken:
+                winner = found.get(record.identity)
+                result[record.identity] = (
+                    _identity(winner) if winner else await self.claim_identity(record)
+                )
+        return result
+
+    async def create_customers(self, records: Sequence[CustomerRecord]) -> None:
+        await insert_new(
+            self.customers,
+            [
+                {
+                    "_id": r.customer_id,
+                    "created_at": r.created_at,
+                    "display_name": r.display_name,
+                    "profile": _profile(r.profile),
+                    "erased_at": r.erased_at,
+                    "erasure_id": r.erasure_id,
+                }
+                for r in records
+            ],
+        )
 
     async def identities_of(self, customer_ids: Sequence[str]) -> list[IdentityRecord]:
         cursor = self.identities.find({"customer_id": {"$in": list(customer_ids)}})
@@ -354,12 +397,19 @@ class MongoTimelineStore:
         document = await self.states.find_one({"_id": customer_id})
         return None if document is None else state_from(document)
 
-    async def save_states(self, states: Sequence[HomeState], at: datetime) -> None:
-        if states:
+    async def save_states(
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+    ) -> None:
+        # Inserting is far cheaper than replacing on FerretDB v1 (no read-modify-write);
+        # a state that exists after all (a replay) is replaced like the others.
+        fresh = [s for s in states if s.customer_id in created]
+        taken = await insert_new(self.states, [state_document(s, at) for s in fresh])
+        rest = [s for s in states if s.customer_id not in created or s.customer_id in taken]
+        if rest:
             await self.states.bulk_write(
                 [
                     ReplaceOne({"_id": s.customer_id}, state_document(s, at), upsert=True)
-                    for s in states
+                    for s in rest
                 ],
                 ordered=False,
             )
@@ -401,6 +451,19 @@ class MongoTimelineStore:
         return {key: placement_of(document) for key, document in found.items()}
 
     async def save_conversations(self, writes: Sequence[ConversationWrite]) -> None:
+        fresh = [w for w in writes if w.created]
+        taken = await insert_new(
+            self.conversations,
+            [
+                {
+                    "_id": w.conversation.conversation_id,
+                    **w.opening,
+                    **conversation_state(w.conversation),
+                }
+                for w in fresh
+            ],
+        )
+        writes = [w for w in writes if not w.created or w.conversation.conversation_id in taken]
         if writes:
             await self.conversations.bulk_write(
                 [

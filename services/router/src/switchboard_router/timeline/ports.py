@@ -10,7 +10,7 @@ both MongoDB and FerretDB v1. Every write is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -98,6 +98,17 @@ class IdentityStore(Protocol):
         when another writer got there first). Atomic on both servers."""
         ...
 
+    async def claim_identities(
+        self, records: Sequence[IdentityRecord]
+    ) -> dict[str, IdentityRecord]:
+        """``claim_identity`` for many at once (one bulk insert): identity → the stored
+        record. The first record of an identity in ``records`` is the one claimed."""
+        ...
+
+    async def create_customers(self, records: Sequence[CustomerRecord]) -> None:
+        """Insert the customers that do not exist yet (one bulk insert)."""
+        ...
+
     async def identities_of(self, customer_ids: Sequence[str]) -> list[IdentityRecord]: ...
 
     async def delete_identities(self, customer_ids: Sequence[str]) -> int: ...
@@ -171,6 +182,8 @@ class ConversationWrite:
     customer_id: str
     conversation: Conversation
     opening: Document
+    #: Opened in this batch: most likely not stored yet (an insert is cheapest).
+    created: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,8 +199,11 @@ class TimelineStore(Protocol):
 
     async def load_state(self, customer_id: str) -> HomeState | None: ...
 
-    async def save_states(self, states: Sequence[HomeState], at: datetime) -> None:
-        """Replace each customer's state (one writer per customer: the partition owner)."""
+    async def save_states(
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+    ) -> None:
+        """Replace each customer's state (one writer per customer: the partition owner).
+        ``created`` names customers whose state was never stored (inserted, cheaper)."""
         ...
 
     async def claim_threads(self, claims: Sequence[Claim]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -24,6 +24,7 @@ from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerMessage, Mess
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
+from switchboard_router.timeline.aio import bounded_gather
 from switchboard_router.timeline.identity import IdentityError, identity_of, profile_key_for
 from switchboard_router.timeline.ports import CustomerRecord, IdentityRecord, IdentityStore
 
@@ -33,6 +34,10 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 #: Merges are shallow in practice; the bound only guards against a cycle of bad data.
 MAX_MERGE_DEPTH = 32
+#: Seconds an identity → customer resolution is trusted (only erasure changes it, and
+#: an erased customer's messages find their way back by themselves; this bounds the
+#: detour they take).
+HOME_TTL = 600.0
 
 
 class Publisher(Protocol):
@@ -87,14 +92,25 @@ class Resolution:
     tier: str | None
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """How stage 1 saw a sender: its channel and the name it gave."""
+
+    channel: str
+    display_name: str | None = None
+
+
 class IdentityResolver:
     """Resolves identities to customers: finds, links or creates.
 
     A new identity links to the customer of a profile that lists it (a verified email
     for an email identity, a phone for a WhatsApp identity), else it gets a new customer.
-    Resolutions are cached for ``ttl`` seconds: merges, unmerges and tier changes reach
-    stage 1 within that time; erasure does not depend on it (stage 2 sends messages of
-    an erased customer back here with ``fresh=True``).
+
+    Which customer an identity belongs to changes only by erasure, which does not depend
+    on this cache (stage 2 sends messages of an erased customer back here with
+    ``fresh=True``), so it is cached for ``HOME_TTL``. Whom that customer is merged into
+    and its tier change by admin commands and are cached for ``ttl`` seconds: merges,
+    unmerges and tier changes reach stage 1 within that time. ``ttl=0`` caches nothing.
     """
 
     def __init__(
@@ -112,7 +128,7 @@ class IdentityResolver:
         self._clock = clock
         self._metrics = metrics
         self._new_id = new_id
-        self._homes: TtlCache[str, str] = TtlCache(ttl, size, monotonic)
+        self._homes: TtlCache[str, str] = TtlCache(HOME_TTL if ttl > 0 else 0, size, monotonic)
         self._roots: TtlCache[str, tuple[str, str | None]] = TtlCache(ttl, size, monotonic)
 
     async def resolve(
@@ -123,42 +139,89 @@ class IdentityResolver:
         display_name: str | None = None,
         fresh: bool = False,
     ) -> Resolution:
-        """The customer of ``identity``, creating one if it is new. Idempotent; safe to
-        run concurrently on several replicas."""
-        home = None if fresh else self._homes.get(identity)
-        if home is None:
-            home = await self._home(identity, channel, display_name)
-            self._homes.put(identity, home)
-        else:
-            self._metrics.identities.labels("cached").inc()
-        root, tier = await self.root_of(home, fresh=fresh)
-        return Resolution(identity, home, None if root == home else root, tier)
+        """The customer of ``identity`` (see ``resolve_many``)."""
+        resolved = await self.resolve_many({identity: Sighting(channel, display_name)}, fresh=fresh)
+        return resolved[identity]
 
-    async def _home(self, identity: str, channel: str, display_name: str | None) -> str:
-        stored = await self._store.get_identity(identity)
-        if stored is not None:
-            self._metrics.identities.labels("stored").inc()
-            return stored.customer_id
-        owner, rule = None, "new"
-        link = profile_key_for(identity)
-        if link is not None:
-            owner = await self._store.get_profile_key(link[0])
-            rule = link[1] if owner is not None else rule
-        candidate = owner or self._new_id()
+    async def resolve_many(
+        self, sightings: Mapping[str, Sighting], *, fresh: bool = False
+    ) -> dict[str, Resolution]:
+        """The customers of the identities, creating customers for new ones (one bulk
+        insert of identities, one of customers). Idempotent; safe to run concurrently on
+        several replicas: an identity inserted by another replica first is adopted."""
+        homes: dict[str, str] = {}
+        for identity in sightings if not fresh else ():
+            home = self._homes.get(identity)
+            if home is not None:
+                homes[identity] = home
+                self._metrics.identities.labels("cached").inc()
+        missing = [i for i in sightings if i not in homes]
+        stored = await bounded_gather(
+            [lambda i=i: self._store.get_identity(i) for i in missing]  # type: ignore[misc]
+        )
+        unknown: list[str] = []
+        for identity, record in zip(missing, stored, strict=True):
+            if record is None:
+                unknown.append(identity)
+            else:
+                homes[identity] = record.customer_id
+                self._metrics.identities.labels("stored").inc()
+        if unknown:
+            homes.update(await self._create(unknown, sightings))
+        for identity, home in homes.items():
+            self._homes.put(identity, home)
+        distinct = list(dict.fromkeys(homes.values()))
+        roots = await bounded_gather(
+            [lambda h=h: self.root_of(h, fresh=fresh) for h in distinct]  # type: ignore[misc]
+        )
+        by_home = dict(zip(distinct, roots, strict=True))
+        return {
+            identity: Resolution(
+                identity,
+                home,
+                None if by_home[home][0] == home else by_home[home][0],
+                by_home[home][1],
+            )
+            for identity, home in homes.items()
+        }
+
+    async def _create(
+        self, identities: Sequence[str], sightings: Mapping[str, Sighting]
+    ) -> dict[str, str]:
+        links = {i: profile_key_for(i) for i in identities}
+        linkable = [i for i, link in links.items() if link is not None]
+        owners = await bounded_gather(
+            [lambda i=i: self._store.get_profile_key(links[i][0]) for i in linkable]  # type: ignore[index,misc]
+        )
+        owner_of = {i: o for i, o in zip(linkable, owners, strict=True) if o is not None}
         now = self._clock()
-        record = await self._store.claim_identity(IdentityRecord(identity, candidate, rule, now))
-        if record.customer_id != candidate:
-            self._metrics.identities.labels("stored").inc()
-            return record.customer_id  # another replica created it first: adopt theirs
-        if owner is None:
-            await self._store.create_customer(CustomerRecord(candidate, now, display_name))
-            self._metrics.customers_created.labels(channel).inc()
-            self._metrics.identities.labels("new").inc()
-        else:
-            self._metrics.identities.labels(
-                "linked_phone" if rule == "phone" else "linked_email"
-            ).inc()
-        return candidate
+        records = []
+        for identity in identities:
+            link = links[identity]
+            owner = owner_of.get(identity)
+            rule = link[1] if owner is not None and link is not None else "new"
+            records.append(IdentityRecord(identity, owner or self._new_id(), rule, now))
+        winners = await self._store.claim_identities(records)
+        created = [
+            CustomerRecord(r.customer_id, now, sightings[r.identity].display_name)
+            for r in records
+            if r.linked_by == "new" and winners[r.identity].customer_id == r.customer_id
+        ]
+        await self._store.create_customers(created)
+        for customer in created:
+            # A customer created just now is merged into nobody and has no tier yet.
+            self._roots.put(customer.customer_id, (customer.customer_id, None))
+        for record in records:
+            won = winners[record.identity].customer_id == record.customer_id
+            if not won:
+                outcome = "stored"  # another replica created it first: adopt theirs
+            elif record.linked_by == "new":
+                outcome = "new"
+                self._metrics.customers_created.labels(sightings[record.identity].channel).inc()
+            else:
+                outcome = "linked_phone" if record.linked_by == "phone" else "linked_email"
+            self._metrics.identities.labels(outcome).inc()
+        return {identity: record.customer_id for identity, record in winners.items()}
 
     async def root_of(self, customer_id: str, *, fresh: bool = False) -> tuple[str, str | None]:
         """The customer ``customer_id`` is (transitively) merged into, and its tier."""
@@ -207,14 +270,12 @@ class IdentityStage:
                 accepted.append((message, identity_of(message)))
             except IdentityError as error:
                 rejected.append((delivery, f"sender identity: {error}"))
-        resolutions: dict[str, Resolution] = {}
+        sightings: dict[str, Sighting] = {}
         for message, identity in accepted:
-            if identity not in resolutions:
-                resolutions[identity] = await self._resolver.resolve(
-                    identity,
-                    channel=message.channel.value,
-                    display_name=message.sender.display_name,
-                )
+            sightings.setdefault(
+                identity, Sighting(message.channel.value, message.sender.display_name)
+            )
+        resolutions = await self._resolver.resolve_many(sightings)
         now = self._clock()
         await self._publisher.publish_all(
             [

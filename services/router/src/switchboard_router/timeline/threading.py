@@ -87,7 +87,7 @@ class Policy:
     email_subject_window: timedelta = timedelta(days=7)
     email_split_by_sender: bool = True
     #: Message-IDs remembered per customer (older ones are found through the refs index).
-    max_refs: int = 200
+    max_refs: int = 50
     #: Conversations remembered per customer (open ones are kept before resolved ones).
     max_conversations: int = 60
     #: Social threads remembered per customer.
