@@ -10,7 +10,6 @@ from switchboard_common.contract import Channel
 from switchboard_router.timeline.identity import (
     IdentityError,
     identities_for_profile_key,
-    identity_kind,
     identity_of,
     normalise_phone,
     parse_identity,
@@ -98,8 +97,6 @@ def test_profile_keys_link_emails_and_whatsapp_phones_only() -> None:
     assert profile_key_for("telegram:bot:1") is None
     assert identities_for_profile_key("phone:+34600111222") == ("whatsapp:+34600111222",)
     assert identities_for_profile_key("external:crm-1") == ()
-    assert identity_kind("instagram:a:b") == "instagram"
-    assert identity_kind("nonsense") == "unknown"
     assert pseudonym("email:ana@example.com") != pseudonym("email:bob@example.com")
     assert "ana" not in pseudonym("email:ana@example.com")
 

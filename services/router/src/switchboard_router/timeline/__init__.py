@@ -16,9 +16,10 @@ from switchboard_common.contract import CONVERSATION_EVENTS, CUSTOMER_MESSAGES, 
 from switchboard_router.stage import RouterContext, StageParts
 from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
-from switchboard_router.timeline.apply import StatusForwarder, TimelineStage
+from switchboard_router.timeline.apply import TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
+from switchboard_router.timeline.status import StatusForwarder
 from switchboard_router.timeline.threading import Policy
 
 GROUP_IDENTITY = "router-identity"

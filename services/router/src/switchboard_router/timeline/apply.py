@@ -19,9 +19,6 @@ the shared ``BatchConsumer`` only after all of it.
 The state of customers is cached between batches while this replica keeps consuming a
 partition without a gap; any gap (rebalance, a record isolated by the consumer) drops
 the cache, so a state written by another replica is never overwritten from memory.
-
-``StatusForwarder`` (group ``router-timeline-state``) consumes
-``support.conversation-events.v1`` and re-keys resolve/reopen onto the customer stream.
 """
 
 from __future__ import annotations
@@ -30,15 +27,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
     CONVERSATION_ACTIVITY,
-    CUSTOMER_MESSAGES,
     ConversationActivity,
-    ConversationReopened,
-    ConversationResolved,
     ConversationStatusChanged,
     CustomerErased,
     CustomerMessage,
@@ -118,10 +111,6 @@ class TimelineStage:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, HomeState] = OrderedDict()
         self._next_offset: dict[tuple[str, int], int] = {}
-
-    def forget(self) -> None:
-        """Drop every cached state (the next batch reloads from the store)."""
-        self._cache.clear()
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
         self._check_continuity(deliveries)
@@ -456,62 +445,3 @@ def activity(applied: Applied) -> Outgoing:
         ),
         event_id=f"{message.message_id}:activity",
     )
-
-
-class StatusForwarder:
-    """The batch handler of group ``router-timeline-state``: resolve/reopen events of
-    ``support.conversation-events.v1`` onto the owning customer's stream.
-
-    An event for a conversation the timeline never stored is dead-lettered (it cannot be
-    ordered with any customer's messages); other event types are not about threading.
-    """
-
-    def __init__(self, store: TimelineStore, publisher: Publisher, metrics: TimelineMetrics):
-        self._store = store
-        self._publisher = publisher
-        self._metrics = metrics
-        self._homes: OrderedDict[str, str] = OrderedDict()
-
-    async def _home(self, conversation_id: str) -> str | None:
-        home = self._homes.get(conversation_id)
-        if home is None:
-            document = await self._store.get_conversation(conversation_id)
-            if document is None:
-                return None
-            home = str(document["customer_id"])
-            self._homes[conversation_id] = home  # a conversation never changes customer
-            while len(self._homes) > 100_000:
-                self._homes.popitem(last=False)
-        return home
-
-    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
-        outgoing: list[Outgoing] = []
-        rejected: list[tuple[Delivery, str]] = []
-        for delivery in deliveries:
-            event = delivery.event
-            if not isinstance(event, ConversationResolved | ConversationReopened):
-                continue
-            status: Literal["resolved", "reopened"] = (
-                "resolved" if isinstance(event, ConversationResolved) else "reopened"
-            )
-            home = await self._home(event.conversation_id)
-            if home is None:
-                self._metrics.status_changes.labels(status, "unknown").inc()
-                rejected.append((delivery, "unknown conversation: the timeline never stored it"))
-                continue
-            self._metrics.status_changes.labels(status, "forwarded").inc()
-            outgoing.append(
-                Outgoing(
-                    topic=CUSTOMER_MESSAGES,
-                    key=home,
-                    event=ConversationStatusChanged(
-                        customer_id=home,
-                        conversation_id=event.conversation_id,
-                        status=status,
-                        at=event.at,
-                    ),
-                    event_id=f"{delivery.attributes.id}:status",
-                )
-            )
-        await self._publisher.publish_all(outgoing)
-        return rejected

@@ -130,12 +130,6 @@ def parse_identity(text: str) -> str:
     return f"{form.kind}:{_plain_id(account, 'account')}:{_plain_id(user, 'user id')}"
 
 
-def identity_kind(identity: str) -> str:
-    """The kind prefix (``email``, ``whatsapp``, ...): a bounded metric label."""
-    kind = identity.partition(":")[0]
-    return kind if kind in _BY_KIND else "unknown"
-
-
 def profile_key_for(identity: str) -> tuple[str, Literal["verified_email", "phone"]] | None:
     """The profile key that links a new identity to an existing customer, with its rule.
 

@@ -78,9 +78,6 @@ class TtlCache(Generic[_K, _V]):
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 @dataclass(frozen=True)
 class Resolution:
