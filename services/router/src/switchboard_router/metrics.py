@@ -104,15 +104,112 @@ class AssignmentMetrics:
 
 
 @dataclass(frozen=True)
+class TimelineMetrics:
+    """Stages 1-2 (identity, timeline) and the customer admin commands."""
+
+    messages: Counter
+    customers_created: Counter
+    identities: Counter
+    conversations: Counter
+    threading: Counter
+    status_changes: Counter
+    merges: Counter
+    erasures: Counter
+    replays: Counter
+    state_loads: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
+        return cls(
+            # Customer messages reaching stage 2, by channel and outcome
+            # (stored|replayed|duplicate|re_resolved).
+            messages=Counter(
+                "switchboard_router_timeline_messages",
+                "Customer messages applied to timelines, by channel and outcome.",
+                ["channel", "outcome"],
+                registry=registry,
+            ),
+            # Customers created for a new identity, by channel.
+            customers_created=Counter(
+                "switchboard_router_customers_created",
+                "Customers created for a sender identity seen for the first time.",
+                ["channel"],
+                registry=registry,
+            ),
+            # Identity resolutions in stage 1, by outcome (cached|stored|new|linked_email|
+            # linked_phone).
+            identities=Counter(
+                "switchboard_router_identity_resolutions",
+                "Sender identities resolved to customers, by outcome.",
+                ["outcome"],
+                registry=registry,
+            ),
+            # Conversations opened, reopened by a customer message, or closed as inactive.
+            conversations=Counter(
+                "switchboard_router_conversations",
+                "Conversation openings, reopenings and inactivity closings, by channel.",
+                ["channel", "kind"],
+                registry=registry,
+            ),
+            # How new messages found their conversation, by channel and threading rule.
+            threading=Counter(
+                "switchboard_router_threading_decisions",
+                "Threading decisions, by channel and the rule that decided.",
+                ["channel", "rule"],
+                registry=registry,
+            ),
+            # Frontend resolve/reopen events, by status and outcome (forwarded|applied|
+            # unknown|ignored).
+            status_changes=Counter(
+                "switchboard_router_conversation_status_changes",
+                "Conversation status events handled by the timeline, by outcome.",
+                ["status", "outcome"],
+                registry=registry,
+            ),
+            # Customer merges, by reason (external_id|verified_email|phone|manual) and
+            # outcome (merged|refused|undone).
+            merges=Counter(
+                "switchboard_router_customer_merges",
+                "Customer merges, refusals and unmerges, by reason.",
+                ["reason", "outcome"],
+                registry=registry,
+            ),
+            # GDPR erasures, by step (requested|applied).
+            erasures=Counter(
+                "switchboard_router_customer_erasures",
+                "Customer erasures requested and applied to the timeline.",
+                ["step"],
+                registry=registry,
+            ),
+            # Re-planning after a lost thread claim or a message found already stored.
+            replays=Counter(
+                "switchboard_router_timeline_replans",
+                "Batches re-planned for one customer, by cause (claim|stored).",
+                ["cause"],
+                registry=registry,
+            ),
+            # Where stage 2 found a customer's threading state (cache|store|new).
+            state_loads=Counter(
+                "switchboard_router_timeline_state_loads",
+                "Customer threading states loaded, by source.",
+                ["source"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class RouterMetrics:
     """All of the router's metrics, registered on one registry."""
 
     consumer: ConsumerMetrics
     assignment: AssignmentMetrics
+    timeline: TimelineMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
         return cls(
             consumer=ConsumerMetrics.create(registry),
             assignment=AssignmentMetrics.create(registry),
+            timeline=TimelineMetrics.create(registry),
         )

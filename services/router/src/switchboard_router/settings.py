@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from switchboard_common.settings import ServiceSettings, env
 
@@ -22,6 +23,45 @@ class RouterSettings(ServiceSettings):
     )
 
     # ---------------------------------------------------------------- timeline (stages 1-2)
+    #: A message to a resolved conversation reopens it within this time of the resolution;
+    #: later, it opens a new conversation linked to the resolved one. Seconds or ISO 8601.
+    reopen_window: timedelta = Field(
+        timedelta(days=3), gt=timedelta(0), validation_alias=env("ROUTER_REOPEN_WINDOW")
+    )
+    #: A social message joins the sender's open conversation on the channel while its last
+    #: message is this recent; after that a new conversation replaces it.
+    social_inactivity_window: timedelta = Field(
+        timedelta(hours=24), gt=timedelta(0), validation_alias=env("ROUTER_SOCIAL_INACTIVITY")
+    )
+    #: An email without matching thread headers joins an open conversation with the same
+    #: subject only within this time of its last message.
+    email_subject_window: timedelta = Field(
+        timedelta(days=7), ge=timedelta(0), validation_alias=env("ROUTER_EMAIL_SUBJECT_WINDOW")
+    )
+    #: A reply from a different sender to a known email thread opens its own conversation.
+    email_split_by_sender: bool = Field(True, validation_alias=env("ROUTER_EMAIL_SPLIT_BY_SENDER"))
+    #: How long stage 1 trusts a cached identity → customer resolution (0 disables).
+    identity_cache_seconds: float = Field(
+        5.0, ge=0, le=3600, validation_alias=env("ROUTER_IDENTITY_CACHE_SECONDS")
+    )
+    #: Identities and customers each kept in stage 1's cache.
+    identity_cache_size: int = Field(
+        100_000, ge=0, le=10_000_000, validation_alias=env("ROUTER_IDENTITY_CACHE_SIZE")
+    )
+    #: Customers whose threading state stage 2 keeps in memory between batches.
+    timeline_cache_size: int = Field(
+        20_000, ge=0, le=1_000_000, validation_alias=env("ROUTER_TIMELINE_CACHE_SIZE")
+    )
+    #: Default and largest page of the timeline and conversation read API.
+    timeline_page_size: int = Field(
+        50, ge=1, le=1000, validation_alias=env("ROUTER_TIMELINE_PAGE_SIZE")
+    )
+    timeline_page_max: int = Field(
+        200, ge=1, le=1000, validation_alias=env("ROUTER_TIMELINE_PAGE_MAX")
+    )
+    #: Bearer token for the admin endpoints (merge, unmerge, profile, erasure); unset
+    #: disables them (403). Also ``ROUTER_ADMIN_TOKEN_FILE``.
+    admin_token: SecretStr | None = Field(None, validation_alias=env("ROUTER_ADMIN_TOKEN"))
 
     # ---------------------------------------------------------------- assignment (stage 3)
     #: The routing policy (YAML); unset means the default policy shipped in the package.

@@ -31,7 +31,12 @@ from switchboard_common.contract.events import (
     SlaBreached,
     SlaEvent,
 )
-from switchboard_common.contract.internal import ConversationActivity, CustomerMessage
+from switchboard_common.contract.internal import (
+    ConversationActivity,
+    ConversationStatusChanged,
+    CustomerErased,
+    CustomerMessage,
+)
 from switchboard_common.contract.topics import (
     AGENT_EVENTS,
     ALL_TOPICS,
@@ -78,7 +83,9 @@ __all__ = [
     "ConversationReopened",
     "ConversationRequeued",
     "ConversationResolved",
+    "ConversationStatusChanged",
     "ConversationTransferred",
+    "CustomerErased",
     "CustomerMessage",
     "DeadLetter",
     "DeadLetterHeader",

@@ -22,6 +22,10 @@ class CustomerMessage(ContractModel):
     Stage 1 (identity) publishes it; stage 2 (timeline) consumes it. Keying by customer
     keeps one customer's messages in order even when they arrive on several channels
     (whose sender keys land on different partitions of ``support.inbound.v1``).
+
+    ``customer_id`` is the customer the sender identity belongs to. When that customer has
+    been merged into another, ``merged_into`` names the customer routing sees; the key
+    stays ``customer_id``, so merging never moves a customer's messages between partitions.
     """
 
     ce_type: ClassVar[str] = "switchboard.router.customer_message"
@@ -31,6 +35,39 @@ class CustomerMessage(ContractModel):
     identity: NonEmptyStr
     message: MessageReceived
     resolved_at: AwareDatetime
+    #: extension: the customer ``customer_id`` is merged into, when it is.
+    merged_into: str | None = None
+    #: extension: the tier of the customer routing sees (from a CRM profile).
+    customer_tier: str | None = None
+
+
+class ConversationStatusChanged(ContractModel):
+    """A frontend resolved or reopened a conversation, re-keyed by ``customer_id``.
+
+    Stage 2 forwards ``support.conversation.resolved``/``reopened`` onto the customer's
+    stream so that threading sees status changes in order with the customer's messages.
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.conversation_status_changed"
+
+    customer_id: NonEmptyStr
+    conversation_id: NonEmptyStr
+    status: Literal["resolved", "reopened"]
+    at: AwareDatetime
+
+
+class CustomerErased(ContractModel):
+    """A customer's personal data was erased (GDPR); keyed by ``customer_id``.
+
+    Stage 2 drops what it holds of the customer when it reaches this record and hands any
+    later message filed under the customer back to identity resolution.
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.customer_erased"
+
+    customer_id: NonEmptyStr
+    erasure_id: NonEmptyStr
+    at: AwareDatetime
 
 
 class ConversationActivity(ContractModel):

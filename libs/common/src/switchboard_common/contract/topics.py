@@ -23,7 +23,12 @@ from switchboard_common.contract.events import (
     SlaAtRisk,
     SlaBreached,
 )
-from switchboard_common.contract.internal import ConversationActivity, CustomerMessage
+from switchboard_common.contract.internal import (
+    ConversationActivity,
+    ConversationStatusChanged,
+    CustomerErased,
+    CustomerMessage,
+)
 
 INBOUND = "support.inbound.v1"
 ASSIGNMENTS = "support.assignments.v1"
@@ -125,10 +130,11 @@ INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         CUSTOMER_MESSAGES,
         key="customer_id",
-        events=(CustomerMessage,),
+        events=(CustomerMessage, ConversationStatusChanged, CustomerErased),
         partitions=12,
         retention_ms=3 * _DAY_MS,
-        description="Router stage 1 -> 2: messages after identity resolution.",
+        description="Router stage 1 -> 2: messages after identity resolution, and the "
+        "status changes and erasures that threading must see in order with them.",
     ),
     TopicSpec(
         CONVERSATION_ACTIVITY,

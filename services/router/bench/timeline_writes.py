@@ -1,0 +1,275 @@
+"""Benchmark: messages applied to timelines per second, on real Kafka and FerretDB.
+
+``system``: the router's stages 1 and 2 running in this process (the shell ``make run``
+starts) take a backlog of ``support.inbound.v1`` messages through identity resolution,
+the customer-keyed internal topic, threading and storage, to the stored timeline entry
+and the published ``ConversationActivity``. Counted from the router's own metric
+(``switchboard_router_timeline_messages_total{outcome="stored"}``), from the first
+stored batch for ``--duration`` seconds (or until the backlog is done).
+
+``baseline``: a bare aiokafka consumer reads the same records from the beginning and
+bulk-inserts them (``insert_many``, 500 a batch, offsets committed after) into a
+collection of the same database, in the same run, for the same window.
+
+The workload is ``--customers`` customers (half email, half WhatsApp) writing
+``--messages`` messages in random interleaving; email customers reply to their earlier
+messages or start new subjects. Every batch therefore touches hundreds of customers.
+
+    uv run python services/router/bench/timeline_writes.py --duration 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError
+
+from switchboard_common.contract import INBOUND, Channel, ContractModel, MessageReceived, TopicNames
+from switchboard_common.logging import configure_logging
+from switchboard_common.mongo import Document
+from switchboard_common.service import run_runtime
+from switchboard_common.topics import create_topics
+from switchboard_devkit.builders import T0
+from switchboard_devkit.inprocess import free_port
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline.identity import identity_of
+from switchboard_router.timeline.testing import inbound, message_ref, produce
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017")
+BATCH = 500
+
+
+def workload(messages: int, customers: int, rng: random.Random) -> list[MessageReceived]:
+    per_customer = max(1, messages // customers)
+    streams: list[list[MessageReceived]] = []
+    for c in range(customers):
+        at = T0 + timedelta(seconds=c)
+        stream: list[MessageReceived] = []
+        for n in range(per_customer):
+            at += timedelta(minutes=rng.choice([1, 30, 600]))
+            message_id = f"b{c}-{n}"
+            text = f"Message {n} from customer {c}: where is my order {rng.randint(1000, 9999)}?"
+            if c % 2:
+                phone = f"+3461{c:07d}"
+                stream.append(
+                    inbound(message_id, channel=Channel.WHATSAPP, sender=phone, at=at, text=text)
+                )
+                continue
+            sender = f"customer{c}@example.com"
+            if stream and rng.random() < 0.6:
+                parent = rng.choice(stream)
+                stream.append(
+                    inbound(
+                        message_id,
+                        sender=sender,
+                        subject=f"Re: {parent.subject}",
+                        at=at,
+                        text=text,
+                        in_reply_to=message_ref(parent.message_id),
+                        references=[message_ref(parent.message_id)],
+                    )
+                )
+            else:
+                subject = rng.choice(["Order", "Refund", "Delivery", "Invoice"])
+                stream.append(inbound(message_id, sender=sender, subject=subject, at=at, text=text))
+        streams.append(stream)
+    cursors = [0] * len(streams)
+    live = list(range(len(streams)))
+    flow: list[MessageReceived] = []
+    while live:
+        i = rng.randrange(len(live))
+        c = live[i]
+        flow.append(streams[c][cursors[c]])
+        cursors[c] += 1
+        if cursors[c] == len(streams[c]):
+            live[i] = live[-1]
+            live.pop()
+    return flow
+
+
+def _sample(registry: Any, name: str, **labels: str) -> float:
+    total = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+async def measure_system(prefix: str, database: str, total: int, duration: float) -> dict[str, Any]:
+    settings = RouterSettings.load(
+        kafka_bootstrap_servers=BOOTSTRAP,
+        mongodb_url=MONGODB_URL,
+        mongodb_database=database,
+        topic_prefix=prefix,
+        http_port=free_port(),
+        environment="test",
+        log_level="WARNING",
+    )
+    runtime, ctx, _ = build(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_runtime(runtime, stop=stop))
+    registry = ctx.registry
+
+    def stored() -> float:
+        return _sample(registry, "switchboard_router_timeline_messages_total", outcome="stored")
+
+    def resolved() -> float:
+        return _sample(
+            registry,
+            "switchboard_consumer_records_total",
+            topic=INBOUND,
+            outcome="processed",
+        )
+
+    try:
+        deadline = time.monotonic() + 180
+        while stored() == 0:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError("the router stored nothing")
+            await asyncio.sleep(0.05)
+        started, first, first_resolved = time.monotonic(), stored(), resolved()
+        while time.monotonic() - started < duration and stored() < total:  # noqa: ASYNC110 - polling a metric; there is no event to wait on
+            await asyncio.sleep(0.1)
+        elapsed = time.monotonic() - started
+        applied = stored() - first
+        return {
+            "rate": applied / elapsed,
+            "applied": int(applied),
+            "elapsed": round(elapsed, 2),
+            "stage1_rate": (resolved() - first_resolved) / elapsed,
+        }
+    finally:
+        stop.set()
+        await task
+
+
+async def measure_baseline(
+    prefix: str, database: str, total: int, duration: float
+) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(
+        TopicNames(prefix).inbound,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"{prefix}bench-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=BATCH,
+    )
+    client: AsyncMongoClient[Document] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
+    collection = client[database]["bench_baseline_messages"]
+    await consumer.start()
+    inserted, started = 0, None
+    try:
+        deadline = time.monotonic() + 120
+        while inserted < total and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+            records = [r for rs in batch.values() for r in rs]
+            if not records:
+                continue
+            if started is None:
+                started = time.monotonic()
+            documents = []
+            for record in records:
+                body = json.loads(record.value)
+                documents.append({"_id": body["message_id"], **body})
+            try:
+                await collection.insert_many(documents, ordered=False)
+            except BulkWriteError as error:  # a redelivered record: already there
+                if any(e.get("code") != 11000 for e in error.details["writeErrors"]):
+                    raise
+            await consumer.commit()
+            inserted += len(records)
+            if time.monotonic() - started >= duration:
+                break
+        if started is None:
+            raise RuntimeError("the baseline consumed nothing")
+        elapsed = time.monotonic() - started
+        return {"rate": inserted / elapsed, "applied": inserted, "elapsed": round(elapsed, 2)}
+    finally:
+        await consumer.stop()
+        await client.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)  # noqa: S311 - a reproducible workload, not a secret
+    tag = uuid.uuid4().hex[:8]
+    prefix, database = f"bench{tag}.", f"bench_timeline_{tag}"
+    await create_topics(BOOTSTRAP, prefix=prefix, partitions=args.partitions)
+    try:
+        flow = workload(args.messages, args.customers, rng)
+        records: list[tuple[str, str, ContractModel]] = [(INBOUND, identity_of(m), m) for m in flow]
+        await produce(BOOTSTRAP, TopicNames(prefix), records)
+        system = await measure_system(prefix, database, len(flow), args.duration)
+        baseline = await measure_baseline(prefix, database, len(flow), args.duration)
+    finally:
+        await _clean_up(prefix, database)
+    return {
+        "case": "timeline_writes",
+        "unit": "messages/s",
+        "system": round(system["rate"], 1),
+        "baseline": round(baseline["rate"], 1),
+        "ratio": round(system["rate"] / baseline["rate"], 4),
+        "system_messages": system["applied"],
+        "system_seconds": system["elapsed"],
+        "stage1_messages_per_second": round(system["stage1_rate"], 1),
+        "baseline_messages": baseline["applied"],
+        "baseline_seconds": baseline["elapsed"],
+        "backlog": len(flow),
+        "customers": args.customers,
+        "partitions": args.partitions,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+async def _clean_up(prefix: str, database: str) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(MONGODB_URL)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--customers", type=int, default=2_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    configure_logging(service="bench", level="WARNING", fmt="json")
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    if args.json is not None:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)  # noqa: T201 - the result is the program's output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The timeline read API and the customer admin endpoints (FastAPI routers).
+
+Read (JSON; lists are ``{"items": [...], "next": <cursor or null>}``):
+
+- ``GET /customers?identity=<kind>:<value>`` — the customer an identity belongs to;
+- ``GET /customers/{customer_id}`` — one customer with identities, merges and profile;
+- ``GET /customers/{customer_id}/timeline`` — every message of the customer (and of the
+  customers merged into it) across channels in time order, with conversation
+  boundaries: each item says whether it opened or reopened its conversation, and
+  ``conversations`` summarises the conversations on the page;
+- ``GET /conversations/{conversation_id}`` — one conversation, its state and messages.
+
+Admin (``Authorization: Bearer $ROUTER_ADMIN_TOKEN``; disabled without the setting):
+
+- ``POST /admin/customers/{customer_id}/profile`` — link a CRM profile (merges by rule);
+- ``POST /admin/merges``, ``GET /admin/merges?customer_id=``, ``GET /admin/merges/{id}``,
+  ``POST /admin/merges/{id}/undo`` — manual merge and unmerge;
+- ``POST /admin/customers/{customer_id}/erasure``, ``GET /admin/erasures/{id}`` — GDPR.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the page-size bounds, which
+# come from the settings, when the routes are defined.
+
+import dataclasses
+import hmac
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchboard_common.mongo import Document
+from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline.admin import (
+    CustomerConflictError,
+    CustomerDirectory,
+    CustomerNotFoundError,
+    CustomerView,
+)
+from switchboard_router.timeline.documents import (
+    CursorError,
+    decode_cursor,
+    encode_cursor,
+    json_ready,
+)
+from switchboard_router.timeline.identity import IdentityError, parse_identity
+from switchboard_router.timeline.linking import Profile
+from switchboard_router.timeline.ports import ErasureRecord, MergeRecord, Page, TimelineStore
+
+_T = TypeVar("_T")
+
+#: Internal fields of stored documents that the API does not show.
+_HIDDEN_MESSAGE = {"_id", "rule", "claim"}
+_HIDDEN_CONVERSATION = {"_id", "sender", "thread", "subject_key"}
+
+
+# --------------------------------------------------------------------------- shaping
+
+
+def message_view(document: Document) -> dict[str, Any]:
+    view = json_ready({k: v for k, v in document.items() if k not in _HIDDEN_MESSAGE})
+    view = {"message_id": document["_id"], **view}
+    view["threading_rule"] = document.get("rule")
+    view["conversation_start"] = document.get("placement") in ("opened", "reopened")
+    return view
+
+
+def conversation_view(document: Document) -> dict[str, Any]:
+    view = json_ready({k: v for k, v in document.items() if k not in _HIDDEN_CONVERSATION})
+    return {"conversation_id": document["_id"], **view}
+
+
+def customer_view(view: CustomerView) -> dict[str, Any]:
+    customer = view.customer
+    return {
+        "customer_id": customer.customer_id,
+        "created_at": json_ready({"t": customer.created_at})["t"],
+        "display_name": customer.display_name,
+        "merged_into": view.merged_into,
+        "members": list(view.members),
+        "identities": [
+            {
+                "identity": i.identity,
+                "customer_id": i.customer_id,
+                "linked_by": i.linked_by,
+                "created_at": json_ready({"t": i.created_at})["t"],
+            }
+            for i in view.identities
+        ],
+        "profile": dataclasses.asdict(customer.profile),
+        "erased": customer.erased_at is not None,
+    }
+
+
+def record_view(record: MergeRecord | ErasureRecord) -> dict[str, Any]:
+    return json_ready(dataclasses.asdict(record))
+
+
+def _page(cursor: str | None, limit: int) -> Page:
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except CursorError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    return Page(after=after, limit=limit + 1)
+
+
+def _items(documents: Sequence[Document], limit: int) -> tuple[list[Document], str | None]:
+    page = list(documents[:limit])
+    more = len(documents) > limit
+    last = page[-1] if page else None
+    cursor = encode_cursor(last["received_at"], last["_id"]) if more and last else None
+    return page, cursor
+
+
+# --------------------------------------------------------------------------- read routes
+
+
+def read_router(
+    directory: CustomerDirectory, timeline: TimelineStore, settings: RouterSettings
+) -> APIRouter:
+    router = APIRouter(tags=["timeline"])
+    default, largest = settings.timeline_page_size, settings.timeline_page_max
+    Limit = Annotated[int, Query(ge=1, le=largest, description="items per page")]  # noqa: N806 - a type alias
+    Cursor = Annotated[str | None, Query(description="the `next` of the previous page")]  # noqa: N806 - a type alias
+
+    @router.get("/customers")
+    async def find_customer(
+        identity: Annotated[str, Query(description="e.g. email:ana@example.com")],
+    ) -> dict[str, Any]:
+        """The customer a sender identity belongs to (after merges)."""
+        try:
+            canonical = parse_identity(identity)
+        except IdentityError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+        view = await directory.find(canonical)
+        return {"items": [customer_view(view)] if view else [], "next": None}
+
+    @router.get("/customers/{customer_id}")
+    async def get_customer(customer_id: str) -> dict[str, Any]:
+        view = await directory.view(customer_id)
+        if view is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
+        return customer_view(view)
+
+    @router.get("/customers/{customer_id}/timeline")
+    async def get_timeline(
+        customer_id: str, limit: Limit = default, cursor: Cursor = None
+    ) -> dict[str, Any]:
+        """Messages across all channels in time order, with conversation boundaries."""
+        view = await directory.view(customer_id)
+        if view is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
+        documents = await timeline.timeline([customer_id, *view.members], _page(cursor, limit))
+        page, following = _items(documents, limit)
+        conversations = await timeline.get_conversations(
+            sorted({d["conversation_id"] for d in page})
+        )
+        return {
+            "customer_id": customer_id,
+            "merged_into": view.merged_into,
+            "items": [message_view(d) for d in page],
+            "next": following,
+            "conversations": {k: conversation_view(v) for k, v in conversations.items()},
+        }
+
+    @router.get("/conversations/{conversation_id}")
+    async def get_conversation(
+        conversation_id: str, limit: Limit = default, cursor: Cursor = None
+    ) -> dict[str, Any]:
+        """One conversation: its state and its messages in time order."""
+        document = await timeline.get_conversation(conversation_id)
+        if document is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
+        documents = await timeline.conversation_messages(conversation_id, _page(cursor, limit))
+        page, following = _items(documents, limit)
+        conversation = conversation_view(document)
+        conversation["message_count"] = await timeline.count_messages(conversation_id)
+        return {
+            "conversation": conversation,
+            "items": [message_view(d) for d in page],
+            "next": following,
+        }
+
+    return router
+
+
+# --------------------------------------------------------------------------- admin routes
+
+
+class ProfileRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(min_length=1, description="who asks (recorded with any merge)")
+    note: str | None = None
+    external_id: str | None = None
+    verified_emails: list[str] = Field(default_factory=list)
+    phones: list[str] = Field(default_factory=list)
+    tier: str | None = None
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(min_length=1)
+    note: str | None = None
+    survivor_customer_id: str = Field(min_length=1)
+    absorbed_customer_id: str = Field(min_length=1)
+
+
+class UndoRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(min_length=1)
+    note: str | None = None
+
+
+class ErasureRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(min_length=1)
+    reason: str = Field(min_length=1, description="e.g. the data subject's request id")
+
+
+def admin_router(directory: CustomerDirectory, settings: RouterSettings) -> APIRouter:
+    token = settings.admin_token
+
+    async def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "admin API disabled: set ROUTER_ADMIN_TOKEN"
+            )
+        presented = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorised)])
+
+    @router.post("/customers/{customer_id}/profile")
+    async def link_profile(customer_id: str, request: ProfileRequest) -> dict[str, Any]:
+        """Add a CRM profile; merges whoever it shows to be the same person."""
+        try:
+            profile = Profile.normalised(
+                external_id=request.external_id,
+                verified_emails=request.verified_emails,
+                phones=request.phones,
+                tier=request.tier,
+            )
+        except IdentityError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+        outcome = await _guard(
+            directory.link_profile(customer_id, profile, actor=request.actor, note=request.note)
+        )
+        return {
+            "customer_id": outcome.customer_id,
+            "profile": dataclasses.asdict(outcome.profile),
+            "merges": [record_view(m) for m in outcome.merges],
+            "refused": [dataclasses.asdict(r) for r in outcome.refusals],
+        }
+
+    @router.post("/merges", status_code=status.HTTP_201_CREATED)
+    async def merge(request: MergeRequest) -> dict[str, Any]:
+        record = await _guard(
+            directory.merge(
+                request.survivor_customer_id,
+                request.absorbed_customer_id,
+                actor=request.actor,
+                note=request.note,
+            )
+        )
+        return record_view(record)
+
+    @router.get("/merges")
+    async def list_merges(customer_id: str) -> dict[str, Any]:
+        return {
+            "items": [record_view(m) for m in await directory.merges(customer_id)],
+            "next": None,
+        }
+
+    @router.get("/merges/{merge_id}")
+    async def get_merge(merge_id: str) -> dict[str, Any]:
+        return record_view(await _guard(directory.merge_record(merge_id)))
+
+    @router.post("/merges/{merge_id}/undo")
+    async def undo_merge(merge_id: str, request: UndoRequest) -> dict[str, Any]:
+        record = await _guard(directory.unmerge(merge_id, actor=request.actor, note=request.note))
+        return record_view(record)
+
+    @router.post("/customers/{customer_id}/erasure")
+    async def erase(customer_id: str, request: ErasureRequest) -> dict[str, Any]:
+        """Erase the customer's personal data (GDPR) and record an audit entry."""
+        record = await _guard(
+            directory.erase(customer_id, actor=request.actor, reason=request.reason)
+        )
+        return record_view(record)
+
+    @router.get("/erasures/{erasure_id}")
+    async def get_erasure(erasure_id: str) -> dict[str, Any]:
+        return record_view(await _guard(directory.erasure_record(erasure_id)))
+
+    return router
+
+
+async def _guard(call: Awaitable[_T]) -> _T:
+    """Await a directory call, turning its errors into HTTP answers."""
+    try:
+        return await call
+    except CustomerNotFoundError as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    except CustomerConflictError as error:
+        detail: dict[str, Any] = {"reason": error.reason}
+        if error.record is not None:
+            detail["merge"] = record_view(error.record)
+        raise HTTPException(status.HTTP_409_CONFLICT, detail) from error

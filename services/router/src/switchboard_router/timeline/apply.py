@@ -1,0 +1,447 @@
+"""Stage 2 (group ``router-timeline``): thread customer messages and store them once.
+
+Consumes ``switchboard.router.customer-messages.v1`` (keyed by customer, so one
+customer's records arrive in order on one partition), plans each customer's share of the
+batch with the pure fold (``plan.plan_home``) and writes, in this order:
+
+1. exclusive thread claims for conversations opened on a thread (``_id`` names the
+   thread step; a lost claim means another replica opened it: adopt theirs, re-plan);
+2. the timeline entries (``_id`` = ``message_id``; an entry already stored is a replay:
+   its stored placement wins, the customer is re-planned);
+3. conversations whose state changed, the Message-ID index, erasures;
+4. the customers' threading state;
+5. one ``ConversationActivity`` per message (key ``conversation_id``).
+
+A crash between any two steps is repaired by the replay: entries are the source of
+truth, everything else is re-derived from them idempotently. Offsets are committed by
+the shared ``BatchConsumer`` only after all of it.
+
+The state of customers is cached between batches while this replica keeps consuming a
+partition without a gap; any gap (rebalance, a record isolated by the consumer) drops
+the cache, so a state written by another replica is never overwritten from memory.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    CONVERSATION_ACTIVITY,
+    ConversationActivity,
+    ConversationStatusChanged,
+    CustomerErased,
+    CustomerMessage,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
+from switchboard_router.metrics import TimelineMetrics
+from switchboard_router.timeline.aio import bounded_gather
+from switchboard_router.timeline.documents import (
+    conversation_from,
+    conversation_opening,
+    message_document,
+)
+from switchboard_router.timeline.plan import (
+    Applied,
+    ErasureItem,
+    HomePlan,
+    Item,
+    MessageItem,
+    plan_home,
+)
+from switchboard_router.timeline.ports import Claim, ConversationWrite, TimelineStore
+from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
+from switchboard_router.timeline.threading import (
+    HomeState,
+    Placement,
+    Policy,
+    StatusChange,
+)
+
+log = get_logger(__name__)
+
+#: Re-planning rounds per batch before giving up (the batch is then retried whole).
+MAX_ROUNDS = 8
+#: Steps followed along a thread's chain of claims.
+MAX_CHAIN = 64
+
+
+class ThreadClaimContendedError(TimeoutError):
+    """Thread claims kept changing hands for a whole batch: another replica is writing
+    the same customers. A timeout for the consumer, which retries the batch later."""
+
+
+@dataclass
+class _Work:
+    """One customer's share of a batch while it is being settled."""
+
+    base: HomeState
+    items: list[Item]
+    #: The customer's state was found (in memory or in the store), so it is replaced.
+    known: bool = True
+    stored: dict[str, Placement] = field(default_factory=dict)
+    adopt: dict[str, str] = field(default_factory=dict)
+    plan: HomePlan | None = None
+
+
+class TimelineStage:
+    """The batch handler of stage 2 (see module docs)."""
+
+    def __init__(
+        self,
+        store: TimelineStore,
+        publisher: Publisher,
+        resolver: IdentityResolver,
+        *,
+        policy: Policy,
+        clock: Callable[[], datetime],
+        metrics: TimelineMetrics,
+        cache_size: int = 20_000,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._resolver = resolver
+        self._policy = policy
+        self._clock = clock
+        self._metrics = metrics
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, HomeState] = OrderedDict()
+        self._next_offset: dict[tuple[str, int], int] = {}
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        self._check_continuity(deliveries)
+        work = await self._load(self._group(deliveries))
+        await self._prefetch(work)
+        await self._settle(work)
+        plans = {home: w.plan for home, w in work.items() if w.plan is not None}
+        await self._write(work)
+        rejected = await self._publish(plans, deliveries)
+        self._remember(plans)
+        for delivery in deliveries:
+            key = (delivery.record.topic, delivery.record.partition)
+            self._next_offset[key] = max(self._next_offset.get(key, 0), delivery.record.offset + 1)
+        return rejected
+
+    # ----------------------------------------------------------------------- loading
+
+    def _check_continuity(self, deliveries: Sequence[Delivery]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for delivery in deliveries:
+            key = (delivery.record.topic, delivery.record.partition)
+            first.setdefault(key, delivery.record.offset)
+        for key, offset in first.items():
+            expected = self._next_offset.get(key)
+            if expected is not None and offset != expected:
+                # Someone else may have consumed in between (or we are replaying after a
+                # failure): memory may be stale, so trust only the store from here.
+                log.info("partition gap, dropping cached timeline state", partition=key[1])
+                self._cache.clear()
+                self._next_offset.clear()
+                return
+
+    @staticmethod
+    def _group(deliveries: Sequence[Delivery]) -> dict[str, list[Item]]:
+        items: dict[str, list[Item]] = {}
+        for delivery in deliveries:
+            event = delivery.event
+            if isinstance(event, CustomerMessage):
+                items.setdefault(event.customer_id, []).append(MessageItem.of(event))
+            elif isinstance(event, ConversationStatusChanged):
+                items.setdefault(event.customer_id, []).append(
+                    StatusChange(event.conversation_id, event.status, event.at)
+                )
+            elif isinstance(event, CustomerErased):
+                items.setdefault(event.customer_id, []).append(
+                    ErasureItem(event.erasure_id, event.at)
+                )
+        return items
+
+    async def _load(self, items: dict[str, list[Item]]) -> dict[str, _Work]:
+        work: dict[str, _Work] = {}
+        cold = [home for home in items if home not in self._cache]
+        loaded = await bounded_gather(
+            [lambda h=h: self._store.load_state(h) for h in cold]  # type: ignore[misc]
+        )
+        stored = dict(zip(cold, loaded, strict=True))
+        for home, home_items in items.items():
+            cached = self._cache.get(home)
+            if cached is not None:
+                self._metrics.state_loads.labels("cache").inc()
+                work[home] = _Work(cached.copy(), home_items)
+                continue
+            state = stored[home]
+            self._metrics.state_loads.labels("new" if state is None else "store").inc()
+            work[home] = _Work(state or HomeState(home), home_items, known=state is not None)
+        return work
+
+    async def _prefetch(self, work: dict[str, _Work]) -> None:
+        """Bring into each base state what the batch refers to but the state forgot:
+        conversations of status changes, and conversations of Message-IDs replied to."""
+        batch_ids = {
+            i.inbound.email_message_id
+            for w in work.values()
+            for i in w.items
+            if isinstance(i, MessageItem) and i.inbound.email_message_id
+        }
+        for home, w in work.items():
+            wanted: set[str] = set()
+            refs: set[str] = set()
+            for item in w.items:
+                if isinstance(item, StatusChange):
+                    wanted.add(item.conversation_id)
+                elif isinstance(item, MessageItem) and item.message_id not in w.base.applied:
+                    ids = item.inbound.thread_ids()
+                    if ids and not any(r in w.base.refs for r in ids):
+                        refs.update(r for r in ids if r not in batch_ids)
+            if refs:
+                found = await self._store.get_refs(home, sorted(refs))
+                for ref, conversation_id in found.items():
+                    w.base.refs.setdefault(ref, conversation_id)
+                    wanted.add(conversation_id)
+            await self._remember_conversations(w.base, wanted)
+
+    async def _remember_conversations(self, state: HomeState, ids: set[str]) -> None:
+        missing = sorted(i for i in ids if i not in state.conversations)
+        if missing:
+            for document in (await self._store.get_conversations(missing)).values():
+                state.remember(conversation_from(document))
+
+    # ----------------------------------------------------------------------- settling
+
+    async def _settle(self, work: dict[str, _Work]) -> None:
+        """Plan every customer, win the thread claims and store the entries; re-plan a
+        customer whenever the store knows better (a lost claim, an entry already there)."""
+        written: dict[str, Placement] = {}
+        held: dict[str, str] = {}
+        pending = set(work)
+        for _ in range(MAX_ROUNDS):
+            for home in pending:
+                w = work[home]
+                w.plan = plan_home(
+                    w.base,
+                    w.items,
+                    self._policy,
+                    stored=w.stored,
+                    adopt=w.adopt,
+                )
+            pending = await self._claim(work, held)
+            if pending:
+                self._metrics.replays.labels("claim").inc(len(pending))
+                continue
+            pending = await self._store_entries(work, written)
+            if pending:
+                self._metrics.replays.labels("stored").inc(len(pending))
+                continue
+            return
+        raise ThreadClaimContendedError(
+            "thread claims or timeline entries kept changing while planning the batch"
+        )
+
+    async def _claim(self, work: dict[str, _Work], held: dict[str, str]) -> set[str]:
+        """Make the batch's new claims; ``held`` remembers those already won."""
+        claims: dict[str, tuple[str, Claim]] = {}
+        for home, w in work.items():
+            for applied in w.plan.fresh() if w.plan is not None else ():
+                placement = applied.placement
+                claim_id = placement.claim
+                if claim_id is not None and held.get(claim_id) != placement.conversation_id:
+                    claim = Claim(
+                        claim_id, placement.conversation_id, applied.item.message_id, home
+                    )
+                    claims[claim_id] = (home, claim)
+        if not claims:
+            return set()
+        holders = await self._store.claim_threads([c for _, c in claims.values()])
+        lost: set[str] = set()
+        for claim_id, (home, claim) in claims.items():
+            holder = holders.get(claim_id, claim.conversation_id)
+            held[claim_id] = holder
+            if holder != claim.conversation_id:
+                await self._follow_thread(work[home], claim_id, holder)
+                lost.add(home)
+        return lost
+
+    async def _follow_thread(self, w: _Work, claim_id: str, holder: str) -> None:
+        """A claim was lost to ``holder``: learn the thread's latest conversation, or
+        adopt ``holder``'s id if it never materialised (its opener died)."""
+        if not await self._known(w.base, holder):
+            w.adopt[claim_id] = holder
+            return
+        kind, _, previous = claim_id.partition("|")
+        if kind == "after":
+            w.base.successors[previous] = holder
+        current = holder
+        for _ in range(MAX_CHAIN):
+            successor = await self._store.get_claim(f"after|{current}")
+            if successor is None or not await self._known(w.base, successor.conversation_id):
+                break
+            w.base.successors[current] = successor.conversation_id
+            current = successor.conversation_id
+        conversation = w.base.conversations[current]
+        if conversation.thread is not None:
+            w.base.threads.pop(conversation.thread, None)
+            w.base.threads[conversation.thread] = current
+
+    async def _known(self, state: HomeState, conversation_id: str) -> bool:
+        await self._remember_conversations(state, {conversation_id})
+        return conversation_id in state.conversations
+
+    async def _store_entries(
+        self, work: dict[str, _Work], written: dict[str, Placement]
+    ) -> set[str]:
+        now = self._clock()
+        inserts, replaces = [], []
+        owner: dict[str, str] = {}
+        for home, w in work.items():
+            for applied in w.plan.fresh() if w.plan is not None else ():
+                message_id = applied.item.message_id
+                owner[message_id] = home
+                document = message_document(applied.item.record, applied.placement, now)
+                if message_id not in written:
+                    inserts.append(document)
+                elif written[message_id] != applied.placement:
+                    replaces.append(document)
+                written[message_id] = applied.placement
+        existing = await self._store.insert_messages(inserts)
+        await self._store.replace_messages(replaces)
+        if not existing:
+            return set()
+        for message_id in existing:
+            written.pop(message_id, None)
+        stored = await self._store.get_placements(sorted(existing))
+        pending: set[str] = set()
+        for message_id, placement in stored.items():
+            w = work[owner[message_id]]
+            w.stored[message_id] = placement
+            await self._remember_conversations(w.base, {placement.conversation_id})
+            pending.add(owner[message_id])
+        return pending
+
+    # ----------------------------------------------------------------------- writing
+
+    async def _write(self, work: dict[str, _Work]) -> None:
+        now = self._clock()
+        conversations: list[ConversationWrite] = []
+        refs: list[tuple[str, str, str]] = []
+        plans = {home: w.plan for home, w in work.items() if w.plan is not None}
+        for home, plan in plans.items():
+            base = work[home].base
+            for conversation_id, opener in plan.changed.items():
+                conversation = plan.state.conversations.get(conversation_id)
+                if conversation is not None:
+                    record = opener.record if opener is not None else None
+                    conversations.append(
+                        ConversationWrite(
+                            home,
+                            conversation,
+                            conversation_opening(home, record),
+                            created=conversation_id not in base.conversations,
+                        )
+                    )
+            conversations += [
+                ConversationWrite(home, c, conversation_opening(home, None)) for c in plan.evicted
+            ]
+            refs += [
+                (home, a.item.inbound.email_message_id, a.placement.conversation_id)
+                for a in plan.applied
+                if a.item.inbound.email_message_id and not a.known
+            ]
+        await self._store.save_conversations(conversations)
+        await self._store.insert_refs(refs)
+        for home, plan in plans.items():
+            if plan.erasure is not None:
+                counts = await self._store.erase([home])
+                self._metrics.erasures.labels("applied").inc()
+                log.info("timeline erased", customer_id=home, **counts)
+        created = [home for home, w in work.items() if not w.known]
+        await self._store.save_states([p.state for p in plans.values()], now, created)
+
+    async def _publish(
+        self, plans: dict[str, HomePlan], deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, str]]:
+        outgoing: list[Outgoing] = []
+        rejected: list[tuple[Delivery, str]] = []
+        by_message = {
+            d.event.message.message_id: d
+            for d in deliveries
+            if isinstance(d.event, CustomerMessage)
+        }
+        m = self._metrics
+        for plan in plans.values():
+            for applied in plan.applied:
+                channel = applied.item.inbound.channel.value
+                # A redelivered message is published again: its activity may be the one
+                # a crash lost (same event id, so consumers recognise the copy).
+                outgoing.append(activity(applied))
+                outcome = "stored" if applied.fresh else "replayed"
+                m.messages.labels(channel, "duplicate" if applied.known else outcome).inc()
+                if applied.fresh:
+                    self._count_decision(applied)
+            for change in plan.applied_status:
+                m.status_changes.labels(change.status, "applied").inc()
+            for change in plan.unknown_status:
+                m.status_changes.labels(change.status, "unknown").inc()
+                log.warning("status change for a conversation the timeline does not hold")
+            for item in plan.reresolve:
+                record = item.record
+                resolution = await self._resolver.resolve(
+                    record.identity, channel=record.message.channel.value, fresh=True
+                )
+                if resolution.customer_id == record.customer_id:
+                    rejected.append(
+                        (by_message[item.message_id], "identity still maps to an erased customer")
+                    )
+                    continue
+                outgoing.append(customer_message(record.message, resolution, self._clock()))
+                m.messages.labels(record.message.channel.value, "re_resolved").inc()
+        await self._publisher.publish_all(outgoing)
+        return rejected
+
+    def _count_decision(self, applied: Applied) -> None:
+        channel = applied.item.inbound.channel.value
+        placement = applied.placement
+        self._metrics.threading.labels(channel, placement.rule).inc()
+        if placement.kind != "message":
+            self._metrics.conversations.labels(channel, placement.kind).inc()
+        if placement.closes is not None:
+            self._metrics.conversations.labels(channel, "closed_inactive").inc()
+
+    def _remember(self, plans: dict[str, HomePlan]) -> None:
+        if self._cache_size <= 0:
+            return
+        for home, plan in plans.items():
+            self._cache.pop(home, None)
+            self._cache[home] = plan.state
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def activity(applied: Applied) -> Outgoing:
+    """The ``ConversationActivity`` of a stored message (deterministic event id)."""
+    record = applied.item.record
+    message = record.message
+    placement = applied.placement
+    return Outgoing(
+        topic=CONVERSATION_ACTIVITY,
+        key=placement.conversation_id,
+        event=ConversationActivity(
+            conversation_id=placement.conversation_id,
+            customer_id=record.merged_into or record.customer_id,
+            channel=message.channel,
+            kind=placement.kind,
+            message_id=message.message_id,
+            received_at=message.received_at,
+            subject=message.subject,
+            text=message.text[:4000],
+            auto_submitted=message.auto_submitted,
+            tenant=message.tenant,
+            customer_tier=record.customer_tier,
+            previous_conversation_id=placement.previous_conversation_id,
+            message_count=placement.index,
+        ),
+        event_id=f"{message.message_id}:activity",
+    )

@@ -1,0 +1,301 @@
+"""Stage 1 (group ``router-identity``): sender identity → customer, re-keyed by customer.
+
+Consumes ``support.inbound.v1``; for each message builds the sender identity from the
+event, resolves it to its customer and publishes a ``CustomerMessage`` keyed by that
+customer to ``switchboard.router.customer-messages.v1``. Offsets are committed (by the
+shared ``BatchConsumer``) only after Kafka acknowledged every record of the batch.
+
+"One customer per identity" is an insert of ``{_id: identity}``: when two replicas see a
+new identity at once, one insert wins and the other adopts the winner's customer.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerMessage, MessageReceived
+from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
+from switchboard_router.metrics import TimelineMetrics
+from switchboard_router.timeline.aio import bounded_gather
+from switchboard_router.timeline.identity import IdentityError, identity_of, profile_key_for
+from switchboard_router.timeline.ports import CustomerRecord, IdentityRecord, IdentityStore
+
+log = get_logger(__name__)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+#: Merges are shallow in practice; the bound only guards against a cycle of bad data.
+MAX_MERGE_DEPTH = 32
+#: Seconds an identity → customer resolution is trusted (only erasure changes it, and
+#: an erased customer's messages find their way back by themselves; this bounds the
+#: detour they take).
+HOME_TTL = 600.0
+
+
+class Publisher(Protocol):
+    """Publishes and returns once Kafka acknowledged every record (``EventPublisher``)."""
+
+    async def publish_all(self, items: Sequence[Outgoing]) -> object: ...
+
+
+def new_customer_id() -> str:
+    return "cu_" + uuid.uuid4().hex[:24]
+
+
+class TtlCache(Generic[_K, _V]):
+    """A bounded cache whose entries expire ``ttl`` seconds after they were stored."""
+
+    def __init__(
+        self, ttl: float, size: int, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._monotonic = monotonic
+        self._entries: OrderedDict[_K, tuple[float, _V]] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._monotonic() - entry[0] >= self._ttl:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: _K, value: _V) -> None:
+        if self._ttl <= 0 or self._size <= 0:
+            return
+        self._entries[key] = (self._monotonic(), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    identity: str
+    #: The customer the identity belongs to (its home).
+    customer_id: str
+    #: The customer routing sees, when ``customer_id`` is merged into it.
+    merged_into: str | None
+    tier: str | None
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """How stage 1 saw a sender: its channel and the name it gave."""
+
+    channel: str
+    display_name: str | None = None
+
+
+class IdentityResolver:
+    """Resolves identities to customers: finds, links or creates.
+
+    A new identity links to the customer of a profile that lists it (a verified email
+    for an email identity, a phone for a WhatsApp identity), else it gets a new customer.
+
+    Which customer an identity belongs to changes only by erasure, which does not depend
+    on this cache (stage 2 sends messages of an erased customer back here with
+    ``fresh=True``), so it is cached for ``HOME_TTL``. Whom that customer is merged into
+    and its tier change by admin commands and are cached for ``ttl`` seconds: merges,
+    unmerges and tier changes reach stage 1 within that time. ``ttl=0`` caches nothing.
+    """
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        *,
+        clock: Callable[[], datetime],
+        metrics: TimelineMetrics,
+        ttl: float = 5.0,
+        size: int = 100_000,
+        new_id: Callable[[], str] = new_customer_id,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._new_id = new_id
+        self._homes: TtlCache[str, str] = TtlCache(HOME_TTL if ttl > 0 else 0, size, monotonic)
+        self._roots: TtlCache[str, tuple[str, str | None]] = TtlCache(ttl, size, monotonic)
+
+    async def resolve(
+        self,
+        identity: str,
+        *,
+        channel: str,
+        display_name: str | None = None,
+        fresh: bool = False,
+    ) -> Resolution:
+        """The customer of ``identity`` (see ``resolve_many``)."""
+        resolved = await self.resolve_many({identity: Sighting(channel, display_name)}, fresh=fresh)
+        return resolved[identity]
+
+    async def resolve_many(
+        self, sightings: Mapping[str, Sighting], *, fresh: bool = False
+    ) -> dict[str, Resolution]:
+        """The customers of the identities, creating customers for new ones (one bulk
+        insert of identities, one of customers). Idempotent; safe to run concurrently on
+        several replicas: an identity inserted by another replica first is adopted."""
+        homes: dict[str, str] = {}
+        for identity in sightings if not fresh else ():
+            home = self._homes.get(identity)
+            if home is not None:
+                homes[identity] = home
+                self._metrics.identities.labels("cached").inc()
+        missing = [i for i in sightings if i not in homes]
+        stored = await bounded_gather(
+            [lambda i=i: self._store.get_identity(i) for i in missing]  # type: ignore[misc]
+        )
+        unknown: list[str] = []
+        for identity, record in zip(missing, stored, strict=True):
+            if record is None:
+                unknown.append(identity)
+            else:
+                homes[identity] = record.customer_id
+                self._metrics.identities.labels("stored").inc()
+        if unknown:
+            homes.update(await self._create(unknown, sightings))
+        for identity, home in homes.items():
+            self._homes.put(identity, home)
+        distinct = list(dict.fromkeys(homes.values()))
+        roots = await bounded_gather(
+            [lambda h=h: self.root_of(h, fresh=fresh) for h in distinct]  # type: ignore[misc]
+        )
+        by_home = dict(zip(distinct, roots, strict=True))
+        return {
+            identity: Resolution(
+                identity,
+                home,
+                None if by_home[home][0] == home else by_home[home][0],
+                by_home[home][1],
+            )
+            for identity, home in homes.items()
+        }
+
+    async def _create(
+        self, identities: Sequence[str], sightings: Mapping[str, Sighting]
+    ) -> dict[str, str]:
+        links = {i: profile_key_for(i) for i in identities}
+        linkable = [i for i, link in links.items() if link is not None]
+        owners = await bounded_gather(
+            [lambda i=i: self._store.get_profile_key(links[i][0]) for i in linkable]  # type: ignore[index,misc]
+        )
+        owner_of = {i: o for i, o in zip(linkable, owners, strict=True) if o is not None}
+        now = self._clock()
+        records = []
+        for identity in identities:
+            link = links[identity]
+            owner = owner_of.get(identity)
+            rule = link[1] if owner is not None and link is not None else "new"
+            records.append(IdentityRecord(identity, owner or self._new_id(), rule, now))
+        winners = await self._store.claim_identities(records)
+        created = [
+            CustomerRecord(r.customer_id, now, sightings[r.identity].display_name)
+            for r in records
+            if r.linked_by == "new" and winners[r.identity].customer_id == r.customer_id
+        ]
+        await self._store.create_customers(created)
+        for customer in created:
+            # A customer created just now is merged into nobody and has no tier yet.
+            self._roots.put(customer.customer_id, (customer.customer_id, None))
+        for record in records:
+            won = winners[record.identity].customer_id == record.customer_id
+            if not won:
+                outcome = "stored"  # another replica created it first: adopt theirs
+            elif record.linked_by == "new":
+                outcome = "new"
+                self._metrics.customers_created.labels(sightings[record.identity].channel).inc()
+            else:
+                outcome = "linked_phone" if record.linked_by == "phone" else "linked_email"
+            self._metrics.identities.labels(outcome).inc()
+        return {identity: record.customer_id for identity, record in winners.items()}
+
+    async def root_of(self, customer_id: str, *, fresh: bool = False) -> tuple[str, str | None]:
+        """The customer ``customer_id`` is (transitively) merged into, and its tier."""
+        cached = None if fresh else self._roots.get(customer_id)
+        if cached is not None:
+            return cached
+        current, seen = customer_id, {customer_id}
+        for _ in range(MAX_MERGE_DEPTH):
+            membership = await self._store.get_membership(current)
+            if membership is None or membership.survivor in seen:
+                break
+            current = membership.survivor
+            seen.add(current)
+        customer = await self._store.get_customer(current)
+        if customer is None and current == customer_id:
+            # The identity was claimed but the process died before creating the customer.
+            await self._store.create_customer(CustomerRecord(customer_id, self._clock()))
+        tier = customer.profile.tier if customer is not None else None
+        self._roots.put(customer_id, (current, tier))
+        return current, tier
+
+
+class IdentityStage:
+    """The batch handler of stage 1."""
+
+    def __init__(
+        self,
+        resolver: IdentityResolver,
+        publisher: Publisher,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resolver = resolver
+        self._publisher = publisher
+        self._clock = clock
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        rejected: list[tuple[Delivery, str]] = []
+        accepted: list[tuple[MessageReceived, str]] = []
+        for delivery in deliveries:
+            message = delivery.event
+            if not isinstance(message, MessageReceived):
+                rejected.append((delivery, f"unexpected event {type(message).__name__}"))
+                continue
+            try:
+                accepted.append((message, identity_of(message)))
+            except IdentityError as error:
+                rejected.append((delivery, f"sender identity: {error}"))
+        sightings: dict[str, Sighting] = {}
+        for message, identity in accepted:
+            sightings.setdefault(
+                identity, Sighting(message.channel.value, message.sender.display_name)
+            )
+        resolutions = await self._resolver.resolve_many(sightings)
+        now = self._clock()
+        await self._publisher.publish_all(
+            [
+                customer_message(message, resolutions[identity], now)
+                for message, identity in accepted
+            ]
+        )
+        return rejected
+
+
+def customer_message(message: MessageReceived, resolution: Resolution, now: datetime) -> Outgoing:
+    """The stage-1 record for a resolved message (deterministic event id)."""
+    return Outgoing(
+        topic=CUSTOMER_MESSAGES,
+        key=resolution.customer_id,
+        event=CustomerMessage(
+            customer_id=resolution.customer_id,
+            identity=resolution.identity,
+            message=message,
+            resolved_at=now,
+            merged_into=resolution.merged_into,
+            customer_tier=resolution.tier,
+        ),
+        event_id=f"{message.message_id}:customer",
+        time=now,
+    )

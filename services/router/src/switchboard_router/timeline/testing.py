@@ -1,0 +1,239 @@
+"""Helpers for the timeline's tests (no test framework imports; not used in production)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from switchboard_common.cloudevents import encode, event_headers
+from switchboard_common.contract import (
+    Channel,
+    ContractModel,
+    CustomerMessage,
+    MessageReceived,
+    Sender,
+    SenderKind,
+    TopicNames,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_devkit.builders import T0
+from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.processes import ServiceProcess, ServiceSpec
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+from switchboard_router.stage import RouterContext, StageParts
+
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixed token for tests only
+
+
+class RecordingPublisher:
+    """A ``Publisher`` that keeps what it was given (and can be told to fail)."""
+
+    def __init__(self) -> None:
+        self.published: list[Outgoing] = []
+        self.fail_next: int = 0
+
+    async def publish_all(self, items: Sequence[Outgoing]) -> list[None]:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("broker unavailable (test)")
+        self.published.extend(items)
+        return [None for _ in items]
+
+    def events(self, kind: type[ContractModel]) -> list[Any]:
+        return [o.event for o in self.published if isinstance(o.event, kind)]
+
+
+_SENDERS: dict[Channel, SenderKind] = {
+    Channel.EMAIL: SenderKind.EMAIL,
+    Channel.WHATSAPP: SenderKind.PHONE,
+    Channel.MESSENGER: SenderKind.PSID,
+    Channel.INSTAGRAM: SenderKind.IGSID,
+    Channel.X: SenderKind.X_USER_ID,
+    Channel.TELEGRAM: SenderKind.TELEGRAM_USER_ID,
+}
+
+
+def inbound(
+    message_id: str,
+    *,
+    channel: Channel = Channel.EMAIL,
+    sender: str = "ana@example.com",
+    at: datetime = T0,
+    subject: str | None = None,
+    text: str = "hello",
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    thread: str | None = None,
+    account: str | None = None,
+    display_name: str | None = None,
+    **extra: Any,
+) -> MessageReceived:
+    """A ``MessageReceived`` on any channel; email gets a Message-ID from its id."""
+    email = channel == Channel.EMAIL
+    if account is None and channel in (Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM):
+        account = "acct-1"
+    if account is None and email:
+        account = "support@example.com"
+    return MessageReceived.model_validate(
+        {
+            "message_id": message_id,
+            "channel": channel,
+            "provider_message_id": f"<{message_id}@mail.example.com>" if email else message_id,
+            "provider_thread_id": thread,
+            "sender": Sender(kind=_SENDERS[channel], value=sender, display_name=display_name),
+            "received_at": at,
+            "sent_at": None,
+            "subject": subject if email else None,
+            "text": text,
+            "in_reply_to": in_reply_to,
+            "references": list(references),
+            "account": account,
+            **extra,
+        }
+    )
+
+
+def message_ref(message_id: str) -> str:
+    """The Message-ID header ``inbound`` gives an email with this id."""
+    return f"<{message_id}@mail.example.com>"
+
+
+def customer_message(
+    message: MessageReceived, customer_id: str, identity: str, **extra: Any
+) -> CustomerMessage:
+    return CustomerMessage(
+        customer_id=customer_id,
+        identity=identity,
+        message=message,
+        resolved_at=message.received_at,
+        **extra,
+    )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 60.0, interval: float = 0.2
+) -> Any:
+    """Poll ``check`` until it returns something truthy (and return it), or fail."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+@dataclass
+class RunningRouter:
+    """A router running in the test's event loop."""
+
+    url: str
+    http: httpx.AsyncClient
+    ctx: RouterContext
+    stages: dict[str, StageParts]
+    admin: dict[str, str] = field(
+        default_factory=lambda: {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+
+    async def customer_of(self, identity: str) -> dict[str, Any] | None:
+        response = await self.http.get("/customers", params={"identity": identity})
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items[0] if items else None
+
+    async def timeline(self, customer_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Every timeline item of a customer, following the cursors."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": limit}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self.http.get(f"/customers/{customer_id}/timeline", params=params)
+            response.raise_for_status()
+            body = response.json()
+            items += body["items"]
+            cursor = body["next"]
+            if cursor is None:
+                return items
+
+    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/conversations/{conversation_id}", params={"limit": 200})
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@contextlib.asynccontextmanager
+async def running_router(env: dict[str, str], **overrides: Any) -> AsyncIterator[RunningRouter]:
+    """Build the router from ``env`` (the ``service_env`` fixture) and run it in-process."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"],
+        "mongodb_url": env["MONGODB_URL"],
+        "mongodb_database": env["MONGODB_DATABASE"],
+        "topic_prefix": env["SWITCHBOARD_TOPIC_PREFIX"],
+        "environment": "test",
+        "http_port": free_port(),
+        "admin_token": ADMIN_TOKEN,
+        "kafka_linger_ms": 1,
+    }
+    values.update(overrides)
+    settings = RouterSettings.load(**values)
+    runtime, ctx, stages = build(settings)
+    async with running(runtime) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        yield RunningRouter(url, http, ctx, stages)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+async def produce(
+    bootstrap: str, topics: TopicNames, items: Sequence[tuple[str, str, ContractModel]]
+) -> None:
+    """Publish (contract topic, key, event) records as a producer would: pipelined, all
+    acknowledged (``acks=all``) before returning."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        futures = []
+        for topic, key, event in items:
+            headers = event_headers(event, source="/tests")
+            futures.append(
+                await producer.send(
+                    topics(topic),
+                    encode(event),
+                    key=key.encode(),
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                )
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def router_process(env: dict[str, str], output: Any = None, **extra: str) -> ServiceProcess:
+    """The router as a real process (``python -m switchboard_router``) on a free port."""
+    spec = ServiceSpec("router", "switchboard_router", "ROUTER_HTTP_PORT", 8003)
+    environment = {
+        **os.environ,
+        **env,
+        "ROUTER_HTTP_PORT": str(free_port()),
+        "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+    return ServiceProcess(spec, environment, output=output)
