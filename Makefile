@@ -30,7 +30,7 @@ format: install ## apply ruff's fixes and formatting
 
 typecheck: install ## mypy --strict (pydantic plugin) on every package and test suite
 	$(RUN) mypy $(addprefix -p ,$(PACKAGES))
-	@for dir in $(TEST_DIRS); do echo "mypy $$dir"; $(RUN) mypy $$dir; done
+	@for dir in $(TEST_DIRS) bench; do echo "mypy $$dir"; $(RUN) mypy $$dir; done
 
 schemas: install ## write the contract's JSON Schemas to docs/schemas/
 	$(RUN) switchboard-schemas docs/schemas
@@ -65,6 +65,9 @@ infra-status: ## show what runs
 
 run: install ## servers + every service in the foreground; Ctrl-C stops all
 	SWITCHBOARD_ENV=$${SWITCHBOARD_ENV:-dev} $(RUN) switchboard-run
+
+bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/benchmarks.*
+	$(RUN) switchboard-infra with -- $(RUN) python bench/run.py $(BENCH_ARGS)
 
 clean: ## remove build and test caches (not the downloaded servers)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .run

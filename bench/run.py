@@ -1,0 +1,319 @@
+"""``make bench``: every benchmark case, each beside its bare baseline, repeated.
+
+Runs each case ``--repeat`` times (default 3) as its own process on the same real
+servers, takes the median (with min and max) of the system's figure, the baseline's
+figure measured in the same run, and their ratio, and writes ``docs/benchmarks.json``,
+``docs/benchmarks.md`` and ``docs/benchmarks.png``. Absolute numbers on a shared 2-core
+machine are noise; the ratios are the point. Targets are those of ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    command: list[str]
+    #: ("ratio", ">=", 0.5): how the target reads against the median.
+    target: tuple[str, str, float] | None
+    extra_target: tuple[str, str, float] | None = None
+
+
+def cases(quick: bool) -> list[Case]:
+    seconds = "8" if quick else "15"
+    pipeline = str(ROOT / "bench" / "pipeline.py")
+    latency = [
+        Case(
+            f"pipeline_latency_{rate}",
+            f"latency ack → decision at {rate} msg/s (p99)",
+            [PY, pipeline, "latency", "--rate", str(rate), "--duration", seconds],
+            ("ratio", "<=", 5.0),
+            ("system", "<", 100.0) if rate == 500 else None,
+        )
+        for rate in (100, 250, 500)
+    ]
+    return [
+        Case(
+            "pipeline_throughput",
+            "pipeline inbound → assignments",
+            [PY, pipeline, "throughput", "--messages", "1500" if quick else "3000"],
+            ("ratio", ">=", 0.5),
+        ),
+        *latency,
+        Case(
+            "timeline_writes",
+            "timeline writes",
+            [PY, str(ROOT / "services/router/bench/timeline_writes.py"), "--duration", seconds],
+            ("ratio", ">=", 0.5),
+        ),
+        Case(
+            "smtp_accept",
+            "SMTP messages accepted (10 senders)",
+            [PY, str(ROOT / "services/ingest-email/bench/smtp_accept.py"), "--duration", seconds],
+            ("ratio", ">=", 0.5),
+        ),
+        Case(
+            "webhook_rps",
+            "webhook requests",
+            [PY, str(ROOT / "services/ingest-social/bench/webhook_rps.py"), "--duration", seconds],
+            ("ratio", ">=", 0.5),
+        ),
+        Case(
+            "routing_decisions",
+            "routing decision cost, 10 → 10,000 agents",
+            [
+                PY,
+                str(ROOT / "services/router/bench/routing_decisions.py"),
+                "--duration",
+                "12" if quick else "20",
+            ],
+            ("ratio", "<=", 3.0),
+        ),
+    ]
+
+
+def run_once(case: Case, out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [*case.command, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if result.returncode != 0 or not out.exists():
+        tail = (result.stdout + result.stderr)[-3000:]
+        raise RuntimeError(f"{case.name} failed (exit {result.returncode}):\n{tail}")
+    figures: dict[str, Any] = json.loads(out.read_text())
+    figures["wall_seconds"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def met(target: tuple[str, str, float] | None, summary: dict[str, Any]) -> bool | None:
+    if target is None:
+        return None
+    field, op, bound = target
+    value = float(summary[field]["median"])
+    verdicts = {">=": value >= bound, "<=": value <= bound, "<": value < bound}
+    return verdicts[op]
+
+
+def peak_rss(figures: dict[str, Any]) -> dict[str, float]:
+    """Every peak-RSS figure a case reported, by process name."""
+    found: dict[str, float] = {}
+
+    def walk(node: Any, name: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "rss" in key and isinstance(value, int | float):
+                    found[f"{name}:{key}"] = float(value)
+                elif "rss" in key and isinstance(value, dict):
+                    for proc, mb in value.items():
+                        if isinstance(mb, int | float):
+                            found[proc] = max(found.get(proc, 0.0), float(mb))
+                else:
+                    walk(value, name)
+
+    walk(figures, figures.get("case", "?"))
+    return found
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` on the machine described below. Each case runs the",
+        "system and its bare baseline in the same run on the same real servers (Apache",
+        "Kafka and the MongoDB-wire server the tests use); figures are the median of",
+        f"{report['repeat']} repetitions with [min – max]. On a shared 2-core machine",
+        "absolute numbers are noise: read the ratios.",
+        "",
+        f"- date: {report['date']}  commit: `{report['commit']}`",
+        f"- machine: {report['machine']}",
+        f"- load average before / after: {report['load_before']} / {report['load_after']}",
+        "",
+        "| case | unit | system | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(s: dict[str, float]) -> str:
+        return f"{s['median']:.3g} [{s['min']:.3g} – {s['max']:.3g}]"
+
+    for entry in report["cases"].values():
+        if "error" in entry:
+            lines.append(f"| {entry['title']} | – | failed: {entry['error'][:80]} | | | | no |")
+            continue
+        target = entry["target"]
+        extra = entry.get("extra_target")
+        target_text = f"{target[0]} {target[1]} {target[2]}" if target else "–"
+        if extra:
+            target_text += f"; {extra[0]} {extra[1]} {extra[2]}"
+        verdict = entry["met"]
+        lines.append(
+            f"| {entry['title']} | {entry['unit']} | {fmt(entry['system'])} | "
+            f"{fmt(entry['baseline'])} | {fmt(entry['ratio'])} | {target_text} | "
+            f"{'yes' if verdict else 'no' if verdict is not None else '–'} |"
+        )
+    lines += ["", "## Peak memory (RSS, MB, max over repetitions)", ""]
+    lines += ["| process | MB |", "|---|---|"]
+    for proc, mb in sorted(report["peak_rss_mb"].items()):
+        lines.append(f"| {proc} | {mb:.0f} |")
+    lines += ["", "## Notes", "", report.get("notes", "").strip() or "–", ""]
+    return "\n".join(lines)
+
+
+def render_plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rates: list[int] = []
+    series: dict[str, list[float]] = {
+        "router p50": [],
+        "router p99": [],
+        "passthrough p50": [],
+        "passthrough p99": [],
+    }
+    for name, entry in sorted(report["cases"].items()):
+        if not name.startswith("pipeline_latency_") or "error" in entry:
+            continue
+        runs = entry["runs"]
+        rates.append(int(name.rsplit("_", 1)[1]))
+        for side, label in (("router", "router"), ("passthrough", "passthrough")):
+            series[f"{label} p50"].append(
+                statistics.median(r["detail"][side]["p50_ms"] for r in runs)
+            )
+            series[f"{label} p99"].append(
+                statistics.median(r["detail"][side]["p99_ms"] for r in runs)
+            )
+    for label, values in series.items():
+        if values:
+            left.plot(
+                rates, values, marker="o", linestyle="--" if "pass" in label else "-", label=label
+            )
+    left.set_xlabel("offered load (messages/s)")
+    left.set_ylabel("ack → decision latency (ms)")
+    left.set_yscale("log")
+    left.set_title("Latency vs offered load")
+    left.grid(True, alpha=0.3)
+    left.legend()
+    names, ratios, lows, highs = [], [], [], []
+    for name, entry in report["cases"].items():
+        if "error" in entry or name.startswith("pipeline_latency_"):
+            continue
+        names.append(name.replace("_", "\n"))
+        ratio = entry["ratio"]
+        ratios.append(ratio["median"])
+        lows.append(ratio["median"] - ratio["min"])
+        highs.append(ratio["max"] - ratio["median"])
+    right.bar(names, ratios, yerr=[lows, highs], capsize=4, color="#4c78a8")
+    right.axhline(0.5, color="#e45756", linestyle=":", label="throughput target 0.5×")
+    right.set_ylabel("system / baseline (median, min–max)")
+    right.set_title("Ratios by case (decisions: cost growth, lower is better)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="run only these cases")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--notes", type=Path, help="a Markdown file appended as notes")
+    args = parser.parse_args()
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "repeat": args.repeat,
+        "cases": {},
+        "peak_rss_mb": {},
+    }
+    selected = [c for c in cases(args.quick) if not args.only or c.name in args.only]
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in selected:
+            runs: list[dict[str, Any]] = []
+            error = None
+            for rep in range(args.repeat):
+                print(f"[bench] {case.name} {rep + 1}/{args.repeat}", flush=True)
+                try:
+                    runs.append(run_once(case, Path(tmp) / f"{case.name}-{rep}.json"))
+                except (RuntimeError, subprocess.TimeoutExpired) as failure:
+                    error = str(failure)
+                    print(f"[bench] {case.name} failed: {error[-500:]}", flush=True)
+                    break
+            if error is not None and not runs:
+                report["cases"][case.name] = {"title": case.title, "error": error}
+                continue
+            entry: dict[str, Any] = {
+                "title": case.title,
+                "unit": runs[0].get("unit", ""),
+                "system": summarise([r["system"] for r in runs]),
+                "baseline": summarise([r["baseline"] for r in runs]),
+                "ratio": summarise([r["ratio"] for r in runs]),
+                "target": case.target,
+                "extra_target": case.extra_target,
+                "runs": runs,
+            }
+            verdicts = [met(case.target, entry), met(case.extra_target, entry)]
+            entry["met"] = all(v for v in verdicts if v is not None)
+            report["cases"][case.name] = entry
+            for run in runs:
+                for proc, mb in peak_rss(run).items():
+                    report["peak_rss_mb"][proc] = max(report["peak_rss_mb"].get(proc, 0.0), mb)
+            print(
+                f"[bench] {case.name}: system {entry['system']['median']:.3g}, baseline "
+                f"{entry['baseline']['median']:.3g}, ratio {entry['ratio']['median']:.3g}",
+                flush=True,
+            )
+    report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.notes and args.notes.exists():
+        report["notes"] = args.notes.read_text()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "benchmarks.md").write_text(render_markdown(report))
+    render_plot(report, args.out / "benchmarks.png")
+    print(f"[bench] wrote {args.out / 'benchmarks.md'}, .json and .png", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
