@@ -39,7 +39,7 @@ CRDS = ("ServiceMonitor", "PrometheusRule")
 
 
 def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - local tools with our own file arguments
+    return subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, timeout=600, check=False, cwd=cwd
     )
 
@@ -69,8 +69,9 @@ def test_compose_file_validates_and_runs_every_service_after_the_topics_job() ->
         env = service["environment"]
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
         assert env["SWITCHBOARD_ENV"] == "dev"  # nothing set: development mode
-    assert services["router"]["environment"]["ROUTER_REPLICA_ID"] != (
-        services["router-2"]["environment"]["ROUTER_REPLICA_ID"]
+    assert (
+        services["router"]["environment"]["ROUTER_REPLICA_ID"]
+        != (services["router-2"]["environment"]["ROUTER_REPLICA_ID"])
     )
     published = {
         int(port.split(":")[1])
@@ -92,7 +93,12 @@ def test_compose_secrets_override_reads_every_webhook_secret_from_a_file() -> No
     social = config["services"]["ingest-social"]
     env = social["environment"]
     assert env["SWITCHBOARD_ENV"] == "production"
-    for name in ("META_APP_SECRET", "META_VERIFY_TOKEN", "X_CONSUMER_SECRET", "TELEGRAM_SECRET_TOKEN"):
+    for name in (
+        "META_APP_SECRET",
+        "META_VERIFY_TOKEN",
+        "X_CONSUMER_SECRET",
+        "TELEGRAM_SECRET_TOKEN",
+    ):
         path = env[f"{name}_FILE"]
         assert path == f"/run/secrets/{name.lower()}"
         assert any(s["source"] == name.lower() for s in social["secrets"])
@@ -145,7 +151,7 @@ def test_hadolint_can_fail() -> None:
     """The check above is real: a Dockerfile with known problems is refused."""
     hadolint = shutil.which("hadolint")
     assert hadolint
-    result = subprocess.run(  # noqa: S603 - the packaged linter on a literal Dockerfile
+    result = subprocess.run(
         [hadolint, "-"],
         input="FROM python\nRUN apt-get install curl\n",
         capture_output=True,
@@ -247,7 +253,11 @@ def test_pods_are_non_root_read_only_with_probes_limits_and_no_inline_secrets(
     value_set: str,
 ) -> None:
     objects = rendered_objects(value_set)
-    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in objects if d["kind"] == "Deployment"}
+    deployments = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+        for d in objects
+        if d["kind"] == "Deployment"
+    }
     assert set(deployments) == set(SERVICES)
     assert not [o for o in objects if o["kind"] == "Secret"]  # referenced, never created
     for name, deployment in deployments.items():
@@ -258,7 +268,8 @@ def test_pods_are_non_root_read_only_with_probes_limits_and_no_inline_secrets(
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
         for variable in container["env"]:
             # Secrets only by file: *_FILE paths or values from the pod's own metadata.
             assert not any(
@@ -286,7 +297,8 @@ def test_external_values_use_sasl_tls_and_mounted_credentials() -> None:
     env = {v["name"]: v.get("value") for v in container["env"]}
     assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
-    assert env["KAFKA_SASL_PASSWORD_FILE"] == "/run/secrets/switchboard/kafka-sasl/password"
+    password_file = "/run/secrets/switchboard/kafka-sasl/password"  # noqa: S105 - a path
+    assert env["KAFKA_SASL_PASSWORD_FILE"] == password_file
     assert env["KAFKA_SSL_CAFILE"] == "/run/secrets/switchboard/kafka-ca/ca.crt"
     assert "MONGODB_URL" not in env
     assert env["MONGODB_URL_FILE"].startswith("/run/secrets/switchboard/mongodb-url/")

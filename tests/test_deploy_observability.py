@@ -4,7 +4,6 @@ four running services), every alert rule has a runbook entry in docs/operations.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ def queries(dashboard: dict[str, Any]) -> list[str]:
 
 
 def recorded_names() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             names.update(r["record"] for r in group["rules"] if "record" in r)
@@ -83,7 +82,8 @@ def used_metrics() -> dict[str, set[str]]:
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_loads_with_unique_ids_and_queries_on_every_panel(path: Path) -> None:
     dashboard = json.loads(path.read_text())
-    assert dashboard["uid"] and dashboard["title"].startswith("Switchboard")
+    assert dashboard["uid"]
+    assert dashboard["title"].startswith("Switchboard")
     ids = [p["id"] for p in panels(dashboard)]
     assert len(ids) == len(set(ids))
     for panel in panels(dashboard):
@@ -151,26 +151,7 @@ def scraped(infra: Infra) -> Iterator[dict[str, set[str]]]:
         raise
     finally:
         stack.stop()
-        asyncio.run(_cleanup(infra, stack))
-
-
-async def _cleanup(infra: Infra, stack: Stack) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from pymongo import AsyncMongoClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(stack.topics.prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
-    try:
-        await client.drop_database(stack.database)
-    finally:
-        await client.close()
+        stack.remove_data()
 
 
 @pytest.mark.integration
@@ -193,7 +174,9 @@ def test_rules_select_metrics_on_the_job_that_exports_them(
     """An alert on {job="router"} must use a metric the router exports, and so on."""
     checked = 0
     for rule in alert_rules():
-        for metric, job in re.findall(r'(switchboard_[a-z0-9_]+)\{[^}]*job="([a-z-]+)"', rule["expr"]):
+        for metric, job in re.findall(
+            r'(switchboard_[a-z0-9_]+)\{[^}]*job="([a-z-]+)"', rule["expr"]
+        ):
             checked += 1
             assert metric in scraped[job], (rule["alert"], job, metric)
     assert checked > 0

@@ -116,9 +116,7 @@ def kubernetes_schemas(version: str) -> tuple[str, str]:
             schema = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(schema, dict):
                 schema.pop("$id", None)
-            text = json.dumps(schema).replace(
-                '"/api/_definitions.json#', '"_definitions.json#'
-            )
+            text = json.dumps(schema).replace('"/api/_definitions.json#', '"_definitions.json#')
             (partial / path.name).write_text(text, encoding="utf-8")
         (partial / ".complete").write_text("ok\n")
         shutil.rmtree(target, ignore_errors=True)
