@@ -88,7 +88,7 @@ down: ## stop the docker-compose stack (data volumes kept; VOLUMES=1 removes the
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
 
 demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
-	$(RUN) python -m switchboard_devkit.demo $(if $(SECONDS),--seconds $(SECONDS),)
+	$(RUN) python -m switchboard_devkit.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard
 	$(RUN) python -m switchboard_devkit.tools
