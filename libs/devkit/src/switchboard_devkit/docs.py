@@ -107,14 +107,17 @@ def consumers(brokers: dict[str, KafkaBroker]) -> list[dict[str, Any]]:
     found = []
     for service, broker in brokers.items():
         for subscriber in broker.subscribers:
+            # Kafka subscribers carry these; the generic type FastStream declares does not.
+            group: str = getattr(subscriber, "group_id", None) or ""
+            topics = getattr(subscriber, "topics", ())
             config = subscriber.specification.config
             found.append(
                 {
                     "service": service,
-                    "title": getattr(config, "title_", None) or subscriber.group_id,
+                    "title": getattr(config, "title_", None) or group,
                     "description": getattr(config, "description_", None) or "",
-                    "group": subscriber.group_id,
-                    "topics": [topic.name for topic in subscriber.topics],
+                    "group": group,
+                    "topics": [topic.name for topic in topics],
                 }
             )
     return found
