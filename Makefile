@@ -12,7 +12,15 @@ PYTEST := $(RUN) pytest --no-skips
 
 .PHONY: help install lint format typecheck schemas schemas-check test test-tiers \
         test-unit test-integration test-e2e infra-up infra-down infra-status run \
-        bench faults clean
+        bench faults clean docs docs-check up down demo deploy-tools deploy-check chart-files
+
+# docker-compose (Debian's docker-compose 1.29 or any later one): project "switchboard".
+# COMPOSE_OVERRIDES=docker-compose.secrets.yml reads the secrets from deploy/compose/secrets/.
+COMPOSE_DIR := deploy/compose
+COMPOSE_OVERRIDES ?=
+DOCKER_COMPOSE ?= docker-compose
+COMPOSE := $(DOCKER_COMPOSE) -p switchboard -f $(COMPOSE_DIR)/docker-compose.yml \
+           $(addprefix -f $(COMPOSE_DIR)/,$(COMPOSE_OVERRIDES))
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,7 +46,13 @@ schemas: install ## write the contract's JSON Schemas to docs/schemas/
 schemas-check: install
 	$(RUN) switchboard-schemas docs/schemas --check
 
-test: lint typecheck schemas-check ## lint, types and every test tier on real servers
+docs: install ## regenerate docs/asyncapi.yaml and docs/openapi/*.json from the code
+	$(RUN) python -m switchboard_devkit.docs docs
+
+docs-check: install
+	$(RUN) python -m switchboard_devkit.docs docs --check
+
+test: lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
 
 test-tiers: test-unit test-integration test-e2e
@@ -66,6 +80,26 @@ run: install ## servers + every service in the foreground; Ctrl-C stops all
 
 bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/benchmarks.*
 	$(RUN) switchboard-infra with -- $(RUN) python bench/run.py $(BENCH_ARGS)
+
+up: ## build the images and start everything with docker-compose (services, Kafka, MongoDB, monitoring)
+	$(COMPOSE) up -d --build
+	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · Grafana http://127.0.0.1:3000 · Prometheus :9090"
+
+down: ## stop the docker-compose stack (data volumes kept; VOLUMES=1 removes them)
+	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
+
+demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
+	$(RUN) python -m switchboard_devkit.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
+
+deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard
+	$(RUN) python -m switchboard_devkit.tools
+
+deploy-check: install ## compose config, hadolint, helm template + kubeconform, dashboards, runbooks, docs
+	$(PYTEST) -q -m unit tests/test_deploy_manifests.py tests/test_deploy_observability.py tests/test_deploy_docs.py
+
+chart-files: ## copy the shipped alert rules and dashboards into the Helm chart
+	cp deploy/prometheus/*.rules.yml deploy/k8s/switchboard/files/prometheus/
+	cp deploy/grafana/dashboards/*.json deploy/k8s/switchboard/files/grafana/
 
 clean: ## remove build and test caches (not the downloaded servers)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis .run

@@ -61,6 +61,26 @@ def kafka_security(settings: ServiceSettings) -> BaseSecurity | None:
     )
 
 
+def aiokafka_security_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The same security as ``kafka_security``, as keyword arguments of a bare aiokafka
+    client (``AIOKafkaAdminClient``, ``AIOKafkaConsumer``...) built outside the broker."""
+    security = kafka_security(settings)
+    if security is None:
+        return {}
+    options: dict[str, Any] = {
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": security.ssl_context,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return options
+
+
 def make_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
     """A FastStream ``KafkaBroker`` with a durable producer (acks=all, idempotence)."""
     compression = None if settings.kafka_compression == "none" else settings.kafka_compression

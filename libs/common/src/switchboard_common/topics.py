@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -25,10 +26,19 @@ async def create_topics(
     replication_factor: int = 1,
     specs: Sequence[TopicSpec] = ALL_TOPICS,
     timeout_ms: int = 30000,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet; return the names created.
+
+    ``client_options`` go to the admin client (security: see
+    ``kafka.aiokafka_security_options``).
+    """
     names = TopicNames(prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=timeout_ms,
+        **dict(client_options or {}),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -56,17 +66,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create the contract topics")
-    create.add_argument("--bootstrap-servers", default="localhost:9092")
-    create.add_argument("--prefix", default="")
+    create.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="default: KAFKA_BOOTSTRAP_SERVERS (security from KAFKA_SECURITY_PROTOCOL & co.)",
+    )
+    create.add_argument("--prefix", default=None, help="default: SWITCHBOARD_TOPIC_PREFIX")
     create.add_argument("--partitions", type=int, default=None)
     create.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
+    # The same environment as the services: bootstrap servers, SASL/TLS, topic prefix.
+    from switchboard_common.kafka import aiokafka_security_options
+    from switchboard_common.settings import ServiceSettings, SettingsError
+
+    try:
+        settings = ServiceSettings.load()
+        options = aiokafka_security_options(settings)
+    except (SettingsError, ValueError, OSError) as error:
+        parser.error(str(error))
     created = asyncio.run(
         create_topics(
-            args.bootstrap_servers,
-            prefix=args.prefix,
+            args.bootstrap_servers or settings.kafka_bootstrap_servers,
+            prefix=settings.topic_prefix if args.prefix is None else args.prefix,
             partitions=args.partitions,
             replication_factor=args.replication_factor,
+            client_options=options,
         )
     )
     print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")  # noqa: T201

@@ -109,6 +109,28 @@ class Stack:
             with contextlib.suppress(Exception):
                 process.stop()
 
+    def remove_data(self) -> None:
+        """Delete this stack's topics and drop its database (after ``stop``)."""
+        asyncio.run(self._remove_data())
+
+    async def _remove_data(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from pymongo import AsyncMongoClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(self.topics.prefix)]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(self.mongodb_url)
+        try:
+            await client.drop_database(self.database)
+        finally:
+            await client.close()
+
     def dump_logs(self) -> None:
         """Print each service's last output (called when a test fails)."""
         for name, process in self.services.items():

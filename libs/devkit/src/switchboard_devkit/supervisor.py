@@ -3,8 +3,10 @@
 Servers come from the environment, Docker or local provisioning (see ``infra``). Every
 service in ``services/`` with a ``__main__`` runs as its own process with the caller's
 environment (``SWITCHBOARD_ENV=dev`` unless set), its output prefixed with its name.
-Ctrl-C (or SIGTERM) stops the services, then the servers this command started. If a
-service exits on its own, everything stops and the exit status says so.
+Once they are ready, Debian's Prometheus (when installed) scrapes them on 127.0.0.1:9090
+with the shipped rules (see ``monitoring``). Ctrl-C (or SIGTERM) stops Prometheus, the
+services, then the servers this command started. If a service exits on its own,
+everything stops and the exit status says so.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import time
 
 from switchboard_devkit.infra import ensure_infra
 from switchboard_devkit.local import ProvisionError
+from switchboard_devkit.monitoring import LocalPrometheus
 from switchboard_devkit.processes import ServiceProcess, discover_services, service_environment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard-run", description=__doc__)
     parser.add_argument("--only", nargs="*", help="run only these services")
+    parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not specs:
         print("no services found under services/", file=sys.stderr)
     processes = [ServiceProcess(spec, env, output=sys.stdout) for spec in specs]
+    prometheus = LocalPrometheus({p.spec.name: [f"127.0.0.1:{p.http_port}"] for p in processes})
     status = 0
     try:
         for process in processes:
@@ -48,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         for process in processes:
             process.wait_ready(timeout=90)
             print(f"ready: {process.spec.name} on {process.base_url}", flush=True)
+        if not args.no_prometheus:
+            print(prometheus.start(), flush=True)
         print("all services ready; Ctrl-C stops everything", flush=True)
         while not stop.is_set():
             for process in processes:
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchboard-run: {error}", file=sys.stderr)
         status = 1
     finally:
+        prometheus.stop()
         for process in reversed(processes):
             process.stop()
         infra.close()

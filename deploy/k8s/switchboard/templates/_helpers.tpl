@@ -1,0 +1,190 @@
+{{/* Names, labels and the pieces every service's pod shares. */}}
+
+{{- define "switchboard.fullname" -}}
+{{- if contains "switchboard" .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-switchboard" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The name of one service's objects: <fullname>-<service>. */}}
+{{- define "switchboard.name" -}}
+{{- printf "%s-%s" (include "switchboard.fullname" .root) .service | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "switchboard.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: switchboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: switchboard
+{{- end -}}
+
+{{/* Selector labels of one service (dict "root" $ "service" name). */}}
+{{- define "switchboard.selector" -}}
+app.kubernetes.io/name: switchboard
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .service }}
+{{- end -}}
+
+{{- define "switchboard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "switchboard.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The image of one service (dict "root" $ "service" name). */}}
+{{- define "switchboard.image" -}}
+{{- $image := .root.Values.image -}}
+{{- $tag := default .root.Chart.AppVersion $image.tag -}}
+{{- if $image.registry -}}
+{{- printf "%s/%s/%s:%s" $image.registry $image.repository .service $tag -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $image.repository .service $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One service's settings: serviceDefaults overridden by services.<name>. */}}
+{{- define "switchboard.serviceValues" -}}
+{{- $defaults := deepCopy .root.Values.serviceDefaults -}}
+{{- $own := deepCopy (index .root.Values.services .service) -}}
+{{- toYaml (mergeOverwrite $defaults $own) -}}
+{{- end -}}
+
+{{/* Environment shared by every service and the topics Job: Kafka, MongoDB, logging. */}}
+{{- define "switchboard.commonEnv" -}}
+{{- $v := .Values -}}
+- name: SWITCHBOARD_ENV
+  value: {{ $v.environment | quote }}
+- name: SWITCHBOARD_HTTP_HOST
+  value: "0.0.0.0"
+- name: SWITCHBOARD_LOG_FORMAT
+  value: json
+- name: SWITCHBOARD_LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+- name: SWITCHBOARD_TOPIC_PREFIX
+  value: {{ $v.kafka.topicPrefix | quote }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ required "kafka.bootstrapServers is required" $v.kafka.bootstrapServers | quote }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ $v.kafka.securityProtocol | quote }}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $v.kafka.sasl.mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ required "kafka.sasl.username is required with SASL" $v.kafka.sasl.username | quote }}
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: /run/secrets/switchboard/kafka-sasl/{{ $v.kafka.sasl.passwordSecret.key }}
+{{- end }}
+{{- if $v.kafka.tls.caSecret.name }}
+- name: KAFKA_SSL_CAFILE
+  value: /run/secrets/switchboard/kafka-ca/{{ $v.kafka.tls.caSecret.key }}
+{{- end }}
+{{- if $v.kafka.tls.clientCertSecret.name }}
+- name: KAFKA_SSL_CERTFILE
+  value: /run/secrets/switchboard/kafka-client/{{ $v.kafka.tls.clientCertSecret.certKey }}
+- name: KAFKA_SSL_KEYFILE
+  value: /run/secrets/switchboard/kafka-client/{{ $v.kafka.tls.clientCertSecret.keyKey }}
+{{- end }}
+{{- if $v.mongodb.urlSecret.name }}
+- name: MONGODB_URL_FILE
+  value: /run/secrets/switchboard/mongodb-url/{{ $v.mongodb.urlSecret.key }}
+{{- else }}
+- name: MONGODB_URL
+  value: {{ $v.mongodb.url | quote }}
+{{- end }}
+- name: MONGODB_DATABASE
+  value: {{ $v.mongodb.database | quote }}
+{{- if $v.mongodb.tls.caSecret.name }}
+- name: MONGODB_TLS_CA_FILE
+  value: /run/secrets/switchboard/mongodb-ca/{{ $v.mongodb.tls.caSecret.key }}
+{{- end }}
+{{- if $v.mongodb.tls.clientCertSecret.name }}
+- name: MONGODB_TLS_CERTIFICATE_KEY_FILE
+  value: /run/secrets/switchboard/mongodb-client/{{ $v.mongodb.tls.clientCertSecret.key }}
+{{- end }}
+{{- end -}}
+
+{{/* Secret volumes for Kafka and MongoDB credentials (only those configured). */}}
+{{- define "switchboard.secretVolumes" -}}
+{{- $v := .Values -}}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ required "kafka.sasl.passwordSecret.name is required with SASL" $v.kafka.sasl.passwordSecret.name }}
+    items: [{key: {{ $v.kafka.sasl.passwordSecret.key | quote }}, path: {{ $v.kafka.sasl.passwordSecret.key | quote }}}]
+{{- end }}
+{{- if $v.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $v.kafka.tls.caSecret.name }}
+    items: [{key: {{ $v.kafka.tls.caSecret.key | quote }}, path: {{ $v.kafka.tls.caSecret.key | quote }}}]
+{{- end }}
+{{- if $v.kafka.tls.clientCertSecret.name }}
+- name: kafka-client
+  secret:
+    secretName: {{ $v.kafka.tls.clientCertSecret.name }}
+{{- end }}
+{{- if $v.mongodb.urlSecret.name }}
+- name: mongodb-url
+  secret:
+    secretName: {{ $v.mongodb.urlSecret.name }}
+    items: [{key: {{ $v.mongodb.urlSecret.key | quote }}, path: {{ $v.mongodb.urlSecret.key | quote }}}]
+{{- end }}
+{{- if $v.mongodb.tls.caSecret.name }}
+- name: mongodb-ca
+  secret:
+    secretName: {{ $v.mongodb.tls.caSecret.name }}
+    items: [{key: {{ $v.mongodb.tls.caSecret.key | quote }}, path: {{ $v.mongodb.tls.caSecret.key | quote }}}]
+{{- end }}
+{{- if $v.mongodb.tls.clientCertSecret.name }}
+- name: mongodb-client
+  secret:
+    secretName: {{ $v.mongodb.tls.clientCertSecret.name }}
+    items: [{key: {{ $v.mongodb.tls.clientCertSecret.key | quote }}, path: {{ $v.mongodb.tls.clientCertSecret.key | quote }}}]
+{{- end }}
+{{- end -}}
+
+{{- define "switchboard.secretVolumeMounts" -}}
+{{- $v := .Values -}}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+- {name: kafka-sasl, mountPath: /run/secrets/switchboard/kafka-sasl, readOnly: true}
+{{- end }}
+{{- if $v.kafka.tls.caSecret.name }}
+- {name: kafka-ca, mountPath: /run/secrets/switchboard/kafka-ca, readOnly: true}
+{{- end }}
+{{- if $v.kafka.tls.clientCertSecret.name }}
+- {name: kafka-client, mountPath: /run/secrets/switchboard/kafka-client, readOnly: true}
+{{- end }}
+{{- if $v.mongodb.urlSecret.name }}
+- {name: mongodb-url, mountPath: /run/secrets/switchboard/mongodb-url, readOnly: true}
+{{- end }}
+{{- if $v.mongodb.tls.caSecret.name }}
+- {name: mongodb-ca, mountPath: /run/secrets/switchboard/mongodb-ca, readOnly: true}
+{{- end }}
+{{- if $v.mongodb.tls.clientCertSecret.name }}
+- {name: mongodb-client, mountPath: /run/secrets/switchboard/mongodb-client, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* Pod and container security: non-root, read-only root filesystem, no privileges. */}}
+{{- define "switchboard.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "switchboard.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}

