@@ -1,11 +1,5 @@
-"""``make demo`` against the running services (what ``make run`` starts), on free ports.
-
-On this branch the router's stages 1-2 (identity, timeline) are not merged yet, so
-inbound messages do not become assignments: the test checks what the demo can show
-today (every mail and webhook acknowledged, the agents registered with the router) and
-that it says so when no decision arrives. Once the timeline lands, the demo's exit
-status 0 means decisions were seen (tighten ``ALLOWED_STATUS`` then).
-"""
+"""``make demo`` against the running services (what ``make run`` starts), on free ports:
+every mail and webhook acknowledged, the agents registered, decisions routed."""
 
 from __future__ import annotations
 
@@ -20,10 +14,7 @@ import pytest
 from switchboard_devkit.infra import Infra
 from switchboard_devkit.stack import Stack
 
-pytestmark = pytest.mark.integration
-
-#: 0 = decisions seen; 1 = traffic accepted but no decision yet (timeline not merged).
-ALLOWED_STATUS = (0, 1)
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def stack(infra: Infra) -> Iterator[Stack]:
 def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) -> None:
     env = {**os.environ, **stack.env}
     result = subprocess.run(
-        [sys.executable, "-m", "switchboard_devkit.demo", "--seconds", "3"],
+        [sys.executable, "-m", "switchboard_devkit.demo", "--seconds", "15"],
         env=env,
         capture_output=True,
         text=True,
@@ -51,10 +42,12 @@ def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) 
         check=False,
     )
     output = result.stdout
-    assert result.returncode in ALLOWED_STATUS, output + result.stderr
+    assert result.returncode == 0, output + result.stderr
     assert output.count("SMTP 250") == 3, output
     assert output.count("HTTP 200") == 3, output
     assert "3 mail(s) and 3 webhook(s) accepted" in output
+    seen = output.split("routing decision(s) for ")[1].split(" conversation(s)")[0]
+    assert int(seen) == 6, output  # every message opened a conversation that was routed
     agents = httpx.get(f"{stack.url('router')}/agents", timeout=10).json()["items"]
     assert {a["agent_id"]: a["status"] for a in agents} == {
         "agent-ana": "online",
