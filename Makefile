@@ -55,7 +55,7 @@ docs-check: install
 test: lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
 
-test-tiers: test-unit test-integration test-e2e
+test-tiers: test-unit test-integration test-e2e faults
 
 test-unit: install ## unit tier only (no I/O)
 	$(PYTEST) -m unit -q
@@ -65,6 +65,9 @@ test-integration: install ## integration tier (real Kafka + MongoDB-wire server)
 
 test-e2e: install ## end-to-end tier (the services as separate processes)
 	$(PYTEST) -m e2e -q
+
+faults: install ## fault injection on private servers; prints sent/acked/stored/dups/over-capacity
+	$(PYTEST) -m faults -q -s
 
 infra-up: install ## start local Kafka + FerretDB (idempotent)
 	$(RUN) switchboard-infra up
