@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 from switchboard_common.contract import INBOUND, MessageReceived, TopicNames
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import Document
+from switchboard_common.publishing import DurablePublisher
 from switchboard_common.topics import create_topics
 from switchboard_devkit.inprocess import free_port, running
 from switchboard_devkit.kafka_probe import TopicProbe
@@ -134,7 +135,12 @@ async def test_store_down_gives_451_and_publishes_nothing(
     client: AsyncMongoClient[Document] = AsyncMongoClient(dead)
     ingestor = Ingestor(
         store=MongoRawStore(client["nowhere"]),
-        publisher=EventPublisher(broker, settings.topics, settings.service_name),
+        publisher=DurablePublisher(
+            broker,
+            EventPublisher(broker, settings.topics, settings.service_name),
+            settings.topics,
+            timeout=2.0,
+        ),
         metrics=metrics,
         clock=lambda: datetime.now(UTC),
         timeout=2.0,

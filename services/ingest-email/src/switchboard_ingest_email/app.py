@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_common.http import ReadinessCheck, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
@@ -56,7 +57,13 @@ def build(
     store = MongoRawStore(database(client, settings), clock=clock)
     ingestor = Ingestor(
         store=store,
-        publisher=EventPublisher(broker, settings.topics, settings.service_name),
+        publisher=DurablePublisher(
+            broker,
+            EventPublisher(broker, settings.topics, settings.service_name),
+            settings.topics,
+            timeout=settings.publish_timeout_seconds,
+            metrics=metrics.publish,
+        ),
         metrics=metrics,
         clock=clock,
         timeout=settings.publish_timeout_seconds,

@@ -5,12 +5,11 @@
 event is acknowledged by Kafka (``acks=all``); otherwise it raises ``IngestUnavailableError``
 and the caller answers 451 (or leaves the message unseen), so the sender retries.
 
-Why the retry after a 451 is published exactly once: the producer is idempotent, so a
-record it was handed is retried until Kafka has it, even after we answered 451. The
-ingestor therefore remembers, by ``message_id``, the records still pending in the
-producer and the ones recently acknowledged: the sender's retry waits on the pending
-record instead of publishing a second one, and a retry after delivery is answered 250
-without publishing again. (Across replicas or restarts a retry may publish again; it
+Why the retry after a 451 is published exactly once: publishing goes through the shared
+``DurablePublisher`` (``switchboard_common.publishing``), which refuses with nothing
+enqueued when Kafka is unreachable and remembers records by ``message_id`` while pending
+and after delivery, so the sender's retry waits on the pending record or is answered 250
+without a second copy. (Across replicas or restarts a retry may publish again; it
 carries the same ``message_id`` and ``ce_id``, which consumers deduplicate.)
 """
 
@@ -18,10 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from switchboard_common.contract import INBOUND
 from switchboard_common.kafka import Outgoing
@@ -32,9 +30,6 @@ from switchboard_ingest_email.raw_store import RawStore, sha256_hex
 
 log = get_logger(__name__)
 
-#: Acknowledged message ids remembered to answer a sender's retry without republishing.
-DELIVERED_MEMORY = 100_000
-
 #: Messages at least this big are hashed and parsed in a worker thread, so one large
 #: message does not stall every other SMTP session on the event loop.
 THREAD_THRESHOLD = 256 * 1024
@@ -43,9 +38,10 @@ Cause = Literal["store", "kafka", "overloaded"]
 
 
 class Publisher(Protocol):
-    """What ``Ingestor`` needs of ``switchboard_common.kafka.EventPublisher``."""
+    """What ``Ingestor`` needs of ``switchboard_common.publishing.DurablePublisher``:
+    return once Kafka acknowledged every item, raise otherwise."""
 
-    async def publish_all(self, items: Iterable[Outgoing]) -> list[Any]: ...
+    async def publish(self, items: Sequence[Outgoing]) -> None: ...
 
 
 class IngestUnavailableError(RuntimeError):
@@ -78,10 +74,6 @@ class Ingestor:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        #: Records handed to the producer and not settled yet, by message_id.
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        #: Recently acknowledged message ids (bounded, oldest forgotten first).
-        self._delivered: OrderedDict[str, None] = OrderedDict()
 
     async def ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail:
         """Make ``raw`` durable (stored and published); raise ``IngestUnavailableError`` if not.
@@ -151,34 +143,11 @@ class Ingestor:
 
     async def _publish(self, inbound: InboundEmail) -> None:
         message_id = inbound.event.message_id
-        if message_id in self._delivered:
-            self._delivered.move_to_end(message_id)
-            return  # a retry of a message Kafka already has
-        started = time.perf_counter()
-        pending = self._pending.get(message_id)
-        if pending is None:
-            item = Outgoing(INBOUND, inbound.key, inbound.event, event_id=message_id)
-            pending = asyncio.ensure_future(self._publisher.publish_all([item]))
-            self._pending[message_id] = pending
-            pending.add_done_callback(lambda done: self._settled(message_id, done, started))
+        item = Outgoing(INBOUND, inbound.key, inbound.event, event_id=message_id)
         try:
-            async with asyncio.timeout(self._timeout):
-                await asyncio.shield(pending)
-        except TimeoutError:
-            raise IngestUnavailableError("kafka", "no acknowledgement in time") from None
+            await self._publisher.publish([item])
         except Exception as error:
-            raise IngestUnavailableError("kafka", type(error).__name__) from error
-
-    def _settled(self, message_id: str, done: asyncio.Future[Any], started: float) -> None:
-        """Forget a settled record; remember it as delivered if Kafka acknowledged it."""
-        self._pending.pop(message_id, None)
-        if done.cancelled() or done.exception() is not None:
-            return  # the sender's retry publishes it again
-        self._metrics.publish.published.labels(INBOUND).inc()
-        self._metrics.publish.latency.labels(INBOUND).observe(time.perf_counter() - started)
-        self._delivered[message_id] = None
-        if len(self._delivered) > DELIVERED_MEMORY:
-            self._delivered.popitem(last=False)
+            raise IngestUnavailableError("kafka", f"{type(error).__name__}: {error}") from error
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no message is in flight (graceful stop); False if time ran out."""

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from switchboard_common.contract import Channel
 from switchboard_common.http import kafka_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
 from switchboard_ingest_social.accounts import AccountDirectory, load_directory
 from switchboard_ingest_social.metrics import IngestSocialMetrics
@@ -75,11 +76,14 @@ def build(
     metrics = IngestSocialMetrics.create(registry)
     broker = make_broker(settings)
     publisher = InboundPublisher(
-        broker,
-        EventPublisher(broker, settings.topics, settings.service_name),
+        DurablePublisher(
+            broker,
+            EventPublisher(broker, settings.topics, settings.service_name),
+            settings.topics,
+            timeout=settings.publish_timeout_seconds,
+            metrics=metrics.publish,
+        ),
         metrics,
-        topic=settings.topics.inbound,
-        timeout=settings.publish_timeout_seconds,
     )
     api = WebhookApi(
         directory=directory,

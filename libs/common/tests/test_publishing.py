@@ -1,0 +1,112 @@
+"""DurablePublisher: all-or-refuse, a deadline, and no duplicate from a sender's retry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import pytest
+
+from switchboard_common.contract import INBOUND, TopicNames
+from switchboard_common.kafka import Outgoing, make_broker
+from switchboard_common.publishing import (
+    DurablePublisher,
+    PublishUnavailableError,
+    _aiokafka_producer,
+    leaders_reachable,
+)
+from switchboard_common.settings import ServiceSettings
+from switchboard_devkit.builders import message
+from switchboard_devkit.infra import Infra
+
+
+class SlowKafka:
+    """Stands in for EventPublisher: holds sends until released, or fails them."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def publish_all(self, items: Iterable[Outgoing]) -> list[Any]:
+        batch = list(items)
+        self.sent.extend(str(i.event_id) for i in batch)
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("broker gone")
+        return [None for _ in batch]
+
+
+def durable(kafka: SlowKafka, timeout: float = 5.0) -> DurablePublisher:
+    return DurablePublisher(
+        broker=object(),  # type: ignore[arg-type]  # no producer to gate on: gate skipped
+        publisher=kafka,  # type: ignore[arg-type]
+        topics=TopicNames(),
+        timeout=timeout,
+    )
+
+
+def item(n: int) -> Outgoing:
+    return Outgoing(INBOUND, key=f"k{n}", event=message(f"m{n}"), event_id=f"m{n}")
+
+
+@pytest.mark.unit
+async def test_every_item_needs_an_event_id() -> None:
+    with pytest.raises(ValueError, match="event_id"):
+        await durable(SlowKafka()).publish([Outgoing(INBOUND, key="k", event=message())])
+
+
+@pytest.mark.unit
+async def test_an_acknowledged_item_is_not_sent_again() -> None:
+    kafka = SlowKafka()
+    kafka.release.set()
+    publisher = durable(kafka)
+    await publisher.publish([item(1), item(2)])
+    await publisher.publish([item(1)])  # the sender retries after losing our answer
+    assert kafka.sent == ["m1", "m2"]
+
+
+@pytest.mark.unit
+async def test_a_retry_of_a_pending_item_waits_for_it_instead_of_sending_twice() -> None:
+    kafka = SlowKafka()
+    publisher = durable(kafka, timeout=0.2)
+    with pytest.raises(PublishUnavailableError, match="within"):
+        await publisher.publish([item(1)])  # too slow: the sender is told to retry
+    retry = asyncio.create_task(publisher.publish([item(1)]))
+    await asyncio.sleep(0.05)
+    kafka.release.set()  # the first send completes
+    await retry
+    assert kafka.sent == ["m1"]
+
+
+@pytest.mark.unit
+async def test_a_failed_send_is_sent_again_on_retry() -> None:
+    kafka = SlowKafka()
+    kafka.fail = True
+    kafka.release.set()
+    publisher = durable(kafka)
+    with pytest.raises(PublishUnavailableError, match="ConnectionError"):
+        await publisher.publish([item(1)])
+    kafka.fail = False
+    await publisher.publish([item(1)])
+    assert kafka.sent == ["m1", "m1"]
+
+
+class GateSettings(ServiceSettings):
+    service_name: ClassVar[str] = "gate-check"
+
+
+@pytest.mark.integration
+async def test_the_reachability_gate_finds_the_producer_inside_faststream(infra: Infra) -> None:
+    """The gate reaches the aiokafka producer through FastStream internals; if an upgrade
+    moved them, the gate would silently be skipped. This fails instead."""
+    settings = GateSettings(kafka_bootstrap_servers=infra.kafka_bootstrap)
+    broker = make_broker(settings)
+    await broker.start()
+    try:
+        producer = _aiokafka_producer(broker)
+        assert producer is not None
+        assert await leaders_reachable(producer, settings.topics.inbound)
+    finally:
+        await broker.stop()
