@@ -67,3 +67,19 @@ def test_console_format_is_readable_text() -> None:
     assert "conversation_id" in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out.strip().splitlines()[-1])
+
+
+def test_library_extras_are_redacted_and_uvicorns_colour_copy_dropped() -> None:
+    stream = _capture()
+    logging.getLogger("uvicorn.error").warning(
+        "Started server process [%d]",
+        42,
+        extra={
+            "color_message": "Started server process [\x1b[36m%d\x1b[0m]",
+            "client": "carol@example.com",
+        },
+    )
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["event"] == "Started server process [42]"
+    assert "color_message" not in line
+    assert line["client"] == "[email]"
