@@ -193,6 +193,7 @@ async def test_the_handler_batches_leading_messages_and_keeps_each_conversation_
             [
                 ("c1", activity("c1")),
                 ("c2", activity("c2")),
+                ("c2", activity("c2", message_id="m-2b")),  # a second round: unchanged
                 ("c1", ConversationResolved(conversation_id="c1", at=T0)),
                 ("c3", ConversationResolved(conversation_id="c3", at=T0)),
                 ("c3", activity("c3")),

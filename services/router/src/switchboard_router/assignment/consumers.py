@@ -73,29 +73,34 @@ class ConversationHandler:
         return rejected
 
     async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
-        """Route, in one batch, every conversation whose first record of the batch is a
-        customer message (``batch.route_activities``), and drop those records from
-        ``by_key``; the rest, and the ones the batch left undecided, are handled one at
-        a time afterwards, in partition order per conversation."""
-        leading: dict[str, str] = {}
-        for key, items in by_key.items():
-            event = items[0].event
-            if isinstance(event, ConversationActivity):
-                leading.setdefault(event.conversation_id, key)
-        if not leading:
-            return
-        activities = [by_key[key][0].event for key in leading.values()]
-        outcomes = await route_activities(
-            self.engine, [a for a in activities if isinstance(a, ConversationActivity)]
-        )
+        """Route in bulk (``batch.route_activities``) every conversation whose next
+        record is a customer message, round after round while some are (a customer who
+        wrote twice: the second round finds the first routed), dropping the records
+        decided from ``by_key``. What remains — other events, and conversations the
+        batch left undecided — is handled one at a time afterwards, in partition order
+        per conversation."""
         metrics = self.engine.metrics
-        for conversation_id, key in leading.items():
-            outcome = outcomes.get(conversation_id)
-            if outcome is None:
-                continue
-            by_key[key] = by_key[key][1:]
-            if metrics is not None:
-                metrics.activities.labels(outcome).inc()
+        stopped: set[str] = set()
+        while True:
+            leading: dict[str, str] = {}
+            for key, items in by_key.items():
+                event = items[0].event if items else None
+                if key not in stopped and isinstance(event, ConversationActivity):
+                    leading.setdefault(event.conversation_id, key)
+            if not leading:
+                return
+            activities = [by_key[key][0].event for key in leading.values()]
+            outcomes = await route_activities(
+                self.engine, [a for a in activities if isinstance(a, ConversationActivity)]
+            )
+            for conversation_id, key in leading.items():
+                outcome = outcomes.get(conversation_id)
+                if outcome is None:
+                    stopped.add(key)
+                    continue
+                by_key[key] = by_key[key][1:]
+                if metrics is not None:
+                    metrics.activities.labels(outcome).inc()
 
     async def handle(self, delivery: Delivery) -> str | None:
         event = delivery.event
