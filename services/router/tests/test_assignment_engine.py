@@ -33,7 +33,7 @@ from switchboard_common.kafka import Outgoing
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.model import RouteStatus, Slot
+from switchboard_router.assignment.model import RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
 from switchboard_router.assignment.store import InMemoryAssignmentStore
 from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent, engine
@@ -480,6 +480,9 @@ async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error
     class DownStore(InMemoryAssignmentStore):
         async def head(self, conversation_id: str) -> None:
             raise ConnectionError(f"database unreachable reading {conversation_id}")
+
+        async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
+            raise ConnectionError(f"database unreachable reading {len(conversation_ids)}")
 
     built, _, _ = engine(policy(), store=DownStore())
     deliveries = [

@@ -144,3 +144,104 @@ async def test_an_agent_remembers_its_highest_capacity_per_channel(store: Assign
     assert await store.slot_held("a|email|4") is False
     await store.reserve([slot("a", 4)])
     assert await store.slot_held("a|email|4") is True
+
+
+# --------------------------------------------------------------------------- batch methods
+
+
+async def test_reservations_of_a_batch_are_each_all_or_nothing(store: AssignmentStore) -> None:
+    assert await store.reserve([slot("a1", 1)]) is None  # held by someone else
+    conflicts = await store.reserve_many(
+        [
+            [slot("a1", 0, "c1"), slot("a1", 0, "c1", channel="*")],
+            [slot("a1", 2, "c2"), slot("a1", 1, "c2")],  # meets the held slot: all undone
+            [slot("a2", 0, "c3")],
+            [],
+        ]
+    )
+    assert conflicts == [None, "a1|email|1", None, None]
+    held = {s.slot_id: s.conversation_id for s in await store.held_slots()}
+    assert held == {"a1|*|0": "c1", "a1|email|0": "c1", "a1|email|1": "c1", "a2|email|0": "c3"}
+    assert await store.reserve_many([]) == []
+
+
+async def test_concurrent_batches_of_reservations_never_exceed_capacity(
+    store: AssignmentStore,
+) -> None:
+    """Ten batches at once, each reserving every slot of an agent with capacity 3 for
+    different conversations: each slot is granted to exactly one reservation."""
+
+    async def batch(n: int) -> list[str | None]:
+        return await store.reserve_many([[slot("a1", k, f"c{n}-{k}")] for k in range(3)])
+
+    results = await asyncio.gather(*(batch(n) for n in range(10)))
+    granted = [r for result in results for r in result if r is None]
+    assert len(granted) == 3
+    assert len(await store.held_slots("a1")) == 3
+
+
+async def test_many_slots_are_released_at_once(store: AssignmentStore) -> None:
+    await store.reserve_many([[slot("a1", k, f"c{k}")] for k in range(5)])
+    await store.release([slot_id("a1", "email", k) for k in (0, 2, 4, 9)])
+    assert [s.slot_id for s in await store.held_slots()] == ["a1|email|1", "a1|email|3"]
+    assert await store.held_among(["a1|email|0", "a1|email|1", "a1|email|3", "b|x|0"]) == {
+        "a1|email|1",
+        "a1|email|3",
+    }
+    assert await store.held_among([]) == set()
+
+
+async def test_decisions_of_a_batch_are_each_claimed_once(store: AssignmentStore) -> None:
+    assert await store.claim(Decision(state("c2", seq=1), "queued", {}, "r0-0")) is True
+    batch = [
+        Decision(state("c1", seq=1), "assigned", {"n": 1}, "r1-0"),
+        Decision(state("c2", seq=1), "assigned", {}, "r1-1"),  # taken
+        Decision(state("c3", seq=1), None, {}, "r1-2"),
+    ]
+    assert await store.claim_many(batch) == [True, False, True]
+    rivals = await asyncio.gather(
+        *(store.claim_many([Decision(state("c4", seq=1), None, {}, f"r{n}")]) for n in range(8))
+    )
+    assert sum(r[0] for r in rivals) == 1
+    found = await store.decisions_at({"c1": 1, "c2": 1, "c3": 2, "nope": 1})
+    assert set(found) == {"c1", "c2"}
+    assert found["c1"] == batch[0]
+    assert found["c2"].kind == "queued"  # the earlier claim stands
+    assert await store.decisions_at({}) == {}
+
+
+async def test_heads_of_a_batch_are_written_and_read_at_once(store: AssignmentStore) -> None:
+    await store.put_head(state("c1"))
+    moved = state("c1", seq=2, status=RouteStatus.ASSIGNED, agent_id="a1")
+    fresh = state("c2", skills={"billing": 3})
+    later = state("c3", seq=3)
+    await store.put_heads([moved, fresh, state("c3", seq=2), later])  # the last of c3 wins
+    assert await store.heads_of(["c1", "c2", "c3", "nope"]) == {
+        "c1": moved,
+        "c2": fresh,
+        "c3": later,
+    }
+    assert [s.conversation_id for s in await store.routes([RouteStatus.WAITING])] == ["c2", "c3"]
+    await store.put_heads([])
+    assert await store.heads_of([]) == {}
+
+
+async def test_agents_and_customer_memories_are_read_and_written_in_batches(
+    store: AssignmentStore,
+) -> None:
+    await store.save_agents([agent("a"), agent("b", skills={"billing": 2})])
+    found = await store.agents_by_id(["b", "a", "nobody"])
+    assert sorted(found) == ["a", "b"]
+    assert found["b"].skills == {"billing": 2}
+    await store.remember_agent("ana", "a1", T0)
+    later = T0 + timedelta(seconds=5)
+    await store.remember_agents(
+        [("ana", "a2", later), ("bob", "a1", T0), ("bob", "a3", later)]  # the last wins
+    )
+    assert await store.last_agents(["ana", "bob", "eve"]) == {
+        "ana": ("a2", later),
+        "bob": ("a3", later),
+    }
+    assert await store.last_agent("bob") == ("a3", later)
+    await store.remember_agents([])
+    assert await store.last_agents([]) == {}

@@ -137,3 +137,36 @@ async def test_erasure_records_round_trip(store: IdentityStore) -> None:
     await store.save_erasure(done)
     assert await store.get_erasure("er-1") == done
     assert await store.get_erasure("er-9") is None
+
+
+async def test_a_batch_reads_identities_customers_keys_and_memberships_at_once(
+    store: IdentityStore,
+) -> None:
+    ana, bob = identity("email:ana@example.com", "cu-1"), identity("x:42", "cu-2")
+    await store.claim_identities([ana, bob])
+    assert await store.get_identities(["x:42", "email:ana@example.com", "x:9"]) == {
+        "email:ana@example.com": ana,
+        "x:42": bob,
+    }
+    await store.create_customers([CustomerRecord("cu-1", T0, "Ana"), CustomerRecord("cu-2", T0)])
+    customers = await store.get_customers(["cu-2", "cu-1", "cu-9"])
+    assert customers == {
+        "cu-1": CustomerRecord("cu-1", T0, "Ana"),
+        "cu-2": CustomerRecord("cu-2", T0),
+    }
+    await store.claim_profile_key("phone:+34600111222", "cu-1")
+    await store.claim_profile_key("email:bob@example.com", "cu-2")
+    assert await store.get_profile_keys(["email:bob@example.com", "phone:+34600111222", "x"]) == {
+        "email:bob@example.com": "cu-2",
+        "phone:+34600111222": "cu-1",
+    }
+    merged = Membership("cu-2", "cu-1", "mg-1", T0)
+    await store.claim_membership(merged)
+    assert await store.get_memberships(["cu-1", "cu-2"]) == {"cu-2": merged}
+    for empty in (
+        await store.get_identities([]),
+        await store.get_customers([]),
+        await store.get_profile_keys([]),
+        await store.get_memberships([]),
+    ):
+        assert empty == {}

@@ -142,6 +142,11 @@ async def test_message_id_references_are_per_customer(store: TimelineStore) -> N
     )
     assert await store.get_refs("cu-1", ["a@x", "b@x"]) == {"a@x": "cv-1"}
     assert await store.get_refs("cu-2", ["b@x"]) == {"b@x": "cv-3"}
+    assert await store.get_refs_of({"cu-1": ["a@x", "b@x"], "cu-2": ["b@x"], "cu-3": ["a@x"]}) == {
+        "cu-1": {"a@x": "cv-1"},
+        "cu-2": {"b@x": "cv-3"},
+    }
+    assert await store.get_refs_of({}) == {}
 
 
 async def test_the_timeline_pages_in_time_order_across_customers(store: TimelineStore) -> None:
@@ -210,3 +215,18 @@ async def test_created_states_and_conversations_may_exist_already(store: Timelin
     document = await store.get_conversation("cv-1")
     assert document is not None
     assert (document["status"], document["subject"]) == ("resolved", "Refund")
+
+
+async def test_a_batch_loads_the_states_of_many_customers_at_once(store: TimelineStore) -> None:
+    ana = HomeState("cu-1", refs={"a@x": "cv-1"})
+    bob = HomeState("cu-2", conversations={"cv-1": conversation()})
+    await store.save_states([ana, bob], T0, created=["cu-1", "cu-2"])
+    assert await store.load_states(["cu-2", "cu-1", "cu-3"]) == {"cu-1": ana, "cu-2": bob}
+    assert await store.load_states([]) == {}
+    entries = [entry(f"m-{n}", "cu-1", n) for n in range(3)]
+    await store.insert_messages(entries)
+    assert sorted(await store.get_placements([f"m-{n}" for n in range(5)])) == [
+        "m-0",
+        "m-1",
+        "m-2",
+    ]

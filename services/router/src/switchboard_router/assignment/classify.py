@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from switchboard_common.contract import ConversationActivity, Priority
 from switchboard_router.assignment.policy import (
@@ -75,6 +75,21 @@ def classify(
         skills[LANGUAGE_SKILL_PREFIX + language] = 1
     chosen = tuple(s for s, p in zip(sources, priorities, strict=True) if p == priority)
     return Classified(priority, skills, language, tuple(topics), chosen)
+
+
+def activity_reason(activity: ConversationActivity, classified: Classified) -> dict[str, Any]:
+    """The ``reason`` of a decision a customer message triggered."""
+    return {
+        "trigger": f"activity:{activity.kind}",
+        # The customer message behind the decision: lets frontends and operators trace a
+        # decision back to the timeline (and benchmarks measure latency).
+        "message_id": activity.message_id,
+        "classification": {
+            "priority_from": list(classified.priority_from),
+            "topics": list(classified.topics),
+            "language": classified.language,
+        },
+    }
 
 
 def detect_language(text: str, policy: RoutingPolicy, detect: LanguageDetector) -> str | None:

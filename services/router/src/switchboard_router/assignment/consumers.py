@@ -32,6 +32,7 @@ from switchboard_common.contract import (
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
+from switchboard_router.assignment.batch import route_activities
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import Agent
 from switchboard_router.assignment.views import AgentDirectory
@@ -50,6 +51,7 @@ class ConversationHandler:
         by_key: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_key.setdefault(delivery.key or "", []).append(delivery)
+        await self._route_leading_activities(by_key)
         gate = asyncio.Semaphore(self.concurrency)
         rejected: list[tuple[Delivery, str]] = []
 
@@ -69,6 +71,36 @@ class ConversationHandler:
             # (retry the batch) from a poison record (isolate it).
             raise _first(errors) from None
         return rejected
+
+    async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
+        """Route in bulk (``batch.route_activities``) every conversation whose next
+        record is a customer message, round after round while some are (a customer who
+        wrote twice: the second round finds the first routed), dropping the records
+        decided from ``by_key``. What remains — other events, and conversations the
+        batch left undecided — is handled one at a time afterwards, in partition order
+        per conversation."""
+        metrics = self.engine.metrics
+        stopped: set[str] = set()
+        while True:
+            leading: dict[str, str] = {}
+            for key, items in by_key.items():
+                event = items[0].event if items else None
+                if key not in stopped and isinstance(event, ConversationActivity):
+                    leading.setdefault(event.conversation_id, key)
+            if not leading:
+                return
+            activities = [by_key[key][0].event for key in leading.values()]
+            outcomes = await route_activities(
+                self.engine, [a for a in activities if isinstance(a, ConversationActivity)]
+            )
+            for conversation_id, key in leading.items():
+                outcome = outcomes.get(conversation_id)
+                if outcome is None:
+                    stopped.add(key)
+                    continue
+                by_key[key] = by_key[key][1:]
+                if metrics is not None:
+                    metrics.activities.labels(outcome).inc()
 
     async def handle(self, delivery: Delivery) -> str | None:
         event = delivery.event

@@ -30,7 +30,6 @@ from typing import Any
 from switchboard_common.contract import (
     ASSIGNMENTS,
     AgentStatus,
-    Channel,
     ConversationActivity,
     ConversationTransferred,
     SlaEvent,
@@ -41,6 +40,7 @@ from switchboard_common.logging import get_logger
 from switchboard_router.assignment.classify import (
     Classified,
     LanguageDetector,
+    activity_reason,
     classify,
     select_queue,
 )
@@ -59,9 +59,9 @@ from switchboard_router.assignment.model import (
     RouteState,
     RouteStatus,
     Slot,
+    above_capacity,
     decision_id,
     parse_slot,
-    slot_id,
 )
 from switchboard_router.assignment.policy import RoutingPolicy
 from switchboard_router.assignment.store import AssignmentStore, Decision
@@ -210,13 +210,12 @@ class AssignmentEngine:
             ahead.append(decision)
             seq += 1
         if ahead:
-            for decision in ahead:  # perhaps never published: its maker may have crashed
-                if decision.kind is not None:
-                    await self._publish(decision, count=False)
-            state = await self._settle(ahead[-1].state)
+            # Perhaps never published: its maker may have crashed.
+            await self.publish_decisions(ahead, count=False)
+            state = await self.settle(ahead[-1].state)
         return state
 
-    async def _settle(self, state: RouteState) -> RouteState:
+    async def settle(self, state: RouteState) -> RouteState:
         """Write the head, then make sure no newer decision exists; if one does, write
         that instead. The last writer always checks after writing, so the head converges
         to the newest decision even when writes of two replicas interleave."""
@@ -242,18 +241,18 @@ class AssignmentEngine:
         ``write_head=False`` skips the head write for steps between statuses that no
         listing looks for (e.g. assigned → resolved): readers probe past the head.
         """
-        token = f"{self.replica}-{next(self._tokens)}"
+        token = self.new_token()
         if release and kind is not None:
             # Other replicas' views free these slots when they see the event.
             reason = {**reason, "released": list(release)}
         decision = Decision(after, kind, reason, token)
         if not await self.store.claim(decision):
-            self._count_conflict("decision")
+            self.count_conflict("decision")
             return False
         if kind is not None:
             await self._publish(decision)
         if write_head:
-            await self._settle(after)
+            await self.settle(after)
         if release:
             await self.store.release(release)
             self.directory.mark_free(release)
@@ -262,8 +261,18 @@ class AssignmentEngine:
             self.directory.assigned(after.agent_id, after.decided_at)
         return True
 
+    def new_token(self) -> str:
+        """Names this replica and attempt in a decision (for operators)."""
+        return f"{self.replica}-{next(self._tokens)}"
+
     async def _publish(self, decision: Decision, *, count: bool = True) -> None:
-        event = event_for(decision)
+        await self.publish_decisions([decision], count=count)
+
+    async def publish_decisions(self, decisions: Sequence[Decision], *, count: bool = True) -> None:
+        """Publish the events of decisions that have one, all acknowledged on return."""
+        events = [event_for(d) for d in decisions if d.kind is not None]
+        if not events:
+            return
         await self.publish(
             [
                 Outgoing(
@@ -273,14 +282,18 @@ class AssignmentEngine:
                     event_id=decision_id(event.conversation_id, event.seq),
                     time=event.decided_at,
                 )
+                for event in events
             ]
         )
-        if count and self.metrics is not None and decision.kind is not None:
-            self.metrics.assignments.labels(
-                decision.kind, str(event.channel), str(event.priority)
-            ).inc()
+        if count and self.metrics is not None:
+            for decision, event in zip(
+                (d for d in decisions if d.kind is not None), events, strict=True
+            ):
+                self.metrics.assignments.labels(
+                    decision.kind, str(event.channel), str(event.priority)
+                ).inc()
 
-    def _count_conflict(self, kind: str) -> None:
+    def count_conflict(self, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.conflicts.labels(kind).inc()
 
@@ -308,10 +321,18 @@ class AssignmentEngine:
             if assigned is Missed.LOST:
                 return None
             if isinstance(assigned, RouteState):
-                self._observe("assigned", started)
+                self.observe("assigned", started)
                 return assigned
             if assigned is Missed.FULL:
                 tried.add(choice.agent_id)
+        waiting, why = self.waiting_state(base, now)
+        ok = await self.commit(waiting, queued_kind, {**reason, "why": why}, release=release)
+        if ok:
+            self.observe(queued_kind, started)
+        return waiting if ok else None
+
+    def waiting_state(self, base: RouteState, now: datetime) -> tuple[RouteState, str]:
+        """``base`` queued (no agent had room), and why."""
         waiting = base.model_copy(
             update={
                 "status": RouteStatus.WAITING,
@@ -326,12 +347,29 @@ class AssignmentEngine:
             if requirements(waiting, self.policy, now).only_agent
             else ("no eligible agent with free capacity")
         )
-        ok = await self.commit(waiting, queued_kind, {**reason, "why": why}, release=release)
-        if ok:
-            self._observe(queued_kind, started)
-        return waiting if ok else None
+        return waiting, why
 
-    def _observe(self, outcome: str, started: float) -> None:
+    def assigned_state(
+        self, base: RouteState, agent_id: str, slots: Sequence[str], now: datetime
+    ) -> RouteState:
+        """``base`` given to the agent holding ``slots`` (offered if the policy says so)."""
+        offer = self.policy.offers.require_acceptance
+        return base.model_copy(
+            update={
+                "status": RouteStatus.OFFERED if offer else RouteStatus.ASSIGNED,
+                "agent_id": agent_id,
+                "slots": list(slots),
+                "offer_expires_at": (
+                    now + timedelta(seconds=self.policy.offers.timeout_seconds) if offer else None
+                ),
+                "assigned_at": None if offer else now,
+                "pinned_agent": None,
+                "sticky_until": None,
+                "decided_at": now,
+            }
+        )
+
+    def observe(self, outcome: str, started: float) -> None:
         if self.metrics is not None:
             self.metrics.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
 
@@ -357,33 +395,19 @@ class AssignmentEngine:
         )
         if conflict is not None:
             self.directory.mark_free([s for s in slots if s != conflict])
-            self._count_conflict("slot")
+            self.count_conflict("slot")
             return Missed.CONFLICT
         if not await self._within_capacity(agent_id, base.channel, slots[0]):
             await self.store.release(slots)
             self.directory.mark_free(slots)
-            self._count_conflict("capacity")
+            self.count_conflict("capacity")
             return Missed.FULL
-        offer = self.policy.offers.require_acceptance
-        state = base.model_copy(
-            update={
-                "status": RouteStatus.OFFERED if offer else RouteStatus.ASSIGNED,
-                "agent_id": agent_id,
-                "slots": slots,
-                "offer_expires_at": (
-                    now + timedelta(seconds=self.policy.offers.timeout_seconds) if offer else None
-                ),
-                "assigned_at": None if offer else now,
-                "pinned_agent": None,
-                "sticky_until": None,
-                "decided_at": now,
-            }
-        )
+        state = self.assigned_state(base, agent_id, slots, now)
         if not await self.commit(state, "assigned", reason, release=release):
             await self.store.release(slots)
             self.directory.mark_free(slots)
             return Missed.LOST
-        if not offer:
+        if state.status == RouteStatus.ASSIGNED:
             await self.store.remember_agent(state.customer_id, agent_id, now)
         return state
 
@@ -398,11 +422,10 @@ class AssignmentEngine:
         if agent is None:  # not persisted yet (its first event is still in flight)
             return True
         self.directory.apply(agent)
-        capacity = agent.capacity.get(Channel(channel), 0)
-        if parse_slot(slot)[2] >= capacity:
+        above = above_capacity(agent, channel, slot)
+        if above is None:
             return False
-        for index in range(capacity, agent.ceiling.get(Channel(channel), capacity)):
-            high = slot_id(agent_id, channel, index)
+        for high in above:
             if await self.store.slot_held(high):
                 self.directory.mark_held([high])
                 return False
@@ -413,7 +436,10 @@ class AssignmentEngine:
             return None
         if known is not None:
             return known
-        last = await self.store.last_agent(customer_id)
+        return self.remembered(await self.store.last_agent(customer_id))
+
+    def remembered(self, last: tuple[str, datetime] | None) -> str | None:
+        """The agent a customer's memory names while it is recent enough."""
         if last is None:
             return None
         agent_id, at = last
@@ -421,7 +447,7 @@ class AssignmentEngine:
             return None
         return agent_id
 
-    def _sticky_until(self, agent_id: str | None) -> datetime | None:
+    def sticky_until(self, agent_id: str | None) -> datetime | None:
         """Wait for the sticky agent only while they are online (full or not)."""
         if agent_id is None or self.policy.sticky.wait_seconds <= 0:
             return None
@@ -450,23 +476,13 @@ class AssignmentEngine:
             if current is not None and current.status == RouteStatus.AWAITING_CUSTOMER:
                 known = current.agent_id
             sticky = await self._sticky(activity.customer_id, known)
-            base = self._new_waiting(activity, classified, current, sticky, cause)
-            reason = {
-                "trigger": f"activity:{activity.kind}",
-                # The customer message behind the decision: lets frontends and operators
-                # trace a decision back to the timeline (and benchmarks measure latency).
-                "message_id": activity.message_id,
-                "classification": {
-                    "priority_from": list(classified.priority_from),
-                    "topics": list(classified.topics),
-                    "language": classified.language,
-                },
-            }
+            base = self.new_waiting(activity, classified, current, sticky, cause)
+            reason = activity_reason(activity, classified)
             if await self._route(base, queued_kind="queued", reason=reason) is not None:
                 return "routed"
         raise ContentionError(activity.conversation_id)
 
-    def _new_waiting(
+    def new_waiting(
         self,
         activity: ConversationActivity,
         classified: Classified,
@@ -497,7 +513,7 @@ class AssignmentEngine:
             customer_tier=activity.customer_tier,
             waiting_since=now,
             sticky_agent=sticky,
-            sticky_until=self._sticky_until(sticky),
+            sticky_until=self.sticky_until(sticky),
             causes=[cause] if current is None else current.with_cause(cause),
             decided_at=now,
         )
@@ -536,7 +552,7 @@ class AssignmentEngine:
                 return
             sticky = await self._sticky(current.customer_id, current.agent_id)
             base = self._rewait(current, cause, waiting_since=self.clock.now()).model_copy(
-                update={"sticky_agent": sticky, "sticky_until": self._sticky_until(sticky)}
+                update={"sticky_agent": sticky, "sticky_until": self.sticky_until(sticky)}
             )
             if await self._route(base, queued_kind="queued", reason={"trigger": "reopened"}):
                 return
@@ -669,7 +685,7 @@ class AssignmentEngine:
             return False
         if outcome in ("rejected", "timed_out"):
             self._count_offer(outcome)
-        await self._assign_waiting(after.conversation_id)
+        await self.assign_waiting(after.conversation_id)
         if current.agent_id:
             await self.drain(current.agent_id)
         return True
@@ -710,7 +726,7 @@ class AssignmentEngine:
                 "previous_queue": current.queue,
             }
             if await self.commit(after, "escalated", reason):
-                await self._assign_waiting(event.conversation_id)
+                await self.assign_waiting(event.conversation_id)
                 return
 
     # ================================================================ agents
@@ -763,14 +779,14 @@ class AssignmentEngine:
                 pick = pick_conversation(candidate, waiting, self.policy, now)
                 if pick is None:
                     break
-                outcome = await self._assign_waiting(pick.conversation_id, only=agent_id)
+                outcome = await self.assign_waiting(pick.conversation_id, only=agent_id)
                 if outcome:
                     given += 1
                 else:
                     misses += 1
         return given
 
-    async def _assign_waiting(self, conversation_id: str, *, only: str | None = None) -> bool:
+    async def assign_waiting(self, conversation_id: str, *, only: str | None = None) -> bool:
         """Try to give a waiting conversation to the best agent (or to ``only``).
 
         One attempt per conversation at a time in this replica: concurrent drains of
@@ -808,7 +824,7 @@ class AssignmentEngine:
                 if result is Missed.LOST:
                     continue
                 if isinstance(result, RouteState):
-                    self._observe("assigned", started)
+                    self.observe("assigned", started)
                     return True
                 return False
             choice = self.directory.choose(current, self.policy, now)
@@ -819,7 +835,7 @@ class AssignmentEngine:
             if result is Missed.LOST:
                 continue
             if isinstance(result, RouteState):
-                self._observe("assigned", started)
+                self.observe("assigned", started)
                 return True
         return False
 
@@ -844,7 +860,7 @@ class AssignmentEngine:
             if due is not None and due <= now and state.queue != self.policy.overflow.name:
                 await self._overflow(state.conversation_id)
             elif any(since < m <= now for m in change_moments(state, self.policy)):
-                await self._assign_waiting(state.conversation_id)
+                await self.assign_waiting(state.conversation_id)
         await self._reassign_offline(now)
 
     async def expire_offer(self, conversation_id: str) -> None:
@@ -880,7 +896,7 @@ class AssignmentEngine:
                 ),
             }
             if await self.commit(after, "escalated", reason):
-                await self._assign_waiting(conversation_id)
+                await self.assign_waiting(conversation_id)
                 return
 
     async def _reassign_offline(self, now: datetime) -> None:
@@ -925,7 +941,7 @@ class AssignmentEngine:
             # again with this replica's view (the releaser's view knows the free slot).
             now = self.clock.now()
             if self.directory.choose(state, self.policy, now):
-                await self._assign_waiting(state.conversation_id)
+                await self.assign_waiting(state.conversation_id)
 
     async def rematch(self) -> None:
         """Safety net behind the event-driven path: retry waiting conversations for
@@ -933,7 +949,7 @@ class AssignmentEngine:
         now = self.clock.now()
         for state in list(self.queue.sorted_waiting()):
             if self.directory.choose(state, self.policy, now):
-                await self._assign_waiting(state.conversation_id)
+                await self.assign_waiting(state.conversation_id)
 
     async def repair(self, older_than: timedelta) -> None:
         """Finish what crashed replicas left: slots no decision holds are released, and

@@ -187,6 +187,18 @@ class Agent:
         )
 
 
+def above_capacity(agent: Agent, channel: str, slot: str) -> list[str] | None:
+    """Check a reserved channel slot against the agent's stored capacity: None when the
+    slot is at or above the capacity in force (give it back), else the slots between
+    the capacity and the highest capacity the agent ever had (``ceiling``). While any of
+    those is held (work taken before a decrease) no lower slot may be kept either."""
+    capacity = agent.capacity.get(Channel(channel), 0)
+    if parse_slot(slot)[2] >= capacity:
+        return None
+    ceiling = agent.ceiling.get(Channel(channel), capacity)
+    return [slot_id(agent.agent_id, channel, index) for index in range(capacity, ceiling)]
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
     """A held capacity slot: the document whose ``_id`` is the slot."""

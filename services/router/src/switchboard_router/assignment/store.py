@@ -34,6 +34,7 @@ from switchboard_router.assignment.model import (
     Slot,
     decision_id,
 )
+from switchboard_router.bulk import delete_by_ids, find_by_ids, insert_each, put_documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,12 @@ class AssignmentStore(Protocol):
         is already held (the ones inserted before it are released again)."""
         ...
 
+    async def reserve_many(self, groups: Sequence[Sequence[Slot]]) -> list[str | None]:
+        """``reserve`` for many reservations at once (one bulk insert): per group, None
+        when every slot of it was inserted, else the id of a slot already held (the
+        group's other slots are released again). Groups must not share slots."""
+        ...
+
     async def release(self, slot_ids: Sequence[str]) -> None:
         """Delete slots by id (idempotent)."""
         ...
@@ -72,13 +79,31 @@ class AssignmentStore(Protocol):
         """Insert the decision; False if step ``seq`` of that conversation is taken."""
         ...
 
+    async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
+        """``claim`` for many decisions at once (one bulk insert), in order: False for
+        each step that was taken already. Decisions must name distinct steps."""
+        ...
+
     async def decision(self, conversation_id: str, seq: int) -> Decision | None: ...
+
+    async def decisions_at(self, steps: Mapping[str, int]) -> dict[str, Decision]:
+        """Conversation id → its decision number ``steps[id]``, for those that exist
+        (one read)."""
+        ...
 
     async def head(self, conversation_id: str) -> RouteState | None:
         """The last state written to the head (may lag the decisions: probe forward)."""
         ...
 
+    async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
+        """``head`` of many conversations (one read); absent ones are missing."""
+        ...
+
     async def put_head(self, state: RouteState) -> None: ...
+
+    async def put_heads(self, states: Sequence[RouteState]) -> None:
+        """``put_head`` for many conversations (the last state of a conversation wins)."""
+        ...
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]: ...
 
@@ -93,7 +118,15 @@ class AssignmentStore(Protocol):
 
     async def agent(self, agent_id: str) -> Agent | None: ...
 
+    async def agents_by_id(self, agent_ids: Sequence[str]) -> dict[str, Agent]:
+        """The stored agents among ``agent_ids`` (one read)."""
+        ...
+
     async def slot_held(self, slot_id: str) -> bool: ...
+
+    async def held_among(self, slot_ids: Sequence[str]) -> set[str]:
+        """The slots among ``slot_ids`` that are held (one read)."""
+        ...
 
     async def agents(self) -> list[Agent]: ...
 
@@ -101,7 +134,15 @@ class AssignmentStore(Protocol):
 
     async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None: ...
 
+    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
+        """``remember_agent`` for many (customer, agent, at); the last of a customer wins."""
+        ...
+
     async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None: ...
+
+    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        """``last_agent`` of many customers (one read); unknown ones are missing."""
+        ...
 
 
 # --------------------------------------------------------------------------- in memory
@@ -129,6 +170,9 @@ class InMemoryAssignmentStore:
             self.slots[slot.slot_id] = slot
         return None
 
+    async def reserve_many(self, groups: Sequence[Sequence[Slot]]) -> list[str | None]:
+        return [await self.reserve(group) for group in groups]
+
     async def release(self, slot_ids: Sequence[str]) -> None:
         for slot in slot_ids:
             self.slots.pop(slot, None)
@@ -145,14 +189,28 @@ class InMemoryAssignmentStore:
         self.decisions[decision.decision_id] = decision
         return True
 
+    async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
+        return [await self.claim(decision) for decision in decisions]
+
     async def decision(self, conversation_id: str, seq: int) -> Decision | None:
         return self.decisions.get(decision_id(conversation_id, seq))
+
+    async def decisions_at(self, steps: Mapping[str, int]) -> dict[str, Decision]:
+        found = {cid: self.decisions.get(decision_id(cid, seq)) for cid, seq in steps.items()}
+        return {cid: d for cid, d in found.items() if d is not None}
 
     async def head(self, conversation_id: str) -> RouteState | None:
         return self.heads.get(conversation_id)
 
+    async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
+        return {c: self.heads[c] for c in conversation_ids if c in self.heads}
+
     async def put_head(self, state: RouteState) -> None:
         self.heads[state.conversation_id] = state
+
+    async def put_heads(self, states: Sequence[RouteState]) -> None:
+        for state in states:
+            self.heads[state.conversation_id] = state
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]:
         return sorted(
@@ -177,8 +235,14 @@ class InMemoryAssignmentStore:
     async def agent(self, agent_id: str) -> Agent | None:
         return self.agent_docs.get(agent_id)
 
+    async def agents_by_id(self, agent_ids: Sequence[str]) -> dict[str, Agent]:
+        return {a: self.agent_docs[a] for a in agent_ids if a in self.agent_docs}
+
     async def slot_held(self, slot_id: str) -> bool:
         return slot_id in self.slots
+
+    async def held_among(self, slot_ids: Sequence[str]) -> set[str]:
+        return {s for s in slot_ids if s in self.slots}
 
     async def agents(self) -> list[Agent]:
         return [self.agent_docs[k] for k in sorted(self.agent_docs)]
@@ -190,8 +254,15 @@ class InMemoryAssignmentStore:
     async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None:
         self.customers[customer_id] = (agent_id, at)
 
+    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
+        for customer_id, agent_id, at in served:
+            self.customers[customer_id] = (agent_id, at)
+
     async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
         return self.customers.get(customer_id)
+
+    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        return {c: self.customers[c] for c in customer_ids if c in self.customers}
 
 
 # --------------------------------------------------------------------------- MongoDB
@@ -234,12 +305,29 @@ class MongoAssignmentStore:
             inserted.append(slot.slot_id)
         return None
 
+    async def reserve_many(self, groups: Sequence[Sequence[Slot]]) -> list[str | None]:
+        documents: list[dict[str, Any]] = []
+        owner: list[int] = []
+        for number, group in enumerate(groups):
+            documents += [_slot_document(slot) for slot in group]
+            owner += [number] * len(group)
+        taken = await insert_each(self.slots, documents)
+        conflicts: list[str | None] = [None] * len(groups)
+        for index in sorted(taken):
+            if conflicts[owner[index]] is None:
+                conflicts[owner[index]] = documents[index]["_id"]
+        # A group that lost any slot gives back the ones it did insert.
+        await self.release(
+            [
+                d["_id"]
+                for index, d in enumerate(documents)
+                if conflicts[owner[index]] is not None and index not in taken
+            ]
+        )
+        return conflicts
+
     async def release(self, slot_ids: Sequence[str]) -> None:
-        if len(slot_ids) == 1:
-            await self.slots.delete_one({"_id": slot_ids[0]})
-        else:
-            for slot in slot_ids:  # by _id each: the only indexed filter on FerretDB
-                await self.slots.delete_one({"_id": slot})
+        await delete_by_ids(self.slots, slot_ids)
 
     async def held_slots(self, agent_id: str | None = None) -> list[Slot]:
         query = {} if agent_id is None else {"agent_id": agent_id}
@@ -257,36 +345,38 @@ class MongoAssignmentStore:
 
     async def claim(self, decision: Decision) -> bool:
         try:
-            await self.decisions.insert_one(
-                {
-                    "_id": decision.decision_id,
-                    "state": decision.state.to_document(),
-                    "kind": decision.kind,
-                    "reason": decision.reason,
-                    "token": decision.token,
-                }
-            )
+            await self.decisions.insert_one(_decision_document(decision))
         except DuplicateKeyError:
             return False
         return True
 
+    async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
+        taken = await insert_each(self.decisions, [_decision_document(d) for d in decisions])
+        return [index not in taken for index in range(len(decisions))]
+
     async def decision(self, conversation_id: str, seq: int) -> Decision | None:
         doc = await self.decisions.find_one({"_id": decision_id(conversation_id, seq)})
-        if doc is None:
-            return None
-        return Decision(
-            state=RouteState.from_document(doc["state"]),
-            kind=doc.get("kind"),
-            reason=dict(doc.get("reason") or {}),
-            token=str(doc.get("token") or ""),
-        )
+        return None if doc is None else _decision(doc)
+
+    async def decisions_at(self, steps: Mapping[str, int]) -> dict[str, Decision]:
+        wanted = {decision_id(cid, seq): cid for cid, seq in steps.items()}
+        found = await find_by_ids(self.decisions, wanted)
+        return {wanted[key]: _decision(doc) for key, doc in found.items()}
 
     async def head(self, conversation_id: str) -> RouteState | None:
         doc = await self.routes_.find_one({"_id": conversation_id})
         return None if doc is None else RouteState.from_document(doc)
 
+    async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
+        found = await find_by_ids(self.routes_, conversation_ids)
+        return {key: RouteState.from_document(doc) for key, doc in found.items()}
+
     async def put_head(self, state: RouteState) -> None:
         await _upsert(self.routes_, _head_document(state))
+
+    async def put_heads(self, states: Sequence[RouteState]) -> None:
+        # Most heads of a batch are new conversations: inserted, only the rest replaced.
+        await put_documents(self.routes_, [_head_document(s) for s in states])
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]:
         query = {"status": {"$in": [str(s) for s in statuses]}}
@@ -329,8 +419,15 @@ class MongoAssignmentStore:
         doc = await self.agents_.find_one({"_id": agent_id})
         return None if doc is None else Agent.from_document(doc)
 
+    async def agents_by_id(self, agent_ids: Sequence[str]) -> dict[str, Agent]:
+        found = await find_by_ids(self.agents_, agent_ids)
+        return {key: Agent.from_document(doc) for key, doc in found.items()}
+
     async def slot_held(self, slot_id: str) -> bool:
         return await self.slots.find_one({"_id": slot_id}, {"_id": 1}) is not None
+
+    async def held_among(self, slot_ids: Sequence[str]) -> set[str]:
+        return set(await find_by_ids(self.slots, slot_ids, {"_id": 1}))
 
     async def agents(self) -> list[Agent]:
         return [Agent.from_document(d) async for d in self.agents_.find({}).sort("_id", 1)]
@@ -343,9 +440,19 @@ class MongoAssignmentStore:
     async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None:
         await _upsert(self.customers, {"_id": customer_id, "agent_id": agent_id, "at": at})
 
+    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
+        await put_documents(
+            self.customers,
+            [{"_id": customer, "agent_id": agent, "at": at} for customer, agent, at in served],
+        )
+
     async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
         doc = await self.customers.find_one({"_id": customer_id})
         return None if doc is None else (str(doc["agent_id"]), doc["at"])
+
+    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        found = await find_by_ids(self.customers, customer_ids)
+        return {key: (str(doc["agent_id"]), doc["at"]) for key, doc in found.items()}
 
 
 def _agent_update(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,6 +482,25 @@ def _slot_document(slot: Slot) -> dict[str, Any]:
         "seq": slot.seq,
         "at": slot.at,
     }
+
+
+def _decision_document(decision: Decision) -> dict[str, Any]:
+    return {
+        "_id": decision.decision_id,
+        "state": decision.state.to_document(),
+        "kind": decision.kind,
+        "reason": decision.reason,
+        "token": decision.token,
+    }
+
+
+def _decision(doc: Document) -> Decision:
+    return Decision(
+        state=RouteState.from_document(doc["state"]),
+        kind=doc.get("kind"),
+        reason=dict(doc.get("reason") or {}),
+        token=str(doc.get("token") or ""),
+    )
 
 
 def _head_document(state: RouteState) -> dict[str, Any]:

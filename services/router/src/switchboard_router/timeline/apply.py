@@ -39,7 +39,6 @@ from switchboard_common.contract import (
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
-from switchboard_router.timeline.aio import bounded_gather
 from switchboard_router.timeline.documents import (
     conversation_from,
     conversation_opening,
@@ -163,17 +162,14 @@ class TimelineStage:
     async def _load(self, items: dict[str, list[Item]]) -> dict[str, _Work]:
         work: dict[str, _Work] = {}
         cold = [home for home in items if home not in self._cache]
-        loaded = await bounded_gather(
-            [lambda h=h: self._store.load_state(h) for h in cold]  # type: ignore[misc]
-        )
-        stored = dict(zip(cold, loaded, strict=True))
+        stored = await self._store.load_states(cold) if cold else {}
         for home, home_items in items.items():
             cached = self._cache.get(home)
             if cached is not None:
                 self._metrics.state_loads.labels("cache").inc()
                 work[home] = _Work(cached.copy(), home_items)
                 continue
-            state = stored[home]
+            state = stored.get(home)
             self._metrics.state_loads.labels("new" if state is None else "store").inc()
             work[home] = _Work(state or HomeState(home), home_items, known=state is not None)
         return work
@@ -187,28 +183,52 @@ class TimelineStage:
             for i in w.items
             if isinstance(i, MessageItem) and i.inbound.email_message_id
         }
+        wanted: dict[str, set[str]] = {}
+        refs: dict[str, list[str]] = {}
         for home, w in work.items():
-            wanted: set[str] = set()
-            refs: set[str] = set()
+            wanted[home] = set()
+            unknown: set[str] = set()
             for item in w.items:
                 if isinstance(item, StatusChange):
-                    wanted.add(item.conversation_id)
+                    wanted[home].add(item.conversation_id)
                 elif isinstance(item, MessageItem) and item.message_id not in w.base.applied:
                     ids = item.inbound.thread_ids()
                     if ids and not any(r in w.base.refs for r in ids):
-                        refs.update(r for r in ids if r not in batch_ids)
-            if refs:
-                found = await self._store.get_refs(home, sorted(refs))
-                for ref, conversation_id in found.items():
-                    w.base.refs.setdefault(ref, conversation_id)
-                    wanted.add(conversation_id)
-            await self._remember_conversations(w.base, wanted)
+                        unknown.update(r for r in ids if r not in batch_ids)
+            if unknown:
+                refs[home] = sorted(unknown)
+        found = await self._store.get_refs_of(refs) if refs else {}
+        for home, known in found.items():
+            base = work[home].base
+            for ref, conversation_id in known.items():
+                base.refs.setdefault(ref, conversation_id)
+                wanted[home].add(conversation_id)
+        await self._remember_many(
+            {home: work[home].base for home in wanted},
+            {home: sorted(ids) for home, ids in wanted.items()},
+        )
+
+    async def _remember_many(
+        self, states: dict[str, HomeState], wanted: dict[str, list[str]]
+    ) -> None:
+        """Teach each customer's state the stored conversations it lacks among those it
+        wants, in the order given (one read for the whole batch)."""
+        missing = {
+            home: [i for i in dict.fromkeys(ids) if i not in states[home].conversations]
+            for home, ids in wanted.items()
+        }
+        every = sorted({i for ids in missing.values() for i in ids})
+        if not every:
+            return
+        documents = await self._store.get_conversations(every)
+        for home, ids in missing.items():
+            for conversation_id in ids:
+                document = documents.get(conversation_id)
+                if document is not None:
+                    states[home].remember(conversation_from(document))
 
     async def _remember_conversations(self, state: HomeState, ids: set[str]) -> None:
-        missing = sorted(i for i in ids if i not in state.conversations)
-        if missing:
-            for document in (await self._store.get_conversations(missing)).values():
-                state.remember(conversation_from(document))
+        await self._remember_many({state.customer_id: state}, {state.customer_id: sorted(ids)})
 
     # ----------------------------------------------------------------------- settling
 
@@ -314,11 +334,13 @@ class TimelineStage:
             written.pop(message_id, None)
         stored = await self._store.get_placements(sorted(existing))
         pending: set[str] = set()
-        for message_id, placement in stored.items():
-            w = work[owner[message_id]]
-            w.stored[message_id] = placement
-            await self._remember_conversations(w.base, {placement.conversation_id})
-            pending.add(owner[message_id])
+        wanted: dict[str, list[str]] = {}
+        for message_id, placement in sorted(stored.items()):
+            home = owner[message_id]
+            work[home].stored[message_id] = placement
+            wanted.setdefault(home, []).append(placement.conversation_id)
+            pending.add(home)
+        await self._remember_many({home: work[home].base for home in wanted}, wanted)
         return pending
 
     # ----------------------------------------------------------------------- writing

@@ -4,7 +4,7 @@ the shared contract suites). They hold the same documents the MongoDB stores hol
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -45,6 +45,9 @@ class InMemoryIdentityStore:
     async def get_identity(self, identity: str) -> IdentityRecord | None:
         return self.identities.get(identity)
 
+    async def get_identities(self, identities: Sequence[str]) -> dict[str, IdentityRecord]:
+        return {i: self.identities[i] for i in identities if i in self.identities}
+
     async def claim_identity(self, record: IdentityRecord) -> IdentityRecord:
         return self.identities.setdefault(record.identity, record)
 
@@ -70,6 +73,9 @@ class InMemoryIdentityStore:
 
     async def get_customer(self, customer_id: str) -> CustomerRecord | None:
         return self.customers.get(customer_id)
+
+    async def get_customers(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+        return {c: self.customers[c] for c in customer_ids if c in self.customers}
 
     async def create_customer(self, record: CustomerRecord) -> bool:
         if record.customer_id in self.customers:
@@ -99,6 +105,9 @@ class InMemoryIdentityStore:
     async def get_profile_key(self, key: str) -> str | None:
         return self.profile_keys.get(key)
 
+    async def get_profile_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        return {k: self.profile_keys[k] for k in keys if k in self.profile_keys}
+
     async def claim_profile_key(self, key: str, customer_id: str) -> str:
         return self.profile_keys.setdefault(key, customer_id)
 
@@ -111,6 +120,9 @@ class InMemoryIdentityStore:
 
     async def get_membership(self, absorbed: str) -> Membership | None:
         return self.memberships.get(absorbed)
+
+    async def get_memberships(self, absorbed: Sequence[str]) -> dict[str, Membership]:
+        return {a: self.memberships[a] for a in absorbed if a in self.memberships}
 
     async def claim_membership(self, membership: Membership) -> Membership:
         return self.memberships.setdefault(membership.absorbed, membership)
@@ -163,6 +175,11 @@ class InMemoryTimelineStore:
     async def load_state(self, customer_id: str) -> HomeState | None:
         document = self.states.get(customer_id)
         return None if document is None else state_from(copy.deepcopy(document))
+
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+        return {
+            c: state_from(copy.deepcopy(self.states[c])) for c in customer_ids if c in self.states
+        }
 
     async def save_states(
         self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
@@ -227,6 +244,10 @@ class InMemoryTimelineStore:
             if document is not None:
                 found[message_id] = document["conversation_id"]
         return found
+
+    async def get_refs_of(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, dict[str, str]]:
+        found = {c: await self.get_refs(c, ids) for c, ids in wanted.items()}
+        return {c: refs for c, refs in found.items() if refs}
 
     def _page(self, matching: list[Document], page: Page) -> list[Document]:
         if page.after is not None:

@@ -9,17 +9,16 @@ on FerretDB v1 those queries scan, which only the read path does).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from switchboard_common.mongo import Document
-from switchboard_router.timeline.aio import bounded_gather
+from switchboard_router.bulk import find_by_ids, insert_new
 from switchboard_router.timeline.documents import (
     CONVERSATION_ERASURE,
     MESSAGE_ERASURE,
@@ -40,8 +39,6 @@ from switchboard_router.timeline.ports import (
     Page,
 )
 from switchboard_router.timeline.threading import HomeState, Placement
-
-DUPLICATE_KEY = 11000
 
 #: Every collection the timeline stages own, and the indexes its read queries need.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -78,35 +75,10 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
             await db[name].create_indexes([index])
 
 
-async def insert_new(
-    collection: AsyncCollection[Document], documents: Sequence[Document]
-) -> set[Any]:
-    """Insert documents, ignoring those whose ``_id`` exists; return the existing ids.
-
-    Any other write error is raised.
-    """
-    if not documents:
-        return set()
-    try:
-        await collection.insert_many(list(documents), ordered=False)
-    except BulkWriteError as error:
-        errors = error.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {documents[e["index"]]["_id"] for e in errors}
-    return set()
-
-
-async def _one_by_one(
-    collection: AsyncCollection[Document], ids: Sequence[str]
-) -> dict[str, Document]:
-    """Documents by ``_id``, one indexed lookup each (``$in`` scans on FerretDB v1),
-    a few in flight at once."""
-    keys = list(dict.fromkeys(ids))
-    documents = await bounded_gather(
-        [lambda key=key: collection.find_one({"_id": key}) for key in keys]  # type: ignore[misc]
-    )
-    return {key: d for key, d in zip(keys, documents, strict=True) if d is not None}
+async def _by_ids(collection: AsyncCollection[Document], ids: Sequence[str]) -> dict[str, Document]:
+    """Documents by ``_id``: one indexed ``$in`` read (the project's FerretDB build
+    pushes ``$in`` on ``_id`` down to the index, as MongoDB does)."""
+    return {str(k): d for k, d in (await find_by_ids(collection, ids)).items()}
 
 
 # --------------------------------------------------------------------------- identities
@@ -176,6 +148,10 @@ class MongoIdentityStore:
         document = await self.identities.find_one({"_id": identity})
         return None if document is None else _identity(document)
 
+    async def get_identities(self, identities: Sequence[str]) -> dict[str, IdentityRecord]:
+        found = await _by_ids(self.identities, identities)
+        return {key: _identity(document) for key, document in found.items()}
+
     async def claim_identity(self, record: IdentityRecord) -> IdentityRecord:
         try:
             await self.identities.insert_one(
@@ -210,7 +186,7 @@ class MongoIdentityStore:
             ],
         )
         result = {r.identity: r for r in unique if r.identity not in taken}
-        found = await _one_by_one(self.identities, sorted(taken))
+        found = await _by_ids(self.identities, sorted(taken))
         for record in unique:
             if record.identity in taken:
                 winner = found.get(record.identity)
@@ -247,6 +223,10 @@ class MongoIdentityStore:
     async def get_customer(self, customer_id: str) -> CustomerRecord | None:
         document = await self.customers.find_one({"_id": customer_id})
         return None if document is None else _customer(document)
+
+    async def get_customers(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+        found = await _by_ids(self.customers, customer_ids)
+        return {key: _customer(document) for key, document in found.items()}
 
     async def create_customer(self, record: CustomerRecord) -> bool:
         try:
@@ -289,6 +269,10 @@ class MongoIdentityStore:
         document = await self.profile_keys.find_one({"_id": key})
         return None if document is None else str(document["customer_id"])
 
+    async def get_profile_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        found = await _by_ids(self.profile_keys, keys)
+        return {key: str(document["customer_id"]) for key, document in found.items()}
+
     async def claim_profile_key(self, key: str, customer_id: str) -> str:
         try:
             await self.profile_keys.insert_one({"_id": key, "customer_id": customer_id})
@@ -304,6 +288,10 @@ class MongoIdentityStore:
     async def get_membership(self, absorbed: str) -> Membership | None:
         document = await self.memberships.find_one({"_id": absorbed})
         return None if document is None else _membership(document)
+
+    async def get_memberships(self, absorbed: Sequence[str]) -> dict[str, Membership]:
+        found = await _by_ids(self.memberships, absorbed)
+        return {key: _membership(document) for key, document in found.items()}
 
     async def claim_membership(self, membership: Membership) -> Membership:
         try:
@@ -397,6 +385,10 @@ class MongoTimelineStore:
         document = await self.states.find_one({"_id": customer_id})
         return None if document is None else state_from(document)
 
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+        found = await _by_ids(self.states, customer_ids)
+        return {key: state_from(document) for key, document in found.items()}
+
     async def save_states(
         self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
     ) -> None:
@@ -429,7 +421,7 @@ class MongoTimelineStore:
             ],
         )
         result = {c.claim_id: c.conversation_id for c in unique if c.claim_id not in taken}
-        for claim_id, document in (await _one_by_one(self.claims, sorted(taken))).items():
+        for claim_id, document in (await _by_ids(self.claims, sorted(taken))).items():
             result[claim_id] = document["conversation_id"]
         return result
 
@@ -447,7 +439,7 @@ class MongoTimelineStore:
             )
 
     async def get_placements(self, message_ids: Sequence[str]) -> dict[str, Placement]:
-        found = await _one_by_one(self.messages, message_ids)
+        found = await _by_ids(self.messages, message_ids)
         return {key: placement_of(document) for key, document in found.items()}
 
     async def save_conversations(self, writes: Sequence[ConversationWrite]) -> None:
@@ -484,7 +476,7 @@ class MongoTimelineStore:
         return await self.conversations.find_one({"_id": conversation_id})
 
     async def get_conversations(self, conversation_ids: Sequence[str]) -> dict[str, Document]:
-        return await _one_by_one(self.conversations, conversation_ids)
+        return await _by_ids(self.conversations, conversation_ids)
 
     async def insert_refs(self, refs: Sequence[tuple[str, str, str]]) -> None:
         documents: dict[str, Document] = {}
@@ -496,10 +488,19 @@ class MongoTimelineStore:
         await insert_new(self.refs, list(documents.values()))
 
     async def get_refs(self, customer_id: str, message_ids: Sequence[str]) -> dict[str, str]:
-        keys = [f"{customer_id}|{m}" for m in message_ids]
-        found = await _one_by_one(self.refs, keys)
-        prefix = len(customer_id) + 1
-        return {key[prefix:]: d["conversation_id"] for key, d in found.items()}
+        return (await self.get_refs_of({customer_id: message_ids})).get(customer_id, {})
+
+    async def get_refs_of(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, dict[str, str]]:
+        keys = {
+            f"{customer_id}|{message_id}": (customer_id, message_id)
+            for customer_id, message_ids in wanted.items()
+            for message_id in message_ids
+        }
+        found: dict[str, dict[str, str]] = {}
+        for key, document in (await _by_ids(self.refs, list(keys))).items():
+            customer_id, message_id = keys[key]
+            found.setdefault(customer_id, {})[message_id] = document["conversation_id"]
+        return found
 
     async def _page(self, query: Document, page: Page) -> list[Document]:
         if page.after is not None:

@@ -10,7 +10,7 @@ both MongoDB and FerretDB v1. Every write is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -93,6 +93,10 @@ class IdentityStore(Protocol):
 
     async def get_identity(self, identity: str) -> IdentityRecord | None: ...
 
+    async def get_identities(self, identities: Sequence[str]) -> dict[str, IdentityRecord]:
+        """The stored identities among ``identities`` (one read); unknown ones are missing."""
+        ...
+
     async def claim_identity(self, record: IdentityRecord) -> IdentityRecord:
         """Insert the identity unless it exists; return the stored record (the winner's
         when another writer got there first). Atomic on both servers."""
@@ -115,6 +119,10 @@ class IdentityStore(Protocol):
 
     async def get_customer(self, customer_id: str) -> CustomerRecord | None: ...
 
+    async def get_customers(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+        """The stored customers among ``customer_ids`` (one read)."""
+        ...
+
     async def create_customer(self, record: CustomerRecord) -> bool:
         """Insert a customer; False (and no change) if it exists."""
         ...
@@ -129,6 +137,10 @@ class IdentityStore(Protocol):
 
     async def get_profile_key(self, key: str) -> str | None: ...
 
+    async def get_profile_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        """Key → holder for the held keys among ``keys`` (one read)."""
+        ...
+
     async def claim_profile_key(self, key: str, customer_id: str) -> str:
         """Give ``key`` to ``customer_id`` unless someone holds it; return the holder."""
         ...
@@ -136,6 +148,10 @@ class IdentityStore(Protocol):
     async def delete_profile_keys(self, customer_ids: Sequence[str]) -> int: ...
 
     async def get_membership(self, absorbed: str) -> Membership | None: ...
+
+    async def get_memberships(self, absorbed: Sequence[str]) -> dict[str, Membership]:
+        """The active memberships of the customers among ``absorbed`` (one read)."""
+        ...
 
     async def claim_membership(self, membership: Membership) -> Membership:
         """Insert unless ``absorbed`` is already merged; return the stored membership."""
@@ -199,6 +215,10 @@ class TimelineStore(Protocol):
 
     async def load_state(self, customer_id: str) -> HomeState | None: ...
 
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+        """The stored states among ``customer_ids`` (one read); new customers are missing."""
+        ...
+
     async def save_states(
         self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
     ) -> None:
@@ -232,6 +252,11 @@ class TimelineStore(Protocol):
         ...
 
     async def get_refs(self, customer_id: str, message_ids: Sequence[str]) -> dict[str, str]: ...
+
+    async def get_refs_of(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, dict[str, str]]:
+        """``get_refs`` for many customers (customer → Message-IDs) in one read:
+        customer → Message-ID → conversation, for the Message-IDs found."""
+        ...
 
     async def timeline(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
         """Messages of the customers in (received_at, message_id) order after the page's

@@ -24,7 +24,6 @@ from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerMessage, Mess
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
-from switchboard_router.timeline.aio import bounded_gather
 from switchboard_router.timeline.identity import IdentityError, identity_of, profile_key_for
 from switchboard_router.timeline.ports import CustomerRecord, IdentityRecord, IdentityStore
 
@@ -153,11 +152,10 @@ class IdentityResolver:
                 homes[identity] = home
                 self._metrics.identities.labels("cached").inc()
         missing = [i for i in sightings if i not in homes]
-        stored = await bounded_gather(
-            [lambda i=i: self._store.get_identity(i) for i in missing]  # type: ignore[misc]
-        )
+        stored = await self._store.get_identities(missing) if missing else {}
         unknown: list[str] = []
-        for identity, record in zip(missing, stored, strict=True):
+        for identity in missing:
+            record = stored.get(identity)
             if record is None:
                 unknown.append(identity)
             else:
@@ -167,11 +165,7 @@ class IdentityResolver:
             homes.update(await self._create(unknown, sightings))
         for identity, home in homes.items():
             self._homes.put(identity, home)
-        distinct = list(dict.fromkeys(homes.values()))
-        roots = await bounded_gather(
-            [lambda h=h: self.root_of(h, fresh=fresh) for h in distinct]  # type: ignore[misc]
-        )
-        by_home = dict(zip(distinct, roots, strict=True))
+        by_home = await self.roots_of(list(dict.fromkeys(homes.values())), fresh=fresh)
         return {
             identity: Resolution(
                 identity,
@@ -186,11 +180,9 @@ class IdentityResolver:
         self, identities: Sequence[str], sightings: Mapping[str, Sighting]
     ) -> dict[str, str]:
         links = {i: profile_key_for(i) for i in identities}
-        linkable = [i for i, link in links.items() if link is not None]
-        owners = await bounded_gather(
-            [lambda i=i: self._store.get_profile_key(links[i][0]) for i in linkable]  # type: ignore[index,misc]
-        )
-        owner_of = {i: o for i, o in zip(linkable, owners, strict=True) if o is not None}
+        keys = {i: link[0] for i, link in links.items() if link is not None}
+        owners = await self._store.get_profile_keys(sorted(set(keys.values()))) if keys else {}
+        owner_of = {i: owners[key] for i, key in keys.items() if key in owners}
         now = self._clock()
         records = []
         for identity in identities:
@@ -222,23 +214,51 @@ class IdentityResolver:
 
     async def root_of(self, customer_id: str, *, fresh: bool = False) -> tuple[str, str | None]:
         """The customer ``customer_id`` is (transitively) merged into, and its tier."""
-        cached = None if fresh else self._roots.get(customer_id)
-        if cached is not None:
-            return cached
-        current, seen = customer_id, {customer_id}
+        return (await self.roots_of([customer_id], fresh=fresh))[customer_id]
+
+    async def roots_of(
+        self, customer_ids: Sequence[str], *, fresh: bool = False
+    ) -> dict[str, tuple[str, str | None]]:
+        """``root_of`` for many customers: one membership read per level of merging (in
+        practice one), one read of the roots' customers."""
+        found: dict[str, tuple[str, str | None]] = {}
+        todo: list[str] = []
+        for customer_id in customer_ids:
+            cached = None if fresh else self._roots.get(customer_id)
+            if cached is not None:
+                found[customer_id] = cached
+            else:
+                todo.append(customer_id)
+        if not todo:
+            return found
+        current = {c: c for c in todo}
+        seen = {c: {c} for c in todo}
+        following = list(todo)
         for _ in range(MAX_MERGE_DEPTH):
-            membership = await self._store.get_membership(current)
-            if membership is None or membership.survivor in seen:
+            if not following:
                 break
-            current = membership.survivor
-            seen.add(current)
-        customer = await self._store.get_customer(current)
-        if customer is None and current == customer_id:
-            # The identity was claimed but the process died before creating the customer.
-            await self._store.create_customer(CustomerRecord(customer_id, self._clock()))
-        tier = customer.profile.tier if customer is not None else None
-        self._roots.put(customer_id, (current, tier))
-        return current, tier
+            memberships = await self._store.get_memberships(sorted({current[c] for c in following}))
+            moved = []
+            for customer_id in following:
+                membership = memberships.get(current[customer_id])
+                if membership is None or membership.survivor in seen[customer_id]:
+                    continue
+                current[customer_id] = membership.survivor
+                seen[customer_id].add(membership.survivor)
+                moved.append(customer_id)
+            following = moved
+        customers = await self._store.get_customers(sorted(set(current.values())))
+        for customer_id in todo:
+            root = current[customer_id]
+            customer = customers.get(root)
+            if customer is None and root == customer_id:
+                # The identity was claimed but the process died before creating the
+                # customer.
+                await self._store.create_customer(CustomerRecord(customer_id, self._clock()))
+            tier = customer.profile.tier if customer is not None else None
+            self._roots.put(customer_id, (root, tier))
+            found[customer_id] = (root, tier)
+        return found
 
 
 class IdentityStage:

@@ -1,0 +1,330 @@
+"""Stage 3's batch path (``batch.route_activities`` and ``ConversationHandler``) on the
+in-memory store: the same decisions and the same exclusivity as one at a time, and a
+conversation that loses any race leaves the batch for the one-at-a-time path."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    CONVERSATION_ACTIVITY,
+    CONVERSATION_EVENTS,
+    Channel,
+    ConversationAssigned,
+    ConversationQueued,
+    ConversationResolved,
+)
+from switchboard_common.contract.events import ContractModel
+from switchboard_common.deadletter import RawRecord
+from switchboard_common.kafka import Outgoing
+from switchboard_router.assignment.batch import route_activities
+from switchboard_router.assignment.clock import FakeClock
+from switchboard_router.assignment.consumers import ConversationHandler
+from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.model import HOLDING, RouteState, Slot
+from switchboard_router.assignment.policy import parse_policy
+from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
+from switchboard_router.assignment.testing import (
+    T0,
+    FixedLanguage,
+    activity,
+    agent,
+    engine,
+    state,
+)
+
+pytestmark = pytest.mark.unit
+
+POLICY = parse_policy(
+    """
+classification:
+  topics:
+    - {name: billing, keywords: [invoice], skills: {billing: 1}}
+  language: {detect: false}
+queues:
+  - name: general
+sticky: {enabled: true, wait_seconds: 0}
+"""
+)
+
+
+def setup(*agents: Any) -> tuple[AssignmentEngine, Any, FakeClock, InMemoryAssignmentStore]:
+    store = InMemoryAssignmentStore()
+    built, published, clock = engine(POLICY, store=store)
+    for a in agents:
+        built.directory.apply(a)
+    return built, published, clock, store
+
+
+def deliveries(events: Sequence[tuple[str, ContractModel]]) -> list[Delivery]:
+    return [
+        Delivery(
+            RawRecord("t", 0, n, key.encode(), b"{}", ()),
+            CloudEventAttributes(id=f"e{n}", type="x", source="/t", time=T0),
+            event,
+            CONVERSATION_EVENTS
+            if isinstance(event, ConversationResolved)
+            else CONVERSATION_ACTIVITY,
+        )
+        for n, (key, event) in enumerate(events)
+    ]
+
+
+async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queues() -> None:
+    built, published, _, store = setup(
+        agent("a-low", skills={"billing": 4}, capacity={Channel.EMAIL: 1}),
+        agent("a-high", skills={"billing": 9}, capacity={Channel.EMAIL: 2}),
+    )
+    batch = [activity(f"c{n}", text="my invoice") for n in range(5)]
+    outcomes = await route_activities(built, batch)
+    assert outcomes == {f"c{n}": "routed" for n in range(5)}
+    events = {e.conversation_id: e for e in published.events}
+    assigned = {c: e.agent_id for c, e in events.items() if isinstance(e, ConversationAssigned)}
+    assert assigned == {"c0": "a-high", "c1": "a-high", "c2": "a-low"}
+    assert all(isinstance(events[c], ConversationQueued) for c in ("c3", "c4"))
+    assert events["c0"].reason["message_id"] == "msg-c0"
+    assert events["c0"].required_skills == ["billing"]
+    assert events["c3"].reason["why"] == "no eligible agent with free capacity"
+    assert sorted(store.slots) == ["a-high|email|0", "a-high|email|1", "a-low|email|0"]
+    assert {c: s.seq for c, s in store.heads.items()} == {f"c{n}": 1 for n in range(5)}
+    assert [s.conversation_id for s in built.queue.sorted_waiting()] == ["c3", "c4"]
+    assert store.customers["cust-c0"][0] == "a-high"  # remembered for sticky routing
+    # A redelivered batch changes nothing.
+    assert await route_activities(built, batch) == {f"c{n}": "unchanged" for n in range(5)}
+    assert len(published.events) == 5
+
+
+async def test_sticky_customers_auto_replies_and_duplicates_in_one_batch() -> None:
+    built, published, _, store = setup(agent("a1"), agent("a2", skills={"billing": 9}))
+    await store.remember_agents([("ana", "a1", T0)])
+    outcomes = await route_activities(
+        built,
+        [
+            activity("c1", customer_id="ana"),
+            activity("c2", auto_submitted=True),
+            activity("c1", customer_id="ana", message_id="m-again"),
+        ],
+    )
+    assert outcomes == {"c1": "routed", "c2": "not_routed"}  # the second c1 is left alone
+    (event,) = published.events
+    assert (event.conversation_id, event.agent_id, event.reason["sticky"]) == ("c1", "a1", True)
+
+
+async def test_a_conversation_whose_head_lags_its_decisions_is_left_to_on_activity() -> None:
+    built, published, _, store = setup(agent("a1"))
+    other, _, _ = engine(POLICY, store=store)
+    other.directory.apply(agent("a2"))
+    other.publish = _broker_down
+    with pytest.raises(ConnectionError):  # claimed step 1, crashed before publishing
+        await other.on_activity(activity("c1"))
+    outcomes = await route_activities(built, [activity("c1"), activity("c2")])
+    assert outcomes == {"c1": None, "c2": "routed"}
+    assert await built.on_activity(activity("c1")) == "unchanged"  # publishes and settles
+    assert sorted((e.conversation_id, e.seq) for e in published.events) == [("c1", 1), ("c2", 1)]
+    assert store.heads["c1"].seq == 1
+
+
+async def _broker_down(items: Sequence[Outgoing]) -> None:
+    raise ConnectionError(f"broker unreachable ({len(items)} records)")
+
+
+class RacingStore(InMemoryAssignmentStore):
+    """Another replica claims ``rival`` just before this batch claims its decisions."""
+
+    rival: Decision | None = None
+
+    async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
+        if self.rival is not None:
+            assert await self.claim(self.rival)
+            self.rival = None
+        return await super().claim_many(decisions)
+
+
+async def test_lost_slot_and_decision_races_give_the_slots_back() -> None:
+    store = RacingStore()
+    built, published, _ = engine(POLICY, store=store)
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 3}))
+    # Another replica holds slot 0 (this view does not know) and takes step 1 of c2.
+    await store.reserve([Slot("a1|email|0", "a1", "email", "x9", 1, T0)])
+    store.rival = Decision(state("c2"), "queued", {}, "rival-0")
+    outcomes = await route_activities(built, [activity(f"c{n}") for n in range(1, 4)])
+    assert outcomes == {"c1": None, "c2": None, "c3": "routed"}
+    assert sorted(store.slots) == ["a1|email|0", "a1|email|2"]  # c2's slot 1 given back
+    assert store.slots["a1|email|2"].conversation_id == "c3"
+    assert [e.conversation_id for e in published.events] == ["c3"]
+    # The one-at-a-time path then decides c1 (and finds c2 moved by the other replica).
+    assert await built.on_activity(activity("c1")) == "routed"
+    assert await built.on_activity(activity("c2")) == "unchanged"
+    assert store.slots["a1|email|1"].conversation_id == "c1"
+
+
+async def test_a_capacity_lowered_behind_the_view_is_enforced_for_the_whole_batch() -> None:
+    built, published, _, store = setup()
+    await store.update_agents({"a1": {**agent("a1").to_document(), "capacity": {"email": 3}}})
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 3}))
+    await route_activities(built, [activity("c0")])
+    await store.update_agents({"a1": {"capacity": {"email": 1}, "version": [0, 9]}})
+    # The view still says 3: c1 and c2 get slots 1 and 2, which the stored capacity of 1
+    # refuses; they leave the batch with their slots given back.
+    outcomes = await route_activities(built, [activity("c1"), activity("c2")])
+    assert outcomes == {"c1": None, "c2": None}
+    assert sorted(store.slots) == ["a1|email|0"]
+    assert built.directory.load("a1") == {"email": 1}
+    assert await built.on_activity(activity("c1")) == "routed"  # now queued: the view knows
+    assert isinstance(published.events[-1], ConversationQueued)
+    assert sorted(store.slots) == ["a1|email|0"]
+
+
+async def test_the_handler_batches_leading_messages_and_keeps_each_conversation_in_order() -> None:
+    built, published, _, store = setup(agent("a1", capacity={Channel.EMAIL: 1}))
+    handler = ConversationHandler(built, concurrency=4)
+    rejected = await handler(
+        deliveries(
+            [
+                ("c1", activity("c1")),
+                ("c2", activity("c2")),
+                ("c2", activity("c2", message_id="m-2b")),  # a second round: unchanged
+                ("c1", ConversationResolved(conversation_id="c1", at=T0)),
+                ("c3", ConversationResolved(conversation_id="c3", at=T0)),
+                ("c3", activity("c3")),
+            ]
+        )
+    )
+    assert rejected == []
+    # c1 was assigned by the batch, then resolved (in order), which drained c2 at once.
+    assert [(e.conversation_id, type(e).__name__) for e in published.events] == [
+        ("c1", "ConversationAssigned"),
+        ("c2", "ConversationQueued"),
+        ("c2", "ConversationAssigned"),
+        ("c3", "ConversationQueued"),
+    ]
+    assert [s.conversation_id for s in store.slots.values()] == ["c2"]
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+class YieldingStore(InMemoryAssignmentStore):
+    """The in-memory store, giving other tasks a turn before and after every call, so
+    concurrent batches interleave between their steps as they do on a real server."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__()
+        self.rng = rng
+
+    async def _turn(self) -> None:
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name.startswith("_") or not asyncio.iscoroutinefunction(value):
+            return value
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await self._turn()
+            result = await value(*args, **kwargs)
+            await self._turn()
+            return result
+
+        return call
+
+
+def check_exclusive(store: InMemoryAssignmentStore, capacity: dict[str, int]) -> None:
+    """No agent over capacity; every slot held by the latest decision of its holder and
+    every holder's slots held; each conversation's steps numbered 1, 2, 3 ..."""
+    load: dict[str, int] = {}
+    for slot in store.slots.values():
+        load[slot.agent_id] = load.get(slot.agent_id, 0) + 1
+    assert all(load[a] <= capacity[a] for a in load), load
+    latest: dict[str, RouteState] = {}
+    seqs: dict[str, list[int]] = {}
+    for decision in store.decisions.values():
+        state = decision.state
+        seqs.setdefault(state.conversation_id, []).append(state.seq)
+        known = latest.get(state.conversation_id)
+        if known is None or state.seq > known.seq:
+            latest[state.conversation_id] = state
+    for conversation_id, numbers in seqs.items():
+        assert sorted(numbers) == list(range(1, len(numbers) + 1)), conversation_id
+    for slot in store.slots.values():
+        holder = latest[slot.conversation_id]
+        assert holder.status in HOLDING
+        assert slot.slot_id in holder.slots
+    for state in latest.values():
+        if state.status in HOLDING:
+            assert all(s in store.slots for s in state.slots), state.conversation_id
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacities=st.lists(st.integers(0, 3), min_size=1, max_size=4),
+    batches=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(st.integers(0, 11), min_size=1, max_size=8)),
+        min_size=1,
+        max_size=8,
+    ),
+    resolves=st.lists(st.integers(0, 11), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_replicas_deciding_overlapping_batches_never_over_assign(
+    capacities: list[int],
+    batches: list[tuple[int, list[int]]],
+    resolves: list[int],
+    seed: int,
+) -> None:
+    """Three replicas (own views, each stale about the others' slots) handle
+    overlapping batches of the same conversations at once, with resolves racing them,
+    through the handler (batch first, the one-at-a-time path for what it left)."""
+    rng = random.Random(seed)
+    capacity = {f"a{n}": c for n, c in enumerate(capacities)}
+
+    async def scenario() -> InMemoryAssignmentStore:
+        store = YieldingStore(rng)
+        handlers = []
+        for r in range(3):
+            built = AssignmentEngine(
+                store=store,
+                policy=POLICY,
+                clock=FakeClock(T0),
+                publish=_ignore,
+                detector=FixedLanguage(),
+                replica=f"r{r}",
+            )
+            for agent_id, cap in capacity.items():
+                built.directory.apply(replace(agent(agent_id, capacity={Channel.EMAIL: cap})))
+            handlers.append(ConversationHandler(built, concurrency=3))
+
+        async def run(replica: int, conversations: list[int]) -> None:
+            await handlers[replica](
+                deliveries(
+                    [(f"c{c}", activity(f"c{c}", customer_id=f"x{c}")) for c in conversations]
+                )
+            )
+
+        async def resolve(conversation: int) -> None:
+            await asyncio.sleep(0)
+            event = ConversationResolved(conversation_id=f"c{conversation}", at=T0)
+            await handlers[conversation % 3](deliveries([(f"c{conversation}", event)]))
+
+        await asyncio.gather(*(run(r, cs) for r, cs in batches), *(resolve(c) for c in resolves))
+        return store
+
+    store = asyncio.run(scenario())
+    check_exclusive(store, capacity)
+    decided = {d.state.conversation_id for d in store.decisions.values()}
+    assert decided == {f"c{c}" for _, cs in batches for c in cs}  # none lost
+
+
+async def _ignore(items: Sequence[Outgoing]) -> None:
+    del items
