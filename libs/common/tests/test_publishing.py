@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
+from aiokafka.structs import TopicPartition
 
 from switchboard_common.contract import INBOUND, TopicNames
-from switchboard_common.kafka import Outgoing, make_broker
+from switchboard_common.kafka import EventPublisher, Outgoing, aiokafka_producer, make_broker
 from switchboard_common.publishing import (
     DurablePublisher,
     PublishUnavailableError,
-    _aiokafka_producer,
     leaders_reachable,
 )
 from switchboard_common.settings import ServiceSettings
@@ -105,8 +106,90 @@ async def test_the_reachability_gate_finds_the_producer_inside_faststream(infra:
     broker = make_broker(settings)
     await broker.start()
     try:
-        producer = _aiokafka_producer(broker)
+        producer = aiokafka_producer(broker)
         assert producer is not None
         assert await leaders_reachable(producer, settings.topics.inbound)
+    finally:
+        await broker.stop()
+
+
+class StaleCluster:
+    """aiokafka's cluster view as taken while the broker restarted: no leader yet."""
+
+    def __init__(self) -> None:
+        self.leader: int | None = -1
+
+    def partitions_for_topic(self, _topic: str) -> set[int]:
+        return {0, 1}
+
+    def leader_for_partition(self, _partition: Any) -> int | None:
+        return self.leader
+
+
+class RestartedClient:
+    """A client whose metadata is stale until refreshed; the broker itself is back."""
+
+    def __init__(self, *, broker_back: bool) -> None:
+        self.cluster = StaleCluster()
+        self.broker_back = broker_back
+        self.refreshes = 0
+
+    async def force_metadata_update(self) -> bool:
+        self.refreshes += 1
+        if self.broker_back:
+            self.cluster.leader = 1
+        return self.broker_back
+
+    async def ready(self, _node: int) -> bool:
+        return self.broker_back
+
+
+class FakeProducer:
+    def __init__(self, client: RestartedClient) -> None:
+        self.client = client
+
+
+@pytest.mark.unit
+async def test_the_gate_refreshes_stale_metadata_instead_of_refusing_until_it_expires() -> None:
+    client = RestartedClient(broker_back=True)
+    assert await leaders_reachable(FakeProducer(client), "support.inbound.v1")
+    assert client.refreshes == 1
+
+
+@pytest.mark.unit
+async def test_the_gate_refuses_while_the_broker_is_still_down() -> None:
+    client = RestartedClient(broker_back=False)
+    assert not await leaders_reachable(FakeProducer(client), "support.inbound.v1")
+    assert client.refreshes == 1
+
+
+@pytest.mark.integration
+async def test_after_the_broker_rejects_a_sequence_the_next_publish_goes_through(
+    infra: Infra, topics: TopicNames
+) -> None:
+    """A broker that lost track of the producer (a restart, say) answers every later
+    batch with OutOfOrderSequenceNumber, and aiokafka alone never recovers: the ingest
+    refused mail until it was restarted. The publisher starts over with a new producer
+    id, so the sender's retry is accepted."""
+    settings = GateSettings(kafka_bootstrap_servers=infra.kafka_bootstrap)
+    broker = make_broker(settings)
+    await broker.start()
+    try:
+        publisher = EventPublisher(broker, topics, "gate-check")
+        await publisher.publish(item(1))
+        producer = aiokafka_producer(broker)
+        assert producer is not None
+        first_id = producer._txn_manager.producer_id
+        # Desynchronise: the producer now numbers its next batches past what the broker
+        # has, as after a broker lost the producer's last batches.
+        for partition in range(3):
+            producer._txn_manager.increment_sequence_number(
+                TopicPartition(topics(INBOUND), partition), 1000
+            )
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await publisher.publish(item(1))
+        metadata = await publisher.publish(item(1))  # the sender's retry
+        assert metadata.offset >= 1
+        assert producer._txn_manager.producer_id != first_id
     finally:
         await broker.stop()

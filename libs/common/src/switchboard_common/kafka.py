@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
 from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -24,7 +32,10 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from switchboard_common.cloudevents import encode, event_headers, source_for
 from switchboard_common.contract.events import ContractModel
 from switchboard_common.contract.topics import TopicNames
+from switchboard_common.logging import get_logger
 from switchboard_common.settings import ServiceSettings
+
+_log = get_logger(__name__)
 
 
 def kafka_security(settings: ServiceSettings) -> BaseSecurity | None:
@@ -146,7 +157,13 @@ class EventPublisher:
         so a caller that reports failure upstream never leaves an unobserved send behind.
         """
         futures = [await self.enqueue(item) for item in items]
-        return await gather_acks(futures)
+        try:
+            return await gather_acks(futures)
+        except DESYNCHRONISED:
+            producer = aiokafka_producer(self._broker)
+            if producer is not None:
+                resynchronise(producer)
+            raise
 
     async def publish(self, item: Outgoing) -> RecordMetadata:
         """Publish one item and wait for its acknowledgement."""
@@ -161,3 +178,47 @@ async def gather_acks(futures: Sequence[asyncio.Future[RecordMetadata]]) -> list
         if isinstance(result, BaseException):
             raise result
     return [r for r in results if isinstance(r, RecordMetadata)]
+
+
+#: Produce errors after which an idempotent aiokafka producer fails every later batch of
+#: the partition the same way: it keeps the producer id and sequence numbers the broker
+#: no longer agrees with (after a broker restart, for instance), and unlike the Java
+#: client never asks for a new id (aio-libs/aiokafka#1017). The caller's retry succeeds
+#: once ``resynchronise`` has run.
+DESYNCHRONISED = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+def aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    """The aiokafka producer inside FastStream's broker, or None if it cannot be found.
+
+    FastStream keeps it behind private attributes; if an upgrade moves them, callers
+    skip what needs it rather than failing. A test checks that it is found with the
+    FastStream version in use.
+    """
+    fast = getattr(getattr(broker, "config", None), "producer", None)
+    state = getattr(fast, "_producer", None)
+    producer = getattr(state, "producer", None)
+    return producer if isinstance(producer, AIOKafkaProducer) else None
+
+
+def resynchronise(producer: AIOKafkaProducer) -> bool:
+    """Make an idempotent (not transactional) producer start over with a new producer id.
+
+    Forgets the producer id, epoch and sequence numbers; aiokafka's sender asks the
+    broker for a new id before it drains the next batch, whose sequences start at 0, as
+    the broker expects of a new producer. Batches already in flight fail or succeed as
+    they would have; their senders retry and the retry carries the same event id, which
+    consumers deduplicate. Returns whether it reset anything (False when the producer is
+    not idempotent, is transactional, is already waiting for a new id, or aiokafka's
+    internals moved: a test pins them).
+    """
+    manager = getattr(producer, "_txn_manager", None)
+    if manager is None or getattr(manager, "transactional_id", None) is not None:
+        return False
+    if not manager.has_pid():
+        return False  # already starting over
+    manager._pid_and_epoch = PidAndEpoch(NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+    manager._pid_waiter = asyncio.get_running_loop().create_future()
+    manager._sequence_numbers.clear()
+    _log.warning("kafka producer resynchronised", reason="sequence rejected by the broker")
+    return True

@@ -30,7 +30,7 @@ from aiokafka.structs import TopicPartition
 from faststream.kafka import KafkaBroker
 
 from switchboard_common.contract.topics import TopicNames
-from switchboard_common.kafka import EventPublisher, Outgoing
+from switchboard_common.kafka import EventPublisher, Outgoing, aiokafka_producer
 from switchboard_common.metrics import PublishMetrics
 
 
@@ -99,7 +99,7 @@ class DurablePublisher:
             raise PublishUnavailableError(f"Kafka refused: {type(error).__name__}") from error
 
     async def _send(self, fresh: list[Outgoing]) -> asyncio.Future[Any]:
-        producer = _aiokafka_producer(self._broker)
+        producer = aiokafka_producer(self._broker)
         deployed = {self._topics(item.topic) for item in fresh}
         if producer is not None:
             for topic in deployed:
@@ -132,27 +132,30 @@ class DurablePublisher:
                 self._metrics.latency.labels(contract_topic).observe(elapsed)
 
 
-def _aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
-    """The aiokafka producer inside FastStream's broker, or None if it cannot be found.
-
-    FastStream keeps it behind private attributes; if an upgrade moves them, the gate is
-    skipped (the deadline still bounds every call) rather than failing. A test checks
-    that it is found with the FastStream version in use.
-    """
-    fast = getattr(getattr(broker, "config", None), "producer", None)
-    state = getattr(fast, "_producer", None)
-    producer = getattr(state, "producer", None)
-    return producer if isinstance(producer, AIOKafkaProducer) else None
-
-
 async def leaders_reachable(producer: AIOKafkaProducer, topic: str) -> bool:
     """Whether the producer is connected (or can connect now) to every partition leader.
 
     Cheap while connections are up (a lookup per leader); opens a connection when one
     was closed. Unknown metadata counts as reachable: ``send`` then fetches it, within
     the caller's deadline.
+
+    When the answer would be no, the metadata is refreshed first and the leaders checked
+    again. A refusal enqueues nothing, so nothing else would ask for fresh metadata: a
+    view taken while the broker was restarting (no leader yet, or a broker that has
+    since moved) would otherwise refuse every sender until aiokafka's periodic refresh,
+    five minutes later.
     """
     client = producer.client
+    if await _leaders_ready(client, topic):
+        return True
+    try:
+        await client.force_metadata_update()
+    except Exception:  # noqa: BLE001 - no fresh metadata: the broker is not reachable
+        return False
+    return await _leaders_ready(client, topic)
+
+
+async def _leaders_ready(client: Any, topic: str) -> bool:
     partitions = client.cluster.partitions_for_topic(topic)
     if not partitions:
         return True

@@ -80,7 +80,14 @@ class Traffic:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             if pending:
                 self._stop.set()
-                raise AssertionError(f"{len(pending)} message(s) never acknowledged")
+                stuck = [s for s in self.sent.values() if not s.acknowledged]
+                refusals: Counter[str] = Counter()
+                for sent in stuck:
+                    refusals.update({f"{sent.channel} {k}": n for k, n in sent.refusals.items()})
+                raise AssertionError(
+                    f"{len(pending)} message(s) never acknowledged; their refusals: "
+                    f"{dict(refusals.most_common(6))}"
+                )
 
     async def _deliver(self, token: str, n: int) -> None:
         sent = self.sent[token]

@@ -22,6 +22,7 @@ from switchboard_common.mongo import Document
 from switchboard_common.topics import create_topics
 from switchboard_devkit.infra import Infra, ensure_infra, probe_servers
 from switchboard_devkit.kafka_probe import TopicProbe, unique
+from switchboard_devkit.stack import Stack
 
 TIERS = ("unit", "integration", "e2e", "faults")
 _INFRA_KEY = pytest.StashKey[Infra]()
@@ -53,6 +54,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed:
+        # A failed test shows what every service of its stack last said.
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                report.sections.append(("service logs", value.logs_tail()))
     if report.skipped and item.config.getoption("--no-skips"):
         report.outcome = "failed"
         report.longrepr = f"skipped under --no-skips: {report.longrepr}"

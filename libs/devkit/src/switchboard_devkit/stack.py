@@ -133,8 +133,14 @@ class Stack:
 
     def dump_logs(self) -> None:
         """Print each service's last output (called when a test fails)."""
-        for name, process in self.services.items():
-            sys.stderr.write(f"----- {name} -----\n{process.tail(80)}\n")
+        sys.stderr.write(self.logs_tail())
+
+    def logs_tail(self, lines: int = 80) -> str:
+        """Each service's last output, one section per service."""
+        return "".join(
+            f"----- {name} -----\n{process.tail(lines)}\n"
+            for name, process in self.services.items()
+        )
 
 
 @contextlib.contextmanager
