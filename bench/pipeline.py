@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -154,6 +155,7 @@ class Decisions:
         )
         self.system = system
         self.arrived: dict[str, float] = {}
+        self._progress = asyncio.Event()
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -162,9 +164,11 @@ class Decisions:
         for tp in self.consumer.assignment():
             await self.consumer.position(tp)
 
-    async def until(self, expected: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not expected <= self.arrived.keys() and time.monotonic() < deadline:
+    async def follow(self) -> None:
+        """Note every arrival as it comes, until cancelled. Runs while the messages are
+        produced: an arrival noted only after producing ended would count the rest of
+        the run as latency."""
+        while True:
             batch = await self.consumer.getmany(timeout_ms=100)
             now = time.monotonic()
             for records in batch.values():
@@ -172,6 +176,15 @@ class Decisions:
                     message_id = self._message_id(record.value or b"{}")
                     if message_id:
                         self.arrived.setdefault(message_id, now)
+            self._progress.set()
+
+    async def until(self, expected: set[str], timeout: float) -> None:
+        """Wait (``follow`` running) until every expected message arrived, or timeout."""
+        deadline = time.monotonic() + timeout
+        while not expected <= self.arrived.keys() and time.monotonic() < deadline:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout=1.0)
 
     def _message_id(self, value: bytes) -> str | None:
         payload = json.loads(value)
@@ -317,10 +330,14 @@ async def measure(
     items = messages(count, f"{run}-{side.name}")
     reader = Decisions(bootstrap, side.topics(ASSIGNMENTS), system=isinstance(side, RouterSide))
     await reader.start()
+    following = asyncio.create_task(reader.follow())
     try:
         acked = await produce(bootstrap, side.topics(INBOUND), items, rate)
         await reader.until(set(acked), timeout=max(120.0, count / 20))
     finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
         await reader.stop()
     done = [m for m in acked if m in reader.arrived]
     latencies = [(reader.arrived[m] - acked[m]) * 1000 for m in done]
