@@ -246,8 +246,23 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these cases")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--notes", type=Path, help="a Markdown file appended as notes")
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=ROOT / "bench" / "NOTES.md",
+        help="a Markdown file appended as notes (default: bench/NOTES.md)",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the report and plot from OUT/benchmarks.json "
+        "(with the current notes)",
+    )
     args = parser.parse_args()
+    if args.render:
+        written: dict[str, Any] = json.loads((args.out / "benchmarks.json").read_text())
+        write_report(written, args.out, args.notes)
+        return 0
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -305,14 +320,18 @@ def main() -> int:
                 flush=True,
             )
     report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    if args.notes and args.notes.exists():
-        report["notes"] = args.notes.read_text()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "benchmarks.md").write_text(render_markdown(report))
-    render_plot(report, args.out / "benchmarks.png")
-    print(f"[bench] wrote {args.out / 'benchmarks.md'}, .json and .png", flush=True)
+    write_report(report, args.out, args.notes)
     return 0
+
+
+def write_report(report: dict[str, Any], out: Path, notes: Path | None) -> None:
+    if notes is not None and notes.exists():
+        report["notes"] = notes.read_text()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "benchmarks.md").write_text(render_markdown(report))
+    render_plot(report, out / "benchmarks.png")
+    print(f"[bench] wrote {out / 'benchmarks.md'}, .json and .png", flush=True)
 
 
 if __name__ == "__main__":
