@@ -4,8 +4,8 @@ No agent ever holds more than its capacity, each conversation is held by one age
 time, and the queue drains.
 
 The load is observed from the published decisions and the database, never from the
-router's own counters. Stage 2 lands on another branch: the test publishes
-``ConversationActivity`` on the internal topic as stage 2 will."""
+router's own counters. The test publishes ``ConversationActivity`` on the internal topic
+itself, as stage 2 does, so that only stage 3 (assignment) is under test."""
 
 from __future__ import annotations
 
