@@ -7,31 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from switchboard_common.cloudevents import CloudEventAttributes
-from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
-    CONVERSATION_ACTIVITY,
-    CONVERSATION_EVENTS,
     Channel,
     ConversationResolved,
 )
-from switchboard_common.contract.events import ContractModel
-from switchboard_common.deadletter import RawRecord
-from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
 from switchboard_devkit.infra import Infra
-from switchboard_router.assignment.clock import FakeClock
-from switchboard_router.assignment.consumers import ConversationHandler
-from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import HOLDING, RouteState
 from switchboard_router.assignment.policy import parse_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
-from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent
+from switchboard_router.assignment.testing import (
+    T0,
+    activity,
+    agent,
+    deliveries,
+    replica_handlers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,41 +46,11 @@ async def store(infra: Infra, database_name: str) -> AsyncIterator[MongoAssignme
     await client.close()
 
 
-def deliveries(events: Sequence[tuple[str, ContractModel]]) -> list[Delivery]:
-    return [
-        Delivery(
-            RawRecord("t", 0, n, key.encode(), b"{}", ()),
-            CloudEventAttributes(id=f"e{n}-{key}", type="x", source="/t", time=T0),
-            event,
-            CONVERSATION_EVENTS
-            if isinstance(event, ConversationResolved)
-            else CONVERSATION_ACTIVITY,
-        )
-        for n, (key, event) in enumerate(events)
-    ]
-
-
-async def _ignore(items: Sequence[Outgoing]) -> None:
-    del items
-
-
 async def test_replicas_deciding_overlapping_batches_never_over_assign(
     store: MongoAssignmentStore,
 ) -> None:
     rng = random.Random(11)
-    handlers = []
-    for r in range(3):
-        engine = AssignmentEngine(
-            store=store,
-            policy=POLICY,
-            clock=FakeClock(T0),
-            publish=_ignore,
-            detector=FixedLanguage(),
-            replica=f"r{r}",
-        )
-        for agent_id, capacity in AGENTS.items():
-            engine.directory.apply(agent(agent_id, capacity={Channel.EMAIL: capacity}))
-        handlers.append(ConversationHandler(engine, concurrency=4))
+    handlers = replica_handlers(store, POLICY, AGENTS, concurrency=4)
 
     async def batch(replica: int, conversations: list[int]) -> None:
         await handlers[replica](

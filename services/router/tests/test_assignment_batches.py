@@ -7,25 +7,18 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from switchboard_common.cloudevents import CloudEventAttributes
-from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
-    CONVERSATION_ACTIVITY,
-    CONVERSATION_EVENTS,
     Channel,
     ConversationAssigned,
     ConversationQueued,
     ConversationResolved,
 )
-from switchboard_common.contract.events import ContractModel
-from switchboard_common.deadletter import RawRecord
 from switchboard_common.kafka import Outgoing
 from switchboard_router.assignment.batch import route_activities
 from switchboard_router.assignment.clock import FakeClock
@@ -36,10 +29,11 @@ from switchboard_router.assignment.policy import parse_policy
 from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
 from switchboard_router.assignment.testing import (
     T0,
-    FixedLanguage,
     activity,
     agent,
+    deliveries,
     engine,
+    replica_handlers,
     state,
 )
 
@@ -64,20 +58,6 @@ def setup(*agents: Any) -> tuple[AssignmentEngine, Any, FakeClock, InMemoryAssig
     for a in agents:
         built.directory.apply(a)
     return built, published, clock, store
-
-
-def deliveries(events: Sequence[tuple[str, ContractModel]]) -> list[Delivery]:
-    return [
-        Delivery(
-            RawRecord("t", 0, n, key.encode(), b"{}", ()),
-            CloudEventAttributes(id=f"e{n}", type="x", source="/t", time=T0),
-            event,
-            CONVERSATION_EVENTS
-            if isinstance(event, ConversationResolved)
-            else CONVERSATION_ACTIVITY,
-        )
-        for n, (key, event) in enumerate(events)
-    ]
 
 
 async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queues() -> None:
@@ -291,19 +271,7 @@ def test_replicas_deciding_overlapping_batches_never_over_assign(
 
     async def scenario() -> InMemoryAssignmentStore:
         store = YieldingStore(rng)
-        handlers = []
-        for r in range(3):
-            built = AssignmentEngine(
-                store=store,
-                policy=POLICY,
-                clock=FakeClock(T0),
-                publish=_ignore,
-                detector=FixedLanguage(),
-                replica=f"r{r}",
-            )
-            for agent_id, cap in capacity.items():
-                built.directory.apply(replace(agent(agent_id, capacity={Channel.EMAIL: cap})))
-            handlers.append(ConversationHandler(built, concurrency=3))
+        handlers = replica_handlers(store, POLICY, capacity)
 
         async def run(replica: int, conversations: list[int]) -> None:
             await handlers[replica](
@@ -324,7 +292,3 @@ def test_replicas_deciding_overlapping_batches_never_over_assign(
     check_exclusive(store, capacity)
     decided = {d.state.conversation_id for d in store.decisions.values()}
     assert decided == {f"c{c}" for _, cs in batches for c in cs}  # none lost
-
-
-async def _ignore(items: Sequence[Outgoing]) -> None:
-    del items

@@ -1,6 +1,6 @@
 """Builders and fakes for tests of the assignment stage (like ``structlog.testing``):
-valid agents, activities and states, a recording publisher, a fixed language detector,
-and an engine on the in-memory store with a fake clock."""
+valid agents, activities and states, consumed deliveries, a recording publisher, a fixed
+language detector, and an engine on the in-memory store with a fake clock."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
+    CONVERSATION_ACTIVITY,
+    CONVERSATION_EVENTS,
     AgentStatus,
     Channel,
     ConversationActivity,
+    ConversationResolved,
     Priority,
 )
-from switchboard_common.contract.events import AssignmentDecision
+from switchboard_common.contract.events import AssignmentDecision, ContractModel
+from switchboard_common.deadletter import RawRecord
 from switchboard_common.kafka import Outgoing
 from switchboard_router.assignment.clock import FakeClock
+from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import Agent, RouteState, RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy, load_policy
@@ -126,3 +133,50 @@ def engine(
         detector=FixedLanguage(),
     )
     return built, published, clock
+
+
+def deliveries(events: Sequence[tuple[str, ContractModel]]) -> list[Delivery]:
+    """Consumed records of stage 3 (keyed by conversation), as the batch consumer hands
+    them over: resolutions from the conversation events topic, the rest from activity."""
+    return [
+        Delivery(
+            RawRecord("t", 0, n, key.encode(), b"{}", ()),
+            CloudEventAttributes(id=f"e{n}-{key}", type="x", source="/t", time=T0),
+            event,
+            CONVERSATION_EVENTS
+            if isinstance(event, ConversationResolved)
+            else CONVERSATION_ACTIVITY,
+        )
+        for n, (key, event) in enumerate(events)
+    ]
+
+
+async def _discard(items: Sequence[Outgoing]) -> None:
+    del items
+
+
+def replica_handlers(
+    store: AssignmentStore,
+    policy: RoutingPolicy,
+    capacities: dict[str, int],
+    *,
+    replicas: int = 3,
+    concurrency: int = 3,
+) -> list[ConversationHandler]:
+    """Stage-3 handlers of ``replicas`` router replicas on one store: each its own
+    engine and view of the email agents ``capacities`` names (stale about the others'
+    slots), publishing nowhere."""
+    handlers = []
+    for r in range(replicas):
+        built = AssignmentEngine(
+            store=store,
+            policy=policy,
+            clock=FakeClock(T0),
+            publish=_discard,
+            detector=FixedLanguage(),
+            replica=f"r{r}",
+        )
+        for agent_id, capacity in capacities.items():
+            built.directory.apply(agent(agent_id, capacity={Channel.EMAIL: capacity}))
+        handlers.append(ConversationHandler(built, concurrency=concurrency))
+    return handlers
