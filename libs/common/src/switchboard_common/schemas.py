@@ -41,26 +41,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs/schemas"))
     parser.add_argument("--check", action="store_true", help="fail if files are out of date")
     args = parser.parse_args(argv)
-    files = render()
+    return sync_generated(
+        render(), args.out, check=args.check, what="JSON Schemas", regenerate="make schemas"
+    )
+
+
+def sync_generated(
+    files: dict[str, str], out: Path, *, check: bool, what: str, regenerate: str
+) -> int:
+    """Write generated ``files`` (name under ``out`` → content) where they differ, or with
+    ``check`` only report the stale ones: exit status 1 if any, else 0."""
     stale = []
     for name, content in sorted(files.items()):
-        path = args.out / name
+        path = out / name
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == content:
             continue
         stale.append(str(path))
-        if not args.check:
+        if not check:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
-    if args.check and stale:
+    if check and stale:
         sys.stderr.write(
-            "JSON Schemas are out of date with the contract models; run `make schemas`:\n  "
+            f"{what} are out of date with the code; run `{regenerate}`:\n  "
             + "\n  ".join(stale)
             + "\n"
         )
         return 1
-    if not args.check:
-        sys.stderr.write(f"{len(stale)} schema file(s) written to {args.out}\n")
+    if not check:
+        sys.stderr.write(f"{len(stale)} file(s) of {what} written under {out}\n")
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from switchboard_common.contract.topics import (
     INTERNAL_TOPICS,
     SLA_EVENTS,
 )
+from switchboard_common.schemas import sync_generated
 
 #: Who publishes on each topic (CONTRACT.md; "helpdesk-frontend" is the integrator).
 PRODUCERS: dict[str, tuple[str, ...]] = {
@@ -279,26 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs"))
     parser.add_argument("--check", action="store_true", help="fail if documents are out of date")
     args = parser.parse_args(argv)
-    stale = []
-    for name, content in sorted(render().items()):
-        path = args.out / name
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == content:
-            continue
-        stale.append(str(path))
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
-    if args.check and stale:
-        sys.stderr.write(
-            "generated docs are out of date with the code; run `make docs`:\n  "
-            + "\n  ".join(stale)
-            + "\n"
-        )
-        return 1
-    if not args.check:
-        sys.stderr.write(f"{len(stale)} document(s) written under {args.out}\n")
-    return 0
+    return sync_generated(
+        render(), args.out, check=args.check, what="generated docs", regenerate="make docs"
+    )
 
 
 if __name__ == "__main__":
