@@ -53,6 +53,7 @@ from switchboard_common.contract import (
 from switchboard_common.topics import create_topics
 from switchboard_devkit.infra import ensure_infra
 from switchboard_devkit.kafka_probe import unique
+from switchboard_devkit.processes import peak_rss_mb
 from switchboard_devkit.stack import Stack
 
 HERE = Path(__file__).parent
@@ -197,16 +198,6 @@ class Decisions:
 
     async def stop(self) -> None:
         await self.consumer.stop()
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

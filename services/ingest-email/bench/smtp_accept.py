@@ -157,20 +157,6 @@ def wait_ready(http_port: int, process: subprocess.Popen[bytes], timeout: float 
     raise TimeoutError("ingest-email not ready")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
 def phase_profile(http_port: int) -> dict[str, float]:
     """Where the accept time goes, from the service's own histograms (means, ms):
     ``accept`` = raw store write + Kafka acknowledgement; ``publish`` = the Kafka part."""
@@ -260,6 +246,7 @@ def run(duration: float, warmup: float) -> dict[str, Any]:
     from switchboard_common.contract import TopicNames
     from switchboard_common.topics import create_topics
     from switchboard_devkit.infra import ensure_infra
+    from switchboard_devkit.processes import cpu_seconds, peak_rss_mb
 
     infra = ensure_infra()
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -337,21 +324,12 @@ def run(duration: float, warmup: float) -> dict[str, Any]:
 
 
 def _cleanup(bootstrap: str, mongodb_url: str, prefix: str, database: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
     from pymongo import MongoClient
 
-    async def delete_topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-            if doomed:
-                await admin.delete_topics(doomed)
-        finally:
-            await admin.close()
+    from switchboard_common.topics import delete_topics
 
     with contextlib.suppress(Exception):
-        asyncio.run(delete_topics())
+        asyncio.run(delete_topics(bootstrap, prefix=prefix))
     with contextlib.suppress(Exception), MongoClient[dict[str, Any]](mongodb_url) as client:
         client.drop_database(database)
 

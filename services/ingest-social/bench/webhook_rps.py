@@ -38,7 +38,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from switchboard_common.http import http_server
+from switchboard_common.topics import create_topics, delete_topics
 from switchboard_devkit.inprocess import free_port
+from switchboard_devkit.processes import cpu_seconds
 from switchboard_ingest_social.testing import encode, load_sample, signed_headers
 
 DEV_META_SECRET = "dev-meta-app-secret"  # noqa: S105 - the service's SWITCHBOARD_ENV=dev default
@@ -178,37 +180,13 @@ def _process(args: list[str], env: dict[str, str], port: int) -> Iterator[subpro
         log.close()
 
 
-async def _topics(bootstrap: str, prefix: str, create: bool) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from switchboard_common.topics import create_topics
-
-    if create:
-        await create_topics(bootstrap, prefix=prefix)
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _measure(
     process: subprocess.Popen[bytes], port: int, requests: list[bytes], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Load one server and report its throughput, latency and CPU per request."""
-    cpu_before = _cpu_seconds(process.pid)
+    cpu_before = cpu_seconds(process.pid)
     result = asyncio.run(_load(port, requests, args.concurrency, args.duration))
-    cpu = _cpu_seconds(process.pid) - cpu_before
+    cpu = cpu_seconds(process.pid) - cpu_before
     # CPU per request served (warm-up included in both counts): what the server costs.
     total = result["ok"] + result["failed"] + result["warmup"]
     result["cpu_ms_per_request"] = cpu * 1000 / total if total else 0.0
@@ -248,7 +226,7 @@ def main() -> int:
     }
     for name in ("META_APP_SECRET", "META_APP_SECRET_FILE", "INGEST_SOCIAL_ACCOUNTS_FILE"):
         env.pop(name, None)
-    asyncio.run(_topics(bootstrap, prefix, create=True))
+    asyncio.run(create_topics(bootstrap, prefix=prefix))
     try:
         bare_port = free_port()
         bare = [sys.executable, __file__, "--serve-bare", str(bare_port)]
@@ -261,7 +239,7 @@ def main() -> int:
             system = _measure(process, system_port, requests, args)
             published = _published(system_port)
     finally:
-        asyncio.run(_topics(bootstrap, prefix, create=False))
+        asyncio.run(delete_topics(bootstrap, prefix=prefix))
     result = {
         "case": "webhook_rps",
         "unit": "requests/s",

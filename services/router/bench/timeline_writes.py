@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
@@ -42,7 +41,7 @@ from switchboard_common.contract import INBOUND, Channel, ContractModel, Message
 from switchboard_common.logging import configure_logging
 from switchboard_common.mongo import Document
 from switchboard_common.service import run_runtime
-from switchboard_common.topics import create_topics
+from switchboard_common.topics import create_topics, delete_topics
 from switchboard_devkit.builders import T0
 from switchboard_devkit.inprocess import free_port
 from switchboard_router.app import build
@@ -243,14 +242,7 @@ async def _clean_up(prefix: str, database: str) -> None:
         await client.drop_database(database)
     finally:
         await client.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    await delete_topics(BOOTSTRAP, prefix=prefix)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,25 @@ async def create_topics(
         await admin.close()
 
 
+async def delete_topics(
+    bootstrap_servers: str, *, prefix: str, client_options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a test's, a benchmark's or a
+    stack's); return the names deleted. An empty prefix is refused: it names every topic.
+    """
+    if not prefix:
+        raise ValueError("an empty prefix would delete every topic on the cluster")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **dict(client_options or {}))
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

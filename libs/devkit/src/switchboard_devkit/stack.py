@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from switchboard_common.contract.topics import TopicNames
-from switchboard_common.topics import create_topics
+from switchboard_common.topics import create_topics, delete_topics
 from switchboard_devkit.inprocess import free_port
 from switchboard_devkit.kafka_probe import unique
 from switchboard_devkit.processes import ServiceProcess, ServiceSpec, discover_services
@@ -114,17 +114,9 @@ class Stack:
         asyncio.run(self._remove_data())
 
     async def _remove_data(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
         from pymongo import AsyncMongoClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
-        await admin.start()
-        try:
-            ours = [t for t in await admin.list_topics() if t.startswith(self.topics.prefix)]
-            if ours:
-                await admin.delete_topics(ours)
-        finally:
-            await admin.close()
+        await delete_topics(self.kafka_bootstrap, prefix=self.topics.prefix)
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(self.mongodb_url)
         try:
             await client.drop_database(self.database)
