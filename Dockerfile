@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
-# Switchboard router. Build from the repository root:
-#   docker build -f services/router/Dockerfile -t switchboard/router .
+# One image recipe for the four Switchboard services. Build from the repository root,
+# naming the service and its HTTP port (deploy/compose/docker-compose.yml does this):
+#   docker build --build-arg SERVICE=router --build-arg HTTP_PORT=8003 -t switchboard/router .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+ARG SERVICE
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -19,25 +21,30 @@ COPY services/ingest-social/pyproject.toml services/ingest-social/
 COPY services/router/pyproject.toml services/router/
 COPY services/sla-monitor/pyproject.toml services/sla-monitor/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package switchboard-router
+    uv sync --frozen --no-dev --no-install-workspace --package "switchboard-${SERVICE}"
 # Then our code, installed as wheels (not editable) into the same environment.
 COPY libs/common libs/common
-COPY services/router services/router
+COPY services/${SERVICE} services/${SERVICE}
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package switchboard-router
+    uv sync --frozen --no-dev --no-editable --package "switchboard-${SERVICE}" \
+    && ln -s "/app/.venv/bin/switchboard-${SERVICE}" /app/.venv/bin/switchboard-service
 
 FROM ${PYTHON_IMAGE}
+ARG HTTP_PORT
 RUN groupadd --system --gid 10001 switchboard \
     && useradd --system --uid 10001 --gid switchboard --no-create-home --shell /usr/sbin/nologin switchboard
 COPY --from=build /app/.venv /app/.venv
 # Bytecode is compiled at build time, so the root filesystem can be mounted read-only.
+# INGEST_EMAIL_SMTP_HOST only concerns ingest-email (its SMTP listener); others ignore it.
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SWITCHBOARD_HTTP_HOST=0.0.0.0 \
-    SWITCHBOARD_LOG_FORMAT=json
+    SWITCHBOARD_LOG_FORMAT=json \
+    SWITCHBOARD_HEALTH_PORT=${HTTP_PORT} \
+    INGEST_EMAIL_SMTP_HOST=0.0.0.0
 USER 10001:10001
-EXPOSE 8003
+EXPOSE ${HTTP_PORT}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8003/healthz', timeout=2)"]
-ENTRYPOINT ["python", "-m", "switchboard_router"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['SWITCHBOARD_HEALTH_PORT'], timeout=2)"]
+ENTRYPOINT ["switchboard-service"]
