@@ -7,8 +7,6 @@ the reason), no process dies, and valid traffic sent in between is routed in ful
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import smtplib
 import uuid
@@ -19,13 +17,19 @@ import pytest
 
 from switchboard_common.contract import DEADLETTER, INBOUND, Channel, DeadLetter
 from switchboard_devkit.builders import message as valid_message
-from switchboard_devkit.frontend import Customer, Helpdesk, eventually
+from switchboard_devkit.frontend import (
+    Customer,
+    Helpdesk,
+    eventually,
+    meta_signed,
+    whatsapp_text_webhook,
+)
 from switchboard_devkit.infra import Infra
 from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_devkit.stack import TEST_SECRETS, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
-SECRET = TEST_SECRETS["META_APP_SECRET"].encode()
+SECRET = TEST_SECRETS["META_APP_SECRET"]
 FROM = "mallory@example.net"
 TO = "help@support.example.com"
 
@@ -102,42 +106,13 @@ HOSTILE_MAIL: dict[str, tuple[bytes, set[str]]] = {
 
 
 def signed(body: bytes) -> dict[str, str]:
-    digest = hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-    return {"content-type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"}
+    return meta_signed(body, SECRET)
 
 
 def whatsapp_body(text: str, wa_id: str = "34600999000") -> bytes:
-    return json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": "106540352242922",
-                                },
-                                "messages": [
-                                    {
-                                        "from": wa_id,
-                                        "id": f"wamid.{uuid.uuid4().hex}",
-                                        "timestamp": "1749416383",
-                                        "type": "text",
-                                        "text": {"body": text},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
+    return whatsapp_text_webhook(
+        text, wa_id=wa_id, wamid=f"wamid.{uuid.uuid4().hex}", timestamp=1749416383
+    )
 
 
 def hostile_webhooks() -> dict[str, tuple[bytes, dict[str, str], set[int]]]:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import random
 import re
 import smtplib
@@ -31,7 +28,7 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import DEADLETTER, INBOUND, Channel, ConversationAssigned
 from switchboard_common.mongo import Document
-from switchboard_devkit.frontend import Helpdesk
+from switchboard_devkit.frontend import Helpdesk, post_meta_webhook, whatsapp_text_webhook
 from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_devkit.stack import TEST_SECRETS, Stack
 
@@ -123,49 +120,12 @@ class Traffic:
 
     async def _webhook(self, n: int, token: str, wamid: str) -> str:
         phone = self.phones[n % len(self.phones)]
-        payload = {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "102290129340398",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": "106540352242922",
-                                },
-                                "contacts": [{"profile": {"name": "Buyer"}, "wa_id": phone[1:]}],
-                                "messages": [
-                                    {
-                                        "from": phone[1:],
-                                        "id": wamid,
-                                        "timestamp": str(int(time.time())),
-                                        "type": "text",
-                                        "text": {"body": f"Any news on my order? {token}"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-        body = json.dumps(payload).encode()
-        signature = hmac.new(
-            TEST_SECRETS["META_APP_SECRET"].encode(), body, hashlib.sha256
-        ).hexdigest()
-        async with httpx.AsyncClient(timeout=30) as http:
-            response = await http.post(
-                f"{self.stack.url('ingest-social')}/webhooks/meta",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "X-Hub-Signature-256": f"sha256={signature}",
-                },
-            )
+        body = whatsapp_text_webhook(
+            f"Any news on my order? {token}", wa_id=phone[1:], wamid=wamid, name="Buyer"
+        )
+        response = await post_meta_webhook(
+            self.stack.url("ingest-social"), body, TEST_SECRETS["META_APP_SECRET"]
+        )
         return "ok" if response.status_code == 200 else f"http_{response.status_code}"
 
     def acknowledged(self) -> set[str]:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -199,50 +199,62 @@ class Customer:
         self, text: str, *, phone_number_id: str = "106540352242922"
     ) -> httpx.Response:
         """Post a WhatsApp Cloud API text message webhook, signed as Meta signs it."""
-        wamid = f"wamid.{uuid.uuid4().hex}"
-        payload = {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "102290129340398",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": phone_number_id,
-                                },
-                                "contacts": [
-                                    {"profile": {"name": "Customer"}, "wa_id": self.phone[1:]}
-                                ],
-                                "messages": [
-                                    {
-                                        "from": self.phone[1:],
-                                        "id": wamid,
-                                        "timestamp": str(int(time.time())),
-                                        "type": "text",
-                                        "text": {"body": text},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
+        body = whatsapp_text_webhook(
+            text,
+            wa_id=self.phone[1:],
+            wamid=f"wamid.{uuid.uuid4().hex}",
+            name="Customer",
+            phone_number_id=phone_number_id,
+        )
+        return await post_meta_webhook(self.social_url, body, self.meta_secret)
+
+
+def whatsapp_text_webhook(
+    text: str,
+    *,
+    wa_id: str,
+    wamid: str,
+    name: str | None = None,
+    phone_number_id: str = "106540352242922",
+    timestamp: int | None = None,
+) -> bytes:
+    """The body of a WhatsApp Cloud API webhook carrying one text message from ``wa_id``
+    (with a contact profile when ``name`` is given), as Meta sends it."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+    }
+    if name is not None:
+        value["contacts"] = [{"profile": {"name": name}, "wa_id": wa_id}]
+    value["messages"] = [
+        {
+            "from": wa_id,
+            "id": wamid,
+            "timestamp": str(int(time.time()) if timestamp is None else timestamp),
+            "type": "text",
+            "text": {"body": text},
         }
-        body = json.dumps(payload).encode()
-        signature = hmac.new(self.meta_secret.encode(), body, hashlib.sha256).hexdigest()
-        async with httpx.AsyncClient(timeout=30) as http:
-            return await http.post(
-                f"{self.social_url}/webhooks/meta",
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    "X-Hub-Signature-256": f"sha256={signature}",
-                },
-            )
+    ]
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(payload).encode()
+
+
+def meta_signed(body: bytes, secret: str) -> dict[str, str]:
+    """Headers Meta sends with ``body``: JSON, and its HMAC-SHA256 under the app secret.
+    Computed here, not with the service's code, as the outside world would."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"content-type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"}
+
+
+async def post_meta_webhook(social_url: str, body: bytes, secret: str) -> httpx.Response:
+    """POST ``body`` to ingest-social's Meta webhook, signed with ``secret``."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(
+            f"{social_url}/webhooks/meta", content=body, headers=meta_signed(body, secret)
+        )
 
 
 async def eventually(
