@@ -79,7 +79,7 @@ def test_an_unreadable_secret_file_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("META_APP_SECRET_FILE", str(tmp_path / "absent"))
-    with pytest.raises(ValueError, match="META_APP_SECRET_FILE"):
+    with pytest.raises(SettingsError, match=r"META_APP_SECRET_FILE=.*: cannot read"):
         WebhookSettings.load()
 
 

@@ -39,6 +39,7 @@ from switchboard_devkit.inprocess import free_port, running
 from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline.testing import READ_TOKEN, TOKEN_ENV, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ async def router(
         "ROUTER_HTTP_PORT": str(free_port()),
         "ROUTER_POLICY_FILE": str(policy),
         "ROUTER_ASSIGNMENT_TICK_SECONDS": "0.1",
+        **TOKEN_ENV,
     }.items():
         monkeypatch.setenv(key, value)
     runtime, _, _ = build(RouterSettings.load())
@@ -110,7 +112,7 @@ async def online(probe: TopicProbe, url: str, *agent_ids: str) -> None:
         )
 
     async def all_online() -> bool:
-        async with httpx.AsyncClient(base_url=url) as http:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(READ_TOKEN)) as http:
             items = (await http.get("/agents")).json()["items"]
         return {a["agent_id"] for a in items if a["status"] == "online"} >= set(agent_ids)
 
@@ -171,7 +173,7 @@ async def test_a_timed_out_offer_is_requeued_and_not_offered_to_that_agent_again
     assert requeued.reason["trigger"] == "timed_out"
     await asyncio.sleep(1.0)
     assert len(await decisions(probe, "c1")) == 2  # ana has room but never gets it again
-    async with httpx.AsyncClient(base_url=router) as http:
+    async with httpx.AsyncClient(base_url=router, headers=bearer(READ_TOKEN)) as http:
         (waiting,) = (await http.get("/queue")).json()["items"]
     assert waiting["conversation_id"] == "c1"
     assert waiting["excluded_agents"] == ["ana"]
@@ -198,7 +200,7 @@ async def test_an_agent_going_offline_has_unaccepted_offers_requeued_at_once(
     assert isinstance(requeued, ConversationRequeued)
     assert requeued.reason["trigger"] == "agent_offline"
     assert requeued.waiting_since == offer.waiting_since
-    async with httpx.AsyncClient(base_url=router) as http:
+    async with httpx.AsyncClient(base_url=router, headers=bearer(READ_TOKEN)) as http:
         agents = (await http.get("/agents")).json()
     assert agents["items"][0]["status"] == "offline"
     assert agents["items"][0]["load"] == {}
@@ -220,7 +222,7 @@ async def test_a_breached_sla_moves_a_waiting_conversation_to_overflow(
     assert escalated.queue == "overflow"
     assert escalated.reason["trigger"] == "sla:breached"
     assert escalated.waiting_since == queued.waiting_since
-    async with httpx.AsyncClient(base_url=router) as http:
+    async with httpx.AsyncClient(base_url=router, headers=bearer(READ_TOKEN)) as http:
         body = (await http.get("/queue")).json()
         metrics = (await http.get("/metrics")).text
     assert body["next"] is None

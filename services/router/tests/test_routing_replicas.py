@@ -45,6 +45,7 @@ from switchboard_devkit.infra import Infra
 from switchboard_devkit.inprocess import free_port
 from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_devkit.processes import ServiceProcess, discover_services
+from switchboard_router.timeline.testing import READ_TOKEN, TOKEN_ENV, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,7 @@ def replicas(service_env: dict[str, str]) -> Iterator[list[ServiceProcess]]:
             **service_env,
             "ROUTER_HTTP_PORT": str(free_port()),
             "ROUTER_REPLICA_ID": f"replica-{n}",
+            **TOKEN_ENV,
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
         }
@@ -163,7 +165,9 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
         await probe.send(AGENT_EVENTS, profile, key=agent_id)
         status = AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE)
         await probe.send(AGENT_EVENTS, status, key=agent_id)
-    async with httpx.AsyncClient(base_url=replicas[0].base_url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=replicas[0].base_url, timeout=10, headers=bearer(READ_TOKEN)
+    ) as http:
         deadline = time.monotonic() + 60
         while True:
             items = (await http.get("/agents", params={"limit": 100})).json()["items"]
@@ -215,7 +219,7 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
             )
             await asyncio.sleep(0.5)
 
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, headers=bearer(READ_TOKEN)) as http:
             for process in replicas:
                 deadline = time.monotonic() + 60
                 while (await http.get(f"{process.base_url}/queue")).json()["items"]:

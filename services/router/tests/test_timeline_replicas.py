@@ -31,6 +31,8 @@ from switchboard_devkit.processes import ServiceProcess
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.testing import (
     ADMIN_TOKEN,
+    READ_TOKEN,
+    bearer,
     eventually,
     inbound,
     message_ref,
@@ -78,7 +80,7 @@ async def started(env: dict[str, str], count: int) -> list[ServiceProcess]:
 
 
 async def customer_of(url: str, identity: str) -> dict[str, Any] | None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=bearer(READ_TOKEN)) as http:
         items: list[dict[str, Any]] = (
             await http.get("/customers", params={"identity": identity})
         ).json()["items"]
@@ -111,8 +113,8 @@ async def test_two_replicas_keep_one_customer_one_open_conversation_per_thread_i
         async with httpx.AsyncClient(base_url=first, timeout=30) as http:
             linked = await http.post(
                 f"/admin/customers/{ana['customer_id']}/profile",
-                json={"actor": "crm", "phones": [PHONE]},
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                json={"phones": [PHONE]},
+                headers=bearer(ADMIN_TOKEN),
             )
             assert linked.status_code == 200, linked.text
         # Both channels at once, each in its own order.

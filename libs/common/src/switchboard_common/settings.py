@@ -149,6 +149,8 @@ class ServiceSettings(BaseSettings):
                 for e in error.errors(include_input=False, include_url=False)
             )
             raise SettingsError(f"{cls.service_name}: invalid settings: {problems}") from None
+        except ValueError as error:  # a NAME_FILE that cannot be read
+            raise SettingsError(f"{cls.service_name}: {error}") from None
         return settings.with_dev_secrets()
 
     def with_dev_secrets(self) -> Self:

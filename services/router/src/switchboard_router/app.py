@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -10,6 +12,7 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.service import Runtime
 from switchboard_router import assignment, timeline
+from switchboard_router.access import BearerAuth, Keyring, document_security
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
@@ -34,8 +37,23 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
     app = FastAPI(
         title="Switchboard router",
         version="1.0",
-        description="Read API of the unified timeline, the queue and the agents.",
+        description="Read API of the unified timeline, the queue and the agents. Every "
+        "route needs `Authorization: Bearer <token>`: ROUTER_READ_TOKEN for the read "
+        "routes, ROUTER_ADMIN_TOKEN for /admin/... and the read routes.",
+        # The interactive pages cannot send a bearer token; /openapi.json (read token)
+        # and docs/openapi/router.json describe the API.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(
+        BearerAuth, keyring=Keyring.of(read=settings.read_token, admin=settings.admin_token)
+    )
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return document_security(plain_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(
         ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
     )

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from switchboard_common.settings import ServiceSettings, env
+
+#: The tokens the router uses with ``SWITCHBOARD_ENV=dev`` when none is given (``make run``
+#: prints them). Never accepted outside dev, where a read token must be set.
+DEV_TOKENS = {
+    "ROUTER_READ_TOKEN": "dev-router-read-token",
+    "ROUTER_ADMIN_TOKEN": "dev-router-admin-token",
+}
 
 
 class RouterSettings(ServiceSettings):
     """Environment of the router (see README for the common variables)."""
 
     service_name: ClassVar[str] = "router"
+    #: Outside dev the router does not start without a read token (and names it).
+    dev_secret_defaults: ClassVar[dict[str, str]] = {"read_token": DEV_TOKENS["ROUTER_READ_TOKEN"]}
 
     http_port: int = Field(8003, ge=0, le=65535, validation_alias=env("ROUTER_HTTP_PORT"))
     #: Records per consumed batch on every stage.
@@ -59,8 +68,13 @@ class RouterSettings(ServiceSettings):
     timeline_page_max: int = Field(
         200, ge=1, le=1000, validation_alias=env("ROUTER_TIMELINE_PAGE_MAX")
     )
-    #: Bearer token for the admin endpoints (merge, unmerge, profile, erasure); unset
-    #: disables them (403). Also ``ROUTER_ADMIN_TOKEN_FILE``.
+
+    # ---------------------------------------------------------------- API tokens (access.py)
+    #: Bearer token of the read routes (customers, timelines, conversations, queue,
+    #: agents). Required outside dev. Also ``ROUTER_READ_TOKEN_FILE``.
+    read_token: SecretStr | None = Field(None, validation_alias=env("ROUTER_READ_TOKEN"))
+    #: Bearer token of the admin routes (merge, unmerge, profile, erasure) and the read
+    #: routes; unset outside dev disables the admin API (403). Also ``..._FILE``.
     admin_token: SecretStr | None = Field(None, validation_alias=env("ROUTER_ADMIN_TOKEN"))
 
     # ---------------------------------------------------------------- assignment (stage 3)
@@ -86,3 +100,23 @@ class RouterSettings(ServiceSettings):
     )
     #: Names this replica's own consumer groups (agent and decision views); random if unset.
     replica_id: str | None = Field(None, validation_alias=env("ROUTER_REPLICA_ID"))
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> Self:
+        tokens = [t.get_secret_value() for t in (self.read_token, self.admin_token) if t]
+        if any(not t.strip() for t in tokens):
+            raise ValueError("ROUTER_READ_TOKEN/ROUTER_ADMIN_TOKEN must not be blank")
+        if len(tokens) == 2 and tokens[0] == tokens[1]:
+            # One token for both would make every reader an administrator.
+            raise ValueError("ROUTER_READ_TOKEN and ROUTER_ADMIN_TOKEN must differ")
+        return self
+
+    def with_dev_secrets(self) -> Self:
+        """As for every service, plus the development admin token in dev only (outside
+        dev an unset admin token just leaves the admin API off)."""
+        settings = super().with_dev_secrets()
+        if settings.environment == "dev" and settings.admin_token is None:
+            return settings.model_copy(
+                update={"admin_token": SecretStr(DEV_TOKENS["ROUTER_ADMIN_TOKEN"])}
+            )
+        return settings

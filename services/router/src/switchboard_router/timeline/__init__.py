@@ -91,7 +91,7 @@ def wire(ctx: RouterContext) -> StageParts:
         await ensure_indexes(ctx.db)
 
     return StageParts(
-        routers=[read_router(directory, timeline, settings), admin_router(directory, settings)],
+        routers=[read_router(directory, timeline, settings), admin_router(directory)],
         on_start=[create_indexes],
         extras={
             "identities": identities,

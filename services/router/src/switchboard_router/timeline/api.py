@@ -10,7 +10,8 @@ Read (JSON; lists are ``{"items": [...], "next": <cursor or null>}``):
   ``conversations`` summarises the conversations on the page;
 - ``GET /conversations/{conversation_id}`` — one conversation, its state and messages.
 
-Admin (``Authorization: Bearer $ROUTER_ADMIN_TOKEN``; disabled without the setting):
+Admin (the admin token only; see ``switchboard_router.access``). Audit records name the
+credential that asked (``token:admin``), never a name from the request body:
 
 - ``POST /admin/customers/{customer_id}/profile`` — link a CRM profile (merges by rule);
 - ``POST /admin/merges``, ``GET /admin/merges?customer_id=``, ``GET /admin/merges/{id}``,
@@ -22,14 +23,14 @@ Admin (``Authorization: Bearer $ROUTER_ADMIN_TOKEN``; disabled without the setti
 # come from the settings, when the routes are defined.
 
 import dataclasses
-import hmac
 from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchboard_common.mongo import Document
+from switchboard_router.access import ADMIN_PREFIX, Caller
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.admin import (
     CustomerConflictError,
@@ -190,8 +191,7 @@ def read_router(
 class ProfileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1, description="who asks (recorded with any merge)")
-    note: str | None = None
+    note: str | None = Field(None, description="recorded with any merge")
     external_id: str | None = None
     verified_emails: list[str] = Field(default_factory=list)
     phones: list[str] = Field(default_factory=list)
@@ -201,7 +201,6 @@ class ProfileRequest(BaseModel):
 class MergeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1)
     note: str | None = None
     survivor_customer_id: str = Field(min_length=1)
     absorbed_customer_id: str = Field(min_length=1)
@@ -210,37 +209,22 @@ class MergeRequest(BaseModel):
 class UndoRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1)
     note: str | None = None
 
 
 class ErasureRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: str = Field(min_length=1)
     reason: str = Field(min_length=1, description="e.g. the data subject's request id")
 
 
-def admin_router(directory: CustomerDirectory, settings: RouterSettings) -> APIRouter:
-    token = settings.admin_token
-
-    async def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "admin API disabled: set ROUTER_ADMIN_TOKEN"
-            )
-        presented = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorised)])
+def admin_router(directory: CustomerDirectory) -> APIRouter:
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"])
 
     @router.post("/customers/{customer_id}/profile")
-    async def link_profile(customer_id: str, request: ProfileRequest) -> dict[str, Any]:
+    async def link_profile(
+        customer_id: str, request: ProfileRequest, who: Caller
+    ) -> dict[str, Any]:
         """Add a CRM profile; merges whoever it shows to be the same person."""
         try:
             profile = Profile.normalised(
@@ -252,7 +236,7 @@ def admin_router(directory: CustomerDirectory, settings: RouterSettings) -> APIR
         except IdentityError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
         outcome = await _guard(
-            directory.link_profile(customer_id, profile, actor=request.actor, note=request.note)
+            directory.link_profile(customer_id, profile, actor=who.name, note=request.note)
         )
         return {
             "customer_id": outcome.customer_id,
@@ -262,12 +246,12 @@ def admin_router(directory: CustomerDirectory, settings: RouterSettings) -> APIR
         }
 
     @router.post("/merges", status_code=status.HTTP_201_CREATED)
-    async def merge(request: MergeRequest) -> dict[str, Any]:
+    async def merge(request: MergeRequest, who: Caller) -> dict[str, Any]:
         record = await _guard(
             directory.merge(
                 request.survivor_customer_id,
                 request.absorbed_customer_id,
-                actor=request.actor,
+                actor=who.name,
                 note=request.note,
             )
         )
@@ -285,16 +269,14 @@ def admin_router(directory: CustomerDirectory, settings: RouterSettings) -> APIR
         return record_view(await _guard(directory.merge_record(merge_id)))
 
     @router.post("/merges/{merge_id}/undo")
-    async def undo_merge(merge_id: str, request: UndoRequest) -> dict[str, Any]:
-        record = await _guard(directory.unmerge(merge_id, actor=request.actor, note=request.note))
+    async def undo_merge(merge_id: str, request: UndoRequest, who: Caller) -> dict[str, Any]:
+        record = await _guard(directory.unmerge(merge_id, actor=who.name, note=request.note))
         return record_view(record)
 
     @router.post("/customers/{customer_id}/erasure")
-    async def erase(customer_id: str, request: ErasureRequest) -> dict[str, Any]:
+    async def erase(customer_id: str, request: ErasureRequest, who: Caller) -> dict[str, Any]:
         """Erase the customer's personal data (GDPR) and record an audit entry."""
-        record = await _guard(
-            directory.erase(customer_id, actor=request.actor, reason=request.reason)
-        )
+        record = await _guard(directory.erase(customer_id, actor=who.name, reason=request.reason))
         return record_view(record)
 
     @router.get("/erasures/{erasure_id}")

@@ -32,7 +32,15 @@ from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
 
-ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a fixed token for tests only
+READ_TOKEN = "test-read-token"  # noqa: S105 - fixed tokens for tests only
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105
+#: The router's token variables as tests set them.
+TOKEN_ENV = {"ROUTER_READ_TOKEN": READ_TOKEN, "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header presenting ``token``."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 class RecordingPublisher:
@@ -136,15 +144,13 @@ async def eventually(
 
 @dataclass
 class RunningRouter:
-    """A router running in the test's event loop."""
+    """A router running in the test's event loop; ``http`` presents the read token."""
 
     url: str
     http: httpx.AsyncClient
     ctx: RouterContext
     stages: dict[str, StageParts]
-    admin: dict[str, str] = field(
-        default_factory=lambda: {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    admin: dict[str, str] = field(default_factory=lambda: bearer(ADMIN_TOKEN))
 
     async def customer_of(self, identity: str) -> dict[str, Any] | None:
         response = await self.http.get("/customers", params={"identity": identity})
@@ -185,13 +191,17 @@ async def running_router(env: dict[str, str], **overrides: Any) -> AsyncIterator
         "topic_prefix": env["SWITCHBOARD_TOPIC_PREFIX"],
         "environment": "test",
         "http_port": free_port(),
+        "read_token": READ_TOKEN,
         "admin_token": ADMIN_TOKEN,
         "kafka_linger_ms": 1,
     }
     values.update(overrides)
     settings = RouterSettings.load(**values)
     runtime, ctx, stages = build(settings)
-    async with running(runtime) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with (
+        running(runtime) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, headers=bearer(READ_TOKEN)) as http,
+    ):
         yield RunningRouter(url, http, ctx, stages)
 
 
@@ -231,7 +241,7 @@ def router_process(env: dict[str, str], output: Any = None, **extra: str) -> Ser
         **os.environ,
         **env,
         "ROUTER_HTTP_PORT": str(free_port()),
-        "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
+        **TOKEN_ENV,
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
         **extra,

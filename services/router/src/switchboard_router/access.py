@@ -1,0 +1,214 @@
+"""Who may call which router route: bearer tokens, decided in front of every route.
+
+Every route except ``/healthz``, ``/readyz`` and ``/metrics`` needs
+``Authorization: Bearer <token>`` (CONTRACT.md):
+
+- ``ROUTER_READ_TOKEN`` opens the read routes (customers, timelines, conversations,
+  queue, agents);
+- ``ROUTER_ADMIN_TOKEN`` opens ``/admin/...`` and the read routes too.
+
+No token or a wrong one: 401 with ``WWW-Authenticate: Bearer``; a read token on an admin
+route: 403. The decision is one ASGI middleware in front of the whole app, so it runs
+before routing: a caller without a token gets the same 401 for a route that does not
+exist as for one that does, and a route added later is guarded (read scope) without
+anyone remembering to. The credential that passed is left in the request state for the
+admin handlers, whose audit records name it (``caller``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import SecretStr
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class Access(StrEnum):
+    """What a route needs."""
+
+    PUBLIC = "public"
+    READ = "read"
+    ADMIN = "admin"
+
+
+# --------------------------------------------------------------------------- route classes
+
+#: Probes and scraping: no token (they carry no customer data).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Everything under this prefix changes or audits customers: the admin token only.
+ADMIN_PREFIX = "/admin"
+
+
+def required_access(path: str) -> Access:
+    """The access a request path needs. Anything not public and not admin is a read
+    route, so an unknown or future route is never open by default."""
+    if path in PUBLIC_PATHS:
+        return Access.PUBLIC
+    if path == ADMIN_PREFIX or path.startswith(f"{ADMIN_PREFIX}/"):
+        return Access.ADMIN
+    return Access.READ
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A caller the router recognised: ``name`` goes into audit records as the actor."""
+
+    name: str
+    grants: frozenset[Access]
+
+
+READ_CREDENTIAL = Credential("token:read", frozenset({Access.READ}))
+ADMIN_CREDENTIAL = Credential("token:admin", frozenset({Access.READ, Access.ADMIN}))
+
+
+def _digest(token: str) -> bytes:
+    # Comparing fixed-length digests keeps the comparison's time independent of the
+    # presented token's length as well as its content.
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Keyring:
+    """The configured tokens and the credential each stands for."""
+
+    def __init__(self, tokens: Sequence[tuple[SecretStr, Credential]]) -> None:
+        self._tokens = [(_digest(secret.get_secret_value()), who) for secret, who in tokens]
+
+    @classmethod
+    def of(cls, *, read: SecretStr | None, admin: SecretStr | None) -> Keyring:
+        """The read and admin tokens; either may be absent (then nobody has that grant)."""
+        pairs = [(read, READ_CREDENTIAL), (admin, ADMIN_CREDENTIAL)]
+        return cls([(secret, who) for secret, who in pairs if secret is not None])
+
+    def identify(self, authorization: str | None) -> Credential | None:
+        """The credential an ``Authorization`` header presents, or None. Every configured
+        token is compared (in constant time), whichever matches."""
+        scheme, _, presented = (authorization or "").strip().partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        digest = _digest(presented)
+        found = None
+        for expected, who in self._tokens:
+            if hmac.compare_digest(digest, expected):
+                found = who
+        return found
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    detail: str
+
+
+UNAUTHENTICATED = Refusal(401, "missing or wrong bearer token")
+FORBIDDEN = Refusal(403, "this token does not grant the admin API")
+
+
+def decide(needed: Access, credential: Credential | None) -> Refusal | None:
+    """None when ``credential`` may use a route that needs ``needed``."""
+    if needed is Access.PUBLIC:
+        return None
+    if credential is None:
+        return UNAUTHENTICATED
+    if needed not in credential.grants:
+        return FORBIDDEN
+    return None
+
+
+class BearerAuth:
+    """ASGI middleware applying ``decide`` to every HTTP request before routing."""
+
+    def __init__(self, app: ASGIApp, keyring: Keyring) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        needed = required_access(scope["path"])
+        credential = None
+        if needed is not Access.PUBLIC:
+            credential = self.keyring.identify(_header(scope, b"authorization"))
+        refusal = decide(needed, credential)
+        if refusal is None:
+            scope.setdefault("state", {})["credential"] = credential
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            # The body of a refused request is never read, so the connection cannot carry
+            # another request: say so rather than let the client reuse it.
+            headers = {"Connection": "close"}
+            if refusal.status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
+            response = JSONResponse({"detail": refusal.detail}, refusal.status, headers)
+            await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def caller(request: Request) -> Credential:
+    """The credential ``BearerAuth`` let through (a FastAPI dependency)."""
+    credential = request.scope.get("state", {}).get("credential")
+    if not isinstance(credential, Credential):
+        raise TypeError("route reached without BearerAuth in front of it")
+    return credential
+
+
+Caller = Annotated[Credential, Depends(caller)]
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+_SCHEMES: Mapping[Access, str] = {Access.READ: "readToken", Access.ADMIN: "adminToken"}
+
+
+def document_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the bearer schemes and each operation's requirement to an OpenAPI document,
+    from the same ``required_access`` the middleware applies."""
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = {
+        "readToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ROUTER_READ_TOKEN: the read routes.",
+        },
+        "adminToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ROUTER_ADMIN_TOKEN: /admin/... and the read routes.",
+        },
+    }
+    for path, operations in schema.get("paths", {}).items():
+        needed = required_access(path)
+        if needed is Access.PUBLIC:
+            continue
+        accepted = [_SCHEMES[Access.ADMIN]]
+        if needed is Access.READ:
+            accepted.insert(0, _SCHEMES[Access.READ])
+        for operation in operations.values():
+            operation["security"] = [{name: []} for name in accepted]
+            responses = operation.setdefault("responses", {})
+            responses["401"] = {"description": "no bearer token, or a wrong one"}
+            if needed is Access.ADMIN:
+                responses["403"] = {"description": "a read token on an admin route"}
+    return schema

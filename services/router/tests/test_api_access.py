@@ -1,0 +1,205 @@
+"""Bearer tokens on the router's HTTP API, through real HTTP against the router wired to
+real Kafka and FerretDB: who may read, who may administer, what the audit trail names,
+and how the router refuses to start without a read token outside development."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from switchboard_common.contract import INBOUND
+from switchboard_common.mongo import Document
+from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline.identity import identity_of
+from switchboard_router.timeline.testing import (
+    ADMIN_TOKEN,
+    READ_TOKEN,
+    RunningRouter,
+    bearer,
+    eventually,
+    inbound,
+    running_router,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET_TEXT = "my card ends in 4242"  # noqa: S105 - message text, not a password
+ADDRESS = "ana@example.com"
+WRONG = bearer("not-the-token")
+
+
+@pytest.fixture
+async def router(service_env: dict[str, str], probe: TopicProbe) -> AsyncIterator[RunningRouter]:
+    """A router holding one customer with one conversation."""
+    async with running_router(service_env) as handle:
+        message = inbound("e-1", sender=ADDRESS, subject="Card", text=SECRET_TEXT)
+        await probe.send(INBOUND, message, key=identity_of(message))
+        yield handle
+
+
+async def read_routes(router: RunningRouter) -> list[str]:
+    """Every read route, with ids that exist (so a 200 shows real data)."""
+    customer = await eventually(lambda: router.customer_of(f"email:{ADDRESS}"))
+    cid = customer["customer_id"]
+    items = await eventually(lambda: router.timeline(cid))
+    return [
+        f"/customers?identity=email:{ADDRESS}",
+        f"/customers/{cid}",
+        f"/customers/{cid}/timeline",
+        f"/conversations/{items[0]['conversation_id']}",
+        "/queue",
+        "/agents",
+    ]
+
+
+ADMIN_ROUTES = [
+    ("POST", "/admin/customers/cu-x/profile", {"phones": ["+34600111222"]}),
+    ("POST", "/admin/merges", {"survivor_customer_id": "cu-a", "absorbed_customer_id": "cu-b"}),
+    ("GET", "/admin/merges?customer_id=cu-x", None),
+    ("GET", "/admin/merges/mg-x", None),
+    ("POST", "/admin/merges/mg-x/undo", {}),
+    ("POST", "/admin/customers/cu-x/erasure", {"reason": "request 1"}),
+    ("GET", "/admin/erasures/er-x", None),
+]
+
+
+async def test_read_routes_want_the_read_or_the_admin_token(router: RunningRouter) -> None:
+    routes = await read_routes(router)
+    seen: dict[str, list[int]] = {}
+    async with httpx.AsyncClient(base_url=router.url, timeout=30) as http:
+        for route in routes:
+            anonymous = await http.get(route)
+            wrong = await http.get(route, headers=WRONG)
+            for refused in (anonymous, wrong):
+                assert refused.headers["www-authenticate"] == "Bearer", route
+                assert SECRET_TEXT not in refused.text
+                assert ADDRESS not in refused.text
+            read = await http.get(route, headers=bearer(READ_TOKEN))
+            admin = await http.get(route, headers=bearer(ADMIN_TOKEN))
+            seen[route] = [r.status_code for r in (anonymous, wrong, read, admin)]
+        # The data the tokens protect is really behind them.
+        for token in (READ_TOKEN, ADMIN_TOKEN):
+            assert SECRET_TEXT in (await http.get(routes[2], headers=bearer(token))).text
+    assert seen == {route: [401, 401, 200, 200] for route in routes}
+
+
+async def test_admin_routes_want_the_admin_token(router: RunningRouter) -> None:
+    seen: dict[str, list[int]] = {}
+    async with httpx.AsyncClient(base_url=router.url, timeout=30) as http:
+        for method, route, body in ADMIN_ROUTES:
+            answers = [
+                await http.request(method, route, json=body, headers=headers)
+                for headers in ({}, WRONG, bearer(READ_TOKEN), bearer(ADMIN_TOKEN))
+            ]
+            seen[route] = [a.status_code for a in answers]
+    # With the admin token each reaches its handler (these ids do not exist).
+    expected_admin = {"/admin/merges?customer_id=cu-x": 200}
+    assert seen == {
+        route: [401, 401, 403, expected_admin.get(route, 404)] for _, route, _ in ADMIN_ROUTES
+    }
+
+
+async def test_only_the_probes_are_open_and_unknown_routes_look_like_real_ones(
+    router: RunningRouter,
+) -> None:
+    async with httpx.AsyncClient(base_url=router.url, timeout=30) as http:
+        for probe_route in ("/healthz", "/readyz", "/metrics"):
+            assert (await http.get(probe_route)).status_code == 200, probe_route
+        # Without a token nobody learns which routes exist.
+        for route in ("/nope", "/customers/x/nope", "/openapi.json", "/docs", "/admin/nope"):
+            assert (await http.get(route)).status_code == 401, route
+        assert (await http.get("/nope", headers=bearer(READ_TOKEN))).status_code == 404
+        assert (await http.get("/admin/nope", headers=bearer(READ_TOKEN))).status_code == 403
+        spec = await http.get("/openapi.json", headers=bearer(READ_TOKEN))
+        assert spec.status_code == 200
+        assert set(spec.json()["components"]["securitySchemes"]) == {"readToken", "adminToken"}
+        # The scheme word is case-insensitive; a bare token is not a bearer token.
+        lower = {"Authorization": f"bearer {READ_TOKEN}"}
+        assert (await http.get("/queue", headers=lower)).status_code == 200
+        bare = {"Authorization": READ_TOKEN}
+        assert (await http.get("/queue", headers=bare)).status_code == 401
+
+
+async def test_the_audit_trail_names_the_credential_not_the_request_body(
+    router: RunningRouter, probe: TopicProbe, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    other = inbound("w-1", sender="bob@example.com", text="hello")
+    await probe.send(INBOUND, other, key=identity_of(other))
+    ana = await eventually(lambda: router.customer_of(f"email:{ADDRESS}"))
+    bob = await eventually(lambda: router.customer_of("email:bob@example.com"))
+    merge_body = {
+        "survivor_customer_id": ana["customer_id"],
+        "absorbed_customer_id": bob["customer_id"],
+    }
+    claimed = await router.http.post(
+        "/admin/merges", json={**merge_body, "actor": "somebody-else"}, headers=router.admin
+    )
+    assert claimed.status_code == 422  # an actor is not the caller's to claim
+
+    merged = await router.http.post("/admin/merges", json=merge_body, headers=router.admin)
+    assert merged.status_code == 201, merged.text
+    merge_id = merged.json()["merge_id"]
+    undone = await router.http.post(
+        f"/admin/merges/{merge_id}/undo", json={"note": "wrong person"}, headers=router.admin
+    )
+    assert undone.status_code == 200, undone.text
+    database = mongo_client[router.ctx.settings.mongodb_database]
+    stored = await database["customer_merges"].find_one({"_id": merge_id})
+    assert stored is not None
+    assert (stored["by"], stored["undone_by"]) == ("token:admin", "token:admin")
+
+
+async def test_tokens_come_from_mounted_files(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "read").write_text("read-from-a-file\n")
+    (tmp_path / "admin").write_text("admin-from-a-file\n")
+    for key, value in {
+        **service_env,
+        "ROUTER_HTTP_PORT": str(free_port()),
+        "ROUTER_READ_TOKEN_FILE": str(tmp_path / "read"),
+        "ROUTER_ADMIN_TOKEN_FILE": str(tmp_path / "admin"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    runtime, _, _ = build(RouterSettings.load())
+    async with running(runtime) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.get("/queue", headers=bearer("read-from-a-file"))).status_code == 200
+        assert (await http.get("/queue", headers=bearer("admin-from-a-file"))).status_code == 200
+        merges = "/admin/merges?customer_id=cu-x"
+        assert (await http.get(merges, headers=bearer("read-from-a-file"))).status_code == 403
+        assert (await http.get(merges, headers=bearer("admin-from-a-file"))).status_code == 200
+        assert (await http.get("/queue")).status_code == 401
+
+
+def router_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m switchboard_router`` with exactly the router variables given."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "SWITCH"))}
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard_router"],
+        env={**inherited, **env, "ROUTER_HTTP_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_outside_dev_the_router_does_not_start_without_a_read_token(
+    service_env: dict[str, str],
+) -> None:
+    refused = router_exit({**service_env, "SWITCHBOARD_ENV": "production"})
+    assert refused.returncode == 2
+    assert "missing secrets: ROUTER_READ_TOKEN" in refused.stderr
+    unreadable = router_exit({**service_env, "ROUTER_READ_TOKEN_FILE": "/nonexistent/read"})
+    assert unreadable.returncode == 2
+    assert "ROUTER_READ_TOKEN_FILE=/nonexistent/read: cannot read" in unreadable.stderr
