@@ -40,7 +40,7 @@ def test_the_published_document_asks_a_token_on_every_route() -> None:
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
     }
-    read = [{"readToken": []}, {"adminToken": []}]
+    read: list[dict[str, list[str]]] = [{"readToken": []}, {"adminToken": []}]
     assert security[("/customers", "get")] == read
     assert security[("/queue", "get")] == read
     assert security[("/admin/merges", "post")] == [{"adminToken": []}]
