@@ -256,7 +256,7 @@ class RouterSide:
     async def _wait_for_agents(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         url = f"{self.stack.url('router')}/agents"
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5, headers=self.stack.router_auth()) as http:
             while time.monotonic() < deadline:
                 response = await http.get(url, params={"limit": 500})
                 items = response.json().get("items", []) if response.status_code == 200 else []

@@ -48,7 +48,11 @@ def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) 
     assert "3 mail(s) and 3 webhook(s) accepted" in output
     seen = output.split("routing decision(s) for ")[1].split(" conversation(s)")[0]
     assert int(seen) == 6, output  # every message opened a conversation that was routed
-    agents = httpx.get(f"{stack.url('router')}/agents", timeout=10).json()["items"]
+    # The demo read the router's API with the token it was given.
+    assert "router GET /agents: 3 item(s)" in output, output
+    agents = httpx.get(
+        f"{stack.url('router')}/agents", headers=stack.router_auth(), timeout=10
+    ).json()["items"]
     assert {a["agent_id"]: a["status"] for a in agents} == {
         "agent-ana": "online",
         "agent-ben": "online",

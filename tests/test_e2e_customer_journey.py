@@ -26,7 +26,6 @@ from switchboard_devkit.stack import TEST_SECRETS, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 POLICIES = Path(__file__).parent / "policies"
-ADMIN = {"Authorization": "Bearer e2e-admin-token"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,6 @@ def stack(infra: Infra) -> Iterator[Stack]:
             "SLA_MONITOR_POLICY_FILE": str(POLICIES / "sla-fast.yaml"),
             "SLA_MONITOR_EVALUATION_INTERVAL": "1",
             "SLA_MONITOR_GAUGE_INTERVAL": "1",
-            "ROUTER_ADMIN_TOKEN": "e2e-admin-token",
         },
     ) as running:
         yield running
@@ -55,8 +53,9 @@ def customer(stack: Stack) -> Customer:
     )
 
 
-async def find_customer(router: str, identity: str) -> dict[str, object] | None:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def find_customer(stack: Stack, identity: str) -> dict[str, object] | None:
+    router = stack.url("router")
+    async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
         found = (await http.get(f"{router}/customers", params={"identity": identity})).json()
     items = found["items"]
     return items[0] if items else None
@@ -68,16 +67,16 @@ async def test_one_customer_by_email_then_whatsapp_has_one_timeline(stack: Stack
     await ana.mail("My order has not arrived", "Hello, my order 4411 has not arrived yet.")
 
     async def by_email() -> dict[str, object] | None:
-        return await find_customer(router, f"email:{ana.email}")
+        return await find_customer(stack, f"email:{ana.email}")
 
     profile = await eventually(by_email, what="the customer created from the email")
     customer_id = str(profile["customer_id"])
 
     # The CRM knows Ana's phone: the helpdesk records it on her profile.
-    async with httpx.AsyncClient(timeout=10, headers=ADMIN) as http:
+    async with httpx.AsyncClient(timeout=10, headers=stack.router_auth(admin=True)) as http:
         linked = await http.post(
             f"{router}/admin/customers/{customer_id}/profile",
-            json={"actor": "crm-sync", "phones": [ana.phone], "verified_emails": [ana.email]},
+            json={"phones": [ana.phone], "verified_emails": [ana.email]},
         )
     assert linked.status_code == 200, linked.text
 
@@ -85,13 +84,13 @@ async def test_one_customer_by_email_then_whatsapp_has_one_timeline(stack: Stack
     assert answer.status_code == 200, answer.text
 
     async def by_phone() -> dict[str, object] | None:
-        return await find_customer(router, f"whatsapp:{ana.phone}")
+        return await find_customer(stack, f"whatsapp:{ana.phone}")
 
     same = await eventually(by_phone, what="the WhatsApp identity resolved")
     assert same["customer_id"] == customer_id
 
     async def both_messages() -> dict[str, object] | None:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
             page = (await http.get(f"{router}/customers/{customer_id}/timeline")).json()
         return page if len(page["items"]) == 2 else None
 
@@ -123,7 +122,7 @@ async def test_an_unanswered_message_is_assigned_and_breaches_its_sla_once(
         await ben.mail("Password reset", "I cannot reset my password, the link is broken.")
 
         async def ben_customer() -> dict[str, object] | None:
-            return await find_customer(stack.url("router"), f"email:{ben.email}")
+            return await find_customer(stack, f"email:{ben.email}")
 
         profile = await eventually(ben_customer, what="Ben's customer")
         customer_id = profile["customer_id"]

@@ -258,7 +258,7 @@ async def _letters(probe: TopicProbe, expected: int) -> dict[bytes, DeadLetter] 
 
 
 async def _customer(stack: Stack, identity: str) -> str | None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
         items = (
             await http.get(f"{stack.url('router')}/customers", params={"identity": identity})
         ).json()["items"]
@@ -266,7 +266,7 @@ async def _customer(stack: Stack, identity: str) -> str | None:
 
 
 async def _timeline(stack: Stack, customer_id: str) -> list[dict[str, str]]:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
         page = (
             await http.get(
                 f"{stack.url('router')}/customers/{customer_id}/timeline", params={"limit": 200}

@@ -58,7 +58,7 @@ def person(stack: Stack, name: str) -> Customer:
 
 async def customer_id_of(stack: Stack, who: Customer) -> str:
     async def find() -> str | None:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
             response = await http.get(
                 f"{stack.url('router')}/customers", params={"identity": f"email:{who.email}"}
             )

@@ -12,13 +12,15 @@ serve the contract ports on 127.0.0.1 and Kafka on 127.0.0.1:9092. It
 4. reads ``support.assignments.v1`` from the moment before the traffic and prints each
    routing decision (deduplicated by CloudEvents id, ordered by ``seq`` per
    conversation, as docs/integration.md tells frontends to do);
-5. prints the router's queue and agents and the SLA monitor's clock metrics.
+5. prints the router's queue and agents (with its read token) and the SLA monitor's
+   clock metrics.
 
 Environment (all optional): ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092),
 ``SWITCHBOARD_TOPIC_PREFIX``, ``SWITCHBOARD_DEMO_HOST`` (127.0.0.1), the services' port
-variables of CONTRACT.md, ``META_APP_SECRET`` and ``TELEGRAM_SECRET_TOKEN`` (the
-development secrets by default, as ``SWITCHBOARD_ENV=dev`` services use), and
-``SWITCHBOARD_DEMO_DOMAIN`` (support.example.com).
+variables of CONTRACT.md, ``META_APP_SECRET``, ``TELEGRAM_SECRET_TOKEN`` and
+``ROUTER_READ_TOKEN`` (or ``ROUTER_READ_TOKEN_FILE``) (the development secrets by
+default, as ``SWITCHBOARD_ENV=dev`` services use), and ``SWITCHBOARD_DEMO_DOMAIN``
+(support.example.com).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -285,12 +288,27 @@ async def watch_assignments(
     return by_conversation
 
 
+def router_read_token() -> str:
+    """``ROUTER_READ_TOKEN``, or the file ``ROUTER_READ_TOKEN_FILE`` names, or the
+    development token."""
+    from switchboard_router.settings import DEV_TOKENS
+
+    path = os.environ.get("ROUTER_READ_TOKEN_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get("ROUTER_READ_TOKEN") or DEV_TOKENS["ROUTER_READ_TOKEN"]
+
+
 async def show_state(demo: Demo) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         router = demo.services["router"]
+        auth = {"Authorization": f"Bearer {router_read_token()}"}
         for path in ("/queue", "/agents"):
             try:
-                response = await client.get(f"{router}{path}")
+                response = await client.get(f"{router}{path}", headers=auth)
+                if response.status_code in (401, 403):
+                    say(f"\nrouter GET {path}: {response.status_code}: set ROUTER_READ_TOKEN")
+                    continue
                 items = response.json().get("items", [])
                 say(f"\nrouter GET {path}: {len(items)} item(s)")
                 for item in items[:10]:

@@ -89,7 +89,7 @@ def service_brokers() -> dict[str, KafkaBroker]:
     brokers: dict[str, KafkaBroker] = {}
     email = build_email(IngestEmailSettings.load(support_email_domains="support.example.com"))
     social, _ = build_social(IngestSocialSettings.load(environment="dev"))
-    router, _, _ = build_router(RouterSettings.load(replica_id="<replica>"))
+    router, _, _ = build_router(RouterSettings.load(environment="dev", replica_id="<replica>"))
     sla, _ = build_sla(SlaMonitorSettings.load())
     for name, runtime in (
         ("ingest-email", email.runtime),
@@ -257,7 +257,7 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     from switchboard_router.settings import RouterSettings
 
     social, _ = build_social(IngestSocialSettings.load(environment="dev"))
-    router, _, _ = build_router(RouterSettings.load(replica_id="<replica>"))
+    router, _, _ = build_router(RouterSettings.load(environment="dev", replica_id="<replica>"))
     return {"ingest-social": social.http_app.openapi(), "router": router.http_app.openapi()}
 
 

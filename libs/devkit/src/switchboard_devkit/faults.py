@@ -167,7 +167,7 @@ class Agents:
             await asyncio.sleep(1.0)
 
     async def _watch_loads(self) -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5, headers=self.stack.router_auth()) as http:
             response = await http.get(f"{self.stack.url('router')}/agents", params={"limit": 100})
         if response.status_code != 200:
             return

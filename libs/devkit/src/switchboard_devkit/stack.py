@@ -20,12 +20,15 @@ from switchboard_devkit.inprocess import free_port
 from switchboard_devkit.kafka_probe import unique
 from switchboard_devkit.processes import ServiceProcess, ServiceSpec, discover_services
 
-#: Webhook and SMTP secrets the end-to-end tests sign with (never used outside tests).
+#: Webhook secrets the end-to-end tests sign with and the router API tokens they present
+#: (never used outside tests).
 TEST_SECRETS = {
     "META_APP_SECRET": "e2e-meta-app-secret",
     "META_VERIFY_TOKEN": "e2e-meta-verify-token",
     "X_CONSUMER_SECRET": "e2e-x-consumer-secret",
     "TELEGRAM_SECRET_TOKEN": "e2e-telegram-secret-token",
+    "ROUTER_READ_TOKEN": "e2e-router-read-token",
+    "ROUTER_ADMIN_TOKEN": "e2e-router-admin-token",
 }
 SUPPORT_DOMAIN = "support.example.com"
 
@@ -99,6 +102,11 @@ class Stack:
 
     def url(self, name: str) -> str:
         return self.services[name].base_url
+
+    def router_auth(self, *, admin: bool = False) -> dict[str, str]:
+        """The ``Authorization`` header for the router's read API (or its admin API)."""
+        token = self.env["ROUTER_ADMIN_TOKEN" if admin else "ROUTER_READ_TOKEN"]
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def smtp_port(self) -> int:
