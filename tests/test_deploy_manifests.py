@@ -91,7 +91,7 @@ def test_compose_file_validates_and_runs_every_service_after_the_topics_job() ->
     assert {2525, 8001, 8002, 8003, 8004, 9092, 9090, 9093, 3000} <= published
 
 
-def test_compose_secrets_override_reads_every_webhook_secret_from_a_file() -> None:
+def test_compose_secrets_override_reads_every_webhook_secret_and_api_token_from_a_file() -> None:
     config = compose_config("docker-compose.secrets.yml")
     social = config["services"]["ingest-social"]
     env = social["environment"]
@@ -105,6 +105,13 @@ def test_compose_secrets_override_reads_every_webhook_secret_from_a_file() -> No
         path = env[f"{name}_FILE"]
         assert path == f"/run/secrets/{name.lower()}"
         assert any(s["source"] == name.lower() for s in social["secrets"])
+    for replica in ("router", "router-2"):
+        router = config["services"][replica]
+        env = router["environment"]
+        assert env["SWITCHBOARD_ENV"] == "production"
+        for name in ("ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN"):
+            assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}"
+            assert any(s["source"] == name.lower() for s in router["secrets"])
 
 
 def test_compose_prometheus_scrapes_every_service_and_replica_with_its_job_name() -> None:
