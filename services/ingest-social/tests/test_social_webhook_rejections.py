@@ -99,7 +99,7 @@ async def test_meta_handshake_and_x_crc(social: RunningSocial) -> None:
     assert crc.json() == {
         "response_token": signatures.x_crc_response("Zm9vYmFy", X_SECRET.encode())
     }
-    assert (await social.http.get("/webhooks/x")).status_code == 422  # no crc_token
+    assert (await social.http.get("/webhooks/x")).status_code == 400  # no crc_token
     metrics = await social.metrics()
     assert (
         'switchboard_ingest_social_handshakes_total{outcome="rejected",provider="meta"} 4.0'
