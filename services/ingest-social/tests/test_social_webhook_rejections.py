@@ -44,7 +44,7 @@ async def test_missing_and_wrong_signatures(social: RunningSocial, probe: TopicP
         ("x", {}, 401, "missing x-twitter-webhooks-signature"),
         ("x", signed_headers("x", body, "wrong"), 403, "does not match"),
         ("telegram", {}, 401, "missing X-Telegram-Bot-Api-Secret-Token"),
-        ("telegram", signed_headers("telegram", body, "wrong-token"), 403, "any configured bot"),
+        ("telegram", signed_headers("telegram", body, "wrong-token"), 403, "matches neither"),
     ]
     for provider, headers, status, detail in cases:
         response = await social.http.post(f"/webhooks/{provider}", content=body, headers=headers)

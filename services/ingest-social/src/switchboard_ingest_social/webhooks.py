@@ -292,14 +292,13 @@ class WebhookApi:
             if _BOT_ID.match(bot) and signatures.token_matches(token, expected):
                 return bot
             raise self.signature_failure(signatures.Verdict.WRONG, "telegram", header)
-        bots = self.directory.telegram_bots_for_token(token)
-        if len(bots) == 1:
-            return bots[0]
+        found = self.directory.telegram_bot_for_token(token)
+        if found is not None:
+            return found
         raise WebhookRejectedError(
             403,
             Outcome.BAD_SIGNATURE,
-            f"{header} does not match any configured bot (list the bot in the accounts "
-            "file, or add ?bot=<bot id> to its webhook URL)",
+            f"{header} matches neither TELEGRAM_SECRET_TOKEN nor a bot of the accounts file",
             "telegram",
         )
 
