@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from switchboard_common.contract import INBOUND
-from switchboard_devkit.frontend import x_dm_webhook
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import x_dm_webhook
+from switchboard_devtools.testing.social import X_ACCOUNT, X_SECRET, RunningSocial
 from switchboard_ingest_social import signatures
-from switchboard_ingest_social.testing import X_ACCOUNT, X_SECRET, RunningSocial
 
 pytestmark = pytest.mark.integration
 
