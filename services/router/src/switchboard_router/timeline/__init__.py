@@ -80,6 +80,7 @@ def wire(ctx: RouterContext) -> StageParts:
             topics=[topic],
             group_id=group_id,
             max_records=settings.batch_max_records,
+            watch=ctx.consumers,
             title=f"{group_id}:{settings.topics(topic)}",
             description=title,
         )
