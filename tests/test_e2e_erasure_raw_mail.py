@@ -16,10 +16,10 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.mongo import Document
 from switchboard_common.raw_mail import CHUNKS, MANIFESTS, digest_of
-from switchboard_devkit.inprocess import free_port, running
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devtools.testing.router_timeline import RunningRouter, eventually, running_router
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.settings import IngestEmailSettings
-from switchboard_router.timeline.testing import RunningRouter, eventually, running_router
 
 pytestmark = pytest.mark.e2e
 

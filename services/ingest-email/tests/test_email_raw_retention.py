@@ -14,9 +14,9 @@ from pymongo import AsyncMongoClient
 from switchboard_common.contract import INBOUND
 from switchboard_common.mongo import Document
 from switchboard_common.raw_mail import CHUNKS, MANIFESTS, digest_of
-from switchboard_devkit.builders import T0
-from switchboard_devkit.inprocess import running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import running
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.raw_store import MongoRawStore
 
