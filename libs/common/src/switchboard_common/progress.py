@@ -42,7 +42,8 @@ class ConsumerProgress:
     in_flight: int = 0
     lag: int = 0
     last_progress: float | None = None
-    #: When work became pending after none was (the stall clock never starts earlier).
+    #: When work became pending after none was (the stall clock never starts earlier);
+    #: None once nothing is left to do.
     pending_since: float | None = None
 
     @property
@@ -57,8 +58,9 @@ class ConsumerProgress:
         self.in_flight = max(0, self.in_flight - 1)
         if committed:
             self.last_progress = now
-        if not self.pending:
-            self.pending_since = None
+            if not self.pending:
+                self.pending_since = None
+        # Not committed: the batch comes back (redelivered), so the stall clock runs on.
 
     def lag_sampled(self, lag: int, now: float) -> None:
         if lag > 0:
@@ -69,7 +71,7 @@ class ConsumerProgress:
 
     def stalled_for(self, now: float) -> float:
         """Seconds with work pending and no batch finished (0 when nothing is pending)."""
-        if not self.pending or self.pending_since is None:
+        if self.pending_since is None:
             return 0.0
         since = max(self.pending_since, self.last_progress or self.pending_since)
         return max(0.0, now - since)
@@ -78,7 +80,7 @@ class ConsumerProgress:
         return self.stalled_for(now) > self.stall_after
 
     def _becomes_pending(self, now: float) -> None:
-        if not self.pending:
+        if self.pending_since is None:
             self.pending_since = now
 
 
