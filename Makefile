@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-# Downloads, builds and server data (the same directory as libs/devkit's paths.py).
+# Downloads, builds and server data (the same directory as switchboard_devkit.paths).
 CACHE_DIR := $(or $(SWITCHBOARD_CACHE_DIR),$(HOME)/.cache/switchboard)
 # uv: a link to the one on PATH when at least UV_VERSION, else to uv UV_VERSION installed
 # into a virtual environment under CACHE_DIR (scripts/bootstrap-uv). The Dockerfile pins
@@ -12,8 +12,8 @@ UV_VERSION := 0.13.9
 UV := $(CACHE_DIR)/bin/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
 # Python packages of the workspace (for mypy), and their test directories.
-PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_*))
-TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tests/*.py))))
+PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_* tools/*/src/switchboard_*))
+TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
 
 .PHONY: help install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
@@ -63,10 +63,10 @@ schemas-check: install
 	$(RUN) switchboard-schemas docs/schemas --check
 
 docs: install ## regenerate docs/asyncapi.yaml and docs/openapi/*.json from the code
-	$(RUN) python -m switchboard_devkit.docs docs
+	$(RUN) python -m switchboard_devtools.docs docs
 
 docs-check: install
-	$(RUN) python -m switchboard_devkit.docs docs --check
+	$(RUN) python -m switchboard_devtools.docs docs --check
 
 test: apt-test lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
@@ -108,10 +108,10 @@ down: ## stop the Compose stack (data volumes kept; VOLUMES=1 removes them)
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
 
 demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
-	$(RUN) python -m switchboard_devkit.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
+	$(RUN) python -m switchboard_devtools.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard
-	$(RUN) python -m switchboard_devkit.tools
+	$(RUN) python -m switchboard_devkit.deploy_tools
 
 deploy-check: install apt-test ## compose config, hadolint, helm template + kubeconform, dashboards, runbooks, docs
 	$(PYTEST) -q -m unit tests/test_deploy_manifests.py tests/test_deploy_observability.py tests/test_deploy_docs.py

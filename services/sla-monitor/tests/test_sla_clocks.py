@@ -11,12 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import Channel, ContractModel, Priority, SlaMetric
-from switchboard_sla_monitor.clocks import ClockState, derive, pending_emissions
-from switchboard_sla_monitor.facts import Fact, fact_from_event
-from switchboard_sla_monitor.ingest import ClockIngest
-from switchboard_sla_monitor.policy import PolicySet
-from switchboard_sla_monitor.store import InMemoryConversationStore
-from switchboard_sla_monitor.testing import (
+from switchboard_devtools.testing.sla_monitor import (
     activity,
     assigned,
     reopened,
@@ -24,6 +19,11 @@ from switchboard_sla_monitor.testing import (
     resolved,
     simple_policies,
 )
+from switchboard_sla_monitor.clocks import ClockState, derive, pending_emissions
+from switchboard_sla_monitor.facts import Fact, fact_from_event
+from switchboard_sla_monitor.ingest import ClockIngest
+from switchboard_sla_monitor.policy import PolicySet
+from switchboard_sla_monitor.store import InMemoryConversationStore
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ Each is built once into ``~/.cache/switchboard/tools/<name>-<version>/`` (about 
 minutes for both on a cold cache) and reused afterwards; without a Go new enough on the
 machine, the pinned toolchain from the Go module proxy builds them (``local.go_binary``).
 
-Command line (``make deploy-tools``): ``python -m switchboard_devkit.tools`` builds both
+Command line (``make deploy-tools``): ``python -m switchboard_devkit.deploy_tools`` builds both
 and prints their paths.
 """
 
@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard_devkit.local import ProvisionError, _run, go_binary
 from switchboard_devkit.paths import cache_dir
+from switchboard_devkit.servers.local import ProvisionError, _run, go_binary
 
 
 @dataclass(frozen=True)
