@@ -169,6 +169,19 @@ def test_an_auto_reply_from_the_customer_neither_starts_a_clock_nor_resumes() ->
     assert not any(c.metric == SlaMetric.NEXT_RESPONSE for c in clocks.values())
 
 
+def test_a_reaction_or_edit_after_a_reply_starts_no_next_response_clock() -> None:
+    clocks = clocks_of(
+        [
+            activity(CID, "m1", minutes(0), kind="opened", channel=Channel.WHATSAPP),
+            reply(CID, minutes(10)),
+            activity(CID, "thumbs-up", minutes(11), channel=Channel.WHATSAPP, expects_reply=False),
+            activity(CID, "edited", minutes(12), channel=Channel.WHATSAPP, expects_reply=False),
+        ]
+    )
+    assert not any(c.metric == SlaMetric.NEXT_RESPONSE for c in clocks.values())
+    assert clocks["first_response:1"].outcome == "met"
+
+
 def test_a_priority_change_recomputes_open_deadlines() -> None:
     base: list[ContractModel] = [
         activity(CID, "m1", minutes(0), kind="opened"),
