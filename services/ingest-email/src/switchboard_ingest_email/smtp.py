@@ -238,6 +238,8 @@ class IngestSMTP(SMTP):
         reservation = self._admission.reserve(declared_size(envelope.mail_options))
         if reservation is None:
             self._ingest_handler.metrics.rejected.labels("smtp", "memory").inc()
+            # The transaction is over: the sender may start again with MAIL FROM.
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd: untyped
             await self.push(REPLY_NO_MEMORY)
             return
         try:
