@@ -62,7 +62,7 @@ class Attempt:
     """What one SMTP transaction was answered at its last step."""
 
     sender: int
-    code: int | str  # the reply code, or "dropped" when the connection ended without one
+    code: int | str  # the reply code, or "no reply" (connection ended, or none within 60 s)
     step: str
     rcpt_codes: tuple[int, ...] = ()
 
@@ -99,7 +99,7 @@ async def transaction(port: int, sender: int, source: str) -> Attempt:
             "127.0.0.1", port, local_addr=(source, 0), limit=64 * 1024
         )
     except OSError:
-        return Attempt(sender, "dropped", step)
+        return Attempt(sender, "no reply", step)
     try:
         step = "greeting"
         if (code := await reply(reader)) != 220:
@@ -128,7 +128,7 @@ async def transaction(port: int, sender: int, source: str) -> Attempt:
         writer.write(b".\r\n")
         return Attempt(sender, await reply(reader), step, tuple(rcpt_codes))
     except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-        return Attempt(sender, "dropped", step)
+        return Attempt(sender, "no reply", step)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):

@@ -42,7 +42,8 @@ MESSAGE_BYTES = 256 * KIB
 #: protocol, its task and transport.
 SESSION_BYTES = 512 * KIB
 #: Memory of the process before any session (interpreter, libraries, clients); used to
-#: derive the budget from a memory limit. Measured ~110 MiB; kept with a margin.
+#: derive the budget from a memory limit. Measured ~80 MiB at start; the margin is for
+#: what grows with use (allocator arenas, caches, client buffers).
 BASELINE_BYTES = 160 * MIB
 #: Size assumed for a message without a declared ``SIZE`` (real MTAs declare it); the
 #: reservation grows as its data arrives.
