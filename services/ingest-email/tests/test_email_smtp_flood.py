@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pytest
 
 from switchboard_common.contract import INBOUND, MessageReceived
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.processes import ServiceProcess, ServiceSpec, peak_rss_mb
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec, peak_rss_mb
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

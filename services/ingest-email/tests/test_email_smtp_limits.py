@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from switchboard_common.contract import INBOUND, MessageReceived
-from switchboard_devkit.inprocess import running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.admission import MIB, message_cost
 from switchboard_ingest_email.app import build
 
