@@ -172,6 +172,14 @@ class IngestEmailSettings(ServiceSettings):
     smtp_idle_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=env("INGEST_EMAIL_SMTP_IDLE_TIMEOUT_SECONDS")
     )
+    #: Days the raw mail (every byte received, attachments included) is kept.
+    raw_retention_days: float = Field(
+        30.0, gt=0, le=3650, validation_alias=env("INGEST_EMAIL_RAW_RETENTION_DAYS")
+    )
+    #: Seconds between two purges of raw mail past its retention.
+    raw_purge_interval_seconds: float = Field(
+        3600.0, gt=0, validation_alias=env("INGEST_EMAIL_RAW_PURGE_INTERVAL_SECONDS")
+    )
     #: Open SMTP connections at once; more are refused with 421.
     max_sessions: int = Field(
         100, ge=1, le=100_000, validation_alias=env("INGEST_EMAIL_MAX_SESSIONS")
