@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.local import port_open
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.servers.local import port_open
 from switchboard_ingest_email.app import IngestEmail, build
 from switchboard_ingest_email.settings import IngestEmailSettings
 
@@ -192,7 +192,9 @@ def dovecot(tls_files: tuple[Path, Path]) -> Iterator[Dovecot]:
     state and mail directories, started for this test and stopped afterwards."""
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not Path(binary).exists():
-        raise RuntimeError("dovecot is not installed: apt-get install -y dovecot-imapd")
+        raise RuntimeError(
+            "dovecot missing: Debian package dovecot-imapd; `make apt-test` installs it"
+        )
     cert, key = tls_files
     # Not under pytest's 0700 temp root: Dovecot's unprivileged users must reach the files.
     root = Path(tempfile.mkdtemp(prefix="switchboard-dovecot-"))

@@ -4,6 +4,7 @@ and how the router refuses to start without a read token outside development."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,20 +17,21 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import INBOUND
 from switchboard_common.mongo import Document
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.app import build
-from switchboard_router.settings import RouterSettings
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     ADMIN_TOKEN,
     READ_TOKEN,
     RunningRouter,
     bearer,
     eventually,
     inbound,
+    router_process,
     running_router,
 )
+from switchboard_router.app import build
+from switchboard_router.settings import DEV_TOKENS, RouterSettings
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +205,23 @@ def test_outside_dev_the_router_does_not_start_without_a_read_token(
     unreadable = router_exit({**service_env, "ROUTER_READ_TOKEN_FILE": "/nonexistent/read"})
     assert unreadable.returncode == 2
     assert "ROUTER_READ_TOKEN_FILE=/nonexistent/read: cannot read" in unreadable.stderr
+
+
+async def test_in_dev_the_router_takes_and_prints_its_development_tokens(
+    service_env: dict[str, str],
+) -> None:
+    # What `make run` does: SWITCHBOARD_ENV=dev and no tokens given.
+    router = router_process(
+        {**service_env, "SWITCHBOARD_ENV": "dev"}, ROUTER_READ_TOKEN="", ROUTER_ADMIN_TOKEN=""
+    )
+    router.start()
+    try:
+        await asyncio.to_thread(router.wait_ready, 120)
+        printed = router.tail()
+        async with httpx.AsyncClient(base_url=router.base_url, timeout=30) as http:
+            for variable, token in DEV_TOKENS.items():
+                assert f"{variable}={token}" in printed
+                assert (await http.get("/agents", headers=bearer(token))).status_code == 200
+            assert (await http.get("/agents")).status_code == 401
+    finally:
+        await asyncio.to_thread(router.stop)

@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from switchboard_common.contract import CONVERSATION_ACTIVITY
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.sla_monitor import activity
 from switchboard_sla_monitor.app import build
 from switchboard_sla_monitor.settings import SlaMonitorSettings
-from switchboard_sla_monitor.testing import activity
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ RULES = repo_root() / "deploy" / "prometheus" / "sla-monitor.rules.yml"
 def prometheus(directory: Path, monitor_port: int) -> Iterator[str]:
     """The Prometheus binary on a free 127.0.0.1 port with its own data directory."""
     binary = shutil.which("prometheus")
-    assert binary, "prometheus missing: apt-get install prometheus (listed in .ci/apt-packages)"
+    assert binary, "prometheus missing: Debian package prometheus; `make apt-test` installs it"
     port = free_port()
     config = directory / "prometheus.yml"
     config.write_text(

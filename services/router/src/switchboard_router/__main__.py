@@ -18,6 +18,10 @@ def main() -> int:
     except SettingsError as error:
         sys.stderr.write(f"{error}\n")
         return 2
+    if tokens := settings.dev_tokens_in_use():
+        # Public development values, printed so `make run` shows what the API accepts.
+        shown = " ".join(f"{variable}={token}" for variable, token in tokens.items())
+        sys.stderr.write(f"router: development API tokens (SWITCHBOARD_ENV=dev): {shown}\n")
     configure_logging(service="router", level=settings.log_level, fmt=settings.log_format)
     try:
         runtime, _, _ = build(settings)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_common.http import kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.access import BearerAuth, Keyring, document_security
@@ -23,6 +24,12 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
     registry = CollectorRegistry()
     broker = make_broker(settings)
     client = make_mongo_client(settings)
+    metrics = RouterMetrics.create(registry)
+    consumers = ConsumerWatch(
+        metrics.consumer,
+        stall_after=settings.consumer_stall_seconds,
+        interval=settings.consumer_lag_interval_seconds,
+    )
     ctx = RouterContext(
         settings=settings,
         broker=broker,
@@ -30,7 +37,8 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         db=database(client, settings),
         publisher=EventPublisher(broker, settings.topics, settings.service_name),
         registry=registry,
-        metrics=RouterMetrics.create(registry),
+        metrics=metrics,
+        consumers=consumers,
     )
     stages = {"timeline": timeline.wire(ctx), "assignment": assignment.wire(ctx)}
 
@@ -55,7 +63,11 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(
-        ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
+        ops_router(
+            registry=registry,
+            checks=[kafka_ready(broker), mongo_ready(client)],
+            liveness=[consumers.liveness_check()],
+        )
     )
     runtime = Runtime(
         service=settings.service_name,
@@ -63,6 +75,7 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
+        background=[consumers.run],
     )
     for parts in stages.values():
         for router in parts.routers:

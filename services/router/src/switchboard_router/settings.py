@@ -111,6 +111,18 @@ class RouterSettings(ServiceSettings):
             raise ValueError("ROUTER_READ_TOKEN and ROUTER_ADMIN_TOKEN must differ")
         return self
 
+    def dev_tokens_in_use(self) -> dict[str, str]:
+        """The development tokens this router accepts, by variable (only ever in dev):
+        start-up prints them so ``make run`` shows what to send."""
+        if self.environment != "dev":
+            return {}
+        current = {"ROUTER_READ_TOKEN": self.read_token, "ROUTER_ADMIN_TOKEN": self.admin_token}
+        return {
+            variable: token
+            for variable, token in DEV_TOKENS.items()
+            if (given := current[variable]) is not None and given.get_secret_value() == token
+        }
+
     def with_dev_secrets(self) -> Self:
         """As for every service, plus the development admin token in dev only (outside
         dev an unset admin token just leaves the admin API off)."""

@@ -1,4 +1,4 @@
-"""Classification (pure): priority, required skills, language and the queue of a
+"""Classification (pure): priority, skills, language and the queue of a
 conversation, from its activity and the policy. No I/O; the language detector is passed
 in (``LanguageDetector``), so tests can use a fixed one."""
 
@@ -30,7 +30,8 @@ class Classified:
     """What routing needs to know about a conversation."""
 
     priority: Priority
-    #: Required skills with minimum levels, ``language:<code>`` included.
+    #: Skills with minimum levels (topics', ``language:<code>``); the queue's target says
+    #: which are required.
     skills: dict[str, int]
     language: str | None
     topics: tuple[str, ...] = ()
@@ -45,8 +46,9 @@ def most_urgent(priorities: Sequence[Priority]) -> Priority:
 def classify(
     activity: ConversationActivity, policy: RoutingPolicy, detect: LanguageDetector
 ) -> Classified | None:
-    """Priority, skills and language; None for auto-submitted messages (never routed)."""
-    if activity.auto_submitted:
+    """Priority, skills and language; None for messages nobody waits on (auto-replies,
+    reactions, edits), which are never routed."""
+    if activity.auto_submitted or not activity.expects_reply:
         return None
     rules = policy.classification
     text = f"{activity.subject or ''}\n{activity.text}"

@@ -4,9 +4,7 @@ Servers come from the environment, Docker or local provisioning (see ``infra``).
 service in ``services/`` with a ``__main__`` runs as its own process with the caller's
 environment (``SWITCHBOARD_ENV=dev`` unless set), its output prefixed with its name.
 Once they are ready, Debian's Prometheus (when installed) scrapes them on 127.0.0.1:9090
-with the shipped rules (see ``monitoring``). In development the router gets its
-development API tokens (unless the caller sets ``ROUTER_READ_TOKEN`` / ``..._FILE`` and
-the admin one), printed at start so ``curl`` can use them. Ctrl-C (or SIGTERM) stops Prometheus, the
+with the shipped rules (see ``monitoring``). Ctrl-C (or SIGTERM) stops Prometheus, the
 services, then the servers this command started. If a service exits on its own,
 everything stops and the exit status says so.
 """
@@ -19,10 +17,14 @@ import sys
 import threading
 import time
 
-from switchboard_devkit.infra import ensure_infra
-from switchboard_devkit.local import ProvisionError
-from switchboard_devkit.monitoring import LocalPrometheus
-from switchboard_devkit.processes import ServiceProcess, discover_services, service_environment
+from switchboard_devkit.running.processes import (
+    ServiceProcess,
+    discover_services,
+    service_environment,
+)
+from switchboard_devkit.servers.infra import ensure_infra
+from switchboard_devkit.servers.local import ProvisionError
+from switchboard_devkit.servers.monitoring import LocalPrometheus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"infra: {infra.kafka_description}; {infra.mongodb_description}", flush=True)
     env = service_environment()
     env.update(infra.env())
-    sys.stdout.writelines(f"{line}\n" for line in router_tokens(env))
     specs = [s for s in discover_services() if not args.only or s.name in args.only]
     if not specs:
         print("no services found under services/", file=sys.stderr)
@@ -81,29 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         infra.close()
         print("stopped", flush=True)
     return status
-
-
-def router_tokens(env: dict[str, str]) -> list[str]:
-    """With ``SWITCHBOARD_ENV=dev``, put the router's development tokens into ``env``
-    where the caller gave none; return what to print (never a caller's own token)."""
-    if env.get("SWITCHBOARD_ENV") != "dev":
-        return []
-    from switchboard_router.settings import DEV_TOKENS
-
-    lines, given = [], set()
-    for variable, token in DEV_TOKENS.items():
-        if env.get(variable) or env.get(f"{variable}_FILE"):
-            lines.append(f"router API: {variable} as you set it")
-        else:
-            env[variable] = token
-            given.add(token)
-            lines.append(f"router API (development): {variable}={token}")
-    read = DEV_TOKENS["ROUTER_READ_TOKEN"]
-    if read not in given:
-        read = "<your read token>"
-    port = env.get("ROUTER_HTTP_PORT", "8003")
-    lines.append(f"  e.g. curl -H 'Authorization: Bearer {read}' http://127.0.0.1:{port}/queue")
-    return lines
 
 
 if __name__ == "__main__":

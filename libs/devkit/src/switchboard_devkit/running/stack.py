@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from switchboard_common.contract.topics import TopicNames
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import unique
-from switchboard_devkit.processes import ServiceProcess, ServiceSpec, discover_services
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec, discover_services
+from switchboard_devkit.testing.kafka_probe import unique
 
 #: Webhook secrets the end-to-end tests sign with and the router API tokens they present
 #: (never used outside tests).
@@ -58,6 +58,8 @@ class Stack:
             "SWITCHBOARD_LOG_FORMAT": "json",
             "SUPPORT_EMAIL_DOMAINS": SUPPORT_DOMAIN,
             "INGEST_EMAIL_SMTP_PORT": str(free_port()),
+            # All the stack's mail comes from 127.0.0.1, standing for every sending server.
+            "INGEST_EMAIL_MESSAGES_PER_IP_PER_MINUTE": "100000",
             "PYTHONUNBUFFERED": "1",
             **TEST_SECRETS,
         }

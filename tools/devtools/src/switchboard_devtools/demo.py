@@ -52,6 +52,7 @@ from switchboard_common.kafka import (
     make_broker,
 )
 from switchboard_common.settings import ServiceSettings
+from switchboard_router.settings import DEV_TOKENS
 
 AGENTS = (
     AgentUpserted(
@@ -181,7 +182,7 @@ def send_mail(demo: Demo) -> int:
 
 def webhooks(demo: Demo) -> list[tuple[str, str, dict[str, Any]]]:
     """(provider, path, payload) with fresh ids for this run."""
-    from switchboard_ingest_social.testing import BOT, load_sample
+    from switchboard_devtools.testing.social import BOT, load_sample
 
     now = int(time.time())
     whatsapp = load_sample("whatsapp_text")
@@ -220,7 +221,7 @@ def webhooks(demo: Demo) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 async def send_webhooks(demo: Demo) -> int:
-    from switchboard_ingest_social.testing import encode, signed_headers
+    from switchboard_devtools.testing.social import encode, signed_headers
 
     secrets = {
         "meta": os.environ.get("META_APP_SECRET", "dev-meta-app-secret"),
@@ -291,8 +292,6 @@ async def watch_assignments(
 def router_read_token() -> str:
     """``ROUTER_READ_TOKEN``, or the file ``ROUTER_READ_TOKEN_FILE`` names, or the
     development token."""
-    from switchboard_router.settings import DEV_TOKENS
-
     path = os.environ.get("ROUTER_READ_TOKEN_FILE")
     if path:
         return Path(path).read_text(encoding="utf-8").strip()
