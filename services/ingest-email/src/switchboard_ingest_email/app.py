@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from switchboard_common.http import ReadinessCheck, kafka_ready, mongo_ready, ops_router
+from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
@@ -48,7 +49,7 @@ def build(
 ) -> IngestEmail:
     """Assemble the service from its settings (nothing starts until the runtime runs)."""
     clock = clock or (lambda: datetime.now(UTC))
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     metrics = IngestEmailMetrics.create(registry)
     # Bounds the producer's wait for metadata (Kafka unreachable at send time).
     timeout_ms = int(settings.publish_timeout_seconds * 1000)
@@ -83,6 +84,7 @@ def build(
         docs_url=None,
         redoc_url=None,
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(
             registry=registry,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
-from switchboard_common.http import kafka_ready, mongo_ready, ops_router
+from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.service import Runtime
 from switchboard_router import assignment, timeline
@@ -17,7 +17,7 @@ from switchboard_router.stage import RouterContext, StageParts
 
 def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, StageParts]]:
     """Assemble the router: clients, the three stages and the HTTP app."""
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
     ctx = RouterContext(
@@ -36,6 +36,7 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         version="1.0",
         description="Read API of the unified timeline, the queue and the agents.",
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
     )

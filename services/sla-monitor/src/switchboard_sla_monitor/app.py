@@ -37,9 +37,10 @@ from switchboard_common.contract import (
     SLA_EVENTS,
 )
 from switchboard_common.deadletter import DeadLetterPublisher
-from switchboard_common.http import kafka_ready, mongo_ready, ops_router
+from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.service import Runtime
 from switchboard_sla_monitor.evaluator import Evaluator, OpenClockGauges
@@ -85,7 +86,7 @@ def build(
     """Assemble the monitor. Raises ``PolicyError`` when the policy file is invalid."""
     clock = clock or SystemClock()
     policies = load_policies(settings.policy_file)
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     metrics = SlaMetrics.create(registry)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
@@ -134,6 +135,7 @@ def build(
         docs_url=None,
         redoc_url=None,
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
     )
