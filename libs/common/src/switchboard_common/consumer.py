@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pydantic import SkipValidation
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from switchboard_common.cloudevents import CloudEventAttributes, DecodeError, decode
@@ -296,7 +297,7 @@ def subscribe_batch(
         **options,
     )
 
-    async def handle(message: KafkaMessage) -> None:
+    async def handle(events: Any, message: KafkaMessage) -> None:  # noqa: ARG001 - see below
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
         await consumer([raw_record(r) for r in records])
@@ -304,9 +305,20 @@ def subscribe_batch(
         if kafka_consumer is not None:
             await _observe_lag(kafka_consumer, consumer)
 
-    # FastStream must not decode bodies itself: a record that is not JSON would fail the
-    # whole batch before our per-record checks could dead-letter it.
+    # ``events`` declares what the batch carries, so FastStream's AsyncAPI document shows
+    # these topics' payloads; it is not validated (SkipValidation) and not used: FastStream
+    # must not decode bodies itself, since a record that is not JSON would fail the whole
+    # batch before our per-record checks could dead-letter it.
+    handle.__annotations__["events"] = SkipValidation[list[payload_type(topics)]]  # type: ignore[misc]
     subscriber(handle, decoder=_raw_records)
+
+
+def payload_type(topics: Sequence[str]) -> Any:
+    """The union of the contract models the given topics carry."""
+    events: list[type[ContractModel]] = []
+    for topic in topics:
+        events += [e for e in TOPICS_BY_NAME[topic].events if e not in events]
+    return events[0] if len(events) == 1 else Union[tuple(events)]  # noqa: UP007 - built at runtime
 
 
 async def _raw_records(message: Any) -> Any:

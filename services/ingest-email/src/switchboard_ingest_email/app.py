@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from switchboard_common.contract import INBOUND
 from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.metrics import service_registry
@@ -60,7 +61,7 @@ def build(
         store=store,
         publisher=DurablePublisher(
             broker,
-            EventPublisher(broker, settings.topics, settings.service_name),
+            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
             settings.topics,
             timeout=settings.publish_timeout_seconds,
             metrics=metrics.publish,

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
-from switchboard_common.contract import Channel
+from switchboard_common.contract import INBOUND, Channel
 from switchboard_common.http import instrument, kafka_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.metrics import service_registry
@@ -79,7 +79,7 @@ def build(
     publisher = InboundPublisher(
         DurablePublisher(
             broker,
-            EventPublisher(broker, settings.topics, settings.service_name),
+            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
             settings.topics,
             timeout=settings.publish_timeout_seconds,
             metrics=metrics.publish,

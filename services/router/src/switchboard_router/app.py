@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from switchboard_common.contract import (
+    ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
+    CUSTOMER_MESSAGES,
+    DEADLETTER,
+)
 from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.metrics import service_registry
@@ -13,6 +19,9 @@ from switchboard_router import assignment, timeline
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
+
+#: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
+PUBLISHED_TOPICS = (ASSIGNMENTS, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY, DEADLETTER)
 
 
 def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, StageParts]]:
@@ -25,7 +34,9 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         broker=broker,
         client=client,
         db=database(client, settings),
-        publisher=EventPublisher(broker, settings.topics, settings.service_name),
+        publisher=EventPublisher(
+            broker, settings.topics, settings.service_name, publishes=PUBLISHED_TOPICS
+        ),
         registry=registry,
         metrics=RouterMetrics.create(registry),
     )

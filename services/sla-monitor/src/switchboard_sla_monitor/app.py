@@ -34,6 +34,7 @@ from switchboard_common.contract import (
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
+    DEADLETTER,
     SLA_EVENTS,
 )
 from switchboard_common.deadletter import DeadLetterPublisher
@@ -61,6 +62,8 @@ from switchboard_sla_monitor.timesource import Clock, SystemClock
 log = get_logger(__name__)
 
 CONSUMED_TOPICS = (CONVERSATION_ACTIVITY, ASSIGNMENTS, CONVERSATION_EVENTS, SLA_EVENTS)
+#: What it writes: its SLA events, and what its consumer dead-letters.
+PUBLISHED_TOPICS = (SLA_EVENTS, DEADLETTER)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,9 @@ def build(
     db = database(client, settings)
     conversations = MongoConversationStore(db[CONVERSATIONS], db[META])
     emissions = MongoEmissionStore(db[EMISSIONS])
-    publisher = EventPublisher(broker, settings.topics, settings.service_name)
+    publisher = EventPublisher(
+        broker, settings.topics, settings.service_name, publishes=PUBLISHED_TOPICS
+    )
 
     ingest = ClockIngest(conversations, policies, settings.pause_statuses, metrics)
     consumer = BatchConsumer(
