@@ -105,7 +105,7 @@ def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:
     from switchboard_common.deadletter import DeadLetterPublisher
     from switchboard_common.kafka import EventPublisher
     from switchboard_common.metrics import ConsumerMetrics
-    from switchboard_devkit.docs import asyncapi
+    from switchboard_devtools.docs import asyncapi
 
     async def nothing_to_do(batch: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
         return []
@@ -153,7 +153,7 @@ def test_openapi_documents_exist_for_the_webhook_and_read_apis(name: str, paths:
 
 def test_generated_documents_match_the_code() -> None:
     """What `make docs-check` checks, also in the test run."""
-    from switchboard_devkit.docs import render
+    from switchboard_devtools.docs import render
 
     stale = [
         name

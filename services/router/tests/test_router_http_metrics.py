@@ -14,14 +14,14 @@ from prometheus_client.samples import Sample
 
 from switchboard_common.contract import INBOUND
 from switchboard_common.http import UNMATCHED_ROUTE
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     RunningRouter,
     eventually,
     inbound,
     running_router,
 )
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 
