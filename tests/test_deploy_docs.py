@@ -105,6 +105,7 @@ def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:
     from switchboard_common.deadletter import DeadLetterPublisher
     from switchboard_common.kafka import EventPublisher
     from switchboard_common.metrics import ConsumerMetrics
+    from switchboard_common.progress import ConsumerWatch
     from switchboard_devtools.docs import asyncapi
 
     async def nothing_to_do(batch: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
@@ -112,6 +113,7 @@ def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:
 
     broker = KafkaBroker("kafka:9092")
     topics = TopicNames()
+    metrics = ConsumerMetrics.create(CollectorRegistry())
     publisher = EventPublisher(broker, topics, "auditor", publishes=[SLA_EVENTS, DEADLETTER])
     subscribe_batch(
         broker,
@@ -119,11 +121,12 @@ def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:
             topics=topics,
             handler=nothing_to_do,
             dead_letters=DeadLetterPublisher(publisher, service="auditor", consumer_group="g"),
-            metrics=ConsumerMetrics.create(CollectorRegistry()),
+            metrics=metrics,
         ),
         topics=[ASSIGNMENTS],
         group_id="auditor-group",
         title="auditor-assignments",
+        watch=ConsumerWatch(metrics),
     )
     document = asyncapi({"auditor": broker})
     assert senders(document) == {SLA_EVENTS: {"auditor"}, DEADLETTER: {"auditor"}}

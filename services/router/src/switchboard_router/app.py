@@ -14,6 +14,7 @@ from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_ro
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.metrics import RouterMetrics
@@ -29,6 +30,12 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
     registry = service_registry(settings.service_name)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
+    metrics = RouterMetrics.create(registry)
+    consumers = ConsumerWatch(
+        metrics.consumer,
+        stall_after=settings.consumer_stall_seconds,
+        interval=settings.consumer_lag_interval_seconds,
+    )
     ctx = RouterContext(
         settings=settings,
         broker=broker,
@@ -38,7 +45,8 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
             broker, settings.topics, settings.service_name, publishes=PUBLISHED_TOPICS
         ),
         registry=registry,
-        metrics=RouterMetrics.create(registry),
+        metrics=metrics,
+        consumers=consumers,
     )
     stages = {"timeline": timeline.wire(ctx), "assignment": assignment.wire(ctx)}
 
@@ -49,7 +57,11 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
     )
     instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
-        ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
+        ops_router(
+            registry=registry,
+            checks=[kafka_ready(broker), mongo_ready(client)],
+            liveness=[consumers.liveness_check()],
+        )
     )
     runtime = Runtime(
         service=settings.service_name,
@@ -57,6 +69,7 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
+        background=[consumers.run],
     )
     for parts in stages.values():
         for router in parts.routers:
