@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image recipe for the four Switchboard services. Build from the repository root,
 # naming the service and its HTTP port (deploy/compose/docker-compose.yml does this):
-#   docker build --build-arg SERVICE=router --build-arg HTTP_PORT=8003 -t switchboard/router .
+#   docker build --build-arg SERVICE=router --build-arg HTTP_PORT=8003 \
+#     --build-arg GIT_COMMIT=$(git rev-parse --short HEAD) -t switchboard/router .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -32,6 +33,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 FROM ${PYTHON_IMAGE}
 ARG HTTP_PORT
+# The commit the image was built from, shown as switchboard_build_info{commit=...}.
+ARG GIT_COMMIT=unknown
 RUN groupadd --system --gid 10001 switchboard \
     && useradd --system --uid 10001 --gid switchboard --no-create-home --shell /usr/sbin/nologin switchboard
 COPY --from=build /app/.venv /app/.venv
@@ -43,6 +46,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     SWITCHBOARD_HTTP_HOST=0.0.0.0 \
     SWITCHBOARD_LOG_FORMAT=json \
     SWITCHBOARD_HEALTH_PORT=${HTTP_PORT} \
+    SWITCHBOARD_GIT_COMMIT=${GIT_COMMIT} \
     INGEST_EMAIL_SMTP_HOST=0.0.0.0
 USER 10001:10001
 EXPOSE ${HTTP_PORT}

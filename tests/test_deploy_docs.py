@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from switchboard_common.contract.topics import EVENT_TYPES, TOPICS
+from switchboard_common.contract.topics import (
+    AGENT_EVENTS,
+    ASSIGNMENTS,
+    CONVERSATION_EVENTS,
+    DEADLETTER,
+    EVENT_TYPES,
+    INBOUND,
+    SLA_EVENTS,
+    TOPICS,
+    TOPICS_BY_NAME,
+    TopicNames,
+)
 from switchboard_devkit.paths import repo_root
 
 pytestmark = pytest.mark.unit
@@ -33,26 +46,99 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
     return node
 
 
+#: Who publishes each public topic (CONTRACT.md's table).
+PRODUCERS = {
+    INBOUND: {"ingest-email", "ingest-social"},
+    ASSIGNMENTS: {"router"},
+    AGENT_EVENTS: {"helpdesk-frontend"},
+    CONVERSATION_EVENTS: {"helpdesk-frontend"},
+    SLA_EVENTS: {"sla-monitor"},
+    DEADLETTER: {"router", "sla-monitor"},
+}
+
+
+def senders(document: dict[str, Any]) -> dict[str, set[str]]:
+    """Topic -> the services with a send operation on it (titles ``<service>.publish:``)."""
+    found: dict[str, set[str]] = {}
+    for name, operation in document["operations"].items():
+        if operation["action"] == "send":
+            channel = resolve(document, operation["channel"]["$ref"])
+            found.setdefault(channel["address"], set()).add(name.split(".publish:")[0])
+    return found
+
+
 def test_asyncapi_describes_every_public_topic_and_event_type_with_resolvable_refs() -> None:
     document = yaml.safe_load((DOCS / "asyncapi.yaml").read_text())
     assert document["asyncapi"] == "3.0.0"
     addresses = {c["address"] for c in document["channels"].values()}
     assert {t.name for t in TOPICS} <= addresses
-    assert set(EVENT_TYPES) <= set(document["components"]["messages"])
+    schemas = document["components"]["schemas"]
+    assert {model.__name__ for model in EVENT_TYPES.values()} <= set(schemas)
     for ref in refs(document):
         assert ref.startswith("#/"), ref
         resolve(document, ref)  # raises KeyError when dangling
-    message = document["components"]["messages"]["support.conversation.assigned"]
-    assert message["headers"]["properties"]["ce_type"]["const"] == "support.conversation.assigned"
+    assert {t: senders(document).get(t) for t in PRODUCERS} == PRODUCERS
+    (send,) = [
+        o for name, o in document["operations"].items() if name == f"router.publish:{ASSIGNMENTS}"
+    ]
+    (reference,) = send["messages"]
+    message = resolve(document, resolve(document, reference["$ref"])["$ref"])
+    assert "support.conversation.assigned" in message["headers"]["properties"]["ce_type"]["enum"]
     assert message["bindings"]["kafka"]["key"]["description"] == "conversation_id"
     payload = resolve(document, message["payload"]["$ref"])
-    assert "seq" in payload["properties"]
+    variants = {resolve(document, v["$ref"])["title"] for v in payload["anyOf"]}
+    assert "ConversationAssigned" in variants
+    assert "seq" in schemas["ConversationAssigned"]["properties"]
     receivers = {
         op["bindings"]["kafka"]["groupId"]["const"]
         for op in document["operations"].values()
         if op["action"] == "receive" and "bindings" in op
     }
     assert {"router-agents", "router-assignment", "sla-monitor"} <= receivers
+
+
+def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:
+    """A publisher or subscriber declared on a broker appears; nothing else does."""
+    from faststream.kafka import KafkaBroker
+
+    from switchboard_common.consumer import BatchConsumer, Delivery, subscribe_batch
+    from switchboard_common.deadletter import DeadLetterPublisher
+    from switchboard_common.kafka import EventPublisher
+    from switchboard_common.metrics import ConsumerMetrics
+    from switchboard_common.progress import ConsumerWatch
+    from switchboard_devtools.docs import asyncapi
+
+    async def nothing_to_do(batch: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        return []
+
+    broker = KafkaBroker("kafka:9092")
+    topics = TopicNames()
+    metrics = ConsumerMetrics.create(CollectorRegistry())
+    publisher = EventPublisher(broker, topics, "auditor", publishes=[SLA_EVENTS, DEADLETTER])
+    subscribe_batch(
+        broker,
+        BatchConsumer(
+            topics=topics,
+            handler=nothing_to_do,
+            dead_letters=DeadLetterPublisher(publisher, service="auditor", consumer_group="g"),
+            metrics=metrics,
+        ),
+        topics=[ASSIGNMENTS],
+        group_id="auditor-group",
+        title="auditor-assignments",
+        watch=ConsumerWatch(metrics),
+    )
+    document = asyncapi({"auditor": broker})
+    assert senders(document) == {SLA_EVENTS: {"auditor"}, DEADLETTER: {"auditor"}}
+    (receive,) = [o for o in document["operations"].values() if o["action"] == "receive"]
+    assert resolve(document, receive["channel"]["$ref"])["address"] == ASSIGNMENTS
+    assert receive["bindings"]["kafka"]["groupId"]["const"] == "auditor-group"
+    (reference,) = receive["messages"]
+    message = resolve(document, resolve(document, reference["$ref"])["$ref"])
+    payload = resolve(document, message["payload"]["$ref"])
+    assert payload["type"] == "array"  # a batch of the topic's events
+    items = {resolve(document, v["$ref"])["title"] for v in payload["items"]["anyOf"]}
+    assert items == {m.__name__ for m in TOPICS_BY_NAME[ASSIGNMENTS].events}
 
 
 @pytest.mark.parametrize(

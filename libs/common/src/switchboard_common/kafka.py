@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Union
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -27,11 +27,12 @@ from aiokafka.errors import (
 from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
 from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from switchboard_common.cloudevents import encode, event_headers, source_for
 from switchboard_common.contract.events import ContractModel
-from switchboard_common.contract.topics import TopicNames
+from switchboard_common.contract.topics import TOPICS_BY_NAME, TopicNames
 from switchboard_common.logging import get_logger
 from switchboard_common.settings import ServiceSettings
 
@@ -127,19 +128,44 @@ class Outgoing:
 
 
 class EventPublisher:
-    """Publishes contract events with CloudEvents headers onto the deployed topics."""
+    """Publishes contract events with CloudEvents headers onto the deployed topics.
 
-    def __init__(self, broker: KafkaBroker, topics: TopicNames, service: str) -> None:
+    ``publishes`` names the contract topics this publisher writes: each is declared on the
+    broker as a FastStream publisher (title ``<service>.publish:<topic>``, the topic's payload
+    schemas), which is what the AsyncAPI document is generated from, and publishing on
+    any other topic raises. Without it (tools, tests) records go through the broker.
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        topics: TopicNames,
+        service: str,
+        *,
+        publishes: Iterable[str] | None = None,
+    ) -> None:
         self._broker = broker
         self._topics = topics
+        self._service = service
         self._source = source_for(service)
+        self._declared: dict[str, DefaultPublisher] | None = None
+        if publishes is not None:
+            self._declared = {t: declare_publisher(broker, topics, service, t) for t in publishes}
 
     async def enqueue(self, item: Outgoing) -> asyncio.Future[RecordMetadata]:
         """Hand one record to the producer; the future resolves when Kafka acknowledged it.
 
         Blocks only when the producer's buffer is full (backpressure).
         """
-        future: asyncio.Future[RecordMetadata] = await self._broker.publish(
+        send: KafkaBroker | DefaultPublisher = self._broker
+        if self._declared is not None:
+            if item.topic not in self._declared:
+                raise ValueError(
+                    f"{self._service} does not declare {item.topic} among the topics it "
+                    f"publishes ({', '.join(self._declared)}): add it to publishes="
+                )
+            send = self._declared[item.topic]
+        future: asyncio.Future[RecordMetadata] = await send.publish(
             encode(item.event),
             self._topics(item.topic),
             key=item.key.encode(),
@@ -169,6 +195,20 @@ class EventPublisher:
         """Publish one item and wait for its acknowledgement."""
         (metadata,) = await self.publish_all([item])
         return metadata
+
+
+def declare_publisher(
+    broker: KafkaBroker, topics: TopicNames, service: str, topic: str
+) -> DefaultPublisher:
+    """Declare that ``service`` publishes on the contract ``topic`` (for AsyncAPI)."""
+    spec = TOPICS_BY_NAME[topic]
+    events = spec.events
+    return broker.publisher(
+        topics(topic),
+        title=f"{service}.publish:{topic}",
+        description=spec.description,
+        schema=events[0] if len(events) == 1 else Union[events],  # noqa: UP007 - a runtime union of classes
+    )
 
 
 async def gather_acks(futures: Sequence[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:

@@ -1,18 +1,93 @@
-"""Metrics every service shares: consumer progress, dead letters, publishing.
+"""Metrics every service shares: the process, build and HTTP requests, consumer
+progress, dead letters, publishing.
 
-Labels are bounded: contract topic names, outcome and reason categories, never ids.
-Each service passes its own ``CollectorRegistry``; service-specific metrics live in the
-service's own ``metrics`` module.
+Labels are bounded: contract topic names, route templates, outcome and reason
+categories, never ids. Each service makes its registry with ``service_registry`` and
+passes it on; service-specific metrics live in the service's own ``metrics`` module.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+#: The image build sets it (``docker build --build-arg GIT_COMMIT=...``).
+GIT_COMMIT_ENV = "SWITCHBOARD_GIT_COMMIT"
+
+
+def service_registry(service: str) -> CollectorRegistry:
+    """A new registry for ``service`` with what every Prometheus client exports:
+    ``process_*`` (CPU, memory, file descriptors), ``python_gc_*``, ``python_info``, and
+    ``switchboard_build_info`` (always 1; its labels say what runs)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    Gauge(
+        "switchboard_build_info",
+        "Always 1; the labels name the service, its version, Python and the git commit.",
+        ["service", "version", "python", "commit"],
+        registry=registry,
+    ).labels(
+        service=service,
+        version=package_version(f"switchboard-{service}"),
+        python=platform.python_version(),
+        commit=os.environ.get(GIT_COMMIT_ENV, "unknown"),
+    ).set(1)
+    return registry
+
+
+def package_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class HttpMetrics:
+    """Requests to a service's HTTP server (see ``switchboard_common.http.instrument``).
+
+    ``route`` is the route's template (``/customers/{customer_id}/timeline``), never the
+    raw path, which carries ids: requests that match no route share one label.
+    """
+
+    requests: Counter
+    seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
+        return cls(
+            requests=Counter(
+                "switchboard_http_requests",
+                "HTTP requests answered, by route template, method and status code.",
+                ["service", "route", "method", "status"],
+                registry=registry,
+            ),
+            seconds=Histogram(
+                "switchboard_http_request_duration_seconds",
+                "Seconds from receiving a request to the end of its response, by route.",
+                ["service", "route", "method"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from switchboard_common.http import ReadinessCheck, kafka_ready, mongo_ready, ops_router
+from switchboard_common.contract import INBOUND
+from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
@@ -50,7 +52,7 @@ def build(
 ) -> IngestEmail:
     """Assemble the service from its settings (nothing starts until the runtime runs)."""
     clock = clock or (lambda: datetime.now(UTC))
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     metrics = IngestEmailMetrics.create(registry)
     # Bounds the producer's wait for metadata (Kafka unreachable at send time).
     timeout_ms = int(settings.publish_timeout_seconds * 1000)
@@ -61,7 +63,7 @@ def build(
         store=store,
         publisher=DurablePublisher(
             broker,
-            EventPublisher(broker, settings.topics, settings.service_name),
+            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
             settings.topics,
             timeout=settings.publish_timeout_seconds,
             metrics=metrics.publish,
@@ -88,6 +90,7 @@ def build(
         docs_url=None,
         redoc_url=None,
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(
             registry=registry,

@@ -18,9 +18,10 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
-from switchboard_common.contract import Channel
-from switchboard_common.http import kafka_ready, ops_router
+from switchboard_common.contract import INBOUND, Channel
+from switchboard_common.http import instrument, kafka_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.metrics import service_registry
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
 from switchboard_ingest_social.accounts import AccountDirectory, load_directory
@@ -74,13 +75,13 @@ def build(
     if settings.meta_verify_token is None:  # load() guarantees it; this narrows the type
         raise ValueError("META_VERIFY_TOKEN is not set")
     directory = directory_from(settings)
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     metrics = IngestSocialMetrics.create(registry)
     broker = make_broker(settings)
     publisher = InboundPublisher(
         DurablePublisher(
             broker,
-            EventPublisher(broker, settings.topics, settings.service_name),
+            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
             settings.topics,
             timeout=settings.publish_timeout_seconds,
             metrics=metrics.publish,
@@ -108,6 +109,7 @@ def build(
             "Activity API) and Telegram (Bot API), normalised onto support.inbound.v1."
         ),
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(webhook_router(api))
     app.include_router(ops_router(registry=registry, checks=[kafka_ready(broker)]))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
-from switchboard_common.http import kafka_ready, mongo_ready, ops_router
+from switchboard_common.contract import (
+    ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
+    CUSTOMER_MESSAGES,
+    DEADLETTER,
+)
+from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
@@ -18,10 +24,13 @@ from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
 
+#: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
+PUBLISHED_TOPICS = (ASSIGNMENTS, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY, DEADLETTER)
+
 
 def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, StageParts]]:
     """Assemble the router: clients, the three stages and the HTTP app."""
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
     metrics = RouterMetrics.create(registry)
@@ -35,7 +44,9 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         broker=broker,
         client=client,
         db=database(client, settings),
-        publisher=EventPublisher(broker, settings.topics, settings.service_name),
+        publisher=EventPublisher(
+            broker, settings.topics, settings.service_name, publishes=PUBLISHED_TOPICS
+        ),
         registry=registry,
         metrics=metrics,
         consumers=consumers,
@@ -62,6 +73,7 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         return document_security(plain_openapi())
 
     app.openapi = openapi  # type: ignore[method-assign]
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(
             registry=registry,

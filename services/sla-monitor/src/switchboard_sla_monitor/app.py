@@ -34,12 +34,14 @@ from switchboard_common.contract import (
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
+    DEADLETTER,
     SLA_EVENTS,
 )
 from switchboard_common.deadletter import DeadLetterPublisher
-from switchboard_common.http import kafka_ready, mongo_ready, ops_router
+from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
+from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
@@ -61,6 +63,8 @@ from switchboard_sla_monitor.timesource import Clock, SystemClock
 log = get_logger(__name__)
 
 CONSUMED_TOPICS = (CONVERSATION_ACTIVITY, ASSIGNMENTS, CONVERSATION_EVENTS, SLA_EVENTS)
+#: What it writes: its SLA events, and what its consumer dead-letters.
+PUBLISHED_TOPICS = (SLA_EVENTS, DEADLETTER)
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,16 @@ def build(
     """Assemble the monitor. Raises ``PolicyError`` when the policy file is invalid."""
     clock = clock or SystemClock()
     policies = load_policies(settings.policy_file)
-    registry = CollectorRegistry()
+    registry = service_registry(settings.service_name)
     metrics = SlaMetrics.create(registry)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
     db = database(client, settings)
     conversations = MongoConversationStore(db[CONVERSATIONS], db[META])
     emissions = MongoEmissionStore(db[EMISSIONS])
-    publisher = EventPublisher(broker, settings.topics, settings.service_name)
+    publisher = EventPublisher(
+        broker, settings.topics, settings.service_name, publishes=PUBLISHED_TOPICS
+    )
 
     consumers = ConsumerWatch(
         metrics.consumer,
@@ -141,6 +147,7 @@ def build(
         docs_url=None,
         redoc_url=None,
     )
+    instrument(app, registry=registry, service=settings.service_name)
     app.include_router(
         ops_router(
             registry=registry,
