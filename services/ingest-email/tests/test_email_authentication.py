@@ -184,4 +184,5 @@ def test_a_checker_refuses_a_mode_it_cannot_run() -> None:
         SenderChecker("dkim")
     assert SenderChecker("off").evidence(mail()) is None
     checker = SenderChecker("dkim", lookup=dns_txt_lookup("127.0.0.1:9", 1.0))
-    assert checker.blocking
+    assert not checker.may_block(mail())  # unsigned: answered at once, no DNS
+    assert checker.may_block(b"DKIM-Signature: v=1\r\n" + mail())

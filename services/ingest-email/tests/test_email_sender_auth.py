@@ -94,6 +94,26 @@ async def test_dkim_verified_by_the_service_through_its_configured_resolver(
     assert set(dns_stub.questions) == {"sel._domainkey.example.com", "sel._domainkey.evil.example"}
 
 
+async def test_a_resolver_that_does_not_answer_loses_no_mail(
+    make_settings: Callable[..., Any],
+    smtp_send: Callable[..., Any],
+    probe: TopicProbe,
+    dkim_key: Any,
+    dns_stub: Any,
+) -> None:
+    dns_stub.silent = True
+    settings = make_settings(
+        INGEST_EMAIL_DNS_RESOLVER=dns_stub.address, INGEST_EMAIL_DNS_TIMEOUT_SECONDS="1"
+    )
+    signed = dkim_key.sign(mail("ana@example.com", "<d-1@example.com>", "dns down"), "example.com")
+    async with running(build(settings).runtime):
+        await deliver(smtp_send, settings.smtp_port, signed)
+    event = (await published(probe, 1))["dns down"]
+    assert set(dns_stub.questions) == {"sel._domainkey.example.com"}  # asked, no answer
+    assert event.sender_authenticated is False
+    assert event.authentication == SenderAuthentication(method="dkim", dkim="temperror")
+
+
 async def test_authentication_results_of_the_configured_mta_only(
     make_settings: Callable[..., Any],
     smtp_send: Callable[..., Any],

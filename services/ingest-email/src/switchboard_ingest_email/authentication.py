@@ -136,6 +136,9 @@ def from_authentication_results(raw: bytes, authserv_ids: frozenset[str]) -> Evi
     authserv-id; empty evidence (nothing passes) when there is none or it is unreadable."""
     features = authres.all_features()
     for value in _header_values(raw, "Authentication-Results"):
+        tokens = value.split(";", 1)[0].split()
+        if not tokens or tokens[0].strip('"').lower() not in authserv_ids:
+            continue  # not ours: skip authres's parser, which is slow (milliseconds)
         try:
             header = features.parse_value(re.sub(r"\s+", " ", value))
         except Exception:  # noqa: BLE001, S112 - authres raises many kinds; unreadable: no evidence
@@ -201,10 +204,15 @@ def _host_port(address: str) -> tuple[str, int]:
     return address, 53
 
 
+def has_signature(raw: bytes) -> bool:
+    """Whether the header section mentions ``DKIM-Signature`` (cheap, before parsing)."""
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    return b"dkim-signature" in head.lower()
+
+
 def verify_dkim(raw: bytes, lookup: TxtLookup, *, timeout: float = 5.0) -> Evidence:
     """Verify every ``DKIM-Signature`` (the first ``MAX_SIGNATURES``). Blocking (DNS)."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    if b"dkim-signature" not in head.lower():
+    if not has_signature(raw):
         return Evidence("dkim")  # nothing to verify, no DNS
     try:
         checker = dkim.DKIM(raw, logger=_QUIET, timeout=int(max(1, timeout)))
@@ -261,10 +269,12 @@ class SenderChecker:
         self._lookup = lookup
         self._timeout = timeout
 
-    @property
-    def blocking(self) -> bool:
-        """Whether ``evidence`` may wait on the network (run it in a worker thread)."""
-        return self.mode == "dkim"
+    def may_block(self, raw: bytes) -> bool:
+        """Whether ``evidence`` may take long for this message (DNS, or parsing the
+        header, a few milliseconds): the caller runs it in a worker thread."""
+        if self.mode == "dkim":
+            return has_signature(raw)
+        return self.mode == "authentication-results"
 
     def evidence(self, raw: bytes) -> Evidence | None:
         if self.mode == "dkim" and self._lookup is not None:

@@ -140,18 +140,20 @@ class Ingestor:
         return inbound
 
     async def _evidence(self, raw: bytes) -> Evidence | None:
-        """The sender check's evidence. DNS answers that do not come in time count as a
-        temporary error: the message is still accepted, only not authenticated."""
+        """The sender check's evidence. A check that does not finish in time (DNS) counts
+        as a temporary error: the message is still accepted, only not authenticated."""
         checker = self._checker
         if checker is None:
             return None
-        if not checker.blocking:
+        if not checker.may_block(raw):
             return checker.evidence(raw)
         try:
             async with asyncio.timeout(self._timeout):
                 return await asyncio.to_thread(checker.evidence, raw)
         except TimeoutError:
-            return Evidence("dkim", (("temperror", None),))  # only DKIM mode blocks
+            if checker.mode == "dkim":
+                return Evidence("dkim", (("temperror", None),))
+            return Evidence("authentication-results")  # nothing vouched in time
 
     async def _put(self, raw: bytes, digest: str) -> None:
         try:
