@@ -5,6 +5,7 @@ Message-ID scoping, the router's timeline on the real MongoDB-wire server).
   by ``INGEST_EMAIL_DNS_RESOLVER`` as in production, and puts its verdict on the event.
 - Authentication-Results mode: only the configured authserv-id is believed.
 - A Message-ID reused by another sender is another message; a redelivery is not.
+- With the router: only signed mail joins the CRM customer its address names.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from switchboard_common.contract import INBOUND, MessageReceived, SenderAuthentication
+from switchboard_common.contract import INBOUND, Channel, MessageReceived, SenderAuthentication
 from switchboard_devkit.inprocess import running
 from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_ingest_email.app import build
-from switchboard_router.timeline.testing import eventually, running_router
+from switchboard_router.timeline.testing import eventually, inbound, running_router
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +187,53 @@ async def test_a_reused_message_id_from_another_sender_is_not_swallowed(
         mallory_items = await eventually(lambda: timeline_of("email:mallory@example.net"))
         assert [i["text"] for i in ana_items] == ["ana's order"]
         assert [i["text"] for i in mallory_items] == ["mallory's"]
+
+
+async def test_only_the_signed_mail_of_a_crm_customer_joins_her_customer(
+    *,
+    make_settings: Callable[..., Any],
+    smtp_send: Callable[..., Any],
+    probe: TopicProbe,
+    service_env: dict[str, str],
+    dkim_key: Any,
+    dns_stub: Any,
+) -> None:
+    dns_stub.records["sel._domainkey.example.com"] = dkim_key.txt
+    settings = make_settings(INGEST_EMAIL_DNS_RESOLVER=dns_stub.address)
+    async with running_router(service_env) as router:
+        await probe.send(
+            INBOUND, inbound("w-1", channel=Channel.WHATSAPP, sender="+34600111222"),
+            key="whatsapp:+34600111222",
+        )  # fmt: skip
+        owner = await eventually(lambda: router.customer_of("whatsapp:+34600111222"))
+        linked = await router.http.post(
+            f"/admin/customers/{owner['customer_id']}/profile",
+            json={
+                "actor": "crm-sync",
+                "verified_emails": ["ana@example.com", "ana@mail.example.com"],
+            },
+            headers=router.admin,
+        )
+        assert linked.status_code == 200, linked.text
+        forged = mail("ana@example.com", "<f-1@evil.example>", "send the refund elsewhere")
+        genuine = dkim_key.sign(
+            mail("ana@mail.example.com", "<g-1@mail.example.com>", "where is my order?"),
+            "example.com",
+        )
+        async with running(build(settings).runtime):
+            await deliver(smtp_send, settings.smtp_port, forged, genuine)
+
+        signed = await eventually(lambda: router.customer_of("email:ana@mail.example.com"))
+        assert signed["customer_id"] == owner["customer_id"]
+        other = await eventually(lambda: router.customer_of("email:ana@example.com"))
+        assert other["customer_id"] != owner["customer_id"]
+
+        async def texts(customer_id: str, count: int) -> list[str] | None:
+            items = await router.timeline(customer_id)
+            return [i["text"] for i in items] if len(items) >= count else None
+
+        assert await eventually(lambda: texts(other["customer_id"], 1)) == [
+            "send the refund elsewhere"
+        ]
+        owned = await eventually(lambda: texts(owner["customer_id"], 2))
+        assert sorted(owned) == ["hello", "where is my order?"]
