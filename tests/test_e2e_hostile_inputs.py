@@ -16,17 +16,17 @@ import httpx
 import pytest
 
 from switchboard_common.contract import DEADLETTER, INBOUND, Channel, DeadLetter
-from switchboard_devkit.builders import message as valid_message
-from switchboard_devkit.frontend import (
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import message as valid_message
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import (
     Customer,
     Helpdesk,
     eventually,
     meta_signed,
     whatsapp_text_webhook,
 )
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.stack import TEST_SECRETS, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 SECRET = TEST_SECRETS["META_APP_SECRET"]

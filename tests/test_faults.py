@@ -17,7 +17,11 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from switchboard_devkit.faults import (
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.faults import (
     Agents,
     Count,
     Traffic,
@@ -25,11 +29,7 @@ from switchboard_devkit.faults import (
     send_bad_records,
     timeline_tokens,
 )
-from switchboard_devkit.frontend import eventually
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.local import LocalFerretDB, LocalKafka
-from switchboard_devkit.stack import Stack
+from switchboard_devtools.frontend import eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 BAD_RECORDS = 3

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from switchboard_common.contract import INBOUND, Channel, MessageReceived, SenderAuthentication
-from switchboard_devkit.inprocess import running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import eventually, inbound, running_router
 from switchboard_ingest_email.app import build
-from switchboard_router.timeline.testing import eventually, inbound, running_router
 
 pytestmark = pytest.mark.integration
 

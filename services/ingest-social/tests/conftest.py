@@ -9,11 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_ingest_social.accounts import AccountDirectory, load_directory
-from switchboard_ingest_social.app import build
-from switchboard_ingest_social.settings import IngestSocialSettings
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devtools.testing.social import (
     ACCOUNTS_YAML,
     META_SECRET,
     RECEIVED_AT,
@@ -25,6 +22,9 @@ from switchboard_ingest_social.testing import (
     default_secrets,
     load_sample,
 )
+from switchboard_ingest_social.accounts import AccountDirectory, load_directory
+from switchboard_ingest_social.app import build
+from switchboard_ingest_social.settings import IngestSocialSettings
 
 #: The body limit of services under test (small, so oversize tests stay cheap).
 MAX_BODY_BYTES = 16 * 1024

@@ -8,13 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from switchboard_common.contract import Channel
-from switchboard_ingest_social.accounts import (
-    META_CHANNELS,
-    AccountDirectory,
-    AccountsFileError,
-    load_directory,
-)
-from switchboard_ingest_social.testing import (
+from switchboard_devtools.testing.social import (
     BOT,
     GLOBEX_META_SECRET,
     GLOBEX_PAGE,
@@ -24,6 +18,12 @@ from switchboard_ingest_social.testing import (
     TELEGRAM_OTHER_TOKEN,
     TELEGRAM_TOKEN,
     default_secrets,
+)
+from switchboard_ingest_social.accounts import (
+    META_CHANNELS,
+    AccountDirectory,
+    AccountsFileError,
+    load_directory,
 )
 
 pytestmark = pytest.mark.unit

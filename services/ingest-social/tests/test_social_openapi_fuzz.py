@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
-from switchboard_devkit.processes import ServiceProcess, discover_services
+from switchboard_devkit.running.processes import ServiceProcess, discover_services
+from switchboard_devtools.testing.social import load_sample, signed_headers
 from switchboard_ingest_social.app import build
 from switchboard_ingest_social.settings import IngestSocialSettings
-from switchboard_ingest_social.testing import load_sample, signed_headers
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from switchboard_common.contract import INBOUND
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_ingest_social import signatures
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.social import (
     META_SECRET,
     TELEGRAM_OTHER_TOKEN,
     VERIFY_TOKEN,
@@ -20,6 +19,7 @@ from switchboard_ingest_social.testing import (
     load_sample,
     signed_headers,
 )
+from switchboard_ingest_social import signatures
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,8 @@ import pytest
 from switchboard_common.cloudevents import header_map
 from switchboard_common.contract import INBOUND, Channel, MessageReceived, SenderKind
 from switchboard_common.deadletter import RawRecord
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_ingest_social.normalise import normalise_meta, normalise_telegram, normalise_x
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.social import (
     BOT,
     GLOBEX_META_SECRET,
     GLOBEX_PAGE,
@@ -27,6 +26,7 @@ from switchboard_ingest_social.testing import (
     encode,
     load_sample,
 )
+from switchboard_ingest_social.normalise import normalise_meta, normalise_telegram, normalise_x
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from switchboard_common.contract import (
     OfferRejected,
     ReplySent,
 )
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 _T = TypeVar("_T")
 
