@@ -169,6 +169,12 @@ def test_only_the_top_most_header_of_a_trusted_authserv_id_counts() -> None:
     assert results(mail(), f"{AR} dmarc=pass header.from=example.com; ((( broken")[0] is False
 
 
+def test_an_internationalised_from_domain_aligns_with_its_a_label_signature() -> None:
+    raw = mail("josé@exámple.com")
+    evidence = Evidence("dkim", (("pass", "xn--exmple-qta.com"),))
+    assert event_of(raw, evidence)[0] is True
+
+
 def test_alignment_is_the_domain_or_a_subdomain_of_it() -> None:
     assert aligned("example.com", "example.com")
     assert aligned("mail.example.com", "example.com")

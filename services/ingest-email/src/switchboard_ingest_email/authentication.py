@@ -21,6 +21,7 @@ a safe subset of DMARC's relaxed alignment that needs no public-suffix list.
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import logging
@@ -69,6 +70,10 @@ def _domain(value: str | None) -> str | None:
     if not value:
         return None
     domain = value.rpartition("@")[2].strip().strip("<>.").lower()
+    # DKIM's d= is ASCII: an internationalised From domain compares in its A-label form
+    # (one that is no valid IDN is compared as written).
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
     return domain or None
 
 
@@ -108,10 +113,12 @@ def verdict(
         or (spf_result == "pass" and aligned(from_domain, spf_domain))
     )
     dmarc, dmarc_domain = evidence.dmarc or (None, None)
-    if dmarc == "pass" and from_domain is not None and dmarc_domain in (None, from_domain):
-        authenticated = True  # the MTA evaluated this very From domain
+    # The MTA's DMARC pass counts only for this very From domain.
+    dmarc_pass = dmarc == "pass" and from_domain is not None and dmarc_domain in (None, from_domain)
+    if dmarc_pass:
+        authenticated = True
     elif dmarc == "fail":
-        authenticated = False
+        authenticated = False  # e.g. the domain asks for strict alignment
     else:
         authenticated = is_aligned
     return authenticated, SenderAuthentication(
@@ -119,7 +126,7 @@ def verdict(
         dkim=_best(result for result, _ in evidence.dkim),
         spf=_word(spf_result),
         dmarc=_word(dmarc),
-        aligned=authenticated,
+        aligned=is_aligned or dmarc_pass,
     )
 
 
