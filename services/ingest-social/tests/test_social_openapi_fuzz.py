@@ -57,7 +57,14 @@ JSON = st.recursive(
 @pytest.fixture
 def social_process(social_env: dict[str, str]) -> Iterator[ServiceProcess]:
     (spec,) = [s for s in discover_services() if s.name == "ingest-social"]
-    env = {**os.environ, **social_env, "INGEST_SOCIAL_MAX_BODY_BYTES": str(1024 * 1024)}
+    env = {
+        **os.environ,
+        **social_env,
+        "INGEST_SOCIAL_MAX_BODY_BYTES": str(1024 * 1024),
+        # Generous CRC limits, so generated checks reach the token rule (429 is documented).
+        "INGEST_SOCIAL_CRC_PER_CLIENT_PER_MINUTE": "100000",
+        "INGEST_SOCIAL_CRC_PER_MINUTE": "100000",
+    }
     process = ServiceProcess(spec, env)
     process.start()
     try:

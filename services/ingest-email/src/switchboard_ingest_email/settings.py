@@ -171,6 +171,14 @@ class IngestEmailSettings(ServiceSettings):
     smtp_idle_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=env("INGEST_EMAIL_SMTP_IDLE_TIMEOUT_SECONDS")
     )
+    #: Days the raw mail (every byte received, attachments included) is kept.
+    raw_retention_days: float = Field(
+        30.0, gt=0, le=3650, validation_alias=env("INGEST_EMAIL_RAW_RETENTION_DAYS")
+    )
+    #: Seconds between two purges of raw mail past its retention.
+    raw_purge_interval_seconds: float = Field(
+        3600.0, gt=0, validation_alias=env("INGEST_EMAIL_RAW_PURGE_INTERVAL_SECONDS")
+    )
     #: IMAP mailboxes as YAML or JSON (or ``INGEST_EMAIL_IMAP_MAILBOXES_FILE``: a file of it).
     imap_mailboxes_spec: str | None = Field(
         None, validation_alias=env("INGEST_EMAIL_IMAP_MAILBOXES")
