@@ -17,6 +17,7 @@ from switchboard_ingest_email.authentication import (
     aligned,
     dns_txt_lookup,
     from_authentication_results,
+    parse_resolver,
     verify_dkim,
 )
 from switchboard_ingest_email.normalise import Delivery, to_inbound
@@ -181,6 +182,23 @@ def test_alignment_is_the_domain_or_a_subdomain_of_it() -> None:
     assert not aligned("example.com", "mail.example.com")
     assert not aligned("evilexample.com", "example.com")
     assert not aligned("example.com", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [("127.0.0.1", ("127.0.0.1", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+     ("[::1]:53", ("::1", 53)), ("::1", ("::1", 53))],
+)  # fmt: skip
+def test_resolver_addresses(text: str, address: tuple[str, int]) -> None:
+    assert parse_resolver(text) == address
+
+
+@pytest.mark.parametrize(
+    "text", ["dns.example.com", "127.0.0.1:0", "127.0.0.1:x", "[::1", "[::1]x"]
+)
+def test_bad_resolver_addresses_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="IP address"):
+        parse_resolver(text)
 
 
 def test_a_checker_refuses_a_mode_it_cannot_run() -> None:

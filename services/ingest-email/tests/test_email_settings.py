@@ -49,6 +49,12 @@ def test_sender_check_defaults_to_dkim_and_trusting_an_mta_needs_its_authserv_id
         IngestEmailSettings.load()
     monkeypatch.setenv("INGEST_EMAIL_AUTHSERV_IDS", "mx.support.example.com")
     assert IngestEmailSettings.load().sender_auth == "authentication-results"
+    monkeypatch.setenv("INGEST_EMAIL_DNS_RESOLVER", "[::1]:5353")
+    assert IngestEmailSettings.load().dns_resolver == "[::1]:5353"
+    monkeypatch.setenv("INGEST_EMAIL_DNS_RESOLVER", "dns.example.com")
+    with pytest.raises(SettingsError, match="must be an IP address"):
+        IngestEmailSettings.load()
+    monkeypatch.delenv("INGEST_EMAIL_DNS_RESOLVER")
     monkeypatch.setenv("INGEST_EMAIL_SENDER_AUTH", "spf-maybe")
     with pytest.raises(SettingsError, match="INGEST_EMAIL_SENDER_AUTH"):
         IngestEmailSettings.load()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -172,25 +173,33 @@ def from_authentication_results(raw: bytes, authserv_ids: frozenset[str]) -> Evi
 
 
 def dns_txt_lookup(resolver_address: str | None, timeout: float) -> TxtLookup:
-    """dkimpy's ``dnsfunc`` through one resolver: ``host``, ``host:port`` or
-    ``[v6]:port`` (``None``: the system's)."""
-    if resolver_address:
-        resolver = dns.resolver.Resolver(configure=False)
-        host, port = _host_port(resolver_address)
-        resolver.nameservers = [host]
-        resolver.port = port
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = timeout
+    """dkimpy's ``dnsfunc`` through one resolver (see ``parse_resolver``; ``None``: the
+    system's, read at the first lookup so that a host without one still starts)."""
+    resolvers: list[dns.resolver.Resolver] = []
+
+    def resolver() -> dns.resolver.Resolver:
+        if not resolvers:
+            if resolver_address:
+                host, port = parse_resolver(resolver_address)
+                chosen = dns.resolver.Resolver(configure=False)
+                chosen.nameservers = [host]
+                chosen.port = port
+            else:
+                chosen = dns.resolver.Resolver()
+            chosen.lifetime = timeout
+            resolvers.append(chosen)
+        return resolvers[0]
 
     def lookup(name: bytes | str, timeout: float = timeout) -> bytes | None:
         qname = name.decode("ascii", errors="replace") if isinstance(name, bytes) else name
         try:
-            answer = resolver.resolve(qname, "TXT", lifetime=timeout, raise_on_no_answer=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers):
-            return None
-        except dns.exception.Timeout as error:
-            raise dkim.DnsTimeoutError(str(error)) from error
+            answer = resolver().resolve(qname, "TXT", lifetime=timeout, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return None  # no such key
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+            raise dkim.DnsTimeoutError(type(error).__name__) from error
+        except dns.resolver.NoResolverConfiguration as error:
+            raise dkim.DnsTimeoutError("no DNS resolver configured") from error
         for rrset in answer.response.answer:
             for record in rrset:
                 strings = getattr(record, "strings", None)
@@ -201,14 +210,22 @@ def dns_txt_lookup(resolver_address: str | None, timeout: float) -> TxtLookup:
     return lookup
 
 
-def _host_port(address: str) -> tuple[str, int]:
+def parse_resolver(address: str) -> tuple[str, int]:
+    """``(ip, port)`` from ``ip``, ``ip:port`` or ``[v6]:port``; raises ``ValueError``."""
+    host, port = address, "53"
     if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest.lstrip(":") or 53)
-    if address.count(":") == 1:
+        host, bracket, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("53" if bracket and not rest else "")
+    elif address.count(":") == 1:
         host, _, port = address.partition(":")
-        return host, int(port)
-    return address, 53
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 0 < number < 65536:
+        raise ValueError("a DNS resolver is an IP address, ip:port or [v6]:port")
+    return host, number
 
 
 def has_signature(raw: bytes) -> bool:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from switchboard_common.settings import ServiceSettings, SettingsError, env
+from switchboard_ingest_email.authentication import parse_resolver
 from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
 
 MIB = 1024 * 1024
@@ -192,7 +193,7 @@ class IngestEmailSettings(ServiceSettings):
     )
     #: Comma-separated authserv-ids whose ``Authentication-Results`` are trusted.
     authserv_ids: str = Field("", validation_alias=env("INGEST_EMAIL_AUTHSERV_IDS"))
-    #: DNS resolver for DKIM keys: ``host``, ``host:port`` or ``[v6]:port``; empty: the
+    #: DNS resolver for DKIM keys: ``ip``, ``ip:port`` or ``[v6]:port``; empty: the
     #: system's.
     dns_resolver: str = Field("", validation_alias=env("INGEST_EMAIL_DNS_RESOLVER"))
     dns_timeout_seconds: float = Field(
@@ -206,6 +207,13 @@ class IngestEmailSettings(ServiceSettings):
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("INGEST_EMAIL_TLS_CERTFILE and INGEST_EMAIL_TLS_KEYFILE go together")
         parse_tenants(self.tenants_spec)
+        if self.dns_resolver:
+            try:
+                parse_resolver(self.dns_resolver)
+            except ValueError:
+                raise ValueError(
+                    "INGEST_EMAIL_DNS_RESOLVER must be an IP address, ip:port or [v6]:port"
+                ) from None
         if self.sender_auth == "authentication-results" and not split_list(self.authserv_ids):
             raise ValueError(
                 "INGEST_EMAIL_SENDER_AUTH=authentication-results needs INGEST_EMAIL_AUTHSERV_IDS "
