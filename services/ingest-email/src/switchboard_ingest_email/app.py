@@ -23,6 +23,7 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
+from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.authentication import SenderChecker, dns_txt_lookup
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
@@ -87,7 +88,10 @@ def build(
         checker=sender_checker(settings),
     )
     policy = settings.recipient_policy
-    smtp = SmtpServer(IngestHandler(ingestor, policy, metrics), settings)
+    admission = Admission(settings.limits)
+    metrics.smtp_sessions.set_function(lambda: admission.sessions)
+    metrics.memory_reserved.set_function(lambda: admission.reserved_bytes)
+    smtp = SmtpServer(IngestHandler(ingestor, policy, metrics, admission), settings)
     pollers = tuple(ImapPoller(box, ingestor, policy, metrics) for box in settings.mailboxes)
 
     async def smtp_listening() -> bool:
