@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import grp
 import imaplib
@@ -10,15 +11,22 @@ import pwd
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dkim
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -285,3 +293,95 @@ def dovecot(tls_files: tuple[Path, Path]) -> Iterator[Dovecot]:
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                 time.sleep(0.1)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- DKIM and DNS
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """An RSA key pair made for the test: the PEM private key (RFC 8017, as dkimpy signs
+    with) and the TXT record that publishes its public half."""
+
+    private_pem: bytes
+    txt: bytes
+
+    def sign(self, data: bytes, domain: str, selector: str = "sel") -> bytes:
+        """``data`` with a ``DKIM-Signature`` of ``domain`` prepended."""
+        signature = dkim.sign(
+            data, selector.encode(), domain.encode(), self.private_pem,
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+        )  # fmt: skip
+        return bytes(signature) + data
+
+
+def _openssl(*args: str, stdin: bytes = b"") -> bytes:
+    return subprocess.run(  # noqa: S603 - a fixed command line, no user input
+        ["openssl", *args],  # noqa: S607 - openssl from PATH, as on any Debian machine
+        input=stdin, check=True, capture_output=True,
+    ).stdout  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def dkim_key() -> DkimKey:
+    """A fresh 2048-bit RSA DKIM key (never a fixture file: nothing secret in the repo)."""
+    key = _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")
+    private = _openssl("rsa", "-traditional", stdin=key)
+    public = _openssl("rsa", "-pubout", "-outform", "DER", stdin=key)
+    return DkimKey(private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public))
+
+
+class DnsStub:
+    """A DNS server on 127.0.0.1 (UDP) answering TXT questions from ``records``; every
+    other name is NXDOMAIN. Runs in a thread; the service under test asks it for keys."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytes] = {}
+        self.questions: list[str] = []
+        #: Hear the questions but never answer (a resolver that is down).
+        self.silent = False
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.address = f"127.0.0.1:{self._socket.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text().rstrip(".").lower()
+            self.questions.append(name)
+            if self.silent:
+                continue
+            value = self.records.get(name)
+            if value is None or question.rdtype != dns.rdatatype.TXT:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            else:
+                chunks = " ".join(
+                    '"' + value[i : i + 255].decode() + '"' for i in range(0, len(value), 255)
+                )
+                response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "TXT", chunks))
+            self._socket.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+
+
+@pytest.fixture
+def dns_stub() -> Iterator[DnsStub]:
+    """A local DNS server for DKIM keys (nothing here reaches a real resolver)."""
+    stub = DnsStub()
+    try:
+        yield stub
+    finally:
+        stub.close()

@@ -70,17 +70,28 @@ def test_references_keep_order_drop_duplicates_and_keep_the_root_when_long() -> 
     assert kept[-1] == "<r199@x>"  # the most recent
 
 
-def test_message_id_comes_from_the_header_else_from_the_raw_bytes() -> None:
+def test_message_id_comes_from_sender_and_header_else_from_sender_and_raw_bytes() -> None:
     with_id = mail().as_bytes()
-    assert event_of(with_id).message_id == message_id_for("<m1@example.com>", with_id)
-    assert event_of(with_id).message_id.startswith("email:")
+    expected = message_id_for("ana@example.com", "<m1@example.com>", with_id)
+    assert event_of(with_id).message_id == expected
+    assert expected == "email:" + hashlib.sha256(b"ana@example.com\n<m1@example.com>").hexdigest()
     # The same Message-ID written differently, different bytes: the same message_id.
     other = mail("other body\n", **{"Message-ID": "< m1@EXAMPLE.com >"}).as_bytes()
     assert event_of(other).message_id == event_of(with_id).message_id
     without = mail(**{"Message-ID": ""}).as_bytes()
-    expected = "email:raw:" + hashlib.sha256(without).hexdigest()
+    expected = "email:raw:" + hashlib.sha256(b"ana@example.com\n" + without).hexdigest()
     assert event_of(without).message_id == expected
     assert event_of(without).message_id != event_of(without + b"x").message_id
+
+
+def test_another_sender_reusing_a_message_id_gets_an_id_of_its_own() -> None:
+    ana = mail().as_bytes()
+    mallory = mail("I am Ana too\n", From="Mallory <mallory@example.net>").as_bytes()
+    assert event_of(mallory).provider_message_id == event_of(ana).provider_message_id
+    assert event_of(mallory).message_id != event_of(ana).message_id
+    # The address decides, not its spelling or the display name.
+    ana_again = mail("re-sent\n", From="A. Pérez <ANA@Example.com>").as_bytes()
+    assert event_of(ana_again).message_id == event_of(ana).message_id
 
 
 # --------------------------------------------------------------------------- text

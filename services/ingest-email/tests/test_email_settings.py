@@ -18,7 +18,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SUPPORT_EMAIL_DOMAINS", "INGEST_EMAIL_ADDRESSES", "SUPPORT_EMAIL_ADDRESSES",
                  "INGEST_EMAIL_TENANTS", "INGEST_EMAIL_IMAP_MAILBOXES",
                  "INGEST_EMAIL_IMAP_MAILBOXES_FILE", "INGEST_EMAIL_TLS_CERTFILE",
-                 "INGEST_EMAIL_TLS_KEYFILE"):  # fmt: skip
+                 "INGEST_EMAIL_TLS_KEYFILE", "INGEST_EMAIL_SENDER_AUTH",
+                 "INGEST_EMAIL_AUTHSERV_IDS", "INGEST_EMAIL_DNS_RESOLVER"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -35,6 +36,28 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.max_message_bytes == 25 * 1024 * 1024
     assert settings.mailboxes == ()
     assert settings.service_name == "ingest-email"
+
+
+def test_sender_check_defaults_to_dkim_and_trusting_an_mta_needs_its_authserv_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPPORT_EMAIL_DOMAINS", "support.example.com")
+    settings = IngestEmailSettings.load()
+    assert (settings.sender_auth, settings.dns_resolver) == ("dkim", "")
+    monkeypatch.setenv("INGEST_EMAIL_SENDER_AUTH", "authentication-results")
+    with pytest.raises(SettingsError, match="INGEST_EMAIL_AUTHSERV_IDS"):
+        IngestEmailSettings.load()
+    monkeypatch.setenv("INGEST_EMAIL_AUTHSERV_IDS", "mx.support.example.com")
+    assert IngestEmailSettings.load().sender_auth == "authentication-results"
+    monkeypatch.setenv("INGEST_EMAIL_DNS_RESOLVER", "[::1]:5353")
+    assert IngestEmailSettings.load().dns_resolver == "[::1]:5353"
+    monkeypatch.setenv("INGEST_EMAIL_DNS_RESOLVER", "dns.example.com")
+    with pytest.raises(SettingsError, match="must be an IP address"):
+        IngestEmailSettings.load()
+    monkeypatch.delenv("INGEST_EMAIL_DNS_RESOLVER")
+    monkeypatch.setenv("INGEST_EMAIL_SENDER_AUTH", "spf-maybe")
+    with pytest.raises(SettingsError, match="INGEST_EMAIL_SENDER_AUTH"):
+        IngestEmailSettings.load()
 
 
 def test_explicit_addresses_alone_are_enough(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from switchboard_common.contract import INBOUND, Channel, MessageReceived
+from switchboard_common.contract import INBOUND, Channel, MessageReceived, SenderAuthentication
 from switchboard_devkit.testing.builders import T0
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.testing.router_timeline import (
@@ -235,3 +235,45 @@ async def test_bad_admin_and_read_requests_get_clear_answers(router: RunningRout
     assert (await router.http.get("/conversations/cv-nope")).status_code == 404
     cursor = await router.http.get("/customers/cu-nope/timeline", params={"limit": 100000})
     assert cursor.status_code == 422
+
+
+async def test_mail_with_a_forged_from_is_never_linked_to_the_customer_it_names(
+    router: RunningRouter, probe: TopicProbe
+) -> None:
+    await send(probe, whatsapp("w-1", 0))
+    owner = await customer(router, ANA_PHONE)
+    response = await admin(
+        router,
+        f"/admin/customers/{owner['customer_id']}/profile",
+        {"verified_emails": ["ana@example.com"], "tier": "vip"},
+    )
+    assert response.status_code == 200, response.text
+    # Anyone can write ``From: ana@example.com``; ingest found no aligned DKIM/SPF pass.
+    forged = email("e-forged", 1).model_copy(
+        update={
+            "sender_authenticated": False,
+            "authentication": SenderAuthentication(method="dkim", dkim="none"),
+        }
+    )
+    await send(probe, forged)
+    other = await customer(router, ANA_EMAIL)
+    assert other["customer_id"] != owner["customer_id"]
+    (record,) = other["identities"]
+    assert record["linked_by"] == "unauthenticated"
+    assert other["profile"]["tier"] is None  # nothing of Ana's profile reaches the forger
+    # Not lost: stored (with its verdict) and placed in a conversation of its own customer.
+    (item,) = await settled(router, other["customer_id"], 1)
+    assert item["message_id"] == "e-forged"
+    assert item["sender_authenticated"] is False
+    assert item["conversation_id"]
+    assert [i["message_id"] for i in await router.timeline(owner["customer_id"])] == ["w-1"]
+
+    # Nor does the CRM's next sync merge the forger's customer in by that email.
+    again = await admin(
+        router,
+        f"/admin/customers/{owner['customer_id']}/profile",
+        {"verified_emails": ["ana@example.com"], "tier": "vip"},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["merges"] == []
+    assert (await customer(router, ANA_EMAIL))["customer_id"] == other["customer_id"]

@@ -12,6 +12,7 @@ from switchboard_router.timeline.identity import (
     IdentityError,
     identities_for_profile_key,
     identity_of,
+    may_link,
     normalise_phone,
     parse_identity,
     profile_key_for,
@@ -46,6 +47,23 @@ def test_identity_is_built_from_the_sender_and_account(
     message = inbound("m", channel=channel, sender=sender, account=account)
     assert identity_of(message) == identity
     assert parse_identity(identity) == identity
+
+
+@pytest.mark.parametrize(
+    ("channel", "authenticated", "links"),
+    [
+        (Channel.EMAIL, True, True),
+        (Channel.EMAIL, False, False),
+        (Channel.EMAIL, None, False),  # not checked is not authenticated
+        (Channel.WHATSAPP, None, True),  # the provider's signed webhook names the sender
+        (Channel.MESSENGER, None, True),
+    ],
+)
+def test_only_authenticated_email_may_link_identities(
+    channel: Channel, authenticated: bool | None, links: bool
+) -> None:
+    message = inbound("m", channel=channel, sender_authenticated=authenticated)
+    assert may_link(message) is links
 
 
 def test_account_scoped_ids_need_their_account() -> None:

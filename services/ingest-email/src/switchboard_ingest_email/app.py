@@ -26,10 +26,12 @@ from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
 from switchboard_ingest_email.admission import Admission
+from switchboard_ingest_email.authentication import SenderChecker, dns_txt_lookup
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.raw_store import MongoRawStore
+from switchboard_ingest_email.recipients import split_list
 from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_email.smtp import IngestHandler, SmtpServer
 
@@ -45,6 +47,19 @@ class IngestEmail:
     pollers: tuple[ImapPoller, ...]
     metrics: IngestEmailMetrics
     registry: CollectorRegistry
+
+
+def sender_checker(settings: IngestEmailSettings) -> SenderChecker:
+    """The configured sender check (``INGEST_EMAIL_SENDER_AUTH``)."""
+    lookup = None
+    if settings.sender_auth == "dkim":
+        lookup = dns_txt_lookup(settings.dns_resolver or None, settings.dns_timeout_seconds)
+    return SenderChecker(
+        settings.sender_auth,
+        authserv_ids=split_list(settings.authserv_ids),
+        lookup=lookup,
+        timeout=settings.dns_timeout_seconds,
+    )
 
 
 def build(
@@ -72,6 +87,7 @@ def build(
         clock=clock,
         timeout=settings.publish_timeout_seconds,
         max_in_flight=settings.max_in_flight,
+        checker=sender_checker(settings),
     )
     policy = settings.recipient_policy
     admission = Admission(settings.limits)

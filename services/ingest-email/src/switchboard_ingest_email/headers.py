@@ -76,17 +76,19 @@ def msg_ids(value: str | None, *, limit: int = MAX_REFERENCES) -> list[str]:
     return out
 
 
-def message_id_for(parsed_message_id: str | None, raw: bytes) -> str:
-    """The deterministic ``message_id`` of an email.
+def message_id_for(sender: str, parsed_message_id: str | None, raw: bytes) -> str:
+    """The deterministic ``message_id`` of an email from ``sender`` (the event's sender).
 
-    ``email:<sha256 of the normalised Message-ID>`` when the message has one, else
-    ``email:raw:<sha256 of the raw bytes>``: re-delivery (SMTP retry, IMAP re-fetch, the
-    same message by SMTP and by IMAP) maps to the same id. Hashing keeps addresses that
-    Message-IDs often contain out of ids that are logged.
+    ``email:<sha256 of sender and normalised Message-ID>`` when the message has one, else
+    ``email:raw:<sha256 of sender and raw bytes>``: re-delivery (SMTP retry, IMAP re-fetch,
+    the same message by SMTP and by IMAP) maps to the same id, while another sender who
+    reuses a Message-ID (by accident or to suppress someone's mail) gets an id of its own.
+    Hashing keeps the addresses out of ids that are logged.
     """
+    scope = sender.encode("utf-8", errors="surrogateescape") + b"\n"
     if parsed_message_id:
-        return "email:" + hashlib.sha256(parsed_message_id.encode()).hexdigest()
-    return "email:raw:" + hashlib.sha256(raw).hexdigest()
+        return "email:" + hashlib.sha256(scope + parsed_message_id.encode()).hexdigest()
+    return "email:raw:" + hashlib.sha256(scope + raw).hexdigest()
 
 
 # --------------------------------------------------------------------------- raw headers

@@ -16,6 +16,7 @@ carries the same ``message_id`` and ``ce_id``, which consumers deduplicate.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -24,6 +25,7 @@ from typing import Literal, Protocol
 from switchboard_common.contract import INBOUND
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
+from switchboard_ingest_email.authentication import Evidence, SenderChecker
 from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.normalise import Delivery, InboundEmail, to_inbound
 from switchboard_ingest_email.raw_store import RawStore, sha256_hex
@@ -64,8 +66,10 @@ class Ingestor:
         clock: Callable[[], datetime],
         timeout: float,
         max_in_flight: int,
+        checker: SenderChecker | None = None,
     ) -> None:
         self._store = store
+        self._checker = checker
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
@@ -111,6 +115,7 @@ class Ingestor:
             size=len(raw),
             parse_errors=len(inbound.event.parse_errors),
             auto_submitted=inbound.event.auto_submitted,
+            sender_authenticated=inbound.event.sender_authenticated,
             tenant=delivery.tenant,
         )
         return inbound
@@ -121,16 +126,34 @@ class Ingestor:
         digest = await asyncio.to_thread(sha256_hex, raw) if big else sha256_hex(raw)
         stored = asyncio.create_task(self._put(raw, digest))
         try:
+            evidence = await self._evidence(raw)
+            build = functools.partial(
+                to_inbound, received_at=received_at, raw_sha256=digest, evidence=evidence
+            )
             if big:
-                inbound = await asyncio.to_thread(
-                    to_inbound, raw, delivery, received_at=received_at, raw_sha256=digest
-                )
+                inbound = await asyncio.to_thread(build, raw, delivery)
             else:
-                inbound = to_inbound(raw, delivery, received_at=received_at, raw_sha256=digest)
+                inbound = build(raw, delivery)
         finally:
             await stored  # raises IngestUnavailableError when the store failed
         await self._publish(inbound)
         return inbound
+
+    async def _evidence(self, raw: bytes) -> Evidence | None:
+        """The sender check's evidence. A check that does not finish in time (DNS) counts
+        as a temporary error: the message is still accepted, only not authenticated."""
+        checker = self._checker
+        if checker is None:
+            return None
+        if not checker.may_block(raw):
+            return checker.evidence(raw)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.to_thread(checker.evidence, raw)
+        except TimeoutError:
+            if checker.mode == "dkim":
+                return Evidence("dkim", (("temperror", None),))
+            return Evidence("authentication-results")  # nothing vouched in time
 
     async def _put(self, raw: bytes, digest: str) -> None:
         try:

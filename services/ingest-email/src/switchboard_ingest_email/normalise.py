@@ -17,6 +17,7 @@ from typing import Literal
 from switchboard_common.cloudevents import encode
 from switchboard_common.contract import Channel, MessageReceived, Sender, SenderKind
 from switchboard_common.raw_mail import raw_ref
+from switchboard_ingest_email.authentication import Evidence, verdict
 from switchboard_ingest_email.headers import message_id_for
 from switchboard_ingest_email.parsing import ParsedEmail, parse_email
 from switchboard_ingest_email.text import split_reply
@@ -81,11 +82,17 @@ def to_inbound(
     *,
     received_at: datetime,
     raw_sha256: str | None = None,
+    evidence: Evidence | None = None,
 ) -> InboundEmail:
-    """Parse ``raw`` and build its event. Never raises; problems go to ``parse_errors``."""
+    """Parse ``raw`` and build its event. Never raises; problems go to ``parse_errors``.
+
+    ``evidence`` is what the sender check found (``authentication``); None: not checked.
+    """
     digest = raw_sha256 or hashlib.sha256(raw).hexdigest()
     parsed = parse_email(raw, mail_from=delivery.mail_from)
     sender = _sender(parsed, delivery.mail_from)
+    # Only a From header can be authenticated (DMARC's identifier); fallbacks never are.
+    authenticated, authentication = verdict(evidence, parsed.from_address)
     full_text = parsed.text
     new_part = split_reply(full_text)
     thread = (parsed.references[0] if parsed.references else None) or parsed.in_reply_to
@@ -97,7 +104,7 @@ def to_inbound(
         if text_cut or whole_cut:
             errors.append("text truncated; the raw message has all of it")
         event = MessageReceived(
-            message_id=message_id_for(parsed.message_id, raw),
+            message_id=message_id_for(sender.value, parsed.message_id, raw),
             channel=Channel.EMAIL,
             provider_message_id=parsed.message_id,
             provider_thread_id=thread or parsed.message_id,
@@ -117,6 +124,8 @@ def to_inbound(
             parse_errors=errors,
             kind="message",
             recipients=parsed.recipients,
+            sender_authenticated=authenticated,
+            authentication=authentication,
         )
         if len(encode(event)) <= MAX_EVENT_BYTES or text_limit < 1024:
             return InboundEmail(key=f"email:{sender.value}", event=event, raw_sha256=digest)

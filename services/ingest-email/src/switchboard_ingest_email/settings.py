@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
 
 from switchboard_common.settings import ServiceSettings, SettingsError, env
 from switchboard_ingest_email.admission import Limits
+from switchboard_ingest_email.authentication import parse_resolver
 from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
 
 MIB = 1024 * 1024
@@ -210,6 +211,21 @@ class IngestEmailSettings(ServiceSettings):
         None, validation_alias=env("INGEST_EMAIL_IMAP_MAILBOXES")
     )
 
+    #: How the From domain is checked (see ``authentication``): ``dkim`` verifies DKIM
+    #: signatures here, ``authentication-results`` trusts an MTA in front, ``off`` does
+    #: neither (every sender then counts as unauthenticated for identity linking).
+    sender_auth: Literal["dkim", "authentication-results", "off"] = Field(
+        "dkim", validation_alias=env("INGEST_EMAIL_SENDER_AUTH")
+    )
+    #: Comma-separated authserv-ids whose ``Authentication-Results`` are trusted.
+    authserv_ids: str = Field("", validation_alias=env("INGEST_EMAIL_AUTHSERV_IDS"))
+    #: DNS resolver for DKIM keys: ``ip``, ``ip:port`` or ``[v6]:port``; empty: the
+    #: system's.
+    dns_resolver: str = Field("", validation_alias=env("INGEST_EMAIL_DNS_RESOLVER"))
+    dns_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias=env("INGEST_EMAIL_DNS_TIMEOUT_SECONDS")
+    )
+
     _mailboxes: tuple[MailboxConfig, ...] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -217,6 +233,18 @@ class IngestEmailSettings(ServiceSettings):
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("INGEST_EMAIL_TLS_CERTFILE and INGEST_EMAIL_TLS_KEYFILE go together")
         parse_tenants(self.tenants_spec)
+        if self.dns_resolver:
+            try:
+                parse_resolver(self.dns_resolver)
+            except ValueError:
+                raise ValueError(
+                    "INGEST_EMAIL_DNS_RESOLVER must be an IP address, ip:port or [v6]:port"
+                ) from None
+        if self.sender_auth == "authentication-results" and not split_list(self.authserv_ids):
+            raise ValueError(
+                "INGEST_EMAIL_SENDER_AUTH=authentication-results needs INGEST_EMAIL_AUTHSERV_IDS "
+                "(the authserv-id your MTA writes in Authentication-Results)"
+            )
         return self
 
     @classmethod

@@ -68,6 +68,27 @@ class Attachment(ContractModel):
     inline: bool = False
 
 
+AuthResult = Annotated[str, Field(max_length=32, pattern=r"^[a-z]+$")]
+
+
+class SenderAuthentication(ContractModel):
+    """extension (email): how the From domain was checked. Result words only (RFC 8601:
+    ``pass``, ``fail``, ``neutral``, ``none``, ``temperror``, ``permerror``, ...), never
+    the domains or addresses involved."""
+
+    #: ``dkim`` (verified by ingest itself) or ``authentication-results`` (the verdict of
+    #: a trusted MTA in front of it).
+    method: Literal["dkim", "authentication-results"]
+    #: The best DKIM result among the message's signatures; ``none`` without a signature.
+    dkim: AuthResult | None = None
+    #: SPF result of the envelope sender's domain; null when not checked.
+    spf: AuthResult | None = None
+    #: DMARC result; null when no DMARC policy was evaluated.
+    dmarc: AuthResult | None = None
+    #: A passing DKIM signature or SPF check belongs to the From domain (DMARC alignment).
+    aligned: bool = False
+
+
 #: ``MessageReceived.kind`` values that change an earlier message rather than say something
 #: new: they join the timeline but never reopen a conversation or wait for an answer.
 QUIET_KINDS = frozenset({"reaction", "edit"})
@@ -113,6 +134,13 @@ class MessageReceived(ContractModel):
     postback_payload: str | None = None
     #: extension: recipients (email To/Cc) as addresses.
     recipients: list[str] = Field(default_factory=list)
+    #: extension: true when the sender's domain is proven to have sent it (email: DMARC
+    #: alignment), false when it was checked and is not, null when not checked (social
+    #: channels need no check: the provider's signed webhook names the sender). Email
+    #: that is not ``true`` must not link identities.
+    sender_authenticated: bool | None = None
+    #: extension: the checks behind ``sender_authenticated`` (email).
+    authentication: SenderAuthentication | None = None
 
     @property
     def expects_reply(self) -> bool:

@@ -24,7 +24,7 @@ from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerErased
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
-from switchboard_router.timeline.identity import identities_for_profile_key
+from switchboard_router.timeline.identity import UNAUTHENTICATED, identities_for_profile_key
 from switchboard_router.timeline.linking import (
     Evidence,
     MergeReason,
@@ -281,7 +281,8 @@ class CustomerDirectory:
             owners = [holder] if holder is not None else []
             for identity in identities_for_profile_key(key):
                 record = await self._identities.get_identity(identity)
-                if record is not None:
+                # An identity made by unauthenticated mail proves nothing about who wrote.
+                if record is not None and record.linked_by != UNAUTHENTICATED:
                     owners.append(record.customer_id)
             evidence += [Evidence(rule, key, await self.root_of(owner)) for owner in owners]
         roots = {target} | {e.owner for e in evidence}

@@ -44,6 +44,7 @@ from switchboard_router.timeline.documents import (
     conversation_opening,
     message_document,
 )
+from switchboard_router.timeline.identity import may_link
 from switchboard_router.timeline.plan import (
     Applied,
     ErasureItem,
@@ -415,7 +416,10 @@ class TimelineStage:
             for item in plan.reresolve:
                 record = item.record
                 resolution = await self._resolver.resolve(
-                    record.identity, channel=record.message.channel.value, fresh=True
+                    record.identity,
+                    channel=record.message.channel.value,
+                    fresh=True,
+                    may_link=may_link(record.message),
                 )
                 if resolution.customer_id == record.customer_id:
                     rejected.append(

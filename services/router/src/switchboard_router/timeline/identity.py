@@ -106,6 +106,22 @@ def identity_of(message: MessageReceived) -> str:
     return f"{form.kind}:{_plain_id(message.account, 'account')}:{user}"
 
 
+#: ``linked_by`` of an identity first seen on email whose sender was not authenticated:
+#: it got a customer of its own and is never evidence for linking or merging.
+UNAUTHENTICATED = "unauthenticated"
+
+
+def may_link(message: MessageReceived) -> bool:
+    """Whether this message may link its sender's identity to an existing customer.
+
+    Email only when its sender is authenticated (DMARC-aligned DKIM/SPF, see ingest-email):
+    anyone can write any From, so unauthenticated mail must not pull a customer's profile,
+    tier and history onto whoever wrote it. Other channels' senders are named by the
+    provider's signed webhook.
+    """
+    return message.channel != Channel.EMAIL or message.sender_authenticated is True
+
+
 def parse_identity(text: str) -> str:
     """Normalise an identity given by a person (a query parameter, an admin request).
 

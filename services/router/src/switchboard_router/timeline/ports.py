@@ -28,7 +28,8 @@ class IdentityRecord:
 
     identity: str
     customer_id: str
-    #: How it was linked: new, verified_email, phone, manual.
+    #: How it was linked: new, verified_email, phone, manual, or unauthenticated (a
+    #: customer of its own, made by unauthenticated email; never linking evidence).
     linked_by: str
     created_at: datetime
 

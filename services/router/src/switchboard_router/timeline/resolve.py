@@ -24,7 +24,13 @@ from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerMessage, Mess
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_router.metrics import TimelineMetrics
-from switchboard_router.timeline.identity import IdentityError, identity_of, profile_key_for
+from switchboard_router.timeline.identity import (
+    UNAUTHENTICATED,
+    IdentityError,
+    identity_of,
+    may_link,
+    profile_key_for,
+)
 from switchboard_router.timeline.ports import CustomerRecord, IdentityRecord, IdentityStore
 
 log = get_logger(__name__)
@@ -94,6 +100,8 @@ class Sighting:
 
     channel: str
     display_name: str | None = None
+    #: A new identity may link to an existing customer (``identity.may_link``).
+    may_link: bool = True
 
 
 class IdentityResolver:
@@ -101,6 +109,9 @@ class IdentityResolver:
 
     A new identity links to the customer of a profile that lists it (a verified email
     for an email identity, a phone for a WhatsApp identity), else it gets a new customer.
+    A new identity sighted only on unauthenticated email never links: it gets a customer
+    of its own, recorded ``linked_by="unauthenticated"`` so that no later profile merges
+    it either.
 
     Which customer an identity belongs to changes only by erasure, which does not depend
     on this cache (stage 2 sends messages of an erased customer back here with
@@ -134,9 +145,11 @@ class IdentityResolver:
         channel: str,
         display_name: str | None = None,
         fresh: bool = False,
+        may_link: bool = True,
     ) -> Resolution:
         """The customer of ``identity`` (see ``resolve_many``)."""
-        resolved = await self.resolve_many({identity: Sighting(channel, display_name)}, fresh=fresh)
+        sighting = Sighting(channel, display_name, may_link)
+        resolved = await self.resolve_many({identity: sighting}, fresh=fresh)
         return resolved[identity]
 
     async def resolve_many(
@@ -179,7 +192,7 @@ class IdentityResolver:
     async def _create(
         self, identities: Sequence[str], sightings: Mapping[str, Sighting]
     ) -> dict[str, str]:
-        links = {i: profile_key_for(i) for i in identities}
+        links = {i: profile_key_for(i) if sightings[i].may_link else None for i in identities}
         keys = {i: link[0] for i, link in links.items() if link is not None}
         owners = await self._store.get_profile_keys(sorted(set(keys.values()))) if keys else {}
         owner_of = {i: owners[key] for i, key in keys.items() if key in owners}
@@ -188,13 +201,17 @@ class IdentityResolver:
         for identity in identities:
             link = links[identity]
             owner = owner_of.get(identity)
-            rule = link[1] if owner is not None and link is not None else "new"
+            if owner is not None and link is not None:
+                rule: str = link[1]
+            else:
+                rule = "new" if sightings[identity].may_link else UNAUTHENTICATED
             records.append(IdentityRecord(identity, owner or self._new_id(), rule, now))
         winners = await self._store.claim_identities(records)
         created = [
             CustomerRecord(r.customer_id, now, sightings[r.identity].display_name)
             for r in records
-            if r.linked_by == "new" and winners[r.identity].customer_id == r.customer_id
+            if r.linked_by in ("new", UNAUTHENTICATED)
+            and winners[r.identity].customer_id == r.customer_id
         ]
         await self._store.create_customers(created)
         for customer in created:
@@ -204,7 +221,7 @@ class IdentityResolver:
             won = winners[record.identity].customer_id == record.customer_id
             if not won:
                 outcome = "stored"  # another replica created it first: adopt theirs
-            elif record.linked_by == "new":
+            elif record.linked_by in ("new", UNAUTHENTICATED):
                 outcome = "new"
                 self._metrics.customers_created.labels(sightings[record.identity].channel).inc()
             else:
@@ -289,8 +306,12 @@ class IdentityStage:
                 rejected.append((delivery, f"sender identity: {error}"))
         sightings: dict[str, Sighting] = {}
         for message, identity in accepted:
-            sightings.setdefault(
-                identity, Sighting(message.channel.value, message.sender.display_name)
+            seen = sightings.get(identity)
+            sightings[identity] = Sighting(
+                message.channel.value,
+                seen.display_name if seen is not None else message.sender.display_name,
+                # One authenticated message of the batch is enough to link the identity.
+                (seen is not None and seen.may_link) or may_link(message),
             )
         resolutions = await self._resolver.resolve_many(sightings)
         now = self._clock()

@@ -106,6 +106,8 @@ def inbound(
             "in_reply_to": in_reply_to,
             "references": list(references),
             "account": account,
+            # Mail whose From domain checked out: it may link identities like any channel.
+            "sender_authenticated": True if email else None,
             **extra,
         }
     )
