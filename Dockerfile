@@ -16,6 +16,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/
 COPY libs/devkit/pyproject.toml libs/devkit/
+COPY tools/devtools/pyproject.toml tools/devtools/
 COPY services/ingest-email/pyproject.toml services/ingest-email/
 COPY services/ingest-social/pyproject.toml services/ingest-social/
 COPY services/router/pyproject.toml services/router/

@@ -6,8 +6,8 @@ SHELL := /bin/bash
 UV ?= uv
 RUN := $(UV) run --frozen
 # Python packages of the workspace (for mypy), and their test directories.
-PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_*))
-TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tests/*.py))))
+PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_* tools/*/src/switchboard_*))
+TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
 
 .PHONY: help install lint format typecheck schemas schemas-check test test-tiers \
@@ -47,10 +47,10 @@ schemas-check: install
 	$(RUN) switchboard-schemas docs/schemas --check
 
 docs: install ## regenerate docs/asyncapi.yaml and docs/openapi/*.json from the code
-	$(RUN) python -m switchboard_devkit.docs docs
+	$(RUN) python -m switchboard_devtools.docs docs
 
 docs-check: install
-	$(RUN) python -m switchboard_devkit.docs docs --check
+	$(RUN) python -m switchboard_devtools.docs docs --check
 
 test: lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
@@ -92,10 +92,10 @@ down: ## stop the docker-compose stack (data volumes kept; VOLUMES=1 removes the
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
 
 demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
-	$(RUN) python -m switchboard_devkit.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
+	$(RUN) python -m switchboard_devtools.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard
-	$(RUN) python -m switchboard_devkit.tools
+	$(RUN) python -m switchboard_devkit.deploy_tools
 
 deploy-check: install ## compose config, hadolint, helm template + kubeconform, dashboards, runbooks, docs
 	$(PYTEST) -q -m unit tests/test_deploy_manifests.py tests/test_deploy_observability.py tests/test_deploy_docs.py

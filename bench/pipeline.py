@@ -51,10 +51,10 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.topics import create_topics
-from switchboard_devkit.infra import ensure_infra
-from switchboard_devkit.kafka_probe import unique
-from switchboard_devkit.processes import peak_rss_mb
-from switchboard_devkit.stack import Stack
+from switchboard_devkit.running.processes import peak_rss_mb
+from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.servers.infra import ensure_infra
+from switchboard_devkit.testing.kafka_probe import unique
 
 HERE = Path(__file__).parent
 TEXTS = (

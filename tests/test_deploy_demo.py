@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.stack import Stack
+from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.servers.infra import Infra
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def stack(infra: Infra) -> Iterator[Stack]:
 def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) -> None:
     env = {**os.environ, **stack.env}
     result = subprocess.run(
-        [sys.executable, "-m", "switchboard_devkit.demo", "--seconds", "15"],
+        [sys.executable, "-m", "switchboard_devtools.demo", "--seconds", "15"],
         env=env,
         capture_output=True,
         text=True,

@@ -70,7 +70,7 @@ def test_openapi_documents_exist_for_the_webhook_and_read_apis(name: str, paths:
 
 def test_generated_documents_match_the_code() -> None:
     """What `make docs-check` checks, also in the test run."""
-    from switchboard_devkit.docs import render
+    from switchboard_devtools.docs import render
 
     stale = [
         name

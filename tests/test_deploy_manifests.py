@@ -26,9 +26,14 @@ from typing import Any
 import pytest
 import yaml
 
+from switchboard_devkit.deploy_tools import (
+    HELM,
+    KUBECONFORM,
+    KUBERNETES_VERSIONS,
+    kubernetes_schemas,
+)
 from switchboard_devkit.paths import repo_root
-from switchboard_devkit.processes import discover_services
-from switchboard_devkit.tools import HELM, KUBECONFORM, KUBERNETES_VERSIONS, kubernetes_schemas
+from switchboard_devkit.running.processes import discover_services
 
 pytestmark = pytest.mark.unit
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchboard_devkit.infra import Infra
 from switchboard_devkit.paths import repo_root
-from switchboard_devkit.stack import Stack
+from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.servers.infra import Infra
 
 DEPLOY = repo_root() / "deploy"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))

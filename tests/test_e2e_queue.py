@@ -20,10 +20,10 @@ from switchboard_common.contract import (
     ConversationRequeued,
     Priority,
 )
-from switchboard_devkit.frontend import Customer, Helpdesk, eventually
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.stack import TEST_SECRETS, Stack, running_stack
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import Customer, Helpdesk, eventually
 
 pytestmark = pytest.mark.e2e
 POLICIES = Path(__file__).parent / "policies"

@@ -21,7 +21,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from switchboard_common.consumer import subscribe_batch
-from switchboard_devkit.faults import (
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.stack import Stack, running_stack
+from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.faults import (
     Agents,
     Count,
     Traffic,
@@ -30,11 +34,7 @@ from switchboard_devkit.faults import (
     send_bad_records,
     timeline_tokens,
 )
-from switchboard_devkit.frontend import eventually
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.local import LocalFerretDB, LocalKafka
-from switchboard_devkit.stack import Stack, running_stack
+from switchboard_devtools.frontend import eventually
 from switchboard_router.assignment.policy import load_policy
 from switchboard_router.settings import RouterSettings
 

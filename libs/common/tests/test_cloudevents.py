@@ -14,7 +14,7 @@ from switchboard_common.cloudevents import (
     rfc3339,
 )
 from switchboard_common.contract import INBOUND, TOPICS_BY_NAME, OfferAccepted
-from switchboard_devkit.builders import message
+from switchboard_devkit.testing.builders import message
 
 pytestmark = pytest.mark.unit
 INBOUND_SPEC = TOPICS_BY_NAME[INBOUND]

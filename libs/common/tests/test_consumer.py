@@ -21,8 +21,8 @@ from switchboard_common.consumer import (
 from switchboard_common.contract import MessageReceived, TopicNames
 from switchboard_common.deadletter import RawRecord, dead_letter_for
 from switchboard_common.metrics import ConsumerMetrics
-from switchboard_devkit.builders import message
-from switchboard_devkit.fakes import InMemoryDeadLetters
+from switchboard_devkit.testing.builders import message
+from switchboard_devkit.testing.fakes import InMemoryDeadLetters
 
 pytestmark = pytest.mark.unit
 TOPICS = TopicNames("t.")

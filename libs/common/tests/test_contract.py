@@ -18,7 +18,7 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.contract.events import model_json_schema
-from switchboard_devkit.builders import message
+from switchboard_devkit.testing.builders import message
 
 pytestmark = pytest.mark.unit
 

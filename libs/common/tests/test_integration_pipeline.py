@@ -28,8 +28,8 @@ from switchboard_common.kafka import EventPublisher, Outgoing, make_broker
 from switchboard_common.metrics import ConsumerMetrics
 from switchboard_common.mongo import Document, make_mongo_client
 from switchboard_common.settings import ServiceSettings
-from switchboard_devkit.builders import message
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.builders import message
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 pytestmark = pytest.mark.integration
 

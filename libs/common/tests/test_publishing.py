@@ -18,8 +18,8 @@ from switchboard_common.publishing import (
     leaders_reachable,
 )
 from switchboard_common.settings import ServiceSettings
-from switchboard_devkit.builders import message
-from switchboard_devkit.infra import Infra
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import message
 
 
 class SlowKafka:

@@ -6,9 +6,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.frontend import eventually
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.kafka_probe import unique
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.kafka_probe import unique
+from switchboard_devtools.frontend import eventually
 
 
 async def _listed(bootstrap: str) -> set[str]:

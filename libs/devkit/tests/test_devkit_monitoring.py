@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from switchboard_devkit.monitoring import prometheus_config, rule_files
+from switchboard_devkit.servers.monitoring import prometheus_config, rule_files
 
 pytestmark = pytest.mark.unit
 

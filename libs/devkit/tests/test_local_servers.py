@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient, UpdateOne
 
-from switchboard_devkit.local import LocalFerretDB, LocalKafka, ProvisionError, port_open
+from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka, ProvisionError, port_open
 
 
 def free_port() -> int:
@@ -112,7 +112,7 @@ def test_lookups_by_id_use_the_id_index(infra: object) -> None:
     Our FerretDB build is patched for this (infra/ferretdb/patches.toml): unpatched,
     FerretDB v1.24 scans the whole table for every `_id` filter. MongoDB always does.
     """
-    from switchboard_devkit.infra import Infra
+    from switchboard_devkit.servers.infra import Infra
 
     assert isinstance(infra, Infra)
     with MongoClient[dict[str, Any]](infra.mongodb_url, serverSelectionTimeoutMS=3000) as client:
@@ -144,7 +144,7 @@ def test_lookups_by_id_use_the_id_index(infra: object) -> None:
 def test_a_bulk_write_of_hundreds_of_updates_completes(infra: object) -> None:
     """Unpatched FerretDB v1.24 holds one SQLite connection per update statement until
     the command ends and hangs past 100 statements (infra/ferretdb/patches.toml)."""
-    from switchboard_devkit.infra import Infra
+    from switchboard_devkit.servers.infra import Infra
 
     assert isinstance(infra, Infra)
     with MongoClient[dict[str, Any]](infra.mongodb_url, serverSelectionTimeoutMS=3000) as client:

@@ -245,8 +245,8 @@ async def count_published(bootstrap: str, topic: str) -> int:
 def run(duration: float, warmup: float) -> dict[str, Any]:
     from switchboard_common.contract import TopicNames
     from switchboard_common.topics import create_topics
-    from switchboard_devkit.infra import ensure_infra
-    from switchboard_devkit.processes import cpu_seconds, peak_rss_mb
+    from switchboard_devkit.running.processes import cpu_seconds, peak_rss_mb
+    from switchboard_devkit.servers.infra import ensure_infra
 
     infra = ensure_infra()
     prefix = f"bench{uuid.uuid4().hex[:8]}."

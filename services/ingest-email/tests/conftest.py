@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.local import port_open
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.servers.local import port_open
 from switchboard_ingest_email.app import IngestEmail, build
 from switchboard_ingest_email.settings import IngestEmailSettings
 

@@ -16,8 +16,8 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import INBOUND, MessageReceived
 from switchboard_common.mongo import Document
-from switchboard_devkit.inprocess import running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.raw_store import MongoRawStore

@@ -23,9 +23,9 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import Document
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.topics import create_topics
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.local import LocalKafka
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.servers.local import LocalKafka
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics

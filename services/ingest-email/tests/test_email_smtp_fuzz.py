@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import INBOUND, MessageReceived, TopicNames
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.normalise import Delivery, to_inbound
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from switchboard_common.cloudevents import header_map
 from switchboard_common.contract import INBOUND, MessageReceived
 from switchboard_common.mongo import Document
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.raw_store import MongoRawStore
 
@@ -371,7 +371,7 @@ async def test_starttls_with_a_configured_certificate(
         INGEST_EMAIL_REQUIRE_STARTTLS="true",
     )
     service = build(settings)
-    from switchboard_devkit.inprocess import running
+    from switchboard_devkit.running.inprocess import running
 
     msg = email()
     msg.set_content("sent over TLS\n")

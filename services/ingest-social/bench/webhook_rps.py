@@ -39,9 +39,9 @@ from fastapi.responses import JSONResponse
 
 from switchboard_common.http import http_server
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.processes import cpu_seconds
-from switchboard_ingest_social.testing import encode, load_sample, signed_headers
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import cpu_seconds
+from switchboard_devtools.testing.social import encode, load_sample, signed_headers
 
 DEV_META_SECRET = "dev-meta-app-secret"  # noqa: S105 - the service's SWITCHBOARD_ENV=dev default
 REPO = Path(__file__).resolve().parents[3]

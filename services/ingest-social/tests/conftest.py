@@ -9,11 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_ingest_social.accounts import AccountDirectory, load_directory
-from switchboard_ingest_social.app import build
-from switchboard_ingest_social.settings import IngestSocialSettings
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devtools.testing.social import (
     ACCOUNTS_YAML,
     META_SECRET,
     RECEIVED_AT,
@@ -25,6 +22,9 @@ from switchboard_ingest_social.testing import (
     default_secrets,
     load_sample,
 )
+from switchboard_ingest_social.accounts import AccountDirectory, load_directory
+from switchboard_ingest_social.app import build
+from switchboard_ingest_social.settings import IngestSocialSettings
 
 #: The body limit of services under test (small, so oversize tests stay cheap).
 MAX_BODY_BYTES = 16 * 1024
@@ -50,9 +50,15 @@ def directory(accounts_file: Path) -> AccountDirectory:
 
 
 @pytest.fixture
-def social_env(service_env: dict[str, str], accounts_file: Path) -> dict[str, str]:
-    """Environment of an ingest-social under test (this test's Kafka topics)."""
-    return {
+def social_env(
+    request: pytest.FixtureRequest, service_env: dict[str, str], accounts_file: Path
+) -> dict[str, str]:
+    """Environment of an ingest-social under test (this test's Kafka topics).
+
+    A test changes it with ``@pytest.mark.parametrize("social_env", [{NAME: value}],
+    indirect=True)``; a value of None removes the variable.
+    """
+    env = {
         **service_env,
         **accounts_environment(),
         "META_APP_SECRET": META_SECRET,
@@ -63,6 +69,13 @@ def social_env(service_env: dict[str, str], accounts_file: Path) -> dict[str, st
         "INGEST_SOCIAL_HTTP_PORT": str(free_port()),
         "INGEST_SOCIAL_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
+    changes: dict[str, str | None] = getattr(request, "param", {})
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 @pytest.fixture

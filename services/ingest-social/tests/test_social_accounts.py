@@ -8,13 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from switchboard_common.contract import Channel
-from switchboard_ingest_social.accounts import (
-    META_CHANNELS,
-    AccountDirectory,
-    AccountsFileError,
-    load_directory,
-)
-from switchboard_ingest_social.testing import (
+from switchboard_devtools.testing.social import (
     BOT,
     GLOBEX_META_SECRET,
     GLOBEX_PAGE,
@@ -24,6 +18,13 @@ from switchboard_ingest_social.testing import (
     TELEGRAM_OTHER_TOKEN,
     TELEGRAM_TOKEN,
     default_secrets,
+)
+from switchboard_ingest_social.accounts import (
+    LONE_TELEGRAM_BOT,
+    META_CHANNELS,
+    AccountDirectory,
+    AccountsFileError,
+    load_directory,
 )
 
 pytestmark = pytest.mark.unit
@@ -45,9 +46,24 @@ def test_tenants_and_secrets_resolve_per_account(directory: AccountDirectory) ->
 
 
 def test_telegram_bots_are_recognised_by_their_secret_token(directory: AccountDirectory) -> None:
-    assert directory.telegram_bots_for_token(TELEGRAM_TOKEN) == [BOT]
-    assert directory.telegram_bots_for_token(TELEGRAM_OTHER_TOKEN) == [OTHER_BOT]
-    assert directory.telegram_bots_for_token("nope") == []
+    assert directory.telegram_bot_for_token(TELEGRAM_TOKEN) == BOT
+    assert directory.telegram_bot_for_token(TELEGRAM_OTHER_TOKEN) == OTHER_BOT
+    assert directory.telegram_bot_for_token("nope") is None
+    assert directory.telegram_bot_for_token(TELEGRAM_TOKEN + " ") is None
+
+
+def test_telegram_secret_token_alone_serves_one_bot(tmp_path: Path) -> None:
+    alone = load_directory(None, default_secrets())
+    assert alone.telegram_bot_for_token(TELEGRAM_TOKEN) == LONE_TELEGRAM_BOT
+    assert alone.telegram_bot_for_token(TELEGRAM_OTHER_TOKEN) is None
+    # A file whose bots all have their own tokens leaves the deployment's to the lone bot.
+    path = tmp_path / "accounts.yaml"
+    path.write_text(
+        "accounts:\n  - {channel: telegram, account: '2', secret_env: OWN}\n", encoding="utf-8"
+    )
+    mixed = load_directory(path, default_secrets(), environ={"OWN": TELEGRAM_OTHER_TOKEN})
+    assert mixed.telegram_bot_for_token(TELEGRAM_OTHER_TOKEN) == "2"
+    assert mixed.telegram_bot_for_token(TELEGRAM_TOKEN) == LONE_TELEGRAM_BOT
 
 
 def test_unknown_accounts_policy(directory: AccountDirectory) -> None:

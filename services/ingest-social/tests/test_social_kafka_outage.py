@@ -17,12 +17,10 @@ import pytest
 
 from switchboard_common.contract import INBOUND, MessageReceived, TopicNames
 from switchboard_common.topics import create_topics
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe, unique
-from switchboard_devkit.local import LocalKafka
-from switchboard_ingest_social.app import build
-from switchboard_ingest_social.settings import IngestSocialSettings
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.servers.local import LocalKafka
+from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
+from switchboard_devtools.testing.social import (
     ACCOUNTS_YAML,
     META_SECRET,
     TELEGRAM_TOKEN,
@@ -33,6 +31,8 @@ from switchboard_ingest_social.testing import (
     load_sample,
     signed_headers,
 )
+from switchboard_ingest_social.app import build
+from switchboard_ingest_social.settings import IngestSocialSettings
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from switchboard_common.contract import Channel, SenderKind
+from switchboard_devtools.testing.social import IG_ACCOUNT, PAGE, RECEIVED_AT
 from switchboard_ingest_social.accounts import AccountDirectory
 from switchboard_ingest_social.normalise import Dropped, normalise_meta
-from switchboard_ingest_social.testing import IG_ACCOUNT, PAGE, RECEIVED_AT
 
 pytestmark = pytest.mark.unit
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from switchboard_devtools.testing.social import BOT, RECEIVED_AT, load_sample
 from switchboard_ingest_social.accounts import AccountDirectory
 from switchboard_ingest_social.normalise import (
     Normalised,
@@ -19,7 +20,6 @@ from switchboard_ingest_social.normalise import (
     normalise_telegram,
     normalise_x,
 )
-from switchboard_ingest_social.testing import BOT, RECEIVED_AT, load_sample
 
 pytestmark = pytest.mark.unit
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
-from switchboard_devkit.processes import ServiceProcess, discover_services
+from switchboard_devkit.running.processes import ServiceProcess, discover_services
+from switchboard_devtools.testing.social import load_sample, signed_headers
 from switchboard_ingest_social.app import build
 from switchboard_ingest_social.settings import IngestSocialSettings
-from switchboard_ingest_social.testing import load_sample, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,14 @@ JSON = st.recursive(
 @pytest.fixture
 def social_process(social_env: dict[str, str]) -> Iterator[ServiceProcess]:
     (spec,) = [s for s in discover_services() if s.name == "ingest-social"]
-    env = {**os.environ, **social_env, "INGEST_SOCIAL_MAX_BODY_BYTES": str(1024 * 1024)}
+    env = {
+        **os.environ,
+        **social_env,
+        "INGEST_SOCIAL_MAX_BODY_BYTES": str(1024 * 1024),
+        # Generous CRC limits, so generated checks reach the token rule (429 is documented).
+        "INGEST_SOCIAL_CRC_PER_CLIENT_PER_MINUTE": "100000",
+        "INGEST_SOCIAL_CRC_PER_MINUTE": "100000",
+    }
     process = ServiceProcess(spec, env)
     process.start()
     try:

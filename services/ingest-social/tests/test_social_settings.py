@@ -62,3 +62,7 @@ def test_invalid_limits_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS", "0")
     with pytest.raises(SettingsError, match="INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS"):
         IngestSocialSettings.load()
+    monkeypatch.delenv("INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS")
+    monkeypatch.setenv("INGEST_SOCIAL_CRC_PER_MINUTE", "0")
+    with pytest.raises(SettingsError, match="INGEST_SOCIAL_CRC_PER_MINUTE"):
+        IngestSocialSettings.load()

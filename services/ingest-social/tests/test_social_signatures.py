@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -26,7 +28,45 @@ def test_meta_signs_with_hex_hmac_sha256_of_the_raw_body() -> None:
 def test_x_signs_with_base64_hmac_sha256_and_answers_crc_the_same_way() -> None:
     expected = "sha256=" + base64.b64encode(bytes.fromhex(RFC4231_HEX)).decode()
     assert signatures.x_signature(RFC4231_DATA, RFC4231_KEY) == expected
-    assert signatures.x_crc_response(RFC4231_DATA.decode(), RFC4231_KEY) == expected
+    challenge = "M2RkODJkZmMtYjlkYi00NmQ4LTk0MGUtM2JjYzkwM2Q4MjQ0"
+    assert signatures.x_crc_response(challenge, RFC4231_KEY) == signatures.x_signature(
+        challenge.encode(), RFC4231_KEY
+    )
+    # Text that is not shaped as X's tokens is never signed, whoever asks.
+    with pytest.raises(ValueError, match="crc_token"):
+        signatures.x_crc_response(RFC4231_DATA.decode(), RFC4231_KEY)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(value=JSON_VALUES, compact=st.booleans())
+def test_no_json_text_is_ever_a_crc_token(value: Any, compact: bool) -> None:
+    text = json.dumps(value, separators=(",", ":") if compact else None)
+    assert not signatures.is_crc_token(text)
+    with pytest.raises(ValueError, match="crc_token"):
+        signatures.x_crc_response(text, b"consumer-secret")
+
+
+@pytest.mark.parametrize(
+    ("token", "answered"),
+    [
+        ("M2RkODJkZmMtYjlkYi00NmQ4LTk0MGUtM2JjYzkwM2Q4MjQ0", True),
+        ("Zm9v+YmFy/Zm9v==", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("Zm9vYmE", False),
+        ("12345678", False),  # a JSON number
+        ("Zm9v YmFy", False),
+        ('{"a":1}', False),
+    ],
+)
+def test_crc_tokens_have_the_alphabet_and_length_of_x(token: str, answered: bool) -> None:
+    assert signatures.is_crc_token(token) is answered
 
 
 def test_missing_header_is_told_apart_from_a_wrong_one() -> None:

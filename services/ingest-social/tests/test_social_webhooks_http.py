@@ -10,9 +10,8 @@ import pytest
 from switchboard_common.cloudevents import header_map
 from switchboard_common.contract import INBOUND, Channel, MessageReceived, SenderKind
 from switchboard_common.deadletter import RawRecord
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_ingest_social.normalise import normalise_meta, normalise_telegram, normalise_x
-from switchboard_ingest_social.testing import (
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.social import (
     BOT,
     GLOBEX_META_SECRET,
     GLOBEX_PAGE,
@@ -27,6 +26,8 @@ from switchboard_ingest_social.testing import (
     encode,
     load_sample,
 )
+from switchboard_ingest_social.accounts import LONE_TELEGRAM_BOT
+from switchboard_ingest_social.normalise import normalise_meta, normalise_telegram, normalise_x
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +225,29 @@ async def test_accounts_map_to_tenants_and_their_own_secrets(
         (f"telegram:{OTHER_BOT}:1111111:1365", "globex"),
         (f"telegram:{OTHER_BOT}:1111111:1400", "globex"),
     ]
+
+
+@pytest.mark.parametrize("social_env", [{"INGEST_SOCIAL_ACCOUNTS_FILE": None}], indirect=True)
+async def test_telegram_secret_token_alone_is_enough_for_one_bot(
+    social: RunningSocial, probe: TopicProbe
+) -> None:
+    # The simplest setup: TELEGRAM_SECRET_TOKEN and no accounts file. The update does
+    # not name the bot, so its messages are filed under the lone bot "default".
+    update = load_sample("telegram_message")
+    answered = await social.post("telegram", encode(update))
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["published"] == 1
+    # Named in the URL, the bot's own id is used (and the same token proves it).
+    update["message"]["message_id"] = 1401
+    named = await social.post("telegram", encode(update), query=f"?bot={BOT}")
+    assert named.status_code == 200, named.text
+    refused = await social.post("telegram", encode(update), secret=TELEGRAM_OTHER_TOKEN)
+    assert refused.status_code == 403
+    events = _by_id(await probe.read_events(INBOUND, count=2, settle=0.5))
+    assert sorted(events) == [
+        f"telegram:{BOT}:1111111:1401",
+        f"telegram:{LONE_TELEGRAM_BOT}:1111111:1365",
+    ]
+    record, event = events[f"telegram:{LONE_TELEGRAM_BOT}:1111111:1365"]
+    assert record.key == f"telegram:{LONE_TELEGRAM_BOT}:1111111".encode()
+    assert (event.account, event.tenant) == (LONE_TELEGRAM_BOT, None)

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from switchboard_common.contract import Channel, SenderKind
+from switchboard_devtools.testing.social import RECEIVED_AT, WHATSAPP_NUMBER
 from switchboard_ingest_social.accounts import AccountDirectory
 from switchboard_ingest_social.normalise import Dropped, normalise_meta
-from switchboard_ingest_social.testing import RECEIVED_AT, WHATSAPP_NUMBER
 
 pytestmark = pytest.mark.unit
 

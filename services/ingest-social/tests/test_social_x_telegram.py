@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from switchboard_common.contract import Channel, SenderKind
+from switchboard_devtools.testing.social import BOT, OTHER_BOT, RECEIVED_AT, X_ACCOUNT
 from switchboard_ingest_social.accounts import AccountDirectory
 from switchboard_ingest_social.normalise import Dropped, normalise_telegram, normalise_x
-from switchboard_ingest_social.testing import BOT, OTHER_BOT, RECEIVED_AT, X_ACCOUNT
 
 pytestmark = pytest.mark.unit
 

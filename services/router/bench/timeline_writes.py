@@ -42,12 +42,12 @@ from switchboard_common.logging import configure_logging
 from switchboard_common.mongo import Document
 from switchboard_common.service import run_runtime
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.builders import T0
-from switchboard_devkit.inprocess import free_port
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.testing.builders import T0
+from switchboard_devtools.testing.router_timeline import inbound, message_ref, produce
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import inbound, message_ref, produce
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017")

@@ -10,11 +10,11 @@ import pytest
 from fastapi import FastAPI
 
 from switchboard_common.contract import Priority
+from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.api import assignment_router
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.model import RouteStatus, Slot
 from switchboard_router.assignment.store import InMemoryAssignmentStore
-from switchboard_router.assignment.testing import T0, agent, state
 
 pytestmark = pytest.mark.unit
 

@@ -17,17 +17,17 @@ from switchboard_common.contract import (
     ConversationResolved,
 )
 from switchboard_common.mongo import Document
-from switchboard_devkit.infra import Infra
-from switchboard_router.assignment.model import HOLDING, RouteState
-from switchboard_router.assignment.policy import parse_policy
-from switchboard_router.assignment.store import MongoAssignmentStore
-from switchboard_router.assignment.testing import (
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devtools.testing.router_assignment import (
     T0,
     activity,
     agent,
     deliveries,
     replica_handlers,
 )
+from switchboard_router.assignment.model import HOLDING, RouteState
+from switchboard_router.assignment.policy import parse_policy
+from switchboard_router.assignment.store import MongoAssignmentStore
 
 pytestmark = pytest.mark.integration
 

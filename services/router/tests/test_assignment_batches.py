@@ -20,14 +20,7 @@ from switchboard_common.contract import (
     ConversationResolved,
 )
 from switchboard_common.kafka import Outgoing
-from switchboard_router.assignment.batch import route_activities
-from switchboard_router.assignment.clock import FakeClock
-from switchboard_router.assignment.consumers import ConversationHandler
-from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.model import HOLDING, RouteState, Slot
-from switchboard_router.assignment.policy import parse_policy
-from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
-from switchboard_router.assignment.testing import (
+from switchboard_devtools.testing.router_assignment import (
     T0,
     activity,
     agent,
@@ -36,6 +29,13 @@ from switchboard_router.assignment.testing import (
     replica_handlers,
     state,
 )
+from switchboard_router.assignment.batch import route_activities
+from switchboard_router.assignment.clock import FakeClock
+from switchboard_router.assignment.consumers import ConversationHandler
+from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.model import HOLDING, RouteState, Slot
+from switchboard_router.assignment.policy import parse_policy
+from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from switchboard_common.contract import Channel, Priority
+from switchboard_devtools.testing.router_assignment import FixedLanguage, activity
 from switchboard_router.assignment.classify import Py3LangIdDetector, classify, select_queue
 from switchboard_router.assignment.policy import PolicyError, load_policy, parse_policy
-from switchboard_router.assignment.testing import FixedLanguage, activity
 
 pytestmark = pytest.mark.unit
 

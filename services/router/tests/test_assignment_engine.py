@@ -30,13 +30,19 @@ from switchboard_common.contract import (
 )
 from switchboard_common.deadletter import RawRecord
 from switchboard_common.kafka import Outgoing
+from switchboard_devtools.testing.router_assignment import (
+    T0,
+    FixedLanguage,
+    activity,
+    agent,
+    engine,
+)
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
 from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
-from switchboard_router.assignment.testing import T0, FixedLanguage, activity, agent, engine
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,8 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import AgentStatus, Channel
 from switchboard_common.mongo import Document
-from switchboard_devkit.infra import Infra
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.model import RouteStatus, Slot, slot_id
 from switchboard_router.assignment.store import (
     AssignmentStore,
@@ -20,7 +21,6 @@ from switchboard_router.assignment.store import (
     InMemoryAssignmentStore,
     MongoAssignmentStore,
 )
-from switchboard_router.assignment.testing import T0, agent, state
 
 
 @pytest.fixture(

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from switchboard_common.contract import AgentStatus, Channel, Priority
+from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.model import RouteStatus, Slot
-from switchboard_router.assignment.testing import T0, agent, state
 from switchboard_router.assignment.views import AgentDirectory, QueueView
 
 pytestmark = pytest.mark.unit

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from switchboard_common.contract import INBOUND, Channel, MessageReceived
-from switchboard_devkit.builders import T0
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     RunningRouter,
     eventually,
     inbound,
     running_router,
 )
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 

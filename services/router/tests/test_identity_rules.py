@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from switchboard_common.contract import Channel
+from switchboard_devtools.testing.router_timeline import inbound
 from switchboard_router.timeline.identity import (
     IdentityError,
     identities_for_profile_key,
@@ -22,7 +23,6 @@ from switchboard_router.timeline.linking import (
     merge_refusal,
     plan_profile,
 )
-from switchboard_router.timeline.testing import inbound
 
 pytestmark = pytest.mark.unit
 

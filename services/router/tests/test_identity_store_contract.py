@@ -10,8 +10,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from switchboard_common.mongo import Document
-from switchboard_devkit.builders import T0
-from switchboard_devkit.infra import Infra
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import T0
 from switchboard_router.timeline.linking import Profile
 from switchboard_router.timeline.memory import InMemoryIdentityStore
 from switchboard_router.timeline.mongo import MongoIdentityStore, ensure_indexes

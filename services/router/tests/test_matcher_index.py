@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import AgentStatus, Channel, Priority
+from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.matcher import choose_agent
 from switchboard_router.assignment.model import RouteState, slot_id
 from switchboard_router.assignment.policy import parse_policy
-from switchboard_router.assignment.testing import T0, agent, state
 from switchboard_router.assignment.views import AgentDirectory
 
 pytestmark = pytest.mark.unit

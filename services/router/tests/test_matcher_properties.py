@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import AgentStatus, Channel, Priority
+from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.matcher import (
     Candidate,
     choose_agent,
@@ -23,7 +24,6 @@ from switchboard_router.assignment.matcher import (
 )
 from switchboard_router.assignment.model import RouteState
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
-from switchboard_router.assignment.testing import T0, agent, state
 
 pytestmark = pytest.mark.unit
 

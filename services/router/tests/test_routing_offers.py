@@ -35,8 +35,8 @@ from switchboard_common.contract import (
     SlaMetric,
 )
 from switchboard_common.contract.events import AssignmentDecision
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 

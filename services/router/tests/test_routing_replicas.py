@@ -41,10 +41,10 @@ from switchboard_common.contract import (
 )
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_common.mongo import Document
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.processes import ServiceProcess, discover_services
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import ServiceProcess, discover_services
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import Channel, MessageReceived
-from switchboard_devkit.builders import T0
+from switchboard_devkit.testing.builders import T0
+from switchboard_devtools.testing.router_timeline import customer_message, inbound, message_ref
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.plan import Item, MessageItem, plan_home
-from switchboard_router.timeline.testing import customer_message, inbound, message_ref
 from switchboard_router.timeline.threading import HomeState, Placement, Policy, StatusChange
 
 pytestmark = pytest.mark.unit

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from switchboard_common.contract import Channel, MessageReceived
-from switchboard_devkit.builders import T0
+from switchboard_devkit.testing.builders import T0
+from switchboard_devtools.testing.router_timeline import customer_message, inbound, message_ref
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.plan import Item, MessageItem, plan_home
-from switchboard_router.timeline.testing import customer_message, inbound, message_ref
 from switchboard_router.timeline.threading import (
     HomeState,
     Placement,
@@ -211,6 +211,30 @@ def test_after_the_reopen_window_a_new_conversation_links_to_the_resolved_one() 
         )
     )
     assert (again.conversation_id, again.kind) == (successor.conversation_id, "message")
+
+
+@pytest.mark.parametrize(
+    "quiet",
+    [{"kind": "reaction"}, {"kind": "edit"}, {"auto_submitted": True}],
+    ids=["reaction", "edit", "auto-reply"],
+)
+def test_a_message_nobody_waits_on_joins_a_resolved_conversation_without_reopening_it(
+    quiet: dict[str, Any],
+) -> None:
+    thread = Thread(Policy(reopen_window=3 * DAYS, social_inactivity_window=24 * HOURS))
+    whatsapp: dict[str, Any] = {"channel": Channel.WHATSAPP, "sender": "+34600111222"}
+    (first,) = thread.send(inbound("w-1", at=T0, **whatsapp))
+    thread.resolve("w-1", T0 + HOURS)
+    # Within the reopen window, and long after it: neither reopens nor opens a conversation.
+    for message_id, at in (("q-1", T0 + 2 * HOURS), ("q-2", T0 + 10 * DAYS)):
+        (placed,) = thread.send(inbound(message_id, at=at, **whatsapp, **quiet))
+        assert (placed.conversation_id, placed.kind) == (first.conversation_id, "message")
+    conversation = thread.state.conversations[first.conversation_id]
+    assert (conversation.status, conversation.message_count) == ("resolved", 3)
+    assert len(thread.state.conversations) == 1
+    # The customer's next real message still reopens (or starts anew) as before.
+    (real,) = thread.send(inbound("w-2", at=T0 + 10 * DAYS + HOURS, **whatsapp))
+    assert (real.kind, real.previous_conversation_id) == ("opened", first.conversation_id)
 
 
 def test_a_frontend_reopen_keeps_the_conversation_open() -> None:

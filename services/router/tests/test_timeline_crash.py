@@ -23,12 +23,10 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.mongo import Document
-from switchboard_devkit.builders import T0
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.plan import MessageItem, plan_home
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     customer_message,
     eventually,
     inbound,
@@ -36,6 +34,8 @@ from switchboard_router.timeline.testing import (
     produce,
     router_process,
 )
+from switchboard_router.timeline.identity import identity_of
+from switchboard_router.timeline.plan import MessageItem, plan_home
 from switchboard_router.timeline.threading import HomeState, Placement, Policy
 
 pytestmark = pytest.mark.integration

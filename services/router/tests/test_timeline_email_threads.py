@@ -14,9 +14,9 @@ from switchboard_common.contract import (
     ConversationActivity,
     MessageReceived,
 )
-from switchboard_devkit.builders import T0
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     RunningRouter,
     eventually,
     inbound,

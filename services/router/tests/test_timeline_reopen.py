@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from switchboard_common.contract import (
+    ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
     DEADLETTER,
     INBOUND,
+    AssignmentDecision,
     Channel,
     ConversationActivity,
     ConversationReopened,
@@ -23,16 +25,16 @@ from switchboard_common.contract import (
     MessageReceived,
     ReplySent,
 )
-from switchboard_devkit.builders import T0
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     RunningRouter,
     eventually,
     inbound,
     message_ref,
     running_router,
 )
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +126,61 @@ async def test_a_message_reopens_within_the_window_and_starts_anew_after_it(
         ("w-2", "reopened", first, None),
         ("w-3", "opened", later["conversation_id"], first),
     ]
+
+
+async def test_a_reaction_an_edit_or_an_auto_reply_neither_reopens_nor_routes(
+    router: RunningRouter, probe: TopicProbe
+) -> None:
+    phone = "+34600111333"
+    identity = f"whatsapp:{phone}"
+    await send(probe, inbound("w-1", channel=Channel.WHATSAPP, sender=phone, at=T0))
+    first = (await placed(router, identity, "w-1"))["conversation_id"]
+    await probe.send(
+        CONVERSATION_EVENTS, ConversationResolved(conversation_id=first, at=T0 + HOUR), key=first
+    )
+    await status(router, first, "resolved")
+
+    quiet = [
+        inbound(
+            "w-react", channel=Channel.WHATSAPP, sender=phone, at=T0 + 2 * HOUR, kind="reaction"
+        ),
+        inbound("w-edit", channel=Channel.WHATSAPP, sender=phone, at=T0 + 3 * HOUR, kind="edit"),
+        inbound(
+            "w-auto", channel=Channel.WHATSAPP, sender=phone, at=T0 + 4 * HOUR, auto_submitted=True
+        ),
+    ]
+    for message in quiet:
+        await send(probe, message)
+        item = await placed(router, identity, message.message_id)
+        assert (item["conversation_id"], item["placement"]) == (first, "message")
+    assert (await router.conversation(first))["conversation"]["status"] == "resolved"
+
+    # The customer writes for real: that reopens and routes. Decisions of one conversation
+    # are ordered, so any decision the quiet messages caused would already be there.
+    await send(probe, inbound("w-2", channel=Channel.WHATSAPP, sender=phone, at=T0 + 5 * HOUR))
+    assert (await placed(router, identity, "w-2"))["placement"] == "reopened"
+
+    async def decided_on_w2() -> list[AssignmentDecision] | None:
+        records = await probe.read_events(ASSIGNMENTS, timeout=2.0)
+        mine = [e for _, e in records if isinstance(e, AssignmentDecision)]
+        mine = [e for e in mine if e.conversation_id == first]
+        return mine if any(e.reason.get("message_id") == "w-2" for e in mine) else None
+
+    decisions = await eventually(decided_on_w2)
+    triggers = {e.reason.get("message_id") for e in decisions}
+    assert triggers.isdisjoint({"w-react", "w-edit", "w-auto"}), triggers
+
+    activities = await probe.read_events(CONVERSATION_ACTIVITY, count=5)
+    expects = {
+        e.message_id: e.expects_reply for _, e in activities if isinstance(e, ConversationActivity)
+    }
+    assert expects == {
+        "w-1": True,
+        "w-react": False,
+        "w-edit": False,
+        "w-auto": False,
+        "w-2": True,
+    }
 
 
 async def test_an_agent_reopen_keeps_the_next_email_in_the_conversation(

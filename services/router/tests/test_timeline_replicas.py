@@ -24,12 +24,11 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.mongo import Document
-from switchboard_devkit.builders import T0
-from switchboard_devkit.infra import Infra
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.processes import ServiceProcess
-from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.testing import (
+from switchboard_devkit.running.processes import ServiceProcess
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_timeline import (
     ADMIN_TOKEN,
     eventually,
     inbound,
@@ -37,6 +36,7 @@ from switchboard_router.timeline.testing import (
     produce,
     router_process,
 )
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 

@@ -32,19 +32,19 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.deadletter import RawRecord
-from switchboard_devkit.builders import T0
+from switchboard_devkit.testing.builders import T0
+from switchboard_devtools.testing.router_timeline import (
+    RecordingPublisher,
+    customer_message,
+    inbound,
+    message_ref,
+)
 from switchboard_router.metrics import TimelineMetrics
 from switchboard_router.timeline.apply import TimelineStage
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.memory import InMemoryIdentityStore, InMemoryTimelineStore
 from switchboard_router.timeline.ports import IdentityRecord
 from switchboard_router.timeline.resolve import IdentityResolver
-from switchboard_router.timeline.testing import (
-    RecordingPublisher,
-    customer_message,
-    inbound,
-    message_ref,
-)
 from switchboard_router.timeline.threading import Policy
 
 pytestmark = pytest.mark.unit

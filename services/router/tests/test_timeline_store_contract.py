@@ -11,14 +11,14 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import Channel
 from switchboard_common.mongo import Document
-from switchboard_devkit.builders import T0
-from switchboard_devkit.infra import Infra
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import T0
+from switchboard_devtools.testing.router_timeline import customer_message, inbound
 from switchboard_router.timeline.documents import conversation_opening, message_document
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.memory import InMemoryTimelineStore
 from switchboard_router.timeline.mongo import MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.ports import Claim, ConversationWrite, Page, TimelineStore
-from switchboard_router.timeline.testing import customer_message, inbound
 from switchboard_router.timeline.threading import Conversation, HomeState, Placement
 
 STORES = [

@@ -11,12 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.contract import Channel, ContractModel, Priority, SlaMetric
-from switchboard_sla_monitor.clocks import ClockState, derive, pending_emissions
-from switchboard_sla_monitor.facts import Fact, fact_from_event
-from switchboard_sla_monitor.ingest import ClockIngest
-from switchboard_sla_monitor.policy import PolicySet
-from switchboard_sla_monitor.store import InMemoryConversationStore
-from switchboard_sla_monitor.testing import (
+from switchboard_devtools.testing.sla_monitor import (
     activity,
     assigned,
     reopened,
@@ -24,6 +19,11 @@ from switchboard_sla_monitor.testing import (
     resolved,
     simple_policies,
 )
+from switchboard_sla_monitor.clocks import ClockState, derive, pending_emissions
+from switchboard_sla_monitor.facts import Fact, fact_from_event
+from switchboard_sla_monitor.ingest import ClockIngest
+from switchboard_sla_monitor.policy import PolicySet
+from switchboard_sla_monitor.store import InMemoryConversationStore
 
 pytestmark = pytest.mark.unit
 
@@ -167,6 +167,19 @@ def test_an_auto_reply_from_the_customer_neither_starts_a_clock_nor_resumes() ->
     )
     assert clocks["resolution:e0"].paused
     assert not any(c.metric == SlaMetric.NEXT_RESPONSE for c in clocks.values())
+
+
+def test_a_reaction_or_edit_after_a_reply_starts_no_next_response_clock() -> None:
+    clocks = clocks_of(
+        [
+            activity(CID, "m1", minutes(0), kind="opened", channel=Channel.WHATSAPP),
+            reply(CID, minutes(10)),
+            activity(CID, "thumbs-up", minutes(11), channel=Channel.WHATSAPP, expects_reply=False),
+            activity(CID, "edited", minutes(12), channel=Channel.WHATSAPP, expects_reply=False),
+        ]
+    )
+    assert not any(c.metric == SlaMetric.NEXT_RESPONSE for c in clocks.values())
+    assert clocks["first_response:1"].outcome == "met"
 
 
 def test_a_priority_change_recomputes_open_deadlines() -> None:

@@ -18,10 +18,10 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import CONVERSATION_ACTIVITY, SLA_EVENTS, SlaBreached
 from switchboard_common.mongo import Document
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.processes import ServiceProcess, ServiceSpec
-from switchboard_sla_monitor.testing import activity
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.sla_monitor import activity
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from switchboard_common.contract import ContractModel, SlaAtRisk, SlaBreached
 from switchboard_common.kafka import Outgoing
+from switchboard_devtools.testing.sla_monitor import activity, reply, simple_policies
 from switchboard_sla_monitor.evaluator import Evaluator, OpenClockGauges
 from switchboard_sla_monitor.facts import Fact, fact_from_event
 from switchboard_sla_monitor.ingest import ClockIngest
@@ -19,7 +20,6 @@ from switchboard_sla_monitor.store import (
     InMemoryConversationStore,
     InMemoryEmissionStore,
 )
-from switchboard_sla_monitor.testing import activity, reply, simple_policies
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.unit

@@ -23,11 +23,11 @@ from switchboard_common.contract import (
     SlaAtRisk,
     SlaBreached,
 )
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.sla_monitor import activity, assigned, reply
 from switchboard_sla_monitor.app import SlaMonitor, build
 from switchboard_sla_monitor.settings import SlaMonitorSettings
-from switchboard_sla_monitor.testing import activity, assigned, reply
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.integration

@@ -189,7 +189,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_the_fingerprint_changes_with_targets_and_holidays_only() -> None:
-    from switchboard_sla_monitor.testing import simple_policies
+    from switchboard_devtools.testing.sla_monitor import simple_policies
 
     assert simple_policies(first="1h").fingerprint == simple_policies(first="1h").fingerprint
     assert simple_policies(first="1h").fingerprint != simple_policies(first="2h").fingerprint

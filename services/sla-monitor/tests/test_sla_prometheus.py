@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from switchboard_common.contract import CONVERSATION_ACTIVITY
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.kafka_probe import TopicProbe
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.sla_monitor import activity
 from switchboard_sla_monitor.app import build
 from switchboard_sla_monitor.settings import SlaMonitorSettings
-from switchboard_sla_monitor.testing import activity
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from switchboard_common.mongo import Document
+from switchboard_devtools.testing.sla_monitor import simple_policies
 from switchboard_sla_monitor.clocks import derive
 from switchboard_sla_monitor.facts import MessageFact, ReplyFact
 from switchboard_sla_monitor.mongo_store import MongoConversationStore, MongoEmissionStore
@@ -22,7 +23,6 @@ from switchboard_sla_monitor.store import (
     InMemoryConversationStore,
     InMemoryEmissionStore,
 )
-from switchboard_sla_monitor.testing import simple_policies
 
 T0 = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)
 BACKENDS = [

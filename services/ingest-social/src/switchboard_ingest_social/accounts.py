@@ -15,7 +15,10 @@ never written in it, only referenced by the name of an environment variable (rea
         secret_env: GLOBEX_META_APP_SECRET   # this page's Meta app signs with another secret
 
 An account without ``secret_env`` is signed with the deployment's secret of its provider
-(``META_APP_SECRET``, ``X_CONSUMER_SECRET``, ``TELEGRAM_SECRET_TOKEN``).
+(``META_APP_SECRET``, ``X_CONSUMER_SECRET``, ``TELEGRAM_SECRET_TOKEN``). Without a file
+(or with no bot of the file using it) ``TELEGRAM_SECRET_TOKEN`` alone serves one bot,
+whose updates are filed under ``LONE_TELEGRAM_BOT``: Telegram's updates do not name the
+bot, and the bot's id is not needed to receive them.
 
 ``AccountDirectory`` is plain data: loading reads files and the environment once at
 start; lookups afterwards are pure.
@@ -41,6 +44,8 @@ META_CHANNELS = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRA
 SOCIAL_CHANNELS = (*sorted(META_CHANNELS), Channel.X, Channel.TELEGRAM)
 
 UnknownAccounts = Literal["accept", "ignore"]
+#: The account of the deployment's one bot when the accounts file does not name it.
+LONE_TELEGRAM_BOT = "default"
 
 
 class AccountsFileError(ValueError):
@@ -117,15 +122,27 @@ class AccountDirectory:
         """Whether ``secret`` is the one that signs this account's webhooks (constant time)."""
         return hmac.compare_digest(self.secret_for(channel, account), secret)
 
-    def telegram_bots_for_token(self, token: str) -> list[str]:
-        """Configured bot ids whose secret token equals ``token`` (all compared)."""
+    def telegram_bot_for_token(self, token: str) -> str | None:
+        """The bot whose secret token equals ``token``: a bot of the file, else the lone
+        bot of ``TELEGRAM_SECRET_TOKEN``; None when no secret matches.
+
+        Every secret is compared, in constant time, whatever matches. Bots of the file
+        have distinct tokens (checked at load), so at most one of them matches.
+        """
         presented = token.encode()
-        return [
+        listed = [
             account.account
             for (channel, _), account in sorted(self.accounts.items())
             if channel == Channel.TELEGRAM
             and hmac.compare_digest(presented, self.secret_for(channel, account.account))
         ]
+        default = self.default_secrets.get(Channel.TELEGRAM)
+        lone = default is not None and hmac.compare_digest(
+            presented, default.get_secret_value().encode()
+        )
+        if listed:
+            return listed[0]
+        return LONE_TELEGRAM_BOT if lone else None
 
 
 def load_directory(

@@ -7,6 +7,7 @@ keyed by sender identity, CloudEvents id = ``message_id``). Serves the webhooks 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from switchboard_ingest_social.normalise.telegram import TelegramUpdate
 from switchboard_ingest_social.normalise.whatsapp import WhatsAppWebhook
 from switchboard_ingest_social.normalise.x import XWebhook
 from switchboard_ingest_social.publishing import InboundPublisher
+from switchboard_ingest_social.ratelimit import RateLimiter
 from switchboard_ingest_social.settings import IngestSocialSettings
 from switchboard_ingest_social.webhooks import WebhookApi, webhook_router
 
@@ -91,6 +93,11 @@ def build(
         publisher=publisher,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        crc_limiter=RateLimiter(
+            per_client_per_minute=settings.crc_per_client_per_minute,
+            per_minute=settings.crc_per_minute,
+            clock=time.monotonic,
+        ),
         clock=clock,
     )
     app = FastAPI(

@@ -44,7 +44,7 @@ class IngestSocialMetrics:
                 ["provider", "outcome"],
                 registry=registry,
             ),
-            # Subscription handshakes and CRC checks, by provider and outcome (ok, rejected).
+            # Handshakes and CRC checks, by provider and outcome (ok, rejected, rate_limited).
             handshakes=Counter(
                 "switchboard_ingest_social_handshakes",
                 "Meta subscription handshakes and X CRC checks, by provider and outcome.",

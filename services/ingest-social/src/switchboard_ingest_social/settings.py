@@ -52,3 +52,12 @@ class IngestSocialSettings(ServiceSettings):
     publish_timeout_seconds: float = Field(
         5.0, gt=0, le=60, validation_alias=env("INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS")
     )
+    #: X CRC checks answered per minute to one client address (burst: as many at once);
+    #: X itself checks at registration, hourly and when asked. Over it: 429.
+    crc_per_client_per_minute: int = Field(
+        10, ge=1, le=100_000, validation_alias=env("INGEST_SOCIAL_CRC_PER_CLIENT_PER_MINUTE")
+    )
+    #: X CRC checks answered per minute in total, whoever asks. Over it: 429.
+    crc_per_minute: int = Field(
+        60, ge=1, le=1_000_000, validation_alias=env("INGEST_SOCIAL_CRC_PER_MINUTE")
+    )

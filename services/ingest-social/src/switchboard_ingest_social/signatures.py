@@ -9,7 +9,9 @@ functions are the same ones the tests and the benchmark use to sign their payloa
   HMAC-SHA256 of the body keyed with the app secret.
 - X (Account Activity API): ``x-twitter-webhooks-signature: sha256=<base64>``, the
   HMAC-SHA256 of the body keyed with the consumer secret; the CRC answer is
-  ``sha256=<base64 HMAC-SHA256 of crc_token>`` with the same key.
+  ``sha256=<base64 HMAC-SHA256 of crc_token>`` with the same key. Being the same
+  function, a CRC answer for a text that is a webhook body would be a valid signature
+  of that body: only tokens shaped as X's (short base64 text, never JSON) are answered.
 - Telegram: ``X-Telegram-Bot-Api-Secret-Token`` carries the secret given to
   ``setWebhook`` verbatim (no HMAC).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -41,8 +45,32 @@ def x_signature(body: bytes, consumer_secret: bytes) -> str:
     return "sha256=" + base64.b64encode(digest).decode()
 
 
+#: X's CRC tokens are base64 text of a few dozen characters (base64 of a UUID: 48).
+CRC_PATTERN = r"^[A-Za-z0-9+/=_-]{8,128}$"
+_CRC_TOKEN = re.compile(CRC_PATTERN)
+CRC_RULE = "crc_token must be 8-128 characters of A-Z a-z 0-9 + / = _ -, and not JSON"
+
+
+def is_crc_token(text: str) -> bool:
+    """Whether ``text`` may be answered as a CRC token: X's alphabet and length, and not
+    something a webhook could carry as its body (no JSON value at all)."""
+    if not _CRC_TOKEN.match(text):
+        return False
+    try:
+        json.loads(text)  # digits alone, for instance, are a JSON number
+    except ValueError:
+        return True
+    return False
+
+
 def x_crc_response(crc_token: str, consumer_secret: bytes) -> str:
-    """The ``response_token`` that answers X's challenge-response check."""
+    """The ``response_token`` that answers X's challenge-response check.
+
+    Raises ``ValueError`` for a text that is not a CRC token (``is_crc_token``): this
+    signature must never be obtainable for something that could be a webhook body.
+    """
+    if not is_crc_token(crc_token):
+        raise ValueError(CRC_RULE)
     return x_signature(crc_token.encode(), consumer_secret)
 
 

@@ -11,6 +11,10 @@ Every POST goes through the same steps, in this order, and stops at the first fa
 
 A verified webhook with nothing to publish (statuses, echoes, unknown kinds) gets 200,
 with what was dropped counted by reason.
+
+X's CRC check (``GET /webhooks/x``) signs with the consumer secret, so it is rate-limited
+per client and in total (429 with ``Retry-After``) and answers only tokens shaped as X's
+(400 otherwise): never a text that could be a webhook body.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from switchboard_ingest_social.normalise import (
     normalise_x,
 )
 from switchboard_ingest_social.publishing import InboundPublisher, KafkaUnavailableError
+from switchboard_ingest_social.ratelimit import RateLimiter
 
 log = get_logger(__name__)
 
@@ -107,6 +112,7 @@ class WebhookApi:
         publisher: InboundPublisher,
         metrics: IngestSocialMetrics,
         max_body_bytes: int,
+        crc_limiter: RateLimiter,
         clock: Callable[[], datetime],
     ) -> None:
         self.directory = directory
@@ -114,6 +120,7 @@ class WebhookApi:
         self.publisher = publisher
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.crc_limiter = crc_limiter
         self.clock = clock
 
     # ------------------------------------------------------------------ shared steps
@@ -285,14 +292,13 @@ class WebhookApi:
             if _BOT_ID.match(bot) and signatures.token_matches(token, expected):
                 return bot
             raise self.signature_failure(signatures.Verdict.WRONG, "telegram", header)
-        bots = self.directory.telegram_bots_for_token(token)
-        if len(bots) == 1:
-            return bots[0]
+        found = self.directory.telegram_bot_for_token(token)
+        if found is not None:
+            return found
         raise WebhookRejectedError(
             403,
             Outcome.BAD_SIGNATURE,
-            f"{header} does not match any configured bot (list the bot in the accounts "
-            "file, or add ?bot=<bot id> to its webhook URL)",
+            f"{header} matches neither TELEGRAM_SECRET_TOKEN nor a bot of the accounts file",
             "telegram",
         )
 
@@ -311,7 +317,21 @@ class WebhookApi:
             return PlainTextResponse("handshake refused", status_code=403)
         return PlainTextResponse(challenge)
 
-    def x_crc(self, crc_token: str, account: str | None) -> Response:
+    def x_crc(self, client: str, crc_token: str | None, account: str | None) -> Response:
+        # Limited before anything else: every call, answered or not, costs the caller.
+        retry_after = self.crc_limiter.admit(client)
+        if retry_after:
+            self.metrics.handshakes.labels(provider="x", outcome="rate_limited").inc()
+            log.info("x crc rate limited", retry_after=retry_after)
+            return JSONResponse(
+                {"status": "rate_limited", "detail": "too many CRC checks; retry later"},
+                status_code=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        if crc_token is None or not signatures.is_crc_token(crc_token):
+            self.metrics.handshakes.labels(provider="x", outcome="rejected").inc()
+            log.info("x crc rejected")
+            return _answer(400, Outcome.INVALID, signatures.CRC_RULE)
         # An account with its own consumer secret registers its webhook URL with
         # ?account=<id>; without it, the deployment's X_CONSUMER_SECRET answers.
         key = self.directory.secret_for(Channel.X, account or "")
@@ -355,13 +375,28 @@ def webhook_router(api: WebhookApi) -> APIRouter:
     @router.get(
         "/x",
         summary="X challenge-response check (CRC)",
-        responses={200: {"description": "The response token."}},
+        responses={
+            200: {"description": "The response token."},
+            400: {"description": "crc_token missing or not shaped as X's.", **_ERROR_BODY},
+            429: {
+                "description": "Too many CRC checks (INGEST_SOCIAL_CRC_PER_CLIENT_PER_MINUTE, "
+                "INGEST_SOCIAL_CRC_PER_MINUTE); see Retry-After.",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                **_ERROR_BODY,
+            },
+        },
     )
     async def x_crc(
-        crc_token: Annotated[str, Query(min_length=1, max_length=1024)],
+        request: Request,
+        # Checked by the handler (400, after the rate limit), not by FastAPI (422):
+        # the schema only documents it.
+        crc_token: Annotated[
+            str | None, Query(json_schema_extra={"pattern": signatures.CRC_PATTERN})
+        ] = None,
         account: Annotated[str | None, Query(max_length=32, pattern=r"^[0-9]+$")] = None,
     ) -> Response:
-        return api.x_crc(crc_token, account)
+        client = request.client.host if request.client else "unknown"
+        return api.x_crc(client, crc_token, account)
 
     @router.post(
         "/x",

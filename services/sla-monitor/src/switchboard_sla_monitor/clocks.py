@@ -129,10 +129,10 @@ _RANK = {"reopened": 0, "message": 1, "reply": 2, "resolved": 3}
 
 def _timeline(facts: Sequence[Fact]) -> list[tuple[datetime, int, str, Fact]]:
     events: list[tuple[datetime, int, str, Fact]] = []
-    messages = [f for f in facts if isinstance(f, MessageFact) and not f.auto_submitted]
+    messages = [f for f in facts if isinstance(f, MessageFact) and f.awaits_answer]
     for fact in facts:
         match fact:
-            case MessageFact() if not fact.auto_submitted:
+            case MessageFact() if fact.awaits_answer:
                 events.append((fact.received_at, _RANK["message"], fact.key, fact))
             case ReplyFact():
                 events.append((fact.sent_at, _RANK["reply"], fact.key, fact))

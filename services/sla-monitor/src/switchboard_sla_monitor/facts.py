@@ -44,10 +44,17 @@ class MessageFact(_Fact):
     tenant: str | None = None
     customer_tier: str | None = None
     auto_submitted: bool = False
+    #: False for reactions and edits (and auto-replies): nobody waits for an answer.
+    expects_reply: bool = True
 
     @property
     def key(self) -> str:
         return f"m:{self.message_id}"
+
+    @property
+    def awaits_answer(self) -> bool:
+        """Whether this message starts or keeps a response clock running."""
+        return self.expects_reply and not self.auto_submitted
 
 
 class AssignmentFact(_Fact):
@@ -147,6 +154,7 @@ def fact_from_event(event: ContractModel) -> tuple[str, Fact] | None:
                 tenant=event.tenant,
                 customer_tier=event.customer_tier,
                 auto_submitted=event.auto_submitted,
+                expects_reply=event.expects_reply,
             )
         case AssignmentDecision():
             return event.conversation_id, AssignmentFact(

@@ -68,6 +68,11 @@ class Attachment(ContractModel):
     inline: bool = False
 
 
+#: ``MessageReceived.kind`` values that change an earlier message rather than say something
+#: new: they join the timeline but never reopen a conversation or wait for an answer.
+QUIET_KINDS = frozenset({"reaction", "edit"})
+
+
 class MessageReceived(ContractModel):
     """``support.message.received``: one customer message from any channel."""
 
@@ -108,6 +113,13 @@ class MessageReceived(ContractModel):
     postback_payload: str | None = None
     #: extension: recipients (email To/Cc) as addresses.
     recipients: list[str] = Field(default_factory=list)
+
+    @property
+    def expects_reply(self) -> bool:
+        """Whether the customer is waiting for an answer: not an auto-reply, bounce or bulk
+        mail, and not a reaction to or an edit of an earlier message. Only such messages
+        reopen, open or route conversations and start response clocks."""
+        return not self.auto_submitted and self.kind not in QUIET_KINDS
 
 
 # --------------------------------------------------------------------------- assignments

@@ -94,6 +94,9 @@ class ConversationActivity(ContractModel):
     #: The message text for classification (keywords, language), at most 4000 characters.
     text: Annotated[str, Field(max_length=4000)] = ""
     auto_submitted: bool = False
+    #: False for auto-replies, reactions and edits (``MessageReceived.expects_reply``):
+    #: never routed, and no response clock starts.
+    expects_reply: bool = True
     tenant: str | None = None
     #: The customer's tier (e.g. ``vip``) when a CRM link set one.
     customer_tier: str | None = None

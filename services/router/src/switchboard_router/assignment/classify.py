@@ -45,8 +45,9 @@ def most_urgent(priorities: Sequence[Priority]) -> Priority:
 def classify(
     activity: ConversationActivity, policy: RoutingPolicy, detect: LanguageDetector
 ) -> Classified | None:
-    """Priority, skills and language; None for auto-submitted messages (never routed)."""
-    if activity.auto_submitted:
+    """Priority, skills and language; None for messages nobody waits on (auto-replies,
+    reactions, edits), which are never routed."""
+    if activity.auto_submitted or not activity.expects_reply:
         return None
     rules = policy.classification
     text = f"{activity.subject or ''}\n{activity.text}"

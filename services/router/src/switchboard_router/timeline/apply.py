@@ -460,6 +460,7 @@ def activity(applied: Applied) -> Outgoing:
             subject=message.subject,
             text=message.text[:4000],
             auto_submitted=message.auto_submitted,
+            expects_reply=message.expects_reply,
             tenant=message.tenant,
             customer_tier=record.customer_tier,
             previous_conversation_id=placement.previous_conversation_id,

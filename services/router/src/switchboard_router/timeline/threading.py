@@ -197,6 +197,9 @@ class Inbound:
     provider_thread_id: str | None
     #: The message's own Message-ID (email), normalised.
     email_message_id: str | None
+    #: False for auto-replies, reactions and edits: they join the conversation they
+    #: belong to as it is, never reopening it or starting a new one.
+    expects_reply: bool = True
 
     @classmethod
     def of(cls, item: CustomerMessage) -> Inbound:
@@ -218,6 +221,7 @@ class Inbound:
             references=references if email else (),
             provider_thread_id=None if email else message.provider_thread_id,
             email_message_id=normalise_message_id(message.provider_message_id) if email else None,
+            expects_reply=message.expects_reply,
         )
 
     def thread_ids(self) -> list[str]:
@@ -323,6 +327,8 @@ def _place_on(
         key = message.thread_key()
         claim = f"first|{state.customer_id}|{key}" if key is not None else None
         return Placement(opened, "opened", 1, rule, claim=claim)
+    if not message.expects_reply:
+        return Placement(target.conversation_id, "message", target.message_count + 1, rule)
     after = f"after|{target.conversation_id}"
     if target.status == "open":
         stale = message.received_at - target.last_message_at > policy.social_inactivity_window

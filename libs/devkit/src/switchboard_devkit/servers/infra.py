@@ -4,7 +4,7 @@ Each server is chosen in this order:
   (a) the environment names one (``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGODB_URL``): use it;
   (b) a Docker engine answers: testcontainers (Kafka in KRaft mode, ``mongo:7``), for as
       long as the process that asked lives (``switchboard-infra with`` and pytest);
-  (c) otherwise provision locally (``switchboard_devkit.local``).
+  (c) otherwise provision locally (``switchboard_devkit.servers.local``).
 ``SWITCHBOARD_INFRA=local|docker`` forces (b) or (c).
 
 Command line (the Makefile's infra targets):
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard_common.topics import create_topics
-from switchboard_devkit.local import (
+from switchboard_devkit.servers.local import (
     LocalFerretDB,
     LocalKafka,
     ProvisionError,
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     kafka, ferret = local_kafka(), local_ferretdb()
     try:
         if args.command == "provision":
-            from switchboard_devkit.local import ferretdb_binary, kafka_classpath
+            from switchboard_devkit.servers.local import ferretdb_binary, kafka_classpath
 
             started = time.monotonic()
             print(f"kafka jars: {kafka_classpath()}")

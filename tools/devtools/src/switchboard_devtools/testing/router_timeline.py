@@ -25,9 +25,9 @@ from switchboard_common.contract import (
     TopicNames,
 )
 from switchboard_common.kafka import Outgoing
-from switchboard_devkit.builders import T0
-from switchboard_devkit.inprocess import free_port, running
-from switchboard_devkit.processes import ServiceProcess, ServiceSpec
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
+from switchboard_devkit.testing.builders import T0
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts

@@ -15,7 +15,7 @@ from switchboard_common.contract import (
     ConversationRequeued,
     Priority,
 )
-from switchboard_devkit.faults import CapacityOracle
+from switchboard_devtools.faults import CapacityOracle
 
 pytestmark = pytest.mark.unit
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from switchboard_common.contract.topics import TopicNames
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.inprocess import free_port
-from switchboard_devkit.kafka_probe import unique
-from switchboard_devkit.processes import ServiceProcess, ServiceSpec, discover_services
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec, discover_services
+from switchboard_devkit.testing.kafka_probe import unique
 
 #: Webhook and SMTP secrets the end-to-end tests sign with (never used outside tests).
 TEST_SECRETS = {

@@ -17,10 +17,14 @@ import sys
 import threading
 import time
 
-from switchboard_devkit.infra import ensure_infra
-from switchboard_devkit.local import ProvisionError
-from switchboard_devkit.monitoring import LocalPrometheus
-from switchboard_devkit.processes import ServiceProcess, discover_services, service_environment
+from switchboard_devkit.running.processes import (
+    ServiceProcess,
+    discover_services,
+    service_environment,
+)
+from switchboard_devkit.servers.infra import ensure_infra
+from switchboard_devkit.servers.local import ProvisionError
+from switchboard_devkit.servers.monitoring import LocalPrometheus
 
 
 def main(argv: list[str] | None = None) -> int:

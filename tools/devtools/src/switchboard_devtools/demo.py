@@ -178,7 +178,7 @@ def send_mail(demo: Demo) -> int:
 
 def webhooks(demo: Demo) -> list[tuple[str, str, dict[str, Any]]]:
     """(provider, path, payload) with fresh ids for this run."""
-    from switchboard_ingest_social.testing import BOT, load_sample
+    from switchboard_devtools.testing.social import BOT, load_sample
 
     now = int(time.time())
     whatsapp = load_sample("whatsapp_text")
@@ -217,7 +217,7 @@ def webhooks(demo: Demo) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 async def send_webhooks(demo: Demo) -> int:
-    from switchboard_ingest_social.testing import encode, signed_headers
+    from switchboard_devtools.testing.social import encode, signed_headers
 
     secrets = {
         "meta": os.environ.get("META_APP_SECRET", "dev-meta-app-secret"),

@@ -21,9 +21,9 @@ from pymongo import AsyncMongoClient
 from switchboard_common.contract.topics import TopicNames
 from switchboard_common.mongo import Document
 from switchboard_common.topics import create_topics, delete_topics
-from switchboard_devkit.infra import Infra, ensure_infra, probe_servers
-from switchboard_devkit.kafka_probe import TopicProbe, unique
-from switchboard_devkit.stack import Stack
+from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.servers.infra import Infra, ensure_infra, probe_servers
+from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
 
 TIERS = ("unit", "integration", "e2e", "faults")
 _INFRA_KEY = pytest.StashKey[Infra]()

@@ -4,12 +4,14 @@
 presence, offer answers, replies and resolutions on the contract topics, and follows
 ``support.assignments.v1`` the way CONTRACT.md tells frontends to (keep the highest
 ``seq`` per conversation; the same event may arrive twice). ``Customer`` writes mail over
-SMTP and WhatsApp messages through a signed Meta webhook, as the outside world does.
+SMTP and WhatsApp, X and Telegram messages through their providers' signed webhooks, as
+the outside world does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -37,7 +39,7 @@ from switchboard_common.contract import (
     OfferRejected,
     ReplySent,
 )
-from switchboard_devkit.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 _T = TypeVar("_T")
 
@@ -149,7 +151,8 @@ class Helpdesk:
 
 
 class Customer:
-    """One person writing to support by email (SMTP) and WhatsApp (a signed webhook)."""
+    """One person writing to support by email (SMTP), and by WhatsApp, X and Telegram
+    (signed webhooks; X and Telegram when given the user id and the provider's secret)."""
 
     def __init__(
         self,
@@ -160,6 +163,10 @@ class Customer:
         social_url: str,
         meta_secret: str,
         support_address: str = "help@support.example.com",
+        x_user_id: str | None = None,
+        x_secret: str | None = None,
+        telegram_user_id: int | None = None,
+        telegram_token: str | None = None,
     ) -> None:
         self.email = email
         self.phone = phone
@@ -167,6 +174,10 @@ class Customer:
         self.social_url = social_url
         self.meta_secret = meta_secret
         self.support_address = support_address
+        self.x_user_id = x_user_id
+        self.x_secret = x_secret
+        self.telegram_user_id = telegram_user_id
+        self.telegram_token = telegram_token
 
     async def mail(
         self,
@@ -208,6 +219,25 @@ class Customer:
         )
         return await post_meta_webhook(self.social_url, body, self.meta_secret)
 
+    async def x_dm(self, text: str) -> httpx.Response:
+        """Post an X Account Activity webhook with one direct message, signed as X signs."""
+        if self.x_user_id is None or self.x_secret is None:
+            raise ValueError("this customer has no X user id or no consumer secret")
+        body = x_dm_webhook(text, sender_id=self.x_user_id, event_id=str(uuid.uuid4().int >> 65))
+        return await _post(f"{self.social_url}/webhooks/x", body, x_signed(body, self.x_secret))
+
+    async def telegram(self, text: str) -> httpx.Response:
+        """Post a Telegram Bot API update with one text message, with the secret token."""
+        if self.telegram_user_id is None or self.telegram_token is None:
+            raise ValueError("this customer has no Telegram user id or no secret token")
+        serial = uuid.uuid4().int >> 98  # unique enough per test run, within int32
+        body = telegram_text_update(
+            text, user_id=self.telegram_user_id, update_id=serial, message_id=serial
+        )
+        return await _post(
+            f"{self.social_url}/webhooks/telegram", body, telegram_headers(self.telegram_token)
+        )
+
 
 def whatsapp_text_webhook(
     text: str,
@@ -242,6 +272,52 @@ def whatsapp_text_webhook(
     return json.dumps(payload).encode()
 
 
+def x_dm_webhook(
+    text: str,
+    *,
+    sender_id: str,
+    event_id: str,
+    for_user_id: str = "4337869213",
+    created_ms: int | None = None,
+) -> bytes:
+    """The body of an X Account Activity webhook carrying one direct message from
+    ``sender_id`` to the subscribed account ``for_user_id``, as X sends it (compact)."""
+    created = int(time.time() * 1000) if created_ms is None else created_ms
+    payload = {
+        "for_user_id": for_user_id,
+        "direct_message_events": [
+            {
+                "type": "message_create",
+                "id": event_id,
+                "created_timestamp": str(created),
+                "message_create": {
+                    "target": {"recipient_id": for_user_id},
+                    "sender_id": sender_id,
+                    "message_data": {"text": text},
+                },
+            }
+        ],
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def telegram_text_update(
+    text: str, *, user_id: int, update_id: int, message_id: int, date: int | None = None
+) -> bytes:
+    """The body of a Telegram Bot API update: one text message in a private chat."""
+    payload = {
+        "update_id": update_id,
+        "message": {
+            "message_id": message_id,
+            "date": int(time.time()) if date is None else date,
+            "from": {"id": user_id, "is_bot": False, "first_name": "Customer"},
+            "chat": {"id": user_id, "type": "private"},
+            "text": text,
+        },
+    }
+    return json.dumps(payload).encode()
+
+
 def meta_signed(body: bytes, secret: str) -> dict[str, str]:
     """Headers Meta sends with ``body``: JSON, and its HMAC-SHA256 under the app secret.
     Computed here, not with the service's code, as the outside world would."""
@@ -249,12 +325,29 @@ def meta_signed(body: bytes, secret: str) -> dict[str, str]:
     return {"content-type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"}
 
 
+def x_signed(body: bytes, secret: str) -> dict[str, str]:
+    """Headers X sends with ``body``: JSON, and its base64 HMAC-SHA256 under the consumer
+    secret (computed here, as the outside world would)."""
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    return {
+        "content-type": "application/json",
+        "x-twitter-webhooks-signature": f"sha256={digest.decode()}",
+    }
+
+
+def telegram_headers(secret_token: str) -> dict[str, str]:
+    """Headers Telegram sends: JSON, and the ``secret_token`` given to ``setWebhook``."""
+    return {"content-type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret_token}
+
+
+async def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(url, content=body, headers=headers)
+
+
 async def post_meta_webhook(social_url: str, body: bytes, secret: str) -> httpx.Response:
     """POST ``body`` to ingest-social's Meta webhook, signed with ``secret``."""
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.post(
-            f"{social_url}/webhooks/meta", content=body, headers=meta_signed(body, secret)
-        )
+    return await _post(f"{social_url}/webhooks/meta", body, meta_signed(body, secret))
 
 
 async def eventually(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from switchboard_devkit.local import port_open
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.servers.local import port_open
 
 
 def rule_files() -> list[Path]:

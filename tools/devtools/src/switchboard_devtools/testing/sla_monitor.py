@@ -26,6 +26,7 @@ def activity(
     channel: Channel = Channel.EMAIL,
     customer_id: str = "cust-1",
     auto_submitted: bool = False,
+    expects_reply: bool = True,
     customer_tier: str | None = None,
     tenant: str | None = None,
 ) -> ConversationActivity:
@@ -38,6 +39,7 @@ def activity(
         message_id=message_id,
         received_at=at,
         auto_submitted=auto_submitted,
+        expects_reply=expects_reply,
         customer_tier=customer_tier,
         tenant=tenant,
     )

@@ -42,9 +42,9 @@ from switchboard_common.contract import (
     OfferRejected,
 )
 from switchboard_common.mongo import Document
-from switchboard_devkit.frontend import Helpdesk, post_meta_webhook, whatsapp_text_webhook
-from switchboard_devkit.kafka_probe import TopicProbe
-from switchboard_devkit.stack import TEST_SECRETS, Stack
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import Helpdesk, post_meta_webhook, whatsapp_text_webhook
 
 TOKEN = re.compile(r"\bFLT-[0-9a-f]{8}-\d+\b")
 

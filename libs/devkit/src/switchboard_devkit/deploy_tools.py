@@ -6,7 +6,7 @@ Each is built once into ``~/.cache/switchboard/tools/<name>-<version>/`` (about 
 minutes for both on a cold cache) and reused afterwards; a missing Go toolchain is a
 clear ``ProvisionError``, as for FerretDB in ``local``.
 
-Command line (``make deploy-tools``): ``python -m switchboard_devkit.tools`` builds both
+Command line (``make deploy-tools``): ``python -m switchboard_devkit.deploy_tools`` builds both
 and prints their paths.
 """
 
@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard_devkit.local import ProvisionError, _require, _run
 from switchboard_devkit.paths import cache_dir
+from switchboard_devkit.servers.local import ProvisionError, _require, _run
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A sample deployment and the providers' sample webhooks, for tests and benchmarks.
 
-The payloads in ``samples/`` are written from the providers' documented webhook formats
+The payloads in ``social_samples/`` are written from the providers' documented webhook formats
 (WhatsApp Cloud API, Messenger Platform, Instagram messaging, X Account Activity API,
 Telegram Bot API) with made-up ids and people. ``signed_headers`` signs a body exactly
 as each provider does. Nothing here is used by the service itself.
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # test-only dependency: imported by the tests that use this t
 
     from switchboard_ingest_social.app import IngestSocial
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parent / "social_samples"
 
 META_SECRET = "test-meta-app-secret"
 GLOBEX_META_SECRET = "test-globex-meta-app-secret"
@@ -75,7 +75,7 @@ def default_secrets() -> dict[Channel, SecretStr]:
 
 
 def load_sample(name: str) -> dict[str, Any]:
-    """A sample payload by name (``samples/<name>.json``), as a fresh dict."""
+    """A sample payload by name (``social_samples/<name>.json``), as a fresh dict."""
     loaded: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text("utf-8"))
     return loaded
 

@@ -1,0 +1,1 @@
+"""Running the services as real processes: the `make run` supervisor and the test stacks."""
