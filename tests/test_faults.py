@@ -5,35 +5,72 @@ stopping them never disturbs anything else. For each fault a fresh stack of all 
 services takes a steady stream of mail and WhatsApp messages (senders retry until
 acknowledged), agents resolve what they are given, and three deliberately bad records
 go onto the inbound topic. After the fault and recovery: every acknowledged message is
-in the timeline exactly once, no agent was ever above capacity, only the deliberate bad
-records were dead-lettered, and the consumers still consume.
+in the timeline exactly once, no agent was ever above capacity (neither in the router's
+own ``GET /agents`` nor by the ``CapacityOracle`` replaying the public topics), only the
+deliberate bad records were dead-lettered, and the consumers still consume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from switchboard_common.consumer import subscribe_batch
 from switchboard_devkit.running.inprocess import free_port
-from switchboard_devkit.running.stack import Stack
+from switchboard_devkit.running.stack import Stack, running_stack
 from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.faults import (
     Agents,
     Count,
     Traffic,
+    capacity_oracle,
     dead_letters,
     send_bad_records,
     timeline_tokens,
 )
 from switchboard_devtools.frontend import eventually
+from switchboard_router.assignment.policy import load_policy
+from switchboard_router.settings import RouterSettings
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 BAD_RECORDS = 3
 RESULTS: list[Count] = []
+#: Refuse quickly when a dependency is down, so senders retry sooner.
+FAST_REFUSALS = {
+    "INGEST_EMAIL_PUBLISH_TIMEOUT_SECONDS": "3",
+    "INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS": "3",
+}
+#: The stalled replica's run: the repair loop runs every few seconds, so it looks at the
+#: stalled replica's reservations many times while they are older than its grace.
+REPAIR_OFTEN = {"ROUTER_ASSIGNMENT_REFRESH_SECONDS": "3"}
+
+
+def _default(function: Callable[..., object], parameter: str) -> float:
+    default = inspect.signature(function).parameters[parameter].default
+    assert isinstance(default, int | float)
+    return float(default)
+
+
+#: Longer than every router timeout: a consumer's session (its partitions move to the
+#: other replicas), the repair grace plus one repair period (slots it reserved are
+#: released behind its back) and an offer's deadline. Not the poll interval (5 min):
+#: the session timeout already takes the partitions away.
+STALL_SECONDS = 5.0 + max(
+    _default(subscribe_batch, "session_timeout_ms") / 1000,
+    RouterSettings.model_fields["assignment_repair_after_seconds"].default
+    + float(REPAIR_OFTEN["ROUTER_ASSIGNMENT_REFRESH_SECONDS"]),
+    load_policy(None).offers.timeout_seconds,
+)
+#: Longer than every producer's retry budget: aiokafka fails a record it could not
+#: deliver after ``request_timeout_ms`` (40 s by default; ingest-social and the router
+#: keep it), ingest-email bounds it by its publish timeout (10 s by default).
+OUTAGE_SECONDS = 5.0 + _default(AIOKafkaProducer.__init__, "request_timeout_ms") / 1000
 
 
 class PrivateServers:
@@ -68,32 +105,38 @@ def servers() -> Iterator[PrivateServers]:
                 print(result.row())
 
 
+def _stack(servers: PrivateServers, env: dict[str, str]) -> Iterator[Stack]:
+    with running_stack(servers.kafka.bootstrap, servers.mongo.url, extra_env=env) as stack:
+        yield stack
+
+
 @pytest.fixture
 def stack(servers: PrivateServers) -> Iterator[Stack]:
-    stack = Stack(
-        servers.kafka.bootstrap,
-        servers.mongo.url,
-        extra_env={
-            # Refuse quickly when a dependency is down, so senders retry sooner.
-            "INGEST_EMAIL_PUBLISH_TIMEOUT_SECONDS": "3",
-            "INGEST_SOCIAL_PUBLISH_TIMEOUT_SECONDS": "3",
-        },
-    )
-    try:
-        stack.start()
-        yield stack
-    except BaseException:
-        stack.dump_logs()
-        raise
-    finally:
-        stack.stop()
+    yield from _stack(servers, FAST_REFUSALS)
+
+
+@pytest.fixture
+def often_repaired_stack(servers: PrivateServers) -> Iterator[Stack]:
+    yield from _stack(servers, {**FAST_REFUSALS, **REPAIR_OFTEN})
+
+
+@pytest.fixture
+def default_stack(servers: PrivateServers) -> Iterator[Stack]:
+    """The services' own publish timeouts."""
+    yield from _stack(servers, {})
 
 
 async def run_with_fault(
-    name: str, stack: Stack, fault: Callable[[], Awaitable[None]], *, seconds: float = 30.0
+    name: str,
+    stack: Stack,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    seconds: float = 30.0,
+    agents_count: int = 6,
+    capacity: int = 3,
 ) -> Count:
     async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
-        agents = Agents(stack, probe)
+        agents = Agents(stack, probe, count=agents_count, capacity=capacity)
         await agents.start()
         traffic = Traffic(stack)
         stop = asyncio.Event()
@@ -125,6 +168,8 @@ async def run_with_fault(
         stop.set()
         await working
         letters = await dead_letters(probe)
+        oracle = await capacity_oracle(probe)
+        above = oracle.replay()
     count = Count(
         fault=name,
         sent=len(traffic.sent),
@@ -137,6 +182,9 @@ async def run_with_fault(
         deliberate_bad=BAD_RECORDS,
         consuming_after=bool(consuming),
         retries=sum(s.attempts - 1 for s in traffic.sent.values()),
+        oracle_over=len(above),
+        oracle_assignments=oracle.assignments,
+        refused=traffic.refusals(),
     )
     RESULTS.append(count)
     assert count.acknowledged == count.sent, "every sender was eventually acknowledged"
@@ -144,6 +192,8 @@ async def run_with_fault(
     assert count.duplicates == 0, "redelivery is harmless"
     assert count.over_capacity == 0, agents.over_capacity[:5]
     assert agents.polls > 0, "capacity was actually watched"
+    assert count.oracle_over == 0, "\n".join(oracle.explain(o) for o in above[:3])
+    assert oracle.assignments > 0, "the oracle had assignments to check"
     assert count.dead_letters == BAD_RECORDS, "only the deliberately bad records"
     return count
 
@@ -183,3 +233,49 @@ async def test_ingest_killed_between_receiving_and_acknowledging(stack: Stack) -
         await asyncio.to_thread(stack.restart, "ingest-social", kill=True)
 
     await run_with_fault("ingest SIGKILL + restart", stack, kill_ingest)
+
+
+async def test_router_replica_stalled_past_every_timeout(often_repaired_stack: Stack) -> None:
+    """Three router replicas; one is frozen (SIGSTOP) mid-work for longer than every
+    timeout, then resumes (SIGCONT) with whatever it had in flight. Fewer agents with
+    less room than traffic needs, so capacity is always contended and a slot counted
+    twice shows as an agent above capacity."""
+    stack = often_repaired_stack
+    stalled = await asyncio.to_thread(stack.add_replica, "router")
+    await asyncio.to_thread(stack.add_replica, "router")
+
+    async def stall_replica() -> None:
+        stack.pause(stalled)
+        try:
+            await asyncio.sleep(STALL_SECONDS)
+        finally:
+            stack.resume(stalled)
+
+    await run_with_fault(
+        f"1 of 3 routers SIGSTOP {STALL_SECONDS:g} s",
+        stack,
+        stall_replica,
+        seconds=STALL_SECONDS + 20,
+        agents_count=3,
+        capacity=2,
+    )
+    process = stack.services[stalled].process
+    assert process is not None
+    assert process.poll() is None, "the stalled replica lives on"
+
+
+async def test_kafka_down_longer_than_the_producers_retry_budget(
+    default_stack: Stack, servers: PrivateServers
+) -> None:
+    """Kafka away for longer than any producer keeps retrying on its own: what was not
+    acknowledged is refused (451, 503) and the senders retry; the services' own
+    publish timeouts are the defaults."""
+
+    async def long_outage() -> None:
+        await asyncio.to_thread(servers.kafka.stop)
+        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.to_thread(servers.kafka.start)
+
+    count = await run_with_fault(f"Kafka down {OUTAGE_SECONDS:g} s", default_stack, long_outage)
+    assert count.refused["email smtp_451"] > 0, count.refused
+    assert count.refused["whatsapp http_503"] > 0, count.refused

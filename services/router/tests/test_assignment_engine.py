@@ -42,7 +42,7 @@ from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
-from switchboard_router.assignment.store import InMemoryAssignmentStore
+from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
 
 pytestmark = pytest.mark.unit
 
@@ -567,3 +567,114 @@ async def test_the_shipped_policy_overflows_chat_well_inside_its_first_response_
     await built.tick()
     moved = [e.conversation_id for e in published.events if isinstance(e, ConversationEscalated)]
     assert moved == ["chat", "mail"]
+
+
+class StallingStore(InMemoryAssignmentStore):
+    """A replica's view of the shared store that freezes before its next claim, release
+    or read of a head (a replica SIGSTOPped, or a long pause, in the middle of work)."""
+
+    def __init__(self, shared: InMemoryAssignmentStore, *, before: str) -> None:
+        super().__init__()
+        self.slots, self.decisions, self.heads = shared.slots, shared.decisions, shared.heads
+        self.agent_docs, self.customers = shared.agent_docs, shared.customers
+        self.before = before
+        self.stalled = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def _maybe_stall(self, step: str) -> None:
+        if step == self.before and not self.go_on.is_set():
+            self.stalled.set()
+            await self.go_on.wait()
+
+    async def claim(self, decision: Decision) -> bool:
+        await self._maybe_stall("claim")
+        return await super().claim(decision)
+
+    async def head(self, conversation_id: str) -> RouteState | None:
+        await self._maybe_stall("head")
+        return await super().head(conversation_id)
+
+    async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
+        await self._maybe_stall("release")
+        await super().release(slot_ids, conversation_id, seq)
+
+
+def holders(store: InMemoryAssignmentStore, agent_id: str) -> set[str]:
+    return {
+        s.conversation_id
+        for s in store.heads.values()
+        if s.status in (RouteStatus.OFFERED, RouteStatus.ASSIGNED) and s.agent_id == agent_id
+    }
+
+
+async def test_repair_never_frees_a_slot_a_stalled_replica_is_about_to_claim() -> None:
+    """Replica A reserves the agent's only slot for c1 and freezes before claiming. B's
+    repair finds the slot old and not held by c1, and B gives it to c2. A wakes up and
+    claims c1 with the slot: two conversations on one slot, unless the repair fenced
+    c1's step first (A's claim then fails and A gives back only its own reservation)."""
+    store = InMemoryAssignmentStore()
+    stalling = StallingStore(store, before="claim")
+    one_slot = agent("a1", capacity={Channel.EMAIL: 1})
+    a, _, clock_a = engine(policy(), store=stalling)
+    b, _, clock_b = engine(policy(), store=store)
+    for replica in (a, b):
+        replica.directory.apply(one_slot)
+    await store.save_agents([one_slot])
+    stalled = asyncio.create_task(a.on_activity(activity("c1")))
+    await stalling.stalled.wait()
+    assert set(store.slots) == {"a1|email|0"}  # reserved for c1, not claimed yet
+    clock_b.advance(60)  # longer than the repair's grace, by B's clock
+    await b.repair(timedelta(seconds=15))
+    await b.on_activity(activity("c2"))
+    clock_a.advance(60)
+    stalling.go_on.set()
+    await stalled
+    for conversation in ("c1", "c2"):
+        await b.current(conversation)  # settles every head
+    assert len(holders(store, "a1")) <= 1, holders(store, "a1")
+    assert store.slots["a1|email|0"].conversation_id in holders(store, "a1")
+
+
+async def test_a_late_release_never_frees_the_slot_of_a_conversation_that_took_it_since() -> None:
+    """Replica A resolves c1 and freezes before releasing its slot. B's repair releases
+    it (c1 no longer holds it) and gives it to c2. A's late release must not free c2's
+    slot: a third conversation would get it while c2 still holds it."""
+    store = InMemoryAssignmentStore()
+    stalling = StallingStore(store, before="release")
+    one_slot = agent("a1", capacity={Channel.EMAIL: 1})
+    a, _, _ = engine(policy(), store=stalling)
+    b, _, clock_b = engine(policy(), store=store)
+    for replica in (a, b):
+        replica.directory.apply(one_slot)
+    await b.on_activity(activity("c1"))
+    resolving = asyncio.create_task(a.on_resolved("c1", "resolved:c1"))
+    await stalling.stalled.wait()
+    clock_b.advance(60)
+    await b.repair(timedelta(seconds=15))
+    assert await b.on_activity(activity("c2")) == "routed"
+    assert store.slots["a1|email|0"].conversation_id == "c2"
+    stalling.go_on.set()
+    await resolving
+    assert store.slots["a1|email|0"].conversation_id == "c2"
+
+
+async def test_a_repair_working_from_an_old_listing_never_frees_a_slot_taken_since() -> None:
+    """Replica A's repair lists the held slots, c1's among them, and pauses. Meanwhile c1
+    is resolved and c2 takes the same slot. A goes on with its old listing: c1 no
+    longer holds the slot, so it releases c1's reservation, which must not be c2's."""
+    store = InMemoryAssignmentStore()
+    stalling = StallingStore(store, before="head")
+    one_slot = agent("a1", capacity={Channel.EMAIL: 1})
+    a, _, clock_a = engine(policy(), store=stalling)
+    b, _, _ = engine(policy(), store=store)
+    for replica in (a, b):
+        replica.directory.apply(one_slot)
+    await b.on_activity(activity("c1"))
+    clock_a.advance(60)
+    repairing = asyncio.create_task(a.repair(timedelta(seconds=15)))
+    await stalling.stalled.wait()
+    await b.on_resolved("c1", "resolved:c1")
+    assert await b.on_activity(activity("c2")) == "routed"
+    stalling.go_on.set()
+    await repairing
+    assert store.slots["a1|email|0"].conversation_id == "c2"

@@ -58,8 +58,20 @@ async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) ->
     assert await store.reserve([slot("a1", 0, "c2")]) == "a1|email|0"
     held = await store.held_slots("a1")
     assert [(s.slot_id, s.conversation_id, s.at) for s in held] == [("a1|email|0", "c1", T0)]
-    await store.release(["a1|email|0"])
-    await store.release(["a1|email|0"])  # idempotent
+    await store.release(["a1|email|0"], "c1", 1)
+    await store.release(["a1|email|0"], "c1", 1)  # idempotent
+    assert await store.held_slots() == []
+
+
+async def test_a_late_release_leaves_a_slot_reserved_since_alone(store: AssignmentStore) -> None:
+    """A release names the reservation it gives back: the same slot id reserved again
+    since, by another conversation or by a later step of the same one, stays held."""
+    assert await store.reserve([slot("a1", 0, "c2")]) is None
+    await store.release(["a1|email|0"], "c1", 1)  # c1 held it before, released twice
+    assert [s.conversation_id for s in await store.held_slots()] == ["c2"]
+    await store.release(["a1|email|0"], "c2", 0)  # a release by c2's step before it
+    assert [s.conversation_id for s in await store.held_slots()] == ["c2"]
+    await store.release(["a1|email|0"], "c2", 3)  # by a later step of c2: released
     assert await store.held_slots() == []
 
 
@@ -181,8 +193,8 @@ async def test_concurrent_batches_of_reservations_never_exceed_capacity(
 
 
 async def test_many_slots_are_released_at_once(store: AssignmentStore) -> None:
-    await store.reserve_many([[slot("a1", k, f"c{k}")] for k in range(5)])
-    await store.release([slot_id("a1", "email", k) for k in (0, 2, 4, 9)])
+    await store.reserve_many([[slot("a1", k, "c1")] for k in range(5)])
+    await store.release([slot_id("a1", "email", k) for k in (0, 2, 4, 9)], "c1", 1)
     assert [s.slot_id for s in await store.held_slots()] == ["a1|email|1", "a1|email|3"]
     assert await store.held_among(["a1|email|0", "a1|email|1", "a1|email|3", "b|x|0"]) == {
         "a1|email|1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,6 +91,27 @@ class Stack:
         for process in started:
             process.wait_ready(timeout=ready_timeout)
 
+    def add_replica(self, name: str) -> str:
+        """Start one more process of a service (its own HTTP port; same topics, groups
+        and database) and wait until ready. Returns its name here, e.g. ``router#2``."""
+        spec = self.spec(name)
+        number = 1 + sum(1 for key in self.services if key.split("#")[0] == name)
+        key = f"{name}#{number}"
+        process = ServiceProcess(
+            spec, {**self.env, spec.http_port_env: str(free_port())}, output=None
+        )
+        process.start()
+        self.services[key] = process
+        process.wait_ready(timeout=90)
+        return key
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process is frozen mid-whatever (a stalled VM, a long GC pause)."""
+        self.services[name].signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.services[name].signal(signal.SIGCONT)
+
     def restart(self, name: str, *, kill: bool = False) -> None:
         """Stop (SIGKILL with ``kill``) and start one service again; wait until ready."""
         process = self.services[name]
@@ -97,7 +119,7 @@ class Stack:
             process.kill()
         else:
             process.stop()
-        replacement = ServiceProcess(process.spec, dict(self.env), output=None)
+        replacement = ServiceProcess(process.spec, dict(process.env), output=None)
         replacement.start()
         self.services[name] = replacement
         replacement.wait_ready(timeout=90)
@@ -117,6 +139,7 @@ class Stack:
     def stop(self) -> None:
         for process in reversed(list(self.services.values())):
             with contextlib.suppress(Exception):
+                process.signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
                 process.stop()
 
     def remove_data(self) -> None:

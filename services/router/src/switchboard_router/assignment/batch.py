@@ -245,11 +245,9 @@ async def _within_capacity(
             refused.update(c for c, high in above.items() if held.intersection(high))
     if not refused:
         return routes, False
-    give_back = [s for r in holding if r.conversation_id in refused for s in r.slots]
-    await engine.store.release(give_back)
-    engine.directory.mark_free(give_back)
     for route in holding:
         if route.conversation_id in refused:
+            await _give_back(engine, route)
             _leave(engine, route, outcomes, "capacity")
     return [r for r in routes if r.conversation_id not in refused], True
 
@@ -272,17 +270,22 @@ async def _claim(
         return [], False
     won = await engine.store.claim_many(decisions)
     winners: list[Decision] = []
-    give_back: list[str] = []
+    gave_back = False
     for route, decision, ok in zip(routes, decisions, won, strict=True):
         if ok:
             winners.append(decision)
         else:
-            give_back += route.slots
+            if route.slots:
+                await _give_back(engine, route)
+                gave_back = True
             _leave(engine, route, outcomes, "decision")
-    if give_back:
-        await engine.store.release(give_back)
-        engine.directory.mark_free(give_back)
-    return winners, bool(give_back)
+    return winners, gave_back
+
+
+async def _give_back(engine: AssignmentEngine, route: _Route) -> None:
+    """Release the route's own reservation (never a slot someone reserved since)."""
+    await engine.store.release(route.slots, route.conversation_id, route.base.seq)
+    engine.directory.mark_free(route.slots)
 
 
 async def _rematch_queued(

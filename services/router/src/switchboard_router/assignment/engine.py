@@ -30,8 +30,10 @@ from typing import Any
 from switchboard_common.contract import (
     ASSIGNMENTS,
     AgentStatus,
+    Channel,
     ConversationActivity,
     ConversationTransferred,
+    Priority,
     SlaEvent,
 )
 from switchboard_common.contract.events import AssignmentDecision
@@ -254,7 +256,7 @@ class AssignmentEngine:
         if write_head:
             await self.settle(after)
         if release:
-            await self.store.release(release)
+            await self.store.release(release, after.conversation_id, after.seq - 1)
             self.directory.mark_free(release)
         self.queue.apply(after)
         if after.status in HOLDING and after.agent_id:
@@ -398,13 +400,13 @@ class AssignmentEngine:
             self.count_conflict("slot")
             return Missed.CONFLICT
         if not await self._within_capacity(agent_id, base.channel, slots[0]):
-            await self.store.release(slots)
+            await self.store.release(slots, base.conversation_id, base.seq)
             self.directory.mark_free(slots)
             self.count_conflict("capacity")
             return Missed.FULL
         state = self.assigned_state(base, agent_id, slots, now)
         if not await self.commit(state, "assigned", reason, release=release):
-            await self.store.release(slots)
+            await self.store.release(slots, base.conversation_id, base.seq)
             self.directory.mark_free(slots)
             return Missed.LOST
         if state.status == RouteStatus.ASSIGNED:
@@ -953,16 +955,55 @@ class AssignmentEngine:
 
     async def repair(self, older_than: timedelta) -> None:
         """Finish what crashed replicas left: slots no decision holds are released, and
-        reading each holder's state publishes decisions a crash left unpublished."""
+        reading each holder's state publishes decisions a crash left unpublished.
+
+        Age alone proves nothing (a replica may pause for any time between reserving
+        and claiming, and clocks differ): ``older_than`` only spares decisions in
+        flight the cost of a lost race."""
         cutoff = self.clock.now() - older_than
         for slot in await self.store.held_slots():
-            if slot.at >= cutoff:
-                continue
-            current = await self.current(slot.conversation_id)
-            if (
-                current is None
-                or slot.slot_id not in current.slots
-                or current.status not in HOLDING
-            ):
-                await self.store.release([slot.slot_id])
+            if slot.at < cutoff and await self._abandoned(slot):
+                await self.store.release([slot.slot_id], slot.conversation_id, slot.seq)
                 self.directory.mark_free([slot.slot_id])
+
+    async def _abandoned(self, slot: Slot) -> bool:
+        """Whether no decision holds ``slot`` now or ever will.
+
+        The slot was reserved for step ``slot.seq`` of its conversation. Once that step
+        is taken, the latest state says whether the slot is still held. While it is
+        open, the reserver may still claim it: the repair takes that step itself,
+        changing nothing (no event), so the reserver's claim fails and it gives the
+        reservation back and decides again. Releasing without that fence could give
+        the slot to another conversation just before the reserver's claim succeeds."""
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.current(slot.conversation_id)
+            if current is not None and current.seq >= slot.seq:
+                return slot.slot_id not in current.slots or current.status not in HOLDING
+            fence = Decision(
+                self._unchanged(current, slot),
+                None,
+                {"trigger": "repair", "fenced_slot": slot.slot_id},
+                self.new_token(),
+            )
+            if await self.store.claim(fence):
+                return True
+        return False
+
+    def _unchanged(self, current: RouteState | None, slot: Slot) -> RouteState:
+        """``current`` as step ``slot.seq``; for a conversation without any state yet,
+        a resolved placeholder (its next activity routes it from scratch)."""
+        now = self.clock.now()
+        if current is not None:
+            return current.model_copy(update={"seq": slot.seq, "decided_at": now})
+        return RouteState(
+            conversation_id=slot.conversation_id,
+            seq=slot.seq,
+            status=RouteStatus.RESOLVED,
+            customer_id="",
+            # A total-capacity slot names no channel; the placeholder routes nothing.
+            channel=Channel(slot.channel) if slot.channel in set(Channel) else Channel.EMAIL,
+            priority=Priority.NORMAL,
+            queue=self.policy.overflow.name,
+            waiting_since=now,
+            decided_at=now,
+        )

@@ -5,7 +5,10 @@ one primitive that is atomic on MongoDB *and* FerretDB v1 (where a conditional u
 a read followed by a write, see services/router/README.md):
 
 - a capacity slot ``<agent>|<channel>|<k>`` (k < capacity) or ``<agent>|*|<k>`` (a unit
-  of total capacity): inserting it reserves it, deleting it by ``_id`` releases it;
+  of total capacity): inserting it reserves it for one step of one conversation,
+  deleting it releases it. A release names the conversation and step it releases for,
+  so a late release (a replica that paused) never frees the slot of another
+  conversation that reserved the same ``_id`` since;
 - a decision ``<conversation_id>:<seq>``: inserting it takes step ``seq`` of the
   conversation (claiming a queued conversation, accepting, requeuing, resolving ...);
   the loser of a race gets a duplicate key and re-reads.
@@ -69,8 +72,9 @@ class AssignmentStore(Protocol):
         group's other slots are released again). Groups must not share slots."""
         ...
 
-    async def release(self, slot_ids: Sequence[str]) -> None:
-        """Delete slots by id (idempotent)."""
+    async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
+        """Delete those of the slots that are reserved for ``conversation_id`` at step
+        ``seq`` or earlier (idempotent; a slot reserved by anyone else is left alone)."""
         ...
 
     async def held_slots(self, agent_id: str | None = None) -> list[Slot]: ...
@@ -173,9 +177,11 @@ class InMemoryAssignmentStore:
     async def reserve_many(self, groups: Sequence[Sequence[Slot]]) -> list[str | None]:
         return [await self.reserve(group) for group in groups]
 
-    async def release(self, slot_ids: Sequence[str]) -> None:
-        for slot in slot_ids:
-            self.slots.pop(slot, None)
+    async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
+        for slot_id in slot_ids:
+            held = self.slots.get(slot_id)
+            if held is not None and held.conversation_id == conversation_id and held.seq <= seq:
+                del self.slots[slot_id]
 
     async def held_slots(self, agent_id: str | None = None) -> list[Slot]:
         return sorted(
@@ -294,15 +300,15 @@ class MongoAssignmentStore:
         )
 
     async def reserve(self, slots: Sequence[Slot]) -> str | None:
-        inserted: list[str] = []
+        inserted: list[Slot] = []
         for slot in slots:
             try:
                 await self.slots.insert_one(_slot_document(slot))
             except DuplicateKeyError:
-                if inserted:
-                    await self.release(inserted)
+                for mine in inserted:
+                    await self.release([mine.slot_id], mine.conversation_id, mine.seq)
                 return slot.slot_id
-            inserted.append(slot.slot_id)
+            inserted.append(slot)
         return None
 
     async def reserve_many(self, groups: Sequence[Sequence[Slot]]) -> list[str | None]:
@@ -317,17 +323,18 @@ class MongoAssignmentStore:
             if conflicts[owner[index]] is None:
                 conflicts[owner[index]] = documents[index]["_id"]
         # A group that lost any slot gives back the ones it did insert.
-        await self.release(
-            [
-                d["_id"]
-                for index, d in enumerate(documents)
-                if conflicts[owner[index]] is not None and index not in taken
-            ]
-        )
+        for index, d in enumerate(documents):
+            if conflicts[owner[index]] is not None and index not in taken:
+                await self.release([d["_id"]], d["conversation_id"], d["seq"])
         return conflicts
 
-    async def release(self, slot_ids: Sequence[str]) -> None:
-        await delete_by_ids(self.slots, slot_ids)
+    async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
+        # Atomic per document on MongoDB. FerretDB v1 evaluates the filter and deletes
+        # by ``_id`` in two steps: a re-reservation of the same ``_id`` between them is
+        # the one window left, and needs another release of the same reservation.
+        await delete_by_ids(
+            self.slots, slot_ids, {"conversation_id": conversation_id, "seq": {"$lte": seq}}
+        )
 
     async def held_slots(self, agent_id: str | None = None) -> list[Slot]:
         query = {} if agent_id is None else {"agent_id": agent_id}
