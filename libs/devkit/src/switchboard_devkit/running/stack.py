@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class Stack:
     mongodb_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
     partitions: int = 3
+    #: Run a service from another module, e.g. {"router": "bench.probed_router"}.
+    modules: dict[str, str] = field(default_factory=dict)
     topics: TopicNames = field(init=False)
     database: str = field(init=False)
     env: dict[str, str] = field(init=False)
@@ -65,7 +68,7 @@ class Stack:
     def spec(self, name: str) -> ServiceSpec:
         for spec in discover_services():
             if spec.name == name:
-                return spec
+                return dataclasses.replace(spec, module=self.modules.get(name, spec.module))
         raise KeyError(f"no service {name!r} under services/")
 
     def start(self, *names: str, ready_timeout: float = 90.0) -> None:
