@@ -5,46 +5,28 @@ database with one ``insert_many`` and produces one record per message to
 ``support.assignments.v1``, committing after the acks: the passthrough loop
 (``passthrough.py``) with that one write per batch added. The pipeline benchmarks run
 it beside the router in the same run; the router's targets are ratios against it.
+
+    # from the repository root (``bench.passthrough`` is imported as a module)
+    uv run python -m bench.essential --bootstrap 127.0.0.1:9092 --prefix p1. \
+        --mongodb-url mongodb://127.0.0.1:27017 --database bench_essential
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
-from typing import Any
+import functools
 
 from bench.passthrough import Store, arguments, serve
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 
 from switchboard_common.mongo import Document
-
-DUPLICATE_KEY = 11000
-
-
-def inserting(collection: AsyncCollection[Document]) -> Store:
-    """One unordered ``insert_many`` per batch, a message per document (``_id`` its id)."""
-
-    async def store(records: Sequence[Any]) -> None:
-        documents = []
-        for record in records:
-            body = json.loads(record.value)
-            documents.append({"_id": body["message_id"], **body})
-        try:
-            await collection.insert_many(documents, ordered=False)
-        except BulkWriteError as error:  # a redelivered batch: those are already there
-            if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
-                raise
-
-    return store
+from switchboard_devkit.running.baselines import insert_records
 
 
 async def main(bootstrap: str, prefix: str, mongodb_url: str, database: str) -> None:
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_url, tz_aware=True)
     try:
-        store = inserting(client[database]["messages"])
+        store: Store = functools.partial(insert_records, client[database]["messages"])
         await serve("essential", bootstrap, prefix, store=store)
     finally:
         await client.close()
