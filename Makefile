@@ -3,30 +3,46 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-UV ?= uv
+# Downloads, builds and server data (the same directory as switchboard_devkit.paths).
+CACHE_DIR := $(or $(SWITCHBOARD_CACHE_DIR),$(HOME)/.cache/switchboard)
+# uv: a link to the one on PATH when at least UV_VERSION, else to uv UV_VERSION installed
+# into a virtual environment under CACHE_DIR (scripts/bootstrap-uv). The Dockerfile pins
+# the same version.
+UV_VERSION := 0.13.9
+UV := $(CACHE_DIR)/bin/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
 # Python packages of the workspace (for mypy), and their test directories.
 PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_* tools/*/src/switchboard_*))
 TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
 
-.PHONY: help install lint format typecheck schemas schemas-check test test-tiers \
+.PHONY: help install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
         test-unit test-integration test-e2e infra-up infra-down infra-status run \
         bench faults clean docs docs-check up down demo deploy-tools deploy-check chart-files
 
-# docker-compose (Debian's docker-compose 1.29 or any later one): project "switchboard".
+# Compose: the docker CLI's `compose` plugin when it has one, else docker-compose (Debian's
+# 1.29 or any later one); project "switchboard". Looked up only by the targets using it.
 # COMPOSE_OVERRIDES=docker-compose.secrets.yml reads the secrets from deploy/compose/secrets/.
 COMPOSE_DIR := deploy/compose
 COMPOSE_OVERRIDES ?=
-DOCKER_COMPOSE ?= docker-compose
+DOCKER_COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE := $(DOCKER_COMPOSE) -p switchboard -f $(COMPOSE_DIR)/docker-compose.yml \
            $(addprefix -f $(COMPOSE_DIR)/,$(COMPOSE_OVERRIDES))
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[A-Za-z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-install: ## install the locked Python dependencies into .venv
+$(UV):
+	@scripts/bootstrap-uv $(UV_VERSION) $@
+
+install: $(UV) ## install uv if missing, then the locked Python dependencies into .venv
 	$(UV) sync --all-packages --frozen
+
+apt-run: ## install the Debian packages `make run` uses when missing (scripts/apt-packages)
+	@scripts/apt-install --warn --for run
+
+apt-test: ## install the Debian packages the tests use when missing (as root or with sudo)
+	@scripts/apt-install --for test
 
 lint: install ## ruff lint and format check
 	$(RUN) ruff check .
@@ -52,43 +68,43 @@ docs: install ## regenerate docs/asyncapi.yaml and docs/openapi/*.json from the 
 docs-check: install
 	$(RUN) python -m switchboard_devtools.docs docs --check
 
-test: lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
+test: apt-test lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
 
 test-tiers: test-unit test-integration test-e2e faults
 
-test-unit: install ## unit tier only (no I/O)
+test-unit: install apt-test ## unit tier only (no I/O)
 	$(PYTEST) -m unit -q
 
-test-integration: install ## integration tier (real Kafka + MongoDB-wire server)
+test-integration: install apt-test ## integration tier (real Kafka + MongoDB-wire server)
 	$(PYTEST) -m integration -q
 
-test-e2e: install ## end-to-end tier (the services as separate processes)
+test-e2e: install apt-test ## end-to-end tier (the services as separate processes)
 	$(PYTEST) -m e2e -q
 
-faults: install ## fault injection on private servers; prints sent/acked/stored/dups/over-capacity
+faults: install apt-test ## fault injection on private servers; prints sent/acked/stored/dups/over-capacity
 	$(PYTEST) -m faults -q -s
 
 infra-up: install ## start local Kafka + FerretDB (idempotent)
 	$(RUN) switchboard-infra up
 
-infra-down: ## stop them
+infra-down: $(UV) ## stop them
 	$(RUN) switchboard-infra down
 
-infra-status: ## show what runs
+infra-status: $(UV) ## show what runs
 	$(RUN) switchboard-infra status
 
-run: install ## servers + every service in the foreground; Ctrl-C stops all
+run: install apt-run ## servers + every service in the foreground; Ctrl-C stops all
 	SWITCHBOARD_ENV=$${SWITCHBOARD_ENV:-dev} $(RUN) switchboard-run
 
 bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/benchmarks.*
 	$(RUN) switchboard-infra with -- $(RUN) python bench/run.py $(BENCH_ARGS)
 
-up: ## build the images and start everything with docker-compose (services, Kafka, MongoDB, monitoring)
+up: ## build the images and start everything with Docker Compose (services, Kafka, MongoDB, monitoring)
 	$(COMPOSE) up -d --build
 	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · Grafana http://127.0.0.1:3000 · Prometheus :9090"
 
-down: ## stop the docker-compose stack (data volumes kept; VOLUMES=1 removes them)
+down: ## stop the Compose stack (data volumes kept; VOLUMES=1 removes them)
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
 
 demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
@@ -97,7 +113,7 @@ demo: install ## send mail and signed webhooks to a running stack (make run or m
 deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard
 	$(RUN) python -m switchboard_devkit.deploy_tools
 
-deploy-check: install ## compose config, hadolint, helm template + kubeconform, dashboards, runbooks, docs
+deploy-check: install apt-test ## compose config, hadolint, helm template + kubeconform, dashboards, runbooks, docs
 	$(PYTEST) -q -m unit tests/test_deploy_manifests.py tests/test_deploy_observability.py tests/test_deploy_docs.py
 
 chart-files: ## copy the shipped alert rules and dashboards into the Helm chart

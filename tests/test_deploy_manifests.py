@@ -57,7 +57,9 @@ def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProces
 
 def compose_config(*overrides: str) -> dict[str, Any]:
     binary = shutil.which("docker-compose")
-    assert binary, "docker-compose missing: apt-get install docker-compose (in .ci/apt-packages)"
+    assert binary, (
+        "docker-compose missing: Debian package docker-compose; `make apt-test` installs it"
+    )
     files: list[str] = []
     for name in ("docker-compose.yml", *overrides):
         files += ["-f", str(COMPOSE / name)]
@@ -120,14 +122,16 @@ def test_compose_prometheus_scrapes_every_service_and_replica_with_its_job_name(
     assert router_names == {"router", "router-2"}
     assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.rules.yml"]
     promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
+    assert promtool, "promtool missing: Debian package prometheus; `make apt-test` installs it"
     result = run(promtool, "check", "config", "--syntax-only", COMPOSE / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_compose_alertmanager_config_is_valid() -> None:
     amtool = shutil.which("amtool")
-    assert amtool, "amtool missing: apt-get install prometheus-alertmanager"
+    assert amtool, (
+        "amtool missing: Debian package prometheus-alertmanager; `make apt-test` installs it"
+    )
     result = run(amtool, "check-config", COMPOSE / "alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 

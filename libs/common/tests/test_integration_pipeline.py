@@ -27,6 +27,7 @@ from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.kafka import EventPublisher, Outgoing, make_broker
 from switchboard_common.metrics import ConsumerMetrics
 from switchboard_common.mongo import Document, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.settings import ServiceSettings
 from switchboard_devkit.testing.builders import message
 from switchboard_devkit.testing.kafka_probe import TopicProbe
@@ -72,13 +73,16 @@ async def running(
     client = make_mongo_client(settings)
     writer = TimelineWriter(client, settings.mongodb_database)
     publisher = EventPublisher(broker, settings.topics, settings.service_name)
+    metrics = ConsumerMetrics.create(CollectorRegistry())
     consumer = BatchConsumer(
         topics=settings.topics,
         handler=writer,
         dead_letters=DeadLetterPublisher(publisher, service="smoke", consumer_group="smoke"),
-        metrics=ConsumerMetrics.create(CollectorRegistry()),
+        metrics=metrics,
     )
-    subscribe_batch(broker, consumer, topics=[INBOUND], group_id="smoke")
+    subscribe_batch(
+        broker, consumer, topics=[INBOUND], group_id="smoke", watch=ConsumerWatch(metrics)
+    )
     await broker.start()
     try:
         yield broker, writer, settings

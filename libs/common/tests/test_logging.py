@@ -83,3 +83,27 @@ def test_library_extras_are_redacted_and_uvicorns_colour_copy_dropped() -> None:
     assert line["event"] == "Started server process [42]"
     assert "color_message" not in line
     assert line["client"] == "[email]"
+
+
+def _fail_with_personal_data() -> None:
+    raise ValueError("no customer for ana@example.com, tel. +34 600 111 222")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_tracebacks_are_redacted_after_formatting(fmt: str) -> None:
+    stream = _capture(fmt)
+    try:
+        _fail_with_personal_data()
+    except ValueError:
+        get_logger("t").exception("lookup failed", conversation_id="c-3")
+        logging.getLogger("faststream.test").exception("handler crashed")
+    out = stream.getvalue()
+    assert "ValueError" in out
+    assert "_fail_with_personal_data" in out  # the traceback is there, only masked
+    assert "[email]" in out
+    assert "[phone]" in out
+    assert "ana@example.com" not in out
+    assert "600 111 222" not in out
+    if fmt == "json":
+        lines = [json.loads(line) for line in out.strip().splitlines()]
+        assert all("[email]" in line["exception"] for line in lines)

@@ -29,7 +29,7 @@ def test_config_scrapes_each_service_as_its_own_job_with_the_shipped_rules(
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
+    assert promtool, "promtool missing: Debian package prometheus; `make apt-test` installs it"
     result = subprocess.run(
         [promtool, "check", "config", str(path)],
         capture_output=True,

@@ -192,7 +192,9 @@ def dovecot(tls_files: tuple[Path, Path]) -> Iterator[Dovecot]:
     state and mail directories, started for this test and stopped afterwards."""
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not Path(binary).exists():
-        raise RuntimeError("dovecot is not installed: apt-get install -y dovecot-imapd")
+        raise RuntimeError(
+            "dovecot missing: Debian package dovecot-imapd; `make apt-test` installs it"
+        )
     cert, key = tls_files
     # Not under pytest's 0700 temp root: Dovecot's unprivileged users must reach the files.
     root = Path(tempfile.mkdtemp(prefix="switchboard-dovecot-"))

@@ -26,6 +26,7 @@ from switchboard_common.topics import create_topics
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.servers.local import LocalKafka
 from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.app import build
 from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics
@@ -146,7 +147,10 @@ async def test_store_down_gives_451_and_publishes_nothing(
         timeout=2.0,
         max_in_flight=4,
     )
-    smtp = SmtpServer(IngestHandler(ingestor, settings.recipient_policy, metrics), settings)
+    handler = IngestHandler(
+        ingestor, settings.recipient_policy, metrics, Admission(settings.limits)
+    )
+    smtp = SmtpServer(handler, settings)
     await broker.start()
     await smtp.start()
     try:

@@ -15,11 +15,13 @@ from prometheus_client import CollectorRegistry
 from switchboard_common.cloudevents import encode
 from switchboard_common.contract import INBOUND, MessageReceived
 from switchboard_common.kafka import Outgoing
+from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.normalise import MAX_EVENT_BYTES, Delivery, to_inbound
 from switchboard_ingest_email.raw_store import InMemoryRawStore
 from switchboard_ingest_email.recipients import RecipientPolicy
+from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_email.smtp import REPLY_ACCEPTED, IngestHandler
 
 pytestmark = pytest.mark.unit
@@ -91,7 +93,10 @@ def handler(publisher: RecordingPublisher, store: InMemoryRawStore) -> IngestHan
         store=store, publisher=publisher, metrics=metrics, clock=lambda: T0, timeout=5,
         max_in_flight=4,
     )  # fmt: skip
-    return IngestHandler(ingestor, RecipientPolicy.of(["support.example.com"]), metrics)
+    limits = IngestEmailSettings.model_construct().limits  # the defaults
+    return IngestHandler(
+        ingestor, RecipientPolicy.of(["support.example.com"]), metrics, Admission(limits)
+    )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,9 +12,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from switchboard_common.mongo import Document
+from switchboard_common.raw_mail import CHUNKS, MANIFESTS
 from switchboard_ingest_email.raw_store import (
-    CHUNKS,
-    MANIFESTS,
     InMemoryRawStore,
     MongoRawStore,
     RawStore,

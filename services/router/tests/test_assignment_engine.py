@@ -536,3 +536,34 @@ async def test_after_a_capacity_decrease_the_load_never_exceeds_the_new_capacity
     await built.on_activity(activity("c4"))
     await built.on_activity(activity("c5"))
     assert len(store.slots) == 2  # never more than the new capacity
+
+
+async def test_the_shipped_policy_prefers_a_topic_skill_without_requiring_it() -> None:
+    built, published, _ = engine()  # the shipped policy
+    built.directory.apply(agent("bea", skills={"billing": 5}))
+    built.directory.apply(agent("olu", skills={"orders": 5}))
+    await built.on_activity(activity("c1", text="Hello, where is my order?"))
+    assert published.events[-1].agent_id == "olu"  # the topic's skill fits best
+    alone, published_alone, _ = engine()
+    alone.directory.apply(agent("bea", skills={"billing": 5}))
+    await alone.on_activity(activity("c1", text="Hello, where is my order?"))
+    assigned = published_alone.events[-1]
+    assert isinstance(assigned, ConversationAssigned)  # nobody has it: anyone may
+    assert assigned.agent_id == "bea"
+    classification = assigned.reason["classification"]
+    assert isinstance(classification, dict)
+    assert classification["topics"] == ["orders"]
+
+
+async def test_the_shipped_policy_overflows_chat_well_inside_its_first_response_target() -> None:
+    built, published, clock = engine()  # no agents: both wait
+    await built.on_activity(activity("chat", channel=Channel.WHATSAPP, text="hello there"))
+    await built.on_activity(activity("mail", text="hello there"))
+    clock.advance(60)
+    await built.tick()
+    moved = [e.conversation_id for e in published.events if isinstance(e, ConversationEscalated)]
+    assert moved == ["chat"]  # chat: a 5-minute target; email's is a day
+    clock.advance(840)
+    await built.tick()
+    moved = [e.conversation_id for e in published.events if isinstance(e, ConversationEscalated)]
+    assert moved == ["chat", "mail"]

@@ -42,7 +42,11 @@ from switchboard_devtools.testing.router_timeline import (
 from switchboard_router.metrics import TimelineMetrics
 from switchboard_router.timeline.apply import TimelineStage
 from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.memory import InMemoryIdentityStore, InMemoryTimelineStore
+from switchboard_router.timeline.memory import (
+    InMemoryIdentityStore,
+    InMemoryRawMail,
+    InMemoryTimelineStore,
+)
 from switchboard_router.timeline.ports import IdentityRecord
 from switchboard_router.timeline.resolve import IdentityResolver
 from switchboard_router.timeline.threading import Policy
@@ -106,7 +110,13 @@ def stage_on(
     metrics = TimelineMetrics.create(CollectorRegistry())
     resolver = IdentityResolver(InMemoryIdentityStore(), clock=lambda: T0, metrics=metrics, ttl=0)
     return TimelineStage(
-        store, publisher, resolver, policy=policy, clock=lambda: T0, metrics=metrics
+        store,
+        publisher,
+        resolver,
+        raw_mail=InMemoryRawMail(),
+        policy=policy,
+        clock=lambda: T0,
+        metrics=metrics,
     )
 
 
@@ -257,8 +267,9 @@ def test_a_status_change_reaches_threading_in_order_with_the_messages() -> None:
 
 
 def test_messages_of_an_erased_customer_go_back_to_identity_resolution() -> None:
-    before = inbound("m-1", at=T0, subject="Hi")
-    after = inbound("m-2", at=T0 + timedelta(minutes=5), subject="Hi again")
+    before = inbound("m-1", at=T0, subject="Hi", raw_ref="sha256:aa")
+    after = inbound("m-2", at=T0 + timedelta(minutes=5), subject="Hi again", raw_ref="sha256:bb")
+    raw_mail = InMemoryRawMail("sha256:aa", "sha256:bb")
 
     async def scenario() -> tuple[InMemoryTimelineStore, RecordingPublisher, str]:
         store, publisher = InMemoryTimelineStore(), RecordingPublisher()
@@ -269,7 +280,13 @@ def test_messages_of_an_erased_customer_go_back_to_identity_resolution() -> None
             identities, clock=lambda: T0, metrics=metrics, ttl=0, new_id=lambda: "cu-fresh"
         )
         stage = TimelineStage(
-            store, publisher, resolver, policy=POLICY, clock=lambda: T0, metrics=metrics
+            store,
+            publisher,
+            resolver,
+            raw_mail=raw_mail,
+            policy=POLICY,
+            clock=lambda: T0,
+            metrics=metrics,
         )
         erased = CustomerErased(customer_id="cu-ana", erasure_id="er-1", at=T0)
         await stage(
@@ -286,6 +303,9 @@ def test_messages_of_an_erased_customer_go_back_to_identity_resolution() -> None
     store, publisher, fresh = asyncio.run(scenario())
     assert store.messages["m-1"]["text"] == ""
     assert store.messages["m-1"]["sender"] is None
+    assert store.messages["m-1"]["raw_ref"] is None
+    # The erased customer's raw mail is gone; the message handed back keeps its own.
+    assert raw_mail.refs == {"sha256:bb"}
     assert "m-2" not in store.messages
     handed_back = publisher.events(CustomerMessage)
     assert [(m.customer_id, m.message.message_id) for m in handed_back] == [(fresh, "m-2")]

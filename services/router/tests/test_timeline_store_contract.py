@@ -230,3 +230,22 @@ async def test_a_batch_loads_the_states_of_many_customers_at_once(store: Timelin
         "m-1",
         "m-2",
     ]
+
+
+async def test_raw_references_are_listed_per_customer_until_forgotten(
+    store: TimelineStore,
+) -> None:
+    documents: list[Document] = []
+    for message_id, customer in (("m-1", "cu-1"), ("m-2", "cu-1"), ("m-3", "cu-2")):
+        document = entry(message_id, customer, minutes=len(documents))
+        documents.append({**document, "raw_ref": f"sha256:{message_id}"})
+    documents.append(entry("w-1", "cu-1", minutes=9))  # no raw mail (raw_ref None)
+    await store.insert_messages(documents)
+
+    assert await store.raw_refs(["cu-1"], 10) == {"m-1": "sha256:m-1", "m-2": "sha256:m-2"}
+    assert len(await store.raw_refs(["cu-1", "cu-2"], 2)) == 2
+    await store.erase(["cu-1"])  # the references outlive the rest until forgotten
+    assert set(await store.raw_refs(["cu-1"], 10)) == {"m-1", "m-2"}
+    await store.forget_raw_refs(["m-1", "m-2", "unknown"])
+    assert await store.raw_refs(["cu-1"], 10) == {}
+    assert await store.raw_refs(["cu-2"], 10) == {"m-3": "sha256:m-3"}

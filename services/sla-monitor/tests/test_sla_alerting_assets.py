@@ -28,7 +28,7 @@ EXTERNAL = {"up", "ALERTS", "switchboard_router_queue_depth"}
 
 def run(tool: str, package: str, *args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which(tool)
-    assert binary, f"{tool} missing: apt-get install {package} (listed in .ci/apt-packages)"
+    assert binary, f"{tool} missing: Debian package {package}; `make apt-test` installs it"
     return subprocess.run(  # noqa: S603 - a packaged binary with our own file arguments
         [binary, *args], capture_output=True, text=True, timeout=300, check=False
     )

@@ -35,7 +35,7 @@ RULES = repo_root() / "deploy" / "prometheus" / "sla-monitor.rules.yml"
 def prometheus(directory: Path, monitor_port: int) -> Iterator[str]:
     """The Prometheus binary on a free 127.0.0.1 port with its own data directory."""
     binary = shutil.which("prometheus")
-    assert binary, "prometheus missing: apt-get install prometheus (listed in .ci/apt-packages)"
+    assert binary, "prometheus missing: Debian package prometheus; `make apt-test` installs it"
     port = free_port()
     config = directory / "prometheus.yml"
     config.write_text(

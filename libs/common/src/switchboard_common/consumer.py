@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from switchboard_common.cloudevents import CloudEventAttributes, DecodeError, decode
 from switchboard_common.contract.events import ContractModel
@@ -38,6 +38,7 @@ from switchboard_common.contract.topics import TOPICS_BY_NAME, TopicNames
 from switchboard_common.deadletter import DeadLetterSink, RawRecord, Rejection
 from switchboard_common.logging import get_logger
 from switchboard_common.metrics import ConsumerMetrics
+from switchboard_common.progress import ConsumerWatch
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -72,6 +73,8 @@ def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the dependency may come back, the record is not at fault."""
     if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
         return True
+    if isinstance(error, PyMongoError) and error.timeout:
+        return True  # the server did not answer in time (e.g. ExecutionTimeout)
     if isinstance(error, OperationFailure):
         # FerretDB over SQLite answers a write that met another writer's lock after the
         # busy timeout with "database is locked"; the next attempt usually gets through.
@@ -267,8 +270,14 @@ def subscribe_batch(
     max_poll_interval_ms: int = 5 * 60 * 1000,
     session_timeout_ms: int = 10 * 1000,
     partition_assignment_strategy: Sequence[type[AbstractPartitionAssignor]] | None = None,
+    watch: ConsumerWatch,
+    name: str | None = None,
 ) -> None:
     """Register ``consumer`` on ``broker`` for the given contract topics.
+
+    ``watch`` follows its progress and lag (``switchboard_common.progress``) under the
+    metric label ``name``: the group id without deployment prefix, and without the
+    replica suffix of a per-replica group (bounded labels).
 
     Offsets are committed after ``consumer`` returns; if it raises, FastStream seeks
     back to the batch's first offsets and the batch is redelivered.
@@ -296,13 +305,25 @@ def subscribe_batch(
         **options,
     )
 
+    watched = watch.watch(
+        name or group_id.removeprefix(consumer.topics.prefix),
+        {topic: consumer.topic_label(topic) for topic in deployed},
+        lambda: getattr(subscriber, "consumer", None),
+    )
+
     async def handle(message: KafkaMessage) -> None:
         raw = message.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
-        await consumer([raw_record(r) for r in records])
-        kafka_consumer = getattr(message, "consumer", None)
-        if kafka_consumer is not None:
-            await _observe_lag(kafka_consumer, consumer)
+        records = [raw_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        firsts: dict[tuple[str, int], int] = {}
+        for r in records:
+            firsts.setdefault((r.topic, r.partition), r.offset)
+        watch.batch_started(watched, firsts)
+        committed = False
+        try:
+            await consumer(records)
+            committed = True
+        finally:
+            watch.batch_finished(watched, committed=committed)
 
     # FastStream must not decode bodies itself: a record that is not JSON would fail the
     # whole batch before our per-record checks could dead-letter it.
@@ -312,20 +333,3 @@ def subscribe_batch(
 async def _raw_records(message: Any) -> Any:
     """A FastStream decoder that leaves records as they are (we decode per record)."""
     return message.raw_message
-
-
-async def _observe_lag(kafka_consumer: Any, consumer: BatchConsumer) -> None:
-    """Records between this replica's positions and the partitions' ends, per topic."""
-    lag: dict[str, int] = {}
-    try:
-        for tp in kafka_consumer.assignment():
-            high = kafka_consumer.highwater(tp)
-            if high is None:
-                continue
-            position = await kafka_consumer.position(tp)
-            label = consumer.topic_label(tp.topic)
-            lag[label] = lag.get(label, 0) + max(0, high - position)
-    except (KafkaError, AssertionError, AttributeError):
-        return  # partitions moved during a rebalance: the next batch reports again
-    for label, value in lag.items():
-        consumer.metrics.lag.labels(label).set(value)

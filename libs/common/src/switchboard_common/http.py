@@ -1,6 +1,8 @@
 """The HTTP side every service shares: ``/healthz``, ``/readyz``, ``/metrics``.
 
-``/healthz`` answers 200 while the process runs (liveness). ``/readyz`` runs the
+``/healthz`` answers 200 while the process runs and its liveness checks pass (a
+consumer stalled past its window fails it, see ``progress``: a restart is what helps
+then). ``/readyz`` runs the
 service's readiness checks (Kafka and MongoDB reachable, plus its own) concurrently with
 a timeout and answers 200 or 503 with which check failed. ``/metrics`` serves the
 service's Prometheus registry.
@@ -24,7 +26,8 @@ from pymongo import AsyncMongoClient
 
 @dataclass(frozen=True)
 class ReadinessCheck:
-    """A named check that raises (or returns False) when the service is not ready."""
+    """A named check that raises (or returns False) when the service is not ready (or,
+    among the liveness checks, not alive)."""
 
     name: str
     check: Callable[[], Awaitable[bool | None]]
@@ -53,19 +56,27 @@ def ops_router(
     *,
     registry: CollectorRegistry,
     checks: Sequence[ReadinessCheck],
+    liveness: Sequence[ReadinessCheck] = (),
     timeout: float = 3.0,
 ) -> APIRouter:
-    """Routes for ``/healthz``, ``/readyz`` and ``/metrics`` (excluded from OpenAPI)."""
+    """Routes for ``/healthz``, ``/readyz`` and ``/metrics`` (excluded from OpenAPI).
+
+    ``liveness`` checks must be cheap and local (no dependency I/O): a failing one gets
+    the process restarted."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        report = await _report(liveness, timeout)
+        alive = all(r == "ok" for r in report.values())
+        body: dict[str, object] = {"status": "ok" if alive else "failing"}
+        if report:
+            body["checks"] = report
+        return JSONResponse(body, status_code=200 if alive else 503)
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        results = await asyncio.gather(*(_run(c, timeout) for c in checks))
-        report = dict(zip((c.name for c in checks), results, strict=True))
+        report = await _report(checks, timeout)
         ready = all(r == "ok" for r in report.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": report},
@@ -77,6 +88,11 @@ def ops_router(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _report(checks: Sequence[ReadinessCheck], timeout: float) -> dict[str, str]:
+    results = await asyncio.gather(*(_run(c, timeout) for c in checks))
+    return dict(zip((c.name for c in checks), results, strict=True))
 
 
 async def _run(check: ReadinessCheck, timeout: float) -> str:

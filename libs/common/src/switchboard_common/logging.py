@@ -4,20 +4,22 @@ JSON lines when stderr is not a terminal (containers, CI), readable console outp
 TTY. Libraries that log through ``logging`` (FastStream, aiokafka, uvicorn) come out in
 the same format. Personal data is redacted by a processor: values under personal keys
 (sender, email, phone, text, subject, ...) are replaced, and email addresses and phone
-numbers are masked wherever they appear in a string. Bind ids instead of formatting
-them into messages: ``log.info("assigned", conversation_id=cid)``.
+numbers are masked wherever they appear in a string, tracebacks included (masked once
+they are formatted: an exception's message often holds personal data). Bind ids instead
+of formatting them into messages: ``log.info("assigned", conversation_id=cid)``.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # E.164 with a plus, or a number written with separators like (555) 123-4567.
@@ -120,7 +122,9 @@ def configure_logging(
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", bool)())
+        else structlog.dev.ConsoleRenderer(
+            colors=getattr(stream, "isatty", bool)(), exception_formatter=_redacted_traceback
+        )
     )
     structlog.configure(
         processors=[
@@ -136,7 +140,9 @@ def configure_logging(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if use_json else _identity,
+            # Tracebacks become text only here, after the redaction step above: mask them
+            # again (exception messages carry addresses and phone numbers too).
+            *((structlog.processors.format_exc_info, _redact_exception) if use_json else ()),
             renderer,
         ],
     )
@@ -157,8 +163,18 @@ def configure_logging(
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def _identity(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+def _redact_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    exception = event_dict.get("exception")
+    if isinstance(exception, str):
+        event_dict["exception"] = redact_text(exception)
     return event_dict
+
+
+def _redacted_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """The console renderer's traceback, plain (no locals) and masked like any text."""
+    text = io.StringIO()
+    structlog.dev.plain_traceback(text, exc_info)
+    sio.write(redact_text(text.getvalue()))
 
 
 def get_logger(name: str | None = None, **initial: Any) -> structlog.stdlib.BoundLogger:

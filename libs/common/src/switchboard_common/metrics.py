@@ -25,6 +25,7 @@ class ConsumerMetrics:
     batch_size: Histogram
     retries: Counter
     lag: Gauge
+    last_progress: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ConsumerMetrics:
@@ -66,11 +67,21 @@ class ConsumerMetrics:
                 ["topic"],
                 registry=registry,
             ),
-            # Records behind the partition's end, summed over assigned partitions.
+            # Records not yet processed (partitions' end offsets, asked of the broker, minus
+            # the first unprocessed record), summed over this replica's partitions; sampled
+            # periodically, so it rises even while a batch is stuck.
             lag=Gauge(
                 "switchboard_consumer_lag_records",
                 "Consumer lag in records, summed over this replica's partitions.",
-                ["topic"],
+                ["topic", "group"],
+                registry=registry,
+            ),
+            # Unix time a batch of the group last finished (offsets committable); frozen
+            # while the consumer is wedged. ``group`` has no prefix or replica suffix.
+            last_progress=Gauge(
+                "switchboard_consumer_last_progress_timestamp_seconds",
+                "Unix time the consumer group last finished a batch in this replica.",
+                ["topic", "group"],
                 registry=registry,
             ),
         )

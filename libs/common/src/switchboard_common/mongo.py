@@ -16,13 +16,16 @@ def make_mongo_client(settings: ServiceSettings, **overrides: Any) -> AsyncMongo
     """An ``AsyncMongoClient`` for the configured URL, with time-zone-aware datetimes.
 
     Connecting is lazy: the first operation (or ``/readyz``) reaches the server. TLS and
-    credentials come from the URL or from the ``MONGODB_TLS_*`` settings.
+    credentials come from the URL or from the ``MONGODB_TLS_*`` settings. Every reply is
+    awaited at most ``mongodb_timeout_seconds`` (``NetworkTimeout``, a transient error).
     """
     options: dict[str, Any] = {
         "appname": f"switchboard-{settings.service_name}",
         "tz_aware": True,
         "serverSelectionTimeoutMS": 5000,
         "connectTimeoutMS": 5000,
+        # Without it a server that accepts but never answers blocks the caller forever.
+        "socketTimeoutMS": int(settings.mongodb_timeout_seconds * 1000),
         "retryWrites": True,
     }
     if settings.mongodb_tls_ca_file:

@@ -121,6 +121,21 @@ class ServiceSettings(BaseSettings):
         "lz4", validation_alias=env("KAFKA_COMPRESSION")
     )
 
+    #: Longest wait for one MongoDB reply: a hung server fails the operation (a transient
+    #: error: the batch is retried, then redelivered) instead of blocking a consumer.
+    mongodb_timeout_seconds: float = Field(
+        20.0, gt=0, le=600, validation_alias=env("SWITCHBOARD_MONGODB_TIMEOUT_SECONDS")
+    )
+    #: A consumer with work pending and no batch finished for this long is stalled:
+    #: ``/healthz`` fails so the replica is restarted.
+    consumer_stall_seconds: float = Field(
+        300.0, gt=0, validation_alias=env("SWITCHBOARD_CONSUMER_STALL_SECONDS")
+    )
+    #: How often consumer lag is read from the broker.
+    consumer_lag_interval_seconds: float = Field(
+        15.0, gt=0, le=3600, validation_alias=env("SWITCHBOARD_CONSUMER_LAG_INTERVAL_SECONDS")
+    )
+
     # MongoDB TLS beyond what the URL can say (the URL may also carry tls=true etc.).
     mongodb_tls_ca_file: Path | None = Field(None, validation_alias=env("MONGODB_TLS_CA_FILE"))
     mongodb_tls_certificate_key_file: Path | None = Field(

@@ -3,8 +3,8 @@
 No Docker engine and no internet here, only package registries: both tools are Go
 programs, so ``go install <module>@<version>`` builds them from the Go module proxy.
 Each is built once into ``~/.cache/switchboard/tools/<name>-<version>/`` (about two
-minutes for both on a cold cache) and reused afterwards; a missing Go toolchain is a
-clear ``ProvisionError``, as for FerretDB in ``local``.
+minutes for both on a cold cache) and reused afterwards; without a Go new enough on the
+machine, the pinned toolchain from the Go module proxy builds them (``local.go_binary``).
 
 Command line (``make deploy-tools``): ``python -m switchboard_devkit.deploy_tools`` builds both
 and prints their paths.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchboard_devkit.paths import cache_dir
-from switchboard_devkit.servers.local import ProvisionError, _require, _run
+from switchboard_devkit.servers.local import ProvisionError, _run, go_binary
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class GoTool:
     name: str
     package: str
     version: str
+    #: The ``go`` line of the tool's go.mod (the oldest Go that builds it).
+    go: str
 
     @property
     def home(self) -> Path:
@@ -47,9 +49,7 @@ class GoTool:
         """
         if self.binary.exists():
             return self.binary
-        go = _require(
-            "go", f"{self.name} {self.version} is built from the Go module proxy (go install)"
-        )
+        go = go_binary(self.go)
         partial = self.home.with_name(f"{self.home.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "bin").mkdir(parents=True)
@@ -58,6 +58,7 @@ class GoTool:
             "GOBIN": str(partial / "bin"),
             "CGO_ENABLED": "0",
             "GOFLAGS": "-buildvcs=false",
+            "GOTOOLCHAIN": "local",  # go_binary's Go is new enough
         }
         _run([go, "install", "-trimpath", f"{self.package}@{self.version}"], env=env)
         self.home.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +73,11 @@ class GoTool:
 
 
 #: Helm 3 (``helm template`` renders the chart under ``deploy/k8s/``).
-HELM = GoTool("helm", "helm.sh/helm/v3/cmd/helm", "v3.22.0")
+HELM = GoTool("helm", "helm.sh/helm/v3/cmd/helm", "v3.22.0", go="1.26")
 #: kubeconform validates rendered manifests against the Kubernetes JSON schemas.
-KUBECONFORM = GoTool("kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform", "v0.8.0")
+KUBECONFORM = GoTool(
+    "kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform", "v0.8.0", go="1.26"
+)
 
 TOOLS = (HELM, KUBECONFORM)
 

@@ -2,7 +2,8 @@
 
 - SMTP on ``INGEST_EMAIL_SMTP_PORT`` (``smtp.SmtpServer``) and one IMAP poller per
   configured mailbox (``imap.ImapPoller``), both feeding one ``ingest.Ingestor``;
-- writes: the raw store (``email_raw`` / ``email_raw_chunks`` in MongoDB) and
+- writes: the raw store (``email_raw`` / ``email_raw_chunks`` in MongoDB, purged past
+  ``INGEST_EMAIL_RAW_RETENTION_DAYS``) and
   ``support.inbound.v1`` (``support.message.received``, key ``email:<sender>``);
 - HTTP on ``INGEST_EMAIL_HTTP_PORT``: ``/healthz``, ``/readyz`` (Kafka, MongoDB, SMTP
   listening), ``/metrics``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,7 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import Runtime
+from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics
@@ -70,7 +72,10 @@ def build(
         max_in_flight=settings.max_in_flight,
     )
     policy = settings.recipient_policy
-    smtp = SmtpServer(IngestHandler(ingestor, policy, metrics), settings)
+    admission = Admission(settings.limits)
+    metrics.smtp_sessions.set_function(lambda: admission.sessions)
+    metrics.memory_reserved.set_function(lambda: admission.reserved_bytes)
+    smtp = SmtpServer(IngestHandler(ingestor, policy, metrics, admission), settings)
     pollers = tuple(ImapPoller(box, ingestor, policy, metrics) for box in settings.mailboxes)
 
     async def smtp_listening() -> bool:
@@ -97,6 +102,12 @@ def build(
     async def close_client() -> None:
         await client.close()
 
+    async def retention() -> None:
+        await store.keep_for(
+            timedelta(days=settings.raw_retention_days),
+            every=settings.raw_purge_interval_seconds,
+        )
+
     runtime = Runtime(
         service=settings.service_name,
         http_app=app,
@@ -104,6 +115,6 @@ def build(
         http_port=settings.http_port,
         broker=broker,
         on_stop=[close_client],
-        background=[smtp.serve, *(p.run for p in pollers)],
+        background=[smtp.serve, retention, *(p.run for p in pollers)],
     )
     return IngestEmail(runtime, smtp, store, ingestor, pollers, metrics, registry)

@@ -18,6 +18,11 @@ REJECT_REASONS = (
     "too_large",  # 552: declared SIZE or data over the limit
     "unavailable",  # 451 4.3.0: raw store or Kafka did not answer in time
     "overloaded",  # 451 4.3.2: too many messages in flight for too long
+    "too_many_sessions",  # 421 4.3.2: INGEST_EMAIL_MAX_SESSIONS connections open
+    "too_many_sessions_per_ip",  # 421 4.7.0: INGEST_EMAIL_MAX_SESSIONS_PER_IP from one address
+    "rate_limited",  # 451 4.7.1: over INGEST_EMAIL_MESSAGES_PER_IP_PER_MINUTE
+    "too_many_recipients",  # 452 4.5.3: beyond INGEST_EMAIL_MAX_RECIPIENTS
+    "memory",  # 451 4.3.1: the message does not fit in the memory budget now
 )
 
 
@@ -31,6 +36,8 @@ class IngestEmailMetrics:
     parse_errors: Counter
     accept_seconds: Histogram
     in_flight: Gauge
+    smtp_sessions: Gauge
+    memory_reserved: Gauge
     imap_polls: Counter
     publish: PublishMetrics
 
@@ -78,6 +85,18 @@ class IngestEmailMetrics:
             in_flight=Gauge(
                 "switchboard_email_in_flight",
                 "Messages being stored and published right now.",
+                registry=registry,
+            ),
+            # Open SMTP connections (admitted ones; refused ones never count).
+            smtp_sessions=Gauge(
+                "switchboard_email_smtp_sessions",
+                "Open SMTP sessions.",
+                registry=registry,
+            ),
+            # Memory reserved for messages being received, parsed, stored and published.
+            memory_reserved=Gauge(
+                "switchboard_email_memory_reserved_bytes",
+                "Bytes of the memory budget reserved for messages now.",
                 registry=registry,
             ),
             # IMAP poll rounds by mailbox (configured name) and outcome (ok, error).

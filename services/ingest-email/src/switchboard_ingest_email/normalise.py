@@ -16,6 +16,7 @@ from typing import Literal
 
 from switchboard_common.cloudevents import encode
 from switchboard_common.contract import Channel, MessageReceived, Sender, SenderKind
+from switchboard_common.raw_mail import raw_ref
 from switchboard_ingest_email.headers import message_id_for
 from switchboard_ingest_email.parsing import ParsedEmail, parse_email
 from switchboard_ingest_email.text import split_reply
@@ -52,11 +53,6 @@ class InboundEmail:
     key: str
     event: MessageReceived
     raw_sha256: str
-
-
-def raw_ref(sha256_hex: str) -> str:
-    """The event's reference to the raw store (``raw_ref``)."""
-    return f"sha256:{sha256_hex}"
 
 
 def _cut(text: str, limit: int) -> tuple[str, bool]:

@@ -17,6 +17,9 @@ A port with two adapters, checked by one contract suite (``tests/test_email_raw_
 - ``InMemoryRawStore``: a dict, for unit tests of the pure core.
 
 Why not GridFS: see above; why not one document per message: messages may be 25 MB.
+The layout is shared data (``switchboard_common.raw_mail``): a customer's erasure deletes
+the raw mail their messages point at. ``purge_stored_before`` and ``keep_for`` enforce
+the retention limit (FerretDB v1 has no TTL indexes: a periodic, bounded purge instead).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bson import Binary
@@ -34,9 +37,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
+from switchboard_common.logging import get_logger
+from switchboard_common.raw_mail import CHUNKS, MANIFESTS, chunk_id, delete_raw_mail
+
+log = get_logger(__name__)
+
 CHUNK_SIZE = 1024 * 1024
-MANIFESTS = "email_raw"
-CHUNKS = "email_raw_chunks"
+#: Messages deleted per round of the retention purge (one find, two deletes).
+PURGE_BATCH = 500
 #: Bytes committed per bulk write at most (a bigger backlog takes several rounds).
 GROUP_COMMIT_BYTES = 32 * 1024 * 1024
 DUPLICATE_KEY = 11000
@@ -95,6 +103,7 @@ class MongoRawStore:
         chunk_size: int = CHUNK_SIZE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._db = db
         durable = WriteConcern(w="majority", j=True)
         self.manifests: AsyncCollection[dict[str, Any]] = db.get_collection(
             MANIFESTS, write_concern=durable
@@ -161,7 +170,7 @@ class MongoRawStore:
                 count = -(-len(item.data) // self.chunk_size)
                 for n in range(count):
                     piece = item.data[n * self.chunk_size : (n + 1) * self.chunk_size]
-                    chunks.append({"_id": f"{item.digest}:{n}", "data": Binary(piece)})
+                    chunks.append({"_id": chunk_id(item.digest, n), "data": Binary(piece)})
                 manifest["chunks"] = count
             manifests.append(manifest)
         # Chunks first, manifests after: a visible manifest always has all its chunks.
@@ -174,7 +183,7 @@ class MongoRawStore:
             return None
         parts = [bytes(manifest["data"])] if "data" in manifest else []
         for n in range(int(manifest["chunks"])):
-            chunk = await self.chunks.find_one({"_id": f"{sha256}:{n}"})
+            chunk = await self.chunks.find_one({"_id": chunk_id(sha256, n)})
             if chunk is None:
                 raise LookupError(f"raw message {sha256}: chunk {n} is missing")
             parts.append(bytes(chunk["data"]))
@@ -182,6 +191,30 @@ class MongoRawStore:
         if len(data) != manifest["size"] or sha256_hex(data) != sha256:
             raise LookupError(f"raw message {sha256}: stored bytes do not match their digest")
         return data
+
+    async def purge_stored_before(self, cutoff: datetime, *, batch: int = PURGE_BATCH) -> int:
+        """Delete every message stored before ``cutoff``, ``batch`` at a time; returns how
+        many. Idempotent; safe beside concurrent ``put`` calls of newer mail."""
+        purged = 0
+        while True:
+            old = self.manifests.find({"stored_at": {"$lt": cutoff}}, {"_id": 1}).limit(batch)
+            digests = [document["_id"] async for document in old]
+            purged += await delete_raw_mail(self._db, digests)
+            if len(digests) < batch:
+                return purged
+
+    async def keep_for(self, retention: timedelta, *, every: float) -> None:
+        """Purge mail older than ``retention`` every ``every`` seconds, until cancelled.
+        A failed round (database away) is logged and retried at the next one."""
+        while True:
+            try:
+                purged = await self.purge_stored_before(self._clock() - retention)
+            except Exception as error:  # noqa: BLE001 - keep the loop alive; next round retries
+                log.warning("raw mail purge failed", error_type=type(error).__name__)
+            else:
+                if purged:
+                    log.info("raw mail past retention purged", messages=purged)
+            await asyncio.sleep(every)
 
 
 async def _insert_idempotent(

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from switchboard_common.settings import ServiceSettings, SettingsError, env
+from switchboard_ingest_email.admission import Limits
 from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
 
 MIB = 1024 * 1024
@@ -171,6 +172,39 @@ class IngestEmailSettings(ServiceSettings):
     smtp_idle_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=env("INGEST_EMAIL_SMTP_IDLE_TIMEOUT_SECONDS")
     )
+    #: Days the raw mail (every byte received, attachments included) is kept.
+    raw_retention_days: float = Field(
+        30.0, gt=0, le=3650, validation_alias=env("INGEST_EMAIL_RAW_RETENTION_DAYS")
+    )
+    #: Seconds between two purges of raw mail past its retention.
+    raw_purge_interval_seconds: float = Field(
+        3600.0, gt=0, validation_alias=env("INGEST_EMAIL_RAW_PURGE_INTERVAL_SECONDS")
+    )
+    #: Open SMTP connections at once; more are refused with 421.
+    max_sessions: int = Field(
+        100, ge=1, le=100_000, validation_alias=env("INGEST_EMAIL_MAX_SESSIONS")
+    )
+    #: Open SMTP connections from one IP address; more are refused with 421.
+    max_sessions_per_ip: int = Field(
+        20, ge=1, le=100_000, validation_alias=env("INGEST_EMAIL_MAX_SESSIONS_PER_IP")
+    )
+    #: Transactions (MAIL FROM) per minute from one IP address; more get 451 4.7.1.
+    messages_per_ip_per_minute: int = Field(
+        300, ge=1, le=1_000_000, validation_alias=env("INGEST_EMAIL_MESSAGES_PER_IP_PER_MINUTE")
+    )
+    #: Accepted recipients per message; more get 452 4.5.3 (RFC 5321 asks for at least 100).
+    max_recipients: int = Field(
+        100, ge=1, le=10_000, validation_alias=env("INGEST_EMAIL_MAX_RECIPIENTS")
+    )
+    #: The memory the process may use (the container's limit); the memory budget for
+    #: messages is derived from it unless given explicitly.
+    memory_limit_bytes: int = Field(
+        512 * MIB, ge=64 * MIB, validation_alias=env("INGEST_EMAIL_MEMORY_LIMIT_BYTES")
+    )
+    #: Bytes of memory messages being received, parsed, stored and published may use.
+    memory_budget_bytes: int | None = Field(
+        None, ge=1, validation_alias=env("INGEST_EMAIL_MEMORY_BUDGET_BYTES")
+    )
     #: IMAP mailboxes as YAML or JSON (or ``INGEST_EMAIL_IMAP_MAILBOXES_FILE``: a file of it).
     imap_mailboxes_spec: str | None = Field(
         None, validation_alias=env("INGEST_EMAIL_IMAP_MAILBOXES")
@@ -195,8 +229,27 @@ class IngestEmailSettings(ServiceSettings):
                 "would be refused (and accepting all would make an open relay). Set "
                 "SUPPORT_EMAIL_DOMAINS (comma-separated domains) and/or INGEST_EMAIL_ADDRESSES."
             )
+        problem = settings.limits.problem()
+        if problem is not None:
+            raise SettingsError(f"ingest-email: {problem}.")
         settings._mailboxes = parse_mailboxes(settings.imap_mailboxes_spec)
         return settings
+
+    @property
+    def limits(self) -> Limits:
+        """What the SMTP server takes on (sessions, rates, recipients, memory)."""
+        budget = self.memory_budget_bytes
+        if budget is None:
+            budget = Limits.budget_for(self.memory_limit_bytes, self.max_sessions)
+        return Limits(
+            max_sessions=self.max_sessions,
+            max_sessions_per_client=self.max_sessions_per_ip,
+            messages_per_client_per_minute=self.messages_per_ip_per_minute,
+            max_recipients=self.max_recipients,
+            max_message_bytes=self.max_message_bytes,
+            memory_budget_bytes=budget,
+            memory_limit_bytes=self.memory_limit_bytes,
+        )
 
     @property
     def recipient_policy(self) -> RecipientPolicy:

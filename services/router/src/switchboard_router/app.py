@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_common.http import kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.metrics import RouterMetrics
@@ -20,6 +21,12 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
     registry = CollectorRegistry()
     broker = make_broker(settings)
     client = make_mongo_client(settings)
+    metrics = RouterMetrics.create(registry)
+    consumers = ConsumerWatch(
+        metrics.consumer,
+        stall_after=settings.consumer_stall_seconds,
+        interval=settings.consumer_lag_interval_seconds,
+    )
     ctx = RouterContext(
         settings=settings,
         broker=broker,
@@ -27,7 +34,8 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         db=database(client, settings),
         publisher=EventPublisher(broker, settings.topics, settings.service_name),
         registry=registry,
-        metrics=RouterMetrics.create(registry),
+        metrics=metrics,
+        consumers=consumers,
     )
     stages = {"timeline": timeline.wire(ctx), "assignment": assignment.wire(ctx)}
 
@@ -37,7 +45,11 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         description="Read API of the unified timeline, the queue and the agents.",
     )
     app.include_router(
-        ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
+        ops_router(
+            registry=registry,
+            checks=[kafka_ready(broker), mongo_ready(client)],
+            liveness=[consumers.liveness_check()],
+        )
     )
     runtime = Runtime(
         service=settings.service_name,
@@ -45,6 +57,7 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
+        background=[consumers.run],
     )
     for parts in stages.values():
         for router in parts.routers:

@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.kafka import EventPublisher
 from switchboard_common.mongo import Document
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import BackgroundTask
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
@@ -31,6 +32,8 @@ class RouterContext:
     publisher: EventPublisher
     registry: CollectorRegistry
     metrics: RouterMetrics
+    #: Progress and lag of every consumer the stages subscribe (``/healthz``).
+    consumers: ConsumerWatch
 
     def dead_letters(self, consumer_group: str) -> DeadLetterPublisher:
         """A dead-letter sink for one of the stage's consumer groups."""

@@ -41,6 +41,7 @@ from switchboard_common.http import kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
 from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.service import Runtime
 from switchboard_sla_monitor.evaluator import Evaluator, OpenClockGauges
 from switchboard_sla_monitor.ingest import ClockIngest, apply_facts
@@ -94,6 +95,11 @@ def build(
     emissions = MongoEmissionStore(db[EMISSIONS])
     publisher = EventPublisher(broker, settings.topics, settings.service_name)
 
+    consumers = ConsumerWatch(
+        metrics.consumer,
+        stall_after=settings.consumer_stall_seconds,
+        interval=settings.consumer_lag_interval_seconds,
+    )
     ingest = ClockIngest(conversations, policies, settings.pause_statuses, metrics)
     consumer = BatchConsumer(
         topics=settings.topics,
@@ -110,6 +116,7 @@ def build(
         group_id=settings.group_id,
         max_records=settings.batch_max_records,
         partition_assignment_strategy=(RangePartitionAssignor,),
+        watch=consumers,
         title="sla-monitor",
         description="Conversation activity, routing decisions and agent activity -> SLA clocks.",
     )
@@ -135,7 +142,11 @@ def build(
         redoc_url=None,
     )
     app.include_router(
-        ops_router(registry=registry, checks=[kafka_ready(broker), mongo_ready(client)])
+        ops_router(
+            registry=registry,
+            checks=[kafka_ready(broker), mongo_ready(client)],
+            liveness=[consumers.liveness_check()],
+        )
     )
     runtime = Runtime(
         service=settings.service_name,
@@ -162,7 +173,7 @@ def build(
         await client.close()
 
     runtime.on_start.append(prepare)
-    runtime.background.extend([evaluation_loop, gauge_loop])
+    runtime.background.extend([evaluation_loop, gauge_loop, consumers.run])
     runtime.on_stop.append(close_client)
     monitor = SlaMonitor(
         settings, policies, conversations, ingest, evaluator, gauges, metrics, registry

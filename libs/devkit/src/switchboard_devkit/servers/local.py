@@ -2,10 +2,12 @@
 
 Apache Kafka comes from Maven Central as jars (resolved by Maven) and runs as a
 single-node KRaft broker+controller; FerretDB v1 is built from the Go module proxy through
-the project's own Go module and serves the MongoDB wire protocol over SQLite. Both are
-cached under ``~/.cache/switchboard`` and started as detached processes with pid files,
+the project's own Go module and serves the MongoDB wire protocol over SQLite (with the
+machine's Go when new enough, else a pinned Go toolchain from the Go module proxy). Both
+are cached under ``~/.cache/switchboard`` and started as detached processes with pid files,
 so ``up`` is idempotent, ``down`` stops them, and a stale pid file (a crashed or
-rebooted server) is detected and replaced.
+rebooted server) is detected and replaced. Each step that takes a while prints one line
+on stderr saying what it did, with sizes and times.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchboard_devkit.paths import cache_dir, repo_root
 
 KAFKA_HEAP = "512m"
+JAVA_WHY = "the Kafka broker runs on Java 17+"
 
 
 class ProvisionError(RuntimeError):
@@ -36,11 +44,35 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
-def _require(tool: str, why: str) -> str:
+def _require(tool: str, why: str, package: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise ProvisionError(f"`{tool}` is not installed: {why}")
+        raise ProvisionError(
+            f"`{tool}` is not installed: {why}. `make infra-up` (or `make run`, `make test`) "
+            f"installs it, or: sudo apt-get install {package}"
+        )
     return path
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[list[str]]:
+    """One progress line for a slow step: what it does, then the details the step adds
+    (sizes) and the time it took; the first run would otherwise be silent for a minute."""
+    print(f"switchboard: {what} ...", end=" ", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    details: list[str] = []
+    try:
+        yield details
+    except BaseException:
+        print("failed", file=sys.stderr, flush=True)
+        raise
+    details.append(f"{time.monotonic() - started:.1f}s")
+    print(", ".join(details), file=sys.stderr, flush=True)
+
+
+def _megabytes(*paths: Path) -> str:
+    size = sum(p.stat().st_size for path in paths for p in [path, *path.rglob("*")] if p.is_file())
+    return f"{size / 1e6:.1f} MB"
 
 
 def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
@@ -125,21 +157,23 @@ class LocalServer:
             )
         self.state.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        with self.logfile.open("ab") as log:
-            process = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives the shell that ran `make infra-up`
-                cwd=self.state,
-            )
-        self.pidfile.write_text(str(process.pid))
-        try:
-            self.wait_ready(process, time.monotonic() + timeout)
-        except BaseException:
-            self.stop()
-            raise
+        with _step(f"{self.name}: starting on {self.host}:{self.port}") as done:
+            with self.logfile.open("ab") as log:
+                process = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # survives the shell that ran `make infra-up`
+                    cwd=self.state,
+                )
+            self.pidfile.write_text(str(process.pid))
+            try:
+                self.wait_ready(process, time.monotonic() + timeout)
+            except BaseException:
+                self.stop()
+                raise
+            done.append(f"ready (pid {process.pid}, logs in {self.state})")
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -192,22 +226,24 @@ def kafka_classpath() -> Path:
     lib = cache_dir() / "kafka" / f"{kafka_version()}-{digest}" / "lib"
     if (lib / ".complete").exists():
         return lib
-    mvn = _require("mvn", "Maven resolves the Kafka broker's jars from Maven Central")
-    _require("java", "the Kafka broker runs on Java 17+")
+    mvn = _require("mvn", "Maven resolves the Kafka broker's jars from Maven Central", "maven")
+    _require("java", JAVA_WHY, "openjdk-17-jre-headless")
     tmp = lib.with_name("lib.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run(
-        [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={tmp}",
-        ]
-    )
+    with _step(f"kafka: resolving Apache Kafka {kafka_version()}'s jars with Maven") as done:
+        _run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={tmp}",
+            ]
+        )
+        done.append(f"{len(list(tmp.glob('*.jar')))} jars, {_megabytes(tmp)}")
     shutil.rmtree(lib, ignore_errors=True)
     tmp.rename(lib)
     (lib / ".complete").write_text("ok\n")
@@ -294,36 +330,37 @@ class LocalKafka(LocalServer):
         (self.state / "log4j2.properties").write_text(LOG4J2)
         if not (self.data / "meta.properties").exists():
             self.data.mkdir(parents=True, exist_ok=True)
-            java = _require("java", "the Kafka broker runs on Java 17+")
-            cluster_id = (
-                subprocess.run(
-                    [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"],
-                    capture_output=True,
-                    text=True,
-                    check=True,
+            java = _require("java", JAVA_WHY, "openjdk-17-jre-headless")
+            with _step("kafka: formatting the KRaft storage (first start only)"):
+                cluster_id = (
+                    subprocess.run(
+                        [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
                 )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            _run(
-                [
-                    java,
-                    "-cp",
-                    f"{lib}/*",
-                    f"-Dlog4j2.configurationFile={self.state / 'log4j2.properties'}",
-                    f"-Dkafka.logs.dir={self.state}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(self.state / "server.properties"),
-                ]
-            )
+                _run(
+                    [
+                        java,
+                        "-cp",
+                        f"{lib}/*",
+                        f"-Dlog4j2.configurationFile={self.state / 'log4j2.properties'}",
+                        f"-Dkafka.logs.dir={self.state}",
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(self.state / "server.properties"),
+                    ]
+                )
 
     def command(self) -> list[str]:
         return [
-            _require("java", "the Kafka broker runs on Java 17+"),
+            _require("java", JAVA_WHY, "openjdk-17-jre-headless"),
             f"-Xms{KAFKA_HEAP}",
             f"-Xmx{KAFKA_HEAP}",
             "-XX:+UseG1GC",
@@ -355,7 +392,102 @@ class LocalKafka(LocalServer):
         raise ProvisionError(f"kafka did not finish starting; see {server_log}")
 
 
+# --------------------------------------------------------------------------- Go
+
+#: The Go toolchain used when the machine has none new enough (Debian 12 ships Go 1.19):
+#: the Go module proxy serves each release as the module ``golang.org/toolchain`` (what
+#: ``GOTOOLCHAIN=auto`` downloads); the archives' SHA-256 are pinned here.
+GO_TOOLCHAIN = "1.26.11"
+GO_TOOLCHAIN_SHA256 = {
+    "linux-amd64": "e1edb778de0aa08c8e827f5a873b35a46afe680fb241482c531725b2355e470d",
+    "linux-arm64": "51902dab7e130b07083119a36ce09e0cc50fdd9d0d64184c24bd302072ad8b70",
+}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``go1.24.3`` or ``1.24`` -> (1, 24, 3) / (1, 24, 0); release candidates count as older."""
+    numbers = version.removeprefix("go").split("rc")[0].split("beta")[0].split(".")
+    parts = tuple(int(n) for n in numbers if n.isdigit())
+    return (*parts, 0, 0)[:3]
+
+
+def go_binary(minimum: str) -> str:
+    """A Go of at least ``minimum``: the machine's when new enough, else the pinned
+    toolchain from the Go module proxy (downloaded and checked once, then cached)."""
+    found = shutil.which("go")
+    if found is not None:
+        result = subprocess.run(
+            [found, "env", "GOVERSION"], capture_output=True, text=True, check=False, timeout=60
+        )
+        if result.returncode == 0 and _release(result.stdout.strip()) >= _release(minimum):
+            return found
+    if _release(GO_TOOLCHAIN) < _release(minimum):
+        raise ProvisionError(f"Go {minimum} is needed; install it from https://go.dev/dl/")
+    return str(_go_toolchain())
+
+
+def _go_toolchain() -> Path:
+    home = cache_dir() / "go" / GO_TOOLCHAIN
+    go = home / "bin" / "go"
+    if go.exists():
+        return go
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), platform.machine()
+    )
+    target = f"{sys.platform}-{arch}"
+    expected = GO_TOOLCHAIN_SHA256.get(target)
+    if expected is None:
+        raise ProvisionError(
+            f"no pinned Go toolchain for {target}: install Go from https://go.dev/dl/"
+        )
+    proxy = os.environ.get("GOPROXY", "").split(",")[0].split("|")[0]
+    proxy = proxy if proxy.startswith("https://") else "https://proxy.golang.org"
+    version = f"v0.0.1-go{GO_TOOLCHAIN}.{target}"
+    url = f"{proxy.rstrip('/')}/golang.org/toolchain/@v/{version}.zip"
+    archive = home.with_name(f"{home.name}.zip.partial-{os.getpid()}")
+    partial = home.with_name(f"{home.name}.partial-{os.getpid()}")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _step(f"go: fetching Go {GO_TOOLCHAIN} from the Go module proxy") as done:
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:  # noqa: S310 - an https URL
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != expected:
+                raise ProvisionError(f"{url}: SHA-256 {digest.hexdigest()}, expected {expected}")
+            prefix = f"golang.org/toolchain@{version}/"
+            with zipfile.ZipFile(archive) as bundle:
+                for entry in bundle.infolist():
+                    if entry.is_dir() or not entry.filename.startswith(prefix):
+                        continue
+                    path = partial / entry.filename.removeprefix(prefix)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with bundle.open(entry) as source, path.open("wb") as copy:
+                        shutil.copyfileobj(source, copy)
+                    path.chmod((entry.external_attr >> 16) & 0o777 or 0o644)
+            done.append(f"{archive.stat().st_size / 1e6:.1f} MB")
+        try:
+            partial.rename(home)
+        except OSError:  # another process finished first
+            shutil.rmtree(partial, ignore_errors=True)
+    except OSError as error:
+        raise ProvisionError(f"cannot fetch Go {GO_TOOLCHAIN} from {url}: {error}") from None
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+    return go
+
+
 # --------------------------------------------------------------------------- FerretDB
+
+
+def _go_directive(gomod: Path) -> str:
+    """The ``go`` line of a go.mod: the oldest Go that builds the module."""
+    for line in gomod.read_text().splitlines():
+        if line.startswith("go "):
+            return line.split()[1]
+    return "1.21"
 
 
 def ferretdb_version() -> str:
@@ -383,21 +515,28 @@ def ferretdb_binary() -> Path:
     binary = home / "switchboard-ferretdb"
     if binary.exists():
         return binary
-    go = _require("go", "FerretDB is built from the Go module proxy")
+    go = go_binary(_go_directive(module / "go.mod"))
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
-    source = _patched_ferretdb_source(go, module, home, env)
+    # The Go chosen is new enough: no toolchain switch (it would need the checksum database).
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local"}
+    with _step(
+        f"ferretdb: fetching FerretDB {ferretdb_version()} from the Go module proxy"
+    ) as done:
+        source = _patched_ferretdb_source(go, module, home, env)
+        done.append(f"{_megabytes(source)} of source, patched")
     modfile = home / "go.mod"
     modfile.write_text(
         (module / "go.mod").read_text() + f"\nreplace github.com/FerretDB/FerretDB => {source}\n"
     )
     shutil.copyfile(module / "go.sum", home / "go.sum")
     partial = binary.with_name(binary.name + ".partial")
-    _run(
-        [go, "build", "-mod=mod", f"-modfile={modfile}", "-trimpath", "-o", str(partial), "."],
-        cwd=module,
-        env=env,
-    )
+    with _step("ferretdb: building the server with Go (first run only)") as done:
+        _run(
+            [go, "build", "-mod=mod", f"-modfile={modfile}", "-trimpath", "-o", str(partial), "."],
+            cwd=module,
+            env=env,
+        )
+        done.append(f"{_megabytes(partial)} binary")
     partial.rename(binary)
     return binary
 

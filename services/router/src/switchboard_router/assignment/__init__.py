@@ -92,6 +92,7 @@ def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
         topics=[CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS],
         group_id=prefix + GROUP_ASSIGNMENT,
         max_records=settings.batch_max_records,
+        watch=ctx.consumers,
         title="assignment",
         description="Routes conversations: activity, agent work on them, SLA escalation.",
     )
@@ -101,6 +102,7 @@ def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
         topics=[AGENT_EVENTS],
         group_id=prefix + GROUP_AGENTS,
         max_records=settings.batch_max_records,
+        watch=ctx.consumers,
         title="agents",
         description="Persists agents; presence, capacity changes and offer answers.",
     )
@@ -109,8 +111,10 @@ def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
         consumer(AgentViewHandler(engine.directory), GROUP_AGENT_VIEW, view=True),
         topics=[AGENT_EVENTS],
         group_id=f"{prefix}{GROUP_AGENT_VIEW}.{replica}",
+        name=GROUP_AGENT_VIEW,
         auto_offset_reset="latest",
         max_records=settings.batch_max_records,
+        watch=ctx.consumers,
         title="agents-view",
         description="This replica's in-memory view of every agent.",
     )
@@ -119,8 +123,10 @@ def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
         consumer(DecisionViewHandler(engine), GROUP_DECISION_VIEW, view=True),
         topics=[ASSIGNMENTS],
         group_id=f"{prefix}{GROUP_DECISION_VIEW}.{replica}",
+        name=GROUP_DECISION_VIEW,
         auto_offset_reset="latest",
         max_records=settings.batch_max_records,
+        watch=ctx.consumers,
         title="decisions-view",
         description="This replica's in-memory view of the queue and the offers.",
     )

@@ -1,4 +1,4 @@
-"""Classification (pure): priority, required skills, language and the queue of a
+"""Classification (pure): priority, skills, language and the queue of a
 conversation, from its activity and the policy. No I/O; the language detector is passed
 in (``LanguageDetector``), so tests can use a fixed one."""
 
@@ -30,7 +30,8 @@ class Classified:
     """What routing needs to know about a conversation."""
 
     priority: Priority
-    #: Required skills with minimum levels, ``language:<code>`` included.
+    #: Skills with minimum levels (topics', ``language:<code>``); the queue's target says
+    #: which are required.
     skills: dict[str, int]
     language: str | None
     topics: tuple[str, ...] = ()

@@ -9,7 +9,8 @@ level. Required skills = the queue's own requirements + the conversation's (all,
 the language, or none, per queue) + the *preferred* skills of the step that applies
 after the time waited. While a sticky window or a pin applies, only that agent may.
 
-Score (see ``policy.Scoring``): weighted skill fit, spare capacity and idle time; ties go
+Score (see ``policy.Scoring``): weighted skill fit (over the required skills, every skill
+the conversation names and the first step's preferences), spare capacity and idle time; ties go
 to the agent idle longer, then the smaller agent id, so the choice is deterministic.
 """
 
@@ -48,7 +49,8 @@ class Requirements:
     """What an agent needs to take a conversation at a given moment."""
 
     skills: dict[str, int]
-    #: Skills that count towards skill fit: requirements plus the first step's preferences.
+    #: Skills that count towards skill fit: requirements, every skill the conversation
+    #: names and the first step's preferences.
     ideal: dict[str, int]
     step: int
     #: Only this agent may take it (sticky window or pin).
@@ -97,7 +99,11 @@ def requirements(conversation: RouteState, policy: RoutingPolicy, now: datetime)
     step = active_step(queue, waited)
     if step >= 0:
         skills = _merge(skills, queue.steps[step].preferred)
-    ideal = _merge(skills, queue.steps[0].preferred) if queue.steps else dict(skills)
+    # Skill fit counts every skill the conversation names, required or not: a topic the
+    # queue does not require is still a preference.
+    ideal = _merge(skills, conversation.skills)
+    if queue.steps:
+        ideal = _merge(ideal, queue.steps[0].preferred)
     only = conversation.pinned_agent
     if only is None and conversation.sticky_agent and conversation.sticky_until is not None:
         only = conversation.sticky_agent if now < conversation.sticky_until else None
@@ -306,9 +312,10 @@ def change_moments(conversation: RouteState, policy: RoutingPolicy) -> list[date
 
 def overflow_due_at(conversation: RouteState, policy: RoutingPolicy) -> datetime | None:
     queue = policy.queue(conversation.queue)
-    if queue is None or queue.overflow_after_seconds is None:
+    after = None if queue is None else queue.overflow_after(conversation.channel)
+    if after is None:
         return None
-    return conversation.waiting_since + timedelta(seconds=queue.overflow_after_seconds)
+    return conversation.waiting_since + timedelta(seconds=after)
 
 
 def raised(priority: Priority) -> Priority:

@@ -62,7 +62,8 @@ class RouteState(BaseModel):
     channel: Channel
     priority: Priority
     queue: str
-    #: Required skills with minimum levels (``language:<code>`` included).
+    #: The skills the conversation names, with minimum levels (its topics' and
+    #: ``language:<code>``); the queue's target says which of them are required.
     skills: dict[str, int] = Field(default_factory=dict)
     language: str | None = None
     topics: list[str] = Field(default_factory=list)

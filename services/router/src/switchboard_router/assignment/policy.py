@@ -36,7 +36,8 @@ class KeywordRule(_Strict):
 
 
 class TopicRule(_Strict):
-    """A topic recognised by keywords; it requires skills with minimum levels."""
+    """A topic recognised by keywords; it names skills with minimum levels, which a
+    queue's target requires (``conversation_skills: all``) or prefers."""
 
     name: str
     keywords: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -74,7 +75,7 @@ class Conditions(_Strict):
 
     channel: list[Channel] | None = None
     priority: list[Priority] | None = None
-    #: Every listed skill is among the conversation's required skills.
+    #: Every listed skill is among the conversation's skills (topics, language).
     skills: list[SkillName] | None = None
     language: list[str] | None = None
     customer_tier: list[str] | None = None
@@ -84,8 +85,9 @@ class Conditions(_Strict):
 class Target(_Strict):
     """Which agents a queue's conversations may go to."""
 
-    #: Which of the conversation's own required skills apply: all of them, only the
-    #: language, or none.
+    #: Which of the conversation's own skills (its topics' and ``language:<code>``) an
+    #: agent must have: all of them, only the language, or none. Those not required still
+    #: count towards skill fit, so the best-fitting free agent is preferred.
     conversation_skills: Literal["all", "language", "none"] = "all"
     #: Skills every agent of the queue needs, with minimum levels.
     required: dict[SkillName, MinLevel] = Field(default_factory=dict)
@@ -106,6 +108,13 @@ class QueuePolicy(_Strict):
     steps: list[Step] = Field(default_factory=list)
     #: Move to the overflow queue after waiting this long (never when unset).
     overflow_after_seconds: Seconds | None = None
+    #: The same per channel, where its SLA budget differs (minutes on chat, a day by
+    #: email); channels not listed use ``overflow_after_seconds``.
+    overflow_after_seconds_by_channel: dict[Channel, Seconds] = Field(default_factory=dict)
+
+    def overflow_after(self, channel: Channel) -> float | None:
+        """Seconds a conversation of ``channel`` waits here before overflowing (None: never)."""
+        return self.overflow_after_seconds_by_channel.get(channel, self.overflow_after_seconds)
 
     @model_validator(mode="after")
     def _steps_in_order(self) -> QueuePolicy:

@@ -18,6 +18,7 @@ from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
 from switchboard_router.timeline.apply import TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
+from switchboard_router.timeline.raw_mail import MongoRawMail
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
 from switchboard_router.timeline.status import StatusForwarder
 from switchboard_router.timeline.threading import Policy
@@ -38,6 +39,7 @@ def wire(ctx: RouterContext) -> StageParts:
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
     timeline = MongoTimelineStore(ctx.db)
+    raw_mail = MongoRawMail(ctx.db)
     policy = Policy(
         reopen_window=settings.reopen_window,
         social_inactivity_window=settings.social_inactivity_window,
@@ -56,6 +58,7 @@ def wire(ctx: RouterContext) -> StageParts:
         timeline,
         ctx.publisher,
         resolver,
+        raw_mail=raw_mail,
         policy=policy,
         clock=utcnow,
         metrics=metrics,
@@ -80,11 +83,12 @@ def wire(ctx: RouterContext) -> StageParts:
             topics=[topic],
             group_id=group_id,
             max_records=settings.batch_max_records,
+            watch=ctx.consumers,
             title=f"{group_id}:{settings.topics(topic)}",
             description=title,
         )
     directory = CustomerDirectory(
-        identities, timeline, ctx.publisher, clock=utcnow, metrics=metrics
+        identities, timeline, ctx.publisher, raw_mail=raw_mail, clock=utcnow, metrics=metrics
     )
 
     async def create_indexes() -> None:

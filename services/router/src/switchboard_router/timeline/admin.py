@@ -7,9 +7,10 @@ both timelines are exactly what they were — messages received meanwhile includ
 every message stays filed under the customer its sender identity belongs to.
 
 Erasure removes the personal data of a customer's whole group (identities, profile,
-message text and email references), leaves an audit record with ids and counts only,
-and tells stage 2 through the customer stream (``CustomerErased``) so messages already
-on their way are erased too and later ones start a fresh customer.
+message text, email references and the raw mail, see ``raw_mail``), leaves an audit
+record with ids and counts only, and tells stage 2 through the customer stream
+(``CustomerErased``) so messages already on their way are erased too and later ones
+start a fresh customer.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from switchboard_router.timeline.ports import (
     IdentityStore,
     Membership,
     MergeRecord,
+    RawMail,
     TimelineStore,
 )
+from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import Publisher
 
 log = get_logger(__name__)
@@ -93,11 +96,13 @@ class CustomerDirectory:
         timeline: TimelineStore,
         publisher: Publisher,
         *,
+        raw_mail: RawMail,
         clock: Callable[[], datetime],
         metrics: TimelineMetrics,
     ) -> None:
         self._identities = identities
         self._timeline = timeline
+        self._raw_mail = raw_mail
         self._publisher = publisher
         self._clock = clock
         self._metrics = metrics
@@ -352,6 +357,7 @@ class CustomerDirectory:
         }
         await self._identities.erase_customers(members, record.erasure_id, now)
         counts |= await self._timeline.erase(members)
+        counts["raw_messages"] = await erase_raw_mail(self._timeline, self._raw_mail, members)
         await self._publisher.publish_all(
             [
                 Outgoing(

@@ -52,7 +52,8 @@ from switchboard_router.timeline.plan import (
     MessageItem,
     plan_home,
 )
-from switchboard_router.timeline.ports import Claim, ConversationWrite, TimelineStore
+from switchboard_router.timeline.ports import Claim, ConversationWrite, RawMail, TimelineStore
+from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
 from switchboard_router.timeline.threading import (
     HomeState,
@@ -96,6 +97,7 @@ class TimelineStage:
         publisher: Publisher,
         resolver: IdentityResolver,
         *,
+        raw_mail: RawMail,
         policy: Policy,
         clock: Callable[[], datetime],
         metrics: TimelineMetrics,
@@ -104,6 +106,7 @@ class TimelineStage:
         self._store = store
         self._publisher = publisher
         self._resolver = resolver
+        self._raw_mail = raw_mail
         self._policy = policy
         self._clock = clock
         self._metrics = metrics
@@ -377,6 +380,7 @@ class TimelineStage:
         for home, plan in plans.items():
             if plan.erasure is not None:
                 counts = await self._store.erase([home])
+                counts["raw_messages"] = await erase_raw_mail(self._store, self._raw_mail, [home])
                 self._metrics.erasures.labels("applied").inc()
                 log.info("timeline erased", customer_id=home, **counts)
         created = [home for home, w in work.items() if not w.known]

@@ -219,7 +219,8 @@ def _json_value(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- erasure
 
-#: What erasure leaves of a timeline entry: ids, channel, times and its conversation.
+#: What erasure leaves of a timeline entry: ids, channel, times and its conversation
+#: (``raw_ref`` goes only once the raw mail is deleted: see ``raw_mail``).
 MESSAGE_ERASURE: Document = {
     "text": "",
     "subject": None,
@@ -231,7 +232,6 @@ MESSAGE_ERASURE: Document = {
     "provider_message_id": None,
     "provider_thread_id": None,
     "reply_to_provider_message_id": None,
-    "raw_ref": None,
     "recipients": [],
     "attachments": [],
     "parse_errors": [],

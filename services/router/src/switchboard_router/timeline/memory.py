@@ -162,6 +162,18 @@ class InMemoryIdentityStore:
         return self.erasures.get(erasure_id)
 
 
+class InMemoryRawMail:
+    """``RawMail`` as a set of references."""
+
+    def __init__(self, *refs: str) -> None:
+        self.refs = set(refs)
+
+    async def erase(self, raw_refs: Sequence[str]) -> int:
+        found = self.refs & set(raw_refs)
+        self.refs -= found
+        return len(found)
+
+
 class InMemoryTimelineStore:
     """``TimelineStore`` in dictionaries of documents."""
 
@@ -265,6 +277,18 @@ class InMemoryTimelineStore:
 
     async def count_messages(self, conversation_id: str) -> int:
         return sum(1 for d in self.messages.values() if d["conversation_id"] == conversation_id)
+
+    async def raw_refs(self, customer_ids: Sequence[str], limit: int) -> dict[str, str]:
+        wanted = set(customer_ids)
+        found = [
+            d for d in self.messages.values() if d["customer_id"] in wanted and d.get("raw_ref")
+        ]
+        return {d["_id"]: d["raw_ref"] for d in found[:limit]}
+
+    async def forget_raw_refs(self, message_ids: Sequence[str]) -> None:
+        for message_id in message_ids:
+            if message_id in self.messages:
+                self.messages[message_id]["raw_ref"] = None
 
     async def erase(self, customer_ids: Sequence[str]) -> dict[str, int]:
         wanted = set(customer_ids)

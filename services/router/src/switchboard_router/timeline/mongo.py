@@ -526,6 +526,17 @@ class MongoTimelineStore:
     async def count_messages(self, conversation_id: str) -> int:
         return await self.messages.count_documents({"conversation_id": conversation_id})
 
+    async def raw_refs(self, customer_ids: Sequence[str], limit: int) -> dict[str, str]:
+        query = {"customer_id": {"$in": list(customer_ids)}, "raw_ref": {"$ne": None}}
+        cursor = self.messages.find(query, {"raw_ref": 1}).limit(limit)
+        return {document["_id"]: document["raw_ref"] async for document in cursor}
+
+    async def forget_raw_refs(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self.messages.update_many(
+                {"_id": {"$in": list(message_ids)}}, {"$set": {"raw_ref": None}}
+            )
+
     async def erase(self, customer_ids: Sequence[str]) -> dict[str, int]:
         scope = {"customer_id": {"$in": list(customer_ids)}}
         messages = await self.messages.update_many(scope, {"$set": MESSAGE_ERASURE})

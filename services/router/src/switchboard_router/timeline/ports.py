@@ -270,5 +270,23 @@ class TimelineStore(Protocol):
     async def erase(self, customer_ids: Sequence[str]) -> dict[str, int]:
         """Remove personal data filed under the customers: message text, subjects,
         senders and email references are dropped (the entries stay, as skeletons), the
-        Message-ID index and thread claims are deleted. Idempotent. Returns counts."""
+        Message-ID index and thread claims are deleted. Idempotent. Returns counts.
+        References to raw mail stay until ``forget_raw_refs`` (see ``raw_mail``)."""
+        ...
+
+    async def raw_refs(self, customer_ids: Sequence[str], limit: int) -> dict[str, str]:
+        """message_id → ``raw_ref`` of at most ``limit`` of the customers' messages that
+        still point at raw mail."""
+        ...
+
+    async def forget_raw_refs(self, message_ids: Sequence[str]) -> None:
+        """Drop the messages' ``raw_ref`` (once the raw mail is deleted). Idempotent."""
+        ...
+
+
+class RawMail(Protocol):
+    """The raw mail messages point at (``switchboard_common.raw_mail``)."""
+
+    async def erase(self, raw_refs: Sequence[str]) -> int:
+        """Delete the raw mail these references name; returns how many. Idempotent."""
         ...

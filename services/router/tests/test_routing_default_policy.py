@@ -1,0 +1,171 @@
+"""The shipped routing policy on real Kafka and FerretDB: a topic guessed from keywords
+makes a skilled agent preferred, never required, so mail about orders reaches agents
+who have other skills; a requirement an operator configures still holds work back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchboard_common.contract import (
+    AGENT_EVENTS,
+    ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
+    AgentStatus,
+    AgentStatusChanged,
+    AgentUpserted,
+    Channel,
+    ConversationActivity,
+    ConversationAssigned,
+    ConversationQueued,
+)
+from switchboard_common.contract.events import AssignmentDecision
+from switchboard_devkit.running.inprocess import free_port, running
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import eventually
+from switchboard_router.app import build
+from switchboard_router.settings import RouterSettings
+
+pytestmark = pytest.mark.integration
+
+#: Skills the team configured; nobody has the `orders` skill the shipped topic names.
+TEAM = {"bea": {"billing": 5}, "sam": {"shipping": 5}, "kim": {"billing": 3, "shipping": 3}}
+
+#: An operator's policy making the topic a hard requirement.
+ORDERS_REQUIRED = """
+classification:
+  topics: [{name: orders, keywords: [order], skills: {orders: 1}}]
+queues: [{name: general, target: {conversation_skills: all}}]
+"""
+
+RouterFactory = Callable[[str | None], AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+def router(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> RouterFactory:
+    """Start the router in-process with the given policy (None: the shipped one)."""
+
+    @asynccontextmanager
+    async def start(policy: str | None) -> AsyncIterator[str]:
+        for key, value in {**service_env, "ROUTER_HTTP_PORT": str(free_port())}.items():
+            monkeypatch.setenv(key, value)
+        if policy is None:
+            monkeypatch.delenv("ROUTER_POLICY_FILE", raising=False)
+        else:
+            path = tmp_path / "routing.yaml"
+            path.write_text(policy)
+            monkeypatch.setenv("ROUTER_POLICY_FILE", str(path))
+        runtime, _, _ = build(RouterSettings.load())
+        async with running(runtime) as url:
+            yield url
+
+    return start
+
+
+async def team_online(probe: TopicProbe, url: str, team: dict[str, dict[str, int]]) -> None:
+    for agent_id, skills in team.items():
+        profile = AgentUpserted(
+            agent_id=agent_id,
+            display_name=agent_id,
+            skills=skills,
+            capacity={Channel.EMAIL: 5},
+            languages=["en"],
+        )
+        await probe.send(AGENT_EVENTS, profile, key=agent_id)
+        status = AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE)
+        await probe.send(AGENT_EVENTS, status, key=agent_id)
+
+    async def all_online() -> bool | None:
+        async with httpx.AsyncClient(base_url=url) as http:
+            items = (await http.get("/agents")).json()["items"]
+        online = {a["agent_id"] for a in items if a["status"] == "online"}
+        return True if online >= set(team) else None
+
+    await eventually(all_online, what="the team online")
+
+
+async def where_is_my_order(probe: TopicProbe, count: int) -> list[str]:
+    conversations = [f"order-{n}" for n in range(count)]
+    for conversation_id in conversations:
+        activity = ConversationActivity(
+            conversation_id=conversation_id,
+            customer_id=f"cust-{conversation_id}",
+            channel=Channel.EMAIL,
+            kind="opened",
+            message_id=f"m-{conversation_id}",
+            received_at=datetime.now(UTC),
+            subject="Where is my order?",
+            text="Hello, where is my order? It has not arrived yet.",
+        )
+        await probe.send(CONVERSATION_ACTIVITY, activity, key=conversation_id)
+    return conversations
+
+
+async def latest_decisions(probe: TopicProbe) -> dict[str, AssignmentDecision]:
+    """The newest decision of each conversation published so far."""
+    latest: dict[str, AssignmentDecision] = {}
+    for _, event in await probe.read_events(ASSIGNMENTS, timeout=2.0):
+        if isinstance(event, AssignmentDecision):
+            seen = latest.get(event.conversation_id)
+            if seen is None or event.seq > seen.seq:
+                latest[event.conversation_id] = event
+    return latest
+
+
+async def test_orders_mail_reaches_agents_without_an_orders_skill(
+    router: RouterFactory, probe: TopicProbe
+) -> None:
+    async with router(None) as url:
+        await team_online(probe, url, TEAM)
+        conversations = await where_is_my_order(probe, 10)
+
+        async def all_assigned() -> dict[str, AssignmentDecision] | None:
+            latest = await latest_decisions(probe)
+            done = all(isinstance(latest.get(c), ConversationAssigned) for c in conversations)
+            return latest if done else None
+
+        latest = await eventually(all_assigned, what="ten order emails assigned")
+    for conversation_id in conversations:
+        decision = latest[conversation_id]
+        assert decision.agent_id in TEAM
+        assert decision.queue == "general"
+        # The topic was recognised; it made nobody ineligible.
+        classification, required = decision.reason["classification"], decision.reason["required"]
+        assert isinstance(classification, dict)
+        assert isinstance(required, dict)
+        assert classification["topics"] == ["orders"]
+        assert "orders" not in required
+
+
+async def test_a_skill_the_operator_requires_keeps_the_mail_queued_for_a_qualified_agent(
+    router: RouterFactory, probe: TopicProbe
+) -> None:
+    async with router(ORDERS_REQUIRED) as url:
+        await team_online(probe, url, TEAM)
+        conversations = await where_is_my_order(probe, 3)
+
+        async def decided() -> dict[str, AssignmentDecision] | None:
+            latest = await latest_decisions(probe)
+            return latest if all(c in latest for c in conversations) else None
+
+        first = await eventually(decided, what="a decision for each order email")
+        for conversation_id in conversations:
+            # Three agents with free slots online, none with the required skill.
+            assert isinstance(first[conversation_id], ConversationQueued)
+            assert "orders" in first[conversation_id].required_skills
+
+        await team_online(probe, url, {"olu": {"orders": 2}})
+
+        async def all_with_olu() -> dict[str, AssignmentDecision] | None:
+            latest = await latest_decisions(probe)
+            done = all(latest[c].agent_id == "olu" for c in conversations)
+            return latest if done else None
+
+        await eventually(all_with_olu, what="the order emails assigned to the qualified agent")
