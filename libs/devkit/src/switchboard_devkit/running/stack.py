@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from switchboard_common.contract.topics import TopicNames
 from switchboard_common.topics import create_topics, delete_topics
@@ -70,7 +69,7 @@ class Stack:
     def spec(self, name: str) -> ServiceSpec:
         for spec in discover_services():
             if spec.name == name:
-                return dataclasses.replace(spec, module=self.modules.get(name, spec.module))
+                return replace(spec, module=self.modules.get(name, spec.module))
         raise KeyError(f"no service {name!r} under services/")
 
     def start(self, *names: str, ready_timeout: float = 90.0) -> None:
