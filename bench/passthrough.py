@@ -3,22 +3,33 @@
 It reads ``support.inbound.v1`` records in batches and republishes each value unchanged
 to ``support.assignments.v1`` (same key), committing after the acks — the least a Kafka
 consumer that keeps the "commit after write" rule can do on the same broker and topic
-shape. The pipeline benchmarks run it beside the router in the same run.
+shape. The pipeline benchmarks run it beside the router in the same run. The essential
+pipeline (``essential.py``) is this loop with a write per batch added (``store``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from switchboard_common.contract import ASSIGNMENTS, INBOUND, TopicNames
 
+#: Work done on each consumed batch before its records are produced (and committed).
+Store = Callable[[Sequence[Any]], Awaitable[None]]
+
 
 async def passthrough(
-    bootstrap: str, topics: TopicNames, stop: asyncio.Event, *, group: str = "bench-passthrough"
+    bootstrap: str,
+    topics: TopicNames,
+    stop: asyncio.Event,
+    *,
+    group: str = "bench-passthrough",
+    store: Store | None = None,
 ) -> int:
     """Forward records until ``stop``; return how many were forwarded."""
     consumer = AIOKafkaConsumer(
@@ -43,6 +54,11 @@ async def passthrough(
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50, max_records=500)
+            records = [record for records in batch.values() for record in records]
+            if not records:
+                continue
+            if store is not None:
+                await store(records)
             futures = [
                 await producer.send(
                     topics(ASSIGNMENTS),
@@ -50,47 +66,35 @@ async def passthrough(
                     key=record.key,
                     headers=list(record.headers or ()),
                 )
-                for records in batch.values()
                 for record in records
             ]
-            if futures:
-                await asyncio.gather(*futures)
-                await consumer.commit()
-                forwarded += len(futures)
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            forwarded += len(futures)
     finally:
         await producer.stop()
         await consumer.stop()
     return forwarded
 
 
-@contextlib.asynccontextmanager
-async def running_passthrough(bootstrap: str, topics: TopicNames) -> AsyncIterator[None]:
-    """Run the passthrough in the background for the duration of the block."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(passthrough(bootstrap, topics, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options every baseline process takes (the harness starts it with them)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    return parser
 
 
-async def _serve(bootstrap: str, prefix: str) -> None:
-    import signal
-
+async def serve(name: str, bootstrap: str, prefix: str, *, store: Store | None = None) -> None:
+    """Run the loop as its own process until SIGTERM; say "<name> ready" once started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print("passthrough ready", flush=True)
-    await passthrough(bootstrap, TopicNames(prefix), stop)
+    print(f"{name} ready", flush=True)
+    await passthrough(bootstrap, TopicNames(prefix), stop, group=f"bench-{name}", store=store)
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="the bare passthrough as its own process")
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--prefix", required=True)
-    arguments = parser.parse_args()
-    asyncio.run(_serve(arguments.bootstrap, arguments.prefix))
+    options = arguments("the bare passthrough as its own process").parse_args()
+    asyncio.run(serve("passthrough", options.bootstrap, options.prefix))

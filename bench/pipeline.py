@@ -1,18 +1,26 @@
-"""Pipeline benchmarks: support.inbound.v1 → support.assignments.v1, beside a bare passthrough.
+"""Pipeline benchmarks: support.inbound.v1 → support.assignments.v1, beside bare baselines.
 
-Two cases, each measuring the system and the baseline in the same run on the same broker
-and topic shape (3 partitions), each side in its own process:
+Every case measures the system and the baselines in the same run on the same broker and
+topic shape (3 partitions), each side in its own process. The baseline the targets read
+against is ``essential.py``, the bare essential pipeline (consume → one ``insert_many``
+per batch → produce); ``passthrough.py`` (consume → produce) is reported beside it for
+reference.
 
 - ``throughput``: a backlog of N new-customer messages is produced as fast as the broker
   takes them; messages/s = N / (last decision − first acknowledgement). The system is the
-  router (all three stages) with online agents; the baseline is ``passthrough.py``, an
-  aiokafka consume → produce loop that commits after its acks.
+  router (all three stages) with online agents. Also the CPU each side's process used
+  per message (``/proc/<pid>/stat``) over the same window.
 - ``latency``: messages offered at a fixed rate; per message, the time from Kafka's
   acknowledgement of the inbound record to the arrival of its decision (the system's
-  ``reason.message_id``) or of its forwarded copy (the baseline), p50/p99/p99.9.
+  ``reason.message_id``) or of its forwarded copy (a baseline), p50/p99/p99.9.
+- ``operations``: the router's database work per inbound message, counted with PyMongo
+  command monitoring (``probed_router.py``): documents inserted, updated, deleted or read
+  (statements inside bulk commands included) and commands, for N fresh customers opening
+  a conversation, then for the same customers writing again (follow-ups).
 
     uv run python bench/pipeline.py throughput --messages 3000 --json out.json
     uv run python bench/pipeline.py latency --rate 500 --duration 15 --json out.json
+    uv run python bench/pipeline.py operations --customers 300 --json out.json
 
 Also reports the peak RSS of every process it ran (``/proc/<pid>/status`` VmHWM).
 """
@@ -35,11 +43,15 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+from pymongo import AsyncMongoClient
 
 from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.contract import (
     AGENT_EVENTS,
     ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
+    CUSTOMER_MESSAGES,
     INBOUND,
     AgentStatus,
     AgentStatusChanged,
@@ -50,13 +62,15 @@ from switchboard_common.contract import (
     SenderKind,
     TopicNames,
 )
-from switchboard_common.topics import create_topics
-from switchboard_devkit.running.processes import peak_rss_mb
+from switchboard_common.mongo import Document
+from switchboard_common.topics import create_topics, delete_topics
+from switchboard_devkit.running.database_operations import HTTP_PATH
+from switchboard_devkit.running.processes import cpu_seconds, peak_rss_mb
 from switchboard_devkit.running.stack import Stack
 from switchboard_devkit.servers.infra import ensure_infra
 from switchboard_devkit.testing.kafka_probe import unique
 
-HERE = Path(__file__).parent
+ROOT = Path(__file__).resolve().parent.parent
 TEXTS = (
     "Hello, my order 4411 has not arrived yet, can you check?",
     "I was charged twice on my last invoice, please refund one of them.",
@@ -75,19 +89,23 @@ class Outbound:
     headers: list[tuple[str, bytes]]
 
 
-def messages(count: int, run: str) -> list[Outbound]:
-    """New customers, email and WhatsApp, realistic short texts; pre-encoded."""
+def messages(count: int, run: str, *, follow_up_of: str | None = None) -> list[Outbound]:
+    """New customers, email and WhatsApp, realistic short texts; pre-encoded. With
+    ``follow_up_of``, the customers of that earlier run write again in their conversation
+    (an email replies to their first message)."""
     now = datetime.now(UTC)
+    customers = follow_up_of or run
     out = []
     for i in range(count):
         whatsapp = i % 3 == 2
         message_id = f"bench:{run}:{i}"
+        reply_to = f"bench:{follow_up_of}:{i}" if follow_up_of else None
         if whatsapp:
-            value = f"+3460{hash((run, i)) % 10_000_000:07d}"
+            value = f"+3460{hash((customers, i)) % 10_000_000:07d}"
             sender = Sender(kind=SenderKind.PHONE, value=value, display_name=None)
             key = f"whatsapp:{value}"
         else:
-            value = f"customer{i}.{run}@bench.example.com"
+            value = f"customer{i}.{customers}@bench.example.com"
             sender = Sender(kind=SenderKind.EMAIL, value=value, display_name=None)
             key = f"email:{value}"
         event = MessageReceived(
@@ -98,9 +116,11 @@ def messages(count: int, run: str) -> list[Outbound]:
             sender=sender,
             received_at=now,
             sent_at=None,
-            subject=None if whatsapp else "Help needed",
+            subject=None if whatsapp else "Re: Help needed" if reply_to else "Help needed",
             text=TEXTS[i % len(TEXTS)],
             account="support@support.example.com" if not whatsapp else "1055000001",
+            in_reply_to=None if whatsapp else reply_to,
+            references=[reply_to] if reply_to and not whatsapp else [],
         )
         headers = event_headers(event, source="/bench", event_id=message_id)
         out.append(
@@ -208,22 +228,33 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-# --------------------------------------------------------------------------- the two sides
+# --------------------------------------------------------------------------- the sides
 
 
 class RouterSide:
-    """The router (three stages) as a process, with online agents."""
+    """The router (three stages) as a process, with online agents. ``probed``: run it
+    through ``probed_router.py``, which counts its database commands."""
 
     name = "router"
 
-    def __init__(self, bootstrap: str, mongodb_url: str, agents: int, capacity: int) -> None:
-        self.stack = Stack(bootstrap, mongodb_url)
+    def __init__(
+        self, bootstrap: str, mongodb_url: str, agents: int, capacity: int, *, probed: bool = False
+    ) -> None:
+        modules = {"router": "bench.probed_router"} if probed else {}
+        # Probed, the periodic re-read of agents and queue (every 30 s, not per message)
+        # is held off so that a phase counts only the work its messages cause.
+        extra_env = {"ROUTER_ASSIGNMENT_REFRESH_SECONDS": "3600"} if probed else {}
+        self.stack = Stack(bootstrap, mongodb_url, extra_env=extra_env, modules=modules)
         self.agents = agents
         self.capacity = capacity
 
     @property
     def topics(self) -> TopicNames:
         return self.stack.topics
+
+    @property
+    def bootstrap(self) -> str:
+        return self.stack.kafka_bootstrap
 
     async def start(self) -> None:
         await asyncio.to_thread(self.stack.start, "router")
@@ -272,64 +303,84 @@ class RouterSide:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.stack.stop)
+        await asyncio.to_thread(self.stack.remove_data)
 
 
-class PassthroughSide:
-    """``passthrough.py`` as a process on its own topics."""
+class BaselineSide:
+    """A bare baseline (``bench/<name>.py``) as a process on its own topics; the essential
+    pipeline also gets a database of its own."""
 
-    name = "passthrough"
-
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, name: str, bootstrap: str, mongodb_url: str | None = None) -> None:
+        self.name = name
         self.bootstrap = bootstrap
-        self.topics = TopicNames(f"{unique('p')}.")
+        self.mongodb_url = mongodb_url
+        self.database = unique("bench_essential_")
+        self.topics = TopicNames(f"{unique(name[0])}.")
         self.process: subprocess.Popen[str] | None = None
 
     async def start(self) -> None:
         await create_topics(self.bootstrap, prefix=self.topics.prefix, partitions=3)
+        extra = []
+        if self.mongodb_url is not None:
+            extra = ["--mongodb-url", self.mongodb_url, "--database", self.database]
         self.process = subprocess.Popen(  # noqa: ASYNC220 - start-up, not the measured path
             [
                 sys.executable,
-                str(HERE / "passthrough.py"),
+                "-m",
+                f"bench.{self.name}",
                 "--bootstrap",
                 self.bootstrap,
                 "--prefix",
                 self.topics.prefix,
+                *extra,
             ],
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.process.stdout is not None
-        await asyncio.to_thread(self.process.stdout.readline)  # "passthrough ready"
+        await asyncio.to_thread(self.process.stdout.readline)  # "<name> ready"
         await asyncio.sleep(3)  # its consumer joins the group and gets partitions
 
     def pids(self) -> dict[str, int]:
-        return {"passthrough": self.process.pid} if self.process else {}
+        return {self.name: self.process.pid} if self.process else {}
 
     async def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             await asyncio.to_thread(self.process.wait, 20)
+        await delete_topics(self.bootstrap, prefix=self.topics.prefix)
+        if self.mongodb_url:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(self.mongodb_url)
+            try:
+                await client.drop_database(self.database)
+            finally:
+                await client.close()
+
+
+Side = RouterSide | BaselineSide
 
 
 # --------------------------------------------------------------------------- cases
 
 
-async def measure(
-    side: RouterSide | PassthroughSide, count: int, rate: float | None, run: str
-) -> dict[str, Any]:
-    bootstrap = side.stack.kafka_bootstrap if isinstance(side, RouterSide) else side.bootstrap
+async def measure(side: Side, count: int, rate: float | None, run: str) -> dict[str, Any]:
     items = messages(count, f"{run}-{side.name}")
-    reader = Decisions(bootstrap, side.topics(ASSIGNMENTS), system=isinstance(side, RouterSide))
+    reader = Decisions(
+        side.bootstrap, side.topics(ASSIGNMENTS), system=isinstance(side, RouterSide)
+    )
     await reader.start()
     following = asyncio.create_task(reader.follow())
+    cpu_before = {name: cpu_seconds(pid) for name, pid in side.pids().items()}
     try:
-        acked = await produce(bootstrap, side.topics(INBOUND), items, rate)
+        acked = await produce(side.bootstrap, side.topics(INBOUND), items, rate)
         await reader.until(set(acked), timeout=max(120.0, count / 20))
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
         await reader.stop()
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in side.pids().items()}
     done = [m for m in acked if m in reader.arrived]
     latencies = [(reader.arrived[m] - acked[m]) * 1000 for m in done]
     elapsed = max(reader.arrived[m] for m in done) - min(acked.values()) if done else float("nan")
@@ -341,7 +392,24 @@ async def measure(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "p999_ms": percentile(latencies, 99.9),
+        # From the first produce to the last arrival; the process idles only at the edges.
+        "cpu_ms_per_message": {
+            name: 1000 * seconds / len(done) if done else float("nan")
+            for name, seconds in cpu.items()
+        },
         "peak_rss_mb": {name: peak_rss_mb(pid) for name, pid in side.pids().items()},
+    }
+
+
+def against(
+    field: str, system: dict[str, Any], baseline: dict[str, Any], unit: str
+) -> dict[str, Any]:
+    """One report row: the system's figure beside a baseline's, and their ratio."""
+    return {
+        "unit": unit,
+        "system": system[field],
+        "baseline": baseline[field],
+        "ratio": system[field] / baseline[field],
     }
 
 
@@ -350,9 +418,10 @@ async def run_case(args: argparse.Namespace) -> dict[str, Any]:
     run = unique("r")
     results: dict[str, Any] = {}
     try:
-        sides: list[RouterSide | PassthroughSide] = [
+        sides: list[Side] = [
             RouterSide(infra.kafka_bootstrap, infra.mongodb_url, args.agents, args.capacity),
-            PassthroughSide(infra.kafka_bootstrap),
+            BaselineSide("essential", infra.kafka_bootstrap, infra.mongodb_url),
+            BaselineSide("passthrough", infra.kafka_bootstrap),
         ]
         for side in sides:
             await side.start()
@@ -368,38 +437,181 @@ async def run_case(args: argparse.Namespace) -> dict[str, Any]:
                 await side.stop()
     finally:
         infra.close()
-    system, baseline = results["router"], results["passthrough"]
+    system, essential, passthrough = results["router"], results["essential"], results["passthrough"]
     if args.case == "throughput":
+        unit = "messages/s"
         figures = {
             "case": "pipeline_throughput",
-            "unit": "messages/s",
-            "system": system["throughput"],
-            "baseline": baseline["throughput"],
-            "ratio": system["throughput"] / baseline["throughput"],
+            **against("throughput", system, essential, unit),
+            "rows": {
+                "passthrough": against("throughput", system, passthrough, unit),
+                "cpu": {
+                    "unit": "ms CPU per message",
+                    "system": system["cpu_ms_per_message"]["router"],
+                    "baseline": essential["cpu_ms_per_message"]["essential"],
+                    "ratio": system["cpu_ms_per_message"]["router"]
+                    / essential["cpu_ms_per_message"]["essential"],
+                },
+            },
         }
     else:
+        unit = "ms p99 (ack → decision)"
         figures = {
             "case": f"pipeline_latency_{int(args.rate)}",
-            "unit": "ms p99 (ack → decision)",
             "offered_rate": args.rate,
-            "system": system["p99_ms"],
-            "baseline": baseline["p99_ms"],
-            "ratio": system["p99_ms"] / baseline["p99_ms"],
+            **against("p99_ms", system, essential, unit),
+            "rows": {"passthrough": against("p99_ms", system, passthrough, unit)},
         }
     return {**figures, "detail": results, "agents": args.agents, "pid": os.getpid()}
 
 
+# --------------------------------------------------------------------------- operations
+
+
+class RouterProbe:
+    """Reads a probed router's running totals: database work, consumed batches, CPU."""
+
+    def __init__(self, side: RouterSide, http: httpx.AsyncClient) -> None:
+        self.side = side
+        self.http = http
+        self.url = side.stack.url("router")
+
+    async def snapshot(self) -> dict[str, Any]:
+        operations = (await self.http.get(self.url + HTTP_PATH)).json()
+        metrics = (await self.http.get(self.url + "/metrics")).text
+        processed: dict[str, float] = {}
+        batches: dict[str, float] = {}
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                topic = sample.labels.get("topic", "")
+                if sample.name == "switchboard_consumer_records_total":
+                    if sample.labels.get("outcome") == "processed":
+                        processed[topic] = sample.value
+                elif sample.name == "switchboard_consumer_batch_size_count":
+                    batches[topic] = sample.value
+        return {
+            **operations,
+            "processed": processed,
+            "batches": batches,
+            "cpu_seconds": cpu_seconds(self.side.pids()["router"]),
+        }
+
+    async def settled(self, before: dict[str, Any], count: int, timeout: float) -> dict[str, Any]:
+        """Wait until the assignment stage processed ``count`` more activities than at
+        ``before`` and the database work stopped moving; return the snapshot."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            now = await self.snapshot()
+            done = _delta(now["processed"], before["processed"]).get(CONVERSATION_ACTIVITY, 0)
+            if done >= count and last is not None and now["commands"] == last["commands"]:
+                return now
+            last = now
+            await asyncio.sleep(0.5)
+        raise TimeoutError("the router did not finish the phase")
+
+
+#: The topics the three pipeline stages consume (the router also reads its own views).
+STAGES = (INBOUND, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY)
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def per_message(before: dict[str, Any], after: dict[str, Any], count: int) -> dict[str, Any]:
+    """One phase's database work per inbound message, from two probe snapshots."""
+    documents = _delta(after["documents"], before["documents"])
+    commands = _delta(after["commands"], before["commands"])
+    stages = _delta(after["batches"], before["batches"])
+    batches = {topic: n for topic, n in stages.items() if topic in STAGES}
+    return {
+        "messages": count,
+        "documents_per_message": sum(documents.values()) / count,
+        "commands_per_message": sum(commands.values()) / count,
+        # Batches of every stage (inbound, customer messages, activity) together.
+        "commands_per_batch": sum(commands.values()) / max(1.0, sum(batches.values())),
+        "documents": documents,
+        "commands": commands,
+        "batches": batches,
+        "housekeeping_commands": _delta(after["housekeeping"], before["housekeeping"]),
+        "cpu_ms_per_message": 1000 * (after["cpu_seconds"] - before["cpu_seconds"]) / count,
+    }
+
+
+async def operations_case(args: argparse.Namespace) -> dict[str, Any]:
+    infra = ensure_infra()
+    run = unique("r")
+    side = RouterSide(
+        infra.kafka_bootstrap, infra.mongodb_url, args.agents, args.capacity, probed=True
+    )
+    try:
+        await side.start()
+        try:
+            await measure(side, 50, None, f"{run}-warm")
+            async with httpx.AsyncClient(timeout=10) as http:
+                probe = RouterProbe(side, http)
+                phases: dict[str, Any] = {}
+                start = await probe.settled(await probe.snapshot(), 0, 60)
+                for phase, items in (
+                    ("opening", messages(args.customers, f"{run}-open")),
+                    (
+                        "follow_up",
+                        messages(args.customers, f"{run}-again", follow_up_of=f"{run}-open"),
+                    ),
+                ):
+                    await produce(side.bootstrap, side.topics(INBOUND), items, None)
+                    end = await probe.settled(start, len(items), max(120.0, len(items) / 10))
+                    phases[phase] = per_message(start, end, len(items))
+                    start = end
+            rss = {name: peak_rss_mb(pid) for name, pid in side.pids().items()}
+        finally:
+            await side.stop()
+    finally:
+        infra.close()
+    opening, follow_up = phases["opening"], phases["follow_up"]
+    none = {"baseline": None, "ratio": None}
+    return {
+        "case": "database_operations",
+        "unit": "documents per message",
+        "system": opening["documents_per_message"],
+        **none,
+        "rows": {
+            "follow_up": {
+                "unit": "documents per message",
+                "system": follow_up["documents_per_message"],
+                **none,
+            },
+            "opening_batches": {
+                "unit": "commands per batch",
+                "system": opening["commands_per_batch"],
+                **none,
+            },
+            "follow_up_batches": {
+                "unit": "commands per batch",
+                "system": follow_up["commands_per_batch"],
+                **none,
+            },
+        },
+        "detail": phases,
+        "customers": args.customers,
+        "peak_rss_mb": rss,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("case", choices=["throughput", "latency"])
+    parser.add_argument("case", choices=["throughput", "latency", "operations"])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--customers", type=int, default=300, help="operations: per phase")
     parser.add_argument("--agents", type=int, default=30)
     parser.add_argument("--capacity", type=int, default=200)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    figures = asyncio.run(run_case(args))
+    case = operations_case if args.case == "operations" else run_case
+    figures = asyncio.run(case(args))
     text = json.dumps(figures, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -27,14 +27,32 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
+#: ("ratio", ">=", 0.5): how a target reads against the median of that field.
+Target = tuple[str, str, float]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A further figure a case measures in the same run (its JSON's ``rows[key]``),
+    reported on its own line under the case's, with its own target."""
+
+    key: str
+    title: str
+    target: Target | None = None
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     title: str
     command: list[str]
-    #: ("ratio", ">=", 0.5): how the target reads against the median.
-    target: tuple[str, str, float] | None
-    extra_target: tuple[str, str, float] | None = None
+    target: Target | None
+    extra_target: Target | None = None
+    rows: tuple[Row, ...] = ()
+
+
+#: The pipeline cases read against the essential pipeline; the passthrough stays beside.
+PASSTHROUGH = Row("passthrough", "↳ the same beside the bare passthrough (reference)")
 
 
 def cases(quick: bool) -> list[Case]:
@@ -43,24 +61,49 @@ def cases(quick: bool) -> list[Case]:
     latency = [
         Case(
             f"pipeline_latency_{rate}",
-            f"latency ack → decision at {rate} msg/s (p99)",
+            f"latency ack → decision at {rate} msg/s (p99), vs the essential pipeline",
             [PY, pipeline, "latency", "--rate", str(rate), "--duration", seconds],
             ("ratio", "<=", 5.0),
             ("system", "<", 100.0) if rate == 500 else None,
+            rows=(PASSTHROUGH,),
         )
         for rate in (100, 250, 500)
     ]
     return [
         Case(
             "pipeline_throughput",
-            "pipeline inbound → assignments",
+            "pipeline inbound → assignments, vs the essential pipeline",
             [PY, pipeline, "throughput", "--messages", "1500" if quick else "3000"],
             ("ratio", ">=", 0.5),
+            rows=(
+                PASSTHROUGH,
+                Row(
+                    "cpu",
+                    "router CPU per message (/proc), beside the essential pipeline's",
+                    ("system", "<=", 0.3),
+                ),
+            ),
         ),
         *latency,
         Case(
+            "database_operations",
+            "database operations per message opening a conversation",
+            [PY, pipeline, "operations", "--customers", "150" if quick else "300"],
+            ("system", "<=", 5.0),
+            rows=(
+                Row("opening_batches", "↳ database commands per batch (all three stages), opening"),
+                Row(
+                    "follow_up", "database operations per follow-up message", ("system", "<=", 3.0)
+                ),
+                Row(
+                    "follow_up_batches",
+                    "↳ database commands per batch (all three stages), follow-up",
+                ),
+            ),
+        ),
+        Case(
             "timeline_writes",
-            "timeline writes",
+            "timeline writes, vs a bare insert_many of the same records",
             [PY, str(ROOT / "services/router/bench/timeline_writes.py"), "--duration", seconds],
             ("ratio", ">=", 0.5),
         ),
@@ -108,12 +151,32 @@ def run_once(case: Case, out: Path) -> dict[str, Any]:
     return figures
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def summarise(values: list[float | None]) -> dict[str, float] | None:
+    """Median, min and max over the repetitions; None for a figure a case does not have
+    (the database operations have no baseline)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)}
 
 
-def met(target: tuple[str, str, float] | None, summary: dict[str, Any]) -> bool | None:
-    if target is None:
+def figures_of(runs: list[dict[str, Any]], unit: str) -> dict[str, Any]:
+    """One report line's figures from each repetition's ``system``/``baseline``/``ratio``."""
+    return {
+        "unit": unit,
+        "system": summarise([r["system"] for r in runs]),
+        "baseline": summarise([r.get("baseline") for r in runs]),
+        "ratio": summarise([r.get("ratio") for r in runs]),
+    }
+
+
+def fmt(s: dict[str, float] | None) -> str:
+    """A summary as the report shows it: median [min – max]."""
+    return f"{s['median']:.3g} [{s['min']:.3g} – {s['max']:.3g}]" if s else "–"
+
+
+def met(target: Target | None, summary: dict[str, Any]) -> bool | None:
+    if target is None or summary[target[0]] is None:
         return None
     field, op, bound = target
     value = float(summary[field]["median"])
@@ -159,24 +222,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
 
-    def fmt(s: dict[str, float]) -> str:
-        return f"{s['median']:.3g} [{s['min']:.3g} – {s['max']:.3g}]"
+    def line(title: str, entry: dict[str, Any], *targets: Target | None) -> str:
+        target_text = "; ".join(f"{t[0]} {t[1]} {t[2]}" for t in targets if t) or "–"
+        verdict = entry["met"]
+        return (
+            f"| {title} | {entry['unit']} | {fmt(entry['system'])} | "
+            f"{fmt(entry['baseline'])} | {fmt(entry['ratio'])} | {target_text} | "
+            f"{'yes' if verdict else 'no' if verdict is not None else '–'} |"
+        )
 
     for entry in report["cases"].values():
         if "error" in entry:
             lines.append(f"| {entry['title']} | – | failed: {entry['error'][:80]} | | | | no |")
             continue
-        target = entry["target"]
-        extra = entry.get("extra_target")
-        target_text = f"{target[0]} {target[1]} {target[2]}" if target else "–"
-        if extra:
-            target_text += f"; {extra[0]} {extra[1]} {extra[2]}"
-        verdict = entry["met"]
-        lines.append(
-            f"| {entry['title']} | {entry['unit']} | {fmt(entry['system'])} | "
-            f"{fmt(entry['baseline'])} | {fmt(entry['ratio'])} | {target_text} | "
-            f"{'yes' if verdict else 'no' if verdict is not None else '–'} |"
-        )
+        lines.append(line(entry["title"], entry, entry["target"], entry.get("extra_target")))
+        lines.extend(line(r["title"], r, r["target"]) for r in entry.get("rows", {}).values())
     lines += ["", "## Peak memory (RSS, MB, max over repetitions)", ""]
     lines += ["| process | MB |", "|---|---|"]
     for proc, mb in sorted(report["peak_rss_mb"].items()):
@@ -196,6 +256,8 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
     series: dict[str, list[float]] = {
         "router p50": [],
         "router p99": [],
+        "essential p50": [],
+        "essential p99": [],
         "passthrough p50": [],
         "passthrough p99": [],
     }
@@ -204,18 +266,17 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
             continue
         runs = entry["runs"]
         rates.append(int(name.rsplit("_", 1)[1]))
-        for side, label in (("router", "router"), ("passthrough", "passthrough")):
-            series[f"{label} p50"].append(
-                statistics.median(r["detail"][side]["p50_ms"] for r in runs)
-            )
-            series[f"{label} p99"].append(
-                statistics.median(r["detail"][side]["p99_ms"] for r in runs)
-            )
+        for side in ("router", "essential", "passthrough"):
+            # Reports written before the essential pipeline have no such side.
+            if all(side in r["detail"] for r in runs):
+                for q in ("p50", "p99"):
+                    series[f"{side} {q}"].append(
+                        statistics.median(r["detail"][side][f"{q}_ms"] for r in runs)
+                    )
     for label, values in series.items():
         if values:
-            left.plot(
-                rates, values, marker="o", linestyle="--" if "pass" in label else "-", label=label
-            )
+            style = "-" if label.startswith("router") else ":" if "pass" in label else "--"
+            left.plot(rates, values, marker="o", linestyle=style, label=label)
     left.set_xlabel("offered load (messages/s)")
     left.set_ylabel("ack → decision latency (ms)")
     left.set_yscale("log")
@@ -224,7 +285,7 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
     left.legend()
     names, ratios, lows, highs = [], [], [], []
     for name, entry in report["cases"].items():
-        if "error" in entry or name.startswith("pipeline_latency_"):
+        if "error" in entry or name.startswith("pipeline_latency_") or not entry["ratio"]:
             continue
         names.append(name.replace("_", "\n"))
         ratio = entry["ratio"]
@@ -300,23 +361,26 @@ def main() -> int:
                 continue
             entry: dict[str, Any] = {
                 "title": case.title,
-                "unit": runs[0].get("unit", ""),
-                "system": summarise([r["system"] for r in runs]),
-                "baseline": summarise([r["baseline"] for r in runs]),
-                "ratio": summarise([r["ratio"] for r in runs]),
+                **figures_of(runs, runs[0].get("unit", "")),
                 "target": case.target,
                 "extra_target": case.extra_target,
                 "runs": runs,
             }
             verdicts = [met(case.target, entry), met(case.extra_target, entry)]
             entry["met"] = all(v for v in verdicts if v is not None)
+            entry["rows"] = {}
+            for row in case.rows:
+                found = [r["rows"][row.key] for r in runs]
+                figures = figures_of(found, found[0]["unit"])
+                figures.update(title=row.title, target=row.target, met=met(row.target, figures))
+                entry["rows"][row.key] = figures
             report["cases"][case.name] = entry
             for run in runs:
                 for proc, mb in peak_rss(run).items():
                     report["peak_rss_mb"][proc] = max(report["peak_rss_mb"].get(proc, 0.0), mb)
             print(
-                f"[bench] {case.name}: system {entry['system']['median']:.3g}, baseline "
-                f"{entry['baseline']['median']:.3g}, ratio {entry['ratio']['median']:.3g}",
+                f"[bench] {case.name}: system {fmt(entry['system'])}, baseline "
+                f"{fmt(entry['baseline'])}, ratio {fmt(entry['ratio'])}",
                 flush=True,
             )
     report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

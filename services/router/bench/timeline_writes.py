@@ -35,13 +35,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
-from pymongo.errors import BulkWriteError
 
 from switchboard_common.contract import INBOUND, Channel, ContractModel, MessageReceived, TopicNames
 from switchboard_common.logging import configure_logging
 from switchboard_common.mongo import Document
 from switchboard_common.service import run_runtime
 from switchboard_common.topics import create_topics, delete_topics
+from switchboard_devkit.running.baselines import insert_records
 from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.testing.builders import T0
 from switchboard_devtools.testing.router_timeline import inbound, message_ref, produce
@@ -183,15 +183,7 @@ async def measure_baseline(
                 continue
             if started is None:
                 started = time.monotonic()
-            documents = []
-            for record in records:
-                body = json.loads(record.value)
-                documents.append({"_id": body["message_id"], **body})
-            try:
-                await collection.insert_many(documents, ordered=False)
-            except BulkWriteError as error:  # a redelivered record: already there
-                if any(e.get("code") != 11000 for e in error.details["writeErrors"]):
-                    raise
+            await insert_records(collection, records)
             await consumer.commit()
             inserted += len(records)
             if time.monotonic() - started >= duration:

@@ -13,7 +13,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from switchboard_common.contract.topics import TopicNames
 from switchboard_common.topics import create_topics, delete_topics
@@ -42,6 +42,8 @@ class Stack:
     mongodb_url: str
     extra_env: dict[str, str] = field(default_factory=dict)
     partitions: int = 3
+    #: Run a service from another module, e.g. {"router": "bench.probed_router"}.
+    modules: dict[str, str] = field(default_factory=dict)
     topics: TopicNames = field(init=False)
     database: str = field(init=False)
     env: dict[str, str] = field(init=False)
@@ -71,7 +73,7 @@ class Stack:
     def spec(self, name: str) -> ServiceSpec:
         for spec in discover_services():
             if spec.name == name:
-                return spec
+                return replace(spec, module=self.modules.get(name, spec.module))
         raise KeyError(f"no service {name!r} under services/")
 
     def start(self, *names: str, ready_timeout: float = 90.0) -> None:
