@@ -209,7 +209,6 @@ async def test_only_the_signed_mail_of_a_crm_customer_joins_her_customer(
         linked = await router.http.post(
             f"/admin/customers/{owner['customer_id']}/profile",
             json={
-                "actor": "crm-sync",
                 "verified_emails": ["ana@example.com", "ana@mail.example.com"],
             },
             headers=router.admin,
