@@ -28,6 +28,7 @@ from switchboard_common.contract.events import AssignmentDecision
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import eventually
+from switchboard_devtools.testing.router_timeline import READ_TOKEN, TOKEN_ENV, bearer
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 
@@ -54,7 +55,8 @@ def router(
 
     @asynccontextmanager
     async def start(policy: str | None) -> AsyncIterator[str]:
-        for key, value in {**service_env, "ROUTER_HTTP_PORT": str(free_port())}.items():
+        started = {**service_env, **TOKEN_ENV, "ROUTER_HTTP_PORT": str(free_port())}
+        for key, value in started.items():
             monkeypatch.setenv(key, value)
         if policy is None:
             monkeypatch.delenv("ROUTER_POLICY_FILE", raising=False)
@@ -83,7 +85,7 @@ async def team_online(probe: TopicProbe, url: str, team: dict[str, dict[str, int
         await probe.send(AGENT_EVENTS, status, key=agent_id)
 
     async def all_online() -> bool | None:
-        async with httpx.AsyncClient(base_url=url) as http:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(READ_TOKEN)) as http:
             items = (await http.get("/agents")).json()["items"]
         online = {a["agent_id"] for a in items if a["status"] == "online"}
         return True if online >= set(team) else None

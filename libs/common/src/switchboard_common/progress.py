@@ -156,9 +156,21 @@ class ConsumerWatch:
         return ReadinessCheck("consumers", check)
 
     async def run(self) -> None:
-        """Sample lag from the broker every ``interval`` seconds, until cancelled."""
+        """Sample lag from the broker every ``interval`` seconds, until cancelled.
+
+        Each round runs as its own task that this loop waits on: aiokafka's offset calls
+        can swallow a cancellation while the consumer stops, and the service's shutdown
+        must never wait on them. A round still running when cancelled is abandoned."""
         while True:
-            await self.sample()
+            round_ = asyncio.create_task(self.sample(), name="consumer-lag-sample")
+            try:
+                done, _ = await asyncio.wait({round_}, timeout=max(10.0, 2 * self.interval))
+            except asyncio.CancelledError:
+                round_.cancel()
+                raise
+            if not done:
+                round_.cancel()
+                log.info("lag sampling round abandoned")
             await asyncio.sleep(self.interval)
 
     async def sample(self) -> None:
