@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -16,6 +18,7 @@ from switchboard_common.consumer import (
     Delivery,
     RetryPolicy,
     TransientFailureError,
+    describe,
     is_transient,
 )
 from switchboard_common.contract import MessageReceived, TopicNames
@@ -160,6 +163,28 @@ def test_transient_errors_are_told_apart_from_bugs() -> None:
     busy = "database is locked (5) (SQLITE_BUSY)"  # FerretDB v1: another writer's turn
     assert is_transient(OperationFailure(busy, code=1))
     assert not is_transient(OperationFailure("unknown operator: $foo", code=2))
+    # The broker restarted and forgot the producer; the publisher already started over.
+    assert is_transient(OutOfOrderSequenceNumber())
+
+
+def test_a_task_group_is_transient_only_when_every_error_in_it_is() -> None:
+    down = AutoReconnect("down")
+    assert is_transient(ExceptionGroup("stage", [down, ExceptionGroup("inner", [TimeoutError()])]))
+    assert not is_transient(ExceptionGroup("stage", [down, KeyError("bug")]))
+    assert describe(ExceptionGroup("stage", [KeyError("bug")])) == "KeyError: 'bug'"
+
+
+async def test_a_transient_failure_inside_a_task_group_is_retried_not_dead_lettered() -> None:
+    class Grouped(Recorder):
+        async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(super().__call__(deliveries))
+            return []
+
+    handler, sink = Grouped(transient_failures=2), InMemoryDeadLetters()
+    await consumer(handler, sink)([good(0), good(1)])
+    assert handler.seen == ["m-0", "m-1"]
+    assert sink.rejections == []
 
 
 def test_dead_letter_payload_keeps_the_exact_bytes_and_coordinates() -> None:

@@ -37,6 +37,7 @@ from switchboard_common.cloudevents import CloudEventAttributes, DecodeError, de
 from switchboard_common.contract.events import ContractModel
 from switchboard_common.contract.topics import TOPICS_BY_NAME, TopicNames
 from switchboard_common.deadletter import DeadLetterSink, RawRecord, Rejection
+from switchboard_common.kafka import DESYNCHRONISED
 from switchboard_common.logging import get_logger
 from switchboard_common.metrics import ConsumerMetrics
 from switchboard_common.progress import ConsumerWatch
@@ -66,13 +67,29 @@ class Delivery:
 Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[tuple[Delivery, str]]]]
 
 
+def describe(error: BaseException) -> str:
+    """A dead letter's reason: the error itself, not the task group that carried it."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}"
+
+
 class TransientFailureError(RuntimeError):
     """A batch could not be processed because a dependency stayed unreachable."""
 
 
 def is_transient(error: BaseException) -> bool:
-    """Errors worth retrying: the dependency may come back, the record is not at fault."""
+    """Errors worth retrying: the dependency may come back, the record is not at fault.
+
+    A group (from a handler's task group) is transient when every error in it is: one
+    poison record among them still needs isolating."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(is_transient(e) for e in error.exceptions)
     if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, DESYNCHRONISED):
+        # The broker forgot our producer's sequence (it restarted): the publisher has
+        # already started over with a new producer id, so the retry goes through.
         return True
     if isinstance(error, PyMongoError) and error.timeout:
         return True  # the server did not answer in time (e.g. ExecutionTimeout)
@@ -205,7 +222,7 @@ class BatchConsumer:
             raise
         except Exception as error:  # noqa: BLE001 - isolate whichever record broke the batch
             if len(deliveries) == 1:
-                return [(deliveries[0], f"{type(error).__name__}: {error}")]
+                return [(deliveries[0], describe(error))]
             log.warning(
                 "batch failed, isolating the failing records",
                 topic=deliveries[0].record.topic,
@@ -224,7 +241,7 @@ class BatchConsumer:
             except TransientFailureError:
                 raise
             except Exception as error:  # noqa: BLE001 - this record is the poison one
-                rejected.append((delivery, f"{type(error).__name__}: {error}"))
+                rejected.append((delivery, describe(error)))
         return rejected
 
     async def _with_retries(self, action: Callable[[], Awaitable[_T]], topic_label: str) -> _T:
@@ -237,7 +254,7 @@ class BatchConsumer:
                     raise
                 if attempt == len(delays):
                     raise TransientFailureError(
-                        f"gave up after {attempt + 1} attempts: {type(error).__name__}: {error}"
+                        f"gave up after {attempt + 1} attempts: {describe(error)}"
                     ) from error
                 self.metrics.retries.labels(topic_label).inc()
                 log.warning(

@@ -62,14 +62,11 @@ class ConversationHandler:
                     if problem is not None:
                         rejected.append((delivery, problem))
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for items in by_key.values():
-                    group.create_task(run(items))
-        except* Exception as errors:  # noqa: BLE001 - re-raised at once, unwrapped
-            # Raise one plain error, so the batch consumer can tell a transient failure
-            # (retry the batch) from a poison record (isolate it).
-            raise _first(errors) from None
+        # A failure comes out as an ExceptionGroup; the batch consumer tells a transient
+        # group (retry the batch) from one holding a poison record (isolate it).
+        async with asyncio.TaskGroup() as group:
+            for items in by_key.values():
+                group.create_task(run(items))
         return rejected
 
     async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
@@ -124,14 +121,6 @@ class ConversationHandler:
             kind = "at_risk" if isinstance(event, SlaAtRisk) else "breached"
             await engine.on_sla(event, kind, cause)
         return None
-
-
-def _first(group: BaseExceptionGroup[Exception]) -> Exception:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    assert isinstance(error, Exception)  # noqa: S101 - except* Exception holds Exceptions
-    return error
 
 
 def agent_fields(delivery: Delivery) -> dict[str, Any] | None:
