@@ -9,18 +9,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from switchboard_common.contract import (
-    AGENT_EVENTS,
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
-    AgentStatus,
-    AgentStatusChanged,
-    AgentUpserted,
     Channel,
-    ConversationActivity,
     ConversationAssigned,
     ConversationQueued,
 )
@@ -28,7 +22,8 @@ from switchboard_common.contract.events import AssignmentDecision
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import eventually
-from switchboard_devtools.testing.router_timeline import READ_TOKEN, TOKEN_ENV, bearer
+from switchboard_devtools.testing.router_assignment import activity as conversation_opened
+from switchboard_devtools.testing.router_timeline import TOKEN_ENV, agents_online
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 
@@ -71,37 +66,11 @@ def router(
     return start
 
 
-async def team_online(probe: TopicProbe, url: str, team: dict[str, dict[str, int]]) -> None:
-    for agent_id, skills in team.items():
-        profile = AgentUpserted(
-            agent_id=agent_id,
-            display_name=agent_id,
-            skills=skills,
-            capacity={Channel.EMAIL: 5},
-            languages=["en"],
-        )
-        await probe.send(AGENT_EVENTS, profile, key=agent_id)
-        status = AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE)
-        await probe.send(AGENT_EVENTS, status, key=agent_id)
-
-    async def all_online() -> bool | None:
-        async with httpx.AsyncClient(base_url=url, headers=bearer(READ_TOKEN)) as http:
-            items = (await http.get("/agents")).json()["items"]
-        online = {a["agent_id"] for a in items if a["status"] == "online"}
-        return True if online >= set(team) else None
-
-    await eventually(all_online, what="the team online")
-
-
 async def where_is_my_order(probe: TopicProbe, count: int) -> list[str]:
     conversations = [f"order-{n}" for n in range(count)]
     for conversation_id in conversations:
-        activity = ConversationActivity(
-            conversation_id=conversation_id,
-            customer_id=f"cust-{conversation_id}",
-            channel=Channel.EMAIL,
-            kind="opened",
-            message_id=f"m-{conversation_id}",
+        activity = conversation_opened(
+            conversation_id,
             received_at=datetime.now(UTC),
             subject="Where is my order?",
             text="Hello, where is my order? It has not arrived yet.",
@@ -125,7 +94,7 @@ async def test_orders_mail_reaches_agents_without_an_orders_skill(
     router: RouterFactory, probe: TopicProbe
 ) -> None:
     async with router(None) as url:
-        await team_online(probe, url, TEAM)
+        await agents_online(probe, url, TEAM, capacity={Channel.EMAIL: 5})
         conversations = await where_is_my_order(probe, 10)
 
         async def all_assigned() -> dict[str, AssignmentDecision] | None:
@@ -150,7 +119,7 @@ async def test_a_skill_the_operator_requires_keeps_the_mail_queued_for_a_qualifi
     router: RouterFactory, probe: TopicProbe
 ) -> None:
     async with router(ORDERS_REQUIRED) as url:
-        await team_online(probe, url, TEAM)
+        await agents_online(probe, url, TEAM, capacity={Channel.EMAIL: 5})
         conversations = await where_is_my_order(probe, 3)
 
         async def decided() -> dict[str, AssignmentDecision] | None:
@@ -163,7 +132,7 @@ async def test_a_skill_the_operator_requires_keeps_the_mail_queued_for_a_qualifi
             assert isinstance(first[conversation_id], ConversationQueued)
             assert "orders" in first[conversation_id].required_skills
 
-        await team_online(probe, url, {"olu": {"orders": 2}})
+        await agents_online(probe, url, {"olu": {"orders": 2}}, capacity={Channel.EMAIL: 5})
 
         async def all_with_olu() -> dict[str, AssignmentDecision] | None:
             latest = await latest_decisions(probe)

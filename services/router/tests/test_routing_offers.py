@@ -23,7 +23,6 @@ from switchboard_common.contract import (
     SLA_EVENTS,
     AgentStatus,
     AgentStatusChanged,
-    AgentUpserted,
     Channel,
     ConversationActivity,
     ConversationAssigned,
@@ -37,7 +36,13 @@ from switchboard_common.contract import (
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_devtools.testing.router_timeline import READ_TOKEN, TOKEN_ENV, bearer
+from switchboard_devtools.testing.router_assignment import activity
+from switchboard_devtools.testing.router_timeline import (
+    READ_TOKEN,
+    TOKEN_ENV,
+    agents_online,
+    bearer,
+)
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 
@@ -94,37 +99,14 @@ async def decisions(probe: TopicProbe, conversation_id: str) -> list[AssignmentD
 
 
 async def online(probe: TopicProbe, url: str, *agent_ids: str) -> None:
-    for agent_id in agent_ids:
-        await probe.send(
-            AGENT_EVENTS,
-            AgentUpserted(
-                agent_id=agent_id,
-                display_name=agent_id,
-                capacity={Channel.EMAIL: 2},
-                languages=["en"],
-            ),
-            key=agent_id,
-        )
-        await probe.send(
-            AGENT_EVENTS,
-            AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE),
-            key=agent_id,
-        )
-
-    async def all_online() -> bool:
-        async with httpx.AsyncClient(base_url=url, headers=bearer(READ_TOKEN)) as http:
-            items = (await http.get("/agents")).json()["items"]
-        return {a["agent_id"] for a in items if a["status"] == "online"} >= set(agent_ids)
-
-    await eventually(all_online)
+    await agents_online(
+        probe, url, {agent_id: {} for agent_id in agent_ids}, capacity={Channel.EMAIL: 2}
+    )
 
 
 def conversation(conversation_id: str) -> ConversationActivity:
-    return ConversationActivity(
-        conversation_id=conversation_id,
-        customer_id=f"cust-{conversation_id}",
-        channel=Channel.EMAIL,
-        kind="opened",
+    return activity(
+        conversation_id,
         message_id=f"m-{conversation_id}",
         received_at=datetime.now(UTC),
         text="hello",

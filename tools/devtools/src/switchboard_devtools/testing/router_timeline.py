@@ -16,6 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.contract import (
+    AGENT_EVENTS,
+    AgentStatus,
+    AgentStatusChanged,
+    AgentUpserted,
     Channel,
     ContractModel,
     CustomerMessage,
@@ -28,6 +32,7 @@ from switchboard_common.kafka import Outgoing
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.stage import RouterContext, StageParts
@@ -142,6 +147,35 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def agents_online(
+    probe: TopicProbe,
+    url: str,
+    team: dict[str, dict[str, int]],
+    *,
+    capacity: dict[Channel, int],
+) -> None:
+    """Publish each agent's profile (skills by name) and presence as a helpdesk frontend
+    would, then wait until the router at ``url`` lists them all online."""
+    for agent_id, skills in team.items():
+        profile = AgentUpserted(
+            agent_id=agent_id,
+            display_name=agent_id,
+            skills=skills,
+            capacity=capacity,
+            languages=["en"],
+        )
+        await probe.send(AGENT_EVENTS, profile, key=agent_id)
+        status = AgentStatusChanged(agent_id=agent_id, status=AgentStatus.ONLINE)
+        await probe.send(AGENT_EVENTS, status, key=agent_id)
+
+    async def all_online() -> bool:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(READ_TOKEN)) as http:
+            items = (await http.get("/agents")).json()["items"]
+        return {a["agent_id"] for a in items if a["status"] == "online"} >= set(team)
+
+    await eventually(all_online)
 
 
 @dataclass
