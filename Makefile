@@ -16,7 +16,7 @@ PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchbo
 TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
 
-.PHONY: help install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
+.PHONY: help bootstrap install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
         test-unit test-integration test-e2e infra-up infra-down infra-status run \
         bench faults clean docs docs-check up down demo deploy-tools deploy-check chart-files
 
@@ -32,8 +32,12 @@ COMPOSE := $(DOCKER_COMPOSE) -p switchboard -f $(COMPOSE_DIR)/docker-compose.yml
 help: ## list the targets
 	@grep -E '^[A-Za-z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
+# Bootstrap: every target that runs Python depends on `install`, which depends on $(UV),
+# so `make run` and `make test` install uv themselves on a fresh machine.
 $(UV):
 	@scripts/bootstrap-uv $(UV_VERSION) $@
+
+bootstrap: $(UV) apt-test ## install uv and the Debian packages the tests use (run and test do this themselves)
 
 install: $(UV) ## install uv if missing, then the locked Python dependencies into .venv
 	$(UV) sync --all-packages --frozen
