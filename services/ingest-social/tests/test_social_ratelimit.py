@@ -48,5 +48,5 @@ def test_client_buckets_are_bounded_in_number() -> None:
     limiter = RateLimiter(per_client_per_minute=1, per_minute=1000, clock=clock, max_clients=2)
     for client in ("a", "b", "c"):
         assert limiter.admit(client) == 0
-    assert list(limiter.clients) == ["b", "c"]
+    assert limiter.clients.clients() == ["b", "c"]
     assert limiter.admit("c") == 60  # recent clients keep their state

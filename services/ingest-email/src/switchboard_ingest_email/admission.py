@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from switchboard_common.ratelimit import ClientBuckets
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -110,12 +112,6 @@ class Reservation:
 
 
 @dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-@dataclass
 class Admission:
     """The running state of the limits: open sessions, client message rates, memory."""
 
@@ -124,8 +120,10 @@ class Admission:
     sessions: int = 0
     reserved_bytes: int = 0
     _per_client: dict[str, int] = field(default_factory=dict)
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
-    _prune_at: int = 10_000
+    rates: ClientBuckets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rates = ClientBuckets(self.limits.messages_per_client_per_minute)
 
     # ---------------------------------------------------------------- sessions
 
@@ -154,31 +152,11 @@ class Admission:
     def allow_message(self, client: str) -> bool:
         """One more transaction from ``client`` now? A token bucket per client: a
         minute's worth of messages at once, refilled at the per-minute rate."""
-        capacity = float(self.limits.messages_per_client_per_minute)
-        now = self.clock()
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            if len(self._buckets) >= self._prune_at:
-                self._prune(now)
-            bucket = self._buckets[client] = _Bucket(capacity, now)
-        else:
-            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * capacity / 60)
-            bucket.updated = now
-        if bucket.tokens < 1:
+        bucket = self.rates.bucket(client, self.clock())
+        if bucket.wait() > 0:
             return False
-        bucket.tokens -= 1
+        bucket.take()
         return True
-
-    def _prune(self, now: float) -> None:
-        # A full bucket is the same as none: forget it, so the table stays bounded by
-        # the clients active within the last minute.
-        capacity = float(self.limits.messages_per_client_per_minute)
-        self._buckets = {
-            client: bucket
-            for client, bucket in self._buckets.items()
-            if bucket.tokens + (now - bucket.updated) * capacity / 60 < capacity
-        }
-        self._prune_at = max(10_000, 2 * len(self._buckets))
 
     # ---------------------------------------------------------------- memory
 
