@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard_common.consumer import BatchConsumer, Delivery, subscribe_batch
-from switchboard_common.contract import INBOUND
+from switchboard_common.contract import DEADLETTER, INBOUND
 from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.http import ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
@@ -83,7 +83,9 @@ async def running(
         topics=settings.topics,
         handler=handler,
         dead_letters=DeadLetterPublisher(
-            EventPublisher(broker, settings.topics, "wedge"), service="wedge", consumer_group=GROUP
+            EventPublisher(broker, settings.topics, "wedge", publishes=[DEADLETTER]),
+            service="wedge",
+            consumer_group=GROUP,
         ),
         metrics=metrics,
     )

@@ -72,7 +72,9 @@ async def running(
     broker = make_broker(settings)
     client = make_mongo_client(settings)
     writer = TimelineWriter(client, settings.mongodb_database)
-    publisher = EventPublisher(broker, settings.topics, settings.service_name)
+    publisher = EventPublisher(
+        broker, settings.topics, settings.service_name, publishes=[DEADLETTER]
+    )
     metrics = ConsumerMetrics.create(CollectorRegistry())
     consumer = BatchConsumer(
         topics=settings.topics,
@@ -106,7 +108,7 @@ async def test_event_flows_through_kafka_into_the_database_with_cloudevents_head
     mongo_client: AsyncMongoClient[Document],
 ) -> None:
     broker, _writer, settings = running
-    publisher = EventPublisher(broker, settings.topics, "ingest-email")
+    publisher = EventPublisher(broker, settings.topics, "ingest-email", publishes=[INBOUND])
     sent = message("smoke-1", text="Where is my parcel?")
     (ack,) = await publisher.publish_all(
         [Outgoing(INBOUND, key="email:ana@example.com", event=sent, event_id="ce-smoke-1")]

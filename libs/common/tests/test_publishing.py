@@ -175,7 +175,7 @@ async def test_after_the_broker_rejects_a_sequence_the_next_publish_goes_through
     broker = make_broker(settings)
     await broker.start()
     try:
-        publisher = EventPublisher(broker, topics, "gate-check")
+        publisher = EventPublisher(broker, topics, "gate-check", publishes=[INBOUND])
         await publisher.publish(item(1))
         producer = aiokafka_producer(broker)
         assert producer is not None

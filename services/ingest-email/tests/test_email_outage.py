@@ -138,7 +138,7 @@ async def test_store_down_gives_451_and_publishes_nothing(
         store=MongoRawStore(client["nowhere"]),
         publisher=DurablePublisher(
             broker,
-            EventPublisher(broker, settings.topics, settings.service_name),
+            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
             settings.topics,
             timeout=2.0,
         ),

@@ -133,7 +133,7 @@ class EventPublisher:
     ``publishes`` names the contract topics this publisher writes: each is declared on the
     broker as a FastStream publisher (title ``<service>.publish:<topic>``, the topic's payload
     schemas), which is what the AsyncAPI document is generated from, and publishing on
-    any other topic raises. Without it (tools, tests) records go through the broker.
+    any other topic raises.
     """
 
     def __init__(
@@ -142,29 +142,25 @@ class EventPublisher:
         topics: TopicNames,
         service: str,
         *,
-        publishes: Iterable[str] | None = None,
+        publishes: Iterable[str],
     ) -> None:
         self._broker = broker
         self._topics = topics
         self._service = service
         self._source = source_for(service)
-        self._declared: dict[str, DefaultPublisher] | None = None
-        if publishes is not None:
-            self._declared = {t: declare_publisher(broker, topics, service, t) for t in publishes}
+        self._declared = {t: declare_publisher(broker, topics, service, t) for t in publishes}
 
     async def enqueue(self, item: Outgoing) -> asyncio.Future[RecordMetadata]:
         """Hand one record to the producer; the future resolves when Kafka acknowledged it.
 
         Blocks only when the producer's buffer is full (backpressure).
         """
-        send: KafkaBroker | DefaultPublisher = self._broker
-        if self._declared is not None:
-            if item.topic not in self._declared:
-                raise ValueError(
-                    f"{self._service} does not declare {item.topic} among the topics it "
-                    f"publishes ({', '.join(self._declared)}): add it to publishes="
-                )
-            send = self._declared[item.topic]
+        send = self._declared.get(item.topic)
+        if send is None:
+            raise ValueError(
+                f"{self._service} does not declare {item.topic} among the topics it "
+                f"publishes ({', '.join(self._declared)}): add it to publishes="
+            )
         future: asyncio.Future[RecordMetadata] = await send.publish(
             encode(item.event),
             self._topics(item.topic),

@@ -144,7 +144,9 @@ async def publish_agents(demo: Demo) -> None:
     broker = make_broker(demo.settings)
     await broker.connect()
     try:
-        publisher = EventPublisher(broker, demo.settings.topics, "helpdesk-demo")
+        publisher = EventPublisher(
+            broker, demo.settings.topics, "helpdesk-demo", publishes=[AGENT_EVENTS]
+        )
         events: list[Outgoing] = [Outgoing(AGENT_EVENTS, a.agent_id, a) for a in AGENTS]
         events += [
             Outgoing(
