@@ -74,6 +74,14 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def error_types(error: BaseException) -> set[str]:
+    """The class names of the errors a group holds (itself for a plain error): for logs,
+    which must say what failed without the messages' data."""
+    if isinstance(error, BaseExceptionGroup):
+        return set().union(*(error_types(e) for e in error.exceptions))
+    return {type(error).__name__}
+
+
 class TransientFailureError(RuntimeError):
     """A batch could not be processed because a dependency stayed unreachable."""
 
@@ -228,6 +236,7 @@ class BatchConsumer:
                 topic=deliveries[0].record.topic,
                 size=len(deliveries),
                 error_type=type(error).__name__,
+                error_types=sorted(error_types(error)),
             )
         rejected: list[tuple[Delivery, str]] = []
         for delivery in deliveries:

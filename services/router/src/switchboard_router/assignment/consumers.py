@@ -62,11 +62,22 @@ class ConversationHandler:
                     if problem is not None:
                         rejected.append((delivery, problem))
 
-        # A failure comes out as an ExceptionGroup; the batch consumer tells a transient
-        # group (retry the batch) from one holding a poison record (isolate it).
-        async with asyncio.TaskGroup() as group:
-            for items in by_key.values():
-                group.create_task(run(items))
+        # Every conversation runs to the end of its own events even when another fails: a
+        # task group would cancel the others halfway through a write or a publish, and
+        # what that cancellation raises is no verdict on their records. The failures come
+        # out together; the batch consumer tells a transient group (retry the batch) from
+        # one holding a poison record (isolate it).
+        outcomes = await asyncio.gather(
+            *(run(items) for items in by_key.values()), return_exceptions=True
+        )
+        errors: list[Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                errors.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome  # the whole batch was cancelled: no record's failure
+        if errors:
+            raise ExceptionGroup("conversation events", errors)
         return rejected
 
     async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
