@@ -27,6 +27,12 @@ log = get_logger(__name__)
 
 BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
+#: Seconds background tasks get to finish once cancelled before the service gives up on
+#: them (logging where each one is stuck) and exits anyway.
+STOP_GRACE_SECONDS = 30.0
+#: Seconds between repeated cancellations of a task that is still running.
+RECANCEL_SECONDS = 1.0
+
 
 async def run_service(
     service: str,
@@ -35,6 +41,7 @@ async def run_service(
     servers: Sequence[HttpServer] = (),
     background: Sequence[BackgroundTask] = (),
     stop: asyncio.Event | None = None,
+    stop_grace: float = STOP_GRACE_SECONDS,
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit status."""
     stop = stop or asyncio.Event()
@@ -64,16 +71,56 @@ async def run_service(
         log.info("service stopping")
         for server in servers:
             server.should_exit = True
-        for task in tasks:
-            if not task.done() and not task.get_name().startswith("http:"):
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not await stop_tasks(tasks, grace=stop_grace):
+            status = 1
         stopper.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(sig)
     log.info("service stopped", status=status)
     return status
+
+
+async def stop_tasks(tasks: Sequence[asyncio.Task[Any]], *, grace: float) -> bool:
+    """Cancel the background tasks (HTTP servers stop by themselves) and wait for all of
+    them; return False if some were still running after ``grace`` seconds.
+
+    A cancellation can be lost: on Python 3.11 ``asyncio.wait_for`` (used by the database
+    driver on every socket read) swallows it when the awaited result arrives at the same
+    moment, and a ``while True`` loop then simply carries on. So a task that is still
+    running is cancelled again every ``RECANCEL_SECONDS``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            if not task.get_name().startswith("http:"):
+                task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.error(
+                "tasks did not stop in time, leaving them behind",
+                seconds=grace,
+                tasks=[where(t) for t in sorted(pending, key=lambda t: t.get_name())],
+            )
+            return False
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_SECONDS, remaining))
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a crash was already reported when it stopped
+    return True
+
+
+def where(task: asyncio.Task[Any]) -> str:
+    """A task's name and the code location it is waiting at (no values: no data)."""
+    frames: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return f"{task.get_name()} at " + " > ".join(frames[-4:])
 
 
 @dataclass
@@ -95,7 +142,9 @@ class Runtime:
     background: list[BackgroundTask] = field(default_factory=list)
 
 
-async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) -> int:
+async def run_runtime(
+    runtime: Runtime, *, stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE_SECONDS
+) -> int:
     """Run a service until SIGTERM/SIGINT or ``stop``; return the exit status.
 
     Tests run services in-process with a ``stop`` event; ``__main__`` passes none.
@@ -123,4 +172,5 @@ async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) ->
         servers=[server],
         background=runtime.background,
         stop=stop,
+        stop_grace=stop_grace,
     )
