@@ -162,13 +162,19 @@ async def test_sigkilled_router_leaves_every_message_in_the_timeline_exactly_onc
         != (expected[k].conversation_id, expected[k].kind, expected[k].index)
     }
     assert mismatched == {}
-    activities = await probe.read_events(CONVERSATION_ACTIVITY, count=len(flow), timeout=120)
-    said: dict[str, set[tuple[str, str, int]]] = {}
-    for _, event in activities:
-        assert isinstance(event, ConversationActivity)
-        said.setdefault(event.message_id, set()).add(
-            (event.conversation_id, event.kind, event.message_count)
-        )
+
+    # Replays publish some activities twice, so a count of records says nothing: read
+    # until every message has spoken.
+    async def every_message_said() -> dict[str, set[tuple[str, str, int]]] | None:
+        said: dict[str, set[tuple[str, str, int]]] = {}
+        for _, event in await probe.read_events(CONVERSATION_ACTIVITY, timeout=60):
+            assert isinstance(event, ConversationActivity)
+            said.setdefault(event.message_id, set()).add(
+                (event.conversation_id, event.kind, event.message_count)
+            )
+        return said if set(said) >= set(expected) else None
+
+    said = await eventually(every_message_said, timeout=300, interval=2.0)
     assert set(said) == set(expected)
     assert all(
         copies == {(p.conversation_id, p.kind, p.index)}
