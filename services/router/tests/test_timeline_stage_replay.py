@@ -105,10 +105,7 @@ def delivery(event: ContractModel, key: str, offset: int) -> Delivery:
 
 
 def stage_on(
-    store: InMemoryTimelineStore,
-    publisher: RecordingPublisher,
-    policy: Policy = POLICY,
-    cache_size: int = 20_000,
+    store: InMemoryTimelineStore, publisher: RecordingPublisher, policy: Policy = POLICY
 ) -> TimelineStage:
     metrics = TimelineMetrics.create(CollectorRegistry())
     resolver = IdentityResolver(InMemoryIdentityStore(), clock=lambda: T0, metrics=metrics, ttl=0)
@@ -120,7 +117,6 @@ def stage_on(
         policy=policy,
         clock=lambda: T0,
         metrics=metrics,
-        cache_size=cache_size,
     )
 
 
@@ -231,44 +227,6 @@ def test_crashes_and_redelivery_leave_every_message_stored_once_where_it_belongs
     assert set(published) == set(store.messages)
     for message_id, said in published.items():
         assert said == {outcome(store)[message_id]}  # every copy says the same thing
-
-
-class LateWriteStore(InMemoryTimelineStore):
-    """Remembers every state write so that one can arrive again later: the request of a
-    process killed mid-write that the database only executes after newer writes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[tuple[Any, ...]] = []
-
-    async def save_states(self, *args: Any, **kwargs: Any) -> None:
-        self.writes.append(args)
-        await super().save_states(*args, **kwargs)
-
-
-@settings(max_examples=150, deadline=None)
-@given(stream=streams(), data=st.data())
-def test_a_state_write_arriving_late_never_takes_a_customer_back(
-    stream: list[tuple[str, CustomerMessage]], data: st.DataObject
-) -> None:
-    records: list[tuple[str, ContractModel]] = list(stream)
-    reference, _ = asyncio.run(run(records, lambda n: n, lambda: (None, False)))
-
-    async def scenario() -> LateWriteStore:
-        store, publisher = LateWriteStore(), RecordingPublisher()
-        # Nothing cached: every batch reads the customers' states back from the store.
-        stage = stage_on(store, publisher, cache_size=0)
-        offsets = dict.fromkeys(CUSTOMERS, 0)
-        for key, event in records:
-            await stage([delivery(event, key, offsets[key])])
-            offsets[key] += 1
-            if len(store.writes) > 1 and data.draw(st.booleans()):
-                late = data.draw(st.sampled_from(store.writes[:-1]))
-                await InMemoryTimelineStore.save_states(store, *late)
-        return store
-
-    store = asyncio.run(scenario())
-    assert outcome(store) == outcome(reference)
 
 
 def test_a_status_change_reaches_threading_in_order_with_the_messages() -> None:

@@ -18,13 +18,7 @@ from switchboard_router.timeline.documents import conversation_opening, message_
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.memory import InMemoryTimelineStore
 from switchboard_router.timeline.mongo import MongoTimelineStore, ensure_indexes
-from switchboard_router.timeline.ports import (
-    Claim,
-    ConversationWrite,
-    Page,
-    StreamPosition,
-    TimelineStore,
-)
+from switchboard_router.timeline.ports import Claim, ConversationWrite, Page, TimelineStore
 from switchboard_router.timeline.threading import Conversation, HomeState, Placement
 
 STORES = [
@@ -221,30 +215,6 @@ async def test_created_states_and_conversations_may_exist_already(store: Timelin
     document = await store.get_conversation("cv-1")
     assert document is not None
     assert (document["status"], document["subject"]) == ("resolved", "Refund")
-
-
-async def test_a_state_write_from_an_earlier_position_never_replaces_a_later_one(
-    store: TimelineStore,
-) -> None:
-    """A killed process's state write can reach the database after a newer one."""
-    newer = HomeState("cu-1", refs={"a@x": "cv-1", "b@x": "cv-1"})
-    older = HomeState("cu-1", refs={"a@x": "cv-1"})
-    at = {"cu-1": StreamPosition(partition=3, offset=40)}
-    await store.save_states([newer], T0, created=["cu-1"], positions=at)
-    for created in (["cu-1"], []):  # as a first write, and as a replacement
-        late = {"cu-1": StreamPosition(partition=3, offset=39)}
-        await store.save_states([older], T0, created=created, positions=late)
-        assert await store.load_state("cu-1") == newer
-    # The same position again (a replay) and a later one replace it.
-    await store.save_states([older], T0, positions=at)
-    assert await store.load_state("cu-1") == older
-    later = {"cu-1": StreamPosition(partition=3, offset=41)}
-    await store.save_states([newer], T0, positions=later)
-    assert await store.load_state("cu-1") == newer
-    # After a repartitioning offsets of different partitions say nothing: the write wins.
-    moved = {"cu-1": StreamPosition(partition=0, offset=2)}
-    await store.save_states([older], T0, positions=moved)
-    assert await store.load_state("cu-1") == older
 
 
 async def test_a_batch_loads_the_states_of_many_customers_at_once(store: TimelineStore) -> None:

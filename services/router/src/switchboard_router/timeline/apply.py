@@ -53,13 +53,7 @@ from switchboard_router.timeline.plan import (
     MessageItem,
     plan_home,
 )
-from switchboard_router.timeline.ports import (
-    Claim,
-    ConversationWrite,
-    RawMail,
-    StreamPosition,
-    TimelineStore,
-)
+from switchboard_router.timeline.ports import Claim, ConversationWrite, RawMail, TimelineStore
 from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
 from switchboard_router.timeline.threading import (
@@ -127,7 +121,7 @@ class TimelineStage:
         await self._prefetch(work)
         await self._settle(work)
         plans = {home: w.plan for home, w in work.items() if w.plan is not None}
-        await self._write(work, positions(deliveries))
+        await self._write(work)
         rejected = await self._publish(plans, deliveries)
         self._remember(plans)
         for delivery in deliveries:
@@ -355,7 +349,7 @@ class TimelineStage:
 
     # ----------------------------------------------------------------------- writing
 
-    async def _write(self, work: dict[str, _Work], at: dict[str, StreamPosition]) -> None:
+    async def _write(self, work: dict[str, _Work]) -> None:
         now = self._clock()
         conversations: list[ConversationWrite] = []
         refs: list[tuple[str, str, str]] = []
@@ -391,7 +385,7 @@ class TimelineStage:
                 self._metrics.erasures.labels("applied").inc()
                 log.info("timeline erased", customer_id=home, **counts)
         created = [home for home, w in work.items() if not w.known]
-        await self._store.save_states([p.state for p in plans.values()], now, created, at)
+        await self._store.save_states([p.state for p in plans.values()], now, created)
 
     async def _publish(
         self, plans: dict[str, HomePlan], deliveries: Sequence[Delivery]
@@ -454,18 +448,6 @@ class TimelineStage:
             self._cache[home] = plan.state
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-
-
-def positions(deliveries: Sequence[Delivery]) -> dict[str, StreamPosition]:
-    """Each customer's last record in the batch (a customer's records share a partition)."""
-    out: dict[str, StreamPosition] = {}
-    for delivery in deliveries:
-        event = delivery.event
-        if isinstance(event, CustomerMessage | ConversationStatusChanged | CustomerErased):
-            record = delivery.record
-            position = StreamPosition(record.partition, record.offset)
-            out[event.customer_id] = max(out.get(event.customer_id, position), position)
-    return out
 
 
 def activity(applied: Applied) -> Outgoing:

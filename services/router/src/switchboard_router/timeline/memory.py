@@ -27,7 +27,6 @@ from switchboard_router.timeline.ports import (
     Membership,
     MergeRecord,
     Page,
-    StreamPosition,
 )
 from switchboard_router.timeline.threading import HomeState, Placement
 
@@ -180,7 +179,6 @@ class InMemoryTimelineStore:
 
     def __init__(self) -> None:
         self.states: dict[str, Document] = {}
-        self.positions: dict[str, StreamPosition] = {}
         self.claims: dict[str, Claim] = {}
         self.messages: dict[str, Document] = {}
         self.conversations: dict[str, Document] = {}
@@ -196,26 +194,11 @@ class InMemoryTimelineStore:
         }
 
     async def save_states(
-        self,
-        states: Sequence[HomeState],
-        at: datetime,
-        created: Collection[str] = (),
-        positions: Mapping[str, StreamPosition] | None = None,
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
     ) -> None:
         del created  # an insert and a replacement end the same
-        positions = positions or {}
         for state in states:
-            position = positions.get(state.customer_id)
-            kept = self.positions.get(state.customer_id)
-            if (
-                position is not None
-                and kept is not None
-                and (kept.partition == position.partition and kept.offset > position.offset)
-            ):
-                continue  # a later state is stored: this write is late
             self.states[state.customer_id] = state_document(state, at)
-            if position is not None:
-                self.positions[state.customer_id] = position
 
     async def claim_threads(self, claims: Sequence[Claim]) -> dict[str, str]:
         return {c.claim_id: self.claims.setdefault(c.claim_id, c).conversation_id for c in claims}

@@ -37,7 +37,6 @@ from switchboard_router.timeline.ports import (
     Membership,
     MergeRecord,
     Page,
-    StreamPosition,
 )
 from switchboard_router.timeline.threading import HomeState, Placement
 
@@ -372,21 +371,6 @@ def _claim(document: Document) -> Claim:
     )
 
 
-def _not_newer(customer_id: str, positions: Mapping[str, StreamPosition]) -> Document:
-    """Matches the customer's stored state unless it comes from a later position of the
-    same partition (``StreamPosition``)."""
-    position = positions.get(customer_id)
-    if position is None:
-        return {"_id": customer_id}
-    return {
-        "_id": customer_id,
-        "$or": [
-            {"position.partition": {"$ne": position.partition}},
-            {"position.offset": {"$lte": position.offset}},
-        ],
-    }
-
-
 class MongoTimelineStore:
     """``TimelineStore`` on MongoDB."""
 
@@ -406,38 +390,21 @@ class MongoTimelineStore:
         return {key: state_from(document) for key, document in found.items()}
 
     async def save_states(
-        self,
-        states: Sequence[HomeState],
-        at: datetime,
-        created: Collection[str] = (),
-        positions: Mapping[str, StreamPosition] | None = None,
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
     ) -> None:
         # Inserting is far cheaper than replacing on FerretDB v1 (no read-modify-write);
         # a state that exists after all (a replay) is replaced like the others.
-        positions = positions or {}
-
-        def document(state: HomeState) -> Document:
-            position = positions.get(state.customer_id)
-            return {
-                **state_document(state, at),
-                "position": None if position is None else dataclasses.asdict(position),
-            }
-
         fresh = [s for s in states if s.customer_id in created]
-        taken = await insert_new(self.states, [document(s) for s in fresh])
+        taken = await insert_new(self.states, [state_document(s, at) for s in fresh])
         rest = [s for s in states if s.customer_id not in created or s.customer_id in taken]
-        if not rest:
-            return
-        # No upsert: FerretDB v1 cannot report an upsert refused as a duplicate.
-        result = await self.states.bulk_write(
-            [ReplaceOne(_not_newer(s.customer_id, positions), document(s)) for s in rest],
-            ordered=False,
-        )
-        if result.matched_count < len(rest):
-            # Unmatched: kept because newer (nothing to do), or gone (erased meanwhile).
-            stored = await _by_ids(self.states, [s.customer_id for s in rest])
-            gone = [document(s) for s in rest if s.customer_id not in stored]
-            await insert_new(self.states, gone)
+        if rest:
+            await self.states.bulk_write(
+                [
+                    ReplaceOne({"_id": s.customer_id}, state_document(s, at), upsert=True)
+                    for s in rest
+                ],
+                ordered=False,
+            )
 
     async def claim_threads(self, claims: Sequence[Claim]) -> dict[str, str]:
         unique = list({c.claim_id: c for c in claims}.values())

@@ -22,17 +22,6 @@ from switchboard_router.timeline.threading import Conversation, HomeState, Place
 # --------------------------------------------------------------------------- identity side
 
 
-@dataclass(frozen=True, order=True)
-class StreamPosition:
-    """Where in ``customer-messages`` a customer's state was computed: the partition and
-    the offset of the last record folded in. Offsets only grow, so a state write carrying
-    an older position than the stored one comes from a process that died mid-write (its
-    request reached the database after a newer state had been saved) and is refused."""
-
-    partition: int
-    offset: int
-
-
 @dataclass(frozen=True)
 class IdentityRecord:
     """An identity belongs to exactly one customer (its *home*)."""
@@ -232,16 +221,10 @@ class TimelineStore(Protocol):
         ...
 
     async def save_states(
-        self,
-        states: Sequence[HomeState],
-        at: datetime,
-        created: Collection[str] = (),
-        positions: Mapping[str, StreamPosition] | None = None,
+        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
     ) -> None:
         """Replace each customer's state (one writer per customer: the partition owner).
-        ``created`` names customers whose state was never stored (inserted, cheaper).
-        With a ``positions`` entry, a stored state from a later position of the same
-        partition is kept (see ``StreamPosition``)."""
+        ``created`` names customers whose state was never stored (inserted, cheaper)."""
         ...
 
     async def claim_threads(self, claims: Sequence[Claim]) -> dict[str, str]:
