@@ -5,10 +5,11 @@ SHELL := /bin/bash
 
 # Downloads, builds and server data (the same directory as switchboard_devkit.paths).
 CACHE_DIR := $(or $(SWITCHBOARD_CACHE_DIR),$(HOME)/.cache/switchboard)
-# uv: a link to the one on PATH when at least UV_VERSION, else to uv UV_VERSION installed
-# into a virtual environment under CACHE_DIR (scripts/bootstrap-uv). The Dockerfile pins
-# the same version.
+# uv UV_VERSION, installed from PyPI into a virtual environment of its own under CACHE_DIR:
+# that works where `pip install --user` is refused (PEP 668) and leaves the system's
+# Python alone. The Dockerfile pins the same version.
 UV_VERSION := 0.13.9
+UV_VENV := $(CACHE_DIR)/uv-$(UV_VERSION)
 UV := $(CACHE_DIR)/bin/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
 # Python packages of the workspace (for mypy), and their test directories.
@@ -35,7 +36,12 @@ help: ## list the targets
 # Bootstrap: every target that runs Python depends on `install`, which depends on $(UV),
 # so `make run` and `make test` install uv themselves on a fresh machine.
 $(UV):
-	@scripts/bootstrap-uv $(UV_VERSION) $@
+	@command -v python3 >/dev/null || scripts/apt-install --why "uv is installed with Python" python3
+	@rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) 2>/dev/null || { rm -rf $(UV_VENV); \
+	  scripts/apt-install --why "python3 -m venv installs uv" python3-venv; python3 -m venv $(UV_VENV); }
+	@echo "switchboard: installing uv $(UV_VERSION) from PyPI into $(UV_VENV)"
+	@$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@mkdir -p $(dir $@) && ln -sfn $(UV_VENV)/bin/uv $@
 
 bootstrap: $(UV) apt-test ## install uv and the Debian packages the tests use (run and test do this themselves)
 
