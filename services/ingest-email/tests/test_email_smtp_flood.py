@@ -5,7 +5,8 @@ message (with a retry or two, as mail servers do) to ``python -m switchboard_ing
 configured with a modest memory limit. The process's peak resident memory (VmHWM) must
 stay under that limit, every message answered 250 must be on the real topic exactly
 once, every other attempt must get a coded refusal (421, 451, 452), never a dropped
-connection, and the service must still accept mail afterwards.
+connection, and the service must still accept mail afterwards. A burst of connections
+the service cannot accept at once waits in its listen queue for a reply.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import base64
 import contextlib
 import hashlib
 import os
+import signal
 import smtplib
+import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -215,7 +220,8 @@ async def test_a_flood_of_large_messages_stays_under_the_memory_limit(
     assert service.process.poll() is None, f"the service died:\n{service.tail()}"
     assert peak * MIB <= MEMORY_LIMIT
     codes = Counter(a.code for a in attempts)
-    assert set(codes) <= {250, *REFUSALS}, codes  # never a dropped connection
+    # Never a dropped connection; the step says where one was dropped.
+    assert set(codes) <= {250, *REFUSALS}, sorted(outcomes.items(), key=str)
     # Every limit was reached, and mail still got through.
     assert codes[250] > 0
     assert {step for step, code in outcomes if code in REFUSALS} >= {"greeting", "mail", "data"}
@@ -233,3 +239,57 @@ async def test_a_flood_of_large_messages_stays_under_the_memory_limit(
     after_ref = f"sha256:{hashlib.sha256(after).hexdigest()}"
     records = await probe.read_events(INBOUND, count=len(published) + 1, timeout=60)
     assert after_ref in {e.raw_ref for _, e in records if isinstance(e, MessageReceived)}
+
+
+def accept_queue(port: int) -> int | None:
+    """Connections waiting in the kernel for the listener on ``port`` to accept them
+    (the ``rx_queue`` of a LISTEN socket in /proc/net/tcp), or None without a listener."""
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            return int(queues.split(":")[1], 16)
+    return None
+
+
+def greeting(client: socket.socket) -> int | str:
+    """The code of the first reply on ``client``, or "no reply"."""
+    received = b""
+    with contextlib.suppress(OSError):
+        while not received.endswith(b"\r\n") and (chunk := client.recv(1024)):
+            received += chunk
+    return int(received[:3]) if received[:3].isdigit() else "no reply"
+
+
+def test_a_burst_of_connections_is_queued_and_answered(service: ServiceProcess) -> None:
+    """300 connections arriving while the service cannot accept (here: stopped) wait in the
+    listen queue and each gets its 220 or 421 once it runs. With a short queue the rest
+    would be left to TCP retransmissions, and a sender could get no reply at all."""
+    assert service.process is not None
+    port = int(service.env["INGEST_EMAIL_SMTP_PORT"])
+    clients = []
+    service.signal(signal.SIGSTOP)
+    try:
+        for n in range(SENDERS):
+            client = socket.socket()
+            clients.append(client)
+            client.bind((SOURCES[n % len(SOURCES)], 0))
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))  # the kernel completes the handshake
+        deadline = time.monotonic() + 10
+        while (queued := accept_queue(port)) != SENDERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        service.signal(signal.SIGCONT)
+    try:
+        assert queued == SENDERS, f"{queued} of {SENDERS} connections queued for the service"
+        for client in clients:
+            client.setblocking(True)
+            client.settimeout(60)
+        codes = Counter(greeting(client) for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+    # The sessions stay open while they are counted: the first 120 (the limit) are greeted.
+    admitted = int(LIMITS["INGEST_EMAIL_MAX_SESSIONS"])
+    assert codes == {220: admitted, 421: SENDERS - admitted}

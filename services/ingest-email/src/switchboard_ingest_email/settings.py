@@ -181,6 +181,13 @@ class IngestEmailSettings(ServiceSettings):
     raw_purge_interval_seconds: float = Field(
         3600.0, gt=0, validation_alias=env("INGEST_EMAIL_RAW_PURGE_INTERVAL_SECONDS")
     )
+    #: Connections the kernel holds for the SMTP listener until the service accepts them.
+    #: A burst beyond it is not refused but left to the sender's TCP retransmissions, so a
+    #: busy service could leave a sender with no reply at all instead of a prompt 421;
+    #: the kernel caps it at ``net.core.somaxconn``.
+    smtp_listen_backlog: int = Field(
+        1024, ge=1, le=65_535, validation_alias=env("INGEST_EMAIL_SMTP_LISTEN_BACKLOG")
+    )
     #: Open SMTP connections at once; more are refused with 421.
     max_sessions: int = Field(
         100, ge=1, le=100_000, validation_alias=env("INGEST_EMAIL_MAX_SESSIONS")

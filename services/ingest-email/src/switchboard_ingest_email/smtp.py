@@ -335,7 +335,10 @@ class SmtpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            self._protocol, host=self.settings.smtp_host, port=self.settings.smtp_port
+            self._protocol,
+            host=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            backlog=self.settings.smtp_listen_backlog,
         )
         log.info("SMTP listening", host=self.settings.smtp_host, port=self.port)
         limits = self.handler.admission.limits
