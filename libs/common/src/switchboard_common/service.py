@@ -142,9 +142,7 @@ class Runtime:
     background: list[BackgroundTask] = field(default_factory=list)
 
 
-async def run_runtime(
-    runtime: Runtime, *, stop: asyncio.Event | None = None, stop_grace: float = STOP_GRACE_SECONDS
-) -> int:
+async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) -> int:
     """Run a service until SIGTERM/SIGINT or ``stop``; return the exit status.
 
     Tests run services in-process with a ``stop`` event; ``__main__`` passes none.
@@ -172,5 +170,4 @@ async def run_runtime(
         servers=[server],
         background=runtime.background,
         stop=stop,
-        stop_grace=stop_grace,
     )
