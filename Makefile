@@ -12,6 +12,9 @@ UV_VERSION := 0.13.9
 UV_VENV := $(CACHE_DIR)/uv-$(UV_VERSION)
 UV := $(CACHE_DIR)/bin/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
+# uv trusts the machine's certificate store, as apt and pip do (a TLS-inspecting proxy's
+# CA included), rather than only the Mozilla roots built into it.
+export UV_SYSTEM_CERTS ?= true
 # Python packages of the workspace (for mypy), and their test directories.
 PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_* tools/*/src/switchboard_*))
 TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
