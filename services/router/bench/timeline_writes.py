@@ -152,7 +152,7 @@ async def measure_system(prefix: str, database: str, total: int, duration: float
             "rate": applied / elapsed,
             "applied": int(applied),
             "elapsed": round(elapsed, 2),
-            "stage1_rate": (resolved() - first_resolved) / elapsed,
+            "identity_rate": (resolved() - first_resolved) / elapsed,
         }
     finally:
         stop.set()
@@ -218,7 +218,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": round(system["rate"] / baseline["rate"], 4),
         "system_messages": system["applied"],
         "system_seconds": system["elapsed"],
-        "stage1_messages_per_second": round(system["stage1_rate"], 1),
+        "identity_messages_per_second": round(system["identity_rate"], 1),
         "baseline_messages": baseline["applied"],
         "baseline_seconds": baseline["elapsed"],
         "backlog": len(flow),

@@ -1,4 +1,4 @@
-"""Stage 3's batch path on the real FerretDB server: three replicas (engines with their
+"""Assignment's batch path on the real FerretDB server: three replicas (engines with their
 own views, each unaware of the others' slots) decide overlapping batches of the same
 conversations at once while resolves race them. The unordered slot and decision inserts
 keep every agent within capacity and every conversation with one holder at a time."""

@@ -1,4 +1,4 @@
-"""Stage 3's batch path (``batch.route_activities`` and ``ConversationHandler``) on the
+"""Assignment's batch path (``batch.route_activities`` and ``ConversationHandler``) on the
 in-memory store: the same decisions and the same exclusivity as one at a time, and a
 conversation that loses any race leaves the batch for the one-at-a-time path."""
 

@@ -100,7 +100,7 @@ async def router(
 
 
 async def retries(router: RunningRouter) -> float:
-    """Batch retries after transient failures, in identity resolution (stage 1)."""
+    """Batch retries after transient failures, in identity resolution."""
     text = (await router.http.get("/metrics")).text
     return sum(
         s.value

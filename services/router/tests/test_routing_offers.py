@@ -1,8 +1,8 @@
 """The router in-process on real Kafka and FerretDB: offers (rejection, timeout), an agent
 going offline, SLA escalation, and the queue and agents read API.
 
-Stage 2 is built on another branch: these tests publish ``ConversationActivity`` on the
-internal topic as stage 2 will."""
+These tests publish ``ConversationActivity`` on the internal topic themselves, as the
+timeline does, so that only assignment is under test."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ time, and the queue drains.
 
 The load is observed from the published decisions and the database, never from the
 router's own counters. The test publishes ``ConversationActivity`` on the internal topic
-itself, as stage 2 does, so that only stage 3 (assignment) is under test."""
+itself, as the timeline does, so that only assignment is under test."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from switchboard_common.contract import Channel, MessageReceived
 from switchboard_devkit.testing.builders import T0
 from switchboard_devtools.testing.router_timeline import customer_message, inbound, message_ref
 from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.plan import Item, MessageItem, plan_home
-from switchboard_router.timeline.threading import HomeState, Placement, Policy, StatusChange
+from switchboard_router.timeline.plan import Item, MessageItem, plan_customer
+from switchboard_router.timeline.threading import CustomerState, Placement, Policy, StatusChange
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +30,7 @@ POLICY = Policy(
     social_inactivity_window=timedelta(hours=24),
     email_subject_window=timedelta(days=4),
 )
-HOME = "cu-1"
+CUSTOMER = "cu-1"
 SENDERS = {
     Channel.EMAIL: ["ana@example.com", "ana@work.example"],
     Channel.WHATSAPP: ["+34600111222"],
@@ -46,7 +46,7 @@ class Scenario:
 
     items: list[Item] = field(default_factory=list)
     placements: dict[str, Placement] = field(default_factory=dict)
-    state: HomeState = field(default_factory=lambda: HomeState(HOME))
+    state: CustomerState = field(default_factory=lambda: CustomerState(CUSTOMER))
 
 
 @st.composite
@@ -70,7 +70,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             message = _message(draw, n, op, at, messages)
             messages.append(message)
             item = _item(message)
-        plan = plan_home(scenario.state, [item], POLICY)
+        plan = plan_customer(scenario.state, [item], POLICY)
         scenario.state = plan.state
         for a in plan.applied:
             scenario.placements.setdefault(a.item.message_id, a.placement)
@@ -110,7 +110,7 @@ def _message(
 
 
 def _item(message: MessageReceived) -> MessageItem:
-    return MessageItem.of(customer_message(message, HOME, identity_of(message)))
+    return MessageItem.of(customer_message(message, CUSTOMER, identity_of(message)))
 
 
 def _splits(draw: st.DataObject, length: int) -> list[int]:
@@ -126,11 +126,11 @@ def _splits(draw: st.DataObject, length: int) -> list[int]:
 def test_any_batch_split_gives_the_timeline_of_processing_once(
     scenario: Scenario, data: st.DataObject
 ) -> None:
-    state, placements = HomeState(HOME), dict[str, Placement]()
+    state, placements = CustomerState(CUSTOMER), dict[str, Placement]()
     position = 0
     for size in _splits(data, len(scenario.items)):
         batch = scenario.items[position : position + size]
-        plan = plan_home(state, batch, POLICY)
+        plan = plan_customer(state, batch, POLICY)
         state = plan.state
         for a in plan.applied:
             placements.setdefault(a.item.message_id, a.placement)
@@ -144,12 +144,12 @@ def test_any_batch_split_gives_the_timeline_of_processing_once(
 def test_replaying_after_a_crash_gives_the_timeline_of_processing_once(
     scenario: Scenario, data: st.DataObject
 ) -> None:
-    """Stage 2's protocol with a store: entries are stored first (first writer wins), then
+    """The timeline's protocol with a store: entries are stored first (first writer wins), then
     the state snapshot; a crash loses memory and uncommitted offsets, so the stream is
     replayed from the last commit, re-split, with duplicates of what was stored."""
     stored: dict[str, Placement] = {}
-    snapshot = HomeState(HOME)
-    memory: HomeState | None = None
+    snapshot = CustomerState(CUSTOMER)
+    memory: CustomerState | None = None
     committed = 0
     crashes = data.draw(st.integers(0, 4))
     outcomes = ["none", "after_entries", "after_state", "after_publish"]
@@ -157,15 +157,15 @@ def test_replaying_after_a_crash_gives_the_timeline_of_processing_once(
         size = data.draw(st.integers(1, len(scenario.items) - committed))
         batch = scenario.items[committed : committed + size]
         base = memory if memory is not None else snapshot.copy()
-        plan = plan_home(base, batch, POLICY)
+        plan = plan_customer(base, batch, POLICY)
         if any(a.item.message_id in stored for a in plan.fresh()):
-            # The store knows better: re-plan with what it holds (stage 2 does the same).
+            # The store knows better: re-plan with what it holds (the timeline does the same).
             known = {
                 i.message_id: stored[i.message_id]
                 for i in batch
                 if isinstance(i, MessageItem) and i.message_id in stored
             }
-            plan = plan_home(base, batch, POLICY, stored=known)
+            plan = plan_customer(base, batch, POLICY, stored=known)
         crash = data.draw(st.sampled_from(outcomes)) if crashes else "none"
         for applied in plan.fresh():
             stored.setdefault(applied.item.message_id, applied.placement)

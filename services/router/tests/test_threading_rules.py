@@ -11,9 +11,9 @@ from switchboard_common.contract import Channel, MessageReceived
 from switchboard_devkit.testing.builders import T0
 from switchboard_devtools.testing.router_timeline import customer_message, inbound, message_ref
 from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.plan import Item, MessageItem, plan_home
+from switchboard_router.timeline.plan import Item, MessageItem, plan_customer
 from switchboard_router.timeline.threading import (
-    HomeState,
+    CustomerState,
     Placement,
     Policy,
     StatusChange,
@@ -30,11 +30,11 @@ DAYS = timedelta(days=1)
 
 
 class Thread:
-    """Feeds messages and status changes one at a time, as stage 2 would."""
+    """Feeds messages and status changes one at a time, as the timeline would."""
 
     def __init__(self, policy: Policy | None = None, customer_id: str = "cu-1") -> None:
         self.policy = policy or Policy()
-        self.state = HomeState(customer_id)
+        self.state = CustomerState(customer_id)
         self.placements: dict[str, Placement] = {}
 
     def send(self, *messages: MessageReceived) -> list[Placement]:
@@ -45,7 +45,7 @@ class Thread:
         return self.feed(items)
 
     def feed(self, items: list[Item]) -> list[Placement]:
-        plan = plan_home(self.state, items, self.policy)
+        plan = plan_customer(self.state, items, self.policy)
         self.state = plan.state
         placed = [a.placement for a in plan.applied]
         self.placements.update({a.item.message_id: a.placement for a in plan.applied})

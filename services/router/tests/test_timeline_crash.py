@@ -35,8 +35,8 @@ from switchboard_devtools.testing.router_timeline import (
     router_process,
 )
 from switchboard_router.timeline.identity import identity_of
-from switchboard_router.timeline.plan import MessageItem, plan_home
-from switchboard_router.timeline.threading import HomeState, Placement, Policy
+from switchboard_router.timeline.plan import MessageItem, plan_customer
+from switchboard_router.timeline.threading import CustomerState, Placement, Policy
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +82,10 @@ def processed_once(streams: list[list[MessageReceived]]) -> dict[str, Placement]
     """Where each message goes when its customer's stream is processed once."""
     placements: dict[str, Placement] = {}
     for messages in streams:
-        state = HomeState("reference")
+        state = CustomerState("reference")
         for message in messages:
             item = MessageItem.of(customer_message(message, "reference", identity_of(message)))
-            plan = plan_home(state, [item], Policy())
+            plan = plan_customer(state, [item], Policy())
             state = plan.state
             placements[message.message_id] = plan.applied[0].placement
     return placements

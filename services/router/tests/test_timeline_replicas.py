@@ -196,8 +196,8 @@ async def test_a_new_identity_on_every_partition_at_once_makes_one_customer(
         await eventually(all_stored, timeout=300, interval=1.0)
         assert await db["customers"].count_documents({}) == 1
         assert await db["customer_identities"].count_documents({}) == 1
-        homes = {d["customer_id"] async for d in db["timeline_messages"].find({})}
-        assert len(homes) == 1
+        customers = {d["customer_id"] async for d in db["timeline_messages"].find({})}
+        assert len(customers) == 1
         assert await db["timeline_conversations"].count_documents({}) == 1
     finally:
         for replica in replicas:

@@ -1,4 +1,4 @@
-"""Stage 2's batch handler under crashes, redelivery and duplicates (in-memory stores).
+"""The timeline's batch handler under crashes, redelivery and duplicates (in-memory stores).
 
 A process that dies at any write, or after its writes but before the offsets are
 committed, is restarted with an empty memory and gets the uncommitted records again,
@@ -127,15 +127,15 @@ def streams(draw: st.DrawFn) -> list[tuple[str, CustomerMessage]]:
     at = T0
     for n in range(draw(st.integers(1, 30))):
         at += draw(st.sampled_from([timedelta(minutes=3), timedelta(hours=6), timedelta(days=2)]))
-        home = draw(st.sampled_from(sorted(CUSTOMERS)))
-        sender = "ana@example.com" if home == "cu-ana" else "bob@example.org"
-        mine = [m for h, m in records if h == home and m.message.channel == Channel.EMAIL]
+        customer = draw(st.sampled_from(sorted(CUSTOMERS)))
+        sender = "ana@example.com" if customer == "cu-ana" else "bob@example.org"
+        mine = [m for h, m in records if h == customer and m.message.channel == Channel.EMAIL]
         shape = draw(st.sampled_from(["new", "reply", "subject", "whatsapp", "dup"]))
         if shape == "dup" and records:
             records.append(draw(st.sampled_from(records)))
             continue
         if shape == "whatsapp":
-            phone = "+34600111222" if home == "cu-ana" else "+44700900900"
+            phone = "+34600111222" if customer == "cu-ana" else "+44700900900"
             message = inbound(f"m-{n}", channel=Channel.WHATSAPP, sender=phone, at=at)
         elif shape == "reply" and mine:
             parent = draw(st.sampled_from(mine)).message
@@ -149,7 +149,7 @@ def streams(draw: st.DrawFn) -> list[tuple[str, CustomerMessage]]:
         else:
             subject = draw(st.sampled_from(["Refund", "Delivery"]))
             message = inbound(f"m-{n}", sender=sender, subject=subject, at=at)
-        records.append((home, customer_message(message, home, identity_of(message))))
+        records.append((customer, customer_message(message, customer, identity_of(message))))
     return records
 
 
@@ -315,7 +315,7 @@ def test_messages_of_an_erased_customer_go_back_to_identity_resolution() -> None
     assert state["conversations"] == []
 
 
-def test_an_unstored_message_published_to_stage_2_is_never_lost_when_publishing_fails() -> None:
+def test_an_unstored_message_sent_to_the_timeline_is_never_lost_when_publishing_fails() -> None:
     message = inbound("m-1", at=datetime(2026, 1, 1, tzinfo=UTC))
     record = customer_message(message, "cu-ana", identity_of(message))
 

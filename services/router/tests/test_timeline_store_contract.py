@@ -19,7 +19,7 @@ from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.memory import InMemoryTimelineStore
 from switchboard_router.timeline.mongo import MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.ports import Claim, ConversationWrite, Page, TimelineStore
-from switchboard_router.timeline.threading import Conversation, HomeState, Placement
+from switchboard_router.timeline.threading import Conversation, CustomerState, Placement
 
 STORES = [
     pytest.param("memory", marks=pytest.mark.unit),
@@ -69,7 +69,7 @@ def conversation(conversation_id: str = "cv-1", status: str = "open") -> Convers
 
 async def test_state_round_trips_with_everything_threading_remembers(store: TimelineStore) -> None:
     assert await store.load_state("cu-1") is None
-    state = HomeState(
+    state = CustomerState(
         "cu-1",
         conversations={"cv-1": conversation()},
         threads={"whatsapp|-|s|abc": "cv-1"},
@@ -79,7 +79,7 @@ async def test_state_round_trips_with_everything_threading_remembers(store: Time
     )
     await store.save_states([state], T0)
     assert await store.load_state("cu-1") == state
-    tombstone = HomeState("cu-1", erased=True, erasure_id="er-1")
+    tombstone = CustomerState("cu-1", erased=True, erasure_id="er-1")
     await store.save_states([tombstone], T0)
     assert await store.load_state("cu-1") == tombstone
 
@@ -201,9 +201,9 @@ async def test_erasure_removes_personal_data_and_leaves_skeletons(store: Timelin
 
 async def test_created_states_and_conversations_may_exist_already(store: TimelineStore) -> None:
     """A replay inserts again what a crashed attempt stored: the newer state wins."""
-    first = HomeState("cu-1", refs={"a@x": "cv-1"})
+    first = CustomerState("cu-1", refs={"a@x": "cv-1"})
     await store.save_states([first], T0, created=["cu-1"])
-    second = HomeState("cu-1", refs={"a@x": "cv-1", "b@x": "cv-1"})
+    second = CustomerState("cu-1", refs={"a@x": "cv-1", "b@x": "cv-1"})
     await store.save_states([second], T0, created=["cu-1"])
     assert await store.load_state("cu-1") == second
     opening = {"customer_id": "cu-1", "subject": "Refund", "identity": None}
@@ -218,8 +218,8 @@ async def test_created_states_and_conversations_may_exist_already(store: Timelin
 
 
 async def test_a_batch_loads_the_states_of_many_customers_at_once(store: TimelineStore) -> None:
-    ana = HomeState("cu-1", refs={"a@x": "cv-1"})
-    bob = HomeState("cu-2", conversations={"cv-1": conversation()})
+    ana = CustomerState("cu-1", refs={"a@x": "cv-1"})
+    bob = CustomerState("cu-2", conversations={"cv-1": conversation()})
     await store.save_states([ana, bob], T0, created=["cu-1", "cu-2"])
     assert await store.load_states(["cu-2", "cu-1", "cu-3"]) == {"cu-1": ana, "cu-2": bob}
     assert await store.load_states([]) == {}

@@ -12,7 +12,7 @@ from switchboard_common.metrics import LATENCY_BUCKETS, ConsumerMetrics
 
 @dataclass(frozen=True)
 class AssignmentMetrics:
-    """Stage 3 (assignment). Gauges describe the whole deployment as this replica sees it
+    """Assignment. Gauges describe the whole deployment as this replica sees it
     (every replica holds the same views): aggregate them with ``max``, not ``sum``."""
 
     queue_depth: Gauge
@@ -121,7 +121,7 @@ class TimelineMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
         return cls(
-            # Customer messages reaching stage 2, by channel and outcome
+            # Customer messages reaching the timeline, by channel and outcome
             # (stored|replayed|duplicate|re_resolved).
             messages=Counter(
                 "switchboard_router_timeline_messages",
@@ -136,7 +136,7 @@ class TimelineMetrics:
                 ["channel"],
                 registry=registry,
             ),
-            # Identity resolutions in stage 1, by outcome (cached|stored|new|linked_email|
+            # Identity resolutions, by outcome (cached|stored|new|linked_email|
             # linked_phone).
             identities=Counter(
                 "switchboard_router_identity_resolutions",
@@ -188,7 +188,7 @@ class TimelineMetrics:
                 ["cause"],
                 registry=registry,
             ),
-            # Where stage 2 found a customer's threading state (cache|store|new).
+            # Where the timeline found a customer's threading state (cache|store|new).
             state_loads=Counter(
                 "switchboard_router_timeline_state_loads",
                 "Customer threading states loaded, by source.",

@@ -49,15 +49,15 @@ class RouterSettings(ServiceSettings):
     )
     #: A reply from a different sender to a known email thread opens its own conversation.
     email_split_by_sender: bool = Field(True, validation_alias=env("ROUTER_EMAIL_SPLIT_BY_SENDER"))
-    #: How long stage 1 trusts a cached identity → customer resolution (0 disables).
+    #: How long identity resolution trusts a cached identity → customer resolution (0 disables).
     identity_cache_seconds: float = Field(
         5.0, ge=0, le=3600, validation_alias=env("ROUTER_IDENTITY_CACHE_SECONDS")
     )
-    #: Identities and customers each kept in stage 1's cache.
+    #: Identities and customers each kept in identity resolution's cache.
     identity_cache_size: int = Field(
         100_000, ge=0, le=10_000_000, validation_alias=env("ROUTER_IDENTITY_CACHE_SIZE")
     )
-    #: Customers whose threading state stage 2 keeps in memory between batches.
+    #: Customers whose threading state the timeline keeps in memory between batches.
     timeline_cache_size: int = Field(
         20_000, ge=0, le=1_000_000, validation_alias=env("ROUTER_TIMELINE_CACHE_SIZE")
     )
@@ -77,7 +77,7 @@ class RouterSettings(ServiceSettings):
     #: routes; unset outside dev disables the admin API (403). Also ``..._FILE``.
     admin_token: SecretStr | None = Field(None, validation_alias=env("ROUTER_ADMIN_TOKEN"))
 
-    # ---------------------------------------------------------------- assignment (stage 3)
+    # ---------------------------------------------------------------- assignment
     #: The routing policy (YAML); unset means the default policy shipped in the package.
     routing_policy_file: Path | None = Field(None, validation_alias=env("ROUTER_POLICY_FILE"))
     #: Conversations decided concurrently within one consumed batch (per replica).

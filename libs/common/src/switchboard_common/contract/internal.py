@@ -19,7 +19,7 @@ from switchboard_common.contract.events import ContractModel, MessageReceived, N
 class CustomerMessage(ContractModel):
     """A customer message after identity resolution, re-keyed by ``customer_id``.
 
-    Stage 1 (identity) publishes it; stage 2 (timeline) consumes it. Keying by customer
+    Identity resolution publishes it; the timeline consumes it. Keying by customer
     keeps one customer's messages in order even when they arrive on several channels
     (whose sender keys land on different partitions of ``support.inbound.v1``).
 
@@ -44,7 +44,7 @@ class CustomerMessage(ContractModel):
 class ConversationStatusChanged(ContractModel):
     """A frontend resolved or reopened a conversation, re-keyed by ``customer_id``.
 
-    Stage 2 forwards ``support.conversation.resolved``/``reopened`` onto the customer's
+    The timeline forwards ``support.conversation.resolved``/``reopened`` onto the customer's
     stream so that threading sees status changes in order with the customer's messages.
     """
 
@@ -59,7 +59,7 @@ class ConversationStatusChanged(ContractModel):
 class CustomerErased(ContractModel):
     """A customer's personal data was erased (GDPR); keyed by ``customer_id``.
 
-    Stage 2 drops what it holds of the customer when it reaches this record and hands any
+    The timeline drops what it holds of the customer when it reaches this record and hands any
     later message filed under the customer back to identity resolution.
     """
 
@@ -73,7 +73,7 @@ class CustomerErased(ContractModel):
 class ConversationActivity(ContractModel):
     """Something happened on a conversation that routing must know about.
 
-    Stage 2 (timeline) publishes it after the message is stored; stage 3 (assignment)
+    The timeline publishes it after the message is stored; assignment
     consumes it. Keyed by ``conversation_id`` and co-partitioned with
     ``support.conversation-events.v1`` (same partition count), so one assignment
     consumer sees every event of a conversation in order.

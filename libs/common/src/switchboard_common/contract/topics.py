@@ -133,7 +133,7 @@ INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
         events=(CustomerMessage, ConversationStatusChanged, CustomerErased),
         partitions=12,
         retention_ms=3 * _DAY_MS,
-        description="Router stage 1 -> 2: messages after identity resolution, and the "
+        description="Router identity -> timeline: messages after identity resolution, and the "
         "status changes and erasures that threading must see in order with them.",
     ),
     TopicSpec(
@@ -142,7 +142,7 @@ INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
         events=(ConversationActivity,),
         partitions=12,  # co-partitioned with support.conversation-events.v1
         retention_ms=3 * _DAY_MS,
-        description="Router stage 2 -> 3: conversations that routing must look at.",
+        description="Router timeline -> assignment: conversations that routing must look at.",
     ),
 )
 

@@ -1,6 +1,6 @@
-"""Stage 3 of the router: assignment by skill, priority and capacity.
+"""The router's assignment by skill, priority and capacity.
 
-Reads ``switchboard.router.conversation-activity.v1`` (from stage 2),
+Reads ``switchboard.router.conversation-activity.v1`` (from the timeline),
 ``support.conversation-events.v1``, ``support.sla-events.v1`` and
 ``support.agent-events.v1``; writes ``support.assignments.v1``. See
 ``services/router/README.md`` ("Assignment") for the design.
@@ -52,7 +52,7 @@ GROUP_DECISION_VIEW = "router-decisions-view"
 
 
 def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
-    """Wire stage 3 on the shared clients. Raises ``SettingsError`` for a bad policy."""
+    """Wire assignment on the shared clients. Raises ``SettingsError`` for a bad policy."""
     settings = ctx.settings
     try:
         policy = load_policy(settings.routing_policy_file)

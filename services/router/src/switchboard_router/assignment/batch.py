@@ -1,4 +1,4 @@
-"""Stage 3's batch path: the customer messages of one consumed batch, routed together.
+"""Assignment's batch path: the customer messages of one consumed batch, routed together.
 
 ``AssignmentEngine.on_activity`` decides one conversation in about ten sequential round
 trips. ``route_activities`` decides a batch of distinct conversations in a fixed number

@@ -170,7 +170,7 @@ def state_from_event(event: AssignmentDecision) -> RouteState | None:
 
 
 class AssignmentEngine:
-    """Stage 3's decisions. Every public method is idempotent and safe to run on any
+    """Assignment's decisions. Every public method is idempotent and safe to run on any
     number of replicas at once; they raise only the store's and Kafka's errors."""
 
     def __init__(

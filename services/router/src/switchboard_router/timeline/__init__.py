@@ -66,8 +66,8 @@ def wire(ctx: RouterContext) -> StageParts:
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     consumers: list[tuple[Handler, str, str, str]] = [
-        (identity_stage, INBOUND, GROUP_IDENTITY, "Stage 1: sender identity to customer"),
-        (timeline_stage, CUSTOMER_MESSAGES, GROUP_TIMELINE, "Stage 2: thread and store"),
+        (identity_stage, INBOUND, GROUP_IDENTITY, "Identity: sender identity to customer"),
+        (timeline_stage, CUSTOMER_MESSAGES, GROUP_TIMELINE, "Timeline: thread and store"),
         (forwarder, CONVERSATION_EVENTS, GROUP_STATE, "Conversation status for threading"),
     ]
     for handler, topic, group, title in consumers:

@@ -8,7 +8,7 @@ every message stays filed under the customer its sender identity belongs to.
 
 Erasure removes the personal data of a customer's whole group (identities, profile,
 message text, email references and the raw mail, see ``raw_mail``), leaves an audit
-record with ids and counts only, and tells stage 2 through the customer stream
+record with ids and counts only, and tells the timeline through the customer stream
 (``CustomerErased``) so messages already on their way are erased too and later ones
 start a fresh customer.
 """

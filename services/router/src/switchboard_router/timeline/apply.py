@@ -1,8 +1,8 @@
-"""Stage 2 (group ``router-timeline``): thread customer messages and store them once.
+"""The timeline (group ``router-timeline``): thread customer messages and store them once.
 
 Consumes ``switchboard.router.customer-messages.v1`` (keyed by customer, so one
 customer's records arrive in order on one partition), plans each customer's share of the
-batch with the pure fold (``plan.plan_home``) and writes, in this order:
+batch with the pure fold (``plan.plan_customer``) and writes, in this order:
 
 1. exclusive thread claims for conversations opened on a thread (``_id`` names the
    thread step; a lost claim means another replica opened it: adopt theirs, re-plan);
@@ -47,17 +47,17 @@ from switchboard_router.timeline.documents import (
 from switchboard_router.timeline.identity import may_link
 from switchboard_router.timeline.plan import (
     Applied,
+    CustomerPlan,
     ErasureItem,
-    HomePlan,
     Item,
     MessageItem,
-    plan_home,
+    plan_customer,
 )
 from switchboard_router.timeline.ports import Claim, ConversationWrite, RawMail, TimelineStore
 from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
 from switchboard_router.timeline.threading import (
-    HomeState,
+    CustomerState,
     Placement,
     Policy,
     StatusChange,
@@ -80,17 +80,17 @@ class ThreadClaimContendedError(TimeoutError):
 class _Work:
     """One customer's share of a batch while it is being settled."""
 
-    base: HomeState
+    base: CustomerState
     items: list[Item]
     #: The customer's state was found (in memory or in the store), so it is replaced.
     known: bool = True
     stored: dict[str, Placement] = field(default_factory=dict)
     adopt: dict[str, str] = field(default_factory=dict)
-    plan: HomePlan | None = None
+    plan: CustomerPlan | None = None
 
 
 class TimelineStage:
-    """The batch handler of stage 2 (see module docs)."""
+    """The timeline's batch handler (see module docs)."""
 
     def __init__(
         self,
@@ -112,7 +112,7 @@ class TimelineStage:
         self._clock = clock
         self._metrics = metrics
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, HomeState] = OrderedDict()
+        self._cache: OrderedDict[str, CustomerState] = OrderedDict()
         self._next_offset: dict[tuple[str, int], int] = {}
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
@@ -120,7 +120,7 @@ class TimelineStage:
         work = await self._load(self._group(deliveries))
         await self._prefetch(work)
         await self._settle(work)
-        plans = {home: w.plan for home, w in work.items() if w.plan is not None}
+        plans = {customer_id: w.plan for customer_id, w in work.items() if w.plan is not None}
         await self._write(work)
         rejected = await self._publish(plans, deliveries)
         self._remember(plans)
@@ -165,17 +165,19 @@ class TimelineStage:
 
     async def _load(self, items: dict[str, list[Item]]) -> dict[str, _Work]:
         work: dict[str, _Work] = {}
-        cold = [home for home in items if home not in self._cache]
+        cold = [customer_id for customer_id in items if customer_id not in self._cache]
         stored = await self._store.load_states(cold) if cold else {}
-        for home, home_items in items.items():
-            cached = self._cache.get(home)
+        for customer_id, customer_items in items.items():
+            cached = self._cache.get(customer_id)
             if cached is not None:
                 self._metrics.state_loads.labels("cache").inc()
-                work[home] = _Work(cached.copy(), home_items)
+                work[customer_id] = _Work(cached.copy(), customer_items)
                 continue
-            state = stored.get(home)
+            state = stored.get(customer_id)
             self._metrics.state_loads.labels("new" if state is None else "store").inc()
-            work[home] = _Work(state or HomeState(home), home_items, known=state is not None)
+            work[customer_id] = _Work(
+                state or CustomerState(customer_id), customer_items, known=state is not None
+            )
         return work
 
     async def _prefetch(self, work: dict[str, _Work]) -> None:
@@ -189,49 +191,51 @@ class TimelineStage:
         }
         wanted: dict[str, set[str]] = {}
         refs: dict[str, list[str]] = {}
-        for home, w in work.items():
-            wanted[home] = set()
+        for customer_id, w in work.items():
+            wanted[customer_id] = set()
             unknown: set[str] = set()
             for item in w.items:
                 if isinstance(item, StatusChange):
-                    wanted[home].add(item.conversation_id)
+                    wanted[customer_id].add(item.conversation_id)
                 elif isinstance(item, MessageItem) and item.message_id not in w.base.applied:
                     ids = item.inbound.thread_ids()
                     if ids and not any(r in w.base.refs for r in ids):
                         unknown.update(r for r in ids if r not in batch_ids)
             if unknown:
-                refs[home] = sorted(unknown)
+                refs[customer_id] = sorted(unknown)
         found = await self._store.get_refs_of(refs) if refs else {}
-        for home, known in found.items():
-            base = work[home].base
+        for customer_id, known in found.items():
+            base = work[customer_id].base
             for ref, conversation_id in known.items():
                 base.refs.setdefault(ref, conversation_id)
-                wanted[home].add(conversation_id)
+                wanted[customer_id].add(conversation_id)
         await self._remember_many(
-            {home: work[home].base for home in wanted},
-            {home: sorted(ids) for home, ids in wanted.items()},
+            {customer_id: work[customer_id].base for customer_id in wanted},
+            {customer_id: sorted(ids) for customer_id, ids in wanted.items()},
         )
 
     async def _remember_many(
-        self, states: dict[str, HomeState], wanted: dict[str, list[str]]
+        self, states: dict[str, CustomerState], wanted: dict[str, list[str]]
     ) -> None:
         """Teach each customer's state the stored conversations it lacks among those it
         wants, in the order given (one read for the whole batch)."""
         missing = {
-            home: [i for i in dict.fromkeys(ids) if i not in states[home].conversations]
-            for home, ids in wanted.items()
+            customer_id: [
+                i for i in dict.fromkeys(ids) if i not in states[customer_id].conversations
+            ]
+            for customer_id, ids in wanted.items()
         }
         every = sorted({i for ids in missing.values() for i in ids})
         if not every:
             return
         documents = await self._store.get_conversations(every)
-        for home, ids in missing.items():
+        for customer_id, ids in missing.items():
             for conversation_id in ids:
                 document = documents.get(conversation_id)
                 if document is not None:
-                    states[home].remember(conversation_from(document))
+                    states[customer_id].remember(conversation_from(document))
 
-    async def _remember_conversations(self, state: HomeState, ids: set[str]) -> None:
+    async def _remember_conversations(self, state: CustomerState, ids: set[str]) -> None:
         await self._remember_many({state.customer_id: state}, {state.customer_id: sorted(ids)})
 
     # ----------------------------------------------------------------------- settling
@@ -243,9 +247,9 @@ class TimelineStage:
         held: dict[str, str] = {}
         pending = set(work)
         for _ in range(MAX_ROUNDS):
-            for home in pending:
-                w = work[home]
-                w.plan = plan_home(
+            for customer_id in pending:
+                w = work[customer_id]
+                w.plan = plan_customer(
                     w.base,
                     w.items,
                     self._policy,
@@ -268,25 +272,25 @@ class TimelineStage:
     async def _claim(self, work: dict[str, _Work], held: dict[str, str]) -> set[str]:
         """Make the batch's new claims; ``held`` remembers those already won."""
         claims: dict[str, tuple[str, Claim]] = {}
-        for home, w in work.items():
+        for customer_id, w in work.items():
             for applied in w.plan.fresh() if w.plan is not None else ():
                 placement = applied.placement
                 claim_id = placement.claim
                 if claim_id is not None and held.get(claim_id) != placement.conversation_id:
                     claim = Claim(
-                        claim_id, placement.conversation_id, applied.item.message_id, home
+                        claim_id, placement.conversation_id, applied.item.message_id, customer_id
                     )
-                    claims[claim_id] = (home, claim)
+                    claims[claim_id] = (customer_id, claim)
         if not claims:
             return set()
         holders = await self._store.claim_threads([c for _, c in claims.values()])
         lost: set[str] = set()
-        for claim_id, (home, claim) in claims.items():
+        for claim_id, (customer_id, claim) in claims.items():
             holder = holders.get(claim_id, claim.conversation_id)
             held[claim_id] = holder
             if holder != claim.conversation_id:
-                await self._follow_thread(work[home], claim_id, holder)
-                lost.add(home)
+                await self._follow_thread(work[customer_id], claim_id, holder)
+                lost.add(customer_id)
         return lost
 
     async def _follow_thread(self, w: _Work, claim_id: str, holder: str) -> None:
@@ -310,7 +314,7 @@ class TimelineStage:
             w.base.threads.pop(conversation.thread, None)
             w.base.threads[conversation.thread] = current
 
-    async def _known(self, state: HomeState, conversation_id: str) -> bool:
+    async def _known(self, state: CustomerState, conversation_id: str) -> bool:
         await self._remember_conversations(state, {conversation_id})
         return conversation_id in state.conversations
 
@@ -320,10 +324,10 @@ class TimelineStage:
         now = self._clock()
         inserts, replaces = [], []
         owner: dict[str, str] = {}
-        for home, w in work.items():
+        for customer_id, w in work.items():
             for applied in w.plan.fresh() if w.plan is not None else ():
                 message_id = applied.item.message_id
-                owner[message_id] = home
+                owner[message_id] = customer_id
                 document = message_document(applied.item.record, applied.placement, now)
                 if message_id not in written:
                     inserts.append(document)
@@ -340,11 +344,13 @@ class TimelineStage:
         pending: set[str] = set()
         wanted: dict[str, list[str]] = {}
         for message_id, placement in sorted(stored.items()):
-            home = owner[message_id]
-            work[home].stored[message_id] = placement
-            wanted.setdefault(home, []).append(placement.conversation_id)
-            pending.add(home)
-        await self._remember_many({home: work[home].base for home in wanted}, wanted)
+            customer_id = owner[message_id]
+            work[customer_id].stored[message_id] = placement
+            wanted.setdefault(customer_id, []).append(placement.conversation_id)
+            pending.add(customer_id)
+        await self._remember_many(
+            {customer_id: work[customer_id].base for customer_id in wanted}, wanted
+        )
         return pending
 
     # ----------------------------------------------------------------------- writing
@@ -353,42 +359,45 @@ class TimelineStage:
         now = self._clock()
         conversations: list[ConversationWrite] = []
         refs: list[tuple[str, str, str]] = []
-        plans = {home: w.plan for home, w in work.items() if w.plan is not None}
-        for home, plan in plans.items():
-            base = work[home].base
+        plans = {customer_id: w.plan for customer_id, w in work.items() if w.plan is not None}
+        for customer_id, plan in plans.items():
+            base = work[customer_id].base
             for conversation_id, opener in plan.changed.items():
                 conversation = plan.state.conversations.get(conversation_id)
                 if conversation is not None:
                     record = opener.record if opener is not None else None
                     conversations.append(
                         ConversationWrite(
-                            home,
+                            customer_id,
                             conversation,
-                            conversation_opening(home, record),
+                            conversation_opening(customer_id, record),
                             created=conversation_id not in base.conversations,
                         )
                     )
             conversations += [
-                ConversationWrite(home, c, conversation_opening(home, None)) for c in plan.evicted
+                ConversationWrite(customer_id, c, conversation_opening(customer_id, None))
+                for c in plan.evicted
             ]
             refs += [
-                (home, a.item.inbound.email_message_id, a.placement.conversation_id)
+                (customer_id, a.item.inbound.email_message_id, a.placement.conversation_id)
                 for a in plan.applied
                 if a.item.inbound.email_message_id and not a.known
             ]
         await self._store.save_conversations(conversations)
         await self._store.insert_refs(refs)
-        for home, plan in plans.items():
+        for customer_id, plan in plans.items():
             if plan.erasure is not None:
-                counts = await self._store.erase([home])
-                counts["raw_messages"] = await erase_raw_mail(self._store, self._raw_mail, [home])
+                counts = await self._store.erase([customer_id])
+                counts["raw_messages"] = await erase_raw_mail(
+                    self._store, self._raw_mail, [customer_id]
+                )
                 self._metrics.erasures.labels("applied").inc()
-                log.info("timeline erased", customer_id=home, **counts)
-        created = [home for home, w in work.items() if not w.known]
+                log.info("timeline erased", customer_id=customer_id, **counts)
+        created = [customer_id for customer_id, w in work.items() if not w.known]
         await self._store.save_states([p.state for p in plans.values()], now, created)
 
     async def _publish(
-        self, plans: dict[str, HomePlan], deliveries: Sequence[Delivery]
+        self, plans: dict[str, CustomerPlan], deliveries: Sequence[Delivery]
     ) -> list[tuple[Delivery, str]]:
         outgoing: list[Outgoing] = []
         rejected: list[tuple[Delivery, str]] = []
@@ -440,12 +449,12 @@ class TimelineStage:
         if placement.closes is not None:
             self._metrics.conversations.labels(channel, "closed_inactive").inc()
 
-    def _remember(self, plans: dict[str, HomePlan]) -> None:
+    def _remember(self, plans: dict[str, CustomerPlan]) -> None:
         if self._cache_size <= 0:
             return
-        for home, plan in plans.items():
-            self._cache.pop(home, None)
-            self._cache[home] = plan.state
+        for customer_id, plan in plans.items():
+            self._cache.pop(customer_id, None)
+            self._cache[customer_id] = plan.state
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 

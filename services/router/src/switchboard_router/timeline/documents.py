@@ -15,7 +15,7 @@ from typing import Any
 
 from switchboard_common.contract import Channel, CustomerMessage
 from switchboard_common.mongo import Document
-from switchboard_router.timeline.threading import Conversation, HomeState, Placement
+from switchboard_router.timeline.threading import Conversation, CustomerState, Placement
 
 
 class CursorError(ValueError):
@@ -131,10 +131,10 @@ def conversation_opening(customer_id: str, item: CustomerMessage | None) -> Docu
     }
 
 
-# --------------------------------------------------------------------------- home state
+# --------------------------------------------------------------------------- customer state
 
 
-def state_document(state: HomeState, updated_at: datetime) -> Document:
+def state_document(state: CustomerState, updated_at: datetime) -> Document:
     """A customer's threading state (``_id`` = the customer id)."""
     return {
         "_id": state.customer_id,
@@ -163,9 +163,9 @@ def state_document(state: HomeState, updated_at: datetime) -> Document:
     }
 
 
-def state_from(document: Document) -> HomeState:
+def state_from(document: Document) -> CustomerState:
     conversations = [conversation_from(c) for c in document.get("conversations") or []]
-    return HomeState(
+    return CustomerState(
         customer_id=document["_id"],
         conversations={c.conversation_id: c for c in conversations},
         threads={t["key"]: t["conversation_id"] for t in document.get("threads") or []},

@@ -28,7 +28,7 @@ from switchboard_router.timeline.ports import (
     MergeRecord,
     Page,
 )
-from switchboard_router.timeline.threading import HomeState, Placement
+from switchboard_router.timeline.threading import CustomerState, Placement
 
 
 class InMemoryIdentityStore:
@@ -184,17 +184,17 @@ class InMemoryTimelineStore:
         self.conversations: dict[str, Document] = {}
         self.refs: dict[str, Document] = {}
 
-    async def load_state(self, customer_id: str) -> HomeState | None:
+    async def load_state(self, customer_id: str) -> CustomerState | None:
         document = self.states.get(customer_id)
         return None if document is None else state_from(copy.deepcopy(document))
 
-    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         return {
             c: state_from(copy.deepcopy(self.states[c])) for c in customer_ids if c in self.states
         }
 
     async def save_states(
-        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+        self, states: Sequence[CustomerState], at: datetime, created: Collection[str] = ()
     ) -> None:
         del created  # an insert and a replacement end the same
         for state in states:

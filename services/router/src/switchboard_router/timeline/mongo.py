@@ -38,7 +38,7 @@ from switchboard_router.timeline.ports import (
     MergeRecord,
     Page,
 )
-from switchboard_router.timeline.threading import HomeState, Placement
+from switchboard_router.timeline.threading import CustomerState, Placement
 
 #: Every collection the timeline stages own, and the indexes its read queries need.
 INDEXES: dict[str, list[IndexModel]] = {
@@ -381,16 +381,16 @@ class MongoTimelineStore:
         self.conversations = db["timeline_conversations"]
         self.refs = db["timeline_email_refs"]
 
-    async def load_state(self, customer_id: str) -> HomeState | None:
+    async def load_state(self, customer_id: str) -> CustomerState | None:
         document = await self.states.find_one({"_id": customer_id})
         return None if document is None else state_from(document)
 
-    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         found = await _by_ids(self.states, customer_ids)
         return {key: state_from(document) for key, document in found.items()}
 
     async def save_states(
-        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+        self, states: Sequence[CustomerState], at: datetime, created: Collection[str] = ()
     ) -> None:
         # Inserting is far cheaper than replacing on FerretDB v1 (no read-modify-write);
         # a state that exists after all (a replay) is replaced like the others.

@@ -1,7 +1,7 @@
 """One customer's share of a consumed batch, folded over its threading state (pure).
 
-The stage-2 shell groups a batch by customer, loads each customer's ``HomeState`` and
-calls ``plan_home``. Replays are the normal case after a crash, so the fold is told what
+The timeline's shell groups a batch by customer, loads each customer's ``CustomerState`` and
+calls ``plan_customer``. Replays are the normal case after a crash, so the fold is told what
 it already knows about each message:
 
 - ``base.applied``: already reflected in the state (a redelivery): not placed again,
@@ -25,7 +25,7 @@ from datetime import datetime
 from switchboard_common.contract import CustomerMessage
 from switchboard_router.timeline.threading import (
     Conversation,
-    HomeState,
+    CustomerState,
     Inbound,
     Placement,
     Policy,
@@ -74,10 +74,10 @@ class Applied:
 
 
 @dataclass
-class HomePlan:
+class CustomerPlan:
     """The outcome of one customer's items: new state and what the shell must write."""
 
-    state: HomeState
+    state: CustomerState
     applied: list[Applied] = field(default_factory=list)
     #: Conversations whose stored document changes → the message that opened them here.
     changed: dict[str, MessageItem | None] = field(default_factory=dict)
@@ -93,22 +93,22 @@ class HomePlan:
         return [a for a in self.applied if a.fresh]
 
 
-def plan_home(
-    base: HomeState,
+def plan_customer(
+    base: CustomerState,
     items: Sequence[Item],
     policy: Policy,
     *,
     stored: Mapping[str, Placement] | None = None,
     adopt: Mapping[str, str] | None = None,
-) -> HomePlan:
+) -> CustomerPlan:
     """Fold ``items`` (in stream order) over a copy of ``base``; ``base`` is untouched."""
     stored = stored or {}
     adopt = adopt or {}
-    plan = HomePlan(state=base.copy())
+    plan = CustomerPlan(state=base.copy())
     seen: set[str] = set()
     for item in items:
         if isinstance(item, ErasureItem):
-            plan.state = HomeState(base.customer_id, erased=True, erasure_id=item.erasure_id)
+            plan.state = CustomerState(base.customer_id, erased=True, erasure_id=item.erasure_id)
             plan.erasure = item
             continue
         if isinstance(item, StatusChange):
@@ -135,7 +135,7 @@ def plan_home(
 
 
 def _place_message(
-    plan: HomePlan,
+    plan: CustomerPlan,
     item: MessageItem,
     policy: Policy,
     stored: Placement | None,

@@ -17,14 +17,14 @@ from typing import Literal, Protocol
 
 from switchboard_common.mongo import Document
 from switchboard_router.timeline.linking import MergeReason, Profile
-from switchboard_router.timeline.threading import Conversation, HomeState, Placement
+from switchboard_router.timeline.threading import Conversation, CustomerState, Placement
 
 # --------------------------------------------------------------------------- identity side
 
 
 @dataclass(frozen=True)
 class IdentityRecord:
-    """An identity belongs to exactly one customer (its *home*)."""
+    """An identity belongs to exactly one customer."""
 
     identity: str
     customer_id: str
@@ -214,14 +214,14 @@ class Page:
 class TimelineStore(Protocol):
     """Threading state, claims, messages, conversations and the Message-ID index."""
 
-    async def load_state(self, customer_id: str) -> HomeState | None: ...
+    async def load_state(self, customer_id: str) -> CustomerState | None: ...
 
-    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, HomeState]:
+    async def load_states(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         """The stored states among ``customer_ids`` (one read); new customers are missing."""
         ...
 
     async def save_states(
-        self, states: Sequence[HomeState], at: datetime, created: Collection[str] = ()
+        self, states: Sequence[CustomerState], at: datetime, created: Collection[str] = ()
     ) -> None:
         """Replace each customer's state (one writer per customer: the partition owner).
         ``created`` names customers whose state was never stored (inserted, cheaper)."""

@@ -5,7 +5,7 @@ Email ingest keeps the exact bytes of each message in the shared raw-mail collec
 (``switchboard_common.raw_mail``) and the timeline entry keeps its ``raw_ref``. Erasure
 deletes the raw mail first and drops the references after, a page at a time, so an
 erasure cut short leaves references to find and finish; messages stored while it runs
-still carry theirs and are caught by stage 2's erasure of the same customer.
+still carry theirs and are caught by the timeline's erasure of the same customer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 1 (group ``router-identity``): sender identity → customer, re-keyed by customer.
+"""Identity resolution (group ``router-identity``): sender identity → customer, re-keyed.
 
 Consumes ``support.inbound.v1``; for each message builds the sender identity from the
 event, resolves it to its customer and publishes a ``CustomerMessage`` keyed by that
@@ -42,7 +42,7 @@ MAX_MERGE_DEPTH = 32
 #: Seconds an identity → customer resolution is trusted (only erasure changes it, and
 #: an erased customer's messages find their way back by themselves; this bounds the
 #: detour they take).
-HOME_TTL = 600.0
+CUSTOMER_TTL = 600.0
 
 
 class Publisher(Protocol):
@@ -87,7 +87,7 @@ class TtlCache(Generic[_K, _V]):
 @dataclass(frozen=True)
 class Resolution:
     identity: str
-    #: The customer the identity belongs to (its home).
+    #: The customer the identity belongs to (its customer_id).
     customer_id: str
     #: The customer routing sees, when ``customer_id`` is merged into it.
     merged_into: str | None
@@ -96,7 +96,7 @@ class Resolution:
 
 @dataclass(frozen=True)
 class Sighting:
-    """How stage 1 saw a sender: its channel and the name it gave."""
+    """How identity resolution saw a sender: its channel and the name it gave."""
 
     channel: str
     display_name: str | None = None
@@ -114,10 +114,10 @@ class IdentityResolver:
     it either.
 
     Which customer an identity belongs to changes only by erasure, which does not depend
-    on this cache (stage 2 sends messages of an erased customer back here with
-    ``fresh=True``), so it is cached for ``HOME_TTL``. Whom that customer is merged into
+    on this cache (the timeline sends messages of an erased customer back here with
+    ``fresh=True``), so it is cached for ``CUSTOMER_TTL``. Whom that customer is merged into
     and its tier change by admin commands and are cached for ``ttl`` seconds: merges,
-    unmerges and tier changes reach stage 1 within that time. ``ttl=0`` caches nothing.
+    unmerges and tier changes reach identity resolution within that time. ``ttl=0`` caches nothing.
     """
 
     def __init__(
@@ -135,7 +135,9 @@ class IdentityResolver:
         self._clock = clock
         self._metrics = metrics
         self._new_id = new_id
-        self._homes: TtlCache[str, str] = TtlCache(HOME_TTL if ttl > 0 else 0, size, monotonic)
+        self._customer_of: TtlCache[str, str] = TtlCache(
+            CUSTOMER_TTL if ttl > 0 else 0, size, monotonic
+        )
         self._roots: TtlCache[str, tuple[str, str | None]] = TtlCache(ttl, size, monotonic)
 
     async def resolve(
@@ -158,13 +160,13 @@ class IdentityResolver:
         """The customers of the identities, creating customers for new ones (one bulk
         insert of identities, one of customers). Idempotent; safe to run concurrently on
         several replicas: an identity inserted by another replica first is adopted."""
-        homes: dict[str, str] = {}
+        customers: dict[str, str] = {}
         for identity in sightings if not fresh else ():
-            home = self._homes.get(identity)
-            if home is not None:
-                homes[identity] = home
+            customer_id = self._customer_of.get(identity)
+            if customer_id is not None:
+                customers[identity] = customer_id
                 self._metrics.identities.labels("cached").inc()
-        missing = [i for i in sightings if i not in homes]
+        missing = [i for i in sightings if i not in customers]
         stored = await self._store.get_identities(missing) if missing else {}
         unknown: list[str] = []
         for identity in missing:
@@ -172,21 +174,21 @@ class IdentityResolver:
             if record is None:
                 unknown.append(identity)
             else:
-                homes[identity] = record.customer_id
+                customers[identity] = record.customer_id
                 self._metrics.identities.labels("stored").inc()
         if unknown:
-            homes.update(await self._create(unknown, sightings))
-        for identity, home in homes.items():
-            self._homes.put(identity, home)
-        by_home = await self.roots_of(list(dict.fromkeys(homes.values())), fresh=fresh)
+            customers.update(await self._create(unknown, sightings))
+        for identity, customer_id in customers.items():
+            self._customer_of.put(identity, customer_id)
+        roots = await self.roots_of(list(dict.fromkeys(customers.values())), fresh=fresh)
         return {
             identity: Resolution(
                 identity,
-                home,
-                None if by_home[home][0] == home else by_home[home][0],
-                by_home[home][1],
+                customer_id,
+                None if roots[customer_id][0] == customer_id else roots[customer_id][0],
+                roots[customer_id][1],
             )
-            for identity, home in homes.items()
+            for identity, customer_id in customers.items()
         }
 
     async def _create(
@@ -279,7 +281,7 @@ class IdentityResolver:
 
 
 class IdentityStage:
-    """The batch handler of stage 1."""
+    """Identity resolution's batch handler."""
 
     def __init__(
         self,
@@ -325,7 +327,7 @@ class IdentityStage:
 
 
 def customer_message(message: MessageReceived, resolution: Resolution, now: datetime) -> Outgoing:
-    """The stage-1 record for a resolved message (deterministic event id)."""
+    """The identity-resolution record for a resolved message (deterministic event id)."""
     return Outgoing(
         topic=CUSTOMER_MESSAGES,
         key=resolution.customer_id,

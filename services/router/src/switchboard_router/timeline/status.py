@@ -40,19 +40,19 @@ class StatusForwarder:
         self._store = store
         self._publisher = publisher
         self._metrics = metrics
-        self._homes: OrderedDict[str, str] = OrderedDict()
+        self._customers: OrderedDict[str, str] = OrderedDict()
 
-    async def _home(self, conversation_id: str) -> str | None:
-        home = self._homes.get(conversation_id)
-        if home is None:
+    async def _customer_of(self, conversation_id: str) -> str | None:
+        customer_id = self._customers.get(conversation_id)
+        if customer_id is None:
             document = await self._store.get_conversation(conversation_id)
             if document is None:
                 return None
-            home = str(document["customer_id"])
-            self._homes[conversation_id] = home
-            while len(self._homes) > KNOWN_CONVERSATIONS:
-                self._homes.popitem(last=False)
-        return home
+            customer_id = str(document["customer_id"])
+            self._customers[conversation_id] = customer_id
+            while len(self._customers) > KNOWN_CONVERSATIONS:
+                self._customers.popitem(last=False)
+        return customer_id
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
         outgoing: list[Outgoing] = []
@@ -64,8 +64,8 @@ class StatusForwarder:
             status: Literal["resolved", "reopened"] = (
                 "resolved" if isinstance(event, ConversationResolved) else "reopened"
             )
-            home = await self._home(event.conversation_id)
-            if home is None:
+            customer_id = await self._customer_of(event.conversation_id)
+            if customer_id is None:
                 self._metrics.status_changes.labels(status, "unknown").inc()
                 rejected.append((delivery, "unknown conversation: the timeline never stored it"))
                 continue
@@ -73,9 +73,9 @@ class StatusForwarder:
             outgoing.append(
                 Outgoing(
                     topic=CUSTOMER_MESSAGES,
-                    key=home,
+                    key=customer_id,
                     event=ConversationStatusChanged(
-                        customer_id=home,
+                        customer_id=customer_id,
                         conversation_id=event.conversation_id,
                         status=status,
                         at=event.at,

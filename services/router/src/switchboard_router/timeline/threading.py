@@ -1,6 +1,6 @@
 """Conversation threading: which conversation a customer message belongs to (pure).
 
-Everything here is a function of a customer's ``HomeState`` (what the router remembers
+Everything here is a function of a customer's ``CustomerState`` (what the router remembers
 about the customer's conversations) and one message or status change. No clock, no I/O:
 time is the message's ``received_at`` and the status change's ``at``.
 
@@ -123,8 +123,8 @@ class Conversation:
 
 
 @dataclass
-class HomeState:
-    """Everything threading remembers about one customer (the *home* of its identities).
+class CustomerState:
+    """Everything threading remembers about one customer.
 
     ``threads`` maps a social thread key to its latest conversation; ``refs`` maps a
     Message-ID the customer sent to its conversation; ``successors`` maps a conversation
@@ -144,8 +144,8 @@ class HomeState:
     #: but always holding the last batch's).
     applied: dict[str, Placement] = field(default_factory=dict)
 
-    def copy(self) -> HomeState:
-        return HomeState(
+    def copy(self) -> CustomerState:
+        return CustomerState(
             self.customer_id,
             {k: dataclasses.replace(v) for k, v in self.conversations.items()},
             dict(self.threads),
@@ -269,7 +269,7 @@ class StatusChange:
 # --------------------------------------------------------------------------- placement
 
 
-def place(state: HomeState, message: Inbound, policy: Policy) -> Placement:
+def place(state: CustomerState, message: Inbound, policy: Policy) -> Placement:
     """Decide the conversation of ``message`` given what ``state`` remembers."""
     if message.channel == Channel.EMAIL:
         target, rule = _email_target(state, message, policy)
@@ -279,7 +279,7 @@ def place(state: HomeState, message: Inbound, policy: Policy) -> Placement:
 
 
 def _email_target(
-    state: HomeState, message: Inbound, policy: Policy
+    state: CustomerState, message: Inbound, policy: Policy
 ) -> tuple[Conversation | None, Rule]:
     for position, ref in enumerate(message.thread_ids()):
         found = state.conversations.get(state.refs.get(ref, ""))
@@ -306,7 +306,7 @@ def _email_target(
     return max(candidates, key=lambda c: (c.last_message_at, c.conversation_id)), "subject"
 
 
-def _social_target(state: HomeState, message: Inbound) -> tuple[Conversation | None, Rule]:
+def _social_target(state: CustomerState, message: Inbound) -> tuple[Conversation | None, Rule]:
     key = message.thread_key()
     head = state.conversations.get(state.threads.get(key or "", ""))
     rule: Rule = "provider_thread" if message.provider_thread_id else "channel"
@@ -314,7 +314,7 @@ def _social_target(state: HomeState, message: Inbound) -> tuple[Conversation | N
 
 
 def _place_on(
-    state: HomeState,
+    state: CustomerState,
     message: Inbound,
     target: Conversation | None,
     rule: Rule,
@@ -354,7 +354,7 @@ def _place_on(
 # --------------------------------------------------------------------------- state changes
 
 
-def apply_placement(state: HomeState, message: Inbound, placement: Placement) -> set[str]:
+def apply_placement(state: CustomerState, message: Inbound, placement: Placement) -> set[str]:
     """Record a placed message in ``state``; return the conversations whose stored
     document changes (opened, reopened, closed).
 
@@ -415,7 +415,7 @@ def apply_placement(state: HomeState, message: Inbound, placement: Placement) ->
     return changed
 
 
-def _advance_thread(state: HomeState, conversation: Conversation) -> None:
+def _advance_thread(state: CustomerState, conversation: Conversation) -> None:
     """Make ``conversation`` its thread's latest, unless a newer one already is."""
     if conversation.thread is None:
         return
@@ -432,7 +432,7 @@ def _advance_thread(state: HomeState, conversation: Conversation) -> None:
 StatusOutcome = Literal["applied", "stale", "unknown"]
 
 
-def apply_status(state: HomeState, change: StatusChange) -> StatusOutcome:
+def apply_status(state: CustomerState, change: StatusChange) -> StatusOutcome:
     """Apply a frontend's resolve/reopen. A change older than the conversation's last
     status change (a redelivered event) is ``stale`` and changes nothing."""
     conversation = state.conversations.get(change.conversation_id)
@@ -453,7 +453,7 @@ def apply_status(state: HomeState, change: StatusChange) -> StatusOutcome:
 
 
 def evict(
-    state: HomeState, policy: Policy, keep: Iterable[str] = (), keep_applied: int = 0
+    state: CustomerState, policy: Policy, keep: Iterable[str] = (), keep_applied: int = 0
 ) -> list[Conversation]:
     """Forget the least recently active conversations beyond the bounds (resolved ones
     first) and return them, so the shell can store their final state. The last

@@ -136,7 +136,7 @@ def engine(
 
 
 def deliveries(events: Sequence[tuple[str, ContractModel]]) -> list[Delivery]:
-    """Consumed records of stage 3 (keyed by conversation), as the batch consumer hands
+    """Consumed records of assignment (keyed by conversation), as the batch consumer hands
     them over: resolutions from the conversation events topic, the rest from activity."""
     return [
         Delivery(
@@ -163,7 +163,7 @@ def replica_handlers(
     replicas: int = 3,
     concurrency: int = 3,
 ) -> list[ConversationHandler]:
-    """Stage-3 handlers of ``replicas`` router replicas on one store: each its own
+    """Assignment handlers of ``replicas`` router replicas on one store: each its own
     engine and view of the email agents ``capacities`` names (stale about the others'
     slots), publishing nowhere."""
     handlers = []
