@@ -40,7 +40,7 @@ help: ## list the targets
 # so `make run` and `make test` install uv themselves on a fresh machine.
 $(UV):
 	@command -v python3 >/dev/null || scripts/apt-install --why "uv is installed with Python" python3
-	@rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) 2>/dev/null || { rm -rf $(UV_VENV); \
+	@rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) >/dev/null 2>&1 || { rm -rf $(UV_VENV); \
 	  scripts/apt-install --why "python3 -m venv installs uv" python3-venv; python3 -m venv $(UV_VENV); }
 	@echo "switchboard: installing uv $(UV_VERSION) from PyPI into $(UV_VENV)"
 	@$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)

@@ -87,15 +87,20 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 45.0)
 
 
 async def decisions(probe: TopicProbe, conversation_id: str) -> list[AssignmentDecision]:
-    events = [e for _, e in await probe.read_events(ASSIGNMENTS, timeout=2.0)]
-    return sorted(
-        (
-            e
-            for e in events
-            if isinstance(e, AssignmentDecision) and e.conversation_id == conversation_id
-        ),
-        key=lambda e: e.seq,
-    )
+    """The conversation's decisions in step order, each once. A decision may be published
+    again (at least once, same ``ce_id``), as a frontend sees it; two different decisions
+    for one step would be a bug."""
+    by_seq: dict[int, AssignmentDecision] = {}
+    for _, event in await probe.read_events(ASSIGNMENTS, timeout=2.0):
+        if isinstance(event, AssignmentDecision) and event.conversation_id == conversation_id:
+            kept = by_seq.setdefault(event.seq, event)
+            assert kept == event, f"two decisions for step {event.seq}: {kept!r}, {event!r}"
+    return [by_seq[seq] for seq in sorted(by_seq)]
+
+
+def steps(events: list[AssignmentDecision]) -> list[tuple[str, int, Any, str | None]]:
+    """What an assertion message shows of decisions: type, step, trigger, agent."""
+    return [(type(e).__name__, e.seq, e.reason.get("trigger"), e.agent_id) for e in events]
 
 
 async def online(probe: TopicProbe, url: str, *agent_ids: str) -> None:
@@ -129,11 +134,12 @@ async def test_a_rejected_offer_is_requeued_and_offered_to_another_agent(
         events = await decisions(probe, "c1")
         return events if len(events) >= 3 else None
 
-    offer_, requeued, second = (await eventually(reoffered))[:3]
-    assert isinstance(requeued, ConversationRequeued)
+    seen = await eventually(reoffered)
+    offer_, requeued, second = seen[:3]
+    assert isinstance(requeued, ConversationRequeued), steps(seen)
     assert requeued.reason["trigger"] == "rejected"
     assert requeued.waiting_since == offer.waiting_since
-    assert isinstance(second, ConversationAssigned)
+    assert isinstance(second, ConversationAssigned), steps(seen)
     assert second.agent_id not in (None, first)
     assert offer_.seq < requeued.seq < second.seq
 
