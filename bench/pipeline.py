@@ -477,7 +477,9 @@ class RouterProbe:
         self.url = side.stack.url("router")
 
     async def snapshot(self) -> dict[str, Any]:
-        operations = (await self.http.get(self.url + HTTP_PATH)).json()
+        response = await self.http.get(self.url + HTTP_PATH)
+        response.raise_for_status()  # a refusal's body is no snapshot
+        operations = response.json()
         metrics = (await self.http.get(self.url + "/metrics")).text
         processed: dict[str, float] = {}
         batches: dict[str, float] = {}
@@ -549,7 +551,8 @@ async def operations_case(args: argparse.Namespace) -> dict[str, Any]:
         await side.start()
         try:
             await measure(side, 50, None, f"{run}-warm")
-            async with httpx.AsyncClient(timeout=10) as http:
+            # The probe's route is a router route: it needs the read token too.
+            async with httpx.AsyncClient(timeout=10, headers=side.stack.router_auth()) as http:
                 probe = RouterProbe(side, http)
                 phases: dict[str, Any] = {}
                 start = await probe.settled(await probe.snapshot(), 0, 60)
