@@ -17,6 +17,7 @@ from switchboard_common.consumer import Delivery, is_transient
 from switchboard_common.contract import (
     CONVERSATION_ACTIVITY,
     AgentStatus,
+    AssignmentDecision,
     Channel,
     ConversationAssigned,
     ConversationEscalated,
@@ -150,6 +151,37 @@ async def test_an_accepted_offer_stays_and_a_rejected_one_goes_to_another_agent(
     assert accepted.offer_expires_at is None
     assert accepted.reason["offer"] == "accepted"
     assert [s.agent_id for s in store.slots.values()] == [reoffer.agent_id]
+
+
+async def test_a_decision_seen_before_its_head_is_written_is_published_once() -> None:
+    """The router's own-output consumer can see a decision before its maker has written
+    the head. Reading the conversation then must wait for the maker, not publish the
+    decision again as if its maker had crashed."""
+    built, published, _, _ = setup(agent("a1"), agent("a2"), offers=True)
+    consumed: list[asyncio.Task[None]] = []
+
+    async def publish_then_consume(items: Sequence[Outgoing]) -> None:
+        await published(items)
+        consumed.extend(
+            asyncio.create_task(built.on_decision_seen(item.event))
+            for item in items
+            if isinstance(item.event, AssignmentDecision)
+        )
+        for _ in range(5):  # the consumer runs before the maker goes on to the head
+            await asyncio.sleep(0)
+
+    built.publish = publish_then_consume
+    await built.on_activity(activity("c1"))
+    offer = published.events[-1]
+    assert offer.agent_id is not None
+    await built.on_offer_answer(offer.agent_id, "c1", accepted=False, cause="event:x1")
+    await asyncio.gather(*consumed)
+    steps = [(type(e).__name__, e.seq) for e in published.of("c1")]
+    assert steps == [
+        ("ConversationAssigned", 1),
+        ("ConversationRequeued", 2),
+        ("ConversationAssigned", 3),
+    ]
 
 
 async def test_a_timed_out_offer_is_requeued_and_never_offered_to_that_agent_again() -> None:

@@ -87,16 +87,17 @@ async def route_activities(
     freed |= lost
     routes, lost = await _within_capacity(engine, routes, outcomes)
     freed |= lost
-    winners, lost = await _claim(engine, routes, outcomes, now)
-    freed |= lost
-    if not winners:
-        return outcomes
-    await engine.publish_decisions(winners)
-    states = [d.state for d in winners]
-    await engine.store.put_heads(states)
-    newer = await engine.store.decisions_at({s.conversation_id: s.seq + 1 for s in states})
-    for decision in newer.values():  # another replica moved it already: converge the head
-        await engine.settle(decision.state)
+    async with engine.deciding(r.conversation_id for r in routes):
+        winners, lost = await _claim(engine, routes, outcomes, now)
+        freed |= lost
+        if not winners:
+            return outcomes
+        await engine.publish_decisions(winners)
+        states = [d.state for d in winners]
+        await engine.store.put_heads(states)
+        newer = await engine.store.decisions_at({s.conversation_id: s.seq + 1 for s in states})
+        for decision in newer.values():  # another replica moved it already: converge
+            await engine.settle(decision.state)
     for state in states:
         engine.queue.apply(state)
         if state.status in HOLDING and state.agent_id:

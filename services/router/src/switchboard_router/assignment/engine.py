@@ -14,16 +14,21 @@ Whoever reads a conversation and finds decisions past its head (``current``) pub
 them again (same ``ce_id`` ``<conversation_id>:<seq>``, same ``seq``): so a replica that
 crashed between claiming and publishing loses nothing — the redelivered record, a
 replica's timers or the slot repair will read that conversation again — and a reader
-racing a live decision only causes a duplicate that consumers drop by ``seq``.
+racing a live decision only causes a duplicate that consumers drop by ``seq``. A reader in
+the replica that is making the decision (its own-output consumer sees the event before the
+head is written) waits for it instead (``deciding``), so that race is left to replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -198,10 +203,32 @@ class AssignmentEngine:
         self._tokens = itertools.count()
         self._last_tick = clock.now()
         self._offline_handled: set[tuple[str, datetime | None]] = set()
+        #: Conversations whose decision this replica is claiming, publishing and settling.
+        self._deciding: Counter[str] = Counter()
+        self._decided = asyncio.Event()  # replaced (after being set) whenever one ends
 
     # ================================================================ state
+    @contextlib.asynccontextmanager
+    async def deciding(self, conversation_ids: Iterable[str]) -> AsyncIterator[None]:
+        """Around claiming, publishing and settling decisions of these conversations:
+        ``current`` in this replica waits for them rather than publish them again as a
+        crashed maker's. Nothing awaited inside may call ``current`` for them."""
+        ids = list(conversation_ids)
+        self._deciding.update(ids)
+        try:
+            yield
+        finally:
+            self._deciding.subtract(ids)
+            for conversation_id in ids:
+                if self._deciding[conversation_id] <= 0:
+                    del self._deciding[conversation_id]
+            ended, self._decided = self._decided, asyncio.Event()
+            ended.set()
+
     async def current(self, conversation_id: str) -> RouteState | None:
         """The latest state: the head, then any newer decisions (the head may lag)."""
+        while self._deciding[conversation_id]:
+            await self._decided.wait()
         state = await self.store.head(conversation_id)
         seq = 0 if state is None else state.seq
         ahead: list[Decision] = []
@@ -248,13 +275,14 @@ class AssignmentEngine:
             # Other replicas' views free these slots when they see the event.
             reason = {**reason, "released": list(release)}
         decision = Decision(after, kind, reason, token)
-        if not await self.store.claim(decision):
-            self.count_conflict("decision")
-            return False
-        if kind is not None:
-            await self._publish(decision)
-        if write_head:
-            await self.settle(after)
+        async with self.deciding([after.conversation_id]):
+            if not await self.store.claim(decision):
+                self.count_conflict("decision")
+                return False
+            if kind is not None:
+                await self._publish(decision)
+            if write_head:
+                await self.settle(after)
         if release:
             await self.store.release(release, after.conversation_id, after.seq - 1)
             self.directory.mark_free(release)
