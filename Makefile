@@ -20,7 +20,7 @@ PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchbo
 TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
 
-.PHONY: help bootstrap install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
+.PHONY: help uv bootstrap install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
         test-unit test-integration test-e2e infra-up infra-down infra-status run \
         bench faults clean docs docs-check up down demo deploy-tools deploy-check chart-files
 
@@ -36,19 +36,24 @@ COMPOSE := $(DOCKER_COMPOSE) -p switchboard -f $(COMPOSE_DIR)/docker-compose.yml
 help: ## list the targets
 	@grep -E '^[A-Za-z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-# Bootstrap: every target that runs Python depends on `install`, which depends on $(UV),
-# so `make run` and `make test` install uv themselves on a fresh machine.
+# Bootstrap. `make run` and `make test` need nothing typed first: their first step, `uv`,
+# installs the pinned uv when it is missing (python3 and python3-venv from apt if need be,
+# then `pip install uv==UV_VERSION` into a venv under CACHE_DIR), and `apt-run`/`apt-test`
+# install the Debian packages they use. Every target that runs Python depends on `install`,
+# which depends on `uv` too.
+uv: $(UV) ## install the pinned uv into the cache directory when missing
+
 $(UV):
 	@command -v python3 >/dev/null || scripts/apt-install --why "uv is installed with Python" python3
 	@rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) >/dev/null 2>&1 || { rm -rf $(UV_VENV); \
 	  scripts/apt-install --why "python3 -m venv installs uv" python3-venv; python3 -m venv $(UV_VENV); }
 	@echo "switchboard: installing uv $(UV_VERSION) from PyPI into $(UV_VENV)"
-	@$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV_VENV)/bin/python -m pip install uv==$(UV_VERSION) --quiet --disable-pip-version-check
 	@mkdir -p $(dir $@) && ln -sfn $(UV_VENV)/bin/uv $@
 
-bootstrap: $(UV) apt-test ## install uv and the Debian packages the tests use (run and test do this themselves)
+bootstrap: uv apt-test ## install uv and the Debian packages the tests use (run and test do this themselves)
 
-install: $(UV) ## install uv if missing, then the locked Python dependencies into .venv
+install: uv ## install uv if missing, then the locked Python dependencies into .venv
 	$(UV) sync --all-packages --frozen
 
 apt-run: ## install the Debian packages `make run` uses when missing (scripts/apt-packages)
@@ -81,7 +86,7 @@ docs: install ## regenerate docs/asyncapi.yaml and docs/openapi/*.json from the 
 docs-check: install
 	$(RUN) python -m switchboard_devtools.docs docs --check
 
-test: apt-test lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
+test: uv apt-test lint typecheck schemas-check docs-check ## lint, types and every test tier on real servers
 	$(RUN) switchboard-infra with -- $(MAKE) --no-print-directory test-tiers
 
 test-tiers: test-unit test-integration test-e2e faults
@@ -101,13 +106,13 @@ faults: install apt-test ## fault injection on private servers; prints sent/acke
 infra-up: install ## start local Kafka + FerretDB (idempotent)
 	$(RUN) switchboard-infra up
 
-infra-down: $(UV) ## stop them
+infra-down: uv ## stop them
 	$(RUN) switchboard-infra down
 
 infra-status: $(UV) ## show what runs
 	$(RUN) switchboard-infra status
 
-run: install apt-run ## servers + every service in the foreground; Ctrl-C stops all
+run: uv install apt-run ## servers + every service in the foreground; Ctrl-C stops all
 	SWITCHBOARD_ENV=$${SWITCHBOARD_ENV:-dev} $(RUN) switchboard-run
 
 bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/benchmarks.*
