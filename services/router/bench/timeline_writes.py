@@ -39,19 +39,15 @@ from pymongo import AsyncMongoClient
 from switchboard_common.contract import INBOUND, Channel, ContractModel, MessageReceived, TopicNames
 from switchboard_common.logging import configure_logging
 from switchboard_common.mongo import Document
-from switchboard_common.service import run_runtime
 from switchboard_common.topics import create_topics, delete_topics
 from switchboard_devkit.running.baselines import insert_records
-from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.testing.builders import T0
 from switchboard_devtools.testing.router_timeline import (
-    ADMIN_TOKEN,
-    READ_TOKEN,
     inbound,
     message_ref,
     produce,
+    running_router,
 )
-from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.identity import identity_of
 
@@ -118,40 +114,31 @@ def _sample(registry: Any, name: str, **labels: str) -> float:
 
 
 async def measure_system(prefix: str, database: str, total: int, duration: float) -> dict[str, Any]:
-    settings = RouterSettings.load(
-        kafka_bootstrap_servers=BOOTSTRAP,
-        mongodb_url=MONGODB_URL,
-        mongodb_database=database,
-        topic_prefix=prefix,
-        http_port=free_port(),
-        environment="test",
-        log_level="WARNING",
-        read_token=READ_TOKEN,  # required outside development; the API is not measured
-        admin_token=ADMIN_TOKEN,
-    )
-    runtime, ctx, _ = build(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_runtime(runtime, stop=stop))
-    registry = ctx.registry
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "MONGODB_URL": MONGODB_URL,
+        "MONGODB_DATABASE": database,
+        "SWITCHBOARD_TOPIC_PREFIX": prefix,
+    }
+    # The tests' in-process router, with the producer's production linger.
+    linger = RouterSettings.model_fields["kafka_linger_ms"].default
+    async with running_router(env, log_level="WARNING", kafka_linger_ms=linger) as router:
+        registry = router.ctx.registry
 
-    def stored() -> float:
-        return _sample(registry, "switchboard_router_timeline_messages_total", outcome="stored")
+        def stored() -> float:
+            return _sample(registry, "switchboard_router_timeline_messages_total", outcome="stored")
 
-    def resolved() -> float:
-        return _sample(
-            registry,
-            "switchboard_consumer_records_total",
-            topic=INBOUND,
-            outcome="processed",
-        )
+        def resolved() -> float:
+            return _sample(
+                registry, "switchboard_consumer_records_total", topic=INBOUND, outcome="processed"
+            )
 
-    try:
         # The clock starts once identity resolution has handled its first batch (the
         # baseline's starts at its first batch): waiting for the first *stored* batch
         # instead left that batch out, and a backlog that fits in one batch measured 0.
         deadline = time.monotonic() + 180
         while resolved() == 0:
-            if task.done() or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise RuntimeError("the router resolved nothing")
             await asyncio.sleep(0.05)
         started, first, first_resolved = time.monotonic(), stored(), resolved()
@@ -165,9 +152,6 @@ async def measure_system(prefix: str, database: str, total: int, duration: float
             "elapsed": round(elapsed, 2),
             "identity_rate": (resolved() - first_resolved) / elapsed,
         }
-    finally:
-        stop.set()
-        await task
 
 
 async def measure_baseline(

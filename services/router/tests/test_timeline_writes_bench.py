@@ -41,5 +41,3 @@ def test_the_timeline_writes_benchmark_measures_both_sides(
     # starts after identity resolution's first batch, so it stores most of it.
     assert figures["baseline_messages"] == figures["backlog"] == 3000
     assert 0 < figures["system_messages"] <= 3000
-    assert figures["system"] > 0
-    assert figures["baseline"] > 0
