@@ -213,15 +213,12 @@ class AssignmentEngine:
         """Around claiming, publishing and settling decisions of these conversations:
         ``current`` in this replica waits for them rather than publish them again as a
         crashed maker's. Nothing awaited inside may call ``current`` for them."""
-        ids = list(conversation_ids)
-        self._deciding.update(ids)
+        ids = Counter(conversation_ids)
+        self._deciding += ids
         try:
             yield
         finally:
-            self._deciding.subtract(ids)
-            for conversation_id in ids:
-                if self._deciding[conversation_id] <= 0:
-                    del self._deciding[conversation_id]
+            self._deciding -= ids  # drops the conversations no longer being decided
             ended, self._decided = self._decided, asyncio.Event()
             ended.set()
 
