@@ -1,9 +1,9 @@
 """Benchmark: messages applied to timelines per second, on real Kafka and FerretDB.
 
-``system``: the router's stages 1 and 2 running in this process (the shell ``make run``
-starts) take a backlog of ``support.inbound.v1`` messages through identity resolution,
-the customer-keyed internal topic, threading and storage, to the stored timeline entry
-and the published ``ConversationActivity``. Counted from the router's own metric
+``system``: the router's identity and timeline steps running in this process (the shell
+``make run`` starts) take a backlog of ``support.inbound.v1`` messages through identity
+resolution, the customer-keyed internal topic, threading and storage, to the stored
+timeline entry and the published ``ConversationActivity``. Counted from the router's own metric
 (``switchboard_router_timeline_messages_total{outcome="stored"}``), from the first
 stored batch for ``--duration`` seconds (or until the backlog is done).
 

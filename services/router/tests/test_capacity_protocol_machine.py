@@ -10,9 +10,10 @@ replica has its own clock, moved independently, so clocks are skewed by minutes.
 
 The capacity oracle is the one the fault tests use: it replays the decisions as
 published on ``support.assignments.v1`` and the frontend's resolutions, never the
-router's own records. After every step no agent is above capacity there; at the end,
-once every replica has run to completion and repaired, no capacity is lost (every held
-slot belongs to a conversation that holds it) and every conversation has a decision.
+router's own records. After every step no agent is above capacity there (and each
+conversation's decisions are numbered without a gap); at the end, once every replica
+has run to completion and repaired, no capacity is lost (every held slot belongs to a
+conversation that holds it) and every conversation has a decision.
 """
 
 from __future__ import annotations
@@ -360,6 +361,14 @@ class CapacityProtocol(RuleBasedStateMachine):
         for slot in self.store.slots.values():
             load[slot.agent_id] = load.get(slot.agent_id, 0) + 1
         assert all(n <= CAPACITY[a] for a, n in load.items()), load
+
+    @invariant()
+    def each_conversation_steps_one_number_at_a_time(self) -> None:
+        steps: dict[str, list[int]] = {}
+        for decision in self.store.decisions.values():
+            steps.setdefault(decision.state.conversation_id, []).append(decision.state.seq)
+        for conversation_id, seqs in steps.items():
+            assert sorted(seqs) == list(range(1, len(seqs) + 1)), (conversation_id, seqs)
 
     def teardown(self) -> None:
         try:

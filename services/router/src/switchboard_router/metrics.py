@@ -105,7 +105,7 @@ class AssignmentMetrics:
 
 @dataclass(frozen=True)
 class TimelineMetrics:
-    """Stages 1-2 (identity, timeline) and the customer admin commands."""
+    """Identity resolution, the timeline and the customer admin commands."""
 
     messages: Counter
     customers_created: Counter

@@ -31,7 +31,7 @@ class RouterSettings(ServiceSettings):
         500, ge=1, le=10000, validation_alias=env("ROUTER_BATCH_MAX_RECORDS")
     )
 
-    # ---------------------------------------------------------------- timeline (stages 1-2)
+    # ---------------------------------------------------------- identity and timeline
     #: A message to a resolved conversation reopens it within this time of the resolution;
     #: later, it opens a new conversation linked to the resolved one. Seconds or ISO 8601.
     reopen_window: timedelta = Field(

@@ -1,4 +1,4 @@
-"""Stages 1 and 2 of the router: identity resolution and the unified timeline.
+"""Identity resolution and the unified timeline, the router's first two steps.
 
 Reads ``support.inbound.v1`` (group ``router-identity``), writes and reads
 ``switchboard.router.customer-messages.v1`` (group ``router-timeline``), reads
@@ -33,8 +33,8 @@ def utcnow() -> datetime:
 
 
 def wire(ctx: RouterContext) -> StageParts:
-    """Wire stages 1-2, the status forwarder, the read and admin API on the shared
-    clients; indexes are created before the broker starts."""
+    """Wire identity resolution, the timeline, the status forwarder, the read and admin
+    API on the shared clients; indexes are created before the broker starts."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
