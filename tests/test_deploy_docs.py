@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_common.contract.topics import (
     AGENT_EVENTS,
     ASSIGNMENTS,
+    CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
     DEADLETTER,
     EVENT_TYPES,
@@ -50,6 +51,7 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
 PRODUCERS = {
     INBOUND: {"ingest-email", "ingest-social"},
     ASSIGNMENTS: {"router"},
+    CONVERSATION_ACTIVITY: {"router"},
     AGENT_EVENTS: {"helpdesk-frontend"},
     CONVERSATION_EVENTS: {"helpdesk-frontend"},
     SLA_EVENTS: {"sla-monitor"},

@@ -13,6 +13,7 @@ from switchboard_common.contract.events import (
     AssignmentDecision,
     Attachment,
     ContractModel,
+    ConversationActivity,
     ConversationAssigned,
     ConversationEscalated,
     ConversationQueued,
@@ -33,7 +34,6 @@ from switchboard_common.contract.events import (
     SlaEvent,
 )
 from switchboard_common.contract.internal import (
-    ConversationActivity,
     ConversationStatusChanged,
     CustomerErased,
     CustomerMessage,

@@ -373,3 +373,40 @@ class DeadLetter(ContractModel):
 def model_json_schema(model: type[ContractModel]) -> dict[str, Any]:
     """The JSON Schema of a payload as it travels (serialisation view)."""
     return model.model_json_schema(mode="serialization")
+
+
+class ConversationActivity(ContractModel):
+    """A customer message stored in its conversation (public, ``CONVERSATION_ACTIVITY``).
+
+    The router's timeline publishes it after the message is stored; the router's
+    assignment and the SLA monitor consume it (``support.inbound.v1`` does not know the
+    conversation yet). Keyed by ``conversation_id`` and co-partitioned with
+    ``support.conversation-events.v1`` (same partition count), so one consumer sees every
+    event of a conversation in order.
+
+    ``kind``: ``opened`` (a new conversation), ``reopened`` (a message reopened a
+    resolved conversation), ``message`` (another customer message on an open one).
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.conversation_activity"
+
+    conversation_id: NonEmptyStr
+    customer_id: NonEmptyStr
+    channel: Channel
+    kind: Literal["opened", "reopened", "message"]
+    message_id: NonEmptyStr
+    received_at: AwareDatetime
+    subject: str | None = None
+    #: The message text for classification (keywords, language), at most 4000 characters.
+    text: Annotated[str, Field(max_length=4000)] = ""
+    auto_submitted: bool = False
+    #: False for auto-replies, reactions and edits (``MessageReceived.expects_reply``):
+    #: never routed, and no response clock starts.
+    expects_reply: bool = True
+    tenant: str | None = None
+    #: The customer's tier (e.g. ``vip``) when a CRM link set one.
+    customer_tier: str | None = None
+    #: The conversation this one continues (a message after the reopen window).
+    previous_conversation_id: str | None = None
+    #: How many customer messages the conversation holds, this one included.
+    message_count: Annotated[int, Field(ge=1)] = 1

@@ -8,11 +8,10 @@ consumer can check them like any other topic.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime
 
-from switchboard_common.contract.enums import Channel
 from switchboard_common.contract.events import ContractModel, MessageReceived, NonEmptyStr
 
 
@@ -68,39 +67,3 @@ class CustomerErased(ContractModel):
     customer_id: NonEmptyStr
     erasure_id: NonEmptyStr
     at: AwareDatetime
-
-
-class ConversationActivity(ContractModel):
-    """Something happened on a conversation that routing must know about.
-
-    The timeline publishes it after the message is stored; assignment
-    consumes it. Keyed by ``conversation_id`` and co-partitioned with
-    ``support.conversation-events.v1`` (same partition count), so one assignment
-    consumer sees every event of a conversation in order.
-
-    ``kind``: ``opened`` (a new conversation), ``reopened`` (a message reopened a
-    resolved conversation), ``message`` (another customer message on an open one).
-    """
-
-    ce_type: ClassVar[str] = "switchboard.router.conversation_activity"
-
-    conversation_id: NonEmptyStr
-    customer_id: NonEmptyStr
-    channel: Channel
-    kind: Literal["opened", "reopened", "message"]
-    message_id: NonEmptyStr
-    received_at: AwareDatetime
-    subject: str | None = None
-    #: The message text for classification (keywords, language), at most 4000 characters.
-    text: Annotated[str, Field(max_length=4000)] = ""
-    auto_submitted: bool = False
-    #: False for auto-replies, reactions and edits (``MessageReceived.expects_reply``):
-    #: never routed, and no response clock starts.
-    expects_reply: bool = True
-    tenant: str | None = None
-    #: The customer's tier (e.g. ``vip``) when a CRM link set one.
-    customer_tier: str | None = None
-    #: The conversation this one continues (a message after the reopen window).
-    previous_conversation_id: str | None = None
-    #: How many customer messages the conversation holds, this one included.
-    message_count: Annotated[int, Field(ge=1)] = 1

@@ -8,6 +8,7 @@ from switchboard_common.contract.events import (
     AgentStatusChanged,
     AgentUpserted,
     ContractModel,
+    ConversationActivity,
     ConversationAssigned,
     ConversationEscalated,
     ConversationQueued,
@@ -24,7 +25,6 @@ from switchboard_common.contract.events import (
     SlaBreached,
 )
 from switchboard_common.contract.internal import (
-    ConversationActivity,
     ConversationStatusChanged,
     CustomerErased,
     CustomerMessage,
@@ -36,10 +36,12 @@ AGENT_EVENTS = "support.agent-events.v1"
 CONVERSATION_EVENTS = "support.conversation-events.v1"
 SLA_EVENTS = "support.sla-events.v1"
 DEADLETTER = "support.deadletter.v1"
+#: Public since the SLA monitor reads it; named when it was the router's own topic, and
+#: kept so that no record in flight is stranded by an upgrade.
+CONVERSATION_ACTIVITY = "switchboard.router.conversation-activity.v1"
 
 #: Router-internal topics (not public: see ``contract.internal``).
 CUSTOMER_MESSAGES = "switchboard.router.customer-messages.v1"
-CONVERSATION_ACTIVITY = "switchboard.router.conversation-activity.v1"
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -123,6 +125,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=30 * _DAY_MS,
         description="Records a consumer could not process, with the reason.",
     ),
+    TopicSpec(
+        CONVERSATION_ACTIVITY,
+        key="conversation_id",
+        events=(ConversationActivity,),
+        partitions=12,  # co-partitioned with support.conversation-events.v1
+        retention_ms=3 * _DAY_MS,
+        description="Customer messages as stored in their conversations, for routing and "
+        "SLA clocks.",
+    ),
 )
 
 #: Topics private to the router's pipeline; created like the public ones.
@@ -135,14 +146,6 @@ INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=3 * _DAY_MS,
         description="Router identity -> timeline: messages after identity resolution, and the "
         "status changes and erasures that threading must see in order with them.",
-    ),
-    TopicSpec(
-        CONVERSATION_ACTIVITY,
-        key="conversation_id",
-        events=(ConversationActivity,),
-        partitions=12,  # co-partitioned with support.conversation-events.v1
-        retention_ms=3 * _DAY_MS,
-        description="Router timeline -> assignment: conversations that routing must look at.",
     ),
 )
 
