@@ -514,6 +514,21 @@ async def test_a_slot_reserved_by_a_replica_that_crashed_before_deciding_is_rele
     assert set(store.slots) == {"a1|email|1"}  # c1 keeps its slot
 
 
+async def test_a_crashed_reservation_stamped_by_a_clock_far_ahead_is_still_repaired() -> None:
+    """A replica whose clock runs ten minutes ahead reserves a slot and crashes. The
+    repairing replica's clock is behind the stamp, yet it releases the slot once it has
+    itself seen it held for the grace period: skew delays nothing."""
+    built, _, clock, store = setup(agent("a1", capacity={Channel.EMAIL: 1}))
+    ahead = clock.now() + timedelta(minutes=10)
+    assert await store.reserve([Slot("a1|email|0", "a1", "email", "c-lost", 1, ahead)]) is None
+    await built.repair(timedelta(seconds=15))
+    assert set(store.slots) == {"a1|email|0"}  # just listed: too young to judge
+    clock.advance(20)
+    await built.repair(timedelta(seconds=15))
+    assert store.slots == {}
+    assert await built.on_activity(activity("c1")) == "routed"
+
+
 async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error() -> None:
     class DownStore(InMemoryAssignmentStore):
         async def head(self, conversation_id: str) -> None:

@@ -249,8 +249,13 @@ class CapacityProtocol(RuleBasedStateMachine):
             self.replicas[(replica.index + 1) % REPLICAS].give(work)
 
     # ------------------------------------------------------------ rules
-    @initialize(writers=st.lists(st.integers(0, REPLICAS - 1), min_size=1, max_size=3))
-    def first_customers_write(self, writers: list[int]) -> None:
+    @initialize(
+        skews=st.lists(st.sampled_from([0, 20, 300]), min_size=REPLICAS, max_size=REPLICAS),
+        writers=st.lists(st.integers(0, REPLICAS - 1), min_size=1, max_size=3),
+    )
+    def clocks_skew_and_first_customers_write(self, skews: list[int], writers: list[int]) -> None:
+        for replica, seconds in zip(self.replicas, skews, strict=True):
+            replica.clock.advance(seconds)
         for r in writers:
             self.customers_write(r, count=2, batched=r % 2 == 0)
 
@@ -392,10 +397,12 @@ class CapacityProtocol(RuleBasedStateMachine):
             if not any(r.tasks for r in self.replicas):
                 break
         assert not any(r.tasks for r in self.replicas), "work that never finishes"
-        finisher = self.replicas[0]
-        # Past every reservation by every clock: a skewed clock only delays a repair.
-        latest = max(r.clock.now() for r in self.replicas)
-        finisher.clock.advance((latest - finisher.clock.now()).total_seconds() + 60)
+        # Two passes of the repair of the replica whose clock is furthest behind, the grace
+        # apart by its own clock: whatever the other clocks stamped on their
+        # reservations, skew delays nothing.
+        finisher = min(self.replicas, key=lambda r: r.clock.now())
+        self.loop.run_until_complete(finisher.engine.repair(REPAIR_AFTER))
+        finisher.clock.advance(REPAIR_AFTER.total_seconds() + 1)
         self.loop.run_until_complete(finisher.engine.repair(REPAIR_AFTER))
         for n in range(self.conversations):
             self.loop.run_until_complete(finisher.engine.current(f"c{n}"))

@@ -206,6 +206,8 @@ class AssignmentEngine:
         #: Conversations whose decision this replica is claiming, publishing and settling.
         self._deciding: Counter[str] = Counter()
         self._decided = asyncio.Event()  # replaced (after being set) whenever one ends
+        #: When this replica's repair first listed each reservation, by its own clock.
+        self._listed_since: dict[tuple[str, str, int], datetime] = {}
 
     # ================================================================ state
     @contextlib.asynccontextmanager
@@ -984,12 +986,20 @@ class AssignmentEngine:
 
         Age alone proves nothing (a replica may pause for any time between reserving
         and claiming, and clocks differ): ``older_than`` only spares decisions in
-        flight the cost of a lost race."""
-        cutoff = self.clock.now() - older_than
+        flight the cost of a lost race. A reservation is old once this replica has listed
+        it for ``older_than`` by its own clock, or once its stamp (the reserver's clock) is
+        that old: a reserver whose clock runs ahead cannot keep a crashed slot from repair."""
+        now = self.clock.now()
+        cutoff = now - older_than
+        listed: dict[tuple[str, str, int], datetime] = {}
         for slot in await self.store.held_slots():
-            if slot.at < cutoff and await self._abandoned(slot):
+            key = (slot.slot_id, slot.conversation_id, slot.seq)
+            listed[key] = self._listed_since.get(key, now)
+            old = slot.at < cutoff or listed[key] <= cutoff
+            if old and await self._abandoned(slot):
                 await self.store.release([slot.slot_id], slot.conversation_id, slot.seq)
                 self.directory.mark_free([slot.slot_id])
+        self._listed_since = listed
 
     async def _abandoned(self, slot: Slot) -> bool:
         """Whether no decision holds ``slot`` now or ever will.
