@@ -26,7 +26,7 @@ def main() -> int:
     monitoring.register(operations)
     settings = RouterSettings.load()
     configure_logging(service="router", level=settings.log_level, fmt=settings.log_format)
-    runtime, _, _ = build(settings)
+    runtime = build(settings).runtime
     runtime.http_app.add_api_route(HTTP_PATH, operations.snapshot, methods=["GET"])
     return asyncio.run(run_runtime(runtime))
 

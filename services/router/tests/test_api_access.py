@@ -173,7 +173,7 @@ async def test_tokens_come_from_mounted_files(
         "ROUTER_ADMIN_TOKEN_FILE": str(tmp_path / "admin"),
     }.items():
         monkeypatch.setenv(key, value)
-    runtime, _, _ = build(RouterSettings.load())
+    runtime = build(RouterSettings.load()).runtime
     async with running(runtime) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         assert (await http.get("/queue", headers=bearer("read-from-a-file"))).status_code == 200
         assert (await http.get("/queue", headers=bearer("admin-from-a-file"))).status_code == 200

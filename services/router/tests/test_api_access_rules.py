@@ -33,7 +33,7 @@ def test_settings_give_development_tokens_only_in_dev() -> None:
 
 
 def test_the_published_document_asks_a_token_on_every_route() -> None:
-    runtime, _, _ = build(RouterSettings.load(environment="dev", replica_id="r"))
+    runtime = build(RouterSettings.load(environment="dev", replica_id="r")).runtime
     document = runtime.http_app.openapi()
     security = {
         (path, method): operation.get("security")

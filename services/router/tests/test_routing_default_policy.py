@@ -59,7 +59,7 @@ def router(
             path = tmp_path / "routing.yaml"
             path.write_text(policy)
             monkeypatch.setenv("ROUTER_POLICY_FILE", str(path))
-        runtime, _, _ = build(RouterSettings.load())
+        runtime = build(RouterSettings.load()).runtime
         async with running(runtime) as url:
             yield url
 

@@ -70,7 +70,7 @@ async def router(
         **TOKEN_ENV,
     }.items():
         monkeypatch.setenv(key, value)
-    runtime, _, _ = build(RouterSettings.load())
+    runtime = build(RouterSettings.load()).runtime
     async with running(runtime) as url:
         yield url
 

@@ -24,7 +24,7 @@ def main() -> int:
         sys.stderr.write(f"router: development API tokens (SWITCHBOARD_ENV=dev): {shown}\n")
     configure_logging(service="router", level=settings.log_level, fmt=settings.log_format)
     try:
-        runtime, _, _ = build(settings)
+        runtime = build(settings).runtime
     except SettingsError as error:  # e.g. an invalid routing policy file
         sys.stderr.write(f"{error}\n")
         return 2

@@ -1,35 +1,84 @@
-"""The router's transport shell: every topic it reads and writes is wired from here."""
+"""The router's transport shell: every topic, consumer group, loop and HTTP route the
+router has is named here; identity, timeline and assignment only hand over handlers.
+
+| group (behind ``SWITCHBOARD_TOPIC_PREFIX``) | reads | handler |
+|---|---|---|
+| ``router-identity`` | ``support.inbound.v1`` | sender identity → customer, re-keyed |
+| ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, activity |
+| ``router-timeline-state`` | ``support.conversation-events.v1`` | status for threading |
+| ``router-assignment`` | activity, conversation events, SLA events | routing decisions |
+| ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
+| ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
+| ``router-decisions-view.<replica>`` | ``support.assignments.v1`` | this replica's queue |
+
+Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
+(``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (1 s), consumer lag.
+Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/healthz``,
+``/readyz``, ``/metrics``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import FastAPI
 
+from switchboard_common.consumer import BatchConsumer, Handler, subscribe_batch
 from switchboard_common.contract import (
+    AGENT_EVENTS,
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
+    CONVERSATION_EVENTS,
     CUSTOMER_MESSAGES,
     DEADLETTER,
+    INBOUND,
+    SLA_EVENTS,
 )
 from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.logging import get_logger
 from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.progress import ConsumerWatch
-from switchboard_common.service import Runtime
+from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.access import BearerAuth, Keyring, document_security
+from switchboard_router.assignment.consumers import LoggedDeadLetters
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
-from switchboard_router.stage import RouterContext, StageParts
+from switchboard_router.stage import RouterContext
+
+log = get_logger(__name__)
 
 #: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
 PUBLISHED_TOPICS = (ASSIGNMENTS, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY, DEADLETTER)
 
+#: Consumer groups (behind the deployment's topic prefix, like the topics).
+GROUP_IDENTITY = "router-identity"
+GROUP_TIMELINE = "router-timeline"
+GROUP_STATE = "router-timeline-state"
+GROUP_ASSIGNMENT = "router-assignment"
+GROUP_AGENTS = "router-agents"
+#: Per-replica groups: ``<name>.<replica id>``, reading from the end of the topic.
+GROUP_AGENT_VIEW = "router-agents-view"
+GROUP_DECISION_VIEW = "router-decisions-view"
 
-def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, StageParts]]:
-    """Assemble the router: clients, the three stages and the HTTP app."""
+
+@dataclass
+class Router:
+    """One router process, assembled: what tests reach into."""
+
+    runtime: Runtime
+    ctx: RouterContext
+    timeline: timeline.Timeline
+    assignment: assignment.Assignment
+
+
+def build(settings: RouterSettings) -> Router:
+    """Assemble the router: clients, subscriptions, loops and the HTTP app."""
     registry = service_registry(settings.service_name)
     broker = make_broker(settings)
     client = make_mongo_client(settings)
@@ -51,7 +100,9 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         metrics=metrics,
         consumers=consumers,
     )
-    stages = {"timeline": timeline.wire(ctx), "assignment": assignment.wire(ctx)}
+    people = timeline.build(ctx)
+    routing = assignment.build(ctx)
+    _subscribe(ctx, people, routing)
 
     app = FastAPI(
         title="Switchboard router",
@@ -87,17 +138,140 @@ def build(settings: RouterSettings) -> tuple[Runtime, RouterContext, dict[str, S
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
-        background=[consumers.run],
+        on_start=[people.create_indexes, routing.start],
+        background=[
+            consumers.run,
+            _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
+            _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
+            _every(1.0, routing.gauges, "gauges"),
+        ],
     )
-    for parts in stages.values():
-        for router in parts.routers:
-            app.include_router(router)
-        runtime.on_start.extend(parts.on_start)
-        runtime.on_stop.extend(parts.on_stop)
-        runtime.background.extend(parts.background)
+    for router in [*people.api, routing.api]:
+        app.include_router(router)
 
     async def close_client() -> None:
         await client.close()
 
     runtime.on_stop.append(close_client)
-    return runtime, ctx, stages
+    return Router(runtime, ctx, people, routing)
+
+
+def _subscribe(
+    ctx: RouterContext, people: timeline.Timeline, routing: assignment.Assignment
+) -> None:
+    """Every consumer group of the router, with its topics and handler."""
+    settings = ctx.settings
+    prefix = settings.topic_prefix
+
+    def subscribe(
+        handler: Handler,
+        topics: Sequence[str],
+        group: str,
+        *,
+        title: str,
+        description: str,
+        dead_letter_group: str | None = None,
+        replica_view: bool = False,
+    ) -> None:
+        # A per-replica view reads from the end and only logs bad records: the group that
+        # owns the topic dead-letters them once.
+        offset_reset: Literal["latest", "earliest"] = "latest" if replica_view else "earliest"
+        subscribe_batch(
+            ctx.broker,
+            BatchConsumer(
+                topics=settings.topics,
+                handler=handler,
+                dead_letters=LoggedDeadLetters()
+                if replica_view
+                else ctx.dead_letters(dead_letter_group or prefix + group),
+                metrics=ctx.metrics.consumer,
+            ),
+            topics=list(topics),
+            group_id=f"{prefix}{group}.{routing.replica}" if replica_view else prefix + group,
+            name=group if replica_view else None,
+            auto_offset_reset=offset_reset,
+            max_records=settings.batch_max_records,
+            watch=ctx.consumers,
+            title=title,
+            description=description,
+        )
+
+    def titled(group: str, topic: str) -> str:
+        return f"{prefix}{group}:{settings.topics(topic)}"
+
+    subscribe(
+        people.identity,
+        [INBOUND],
+        GROUP_IDENTITY,
+        title=titled(GROUP_IDENTITY, INBOUND),
+        description="Identity: sender identity to customer",
+    )
+    subscribe(
+        people.timeline,
+        [CUSTOMER_MESSAGES],
+        GROUP_TIMELINE,
+        title=titled(GROUP_TIMELINE, CUSTOMER_MESSAGES),
+        description="Timeline: thread and store",
+    )
+    subscribe(
+        people.status,
+        [CONVERSATION_EVENTS],
+        GROUP_STATE,
+        title=titled(GROUP_STATE, CONVERSATION_EVENTS),
+        description="Conversation status for threading",
+    )
+    subscribe(
+        routing.conversations,
+        [CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS],
+        GROUP_ASSIGNMENT,
+        dead_letter_group=GROUP_ASSIGNMENT,
+        title="assignment",
+        description="Routes conversations: activity, agent work on them, SLA escalation.",
+    )
+    subscribe(
+        routing.agents,
+        [AGENT_EVENTS],
+        GROUP_AGENTS,
+        dead_letter_group=GROUP_AGENTS,
+        title="agents",
+        description="Persists agents; presence, capacity changes and offer answers.",
+    )
+    subscribe(
+        routing.agents_view,
+        [AGENT_EVENTS],
+        GROUP_AGENT_VIEW,
+        replica_view=True,
+        title="agents-view",
+        description="This replica's in-memory view of every agent.",
+    )
+    subscribe(
+        routing.decisions_view,
+        [ASSIGNMENTS],
+        GROUP_DECISION_VIEW,
+        replica_view=True,
+        title="decisions-view",
+        description="This replica's in-memory view of the queue and the offers.",
+    )
+
+
+def _every(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> BackgroundTask:
+    """A loop running ``action`` every ``seconds`` until cancelled. A failing round
+    (database or broker briefly away) is logged and retried next round: timers must
+    outlive outages."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - keep the loop alive; next round retries
+                log.warning(
+                    "router loop round failed",
+                    loop=name,
+                    error_type=type(error).__name__,
+                    error=str(error)[:300],
+                )
+
+    return loop

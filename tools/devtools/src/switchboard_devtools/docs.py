@@ -88,11 +88,11 @@ def service_brokers() -> dict[str, KafkaBroker]:
     social, _ = build_social(
         IngestSocialSettings.load(environment="dev", kafka_bootstrap_servers=KAFKA)
     )
-    router, _, _ = build_router(
+    router = build_router(
         RouterSettings.load(
             environment="dev", replica_id="<replica>", kafka_bootstrap_servers=KAFKA
         )
-    )
+    ).runtime
     sla, _ = build_sla(SlaMonitorSettings.load(kafka_bootstrap_servers=KAFKA))
     for name, runtime in (
         ("ingest-email", email.runtime),
@@ -217,7 +217,7 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     from switchboard_router.settings import RouterSettings
 
     social, _ = build_social(IngestSocialSettings.load(environment="dev"))
-    router, _, _ = build_router(RouterSettings.load(environment="dev", replica_id="<replica>"))
+    router = build_router(RouterSettings.load(environment="dev", replica_id="<replica>")).runtime
     return {"ingest-social": social.http_app.openapi(), "router": router.http_app.openapi()}
 
 

@@ -1,29 +1,19 @@
-"""The router's assignment by skill, priority and capacity.
+"""The router's assignment by skill, priority and capacity: the engine and the handlers
+the shell (``switchboard_router.app``) subscribes, with its timer and refresh rounds.
 
-Reads ``switchboard.router.conversation-activity.v1`` (from the timeline),
-``support.conversation-events.v1``, ``support.sla-events.v1`` and
-``support.agent-events.v1``; writes ``support.assignments.v1``. See
-``services/router/README.md`` ("Assignment") for the design.
+See ``services/router/README.md`` ("Assignment") for the design.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from switchboard_common.consumer import BatchConsumer, subscribe_batch
-from switchboard_common.contract import (
-    AGENT_EVENTS,
-    ASSIGNMENTS,
-    CONVERSATION_ACTIVITY,
-    CONVERSATION_EVENTS,
-    SLA_EVENTS,
-    Priority,
-)
-from switchboard_common.logging import get_logger
+from fastapi import APIRouter
+
+from switchboard_common.contract import Priority
 from switchboard_common.settings import SettingsError
 from switchboard_router.assignment.api import assignment_router
 from switchboard_router.assignment.classify import Py3LangIdDetector
@@ -33,26 +23,49 @@ from switchboard_router.assignment.consumers import (
     AgentViewHandler,
     ConversationHandler,
     DecisionViewHandler,
-    LoggedDeadLetters,
 )
 from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.policy import PolicyError, load_policy
+from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
 from switchboard_router.metrics import AssignmentMetrics
-from switchboard_router.stage import RouterContext, StageParts
-
-log = get_logger(__name__)
-
-#: Consumer groups (behind the deployment's topic prefix, like the topics).
-GROUP_ASSIGNMENT = "router-assignment"
-GROUP_AGENTS = "router-agents"
-#: Per-replica groups: ``<name>.<replica id>``, reading from the end of the topic.
-GROUP_AGENT_VIEW = "router-agents-view"
-GROUP_DECISION_VIEW = "router-decisions-view"
+from switchboard_router.stage import RouterContext
 
 
-def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
-    """Wire assignment on the shared clients. Raises ``SettingsError`` for a bad policy."""
+@dataclass
+class Assignment:
+    """Assignment on the shared clients: what the shell subscribes, runs and serves."""
+
+    engine: AssignmentEngine
+    store: MongoAssignmentStore
+    policy: RoutingPolicy
+    clock: Clock
+    #: Names this replica's own consumer groups (``<group>.<replica>``).
+    replica: str
+    conversations: ConversationHandler
+    agents: AgentStateHandler
+    agents_view: AgentViewHandler
+    decisions_view: DecisionViewHandler
+    api: APIRouter
+    repair_after: timedelta
+
+    async def start(self) -> None:
+        """Before the broker starts: indexes, then this replica's views."""
+        await self.store.ensure_indexes()
+        await self.engine.load()
+
+    async def refresh(self) -> None:
+        """Views re-read from the database, crashed replicas' slots repaired, and a
+        re-match pass behind the event-driven path."""
+        await self.engine.load()
+        await self.engine.repair(self.repair_after)
+        await self.engine.rematch()
+
+    async def gauges(self) -> None:
+        _update_gauges(self.engine, self.engine.metrics, self.clock)
+
+
+def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
+    """Assignment on the shared clients. Raises ``SettingsError`` for a bad policy."""
     settings = ctx.settings
     try:
         policy = load_policy(settings.routing_policy_file)
@@ -60,126 +73,39 @@ def wire(ctx: RouterContext, *, clock: Clock | None = None) -> StageParts:
         raise SettingsError(f"router: ROUTER_POLICY_FILE: {error}") from None
     clock = clock or SystemClock()
     store = MongoAssignmentStore(ctx.db)
-    replica = settings.replica_id or uuid.uuid4().hex[:12]
 
     async def publish(items: Any) -> None:
         await ctx.publisher.publish_all(items)
 
-    metrics = ctx.metrics.assignment
     engine = AssignmentEngine(
         store=store,
         policy=policy,
         clock=clock,
         publish=publish,
         detector=Py3LangIdDetector(),
-        metrics=metrics,
-        replica=replica,
+        metrics=ctx.metrics.assignment,
+        replica=settings.replica_id or uuid.uuid4().hex[:12],
     )
-    prefix = settings.topic_prefix
-    topics = settings.topics
-
-    def consumer(handler: Any, group: str, *, view: bool = False) -> BatchConsumer:
-        return BatchConsumer(
-            topics=topics,
-            handler=handler,
-            dead_letters=LoggedDeadLetters() if view else ctx.dead_letters(group),
-            metrics=ctx.metrics.consumer,
-        )
-
-    subscribe_batch(
-        ctx.broker,
-        consumer(ConversationHandler(engine, settings.assignment_concurrency), GROUP_ASSIGNMENT),
-        topics=[CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS],
-        group_id=prefix + GROUP_ASSIGNMENT,
-        max_records=settings.batch_max_records,
-        watch=ctx.consumers,
-        title="assignment",
-        description="Routes conversations: activity, agent work on them, SLA escalation.",
-    )
-    subscribe_batch(
-        ctx.broker,
-        consumer(AgentStateHandler(engine), GROUP_AGENTS),
-        topics=[AGENT_EVENTS],
-        group_id=prefix + GROUP_AGENTS,
-        max_records=settings.batch_max_records,
-        watch=ctx.consumers,
-        title="agents",
-        description="Persists agents; presence, capacity changes and offer answers.",
-    )
-    subscribe_batch(
-        ctx.broker,
-        consumer(AgentViewHandler(engine.directory), GROUP_AGENT_VIEW, view=True),
-        topics=[AGENT_EVENTS],
-        group_id=f"{prefix}{GROUP_AGENT_VIEW}.{replica}",
-        name=GROUP_AGENT_VIEW,
-        auto_offset_reset="latest",
-        max_records=settings.batch_max_records,
-        watch=ctx.consumers,
-        title="agents-view",
-        description="This replica's in-memory view of every agent.",
-    )
-    subscribe_batch(
-        ctx.broker,
-        consumer(DecisionViewHandler(engine), GROUP_DECISION_VIEW, view=True),
-        topics=[ASSIGNMENTS],
-        group_id=f"{prefix}{GROUP_DECISION_VIEW}.{replica}",
-        name=GROUP_DECISION_VIEW,
-        auto_offset_reset="latest",
-        max_records=settings.batch_max_records,
-        watch=ctx.consumers,
-        title="decisions-view",
-        description="This replica's in-memory view of the queue and the offers.",
-    )
-
-    async def start() -> None:
-        await store.ensure_indexes()
-        await engine.load()
-
-    async def timers() -> None:
-        await _every(settings.assignment_tick_seconds, engine.tick, "timers")
-
-    async def refresh() -> None:
-        grace = timedelta(seconds=settings.assignment_repair_after_seconds)
-
-        async def once() -> None:
-            await engine.load()
-            await engine.repair(grace)
-            await engine.rematch()
-
-        await _every(settings.assignment_refresh_seconds, once, "refresh")
-
-    async def gauges() -> None:
-        await _every(1.0, lambda: _update_gauges(engine, metrics, clock), "gauges")
-
-    return StageParts(
-        routers=[assignment_router(store, clock)],
-        on_start=[start],
-        background=[timers, refresh, gauges],
-        extras={"engine": engine, "store": store, "policy": policy, "replica": replica},
+    return Assignment(
+        engine=engine,
+        store=store,
+        policy=policy,
+        clock=clock,
+        replica=engine.replica,
+        conversations=ConversationHandler(engine, settings.assignment_concurrency),
+        agents=AgentStateHandler(engine),
+        agents_view=AgentViewHandler(engine.directory),
+        decisions_view=DecisionViewHandler(engine),
+        api=assignment_router(store, clock),
+        repair_after=timedelta(seconds=settings.assignment_repair_after_seconds),
     )
 
 
-async def _every(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> None:
-    """Run ``action`` every ``seconds`` until cancelled. A failing round (database or
-    broker briefly away) is logged and retried next round: timers must outlive outages."""
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await action()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - keep the loop alive; the next round retries
-            log.warning(
-                "assignment loop round failed",
-                loop=name,
-                error_type=type(error).__name__,
-                error=str(error)[:300],
-            )
-
-
-async def _update_gauges(
-    engine: AssignmentEngine, metrics: AssignmentMetrics, clock: Clock
+def _update_gauges(
+    engine: AssignmentEngine, metrics: AssignmentMetrics | None, clock: Clock
 ) -> None:
+    if metrics is None:
+        return
     now = clock.now()
     depth: dict[tuple[str, str], int] = {}
     oldest: dict[tuple[str, str], float] = {}

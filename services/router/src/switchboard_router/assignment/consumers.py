@@ -1,4 +1,4 @@
-"""Batch handlers of the assignment stage's four consumers (see ``wire``):
+"""Batch handlers of assignment's four consumers (subscribed in ``switchboard_router.app``):
 
 - ``ConversationHandler`` (group ``router-assignment``): conversation activity,
   conversation events and SLA events, one conversation at a time in partition order,

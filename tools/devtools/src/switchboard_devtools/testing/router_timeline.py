@@ -33,9 +33,9 @@ from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
 from switchboard_devkit.testing.builders import T0
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_router.app import build
+from switchboard_router.app import Router, build
 from switchboard_router.settings import RouterSettings
-from switchboard_router.stage import RouterContext, StageParts
+from switchboard_router.stage import RouterContext
 
 READ_TOKEN = "test-read-token"  # noqa: S105 - fixed tokens for tests only
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105
@@ -185,7 +185,7 @@ class RunningRouter:
     url: str
     http: httpx.AsyncClient
     ctx: RouterContext
-    stages: dict[str, StageParts]
+    parts: Router
     admin: dict[str, str] = field(default_factory=lambda: bearer(ADMIN_TOKEN))
 
     async def customer_of(self, identity: str) -> dict[str, Any] | None:
@@ -233,12 +233,12 @@ async def running_router(env: dict[str, str], **overrides: Any) -> AsyncIterator
     }
     values.update(overrides)
     settings = RouterSettings.load(**values)
-    runtime, ctx, stages = build(settings)
+    router = build(settings)
     async with (
-        running(runtime) as url,
+        running(router.runtime) as url,
         httpx.AsyncClient(base_url=url, timeout=30, headers=bearer(READ_TOKEN)) as http,
     ):
-        yield RunningRouter(url, http, ctx, stages)
+        yield RunningRouter(url, http, router.ctx, router)
 
 
 # --------------------------------------------------------------------------- processes
