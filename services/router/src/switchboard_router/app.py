@@ -20,7 +20,7 @@ Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/healthz`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,7 +102,8 @@ def build(settings: RouterSettings) -> Router:
     )
     people = timeline.build(ctx)
     routing = assignment.build(ctx)
-    _subscribe(ctx, people, routing)
+    for subscription in subscriptions(settings, people, routing):
+        _subscribe(ctx, subscription, routing.replica)
 
     app = FastAPI(
         title="Switchboard router",
@@ -156,101 +157,104 @@ def build(settings: RouterSettings) -> Router:
     return Router(runtime, ctx, people, routing)
 
 
-def _subscribe(
-    ctx: RouterContext, people: timeline.Timeline, routing: assignment.Assignment
-) -> None:
-    """Every consumer group of the router, with its topics and handler."""
-    settings = ctx.settings
-    prefix = settings.topic_prefix
+@dataclass(frozen=True)
+class Subscription:
+    """One consumer group of the router: the topics it reads and the handler it runs."""
 
-    def subscribe(
-        handler: Handler,
-        topics: Sequence[str],
-        group: str,
-        *,
-        title: str,
-        description: str,
-        dead_letter_group: str | None = None,
-        replica_view: bool = False,
-    ) -> None:
-        # A per-replica view reads from the end and only logs bad records: the group that
-        # owns the topic dead-letters them once.
-        offset_reset: Literal["latest", "earliest"] = "latest" if replica_view else "earliest"
-        subscribe_batch(
-            ctx.broker,
-            BatchConsumer(
-                topics=settings.topics,
-                handler=handler,
-                dead_letters=LoggedDeadLetters()
-                if replica_view
-                else ctx.dead_letters(dead_letter_group or prefix + group),
-                metrics=ctx.metrics.consumer,
-            ),
-            topics=list(topics),
-            group_id=f"{prefix}{group}.{routing.replica}" if replica_view else prefix + group,
-            name=group if replica_view else None,
-            auto_offset_reset=offset_reset,
-            max_records=settings.batch_max_records,
-            watch=ctx.consumers,
-            title=title,
-            description=description,
-        )
+    group: str
+    topics: tuple[str, ...]
+    handler: Handler
+    title: str
+    description: str
+    #: A per-replica view (``<group>.<replica>``): reads from the end and only logs bad
+    #: records, because the group that owns the topic dead-letters them once.
+    replica_view: bool = False
+
+
+def subscriptions(
+    settings: RouterSettings, people: timeline.Timeline, routing: assignment.Assignment
+) -> list[Subscription]:
+    """Every consumer group of the router, with its topics and handler."""
 
     def titled(group: str, topic: str) -> str:
-        return f"{prefix}{group}:{settings.topics(topic)}"
+        return f"{settings.topic_prefix}{group}:{settings.topics(topic)}"
 
-    subscribe(
-        people.identity,
-        [INBOUND],
-        GROUP_IDENTITY,
-        title=titled(GROUP_IDENTITY, INBOUND),
-        description="Identity: sender identity to customer",
-    )
-    subscribe(
-        people.timeline,
-        [CUSTOMER_MESSAGES],
-        GROUP_TIMELINE,
-        title=titled(GROUP_TIMELINE, CUSTOMER_MESSAGES),
-        description="Timeline: thread and store",
-    )
-    subscribe(
-        people.status,
-        [CONVERSATION_EVENTS],
-        GROUP_STATE,
-        title=titled(GROUP_STATE, CONVERSATION_EVENTS),
-        description="Conversation status for threading",
-    )
-    subscribe(
-        routing.conversations,
-        [CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS],
-        GROUP_ASSIGNMENT,
-        dead_letter_group=GROUP_ASSIGNMENT,
-        title="assignment",
-        description="Routes conversations: activity, agent work on them, SLA escalation.",
-    )
-    subscribe(
-        routing.agents,
-        [AGENT_EVENTS],
-        GROUP_AGENTS,
-        dead_letter_group=GROUP_AGENTS,
-        title="agents",
-        description="Persists agents; presence, capacity changes and offer answers.",
-    )
-    subscribe(
-        routing.agents_view,
-        [AGENT_EVENTS],
-        GROUP_AGENT_VIEW,
-        replica_view=True,
-        title="agents-view",
-        description="This replica's in-memory view of every agent.",
-    )
-    subscribe(
-        routing.decisions_view,
-        [ASSIGNMENTS],
-        GROUP_DECISION_VIEW,
-        replica_view=True,
-        title="decisions-view",
-        description="This replica's in-memory view of the queue and the offers.",
+    return [
+        Subscription(
+            GROUP_IDENTITY,
+            (INBOUND,),
+            people.identity,
+            titled(GROUP_IDENTITY, INBOUND),
+            "Identity: sender identity to customer",
+        ),
+        Subscription(
+            GROUP_TIMELINE,
+            (CUSTOMER_MESSAGES,),
+            people.timeline,
+            titled(GROUP_TIMELINE, CUSTOMER_MESSAGES),
+            "Timeline: thread and store",
+        ),
+        Subscription(
+            GROUP_STATE,
+            (CONVERSATION_EVENTS,),
+            people.status,
+            titled(GROUP_STATE, CONVERSATION_EVENTS),
+            "Conversation status for threading",
+        ),
+        Subscription(
+            GROUP_ASSIGNMENT,
+            (CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS),
+            routing.conversations,
+            "assignment",
+            "Routes conversations: activity, agent work on them, SLA escalation.",
+        ),
+        Subscription(
+            GROUP_AGENTS,
+            (AGENT_EVENTS,),
+            routing.agents,
+            "agents",
+            "Persists agents; presence, capacity changes and offer answers.",
+        ),
+        Subscription(
+            GROUP_AGENT_VIEW,
+            (AGENT_EVENTS,),
+            routing.agents_view,
+            "agents-view",
+            "This replica's in-memory view of every agent.",
+            replica_view=True,
+        ),
+        Subscription(
+            GROUP_DECISION_VIEW,
+            (ASSIGNMENTS,),
+            routing.decisions_view,
+            "decisions-view",
+            "This replica's in-memory view of the queue and the offers.",
+            replica_view=True,
+        ),
+    ]
+
+
+def _subscribe(ctx: RouterContext, subscription: Subscription, replica: str) -> None:
+    settings = ctx.settings
+    group_id = settings.topic_prefix + subscription.group
+    view = subscription.replica_view
+    offset_reset: Literal["latest", "earliest"] = "latest" if view else "earliest"
+    subscribe_batch(
+        ctx.broker,
+        BatchConsumer(
+            topics=settings.topics,
+            handler=subscription.handler,
+            dead_letters=LoggedDeadLetters() if view else ctx.dead_letters(group_id),
+            metrics=ctx.metrics.consumer,
+        ),
+        topics=list(subscription.topics),
+        group_id=f"{group_id}.{replica}" if view else group_id,
+        name=subscription.group if view else None,
+        auto_offset_reset=offset_reset,
+        max_records=settings.batch_max_records,
+        watch=ctx.consumers,
+        title=subscription.title,
+        description=subscription.description,
     )
 
 
