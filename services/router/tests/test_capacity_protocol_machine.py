@@ -13,7 +13,8 @@ published on ``support.assignments.v1`` and the frontend's resolutions, never th
 router's own records. After every step no agent is above capacity there (and each
 conversation's decisions are numbered without a gap); at the end, once every replica
 has run to completion and repaired, no capacity is lost (every held slot belongs to a
-conversation that holds it) and every conversation has a decision.
+conversation that holds it) and every conversation has a decision. A second machine
+adds offers: answers race the offer timeout of replicas whose clocks disagree.
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ from hypothesis.stateful import (
     rule,
 )
 
-from switchboard_common.consumer import is_transient
-from switchboard_common.contract import AgentUpserted, Channel, ConversationResolved
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery, is_transient
+from switchboard_common.contract import (
+    AGENT_EVENTS,
+    AgentUpserted,
+    Channel,
+    ConversationResolved,
+    OfferAccepted,
+    OfferRejected,
+)
 from switchboard_common.contract.events import AssignmentDecision
+from switchboard_common.deadletter import RawRecord
 from switchboard_common.kafka import Outgoing
 from switchboard_devtools.faults import CapacityOracle
 from switchboard_devtools.testing.router_assignment import (
@@ -49,13 +59,14 @@ from switchboard_devtools.testing.router_assignment import (
     deliveries,
 )
 from switchboard_router.assignment.clock import FakeClock
-from switchboard_router.assignment.consumers import ConversationHandler
+from switchboard_router.assignment.consumers import AgentStateHandler, ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import HOLDING
 from switchboard_router.assignment.policy import parse_policy
 from switchboard_router.assignment.store import InMemoryAssignmentStore
 
-pytestmark = pytest.mark.unit
+# A failure is shrunk to its shortest interleaving, which can take minutes.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(900)]
 
 POLICY = parse_policy("queues:\n  - name: general\nsticky: {enabled: false}\n")
 CAPACITY = {"a0": 1, "a1": 1}
@@ -152,7 +163,7 @@ class Replica:
 
         self.engine = AssignmentEngine(
             store=GatedStore(machine.store, gate),
-            policy=POLICY,
+            policy=machine.policy,
             clock=self.clock,
             publish=publish,
             detector=FixedLanguage(),
@@ -178,6 +189,8 @@ class Replica:
 
 
 class CapacityProtocol(RuleBasedStateMachine):
+    policy = POLICY
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -210,9 +223,15 @@ class CapacityProtocol(RuleBasedStateMachine):
                 replica.seen.append(event)
 
     def held_by_agents(self) -> list[str]:
-        """Conversations the public record shows with an agent, not yet resolved."""
+        """Conversations the public record shows with an agent who has them (an accepted
+        assignment, not an open offer), not yet resolved: the ones a frontend resolves.
+        (Resolving an open offer races the offer's timeout or rejection, which may give
+        the conversation to another agent after the resolution with no later event: a
+        known gap of the public record, not of capacity, left to the router redesign.)"""
         return sorted(
-            c for c, e in self.latest.items() if e.agent_id is not None and c not in self.resolved
+            c
+            for c, e in self.latest.items()
+            if e.agent_id is not None and e.offer_expires_at is None and c not in self.resolved
         )
 
     # ------------------------------------------------------------ running the replicas
@@ -416,6 +435,64 @@ class CapacityProtocol(RuleBasedStateMachine):
         assert not missing, f"conversations never decided: {missing}"
 
 
+class CapacityProtocolWithOffers(CapacityProtocol):
+    """The same, with offers agents must accept within 20 s: an answer races the
+    timeout of a replica whose clock may run minutes ahead, and a rejection releases the
+    agent on the public record the moment the frontend publishes it."""
+
+    policy = parse_policy(
+        "queues:\n  - name: general\nsticky: {enabled: false}\n"
+        "offers: {require_acceptance: true, timeout_seconds: 20}\n"
+    )
+
+    def offered(self) -> list[AssignmentDecision]:
+        """Offers the public record shows open (the frontend may answer them)."""
+        return sorted(
+            (
+                e
+                for e in self.latest.values()
+                if e.agent_id is not None
+                and e.offer_expires_at is not None
+                and e.conversation_id not in self.resolved
+            ),
+            key=lambda e: e.conversation_id,
+        )
+
+    @rule(r=st.integers(0, REPLICAS - 1), pick=st.integers(0, 100), accept=st.booleans())
+    def agent_answers_an_offer(self, r: int, pick: int, accept: bool) -> None:
+        offers = self.offered()
+        if not offers:
+            return
+        offer = offers[pick % len(offers)]
+        assert offer.agent_id is not None
+        answer: OfferAccepted | OfferRejected
+        if accept:
+            answer = OfferAccepted(agent_id=offer.agent_id, conversation_id=offer.conversation_id)
+        else:
+            answer = OfferRejected(agent_id=offer.agent_id, conversation_id=offer.conversation_id)
+            self.oracle.released(next(self.moment), offer.conversation_id, offer.agent_id)
+        offset = next(self.moment)
+        record = Delivery(
+            RawRecord(AGENT_EVENTS, 0, offset, offer.agent_id.encode(), b"{}", ()),
+            CloudEventAttributes(id=f"answer-{offset}", type="x", source="/t", time=T0),
+            answer,
+            AGENT_EVENTS,
+        )
+
+        async def answered(engine: AssignmentEngine, _: ConversationHandler) -> object:
+            return await AgentStateHandler(engine)([record])
+
+        self.replicas[r].give(answered)
+        self.settle()
+
+    @rule(r=st.integers(0, REPLICAS - 1))
+    def timers_run(self, r: int) -> None:
+        replica = self.replicas[r]
+        if replica.busy() < 3:
+            replica.give(None, lambda engine, _: engine.tick())
+            self.settle()
+
+
 CapacityProtocol.TestCase.settings = settings(
     max_examples=400,
     stateful_step_count=80,
@@ -423,3 +500,7 @@ CapacityProtocol.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_capacity_protocol = CapacityProtocol.TestCase
+CapacityProtocolWithOffers.TestCase.settings = settings(
+    CapacityProtocol.TestCase.settings, max_examples=200
+)
+test_capacity_protocol_with_offers = CapacityProtocolWithOffers.TestCase
