@@ -163,6 +163,10 @@ def test_transient_errors_are_told_apart_from_bugs() -> None:
     busy = "database is locked (5) (SQLITE_BUSY)"  # FerretDB v1: another writer's turn
     assert is_transient(OperationFailure(busy, code=1))
     assert not is_transient(OperationFailure("unknown operator: $foo", code=2))
+    # FerretDB stopping mid-insert (seen in the database-restart fault test).
+    stopping = "[msg_insert.go:168 handler.(*Handler).MsgInsert] [db.go:134] context canceled"
+    assert is_transient(OperationFailure(stopping, code=1))
+    assert not is_transient(OperationFailure("document is too large", code=1))
     # The broker restarted and forgot the producer; the publisher already started over.
     assert is_transient(OutOfOrderSequenceNumber())
 

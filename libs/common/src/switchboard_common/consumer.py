@@ -106,6 +106,10 @@ def is_transient(error: BaseException) -> bool:
         # busy timeout with "database is locked"; the next attempt usually gets through.
         if "database is locked" in str(error) or "SQLITE_BUSY" in str(error):
             return True
+        # FerretDB stopping answers the requests it was running with its cancelled
+        # context (InternalError, code 1): an interrupted-at-shutdown, not a bad record.
+        if error.code == 1 and "context canceled" in str(error):
+            return True
         return error.has_error_label("RetryableWriteError") or error.code in {
             6,  # HostUnreachable
             7,  # HostNotFound
