@@ -323,12 +323,18 @@ class CapacityProtocol(RuleBasedStateMachine):
         replica.give(resolve)
         self.settle()
 
-    @rule(r=st.integers(0, REPLICAS - 1))
-    def repair_loop_runs(self, r: int) -> None:
+    def loop_round(
+        self, r: int, action: Callable[[AssignmentEngine], Coroutine[Any, Any, object]]
+    ) -> None:
+        """One round of one of a replica's loops (not redelivered if it dies)."""
         replica = self.replicas[r]
         if replica.busy() < 3:
-            replica.give(None, lambda engine, _: engine.repair(REPAIR_AFTER))
+            replica.give(None, lambda engine, _: action(engine))
             self.settle()
+
+    @rule(r=st.integers(0, REPLICAS - 1))
+    def repair_loop_runs(self, r: int) -> None:
+        self.loop_round(r, lambda engine: engine.repair(REPAIR_AFTER))
 
     @rule(r=st.integers(0, REPLICAS - 1))
     def decisions_view_catches_up(self, r: int) -> None:
@@ -340,10 +346,7 @@ class CapacityProtocol(RuleBasedStateMachine):
 
     @rule(r=st.integers(0, REPLICAS - 1))
     def views_refresh(self, r: int) -> None:
-        replica = self.replicas[r]
-        if replica.busy() < 3:
-            replica.give(None, lambda engine, _: engine.load())
-            self.settle()
+        self.loop_round(r, lambda engine: engine.load())
 
     @rule(r=st.integers(0, REPLICAS - 1), choice=st.integers(0, 5), steps=st.integers(1, 12))
     def replica_steps(self, r: int, choice: int, steps: int) -> None:
@@ -487,10 +490,7 @@ class CapacityProtocolWithOffers(CapacityProtocol):
 
     @rule(r=st.integers(0, REPLICAS - 1))
     def timers_run(self, r: int) -> None:
-        replica = self.replicas[r]
-        if replica.busy() < 3:
-            replica.give(None, lambda engine, _: engine.tick())
-            self.settle()
+        self.loop_round(r, lambda engine: engine.tick())
 
 
 CapacityProtocol.TestCase.settings = settings(
