@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from switchboard_common.cloudevents import CloudEventAttributes
 from switchboard_common.consumer import Delivery, is_transient
@@ -38,12 +39,14 @@ from switchboard_devtools.testing.router_assignment import (
     agent,
     engine,
 )
+from switchboard_router.assignment import update_gauges
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy, parse_policy
 from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
+from switchboard_router.metrics import AssignmentMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -153,35 +156,88 @@ async def test_an_accepted_offer_stays_and_a_rejected_one_goes_to_another_agent(
     assert [s.agent_id for s in store.slots.values()] == [reoffer.agent_id]
 
 
-async def test_a_decision_seen_before_its_head_is_written_is_published_once() -> None:
-    """The router's own-output consumer can see a decision before its maker has written
-    the head. Reading the conversation then must wait for the maker, not publish the
-    decision again as if its maker had crashed."""
+async def test_a_decision_read_before_its_head_is_written_is_published_once() -> None:
+    """A timer, a drain or the repair of the replica making a decision can read the
+    conversation before the head is written. That read must wait for the maker, not
+    publish the decision again as if its maker had crashed."""
     built, published, _, _ = setup(agent("a1"), agent("a2"), offers=True)
-    consumed: list[asyncio.Task[None]] = []
+    readers: list[asyncio.Task[RouteState | None]] = []
 
-    async def publish_then_consume(items: Sequence[Outgoing]) -> None:
+    async def publish_then_read(items: Sequence[Outgoing]) -> None:
         await published(items)
-        consumed.extend(
-            asyncio.create_task(built.on_decision_seen(item.event))
+        readers.extend(
+            asyncio.create_task(built.current(item.event.conversation_id))
             for item in items
             if isinstance(item.event, AssignmentDecision)
         )
-        for _ in range(5):  # the consumer runs before the maker goes on to the head
+        for _ in range(5):  # the readers run before the maker goes on to the head
             await asyncio.sleep(0)
 
-    built.publish = publish_then_consume
+    built.publish = publish_then_read
     await built.on_activity(activity("c1"))
     offer = published.events[-1]
     assert offer.agent_id is not None
     await built.on_offer_answer(offer.agent_id, "c1", accepted=False, cause="event:x1")
-    await asyncio.gather(*consumed)
+    seen = await asyncio.gather(*readers)
+    assert len(seen) == 3
+    assert all(s is not None and s.seq >= 1 for s in seen)
     steps = [(type(e).__name__, e.seq) for e in published.of("c1")]
     assert steps == [
         ("ConversationAssigned", 1),
         ("ConversationRequeued", 2),
         ("ConversationAssigned", 3),
     ]
+
+
+def replicas(
+    store: InMemoryAssignmentStore, *agents: Any
+) -> tuple[AssignmentEngine, AssignmentEngine, Any]:
+    """Two replicas on one store that never see each other's events (only the
+    database), and what both published."""
+    first, published, clock = engine(policy(), store=store)
+    second = AssignmentEngine(
+        store=store,
+        policy=first.policy,
+        clock=clock,
+        publish=first.publish,
+        detector=FixedLanguage(),
+        replica="second",
+    )
+    for a in agents:
+        first.directory.apply(a)
+        second.directory.apply(a)
+    return first, second, published
+
+
+async def test_the_replica_that_frees_an_agent_gives_it_what_another_replica_queued() -> None:
+    store = InMemoryAssignmentStore()
+    first, second, published = replicas(store, agent("a1", capacity={Channel.EMAIL: 1}))
+    await first.on_activity(activity("c1", customer_id="ana"))
+    await second.on_activity(activity("c2", customer_id="bob"))  # its view: a1 free, then full
+    assert [type(e) for e in published.of("c2")] == [ConversationQueued]
+    assert "c2" not in first.queue.waiting  # the first replica never saw it queued
+    await first.on_resolved("c1", "event:r1")
+    queued, given = published.of("c2")
+    assert isinstance(given, ConversationAssigned)
+    assert given.agent_id == "a1"
+    assert given.seq == queued.seq + 1
+
+
+async def test_a_replica_whose_view_says_full_rechecks_the_agents_after_queueing() -> None:
+    """The other replica freed the agent and drained it before this one queued: the
+    queueing replica re-reads the agents' load after writing the head, so no wake-up is
+    lost between the two."""
+    store = InMemoryAssignmentStore()
+    first, second, published = replicas(store, agent("a1", capacity={Channel.EMAIL: 1}))
+    await first.on_activity(activity("c1", customer_id="ana"))
+    await second.load()  # the second replica's view: a1 full
+    await first.on_resolved("c1", "event:r1")  # drains a1: nothing waits yet
+    assert store.slots == {}
+    await second.on_activity(activity("c2", customer_id="bob"))
+    queued, given = published.of("c2")
+    assert isinstance(queued, ConversationQueued)
+    assert isinstance(given, ConversationAssigned)
+    assert given.agent_id == "a1"
 
 
 async def test_a_timed_out_offer_is_requeued_and_never_offered_to_that_agent_again() -> None:
@@ -362,19 +418,10 @@ async def test_three_engines_with_stale_views_never_over_assign() -> None:
     rng = random.Random(3)
     store = InMemoryAssignmentStore()
     engines: list[AssignmentEngine] = []
-    pending: set[asyncio.Task[None]] = set()
 
     def wire(index: int) -> AssignmentEngine:
         async def publish(items: Sequence[Outgoing]) -> None:
-            await asyncio.sleep(rng.uniform(0, 0.002))  # events reach the others later
-            for item in items:
-                for other in engines:
-                    if other is not engines[index] and isinstance(
-                        item.event, ConversationAssigned | ConversationQueued
-                    ):
-                        task = asyncio.create_task(other.on_decision_seen(item.event))
-                        pending.add(task)
-                        task.add_done_callback(pending.discard)
+            await asyncio.sleep(rng.uniform(0, 0.002))  # Kafka's acknowledgement
 
         built = AssignmentEngine(
             store=store,
@@ -412,7 +459,6 @@ async def test_three_engines_with_stale_views_never_over_assign() -> None:
             await check()
 
     await asyncio.gather(*(arrive(n) for n in range(40)), resolve_some())
-    await asyncio.gather(*pending)
     assert 0 < max_load <= 2
     for n in range(40):
         states = [d.state for k, d in sorted(store.decisions.items()) if k.startswith(f"c{n}:")]
@@ -725,3 +771,39 @@ async def test_a_repair_working_from_an_old_listing_never_frees_a_slot_taken_sin
     stalling.go_on.set()
     await repairing
     assert store.slots["a1|email|0"].conversation_id == "c2"
+
+
+async def test_every_replica_reports_the_same_queue_and_load_gauges() -> None:
+    """The gauges come from the database, not from a replica's view: the replica that
+    never saw a conversation queued reports it, and one assigned by another replica
+    since is no longer counted as waiting by the replica that queued it."""
+    store = InMemoryAssignmentStore()
+    first, second, _ = replicas(store, agent("a1", capacity={Channel.EMAIL: 1}))
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    for built, registry in zip((first, second), registries, strict=True):
+        built.metrics = AssignmentMetrics.create(registry)
+    await first.on_activity(activity("c1", customer_id="ana"))
+    await second.on_activity(activity("c2", customer_id="bob"))  # queued by the second
+
+    def read(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for built, registry in zip((first, second), registries, strict=True):
+        await update_gauges(built)
+        depth = read(registry, "switchboard_router_queue_depth", queue="general", priority="normal")
+        assert depth == 1
+        load = read(registry, "switchboard_router_agent_load", channel="email")
+        assert load == 1
+    await first.on_resolved("c1", "event:r1")  # the first replica gives c2 to a1
+    await update_gauges(second)
+    depth = read(
+        registries[1], "switchboard_router_queue_depth", queue="general", priority="normal"
+    )
+    assert depth == 0
+    age = read(
+        registries[1],
+        "switchboard_router_queue_oldest_age_seconds",
+        queue="general",
+        priority="normal",
+    )
+    assert age == 0

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
-from switchboard_common.contract import AgentStatus, Channel
+from switchboard_common.contract import AgentStatus, Channel, Priority
 from switchboard_common.mongo import Document
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devtools.testing.router_assignment import T0, agent, state
@@ -56,8 +56,12 @@ def slot(agent_id: str, index: int, conversation: str = "c1", channel: str = "em
 async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) -> None:
     assert await store.reserve([slot("a1", 0)]) is None
     assert await store.reserve([slot("a1", 0, "c2")]) == "a1|email|0"
-    held = await store.held_slots("a1")
+    assert await store.reserve([slot("a2", 0, "c3")]) is None
+    held = await store.held_slots(["a1"])
     assert [(s.slot_id, s.conversation_id, s.at) for s in held] == [("a1|email|0", "c1", T0)]
+    assert len(await store.held_slots(["a1", "a2"])) == 2
+    assert await store.held_slots(["a3"]) == []
+    await store.release(["a2|email|0"], "c3", 1)
     await store.release(["a1|email|0"], "c1", 1)
     await store.release(["a1|email|0"], "c1", 1)  # idempotent
     assert await store.held_slots() == []
@@ -94,7 +98,7 @@ async def test_concurrent_reservations_never_exceed_capacity(store: AssignmentSt
 
     granted = await asyncio.gather(*(attempt(n) for n in range(40)))
     assert sum(granted) == 3
-    assert len(await store.held_slots("a1")) == 3
+    assert len(await store.held_slots(["a1"])) == 3
 
 
 async def test_a_decision_step_is_claimed_once(store: AssignmentStore) -> None:
@@ -121,6 +125,37 @@ async def test_heads_are_replaced_and_listed_by_status(store: AssignmentStore) -
     await store.put_head(moved)
     assert await store.routes([RouteStatus.WAITING]) == []
     assert await store.routes([RouteStatus.OFFERED, RouteStatus.WAITING]) == [moved]
+
+
+async def test_the_queue_is_read_in_queue_order_by_channel(store: AssignmentStore) -> None:
+    """Most urgent first, then longest waiting; only waiting conversations on the
+    channels asked for, at most ``limit``; and the ages of all of them for the gauges."""
+    later = T0 + timedelta(seconds=30)
+    await store.put_heads(
+        [
+            state("old", waiting_since=T0),
+            state("new", waiting_since=later),
+            state("urgent", waiting_since=later, priority=Priority.URGENT, queue="vip"),
+            state("chat", waiting_since=T0, channel=Channel.WHATSAPP),
+            state("taken", waiting_since=T0, status=RouteStatus.ASSIGNED, agent_id="a1"),
+        ]
+    )
+    order = [s.conversation_id for s in await store.waiting(["email"], 10)]
+    assert order == ["urgent", "old", "new"]
+    assert [s.conversation_id for s in await store.waiting(["email"], 2)] == ["urgent", "old"]
+    both = [s.conversation_id for s in await store.waiting(["email", "whatsapp"], 10)]
+    assert both == ["urgent", "chat", "old", "new"]  # equal waits: by conversation id
+    assert await store.waiting(["telegram"], 10) == []
+    assert (await store.waiting(["email"], 1))[0] == state(
+        "urgent", waiting_since=later, priority=Priority.URGENT, queue="vip"
+    )
+    ages = sorted(await store.waiting_ages())
+    assert ages == [
+        ("general", "normal", T0),
+        ("general", "normal", T0),
+        ("general", "normal", later),
+        ("vip", "urgent", later),
+    ]
 
 
 async def test_agents_are_set_field_by_field_and_paged_by_id(store: AssignmentStore) -> None:
@@ -189,7 +224,7 @@ async def test_concurrent_batches_of_reservations_never_exceed_capacity(
     results = await asyncio.gather(*(batch(n) for n in range(10)))
     granted = [r for result in results for r in result if r is None]
     assert len(granted) == 3
-    assert len(await store.held_slots("a1")) == 3
+    assert len(await store.held_slots(["a1"])) == 3
 
 
 async def test_many_slots_are_released_at_once(store: AssignmentStore) -> None:

@@ -40,9 +40,11 @@ def test_candidates_follow_load_presence_and_assignments() -> None:
     directory.apply(replace(agent("a1"), status=AgentStatus.ONLINE, version=(0, 0)))
     assert loads(directory) == {}  # an older version is ignored
     directory.apply(replace(agent("a1"), version=(0, 2)))
-    directory.replace_held([Slot("a1|email|0", "a1", "email", "c9", 1, T0 + timedelta(seconds=5))])
+    held = [Slot("a1|email|0", "a1", "email", "c9", 1, T0 + timedelta(seconds=5))]
+    directory.replace_held(held)
     assert loads(directory) == {"a1": 1}
-    assert directory.totals()["email"] == (1, 3, 1)
+    assert directory.totals(held)["email"] == (1, 3, 1)
+    assert directory.totals([])["email"] == (0, 3, 1)
 
 
 def test_total_capacity_units_are_taken_with_the_channel_slot() -> None:

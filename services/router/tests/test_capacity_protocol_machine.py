@@ -149,7 +149,6 @@ class Replica:
         self.clock = FakeClock(T0)  # outlives incarnations; each replica's own
         self.incarnation = 0
         self.tasks: list[tuple[asyncio.Task[object], Work | None]] = []
-        self.seen: list[AssignmentDecision] = []  # its decisions-view consumer's backlog
         self.start()
 
     def start(self) -> None:
@@ -172,7 +171,6 @@ class Replica:
         for agent_id, capacity in CAPACITY.items():
             self.engine.directory.apply(agent(agent_id, capacity={Channel.EMAIL: capacity}))
         self.handler = ConversationHandler(self.engine, concurrency=2)
-        self.seen.clear()  # a new member of its own group reads from the end
         if self.incarnation > 1:  # a restarted replica fills its views first
             self.give(None, lambda engine, _: engine.load())
 
@@ -219,8 +217,6 @@ class CapacityProtocol(RuleBasedStateMachine):
             known = self.latest.get(event.conversation_id)
             if known is None or event.seq > known.seq:
                 self.latest[event.conversation_id] = event
-            for replica in self.replicas:
-                replica.seen.append(event)
 
     def held_by_agents(self) -> list[str]:
         """Conversations the public record shows with an agent who has them (an accepted
@@ -335,14 +331,6 @@ class CapacityProtocol(RuleBasedStateMachine):
     @rule(r=st.integers(0, REPLICAS - 1))
     def repair_loop_runs(self, r: int) -> None:
         self.loop_round(r, lambda engine: engine.repair(REPAIR_AFTER))
-
-    @rule(r=st.integers(0, REPLICAS - 1))
-    def decisions_view_catches_up(self, r: int) -> None:
-        replica = self.replicas[r]
-        if replica.seen and replica.busy() < 3:
-            event = replica.seen.pop(0)
-            replica.give(None, lambda engine, _: engine.on_decision_seen(event))
-            self.settle()
 
     @rule(r=st.integers(0, REPLICAS - 1))
     def views_refresh(self, r: int) -> None:

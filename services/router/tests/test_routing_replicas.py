@@ -248,6 +248,11 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
         assert assigned.agent_id is not None
         released = frontend.resolved_at[(assigned.agent_id, cid, assigned.seq)]
         intervals[assigned.agent_id].append((assigned.decided_at.timestamp(), released))
+    # Public events carry the decision's inputs, never the router's internal state.
+    leaked = [
+        e for es in frontend.events.values() for e in es if {"route", "released"} & set(e.reason)
+    ]
+    assert leaked == []
     observed = {agent_id: max_overlap(spans) for agent_id, spans in intervals.items()}
     assert max(observed.values()) <= CAPACITY, observed
     assert max(observed.values()) == CAPACITY  # the agents were really kept busy

@@ -9,7 +9,6 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-assignment`` | activity, conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
-| ``router-decisions-view.<replica>`` | ``support.assignments.v1`` | this replica's queue |
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (1 s), consumer lag.
@@ -62,9 +61,10 @@ GROUP_TIMELINE = "router-timeline"
 GROUP_STATE = "router-timeline-state"
 GROUP_ASSIGNMENT = "router-assignment"
 GROUP_AGENTS = "router-agents"
-#: Per-replica groups: ``<name>.<replica id>``, reading from the end of the topic.
+#: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic. No
+#: group reads the router's own output: replicas learn each other's decisions from the
+#: database (``assignment.engine``).
 GROUP_AGENT_VIEW = "router-agents-view"
-GROUP_DECISION_VIEW = "router-decisions-view"
 
 
 @dataclass
@@ -221,14 +221,6 @@ def subscriptions(
             routing.agents_view,
             "agents-view",
             "This replica's in-memory view of every agent.",
-            replica_view=True,
-        ),
-        Subscription(
-            GROUP_DECISION_VIEW,
-            (ASSIGNMENTS,),
-            routing.decisions_view,
-            "decisions-view",
-            "This replica's in-memory view of the queue and the offers.",
             replica_view=True,
         ),
     ]

@@ -7,8 +7,9 @@ See ``services/router/README.md`` ("Assignment") for the design.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,9 +23,9 @@ from switchboard_router.assignment.consumers import (
     AgentStateHandler,
     AgentViewHandler,
     ConversationHandler,
-    DecisionViewHandler,
 )
 from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.model import Slot
 from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
 from switchboard_router.metrics import AssignmentMetrics
@@ -44,7 +45,6 @@ class Assignment:
     conversations: ConversationHandler
     agents: AgentStateHandler
     agents_view: AgentViewHandler
-    decisions_view: DecisionViewHandler
     api: APIRouter
     repair_after: timedelta
 
@@ -61,7 +61,7 @@ class Assignment:
         await self.engine.rematch()
 
     async def gauges(self) -> None:
-        _update_gauges(self.engine, self.engine.metrics, self.clock)
+        await update_gauges(self.engine)
 
 
 def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
@@ -95,32 +95,44 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
         conversations=ConversationHandler(engine, settings.assignment_concurrency),
         agents=AgentStateHandler(engine),
         agents_view=AgentViewHandler(engine.directory),
-        decisions_view=DecisionViewHandler(engine),
         api=assignment_router(store, clock),
         repair_after=timedelta(seconds=settings.assignment_repair_after_seconds),
     )
 
 
-def _update_gauges(
-    engine: AssignmentEngine, metrics: AssignmentMetrics | None, clock: Clock
-) -> None:
+async def update_gauges(engine: AssignmentEngine) -> None:
+    """Queue and load gauges from the database, so every replica reports the same
+    deployment (two reads: the waiting conversations' ages, the held slots); agents'
+    presence and capacity from this replica's agent view."""
+    metrics = engine.metrics
     if metrics is None:
         return
-    now = clock.now()
+    waiting = await engine.store.waiting_ages()
+    held = await engine.store.held_slots()
+    _set_gauges(engine, metrics, engine.clock.now(), waiting, held)
+
+
+def _set_gauges(
+    engine: AssignmentEngine,
+    metrics: AssignmentMetrics,
+    now: datetime,
+    waiting: Sequence[tuple[str, str, datetime]],
+    held: Sequence[Slot],
+) -> None:
     depth: dict[tuple[str, str], int] = {}
     oldest: dict[tuple[str, str], float] = {}
     for queue in engine.policy.queue_names:
         for priority in Priority:
             depth[(queue, str(priority))] = 0
             oldest[(queue, str(priority))] = 0.0
-    for state in engine.queue.waiting.values():
-        key = (state.queue, str(state.priority))
+    for queue, rank, since in waiting:
+        key = (queue, rank)
         depth[key] = depth.get(key, 0) + 1
-        oldest[key] = max(oldest.get(key, 0.0), (now - state.waiting_since).total_seconds())
+        oldest[key] = max(oldest.get(key, 0.0), (now - since).total_seconds())
     for key, value in depth.items():
         metrics.queue_depth.labels(*key).set(value)
         metrics.queue_oldest_age.labels(*key).set(oldest[key])
-    for channel, (load, capacity, online) in engine.directory.totals().items():
+    for channel, (load, capacity, online) in engine.directory.totals(held).items():
         metrics.agent_load.labels(channel).set(load)
         metrics.agent_capacity.labels(channel).set(capacity)
         metrics.agents_online.labels(channel).set(online)

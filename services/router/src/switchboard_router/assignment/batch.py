@@ -15,7 +15,10 @@ of bulk round trips, taking the same steps with the same exclusive inserts:
 5. claim every decision (one unordered insert of ``<conversation_id>:<seq>`` ids);
 6. publish every event, awaiting Kafka's acknowledgements once;
 7. write every head, re-read the decision past each (the ``settle`` check), remember
-   every customer's agent.
+   every customer's agent;
+8. if any conversation was queued, re-read the load of the agents that could take it
+   (``AssignmentEngine.recheck_queued``: slots given back in steps 3 to 5, or freed by
+   another replica, may be what it needed).
 
 Wherever the one-at-a-time path would re-read or retry — a head behind its decisions, a
 slot insert or a decision claim that lost, a failed capacity check — the conversation
@@ -82,14 +85,10 @@ async def route_activities(
     now = engine.clock.now()
     for route in routes:
         _match(engine, route, now)
-    freed = False
-    routes, lost = await _reserve(engine, routes, outcomes, now)
-    freed |= lost
-    routes, lost = await _within_capacity(engine, routes, outcomes)
-    freed |= lost
+    routes = await _reserve(engine, routes, outcomes, now)
+    routes = await _within_capacity(engine, routes, outcomes)
     async with engine.deciding(r.conversation_id for r in routes):
-        winners, lost = await _claim(engine, routes, outcomes, now)
-        freed |= lost
+        winners = await _claim(engine, routes, outcomes, now)
         if not winners:
             return outcomes
         await engine.publish_decisions(winners)
@@ -112,8 +111,7 @@ async def route_activities(
     for state in states:
         outcomes[state.conversation_id] = "routed"
         engine.observe("queued" if state.status == RouteStatus.WAITING else "assigned", started)
-    if freed:
-        await _rematch_queued(engine, states, now)
+    await engine.recheck_queued(states)
     return outcomes
 
 
@@ -191,12 +189,12 @@ def _leave(engine: AssignmentEngine, route: _Route, outcomes: Outcomes, conflict
 
 async def _reserve(
     engine: AssignmentEngine, routes: list[_Route], outcomes: Outcomes, now: datetime
-) -> tuple[list[_Route], bool]:
+) -> list[_Route]:
     """Insert every reserved slot; a reservation that met a held slot leaves the batch
     (the held slot stays marked in the view, the others are free again)."""
     reserving = [r for r in routes if r.slots]
     if not reserving:
-        return routes, False
+        return routes
     conflicts = await engine.store.reserve_many(
         [
             [
@@ -212,19 +210,19 @@ async def _reserve(
             engine.directory.mark_free([s for s in route.slots if s != conflict])
             _leave(engine, route, outcomes, "slot")
             lost.add(route.conversation_id)
-    return [r for r in routes if r.conversation_id not in lost], bool(lost)
+    return [r for r in routes if r.conversation_id not in lost]
 
 
 async def _within_capacity(
     engine: AssignmentEngine, routes: list[_Route], outcomes: Outcomes
-) -> tuple[list[_Route], bool]:
+) -> list[_Route]:
     """Re-check every reservation against its agent's stored capacity (after the slot
     inserts, as ``AssignmentEngine._within_capacity``); refused ones give their slots
     back and leave the batch. Conservative within a batch: a slot above the capacity
     that this batch inserted and gives back still counts as held for the check."""
     holding = [r for r in routes if r.slots]
     if not holding:
-        return routes, False
+        return routes
     agents = await engine.store.agents_by_id(sorted({str(r.agent_id) for r in holding}))
     for stored in agents.values():
         engine.directory.apply(stored)
@@ -245,17 +243,17 @@ async def _within_capacity(
             engine.directory.mark_held(held)
             refused.update(c for c, high in above.items() if held.intersection(high))
     if not refused:
-        return routes, False
+        return routes
     for route in holding:
         if route.conversation_id in refused:
             await _give_back(engine, route)
             _leave(engine, route, outcomes, "capacity")
-    return [r for r in routes if r.conversation_id not in refused], True
+    return [r for r in routes if r.conversation_id not in refused]
 
 
 async def _claim(
     engine: AssignmentEngine, routes: list[_Route], outcomes: Outcomes, now: datetime
-) -> tuple[list[Decision], bool]:
+) -> list[Decision]:
     """Claim every conversation's next step; a lost claim gives its slots back and
     leaves the batch (another decision moved the conversation: re-read)."""
     decisions = []
@@ -268,35 +266,20 @@ async def _claim(
             reason = {**route.reason, "why": why}
             decisions.append(Decision(state, "queued", reason, engine.new_token()))
     if not decisions:
-        return [], False
+        return []
     won = await engine.store.claim_many(decisions)
     winners: list[Decision] = []
-    gave_back = False
     for route, decision, ok in zip(routes, decisions, won, strict=True):
         if ok:
             winners.append(decision)
         else:
             if route.slots:
                 await _give_back(engine, route)
-                gave_back = True
             _leave(engine, route, outcomes, "decision")
-    return winners, gave_back
+    return winners
 
 
 async def _give_back(engine: AssignmentEngine, route: _Route) -> None:
     """Release the route's own reservation (never a slot someone reserved since)."""
     await engine.store.release(route.slots, route.conversation_id, route.base.seq)
     engine.directory.mark_free(route.slots)
-
-
-async def _rematch_queued(
-    engine: AssignmentEngine, states: Sequence[RouteState], now: datetime
-) -> None:
-    """Slots given back during the batch may have been what a conversation queued by
-    the same batch needed: try those again (as a replica does for a queued decision it
-    sees while it has room, ``on_decision_seen``)."""
-    for state in states:
-        if state.status == RouteStatus.WAITING and engine.directory.choose(
-            state, engine.policy, now
-        ):
-            await engine.assign_waiting(state.conversation_id)

@@ -1,12 +1,12 @@
-"""Batch handlers of assignment's four consumers (subscribed in ``switchboard_router.app``):
+"""Batch handlers of assignment's three consumers (subscribed in ``switchboard_router.app``):
 
 - ``ConversationHandler`` (group ``router-assignment``): conversation activity,
   conversation events and SLA events, one conversation at a time in partition order,
   several conversations concurrently;
 - ``AgentStateHandler`` (group ``router-agents``): persists agent profiles and presence
   and acts on them (requeue offers, drain queues) and on offer answers;
-- ``AgentViewHandler`` and ``DecisionViewHandler`` (a group per replica, from the end of
-  the topic): keep this replica's in-memory views fresh with every replica's events.
+- ``AgentViewHandler`` (a group per replica, from the end of the topic): keeps this
+  replica's agents fresh with every agent event.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from switchboard_common.contract import (
     SlaAtRisk,
     SlaBreached,
 )
-from switchboard_common.contract.events import AssignmentDecision
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
 from switchboard_router.assignment.batch import route_activities
@@ -218,22 +217,9 @@ class AgentViewHandler:
         return []
 
 
-class DecisionViewHandler:
-    """This replica's view of every published decision (the queue and offers)."""
-
-    def __init__(self, engine: AssignmentEngine) -> None:
-        self.engine = engine
-
-    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
-        for delivery in deliveries:
-            if isinstance(delivery.event, AssignmentDecision):
-                await self.engine.on_decision_seen(delivery.event)
-        return []
-
-
 class LoggedDeadLetters:
-    """Dead-letter sink of the per-replica view consumers: the consumer groups that own
-    those topics dead-letter bad records once; views only log and skip them."""
+    """Dead-letter sink of the per-replica view consumer: the consumer group that owns
+    the topic dead-letters bad records once; the view only logs and skips them."""
 
     async def publish(self, rejections: Sequence[Rejection]) -> None:
         for rejection in rejections:

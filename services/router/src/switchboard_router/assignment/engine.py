@@ -15,8 +15,14 @@ them again (same ``ce_id`` ``<conversation_id>:<seq>``, same ``seq``): so a repl
 crashed between claiming and publishing loses nothing — the redelivered record, a
 replica's timers or the slot repair will read that conversation again — and a reader
 racing a live decision only causes a duplicate that consumers drop by ``seq``. A reader in
-the replica that is making the decision (its own-output consumer sees the event before the
-head is written) waits for it instead (``deciding``), so that race is left to replicas.
+the replica that is making the decision (a timer, a drain or the repair of this replica)
+waits for it instead (``deciding``), so that race is left to replicas.
+
+No wake-up is lost between replicas without any replica reading another's events: the
+replica that frees capacity releases the slot, then reads the queue from the database
+(``drain``); the replica that queues a conversation writes its head, then re-reads the
+load of the agents that could take it (``recheck_queued``). Whichever of the two reads
+comes second sees the other's write.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ Publish = Callable[[Sequence[Outgoing]], Awaitable[Any]]
 MAX_ATTEMPTS = 8
 #: Reservations tried for one decision before queueing (each failure fixes the view).
 MAX_RESERVATIONS = 12
+#: Waiting conversations read from the database when draining an agent (queue order).
+DRAIN_READ = 200
 
 
 class Missed(enum.Enum):
@@ -116,62 +124,11 @@ def event_for(decision: Decision) -> AssignmentDecision:
         required_skills=sorted(state.skills),
         seq=state.seq,
         decided_at=state.decided_at,
-        reason={**decision.reason, "route": route_summary(state)},
+        reason=decision.reason,
         tenant=state.tenant,
         offer_expires_at=state.offer_expires_at,
         waiting_since=state.waiting_since,
     )
-
-
-def route_summary(state: RouteState) -> dict[str, Any]:
-    """The routing inputs other replicas' views need, carried in ``reason.route``."""
-    return {
-        "status": str(state.status),
-        "skills": dict(state.skills),
-        "language": state.language,
-        "customer_tier": state.customer_tier,
-        "slots": list(state.slots),
-        "excluded_agents": list(state.excluded_agents),
-        "sticky_agent": state.sticky_agent,
-        "sticky_until": None if state.sticky_until is None else state.sticky_until.isoformat(),
-        "pinned_agent": state.pinned_agent,
-        "escalations": list(state.escalations),
-    }
-
-
-def state_from_event(event: AssignmentDecision) -> RouteState | None:
-    """Rebuild the routing state a published decision describes (for replicas' views)."""
-    route = event.reason.get("route")
-    if not isinstance(route, dict) or event.waiting_since is None:
-        return None
-    try:
-        return RouteState.model_validate(
-            {
-                "conversation_id": event.conversation_id,
-                "seq": event.seq,
-                "status": route.get("status"),
-                "customer_id": event.customer_id,
-                "channel": event.channel,
-                "priority": event.priority,
-                "queue": event.queue,
-                "skills": route.get("skills") or {},
-                "language": route.get("language"),
-                "customer_tier": route.get("customer_tier"),
-                "tenant": event.tenant,
-                "waiting_since": event.waiting_since,
-                "agent_id": event.agent_id,
-                "slots": route.get("slots") or [],
-                "offer_expires_at": event.offer_expires_at,
-                "excluded_agents": route.get("excluded_agents") or [],
-                "sticky_agent": route.get("sticky_agent"),
-                "sticky_until": route.get("sticky_until"),
-                "pinned_agent": route.get("pinned_agent"),
-                "escalations": route.get("escalations") or [],
-                "decided_at": event.decided_at,
-            }
-        )
-    except ValueError:
-        return None
 
 
 class AssignmentEngine:
@@ -269,11 +226,7 @@ class AssignmentEngine:
         ``write_head=False`` skips the head write for steps between statuses that no
         listing looks for (e.g. assigned → resolved): readers probe past the head.
         """
-        token = self.new_token()
-        if release and kind is not None:
-            # Other replicas' views free these slots when they see the event.
-            reason = {**reason, "released": list(release)}
-        decision = Decision(after, kind, reason, token)
+        decision = Decision(after, kind, reason, self.new_token())
         async with self.deciding([after.conversation_id]):
             if not await self.store.claim(decision):
                 self.count_conflict("decision")
@@ -356,9 +309,11 @@ class AssignmentEngine:
                 tried.add(choice.agent_id)
         waiting, why = self.waiting_state(base, now)
         ok = await self.commit(waiting, queued_kind, {**reason, "why": why}, release=release)
-        if ok:
-            self.observe(queued_kind, started)
-        return waiting if ok else None
+        if not ok:
+            return None
+        self.observe(queued_kind, started)
+        await self.recheck_queued([waiting])
+        return waiting
 
     def waiting_state(self, base: RouteState, now: datetime) -> tuple[RouteState, str]:
         """``base`` queued (no agent had room), and why."""
@@ -714,7 +669,7 @@ class AssignmentEngine:
             return False
         if outcome in ("rejected", "timed_out"):
             self._count_offer(outcome)
-        await self.assign_waiting(after.conversation_id)
+        await self.recheck_queued([after])
         if current.agent_id:
             await self.drain(current.agent_id)
         return True
@@ -769,7 +724,7 @@ class AssignmentEngine:
             await self._requeue_offers_of(agent_id)
 
     async def _requeue_offers_of(self, agent_id: str, *, assigned_too: bool = False) -> None:
-        for slot in await self.store.held_slots(agent_id):
+        for slot in await self.store.held_slots([agent_id]):
             for _ in range(MAX_ATTEMPTS):
                 current = await self.current(slot.conversation_id)
                 if current is None or current.agent_id != agent_id:
@@ -791,6 +746,10 @@ class AssignmentEngine:
         agent = self.directory.get(agent_id)
         if agent is None or agent.status != AgentStatus.ONLINE:
             return 0
+        # Conversations other replicas queued are in the database, not in this view.
+        channels = sorted(str(c) for c, n in agent.capacity.items() if n > 0)
+        for state in await self.store.waiting(channels, DRAIN_READ):
+            self.queue.apply(state)
         given = 0
         misses = 0
         for channel in sorted(agent.capacity):
@@ -867,6 +826,22 @@ class AssignmentEngine:
                 self.observe("assigned", started)
                 return True
         return False
+
+    async def recheck_queued(self, queued: Sequence[RouteState]) -> None:
+        """After writing the heads of conversations it queued: re-read the load of the
+        online agents that could take them (another replica may have freed a slot this
+        view still counts as held, and drained before these heads were written), then
+        try again those the fresh view finds an agent for."""
+        waiting = [s for s in queued if s.status == RouteStatus.WAITING]
+        channels = {str(s.channel) for s in waiting}
+        agents = sorted(self.directory.online(channels))
+        if not agents:
+            return
+        self.directory.replace_held(await self.store.held_slots(agents), agents)
+        now = self.clock.now()
+        for state in waiting:
+            if self.directory.choose(state, self.policy, now):
+                await self.assign_waiting(state.conversation_id)
 
     def _refresh_view(self, conversation_id: str, current: RouteState | None) -> None:
         """The database says something else than this replica's view: believe it."""
@@ -953,24 +928,6 @@ class AssignmentEngine:
         self.queue.replace_from(
             await self.store.routes([RouteStatus.WAITING, RouteStatus.OFFERED]), since
         )
-
-    async def on_decision_seen(self, event: AssignmentDecision) -> None:
-        """A decision published by any replica (this one's included)."""
-        state = state_from_event(event)
-        if state is None:
-            return
-        if state.status in HOLDING and state.agent_id:
-            self.directory.mark_held(state.slots)
-            self.directory.assigned(state.agent_id, state.decided_at)
-        released = event.reason.get("released")
-        if isinstance(released, list):
-            self.directory.mark_free(str(s) for s in released)
-        if self.queue.apply(state) and state.status == RouteStatus.WAITING:
-            # Another replica queued it, perhaps while this one freed an agent: look
-            # again with this replica's view (the releaser's view knows the free slot).
-            now = self.clock.now()
-            if self.directory.choose(state, self.policy, now):
-                await self.assign_waiting(state.conversation_id)
 
     async def rematch(self) -> None:
         """Safety net behind the event-driven path: retry waiting conversations for

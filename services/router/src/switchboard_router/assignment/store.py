@@ -77,7 +77,9 @@ class AssignmentStore(Protocol):
         ``seq`` or earlier (idempotent; a slot reserved by anyone else is left alone)."""
         ...
 
-    async def held_slots(self, agent_id: str | None = None) -> list[Slot]: ...
+    async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
+        """The held slots (of these agents only, if named), by slot id (one read)."""
+        ...
 
     async def claim(self, decision: Decision) -> bool:
         """Insert the decision; False if step ``seq`` of that conversation is taken."""
@@ -110,6 +112,16 @@ class AssignmentStore(Protocol):
         ...
 
     async def routes(self, statuses: Sequence[RouteStatus]) -> list[RouteState]: ...
+
+    async def waiting(self, channels: Sequence[str], limit: int) -> list[RouteState]:
+        """The heads of conversations waiting on these channels in queue order (most
+        urgent, then longest waiting), at most ``limit`` (one indexed read)."""
+        ...
+
+    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
+        """(queue, priority, waiting_since) of every waiting conversation (one read,
+        three fields each): the queue gauges, the same on every replica."""
+        ...
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         """Replace agent documents by id (last write wins)."""
@@ -183,9 +195,9 @@ class InMemoryAssignmentStore:
             if held is not None and held.conversation_id == conversation_id and held.seq <= seq:
                 del self.slots[slot_id]
 
-    async def held_slots(self, agent_id: str | None = None) -> list[Slot]:
+    async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
         return sorted(
-            (s for s in self.slots.values() if agent_id is None or s.agent_id == agent_id),
+            (s for s in self.slots.values() if agent_ids is None or s.agent_id in agent_ids),
             key=lambda s: s.slot_id,
         )
 
@@ -223,6 +235,22 @@ class InMemoryAssignmentStore:
             (s for s in self.heads.values() if s.status in statuses),
             key=lambda s: s.conversation_id,
         )
+
+    async def waiting(self, channels: Sequence[str], limit: int) -> list[RouteState]:
+        found = [
+            s
+            for s in self.heads.values()
+            if s.status == RouteStatus.WAITING and str(s.channel) in channels
+        ]
+        found.sort(key=lambda s: (s.priority.rank, s.waiting_since, s.conversation_id))
+        return found[:limit]
+
+    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
+        return [
+            (s.queue, str(s.priority), s.waiting_since)
+            for s in self.heads.values()
+            if s.status == RouteStatus.WAITING
+        ]
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
@@ -336,8 +364,8 @@ class MongoAssignmentStore:
             self.slots, slot_ids, {"conversation_id": conversation_id, "seq": {"$lte": seq}}
         )
 
-    async def held_slots(self, agent_id: str | None = None) -> list[Slot]:
-        query = {} if agent_id is None else {"agent_id": agent_id}
+    async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
+        query = {} if agent_ids is None else {"agent_id": {"$in": list(agent_ids)}}
         return [
             Slot(
                 slot_id=d["_id"],
@@ -391,6 +419,19 @@ class MongoAssignmentStore:
             RouteState.from_document(d)
             async for d in self.routes_.find(query).sort("_id", ASCENDING)
         ]
+
+    async def waiting(self, channels: Sequence[str], limit: int) -> list[RouteState]:
+        query = {"status": str(RouteStatus.WAITING), "channel": {"$in": list(channels)}}
+        order = [("priority_rank", ASCENDING), ("waiting_since", ASCENDING), ("_id", ASCENDING)]
+        cursor = self.routes_.find(query).sort(order).limit(limit)
+        return [RouteState.from_document(d) async for d in cursor]
+
+    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
+        cursor = self.routes_.find(
+            {"status": str(RouteStatus.WAITING)},
+            {"_id": 0, "queue": 1, "priority": 1, "waiting_since": 1},
+        )
+        return [(d["queue"], d["priority"], d["waiting_since"]) async for d in cursor]
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         if not agents:

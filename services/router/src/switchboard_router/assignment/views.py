@@ -4,9 +4,10 @@ and the waiting and offered conversations.
 The views are hints, never the authority: a reservation is an insert of a slot document
 and a claim is an insert of a decision document, so a stale view costs a failed insert
 and a retry, never an over-assignment. They are kept fresh from this replica's own
-decisions at once, from every replica's events (agent events and published decisions,
-consumed by a consumer group per replica), and from the database at start and on a
-periodic refresh.
+decisions at once, from every agent event (a consumer group per replica), and from the
+database: the load of the agents a queued conversation could have had is re-read after
+queueing it, the queue is re-read before draining an agent, and everything at start and
+on a periodic refresh. No replica reads another's decisions from the published events.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class AgentDirectory:
 
     def get(self, agent_id: str) -> Agent | None:
         return self.agents.get(agent_id)
+
+    def online(self, channels: Iterable[str]) -> set[str]:
+        """The agents online with capacity on any of these channels."""
+        return {a for channel in channels for a in self._online.get(channel, {})}
 
     # ---------------------------------------------------------------- candidates
     def candidate(self, agent_id: str, channel: str) -> Candidate | None:
@@ -149,23 +154,25 @@ class AgentDirectory:
                 self.index.set_load(agent, channel, len(held))
             self._changed(agent)
 
-    def replace_held(self, slots: Iterable[Slot]) -> None:
-        """Replace the load view by the database's held slots (start-up and refresh)."""
+    def replace_held(self, slots: Iterable[Slot], agent_ids: Iterable[str] | None = None) -> None:
+        """Replace the load view by the database's held slots (start-up and refresh), or
+        only the load of ``agent_ids`` (whose held slots ``slots`` then are)."""
         held: dict[str, dict[str, set[int]]] = {}
         for slot in slots:
             agent, channel, index = parse_slot(slot.slot_id)
             held.setdefault(agent, {}).setdefault(channel, set()).add(index)
-            last = self._last_assigned.get(agent)
-            if last is None or slot.at > last:
-                self._last_assigned[agent] = slot.at
-        previous, self._held = self._held, held
-        self._candidates.clear()
+            self.assigned(agent, slot.at)
+        if agent_ids is None:
+            previous, self._held = self._held, held
+        else:
+            replaced = set(agent_ids)
+            previous = {a: self._held.pop(a) for a in replaced if a in self._held}
+            self._held.update({a: held.get(a, {}) for a in replaced})
         for agent_id in previous.keys() | held.keys():
+            self._changed(agent_id)
             channels = previous.get(agent_id, {}).keys() | held.get(agent_id, {}).keys()
             for channel in channels:
                 self.index.set_load(agent_id, channel, len(held.get(agent_id, {}).get(channel, ())))
-        for agent_id, at in self._last_assigned.items():
-            self.index.set_last(agent_id, at)
 
     def assigned(self, agent_id: str, at: datetime) -> None:
         last = self._last_assigned.get(agent_id)
@@ -181,15 +188,20 @@ class AgentDirectory:
             if ch != TOTAL and indexes
         }
 
-    def totals(self) -> dict[str, tuple[int, int, int]]:
-        """Per channel: (load, capacity, agents) summed over online agents."""
+    def totals(self, held: Iterable[Slot]) -> dict[str, tuple[int, int, int]]:
+        """Per channel: (load, capacity, agents) summed over online agents, the load
+        counted from ``held`` (the database's held slots)."""
+        load: dict[tuple[str, str], int] = {}
+        for slot in held:
+            key = (slot.agent_id, str(slot.channel))
+            load[key] = load.get(key, 0) + 1
         out: dict[str, tuple[int, int, int]] = {}
         for channel, members in self._online.items():
-            load = capacity = 0
+            used = capacity = 0
             for agent_id in members:
                 capacity += self.agents[agent_id].capacity.get(Channel(channel), 0)
-                load += len(self._held.get(agent_id, {}).get(channel, ()))
-            out[str(channel)] = (load, capacity, len(members))
+                used += load.get((agent_id, str(channel)), 0)
+            out[str(channel)] = (used, capacity, len(members))
         return out
 
 
