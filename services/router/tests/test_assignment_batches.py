@@ -1,4 +1,4 @@
-"""Assignment's batch path (``batch.route_activities`` and ``ConversationHandler``) on the
+"""Assignment's batch path (``AssignmentEngine.on_activities`` and ``ConversationHandler``) on the
 in-memory store: the same decisions and the same exclusivity as one at a time, and a
 conversation that loses any race leaves the batch for the one-at-a-time path."""
 
@@ -29,7 +29,6 @@ from switchboard_devtools.testing.router_assignment import (
     replica_handlers,
     state,
 )
-from switchboard_router.assignment.batch import route_activities
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
@@ -66,7 +65,7 @@ async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queu
         agent("a-high", skills={"billing": 9}, capacity={Channel.EMAIL: 2}),
     )
     batch = [activity(f"c{n}", text="my invoice") for n in range(5)]
-    outcomes = await route_activities(built, batch)
+    outcomes = await built.on_activities(batch)
     assert outcomes == {f"c{n}": "routed" for n in range(5)}
     events = {e.conversation_id: e for e in published.events}
     assigned = {c: e.agent_id for c, e in events.items() if isinstance(e, ConversationAssigned)}
@@ -80,15 +79,14 @@ async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queu
     assert [s.conversation_id for s in built.queue.sorted_waiting()] == ["c3", "c4"]
     assert store.customers["cust-c0"][0] == "a-high"  # remembered for sticky routing
     # A redelivered batch changes nothing.
-    assert await route_activities(built, batch) == {f"c{n}": "unchanged" for n in range(5)}
+    assert await built.on_activities(batch) == {f"c{n}": "unchanged" for n in range(5)}
     assert len(published.events) == 5
 
 
 async def test_sticky_customers_auto_replies_and_duplicates_in_one_batch() -> None:
     built, published, _, store = setup(agent("a1"), agent("a2", skills={"billing": 9}))
     await store.remember_agents([("ana", "a1", T0)])
-    outcomes = await route_activities(
-        built,
+    outcomes = await built.on_activities(
         [
             activity("c1", customer_id="ana"),
             activity("c2", auto_submitted=True),
@@ -107,7 +105,7 @@ async def test_a_conversation_whose_head_lags_its_decisions_is_left_to_on_activi
     other.publish = _broker_down
     with pytest.raises(ConnectionError):  # claimed step 1, crashed before publishing
         await other.on_activity(activity("c1"))
-    outcomes = await route_activities(built, [activity("c1"), activity("c2")])
+    outcomes = await built.on_activities([activity("c1"), activity("c2")])
     assert outcomes == {"c1": None, "c2": "routed"}
     assert await built.on_activity(activity("c1")) == "unchanged"  # publishes and settles
     assert sorted((e.conversation_id, e.seq) for e in published.events) == [("c1", 1), ("c2", 1)]
@@ -137,32 +135,36 @@ async def test_lost_slot_and_decision_races_give_the_slots_back() -> None:
     # Another replica holds slot 0 (this view does not know) and takes step 1 of c2.
     await store.reserve([Slot("a1|email|0", "a1", "email", "x9", 1, T0)])
     store.rival = Decision(state("c2"), "queued", {}, "rival-0")
-    outcomes = await route_activities(built, [activity(f"c{n}") for n in range(1, 4)])
-    assert outcomes == {"c1": None, "c2": None, "c3": "routed"}
-    assert sorted(store.slots) == ["a1|email|0", "a1|email|2"]  # c2's slot 1 given back
-    assert store.slots["a1|email|2"].conversation_id == "c3"
-    assert [e.conversation_id for e in published.events] == ["c3"]
-    # The one-at-a-time path then decides c1 (and finds c2 moved by the other replica).
-    assert await built.on_activity(activity("c1")) == "routed"
+    outcomes = await built.on_activities([activity(f"c{n}") for n in range(1, 4)])
+    # c2 lost its step and gave slot 1 back; c1 lost slot 0, chose again with the view so
+    # corrected (a1 looked full: queued), and the re-check after queueing found slot 1.
+    assert outcomes == {"c1": "routed", "c2": None, "c3": "routed"}
+    holders = {s: slot.conversation_id for s, slot in store.slots.items()}
+    assert holders == {"a1|email|0": "x9", "a1|email|1": "c1", "a1|email|2": "c3"}
+    steps = [(e.conversation_id, type(e).__name__) for e in published.events]
+    assert steps == [
+        ("c1", "ConversationQueued"),
+        ("c3", "ConversationAssigned"),
+        ("c1", "ConversationAssigned"),
+    ]
+    # The one-at-a-time path finds c2 moved by the other replica.
     assert await built.on_activity(activity("c2")) == "unchanged"
-    assert store.slots["a1|email|1"].conversation_id == "c1"
 
 
 async def test_a_capacity_lowered_behind_the_view_is_enforced_for_the_whole_batch() -> None:
     built, published, _, store = setup()
     await store.update_agents({"a1": {**agent("a1").to_document(), "capacity": {"email": 3}}})
     built.directory.apply(agent("a1", capacity={Channel.EMAIL: 3}))
-    await route_activities(built, [activity("c0")])
+    await built.on_activities([activity("c0")])
     await store.update_agents({"a1": {"capacity": {"email": 1}, "version": [0, 9]}})
     # The view still says 3: c1 and c2 get slots 1 and 2, which the stored capacity of 1
-    # refuses; they leave the batch with their slots given back.
-    outcomes = await route_activities(built, [activity("c1"), activity("c2")])
-    assert outcomes == {"c1": None, "c2": None}
+    # refuses; their slots are given back and, a1 being full, both are queued.
+    outcomes = await built.on_activities([activity("c1"), activity("c2")])
+    assert outcomes == {"c1": "routed", "c2": "routed"}
     assert sorted(store.slots) == ["a1|email|0"]
     assert built.directory.load("a1") == {"email": 1}
-    assert await built.on_activity(activity("c1")) == "routed"  # now queued: the view knows
-    assert isinstance(published.events[-1], ConversationQueued)
-    assert sorted(store.slots) == ["a1|email|0"]
+    assert [type(e) for e in published.events[-2:]] == [ConversationQueued] * 2
+    assert await built.on_activity(activity("c1")) == "unchanged"
 
 
 async def test_the_handler_batches_leading_messages_and_keeps_each_conversation_in_order() -> None:

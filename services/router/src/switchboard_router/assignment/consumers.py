@@ -31,7 +31,6 @@ from switchboard_common.contract import (
 )
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
-from switchboard_router.assignment.batch import route_activities
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.model import Agent
 from switchboard_router.assignment.views import AgentDirectory
@@ -80,7 +79,7 @@ class ConversationHandler:
         return rejected
 
     async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
-        """Route in bulk (``batch.route_activities``) every conversation whose next
+        """Route in bulk (``AssignmentEngine.on_activities``) every conversation whose next
         record is a customer message, round after round while some are (a customer who
         wrote twice: the second round finds the first routed), dropping the records
         decided from ``by_key``. What remains — other events, and conversations the
@@ -97,8 +96,8 @@ class ConversationHandler:
             if not leading:
                 return
             activities = [by_key[key][0].event for key in leading.values()]
-            outcomes = await route_activities(
-                self.engine, [a for a in activities if isinstance(a, ConversationActivity)]
+            outcomes = await self.engine.on_activities(
+                [a for a in activities if isinstance(a, ConversationActivity)]
             )
             for conversation_id, key in leading.items():
                 outcome = outcomes.get(conversation_id)
