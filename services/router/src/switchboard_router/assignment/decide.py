@@ -54,6 +54,8 @@ class Change:
     #: False for steps between statuses no listing looks for (readers probe past the
     #: head, so a head that lags them is harmless and saves a write).
     write_head: bool = True
+    #: The offer outcome this step records (``accepted``, ``rejected``, ``timed_out``).
+    offer: str | None = None
 
     @property
     def conversation_id(self) -> str:
@@ -101,22 +103,32 @@ def assigned_state(
     )
 
 
+def advanced(current: RouteState, cause: str | None, now: datetime, **fields: Any) -> RouteState:
+    """The next step of ``current`` (``seq + 1``, the cause recorded) with ``fields``."""
+    return current.model_copy(
+        update={
+            "seq": current.seq + 1,
+            "causes": current.with_cause(cause),
+            "decided_at": now,
+            **fields,
+        }
+    )
+
+
 def rewait(
     current: RouteState, cause: str | None, now: datetime, *, waiting_since: datetime | None = None
 ) -> RouteState:
     """The next step of ``current`` as a waiting conversation (slots not yet freed)."""
-    return current.model_copy(
-        update={
-            "seq": current.seq + 1,
-            "status": RouteStatus.WAITING,
-            "agent_id": None,
-            "slots": [],
-            "offer_expires_at": None,
-            "assigned_at": None,
-            "waiting_since": waiting_since or current.waiting_since,
-            "causes": current.with_cause(cause),
-            "decided_at": now,
-        }
+    return advanced(
+        current,
+        cause,
+        now,
+        status=RouteStatus.WAITING,
+        agent_id=None,
+        slots=[],
+        offer_expires_at=None,
+        assigned_at=None,
+        waiting_since=waiting_since or current.waiting_since,
     )
 
 
@@ -197,17 +209,12 @@ def activity_change(
     return Change(base, "queued", reason, routing=Routing())
 
 
-def resolved_change(current: RouteState, cause: str, now: datetime) -> Change:
-    """Resolved: its capacity is freed."""
-    after = current.model_copy(
-        update={
-            "seq": current.seq + 1,
-            "status": RouteStatus.RESOLVED,
-            "slots": [],
-            "offer_expires_at": None,
-            "causes": current.with_cause(cause),
-            "decided_at": now,
-        }
+def resolved_change(current: RouteState | None, cause: str, now: datetime) -> Change | None:
+    """Resolved: its capacity is freed (None: unknown, already applied or resolved)."""
+    if current is None or current.applied(cause) or current.status == RouteStatus.RESOLVED:
+        return None
+    after = advanced(
+        current, cause, now, status=RouteStatus.RESOLVED, slots=[], offer_expires_at=None
     )
     listed = current.status in (RouteStatus.WAITING, RouteStatus.OFFERED)
     return Change(
@@ -216,6 +223,15 @@ def resolved_change(current: RouteState, cause: str, now: datetime) -> Change:
         {"trigger": "resolved"},
         release=tuple(current.slots),
         write_head=listed,
+    )
+
+
+def reopens(current: RouteState | None, cause: str) -> bool:
+    """Whether an agent's reopen routes the conversation again (resolved, not applied)."""
+    return (
+        current is not None
+        and not current.applied(cause)
+        and current.status == RouteStatus.RESOLVED
     )
 
 
@@ -236,9 +252,12 @@ def reopened_change(
 
 
 def transferred_change(
-    current: RouteState, event: ConversationTransferred, cause: str, now: datetime
-) -> Change:
-    """Transferred to a queue or a named agent: requeued there and routed at once."""
+    current: RouteState | None, event: ConversationTransferred, cause: str, now: datetime
+) -> Change | None:
+    """Transferred to a queue or a named agent: requeued there and routed at once (None:
+    unknown, already applied or resolved)."""
+    if current is None or current.applied(cause) or current.status == RouteStatus.RESOLVED:
+        return None
     base = rewait(current, cause, now, waiting_since=now).model_copy(
         update={
             "queue": event.to_queue or current.queue,
@@ -258,17 +277,20 @@ def transferred_change(
     )
 
 
-def awaiting_change(current: RouteState, cause: str, now: datetime) -> Change:
-    """The agent replied and waits on the customer: the slot is freed (policy)."""
-    after = current.model_copy(
-        update={
-            "seq": current.seq + 1,
-            "status": RouteStatus.AWAITING_CUSTOMER,
-            "slots": [],
-            "causes": current.with_cause(cause),
-            "decided_at": now,
-        }
-    )
+def awaiting_change(
+    current: RouteState | None, agent_id: str, cause: str, policy: RoutingPolicy, now: datetime
+) -> Change | None:
+    """The agent who has it replied and waits on the customer: the slot is freed, if the
+    policy says so (None otherwise). The caller has checked that the reply is new: the
+    same reply may just have accepted the offer (and recorded its cause)."""
+    if (
+        current is None
+        or not policy.capacity.release_when_awaiting_customer
+        or current.status != RouteStatus.ASSIGNED
+        or current.agent_id != agent_id
+    ):
+        return None
+    after = advanced(current, cause, now, status=RouteStatus.AWAITING_CUSTOMER, slots=[])
     return Change(
         after,
         None,
@@ -278,19 +300,29 @@ def awaiting_change(current: RouteState, cause: str, now: datetime) -> Change:
     )
 
 
-def accepted_change(current: RouteState, cause: str, now: datetime) -> Change:
-    """The offered agent accepted: they have it."""
-    after = current.model_copy(
-        update={
-            "seq": current.seq + 1,
-            "status": RouteStatus.ASSIGNED,
-            "offer_expires_at": None,
-            "assigned_at": now,
-            "causes": current.with_cause(cause),
-            "decided_at": now,
-        }
+def answers_offer(current: RouteState | None, agent_id: str, cause: str) -> bool:
+    """Whether an answer of ``agent_id`` concerns the conversation's open offer."""
+    return (
+        current is not None
+        and not current.applied(cause)
+        and current.status == RouteStatus.OFFERED
+        and current.agent_id == agent_id
     )
-    return Change(after, "assigned", {"trigger": "offer", "offer": "accepted"})
+
+
+def offer_answer_change(
+    current: RouteState | None, agent_id: str, cause: str, now: datetime, *, accepted: bool
+) -> Change | None:
+    """The offered agent accepted (they have it) or rejected (back to the queue with its
+    waiting time, never offered to them again); None when it is no open offer of theirs."""
+    if current is None or not answers_offer(current, agent_id, cause):
+        return None
+    if not accepted:
+        return taken_back_change(current, cause, "rejected", now, exclude=True)
+    after = advanced(
+        current, cause, now, status=RouteStatus.ASSIGNED, offer_expires_at=None, assigned_at=now
+    )
+    return Change(after, "assigned", {"trigger": "offer", "offer": "accepted"}, offer="accepted")
 
 
 def taken_back_change(
@@ -305,21 +337,31 @@ def taken_back_change(
         update={"excluded_agents": excluded, "sticky_agent": None, "sticky_until": None}
     )
     reason = {"trigger": outcome, "previous_agent_id": current.agent_id}
-    return Change(after, "requeued", reason, release=tuple(current.slots))
+    offer = outcome if outcome in ("rejected", "timed_out") else None
+    return Change(after, "requeued", reason, release=tuple(current.slots), offer=offer)
 
 
 def escalated_change(
-    current: RouteState,
+    current: RouteState | None,
     event: SlaEvent,
     *,
     kind: str,
-    action: str,
     cause: str,
     policy: RoutingPolicy,
     now: datetime,
-) -> Change:
+) -> Change | None:
     """An SLA warning or breach for a waiting conversation: priority raised or moved to
-    the overflow queue."""
+    the overflow queue, once per metric and kind (None: the policy does nothing, or it
+    is not waiting, or it was applied already)."""
+    action = policy.escalation.at_risk if kind == "at_risk" else policy.escalation.breached
+    if (
+        action == "none"
+        or current is None
+        or current.applied(cause)
+        or current.status != RouteStatus.WAITING
+        or f"{kind}:{event.metric}" in current.escalations
+    ):
+        return None
     update: dict[str, Any] = {"escalations": [*current.escalations, f"{kind}:{event.metric}"]}
     if action == "raise_priority":
         update["priority"] = raised(current.priority)
@@ -335,9 +377,20 @@ def escalated_change(
     return Change(rewait(current, cause, now).model_copy(update=update), "escalated", reason)
 
 
+def expired_change(current: RouteState, now: datetime) -> Change | None:
+    """An offer past its deadline goes back to the queue, never to that agent again
+    (None: not an open offer, or not expired)."""
+    expires = current.offer_expires_at
+    if current.status != RouteStatus.OFFERED or expires is None or expires > now:
+        return None
+    return taken_back_change(current, None, "timed_out", now, exclude=True)
+
+
 def overflow_change(current: RouteState, policy: RoutingPolicy, now: datetime) -> Change | None:
     """A conversation waiting past its queue's limit moves to the overflow queue (None
     when it is not due, or there already)."""
+    if current.status != RouteStatus.WAITING:
+        return None
     due = overflow_due_at(current, policy)
     if due is None or due > now or current.queue == policy.overflow.name:
         return None

@@ -17,7 +17,7 @@ comes second sees the other's write.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from switchboard_common.contract import (
@@ -142,8 +142,7 @@ class AssignmentEngine:
         Returns the outcome (``routed``, ``not_routed`` for auto-submitted messages,
         ``unchanged`` when already routed or already applied)."""
         cause = f"message:{activity.message_id}"
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(activity.conversation_id)
+        async for current in self._attempts(activity.conversation_id):
             if not decide.wants_routing(current, cause):
                 return "unchanged"
             classified = classify(activity, self.policy, self.detector)
@@ -227,20 +226,15 @@ class AssignmentEngine:
     # ================================================================ agents' work
     async def on_resolved(self, conversation_id: str, cause: str) -> None:
         """Resolved: free its capacity and let the agent take the next one at once."""
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(conversation_id)
-            if current is None or current.applied(cause) or current.status == RouteStatus.RESOLVED:
-                return
+        async for current in self._attempts(conversation_id):
             change = decide.resolved_change(current, cause, self.clock.now())
-            if await self._decide(change) is not Missed.LOST:
-                await self._drain_after_release(current)
+            if change is None or await self._apply(change, current):
                 return
 
     async def on_reopened(self, conversation_id: str, cause: str) -> None:
         """Reopened by an agent: route it again, first to the agent who had it."""
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(conversation_id)
-            if current is None or current.applied(cause) or current.status != RouteStatus.RESOLVED:
+        async for current in self._attempts(conversation_id):
+            if current is None or not decide.reopens(current, cause):
                 return
             sticky = (
                 current.agent_id or await self._remembered(current.customer_id)
@@ -255,20 +249,16 @@ class AssignmentEngine:
                 policy=self.policy,
                 now=self.clock.now(),
             )
-            if await self._decide(change) is not Missed.LOST:
+            if await self._apply(change, current):
                 return
 
     async def on_transferred(self, event: ConversationTransferred, cause: str) -> str | None:
         """Transfer to a queue or a named agent; returns a rejection reason if invalid."""
         if event.to_queue is not None and self.policy.queue(event.to_queue) is None:
             return f"transfer to unknown queue {event.to_queue!r}"
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(event.conversation_id)
-            if current is None or current.applied(cause) or current.status == RouteStatus.RESOLVED:
-                return None
+        async for current in self._attempts(event.conversation_id):
             change = decide.transferred_change(current, event, cause, self.clock.now())
-            if await self._decide(change) is not Missed.LOST:
-                await self._drain_after_release(current)
+            if change is None or await self._apply(change, current):
                 return None
         raise ContentionError(event.conversation_id)
 
@@ -282,88 +272,49 @@ class AssignmentEngine:
             return
         if current.status == RouteStatus.OFFERED:
             await self.on_offer_answer(agent_id, conversation_id, accepted=True, cause=cause)
-            current = await self.current(conversation_id)
-            if current is None:
+        if not awaiting_customer:
+            return
+        async for current in self._attempts(conversation_id):
+            change = decide.awaiting_change(current, agent_id, cause, self.policy, self.clock.now())
+            if change is None or await self._apply(change, current):
                 return
-        if (
-            awaiting_customer
-            and self.policy.capacity.release_when_awaiting_customer
-            and current.status == RouteStatus.ASSIGNED
-        ):
-            change = decide.awaiting_change(current, cause, self.clock.now())
-            if await self._decide(change) is not Missed.LOST:
-                await self._drain_after_release(current)
 
     async def on_offer_answer(
         self, agent_id: str, conversation_id: str, *, accepted: bool, cause: str
     ) -> None:
         """``offer.accepted``: the agent has it. ``offer.rejected``: back to the queue with
         its original waiting time, never offered to that agent again."""
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(conversation_id)
-            if (
-                current is None
-                or current.applied(cause)
-                or current.status != RouteStatus.OFFERED
-                or current.agent_id != agent_id
-            ):
+        async for current in self._attempts(conversation_id):
+            change = decide.offer_answer_change(
+                current, agent_id, cause, self.clock.now(), accepted=accepted
+            )
+            if change is None or await self._apply(change, current):
                 return
-            if accepted:
-                change = decide.accepted_change(current, cause, self.clock.now())
-                if await self._decide(change) is not Missed.LOST:
-                    self._count_offer("accepted")
-                    return
-            elif await self._take_back(current, cause, "rejected", exclude=True):
-                return
-
-    async def _take_back(
-        self, current: RouteState, cause: str | None, outcome: str, *, exclude: bool
-    ) -> bool:
-        """Requeue an offered or assigned conversation (the executor then tries the
-        other agents); False when another decision moved it first."""
-        change = decide.taken_back_change(
-            current, cause, outcome, self.clock.now(), exclude=exclude
-        )
-        if await self._decide(change) is Missed.LOST:
-            return False
-        if outcome in ("rejected", "timed_out"):
-            self._count_offer(outcome)
-        if current.agent_id:
-            await self.drain(current.agent_id)
-        return True
-
-    def _count_offer(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.offers.labels(outcome).inc()
 
     async def on_sla(self, event: SlaEvent, kind: str, cause: str) -> None:
         """``at_risk``/``breached`` for a waiting conversation: raise its priority or move
         it to the overflow queue (policy), once per metric and kind."""
-        action = (
-            self.policy.escalation.at_risk if kind == "at_risk" else self.policy.escalation.breached
-        )
-        if action == "none":
-            return
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(event.conversation_id)
-            if (
-                current is None
-                or current.applied(cause)
-                or current.status != RouteStatus.WAITING
-                or f"{kind}:{event.metric}" in current.escalations
-            ):
-                return
+        async for current in self._attempts(event.conversation_id):
             change = decide.escalated_change(
-                current,
-                event,
-                kind=kind,
-                action=action,
-                cause=cause,
-                policy=self.policy,
-                now=self.clock.now(),
+                current, event, kind=kind, cause=cause, policy=self.policy, now=self.clock.now()
             )
-            if await self._decide(change) is not Missed.LOST:
+            if change is None or await self._apply(change, current):
                 return
+
+    async def _attempts(self, conversation_id: str) -> AsyncIterator[RouteState | None]:
+        """The conversation's current state, read again after each lost race (at most
+        ``MAX_ATTEMPTS`` times)."""
+        for _ in range(MAX_ATTEMPTS):
+            yield await self.current(conversation_id)
+
+    async def _apply(self, change: Change, previous: RouteState | None) -> bool:
+        """Execute one change; False when another decision took the step first. The agent
+        whose slots it frees takes the next waiting conversation at once."""
+        if await self._decide(change) is Missed.LOST:
+            return False
+        if change.release and previous is not None and previous.agent_id:
+            await self.drain(previous.agent_id)
+        return True
 
     # ================================================================ agents
     async def on_presence(self, agent_id: str, status: AgentStatus) -> None:
@@ -378,20 +329,17 @@ class AssignmentEngine:
     async def _requeue_offers_of(self, agent_id: str, *, assigned_too: bool = False) -> None:
         wanted = {RouteStatus.OFFERED} | ({RouteStatus.ASSIGNED} if assigned_too else set())
         for slot in await self.store.held_slots([agent_id]):
-            for _ in range(MAX_ATTEMPTS):
-                current = await self.current(slot.conversation_id)
-                if current is None or current.agent_id != agent_id:
+            async for current in self._attempts(slot.conversation_id):
+                if current is None or current.agent_id != agent_id or current.status not in wanted:
                     break
-                if current.status not in wanted:
-                    break
-                if await self._take_back(current, None, "agent_offline", exclude=False):
+                now = self.clock.now()
+                change = decide.taken_back_change(
+                    current, None, "agent_offline", now, exclude=False
+                )
+                if await self._apply(change, current):
                     break
 
     # ================================================================ draining
-    async def _drain_after_release(self, previous: RouteState) -> None:
-        if previous.status in HOLDING and previous.agent_id:
-            await self.drain(previous.agent_id)
-
     async def drain(self, agent_id: str) -> int:
         """Give the agent waiting conversations (queue order) while it has room.
         Returns how many it got."""
@@ -487,28 +435,23 @@ class AssignmentEngine:
         await self._reassign_offline(now)
 
     async def expire_offer(self, conversation_id: str) -> None:
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(conversation_id)
-            if current is None or current.status != RouteStatus.OFFERED:
+        async for current in self._attempts(conversation_id):
+            change = None if current is None else decide.expired_change(current, self.clock.now())
+            if change is None:
                 self._refresh_view(conversation_id, current)
                 return
-            expires = current.offer_expires_at
-            if expires is None or expires > self.clock.now():
-                self.queue.apply(current)
-                return
-            if await self._take_back(current, None, "timed_out", exclude=True):
+            if await self._apply(change, current):
                 return
 
     async def _overflow(self, conversation_id: str) -> None:
-        for _ in range(MAX_ATTEMPTS):
-            current = await self.current(conversation_id)
-            if current is None or current.status != RouteStatus.WAITING:
+        async for current in self._attempts(conversation_id):
+            if current is None:
                 return
             change = decide.overflow_change(current, self.policy, self.clock.now())
             if change is None:
-                self.queue.apply(current)
+                self._refresh_view(conversation_id, current)
                 return
-            if await self._decide(change) is not Missed.LOST:
+            if await self._apply(change, current):
                 return
 
     async def _reassign_offline(self, now: datetime) -> None:

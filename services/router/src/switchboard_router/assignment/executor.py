@@ -260,6 +260,8 @@ class Executor:
                 self.directory.assigned(state.agent_id, state.decided_at)
             if change.routing is not None:
                 self.observe(decision.kind or "assigned", started)
+            if change.offer is not None and self.metrics is not None:
+                self.metrics.offers.labels(change.offer).inc()
         served = [
             (d.state.customer_id, d.state.agent_id, now)
             for _, d in winners
