@@ -61,6 +61,7 @@ async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) ->
     assert [(s.slot_id, s.conversation_id, s.at) for s in held] == [("a1|email|0", "c1", T0)]
     assert len(await store.held_slots(["a1", "a2"])) == 2
     assert await store.held_slots(["a3"]) == []
+    assert await store.load_summary() == {("a1", "email"): 1, ("a2", "email"): 1}
     await store.release(["a2|email|0"], "c3", 1)
     await store.release(["a1|email|0"], "c1", 1)
     await store.release(["a1|email|0"], "c1", 1)  # idempotent
@@ -149,12 +150,9 @@ async def test_the_queue_is_read_in_queue_order_by_channel(store: AssignmentStor
     assert (await store.waiting(["email"], 1))[0] == state(
         "urgent", waiting_since=later, priority=Priority.URGENT, queue="vip"
     )
-    ages = sorted(await store.waiting_ages())
-    assert ages == [
-        ("general", "normal", T0),
-        ("general", "normal", T0),
-        ("general", "normal", later),
-        ("vip", "urgent", later),
+    assert await store.queue_summary() == [
+        ("general", "normal", 3, T0),
+        ("vip", "urgent", 1, later),
     ]
 
 

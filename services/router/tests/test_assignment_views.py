@@ -11,6 +11,7 @@ import pytest
 from switchboard_common.contract import AgentStatus, Channel, Priority
 from switchboard_devtools.testing.router_assignment import T0, agent, state
 from switchboard_router.assignment.model import RouteStatus, Slot
+from switchboard_router.assignment.policy import load_policy
 from switchboard_router.assignment.views import AgentDirectory, QueueView
 
 pytestmark = pytest.mark.unit
@@ -43,8 +44,8 @@ def test_candidates_follow_load_presence_and_assignments() -> None:
     held = [Slot("a1|email|0", "a1", "email", "c9", 1, T0 + timedelta(seconds=5))]
     directory.replace_held(held)
     assert loads(directory) == {"a1": 1}
-    assert directory.totals(held)["email"] == (1, 3, 1)
-    assert directory.totals([])["email"] == (0, 3, 1)
+    assert directory.totals({("a1", "email"): 1, ("a2", "email"): 5})["email"] == (1, 3, 1)
+    assert directory.totals({})["email"] == (0, 3, 1)
 
 
 def test_total_capacity_units_are_taken_with_the_channel_slot() -> None:
@@ -69,3 +70,19 @@ def test_the_queue_view_keeps_the_newest_decision_in_queue_order() -> None:
     view.replace_from([state("c2", seq=1)], since=T0 + timedelta(seconds=60))
     assert list(view.waiting) == ["c2"]  # the snapshot no longer lists c1 and c3
     assert view.offers == {}
+
+
+def test_the_agents_who_could_take_a_queued_conversation_are_those_eligible_at_zero_load() -> None:
+    """What the re-check after queueing re-reads: agents who would be eligible with no
+    work, whatever this view says of their load; not one of another language, offline,
+    excluded or of another channel."""
+    directory = AgentDirectory()
+    directory.apply(agent("full"))
+    directory.apply(agent("french", languages=["fr"]))
+    directory.apply(agent("away", status=AgentStatus.AWAY))
+    directory.apply(agent("rejected"))
+    directory.apply(agent("chat", capacity={Channel.WHATSAPP: 3}))
+    directory.mark_held(["full|email|0", "full|email|1", "full|email|2"])
+    waiting = state("c1", skills={"language:en": 1}, excluded_agents=["rejected"])
+    assert directory.could_take([waiting], load_policy(), T0) == {"full"}
+    assert directory.could_take([], load_policy(), T0) == set()

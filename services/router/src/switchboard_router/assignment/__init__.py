@@ -7,7 +7,7 @@ See ``services/router/README.md`` ("Assignment") for the design.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,6 @@ from switchboard_router.assignment.consumers import (
     ConversationHandler,
 )
 from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.model import Slot
 from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
 from switchboard_router.metrics import AssignmentMetrics
@@ -102,22 +101,22 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
 
 async def update_gauges(engine: AssignmentEngine) -> None:
     """Queue and load gauges from the database, so every replica reports the same
-    deployment (two reads: the waiting conversations' ages, the held slots); agents'
-    presence and capacity from this replica's agent view."""
+    deployment (two aggregations, and one indexed read per non-empty queue and
+    priority); agents' presence and capacity from this replica's agent view."""
     metrics = engine.metrics
     if metrics is None:
         return
-    waiting = await engine.store.waiting_ages()
-    held = await engine.store.held_slots()
-    _set_gauges(engine, metrics, engine.clock.now(), waiting, held)
+    queues = await engine.store.queue_summary()
+    held = await engine.store.load_summary()
+    _set_gauges(engine, metrics, engine.clock.now(), queues, held)
 
 
 def _set_gauges(
     engine: AssignmentEngine,
     metrics: AssignmentMetrics,
     now: datetime,
-    waiting: Sequence[tuple[str, str, datetime]],
-    held: Sequence[Slot],
+    queues: Sequence[tuple[str, str, int, datetime]],
+    held: Mapping[tuple[str, str], int],
 ) -> None:
     depth: dict[tuple[str, str], int] = {}
     oldest: dict[tuple[str, str], float] = {}
@@ -125,10 +124,9 @@ def _set_gauges(
         for priority in Priority:
             depth[(queue, str(priority))] = 0
             oldest[(queue, str(priority))] = 0.0
-    for queue, rank, since in waiting:
-        key = (queue, rank)
-        depth[key] = depth.get(key, 0) + 1
-        oldest[key] = max(oldest.get(key, 0.0), (now - since).total_seconds())
+    for queue, level, count, since in queues:
+        depth[(queue, level)] = count
+        oldest[(queue, level)] = max(0.0, (now - since).total_seconds())
     for key, value in depth.items():
         metrics.queue_depth.labels(*key).set(value)
         metrics.queue_oldest_age.labels(*key).set(oldest[key])

@@ -397,15 +397,15 @@ class AssignmentEngine:
 
     async def recheck_queued(self, queued: Sequence[RouteState]) -> None:
         """After writing the heads of conversations it queued: re-read the load of the
-        online agents that could take them (another replica may have freed a slot this
-        view still counts as held, and drained before these heads were written), then
-        try again those the fresh view finds an agent for."""
-        channels = {str(s.channel) for s in queued}
-        agents = sorted(self.directory.online(channels))
+        agents that could take them but look full in this view (another replica may
+        have freed a slot and drained before these heads were written), then try again
+        those the fresh view finds an agent for. Agents no load would make eligible
+        (language, skills, tenant, offline) cost no read."""
+        now = self.clock.now()
+        agents = sorted(self.directory.could_take(queued, self.policy, now))
         if not agents:
             return
         self.directory.replace_held(await self.store.held_slots(agents), agents)
-        now = self.clock.now()
         for state in queued:
             if self.directory.choose(state, self.policy, now):
                 await self.assign_waiting(state.conversation_id)

@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from switchboard_common.contract import Priority
 from switchboard_common.mongo import Document
 from switchboard_router.assignment.model import (
     Agent,
@@ -118,9 +119,15 @@ class AssignmentStore(Protocol):
         urgent, then longest waiting), at most ``limit`` (one indexed read)."""
         ...
 
-    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
-        """(queue, priority, waiting_since) of every waiting conversation (one read,
-        three fields each): the queue gauges, the same on every replica."""
+    async def queue_summary(self) -> list[tuple[str, str, int, datetime]]:
+        """Per queue and priority with waiting conversations: (queue, priority, how
+        many, the oldest ``waiting_since``): the queue gauges, the same on every replica
+        (one aggregation, then one indexed read per non-empty queue and priority)."""
+        ...
+
+    async def load_summary(self) -> dict[tuple[str, str], int]:
+        """Slots held per (agent, channel), total-capacity units included under ``*``
+        (one aggregation): the load gauges."""
         ...
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
@@ -245,12 +252,19 @@ class InMemoryAssignmentStore:
         found.sort(key=lambda s: (s.priority.rank, s.waiting_since, s.conversation_id))
         return found[:limit]
 
-    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
-        return [
-            (s.queue, str(s.priority), s.waiting_since)
-            for s in self.heads.values()
-            if s.status == RouteStatus.WAITING
-        ]
+    async def queue_summary(self) -> list[tuple[str, str, int, datetime]]:
+        groups: dict[tuple[str, str], tuple[int, datetime]] = {}
+        for s in self.heads.values():
+            if s.status == RouteStatus.WAITING:
+                n, oldest = groups.get((s.queue, str(s.priority)), (0, s.waiting_since))
+                groups[(s.queue, str(s.priority))] = (n + 1, min(oldest, s.waiting_since))
+        return [(q, p, n, oldest) for (q, p), (n, oldest) in sorted(groups.items())]
+
+    async def load_summary(self) -> dict[tuple[str, str], int]:
+        load: dict[tuple[str, str], int] = {}
+        for slot in self.slots.values():
+            load[(slot.agent_id, slot.channel)] = load.get((slot.agent_id, slot.channel), 0) + 1
+        return load
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
@@ -426,12 +440,33 @@ class MongoAssignmentStore:
         cursor = self.routes_.find(query).sort(order).limit(limit)
         return [RouteState.from_document(d) async for d in cursor]
 
-    async def waiting_ages(self) -> list[tuple[str, str, datetime]]:
-        cursor = self.routes_.find(
-            {"status": str(RouteStatus.WAITING)},
-            {"_id": 0, "queue": 1, "priority": 1, "waiting_since": 1},
+    async def queue_summary(self) -> list[tuple[str, str, int, datetime]]:
+        waiting = {"status": str(RouteStatus.WAITING)}
+        # FerretDB v1 has $sum but neither $min nor $first in $group: the oldest of each
+        # group is an indexed read (status, priority_rank, waiting_since) instead.
+        counted = await self.routes_.aggregate(
+            [
+                {"$match": waiting},
+                {"$group": {"_id": {"queue": "$queue", "priority": "$priority"}, "n": {"$sum": 1}}},
+            ]
         )
-        return [(d["queue"], d["priority"], d["waiting_since"]) async for d in cursor]
+        out: list[tuple[str, str, int, datetime]] = []
+        async for group in counted:
+            queue, priority = group["_id"]["queue"], group["_id"]["priority"]
+            oldest = await self.routes_.find_one(
+                {**waiting, "priority_rank": Priority(priority).rank, "queue": queue},
+                {"_id": 0, "waiting_since": 1},
+                sort=[("waiting_since", ASCENDING)],
+            )
+            if oldest is not None:  # None: the group emptied since it was counted
+                out.append((queue, priority, int(group["n"]), oldest["waiting_since"]))
+        return sorted(out)
+
+    async def load_summary(self) -> dict[tuple[str, str], int]:
+        grouped = await self.slots.aggregate(
+            [{"$group": {"_id": {"agent": "$agent_id", "channel": "$channel"}, "n": {"$sum": 1}}}]
+        )
+        return {(g["_id"]["agent"], g["_id"]["channel"]): int(g["n"]) async for g in grouped}
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
         if not agents:

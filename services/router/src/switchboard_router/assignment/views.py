@@ -13,12 +13,18 @@ on a periodic refresh. No replica reads another's decisions from the published e
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
 from switchboard_common.contract import AgentStatus, Channel
 from switchboard_router.assignment.index import AgentIndex
-from switchboard_router.assignment.matcher import Candidate, Choice, queue_key
+from switchboard_router.assignment.matcher import (
+    Candidate,
+    Choice,
+    is_eligible,
+    queue_key,
+    requirements,
+)
 from switchboard_router.assignment.model import (
     Agent,
     RouteState,
@@ -66,9 +72,21 @@ class AgentDirectory:
     def get(self, agent_id: str) -> Agent | None:
         return self.agents.get(agent_id)
 
-    def online(self, channels: Iterable[str]) -> set[str]:
-        """The agents online with capacity on any of these channels."""
-        return {a for channel in channels for a in self._online.get(channel, {})}
+    def could_take(
+        self, conversations: Iterable[RouteState], policy: RoutingPolicy, now: datetime
+    ) -> set[str]:
+        """The online agents who would be eligible for any of these conversations if
+        they had no work (the matcher's eligibility at zero load)."""
+        found: set[str] = set()
+        for conversation in conversations:
+            needs = requirements(conversation, policy, now)
+            weight = policy.capacity.weight(conversation.channel)
+            for agent_id in self._online.get(conversation.channel, {}):
+                if agent_id not in found and is_eligible(
+                    Candidate(self.agents[agent_id], 0), conversation, needs, weight
+                ):
+                    found.add(agent_id)
+        return found
 
     # ---------------------------------------------------------------- candidates
     def candidate(self, agent_id: str, channel: str) -> Candidate | None:
@@ -188,13 +206,9 @@ class AgentDirectory:
             if ch != TOTAL and indexes
         }
 
-    def totals(self, held: Iterable[Slot]) -> dict[str, tuple[int, int, int]]:
+    def totals(self, load: Mapping[tuple[str, str], int]) -> dict[str, tuple[int, int, int]]:
         """Per channel: (load, capacity, agents) summed over online agents, the load
-        counted from ``held`` (the database's held slots)."""
-        load: dict[tuple[str, str], int] = {}
-        for slot in held:
-            key = (slot.agent_id, str(slot.channel))
-            load[key] = load.get(key, 0) + 1
+        from ``load`` (slots held per agent and channel, as the database has them)."""
         out: dict[str, tuple[int, int, int]] = {}
         for channel, members in self._online.items():
             used = capacity = 0
