@@ -62,6 +62,7 @@ async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) ->
     assert len(await store.held_slots(["a1", "a2"])) == 2
     assert await store.held_slots(["a3"]) == []
     assert await store.load_summary() == {("a1", "email"): 1, ("a2", "email"): 1}
+    assert await store.load_summary(["a2", "a3"]) == {("a2", "email"): 1}
     await store.release(["a2|email|0"], "c3", 1)
     await store.release(["a1|email|0"], "c1", 1)
     await store.release(["a1|email|0"], "c1", 1)  # idempotent

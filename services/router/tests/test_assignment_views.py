@@ -86,3 +86,7 @@ def test_the_agents_who_could_take_a_queued_conversation_are_those_eligible_at_z
     waiting = state("c1", skills={"language:en": 1}, excluded_agents=["rejected"])
     assert directory.could_take([waiting], load_policy(), T0) == {"full"}
     assert directory.could_take([], load_policy(), T0) == set()
+    # Whether something was freed behind this view: it counts 3, the database fewer.
+    assert directory.holds_more("full", {("full", "email"): 2})
+    assert not directory.holds_more("full", {("full", "email"): 3})
+    assert not directory.holds_more("french", {})

@@ -400,12 +400,18 @@ class AssignmentEngine:
         agents that could take them but look full in this view (another replica may
         have freed a slot and drained before these heads were written), then try again
         those the fresh view finds an agent for. Agents no load would make eligible
-        (language, skills, tenant, offline) cost no read."""
+        (language, skills, tenant, offline) cost no read, and under steady load (nothing
+        freed) it is one aggregation of slot counts."""
         now = self.clock.now()
         agents = sorted(self.directory.could_take(queued, self.policy, now))
         if not agents:
             return
-        self.directory.replace_held(await self.store.held_slots(agents), agents)
+        # Counts first (one short aggregation): only agents holding fewer slots than this
+        # view says had something freed behind it, and only theirs are read in full.
+        held = await self.store.load_summary(agents)
+        freed = [a for a in agents if self.directory.holds_more(a, held)]
+        if freed:
+            self.directory.replace_held(await self.store.held_slots(freed), freed)
         for state in queued:
             if self.directory.choose(state, self.policy, now):
                 await self.assign_waiting(state.conversation_id)

@@ -125,9 +125,10 @@ class AssignmentStore(Protocol):
         (one aggregation, then one indexed read per non-empty queue and priority)."""
         ...
 
-    async def load_summary(self) -> dict[tuple[str, str], int]:
-        """Slots held per (agent, channel), total-capacity units included under ``*``
-        (one aggregation): the load gauges."""
+    async def load_summary(self, agent_ids: list[str] | None = None) -> dict[tuple[str, str], int]:
+        """Slots held per (agent, channel) — of these agents only, if named — with
+        total-capacity units under ``*`` (one aggregation): the load gauges, and the
+        re-check after queueing."""
         ...
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
@@ -260,10 +261,12 @@ class InMemoryAssignmentStore:
                 groups[(s.queue, str(s.priority))] = (n + 1, min(oldest, s.waiting_since))
         return [(q, p, n, oldest) for (q, p), (n, oldest) in sorted(groups.items())]
 
-    async def load_summary(self) -> dict[tuple[str, str], int]:
+    async def load_summary(self, agent_ids: list[str] | None = None) -> dict[tuple[str, str], int]:
         load: dict[tuple[str, str], int] = {}
         for slot in self.slots.values():
-            load[(slot.agent_id, slot.channel)] = load.get((slot.agent_id, slot.channel), 0) + 1
+            if agent_ids is None or slot.agent_id in agent_ids:
+                key = (slot.agent_id, slot.channel)
+                load[key] = load.get(key, 0) + 1
         return load
 
     async def save_agents(self, agents: Sequence[Agent]) -> None:
@@ -462,9 +465,18 @@ class MongoAssignmentStore:
                 out.append((queue, priority, int(group["n"]), oldest["waiting_since"]))
         return sorted(out)
 
-    async def load_summary(self) -> dict[tuple[str, str], int]:
+    async def load_summary(self, agent_ids: list[str] | None = None) -> dict[tuple[str, str], int]:
+        match = {} if agent_ids is None else {"agent_id": {"$in": agent_ids}}
         grouped = await self.slots.aggregate(
-            [{"$group": {"_id": {"agent": "$agent_id", "channel": "$channel"}, "n": {"$sum": 1}}}]
+            [
+                {"$match": match},
+                {
+                    "$group": {
+                        "_id": {"agent": "$agent_id", "channel": "$channel"},
+                        "n": {"$sum": 1},
+                    }
+                },
+            ]
         )
         return {(g["_id"]["agent"], g["_id"]["channel"]): int(g["n"]) async for g in grouped}
 

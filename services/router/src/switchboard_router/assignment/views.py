@@ -199,6 +199,12 @@ class AgentDirectory:
             self.index.set_last(agent_id, at)
             self._changed(agent_id)
 
+    def holds_more(self, agent_id: str, held: Mapping[tuple[str, str], int]) -> bool:
+        """Whether this view counts more slots of the agent than ``held`` (the
+        database's counts per agent and channel): something was freed behind it."""
+        mine = self._held.get(agent_id, {})
+        return any(len(indexes) > held.get((agent_id, ch), 0) for ch, indexes in mine.items())
+
     def load(self, agent_id: str) -> dict[str, int]:
         return {
             ch: len(indexes)
