@@ -98,7 +98,7 @@ class RouterSettings(ServiceSettings):
     assignment_repair_after_seconds: float = Field(
         15.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REPAIR_AFTER_SECONDS")
     )
-    #: Names this replica's own consumer groups (agent and decision views); random if unset.
+    #: Names this replica's own consumer group (its view of the agents); random if unset.
     replica_id: str | None = Field(None, validation_alias=env("ROUTER_REPLICA_ID"))
 
     @model_validator(mode="after")

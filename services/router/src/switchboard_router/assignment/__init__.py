@@ -39,13 +39,16 @@ class Assignment:
     store: MongoAssignmentStore
     policy: RoutingPolicy
     clock: Clock
-    #: Names this replica's own consumer groups (``<group>.<replica>``).
-    replica: str
     conversations: ConversationHandler
     agents: AgentStateHandler
     agents_view: AgentViewHandler
     api: APIRouter
     repair_after: timedelta
+
+    @property
+    def replica(self) -> str:
+        """Names this replica's own consumer group (``<group>.<replica>``)."""
+        return self.engine.replica
 
     async def start(self) -> None:
         """Before the broker starts: indexes, then this replica's views."""
@@ -90,7 +93,6 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
         store=store,
         policy=policy,
         clock=clock,
-        replica=engine.replica,
         conversations=ConversationHandler(engine, settings.assignment_concurrency),
         agents=AgentStateHandler(engine),
         agents_view=AgentViewHandler(engine.directory),
