@@ -47,9 +47,9 @@ from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.access import BearerAuth, Keyring, document_security
 from switchboard_router.assignment.consumers import LoggedDeadLetters
+from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
-from switchboard_router.stage import RouterContext
 
 log = get_logger(__name__)
 

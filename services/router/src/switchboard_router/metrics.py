@@ -1,5 +1,5 @@
-"""Every metric the router exports, one dataclass per stage. Labels are bounded
-(channel, priority, queue, outcome): never ids."""
+"""Every metric the router exports, one dataclass per part (identity, timeline,
+assignment). Labels are bounded (channel, priority, queue, outcome): never ids."""
 
 from __future__ import annotations
 

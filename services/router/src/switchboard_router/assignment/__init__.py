@@ -27,8 +27,8 @@ from switchboard_router.assignment.consumers import (
 from switchboard_router.assignment.engine import AssignmentEngine
 from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
+from switchboard_router.context import RouterContext
 from switchboard_router.metrics import AssignmentMetrics
-from switchboard_router.stage import RouterContext
 
 
 @dataclass

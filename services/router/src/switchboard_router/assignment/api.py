@@ -1,4 +1,4 @@
-"""Read API of the assignment stage: ``GET /queue`` and ``GET /agents``.
+"""Read API of assignment: ``GET /queue`` and ``GET /agents``.
 
 Both read the database (the authority), not a replica's view, so every replica answers
 the same. Lists are ``{"items": [...], "next": <cursor or null>}``; the cursor is opaque.

@@ -1,4 +1,4 @@
-"""The clock port: everything time-based in the assignment stage asks one of these."""
+"""The clock port: everything time-based in assignment asks one of these."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plain data of the assignment stage: agents, the routing state of a conversation, and
+"""Plain data of assignment: agents, the routing state of a conversation, and
 the capacity slots that make reservations atomic."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from switchboard_router.stage import RouterContext
+from switchboard_router.context import RouterContext
 from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
 from switchboard_router.timeline.apply import TimelineStage

@@ -1,5 +1,6 @@
-"""In-memory stores for unit tests of the stages (checked against the MongoDB adapters by
-the shared contract suites). They hold the same documents the MongoDB stores hold."""
+"""In-memory stores for unit tests of identity resolution and the timeline (checked
+against the MongoDB adapters by the shared contract suites). They hold the same
+documents the MongoDB stores hold."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from switchboard_router.timeline.ports import (
 )
 from switchboard_router.timeline.threading import CustomerState, Placement
 
-#: Every collection the timeline stages own, and the indexes its read queries need.
+#: Every collection identity resolution and the timeline own, and the indexes its read queries need.
 INDEXES: dict[str, list[IndexModel]] = {
     "customers": [],
     "customer_identities": [IndexModel([("customer_id", ASCENDING)])],

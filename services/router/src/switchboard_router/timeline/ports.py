@@ -1,4 +1,5 @@
-"""The stores the timeline stages use: interfaces with a MongoDB and an in-memory adapter.
+"""The stores identity resolution and the timeline use: interfaces with a MongoDB and
+an in-memory adapter.
 
 One contract test suite (``tests/test_timeline_store_contract.py``,
 ``tests/test_identity_store_contract.py``) runs against both, so the fake cannot drift.

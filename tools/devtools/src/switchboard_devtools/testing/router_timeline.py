@@ -34,8 +34,8 @@ from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
 from switchboard_devkit.testing.builders import T0
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_router.app import Router, build
+from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
-from switchboard_router.stage import RouterContext
 
 READ_TOKEN = "test-read-token"  # noqa: S105 - fixed tokens for tests only
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105
