@@ -1,5 +1,5 @@
-"""Assignment's batch path (``AssignmentEngine.on_activities`` and ``ConversationHandler``) on the
-in-memory store: the same decisions and the same exclusivity as one at a time, and a
+"""Assignment's batch path (``AssignmentEngine.on_events`` and ``ConversationHandler``) on
+the in-memory store: the same decisions and the same exclusivity as one at a time, and a
 conversation that loses any race leaves the batch for the one-at-a-time path."""
 
 from __future__ import annotations
@@ -167,6 +167,39 @@ async def test_a_capacity_lowered_behind_the_view_is_enforced_for_the_whole_batc
     assert await built.on_activity(activity("c1")) == "unchanged"
 
 
+class CountingStore(InMemoryAssignmentStore):
+    """Counts the claims: one ``claim_many`` per ``execute``."""
+
+    claims = 0
+
+    async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
+        self.claims += 1
+        return await super().claim_many(decisions)
+
+
+async def test_resolutions_transfers_and_sla_warnings_of_a_batch_are_one_execute() -> None:
+    """Not only customer messages: every conversation's leading resolution, reopening,
+    transfer or SLA warning is decided in the same bulk round trips, and the agents
+    they free take the next waiting conversations."""
+    store = CountingStore()
+    built, published, _ = engine(POLICY, store=store)
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 3}))
+    handler = ConversationHandler(built, concurrency=4)
+    await handler(deliveries([(f"c{n}", activity(f"c{n}")) for n in range(5)]))
+    assert store.claims == 1  # three assigned, two queued, one claim
+    store.claims = 0
+    resolved = [(f"c{n}", ConversationResolved(conversation_id=f"c{n}", at=T0)) for n in range(3)]
+    assert await handler(deliveries(resolved)) == []
+    # One claim for the three resolutions; the freed agent then took c3 and c4 (one each).
+    assert store.claims == 3
+    holders = sorted(s.conversation_id for s in store.slots.values())
+    assert holders == ["c3", "c4"]
+    assert [type(e).__name__ for e in published.of("c4")] == [
+        "ConversationQueued",
+        "ConversationAssigned",
+    ]
+
+
 async def test_the_handler_batches_leading_messages_and_keeps_each_conversation_in_order() -> None:
     built, published, _, store = setup(agent("a1", capacity={Channel.EMAIL: 1}))
     handler = ConversationHandler(built, concurrency=4)
@@ -183,12 +216,14 @@ async def test_the_handler_batches_leading_messages_and_keeps_each_conversation_
         )
     )
     assert rejected == []
-    # c1 was assigned by the batch, then resolved (in order), which drained c2 at once.
+    # Round one: c1 assigned, c2 queued, c3's resolution changes nothing (unknown yet).
+    # Round two, one execute: c1 resolved, c2's second message unchanged, c3 queued;
+    # then the freed agent drains the queue head, c2 (first in queue order).
     assert [(e.conversation_id, type(e).__name__) for e in published.events] == [
         ("c1", "ConversationAssigned"),
         ("c2", "ConversationQueued"),
-        ("c2", "ConversationAssigned"),
         ("c3", "ConversationQueued"),
+        ("c2", "ConversationAssigned"),
     ]
     assert [s.conversation_id for s in store.slots.values()] == ["c2"]
 

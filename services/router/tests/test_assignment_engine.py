@@ -302,13 +302,13 @@ async def test_sla_escalation_raises_priority_then_moves_to_overflow() -> None:
         "due_at": T0,
         "at": T0,
     }
-    await built.on_sla(SlaAtRisk(**sla), "at_risk", "event:s1")
+    await built.on_sla(SlaAtRisk(**sla), "event:s1")
     raised = published.events[-1]
     assert isinstance(raised, ConversationEscalated)
     assert (raised.priority, raised.queue) == (Priority.HIGH, "general")
-    await built.on_sla(SlaAtRisk(**sla), "at_risk", "event:s1-again")  # once per metric
+    await built.on_sla(SlaAtRisk(**sla), "event:s1-again")  # once per metric
     assert len(published.events) == 2
-    await built.on_sla(SlaBreached(**sla), "breached", "event:s2")
+    await built.on_sla(SlaBreached(**sla), "event:s2")
     moved = published.events[-1]
     assert isinstance(moved, ConversationEscalated)
     assert moved.queue == "overflow"
@@ -322,7 +322,7 @@ async def test_escalation_ignores_conversations_already_with_an_agent() -> None:
     sla = SlaBreached(
         conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="p", due_at=T0, at=T0
     )
-    await built.on_sla(sla, "breached", "event:s")
+    await built.on_sla(sla, "event:s")
     assert len(published.events) == 1
 
 
@@ -401,7 +401,6 @@ async def test_the_state_is_read_past_a_lagging_head() -> None:
         SlaBreached(
             conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="p", due_at=T0, at=T0
         ),
-        "breached",
         "event:s",
     )
     store.heads["c1"] = stale  # as if a slower replica's head write landed last

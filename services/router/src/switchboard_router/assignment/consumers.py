@@ -31,7 +31,7 @@ from switchboard_common.contract import (
 )
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
-from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.engine import AssignmentEngine, Batched
 from switchboard_router.assignment.model import Agent
 from switchboard_router.assignment.views import AgentDirectory
 
@@ -49,7 +49,7 @@ class ConversationHandler:
         by_key: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_key.setdefault(delivery.key or "", []).append(delivery)
-        await self._route_leading_activities(by_key)
+        await self._decide_leading_events(by_key)
         gate = asyncio.Semaphore(self.concurrency)
         rejected: list[tuple[Delivery, str]] = []
 
@@ -78,40 +78,44 @@ class ConversationHandler:
             raise ExceptionGroup("conversation events", errors)
         return rejected
 
-    async def _route_leading_activities(self, by_key: dict[str, list[Delivery]]) -> None:
-        """Route in bulk (``AssignmentEngine.on_activities``) every conversation whose next
-        record is a customer message, round after round while some are (a customer who
-        wrote twice: the second round finds the first routed), dropping the records
-        decided from ``by_key``. What remains — other events, and conversations the
+    async def _decide_leading_events(self, by_key: dict[str, list[Delivery]]) -> None:
+        """Decide in bulk (``AssignmentEngine.on_events``) every conversation whose next
+        record is a customer message, a resolution, a reopening, a valid transfer or an
+        SLA warning, round after round while some are (a customer who wrote twice: the
+        second round finds the first routed), dropping the records decided from
+        ``by_key``. What remains — replies, invalid transfers, and conversations the
         batch left undecided — is handled one at a time afterwards, in partition order
         per conversation."""
-        metrics = self.engine.metrics
+        engine = self.engine
         stopped: set[str] = set()
         while True:
-            leading: dict[str, str] = {}
+            leading: dict[str, tuple[str, Batched, str]] = {}
             for key, items in by_key.items():
-                event = items[0].event if items else None
-                if key not in stopped and isinstance(event, ConversationActivity):
-                    leading.setdefault(event.conversation_id, key)
+                if key in stopped or not items:
+                    continue
+                event = items[0].event
+                if isinstance(event, ConversationTransferred) and not engine.transfer_is_valid(
+                    event
+                ):
+                    continue
+                if isinstance(event, BATCHED):
+                    leading.setdefault(event.conversation_id, (key, event, cause_of(items[0])))
             if not leading:
                 return
-            activities = [by_key[key][0].event for key in leading.values()]
-            outcomes = await self.engine.on_activities(
-                [a for a in activities if isinstance(a, ConversationActivity)]
-            )
-            for conversation_id, key in leading.items():
+            outcomes = await engine.on_events([(e, c) for _, e, c in leading.values()])
+            for conversation_id, (key, event, _) in leading.items():
                 outcome = outcomes.get(conversation_id)
                 if outcome is None:
                     stopped.add(key)
                     continue
                 by_key[key] = by_key[key][1:]
-                if metrics is not None:
-                    metrics.activities.labels(outcome).inc()
+                if engine.metrics is not None and isinstance(event, ConversationActivity):
+                    engine.metrics.activities.labels(outcome).inc()
 
     async def handle(self, delivery: Delivery) -> str | None:
         event = delivery.event
         engine = self.engine
-        cause = f"event:{delivery.attributes.id}"
+        cause = cause_of(delivery)
         if isinstance(event, ConversationActivity):
             outcome = await engine.on_activity(event)
             if engine.metrics is not None:
@@ -127,9 +131,28 @@ class ConversationHandler:
                 event.conversation_id, event.agent_id, event.awaiting_customer, cause
             )
         elif isinstance(event, SlaAtRisk | SlaBreached):
-            kind = "at_risk" if isinstance(event, SlaAtRisk) else "breached"
-            await engine.on_sla(event, kind, cause)
+            await engine.on_sla(event, cause)
         return None
+
+
+#: The conversation events decided in bulk (``AssignmentEngine.on_events``).
+BATCHED = (
+    ConversationActivity,
+    ConversationResolved,
+    ConversationReopened,
+    ConversationTransferred,
+    SlaAtRisk,
+    SlaBreached,
+)
+
+
+def cause_of(delivery: Delivery) -> str:
+    """The cause a record's step records (idempotence on redelivery): a customer
+    message by its message id, any other event by its CloudEvents id."""
+    event = delivery.event
+    if isinstance(event, ConversationActivity):
+        return f"message:{event.message_id}"
+    return f"event:{delivery.attributes.id}"
 
 
 def agent_fields(delivery: Delivery) -> dict[str, Any] | None:

@@ -17,14 +17,17 @@ comes second sees the other's write.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from switchboard_common.contract import (
     AgentStatus,
     ConversationActivity,
+    ConversationReopened,
+    ConversationResolved,
     ConversationTransferred,
-    SlaEvent,
+    SlaAtRisk,
+    SlaBreached,
 )
 from switchboard_common.logging import get_logger
 from switchboard_router.assignment import decide
@@ -57,9 +60,22 @@ MAX_ATTEMPTS = 8
 #: Waiting conversations read from the database when draining an agent (queue order).
 DRAIN_READ = 200
 
-#: Per conversation of a batch: ``routed``, ``unchanged``, ``not_routed``, or None for
-#: one left to ``on_activity`` (its head lags its decisions, or it lost a race).
+#: Per conversation of a batch: ``routed`` (a routing step), ``decided`` (another step),
+#: ``unchanged``, ``not_routed``, or None for one left to the one-at-a-time path (its
+#: head lags its decisions, or it lost a race).
 Outcomes = dict[str, str | None]
+_DECIDED = {False: "routed", True: "decided"}
+
+#: Conversation events decided in batches (a reply, which may take two steps, and offer
+#: answers go one at a time).
+Batched = (
+    ConversationActivity
+    | ConversationResolved
+    | ConversationReopened
+    | ConversationTransferred
+    | SlaAtRisk
+    | SlaBreached
+)
 
 
 class ContentionError(TimeoutError):
@@ -135,67 +151,134 @@ class AssignmentEngine:
         (outcome,) = await self.executor.execute([change])
         return outcome
 
-    # ================================================================ customers
-    async def on_activity(self, activity: ConversationActivity) -> str:
-        """A customer message: route the conversation unless it is already routed.
-
-        Returns the outcome (``routed``, ``not_routed`` for auto-submitted messages,
-        ``unchanged`` when already routed or already applied)."""
-        cause = f"message:{activity.message_id}"
-        async for current in self._attempts(activity.conversation_id):
-            if not decide.wants_routing(current, cause):
-                return "unchanged"
-            classified = classify(activity, self.policy, self.detector)
-            if classified is None:
-                return "not_routed"
-            known = decide.known_agent(current)
-            sticky = known if known is not None else await self._remembered(activity.customer_id)
-            change = self._activity_change(activity, classified, current, sticky)
-            if await self._decide(change) is not Missed.LOST:
-                return "routed"
-        raise ContentionError(activity.conversation_id)
-
-    async def on_activities(self, activities: Sequence[ConversationActivity]) -> Outcomes:
-        """The customer messages of a consumed batch, one per conversation, routed in one
-        ``execute`` after three bulk reads (heads, the decisions just past them, the
-        customers' last agents). A conversation named twice is decided once here; its
-        later messages are left (None) for ``on_activity``, like one whose head lags its
-        decisions or that lost a race."""
-        outcomes: Outcomes = {}
-        by_id: dict[str, ConversationActivity] = {}
-        for activity in activities:
-            by_id.setdefault(activity.conversation_id, activity)
+    # ================================================================ conversation events
+    async def on_events(self, items: Sequence[tuple[Batched, str]]) -> Outcomes:
+        """Conversation events of a consumed batch, one per conversation (with their
+        causes), decided in one ``execute`` after three bulk reads (heads, the decisions
+        just past them, the customers' last agents). A conversation named twice is
+        decided once here; its later events are left (None) to the one-at-a-time path,
+        like one whose head lags its decisions or that lost a race."""
+        by_id: dict[str, tuple[Batched, str]] = {}
+        for event, cause in items:
+            by_id.setdefault(event.conversation_id, (event, cause))
         heads = await self.store.heads_of(list(by_id))
         ahead = await self.store.decisions_at(
             {c: (heads[c].seq if c in heads else 0) + 1 for c in by_id}
         )
-        todo: list[tuple[ConversationActivity, RouteState | None, Classified]] = []
-        for conversation_id, activity in by_id.items():
-            current = heads.get(conversation_id)
-            if conversation_id in ahead:
-                outcomes[conversation_id] = None  # on_activity publishes and settles first
-            elif not decide.wants_routing(current, f"message:{activity.message_id}"):
-                outcomes[conversation_id] = "unchanged"
-            elif (classified := classify(activity, self.policy, self.detector)) is None:
-                outcomes[conversation_id] = "not_routed"
-            else:
-                todo.append((activity, current, classified))
-        wanted = list(
-            dict.fromkeys(a.customer_id for a, c, _ in todo if decide.known_agent(c) is None)
-        )
-        memories = (
-            await self.store.last_agents(wanted) if self.policy.sticky.enabled and wanted else {}
-        )
+        outcomes: Outcomes = dict.fromkeys(ahead)  # the one-at-a-time path settles them
+        ready = [
+            (event, cause, heads.get(cid))
+            for cid, (event, cause) in by_id.items()
+            if cid not in ahead
+        ]
+        memories = await self._memories([(event, current) for event, _, current in ready])
         now = self.clock.now()
-        changes = []
-        for activity, current, classified in todo:
-            sticky = decide.known_agent(current) or decide.remembered(
-                memories.get(activity.customer_id), self.policy, now
-            )
-            changes.append(self._activity_change(activity, classified, current, sticky))
+        changes: list[Change] = []
+        previous: dict[str, RouteState | None] = {}
+        for event, cause, current in ready:
+            planned = self._plan(event, cause, current, memories, now)
+            if isinstance(planned, str):
+                outcomes[event.conversation_id] = planned
+            else:
+                changes.append(planned)
+                previous[planned.conversation_id] = current
+        freed: list[str] = []
         for change, outcome in zip(changes, await self.executor.execute(changes), strict=True):
-            outcomes[change.conversation_id] = None if outcome is Missed.LOST else "routed"
+            cid = change.conversation_id
+            if outcome is Missed.LOST:
+                outcomes[cid] = None
+                continue
+            outcomes[cid] = _DECIDED[change.routing is None]
+            holder = previous[cid]
+            if change.release and holder is not None and holder.agent_id:
+                freed.append(holder.agent_id)
+        for agent_id in dict.fromkeys(freed):  # each freed agent takes the next one at once
+            await self.drain(agent_id)
         return outcomes
+
+    async def on_event(self, event: Batched, cause: str) -> str:
+        """One conversation event, re-read and decided again after every lost race.
+        Returns what happened (``routed``, ``decided``, ``unchanged``, ``not_routed``)."""
+        async for current in self._attempts(event.conversation_id):
+            memories = await self._memories([(event, current)])
+            planned = self._plan(event, cause, current, memories, self.clock.now())
+            if isinstance(planned, str):
+                return planned
+            if await self._apply(planned, current):
+                return _DECIDED[planned.routing is None]
+        raise ContentionError(event.conversation_id)
+
+    def _plan(
+        self,
+        event: Batched,
+        cause: str,
+        current: RouteState | None,
+        memories: Mapping[str, tuple[str, datetime]],
+        now: datetime,
+    ) -> Change | str:
+        """The step an event makes (the pure core's answer), or why none."""
+        if isinstance(event, ConversationActivity):
+            if not decide.wants_routing(current, cause):
+                return "unchanged"
+            classified = classify(event, self.policy, self.detector)
+            if classified is None:
+                return "not_routed"
+            sticky = decide.known_agent(current) or decide.remembered(
+                memories.get(event.customer_id), self.policy, now
+            )
+            return self._activity_change(event, classified, current, sticky)
+        change: Change | None
+        if isinstance(event, ConversationResolved):
+            change = decide.resolved_change(current, cause, now)
+        elif isinstance(event, ConversationTransferred):
+            change = decide.transferred_change(current, event, cause, now)
+        elif isinstance(event, ConversationReopened):
+            change = None
+            if current is not None and decide.reopens(current, cause):
+                sticky = (
+                    current.agent_id
+                    or decide.remembered(memories.get(current.customer_id), self.policy, now)
+                    if self.policy.sticky.enabled
+                    else None
+                )
+                change = decide.reopened_change(
+                    current,
+                    cause,
+                    sticky=sticky,
+                    sticky_agent=self.directory.get(sticky) if sticky else None,
+                    policy=self.policy,
+                    now=now,
+                )
+        else:
+            kind = "at_risk" if isinstance(event, SlaAtRisk) else "breached"
+            change = decide.escalated_change(
+                current, event, kind=kind, cause=cause, policy=self.policy, now=now
+            )
+        return "unchanged" if change is None else change
+
+    async def _memories(
+        self, items: Sequence[tuple[Batched, RouteState | None]]
+    ) -> dict[str, tuple[str, datetime]]:
+        """The last agents of the customers whose routing may go back to them (one read;
+        none when sticky routing is off or nobody needs it)."""
+        if not self.policy.sticky.enabled:
+            return {}
+        wanted: list[str] = []
+        for event, current in items:
+            if isinstance(event, ConversationActivity) and decide.known_agent(current) is None:
+                wanted.append(event.customer_id)
+            elif isinstance(event, ConversationReopened) and current and not current.agent_id:
+                wanted.append(current.customer_id)
+        return await self.store.last_agents(list(dict.fromkeys(wanted))) if wanted else {}
+
+    async def on_activity(self, activity: ConversationActivity) -> str:
+        """A customer message: route the conversation unless it is already routed
+        (``routed``, ``not_routed`` for auto-submitted messages, ``unchanged``)."""
+        return await self.on_event(activity, f"message:{activity.message_id}")
+
+    async def on_activities(self, activities: Sequence[ConversationActivity]) -> Outcomes:
+        """``on_events`` for customer messages."""
+        return await self.on_events([(a, f"message:{a.message_id}") for a in activities])
 
     def _activity_change(
         self,
@@ -217,51 +300,32 @@ class AssignmentEngine:
             now=self.clock.now(),
         )
 
-    async def _remembered(self, customer_id: str) -> str | None:
-        if not self.policy.sticky.enabled:
-            return None
-        last = await self.store.last_agent(customer_id)
-        return decide.remembered(last, self.policy, self.clock.now())
-
-    # ================================================================ agents' work
     async def on_resolved(self, conversation_id: str, cause: str) -> None:
         """Resolved: free its capacity and let the agent take the next one at once."""
-        async for current in self._attempts(conversation_id):
-            change = decide.resolved_change(current, cause, self.clock.now())
-            if change is None or await self._apply(change, current):
-                return
+        resolved = ConversationResolved(conversation_id=conversation_id, at=self.clock.now())
+        await self.on_event(resolved, cause)
 
     async def on_reopened(self, conversation_id: str, cause: str) -> None:
         """Reopened by an agent: route it again, first to the agent who had it."""
-        async for current in self._attempts(conversation_id):
-            if current is None or not decide.reopens(current, cause):
-                return
-            sticky = (
-                current.agent_id or await self._remembered(current.customer_id)
-                if self.policy.sticky.enabled
-                else None
-            )
-            change = decide.reopened_change(
-                current,
-                cause,
-                sticky=sticky,
-                sticky_agent=self.directory.get(sticky) if sticky else None,
-                policy=self.policy,
-                now=self.clock.now(),
-            )
-            if await self._apply(change, current):
-                return
+        reopened = ConversationReopened(conversation_id=conversation_id, at=self.clock.now())
+        await self.on_event(reopened, cause)
 
     async def on_transferred(self, event: ConversationTransferred, cause: str) -> str | None:
         """Transfer to a queue or a named agent; returns a rejection reason if invalid."""
-        if event.to_queue is not None and self.policy.queue(event.to_queue) is None:
+        if not self.transfer_is_valid(event):
             return f"transfer to unknown queue {event.to_queue!r}"
-        async for current in self._attempts(event.conversation_id):
-            change = decide.transferred_change(current, event, cause, self.clock.now())
-            if change is None or await self._apply(change, current):
-                return None
-        raise ContentionError(event.conversation_id)
+        await self.on_event(event, cause)
+        return None
 
+    def transfer_is_valid(self, event: ConversationTransferred) -> bool:
+        return event.to_queue is None or self.policy.queue(event.to_queue) is not None
+
+    async def on_sla(self, event: SlaAtRisk | SlaBreached, cause: str) -> None:
+        """``at_risk``/``breached`` for a waiting conversation: raise its priority or move
+        it to the overflow queue (policy), once per metric and kind."""
+        await self.on_event(event, cause)
+
+    # ================================================================ agents' work
     async def on_reply(
         self, conversation_id: str, agent_id: str, awaiting_customer: bool, cause: str
     ) -> None:
@@ -287,16 +351,6 @@ class AssignmentEngine:
         async for current in self._attempts(conversation_id):
             change = decide.offer_answer_change(
                 current, agent_id, cause, self.clock.now(), accepted=accepted
-            )
-            if change is None or await self._apply(change, current):
-                return
-
-    async def on_sla(self, event: SlaEvent, kind: str, cause: str) -> None:
-        """``at_risk``/``breached`` for a waiting conversation: raise its priority or move
-        it to the overflow queue (policy), once per metric and kind."""
-        async for current in self._attempts(event.conversation_id):
-            change = decide.escalated_change(
-                current, event, kind=kind, cause=cause, policy=self.policy, now=self.clock.now()
             )
             if change is None or await self._apply(change, current):
                 return
@@ -395,15 +449,24 @@ class AssignmentEngine:
         finally:
             self.queue.claiming.discard(conversation_id)
 
-    async def recheck_queued(self, queued: Sequence[RouteState]) -> None:
-        """After writing the heads of conversations it queued: re-read the load of the
-        agents that could take them but look full in this view (another replica may
-        have freed a slot and drained before these heads were written), then try again
-        those the fresh view finds an agent for. Agents no load would make eligible
-        (language, skills, tenant, offline) cost no read, and under steady load (nothing
-        freed) it is one aggregation of slot counts."""
+    async def recheck_queued(
+        self, queued: Sequence[tuple[RouteState, bool]], given_back: Sequence[str] = ()
+    ) -> None:
+        """After writing the heads of conversations now waiting (each with whether an
+        agent was looked for): re-read the load of the agents who could take them but
+        look full in this view, and drain those something was freed behind (another
+        replica may have freed a slot and drained before these heads were written) —
+        in queue order, so a conversation just queued does not pass older ones. A
+        conversation requeued without looking for an agent (an offer taken back, an
+        escalation) is tried now. Agents no load would make eligible (language, skills,
+        tenant, offline) cost no read; under steady load (nothing freed) this is one
+        aggregation of slot counts. Agents whose reservation a lost claim gave back are
+        drained too: that slot is free and nobody else was told."""
+        for agent_id in dict.fromkeys(given_back):
+            await self.drain(agent_id)
         now = self.clock.now()
-        agents = sorted(self.directory.could_take(queued, self.policy, now))
+        states = [state for state, _ in queued]
+        agents = sorted(self.directory.could_take(states, self.policy, now))
         if not agents:
             return
         # Counts first (one short aggregation): only agents holding fewer slots than this
@@ -412,8 +475,10 @@ class AssignmentEngine:
         freed = [a for a in agents if self.directory.holds_more(a, held)]
         if freed:
             self.directory.replace_held(await self.store.held_slots(freed), freed)
-        for state in queued:
-            if self.directory.choose(state, self.policy, now):
+            for agent_id in freed:
+                await self.drain(agent_id)
+        for state, looked in queued:
+            if not looked and self.directory.choose(state, self.policy, now):
                 await self.assign_waiting(state.conversation_id)
 
     def _refresh_view(self, conversation_id: str, current: RouteState | None) -> None:

@@ -139,8 +139,12 @@ class Executor:
         #: Conversations whose decision this replica is claiming, publishing and settling.
         self._deciding: Counter[str] = Counter()
         self._decided = asyncio.Event()  # replaced (after being set) whenever one ends
-        #: Called with the conversations a batch left waiting (the engine's re-check).
-        self.on_waiting: Callable[[Sequence[RouteState]], Awaitable[None]] | None = None
+        #: Called with the conversations a batch left waiting (each with whether an
+        #: agent was looked for) and the agents whose reservations lost claims gave back:
+        #: the engine's re-check.
+        self.on_waiting: (
+            Callable[[Sequence[tuple[RouteState, bool]], Sequence[str]], Awaitable[None]] | None
+        ) = None
 
     # ================================================================ reading
     @contextlib.asynccontextmanager
@@ -205,6 +209,7 @@ class Executor:
         if not decisions:
             return outcomes
         winners: list[tuple[Change, Decision]] = []
+        given_back: list[str] = []  # agents whose reservation a lost claim gave back
         async with self.deciding(d.state.conversation_id for d in decisions.values()):
             won = await self.store.claim_many(list(decisions.values()))
             for (i, decision), ok in zip(decisions.items(), won, strict=True):
@@ -215,11 +220,12 @@ class Executor:
                 outcomes[i] = Missed.LOST
                 self.count_conflict("decision")
                 if i in routed and routed[i].slots:
+                    given_back.append(str(routed[i].agent_id))
                     await self._give_back(routed[i])
             if winners:
                 await self._publish_and_settle(winners)
-        if winners:
-            await self._after(winners, now, started)
+        if winners or given_back:
+            await self._after(winners, now, started, given_back)
         return outcomes
 
     def _decision(self, change: Change, entry: _Routed | None, now: datetime) -> Decision | None:
@@ -247,7 +253,11 @@ class Executor:
                 await self.settle(decision.state)
 
     async def _after(
-        self, winners: Sequence[tuple[Change, Decision]], now: datetime, started: float
+        self,
+        winners: Sequence[tuple[Change, Decision]],
+        now: datetime,
+        started: float,
+        given_back: Sequence[str],
     ) -> None:
         """Release what the steps free, update the views, remember agents, re-check."""
         for change, decision in winners:
@@ -269,9 +279,12 @@ class Executor:
         ]
         if served:
             await self.store.remember_agents(served)
-        waiting = [d.state for _, d in winners if d.state.status == RouteStatus.WAITING]
-        if waiting and self.on_waiting is not None:
-            await self.on_waiting(waiting)
+        waiting = [(d.state, c.routing is not None) for c, d in winners]
+        waiting = [
+            (state, routed) for state, routed in waiting if state.status == RouteStatus.WAITING
+        ]
+        if (waiting or given_back) and self.on_waiting is not None:
+            await self.on_waiting(waiting, given_back)
 
     # ================================================================ reserving
     async def _reserve(self, entries: list[_Routed], now: datetime) -> None:
