@@ -168,13 +168,19 @@ async def test_a_capacity_lowered_behind_the_view_is_enforced_for_the_whole_batc
 
 
 class CountingStore(InMemoryAssignmentStore):
-    """Counts the claims: one ``claim_many`` per ``execute``."""
+    """Counts the claims (one ``claim_many`` per ``execute``) and the customer memories
+    read."""
 
     claims = 0
+    memories_read = 0
 
     async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
         self.claims += 1
         return await super().claim_many(decisions)
+
+    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, Any]:
+        self.memories_read += len(customer_ids)
+        return await super().last_agents(customer_ids)
 
 
 async def test_resolutions_transfers_and_sla_warnings_of_a_batch_are_one_execute() -> None:
@@ -187,6 +193,10 @@ async def test_resolutions_transfers_and_sla_warnings_of_a_batch_are_one_execute
     handler = ConversationHandler(built, concurrency=4)
     await handler(deliveries([(f"c{n}", activity(f"c{n}")) for n in range(5)]))
     assert store.claims == 1  # three assigned, two queued, one claim
+    assert store.memories_read == 5  # sticky routing: each new customer's last agent
+    follow_ups = [(f"c{n}", activity(f"c{n}", message_id=f"m{n}b")) for n in range(5)]
+    await handler(deliveries(follow_ups))
+    assert (store.claims, store.memories_read) == (1, 5)  # routed already: no read, no step
     store.claims = 0
     resolved = [(f"c{n}", ConversationResolved(conversation_id=f"c{n}", at=T0)) for n in range(3)]
     assert await handler(deliveries(resolved)) == []

@@ -171,7 +171,7 @@ class AssignmentEngine:
             for cid, (event, cause) in by_id.items()
             if cid not in ahead
         ]
-        memories = await self._memories([(event, current) for event, _, current in ready])
+        memories = await self._memories(ready)
         now = self.clock.now()
         changes: list[Change] = []
         previous: dict[str, RouteState | None] = {}
@@ -200,7 +200,7 @@ class AssignmentEngine:
         """One conversation event, re-read and decided again after every lost race.
         Returns what happened (``routed``, ``decided``, ``unchanged``, ``not_routed``)."""
         async for current in self._attempts(event.conversation_id):
-            memories = await self._memories([(event, current)])
+            memories = await self._memories([(event, cause, current)])
             planned = self._plan(event, cause, current, memories, self.clock.now())
             if isinstance(planned, str):
                 return planned
@@ -257,15 +257,20 @@ class AssignmentEngine:
         return "unchanged" if change is None else change
 
     async def _memories(
-        self, items: Sequence[tuple[Batched, RouteState | None]]
+        self, items: Sequence[tuple[Batched, str, RouteState | None]]
     ) -> dict[str, tuple[str, datetime]]:
         """The last agents of the customers whose routing may go back to them (one read;
-        none when sticky routing is off or nobody needs it)."""
+        none when sticky routing is off or nobody needs it: a message that routes nothing
+        costs no read)."""
         if not self.policy.sticky.enabled:
             return {}
         wanted: list[str] = []
-        for event, current in items:
-            if isinstance(event, ConversationActivity) and decide.known_agent(current) is None:
+        for event, cause, current in items:
+            if (
+                isinstance(event, ConversationActivity)
+                and decide.wants_routing(current, cause)
+                and decide.known_agent(current) is None
+            ):
                 wanted.append(event.customer_id)
             elif isinstance(event, ConversationReopened) and current and not current.agent_id:
                 wanted.append(current.customer_id)
