@@ -44,12 +44,16 @@ help: ## list the targets
 uv: $(UV) ## install the pinned uv into the cache directory when missing
 
 $(UV):
-	@command -v python3 >/dev/null || scripts/apt-install --why "uv is installed with Python" python3
-	@rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) >/dev/null 2>&1 || { rm -rf $(UV_VENV); \
-	  scripts/apt-install --why "python3 -m venv installs uv" python3-venv; python3 -m venv $(UV_VENV); }
-	@echo "switchboard: installing uv $(UV_VERSION) from PyPI into $(UV_VENV)"
-	@$(UV_VENV)/bin/python -m pip install uv==$(UV_VERSION) --quiet --disable-pip-version-check
-	@mkdir -p $(dir $@) && ln -sfn $(UV_VENV)/bin/uv $@
+	@mkdir -p $(dir $@)
+	@# A uv already on PATH at the pinned version is used as it is.
+	@if command -v uv >/dev/null && [ "$$(uv --version | cut -d' ' -f2)" = "$(UV_VERSION)" ]; then \
+	  echo "switchboard: using $$(command -v uv) (uv $(UV_VERSION))"; ln -sfn "$$(command -v uv)" $@; exit 0; fi; \
+	command -v python3 >/dev/null || scripts/apt-install --why "uv is installed with Python" python3; \
+	rm -rf $(UV_VENV); python3 -m venv $(UV_VENV) >/dev/null 2>&1 || { rm -rf $(UV_VENV); \
+	  scripts/apt-install --why "python3 -m venv installs uv" python3-venv; python3 -m venv $(UV_VENV); }; \
+	echo "switchboard: installing uv $(UV_VERSION) from PyPI into $(UV_VENV)"; \
+	$(UV_VENV)/bin/python -m pip install uv==$(UV_VERSION) --quiet --disable-pip-version-check; \
+	ln -sfn $(UV_VENV)/bin/uv $@
 
 bootstrap: uv apt-test ## install uv and the Debian packages the tests use (run and test do this themselves)
 
