@@ -279,9 +279,10 @@ class Executor:
         ]
         if served:
             await self.store.remember_agents(served)
-        waiting = [(d.state, c.routing is not None) for c, d in winners]
         waiting = [
-            (state, routed) for state, routed in waiting if state.status == RouteStatus.WAITING
+            (d.state, c.routing is not None)
+            for c, d in winners
+            if d.state.status == RouteStatus.WAITING
         ]
         if (waiting or given_back) and self.on_waiting is not None:
             await self.on_waiting(waiting, given_back)
