@@ -8,8 +8,9 @@ reference.
 
 - ``throughput``: a backlog of N new-customer messages is produced as fast as the broker
   takes them; messages/s = N / (last decision − first acknowledgement). The system is the
-  router (all three stages) with online agents. Also the CPU each side's process used
-  per message (``/proc/<pid>/stat``) over the same window.
+  router (identity, then the timeline that routes what it stores) with online agents.
+  Also the CPU each side's process used per message (``/proc/<pid>/stat``) over the same
+  window.
 - ``latency``: messages offered at a fixed rate; per message, the time from Kafka's
   acknowledgement of the inbound record to the arrival of its decision (the system's
   ``reason.message_id``) or of its forwarded copy (a baseline), p50/p99/p99.9.
@@ -50,7 +51,6 @@ from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.contract import (
     AGENT_EVENTS,
     ASSIGNMENTS,
-    CONVERSATION_ACTIVITY,
     CUSTOMER_MESSAGES,
     INBOUND,
     AgentStatus,
@@ -232,8 +232,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class RouterSide:
-    """The router (three stages) as a process, with online agents. ``probed``: run it
-    through ``probed_router.py``, which counts its database commands."""
+    """The router (identity, timeline and routing) as a process, with online agents.
+    ``probed``: run it through ``probed_router.py``, which counts its database commands."""
 
     name = "router"
 
@@ -499,13 +499,14 @@ class RouterProbe:
         }
 
     async def settled(self, before: dict[str, Any], count: int, timeout: float) -> dict[str, Any]:
-        """Wait until the assignment stage processed ``count`` more activities than at
-        ``before`` and the database work stopped moving; return the snapshot."""
+        """Wait until the timeline (which routes what it stores) processed ``count`` more
+        customer messages than at ``before`` and the database work stopped moving;
+        return the snapshot."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             now = await self.snapshot()
-            done = _delta(now["processed"], before["processed"]).get(CONVERSATION_ACTIVITY, 0)
+            done = _delta(now["processed"], before["processed"]).get(CUSTOMER_MESSAGES, 0)
             if done >= count and last is not None and now["commands"] == last["commands"]:
                 return now
             last = now
@@ -513,8 +514,9 @@ class RouterProbe:
         raise TimeoutError("the router did not finish the phase")
 
 
-#: The topics the three pipeline stages consume (the router also reads its own views).
-STAGES = (INBOUND, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY)
+#: The topics the two pipeline steps consume: identity, then the timeline, which routes
+#: what it stores (the router also reads agent events for its views).
+STAGES = (INBOUND, CUSTOMER_MESSAGES)
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -531,12 +533,17 @@ def per_message(before: dict[str, Any], after: dict[str, Any], count: int) -> di
         "messages": count,
         "documents_per_message": sum(documents.values()) / count,
         "commands_per_message": sum(commands.values()) / count,
-        # Batches of every stage (inbound, customer messages, activity) together.
+        # Batches of both consuming steps (inbound, customer messages) together.
         "commands_per_batch": sum(commands.values()) / max(1.0, sum(batches.values())),
         "documents": documents,
         "commands": commands,
         "batches": batches,
         "housekeeping_commands": _delta(after["housekeeping"], before["housekeeping"]),
+        # Per message, by command and collection: where the documents go.
+        "documents_by_collection": {
+            name: round(n / count, 3)
+            for name, n in sorted(_delta(after["by_collection"], before["by_collection"]).items())
+        },
         "cpu_ms_per_message": 1000 * (after["cpu_seconds"] - before["cpu_seconds"]) / count,
     }
 

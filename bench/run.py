@@ -91,13 +91,16 @@ def cases(quick: bool) -> list[Case]:
             [PY, pipeline, "operations", "--customers", "150" if quick else "300"],
             ("system", "<=", 5.0),
             rows=(
-                Row("opening_batches", "↳ database commands per batch (all three stages), opening"),
+                Row(
+                    "opening_batches",
+                    "↳ database commands per batch (identity and timeline batches), opening",
+                ),
                 Row(
                     "follow_up", "database operations per follow-up message", ("system", "<=", 3.0)
                 ),
                 Row(
                     "follow_up_batches",
-                    "↳ database commands per batch (all three stages), follow-up",
+                    "↳ database commands per batch (identity and timeline batches), follow-up",
                 ),
             ),
         ),

@@ -13,7 +13,6 @@ import pytest
 
 from switchboard_common.contract import (
     ASSIGNMENTS,
-    CONVERSATION_ACTIVITY,
     Channel,
     ConversationAssigned,
     ConversationQueued,
@@ -22,8 +21,12 @@ from switchboard_common.contract.events import AssignmentDecision
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import eventually
-from switchboard_devtools.testing.router_assignment import activity as conversation_opened
-from switchboard_devtools.testing.router_timeline import TOKEN_ENV, agents_online
+from switchboard_devtools.testing.router_timeline import (
+    TOKEN_ENV,
+    agents_online,
+    customers_write,
+    inbound,
+)
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
 
@@ -67,16 +70,21 @@ def router(
 
 
 async def where_is_my_order(probe: TopicProbe, count: int) -> list[str]:
-    conversations = [f"order-{n}" for n in range(count)]
-    for conversation_id in conversations:
-        activity = conversation_opened(
-            conversation_id,
-            received_at=datetime.now(UTC),
-            subject="Where is my order?",
-            text="Hello, where is my order? It has not arrived yet.",
-        )
-        await probe.send(CONVERSATION_ACTIVITY, activity, key=conversation_id)
-    return conversations
+    """``count`` customers mail the same question; their conversations."""
+    now = datetime.now(UTC)
+    return await customers_write(
+        probe,
+        [
+            inbound(
+                f"order-{n}",
+                sender=f"customer-{n}@example.com",
+                at=now,
+                subject="Where is my order?",
+                text="Hello, where is my order? It has not arrived yet.",
+            )
+            for n in range(count)
+        ],
+    )
 
 
 async def latest_decisions(probe: TopicProbe) -> dict[str, AssignmentDecision]:

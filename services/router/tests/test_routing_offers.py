@@ -1,8 +1,8 @@
 """The router in-process on real Kafka and FerretDB: offers (rejection, timeout), an agent
 going offline, SLA escalation, and the queue and agents read API.
 
-These tests publish ``ConversationActivity`` on the internal topic themselves, as the
-timeline does, so that only assignment is under test."""
+Customer messages enter where ingest publishes them (``support.inbound.v1``); each test
+reads the conversation the timeline opened from the public activity topic."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ import pytest
 from switchboard_common.contract import (
     AGENT_EVENTS,
     ASSIGNMENTS,
-    CONVERSATION_ACTIVITY,
     SLA_EVENTS,
     AgentStatus,
     AgentStatusChanged,
     Channel,
-    ConversationActivity,
     ConversationAssigned,
     ConversationEscalated,
     ConversationQueued,
@@ -36,12 +34,12 @@ from switchboard_common.contract import (
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_devtools.testing.router_assignment import activity
 from switchboard_devtools.testing.router_timeline import (
     READ_TOKEN,
     TOKEN_ENV,
     agents_online,
     bearer,
+    customer_writes,
 )
 from switchboard_router.app import build
 from switchboard_router.settings import RouterSettings
@@ -109,29 +107,22 @@ async def online(probe: TopicProbe, url: str, *agent_ids: str) -> None:
     )
 
 
-def conversation(conversation_id: str) -> ConversationActivity:
-    return activity(
-        conversation_id,
-        message_id=f"m-{conversation_id}",
-        received_at=datetime.now(UTC),
-        text="hello",
-    )
-
-
 async def test_a_rejected_offer_is_requeued_and_offered_to_another_agent(
     router: str, probe: TopicProbe
 ) -> None:
     await online(probe, router, "ana", "bob")
-    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
-    (offer,) = await eventually(lambda: decisions(probe, "c1"))
+    conversation_id = await customer_writes(probe, "m-c1")
+    (offer,) = await eventually(lambda: decisions(probe, conversation_id))
     assert isinstance(offer, ConversationAssigned)
     assert offer.offer_expires_at is not None
     first = offer.agent_id
     assert first in ("ana", "bob")
-    await probe.send(AGENT_EVENTS, OfferRejected(agent_id=first, conversation_id="c1"), key=first)
+    await probe.send(
+        AGENT_EVENTS, OfferRejected(agent_id=first, conversation_id=conversation_id), key=first
+    )
 
     async def reoffered() -> list[AssignmentDecision] | None:
-        events = await decisions(probe, "c1")
+        events = await decisions(probe, conversation_id)
         return events if len(events) >= 3 else None
 
     seen = await eventually(reoffered)
@@ -148,10 +139,10 @@ async def test_a_timed_out_offer_is_requeued_and_not_offered_to_that_agent_again
     router: str, probe: TopicProbe
 ) -> None:
     await online(probe, router, "ana")
-    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
+    conversation_id = await customer_writes(probe, "m-c1")
 
     async def timed_out() -> list[AssignmentDecision] | None:
-        events = await decisions(probe, "c1")
+        events = await decisions(probe, conversation_id)
         return events if len(events) >= 2 else None
 
     offer, requeued = await eventually(timed_out)
@@ -160,13 +151,13 @@ async def test_a_timed_out_offer_is_requeued_and_not_offered_to_that_agent_again
     assert isinstance(requeued, ConversationRequeued)
     assert requeued.reason["trigger"] == "timed_out"
     await asyncio.sleep(1.0)
-    assert len(await decisions(probe, "c1")) == 2  # ana has room but never gets it again
+    assert len(await decisions(probe, conversation_id)) == 2  # ana has room but never gets it again
     async with httpx.AsyncClient(base_url=router, headers=bearer(READ_TOKEN)) as http:
         (waiting,) = (await http.get("/queue")).json()["items"]
-    assert waiting["conversation_id"] == "c1"
+    assert waiting["conversation_id"] == conversation_id
     assert waiting["excluded_agents"] == ["ana"]
     await online(probe, router, "bob")
-    events = await eventually(lambda: _at_least(probe, "c1", 3))
+    events = await eventually(lambda: _at_least(probe, conversation_id, 3))
     assert events[2].agent_id == "bob"
 
 
@@ -179,12 +170,12 @@ async def test_an_agent_going_offline_has_unaccepted_offers_requeued_at_once(
     router: str, probe: TopicProbe
 ) -> None:
     await online(probe, router, "ana")
-    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
-    await eventually(lambda: decisions(probe, "c1"))
+    conversation_id = await customer_writes(probe, "m-c1")
+    await eventually(lambda: decisions(probe, conversation_id))
     await probe.send(
         AGENT_EVENTS, AgentStatusChanged(agent_id="ana", status=AgentStatus.OFFLINE), key="ana"
     )
-    offer, requeued = (await eventually(lambda: _at_least(probe, "c1", 2)))[:2]
+    offer, requeued = (await eventually(lambda: _at_least(probe, conversation_id, 2)))[:2]
     assert isinstance(requeued, ConversationRequeued)
     assert requeued.reason["trigger"] == "agent_offline"
     assert requeued.waiting_since == offer.waiting_since
@@ -197,15 +188,19 @@ async def test_an_agent_going_offline_has_unaccepted_offers_requeued_at_once(
 async def test_a_breached_sla_moves_a_waiting_conversation_to_overflow(
     router: str, probe: TopicProbe
 ) -> None:
-    await probe.send(CONVERSATION_ACTIVITY, conversation("c1"), key="c1")
-    (queued,) = await eventually(lambda: decisions(probe, "c1"))
+    conversation_id = await customer_writes(probe, "m-c1")
+    (queued,) = await eventually(lambda: decisions(probe, conversation_id))
     assert isinstance(queued, ConversationQueued)
     now = datetime.now(UTC)
     breach = SlaBreached(
-        conversation_id="c1", metric=SlaMetric.FIRST_RESPONSE, policy="default", due_at=now, at=now
+        conversation_id=conversation_id,
+        metric=SlaMetric.FIRST_RESPONSE,
+        policy="default",
+        due_at=now,
+        at=now,
     )
-    await probe.send(SLA_EVENTS, breach, key="c1")
-    _, escalated = await eventually(lambda: _at_least(probe, "c1", 2))
+    await probe.send(SLA_EVENTS, breach, key=conversation_id)
+    _, escalated = await eventually(lambda: _at_least(probe, conversation_id, 2))
     assert isinstance(escalated, ConversationEscalated)
     assert escalated.queue == "overflow"
     assert escalated.reason["trigger"] == "sla:breached"

@@ -4,8 +4,8 @@ No agent ever holds more than its capacity, each conversation is held by one age
 time, and the queue drains.
 
 The load is observed from the published decisions and the database, never from the
-router's own counters. The test publishes ``ConversationActivity`` on the internal topic
-itself, as the timeline does, so that only assignment is under test."""
+router's own counters. Each conversation is a new customer's email, published where
+ingest publishes it (``support.inbound.v1``)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ from switchboard_common.cloudevents import decode
 from switchboard_common.contract import (
     AGENT_EVENTS,
     ASSIGNMENTS,
-    CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
+    INBOUND,
     TOPICS_BY_NAME,
     AgentStatus,
     AgentStatusChanged,
     AgentUpserted,
     Channel,
-    ConversationActivity,
     ConversationAssigned,
     ConversationResolved,
     TopicNames,
@@ -45,7 +44,8 @@ from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.processes import ServiceProcess, discover_services
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_devtools.testing.router_timeline import READ_TOKEN, TOKEN_ENV, bearer
+from switchboard_devtools.testing.router_timeline import READ_TOKEN, TOKEN_ENV, bearer, inbound
+from switchboard_router.timeline.identity import identity_of
 
 pytestmark = pytest.mark.integration
 
@@ -195,22 +195,18 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
     watcher = asyncio.create_task(watch_database())
     try:
         now = datetime.now(UTC)
-        ids = [f"conv-{n:04d}" for n in range(CONVERSATIONS)]
 
-        async def arrive(cid: str) -> None:
-            activity = ConversationActivity(
-                conversation_id=cid,
-                customer_id=f"cust-{cid}",
-                channel=Channel.EMAIL,
-                kind="opened",
-                message_id=f"m-{cid}",
-                received_at=now,
-                text="",
+        async def arrive(n: int) -> None:
+            message = inbound(
+                f"m-{n:04d}",
+                sender=f"customer-{n:04d}@example.com",
+                at=now,
+                text="Hello, I need help with my account, please.",
             )
-            await probe.send(CONVERSATION_ACTIVITY, activity, key=cid)
+            await probe.send(INBOUND, message, key=identity_of(message))
 
         for start in range(0, CONVERSATIONS, 100):  # 1,000 at once, 100 sends in flight
-            await asyncio.gather(*(arrive(cid) for cid in ids[start : start + 100]))
+            await asyncio.gather(*(arrive(n) for n in range(start, start + 100)))
 
         deadline = time.monotonic() + 480
         while len(frontend.resolved_at) < CONVERSATIONS or frontend.tasks:
@@ -238,7 +234,8 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
 
     # Every conversation: seq strictly increasing, held by one agent at a time.
     intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for cid in ids:
+    assert len(frontend.events) == CONVERSATIONS  # one per customer's first email
+    for cid in frontend.events:
         events = frontend.events[cid]
         seqs = [e.seq for e in events]
         assert seqs == sorted(seqs), f"{cid}: seq not increasing in partition order: {seqs}"

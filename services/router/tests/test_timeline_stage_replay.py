@@ -10,7 +10,7 @@ for a message says the same thing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from switchboard_devtools.testing.router_timeline import (
     message_ref,
 )
 from switchboard_router.metrics import TimelineMetrics
-from switchboard_router.timeline.apply import TimelineStage
+from switchboard_router.timeline.apply import Route, TimelineStage
 from switchboard_router.timeline.identity import identity_of
 from switchboard_router.timeline.memory import (
     InMemoryIdentityStore,
@@ -105,7 +105,10 @@ def delivery(event: ContractModel, key: str, offset: int) -> Delivery:
 
 
 def stage_on(
-    store: InMemoryTimelineStore, publisher: RecordingPublisher, policy: Policy = POLICY
+    store: InMemoryTimelineStore,
+    publisher: RecordingPublisher,
+    policy: Policy = POLICY,
+    route: Route | None = None,
 ) -> TimelineStage:
     metrics = TimelineMetrics.create(CollectorRegistry())
     resolver = IdentityResolver(InMemoryIdentityStore(), clock=lambda: T0, metrics=metrics, ttl=0)
@@ -117,6 +120,7 @@ def stage_on(
         policy=policy,
         clock=lambda: T0,
         metrics=metrics,
+        route=route,
     )
 
 
@@ -332,6 +336,41 @@ def test_an_unstored_message_sent_to_the_timeline_is_never_lost_when_publishing_
     publisher = asyncio.run(scenario())
     (activity,) = publisher.events(ConversationActivity)
     assert (activity.message_id, activity.kind) == ("m-1", "opened")
+
+
+def test_stored_messages_are_routed_after_their_activity_and_a_failed_routing_retries() -> None:
+    """Routing happens in the batch that stores the messages, after their activity is
+    published; when it fails, the batch fails (its offsets stay uncommitted) and the
+    redelivered batch hands the same messages, in the same conversations, to routing."""
+    email = inbound("m-1", subject="Refund", at=T0)
+    chat = inbound("m-2", channel=Channel.WHATSAPP, sender="+34600111222", at=T0)
+    batch = [
+        delivery(customer_message(m, "cu-ana", identity_of(m)), "cu-ana", n)
+        for n, m in enumerate([email, chat])
+    ]
+    store, publisher = InMemoryTimelineStore(), RecordingPublisher()
+    routed: list[list[tuple[str, str]]] = []
+
+    async def route(activities: Sequence[ConversationActivity]) -> None:
+        published = {a.message_id for a in publisher.events(ConversationActivity)}
+        assert {a.message_id for a in activities} <= published  # activity first
+        routed.append([(a.message_id, a.conversation_id) for a in activities])
+        if len(routed) == 1:
+            raise ConnectionError("the database went away while routing")
+
+    async def scenario() -> None:
+        stage = stage_on(store, publisher, route=route)
+        with pytest.raises(ConnectionError):
+            await stage(batch)
+        await stage_on(store, publisher, route=route)(batch)
+
+    asyncio.run(scenario())
+    first, retry = routed
+    assert first == retry
+    assert [m for m, _ in first] == ["m-1", "m-2"]
+    stored = {m: d["conversation_id"] for m, d in store.messages.items()}
+    assert dict(first) == stored
+    assert len(set(stored.values())) == 2  # an email and a chat: two conversations
 
 
 def test_a_duplicate_the_state_no_longer_remembers_keeps_its_stored_place() -> None:

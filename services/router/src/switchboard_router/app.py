@@ -4,9 +4,9 @@ router has is named here; identity, timeline and assignment only hand over handl
 | group (behind ``SWITCHBOARD_TOPIC_PREFIX``) | reads | handler |
 |---|---|---|
 | ``router-identity`` | ``support.inbound.v1`` | sender identity → customer, re-keyed |
-| ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, activity |
+| ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, route |
 | ``router-timeline-state`` | ``support.conversation-events.v1`` | status for threading |
-| ``router-assignment`` | activity, conversation events, SLA events | routing decisions |
+| ``router-assignment`` | conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
 
@@ -105,8 +105,10 @@ def build(settings: RouterSettings) -> Router:
         metrics=metrics,
         consumers=consumers,
     )
-    people = timeline.build(ctx)
     routing = assignment.build(ctx)
+    # The timeline routes what it stores in its own batch: no hop through Kafka between
+    # a stored message and its decision.
+    people = timeline.build(ctx, route=routing.conversations.route_messages)
     for subscription in subscriptions(settings, people, routing):
         _subscribe(ctx, subscription, routing.replica)
 
@@ -197,7 +199,7 @@ def subscriptions(
             (CUSTOMER_MESSAGES,),
             people.timeline,
             titled(GROUP_TIMELINE, CUSTOMER_MESSAGES),
-            "Timeline: thread and store",
+            "Timeline: thread, store and route",
         ),
         Subscription(
             GROUP_STATE,
@@ -208,10 +210,10 @@ def subscriptions(
         ),
         Subscription(
             GROUP_ASSIGNMENT,
-            (CONVERSATION_ACTIVITY, CONVERSATION_EVENTS, SLA_EVENTS),
+            (CONVERSATION_EVENTS, SLA_EVENTS),
             routing.conversations,
             "assignment",
-            "Routes conversations: activity, agent work on them, SLA escalation.",
+            "Routes conversations on agent work on them and SLA escalation.",
         ),
         Subscription(
             GROUP_AGENTS,

@@ -65,6 +65,8 @@ class DatabaseOperations(monitoring.CommandListener):
         self.commands: Counter[str] = Counter()
         self.documents: Counter[str] = Counter()
         self.housekeeping: Counter[str] = Counter()
+        #: Documents by ``"<command> <collection>"``: where the work goes.
+        self.by_collection: Counter[str] = Counter()
         # The command document is in the started event, the reply in the succeeded one.
         self._pending: dict[tuple[Any, int], Mapping[str, Any]] = {}
 
@@ -84,7 +86,9 @@ class DatabaseOperations(monitoring.CommandListener):
             self.housekeeping[name] += 1
             return
         self.commands[name] += 1
-        self.documents[name] += documents_of(name, command, reply)
+        documents = documents_of(name, command, reply)
+        self.documents[name] += documents
+        self.by_collection[f"{name} {collection_of(name, command)}"] += documents
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """The totals so far (subtract two snapshots to get one phase's work)."""
@@ -92,4 +96,12 @@ class DatabaseOperations(monitoring.CommandListener):
             "commands": dict(self.commands),
             "documents": dict(self.documents),
             "housekeeping": dict(self.housekeeping),
+            "by_collection": dict(self.by_collection),
         }
+
+
+def collection_of(name: str, command: Mapping[str, Any]) -> str:
+    """The collection a data command addresses (its first field names it; a ``getMore``
+    carries it apart)."""
+    value = command.get("collection") if name == "getMore" else command.get(name)
+    return value if isinstance(value, str) else "?"

@@ -1,8 +1,9 @@
 """Batch handlers of assignment's three consumers (subscribed in ``switchboard_router.app``):
 
-- ``ConversationHandler`` (group ``router-assignment``): conversation activity,
-  conversation events and SLA events, one conversation at a time in partition order,
-  several conversations concurrently;
+- ``ConversationHandler`` (group ``router-assignment``): conversation events and SLA
+  events, one conversation at a time in partition order, several conversations
+  concurrently; and, handed over by the timeline in its own batch, the customer
+  messages it has just stored;
 - ``AgentStateHandler`` (group ``router-agents``): persists agent profiles and presence
   and acts on them (requeue offers, drain queues) and on offer answers;
 - ``AgentViewHandler`` (a group per replica, from the end of the topic): keeps this
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
     AgentStatusChanged,
     AgentUpserted,
+    ContractModel,
     ConversationActivity,
     ConversationReopened,
     ConversationResolved,
@@ -39,26 +42,41 @@ log = get_logger(__name__)
 
 
 class ConversationHandler:
-    """Applies conversation-keyed events; idempotent (causes recorded in the state)."""
+    """Applies conversation-keyed events; idempotent (causes recorded in the state).
+
+    Two entries: the ``router-assignment`` consumer's batches (``__call__``) and the
+    customer messages the timeline has just stored (``route_messages``, in the timeline's
+    own batch, so a message reaches its decision without another hop through Kafka)."""
 
     def __init__(self, engine: AssignmentEngine, concurrency: int) -> None:
         self.engine = engine
         self.concurrency = concurrency
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
-        by_key: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            by_key.setdefault(delivery.key or "", []).append(delivery)
+        return await self._run([_Item(d.key or "", d.event, cause_of(d), d) for d in deliveries])
+
+    async def route_messages(self, activities: Sequence[ConversationActivity]) -> None:
+        """Route the conversations of stored customer messages (in the timeline's order,
+        which is each conversation's order). Raises what deciding raises: the timeline's
+        batch is retried, and the causes recorded make the retry change nothing twice."""
+        await self._run(
+            [_Item(a.conversation_id, a, f"message:{a.message_id}", None) for a in activities]
+        )
+
+    async def _run(self, items: Sequence[_Item]) -> list[tuple[Delivery, str]]:
+        by_key: dict[str, list[_Item]] = {}
+        for item in items:
+            by_key.setdefault(item.key, []).append(item)
         await self._decide_leading_events(by_key)
         gate = asyncio.Semaphore(self.concurrency)
         rejected: list[tuple[Delivery, str]] = []
 
-        async def run(items: list[Delivery]) -> None:
+        async def run(queued: list[_Item]) -> None:
             async with gate:
-                for delivery in items:
-                    problem = await self.handle(delivery)
-                    if problem is not None:
-                        rejected.append((delivery, problem))
+                for item in queued:
+                    problem = await self.handle(item.event, item.cause)
+                    if problem is not None and item.delivery is not None:
+                        rejected.append((item.delivery, problem))
 
         # Every conversation runs to the end of its own events even when another fails: a
         # task group would cancel the others halfway through a write or a publish, and
@@ -66,7 +84,7 @@ class ConversationHandler:
         # out together; the batch consumer tells a transient group (retry the batch) from
         # one holding a poison record (isolate it).
         outcomes = await asyncio.gather(
-            *(run(items) for items in by_key.values()), return_exceptions=True
+            *(run(queued) for queued in by_key.values()), return_exceptions=True
         )
         errors: list[Exception] = []
         for outcome in outcomes:
@@ -78,14 +96,14 @@ class ConversationHandler:
             raise ExceptionGroup("conversation events", errors)
         return rejected
 
-    async def _decide_leading_events(self, by_key: dict[str, list[Delivery]]) -> None:
+    async def _decide_leading_events(self, by_key: dict[str, list[_Item]]) -> None:
         """Decide in bulk (``AssignmentEngine.on_events``) every conversation whose next
-        record is a customer message, a resolution, a reopening, a valid transfer or an
+        event is a customer message, a resolution, a reopening, a valid transfer or an
         SLA warning, round after round while some are (a customer who wrote twice: the
-        second round finds the first routed), dropping the records decided from
+        second round finds the first routed), dropping the events decided from
         ``by_key``. What remains — replies, invalid transfers, and conversations the
-        batch left undecided — is handled one at a time afterwards, in partition order
-        per conversation."""
+        batch left undecided — is handled one at a time afterwards, in order per
+        conversation."""
         engine = self.engine
         stopped: set[str] = set()
         while True:
@@ -99,7 +117,7 @@ class ConversationHandler:
                 ):
                     continue
                 if isinstance(event, BATCHED):
-                    leading.setdefault(event.conversation_id, (key, event, cause_of(items[0])))
+                    leading.setdefault(event.conversation_id, (key, event, items[0].cause))
             if not leading:
                 return
             outcomes = await engine.on_events([(e, c) for _, e, c in leading.values()])
@@ -112,10 +130,8 @@ class ConversationHandler:
                 if engine.metrics is not None and isinstance(event, ConversationActivity):
                     engine.metrics.activities.labels(outcome).inc()
 
-    async def handle(self, delivery: Delivery) -> str | None:
-        event = delivery.event
+    async def handle(self, event: ContractModel, cause: str) -> str | None:
         engine = self.engine
-        cause = cause_of(delivery)
         if isinstance(event, ConversationActivity):
             outcome = await engine.on_activity(event)
             if engine.metrics is not None:
@@ -133,6 +149,17 @@ class ConversationHandler:
         elif isinstance(event, SlaAtRisk | SlaBreached):
             await engine.on_sla(event, cause)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One conversation event on its way through a batch: the key it is ordered by, the
+    cause its step records, and the record it came from (None: handed over in-process)."""
+
+    key: str
+    event: ContractModel
+    cause: str
+    delivery: Delivery | None
 
 
 #: The conversation events decided in bulk (``AssignmentEngine.on_events``).

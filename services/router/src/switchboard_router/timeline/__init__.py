@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from switchboard_router.context import RouterContext
 from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
-from switchboard_router.timeline.apply import TimelineStage
+from switchboard_router.timeline.apply import Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
@@ -33,7 +33,8 @@ class Timeline:
     ctx: RouterContext
     #: Sender identity → customer; re-keys each message by customer.
     identity: IdentityStage
-    #: Threads and stores each customer's messages in order; publishes activity.
+    #: Threads and stores each customer's messages in order; publishes activity and
+    #: hands it to routing.
     timeline: TimelineStage
     #: Frontends' resolve/reopen, forwarded in order with the customer's messages.
     status: StatusForwarder
@@ -46,9 +47,9 @@ class Timeline:
         await ensure_indexes(self.ctx.db)
 
 
-def build(ctx: RouterContext) -> Timeline:
+def build(ctx: RouterContext, *, route: Route | None = None) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
-    on the shared clients."""
+    on the shared clients; ``route`` takes the customer messages each batch stored."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -76,6 +77,7 @@ def build(ctx: RouterContext) -> Timeline:
         policy=policy,
         clock=utcnow,
         metrics=metrics,
+        route=route,
         cache_size=settings.timeline_cache_size,
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)

@@ -10,7 +10,9 @@ batch with the pure fold (``plan.plan_customer``) and writes, in this order:
    its stored placement wins, the customer is re-planned);
 3. conversations whose state changed, the Message-ID index, erasures;
 4. the customers' threading state;
-5. one ``ConversationActivity`` per message (key ``conversation_id``).
+5. one ``ConversationActivity`` per message (key ``conversation_id``), published for
+   the SLA monitor and handed to assignment (``route``) in this same batch, so a message
+   reaches its routing decision without another trip through Kafka.
 
 A crash between any two steps is repaired by the replay: entries are the source of
 truth, everything else is re-derived from them idempotently. Offsets are committed by
@@ -24,7 +26,7 @@ the cache, so a state written by another replica is never overwritten from memor
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -71,6 +73,11 @@ MAX_ROUNDS = 8
 MAX_CHAIN = 64
 
 
+#: Where stored customer messages go to be routed (assignment's ``route_messages``,
+#: wired by the shell): raises to have the batch retried.
+Route = Callable[[Sequence[ConversationActivity]], Awaitable[None]]
+
+
 class ThreadClaimContendedError(TimeoutError):
     """Thread claims kept changing hands for a whole batch: another replica is writing
     the same customers. A timeout for the consumer, which retries the batch later."""
@@ -102,6 +109,7 @@ class TimelineStage:
         policy: Policy,
         clock: Callable[[], datetime],
         metrics: TimelineMetrics,
+        route: Route | None = None,
         cache_size: int = 20_000,
     ) -> None:
         self._store = store
@@ -111,6 +119,7 @@ class TimelineStage:
         self._policy = policy
         self._clock = clock
         self._metrics = metrics
+        self._route = route
         self._cache_size = cache_size
         self._cache: OrderedDict[str, CustomerState] = OrderedDict()
         self._next_offset: dict[tuple[str, int], int] = {}
@@ -438,6 +447,11 @@ class TimelineStage:
                 outgoing.append(customer_message(record.message, resolution, self._clock()))
                 m.messages.labels(record.message.channel.value, "re_resolved").inc()
         await self._publisher.publish_all(outgoing)
+        if self._route is not None:
+            # Replays too: a crash may have come between storing and routing them.
+            await self._route(
+                [o.event for o in outgoing if isinstance(o.event, ConversationActivity)]
+            )
         return rejected
 
     def _count_decision(self, applied: Applied) -> None:

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,11 +17,14 @@ from aiokafka import AIOKafkaProducer
 from switchboard_common.cloudevents import encode, event_headers
 from switchboard_common.contract import (
     AGENT_EVENTS,
+    CONVERSATION_ACTIVITY,
+    INBOUND,
     AgentStatus,
     AgentStatusChanged,
     AgentUpserted,
     Channel,
     ContractModel,
+    ConversationActivity,
     CustomerMessage,
     MessageReceived,
     Sender,
@@ -36,6 +39,7 @@ from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_router.app import Router, build
 from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline.identity import identity_of
 
 READ_TOKEN = "test-read-token"  # noqa: S105 - fixed tokens for tests only
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105
@@ -176,6 +180,36 @@ async def agents_online(
         return {a["agent_id"] for a in items if a["status"] == "online"} >= set(team)
 
     await eventually(all_online)
+
+
+async def customer_writes(probe: TopicProbe, message_id: str, **fields: Any) -> str:
+    """Publish one customer's message (``customers_write``) and return its conversation.
+    Fields as for ``inbound``; the sender is ``<message_id>@example.com`` (a customer of
+    its own) unless given."""
+    fields.setdefault("sender", f"{message_id}@example.com")
+    fields.setdefault("at", datetime.now(UTC))
+    (conversation_id,) = await customers_write(probe, [inbound(message_id, **fields)])
+    return conversation_id
+
+
+async def customers_write(probe: TopicProbe, messages: Sequence[MessageReceived]) -> list[str]:
+    """Publish customers' messages where ingest does (``support.inbound.v1``, keyed by
+    sender) and return, in the same order, the conversation the router stored each in,
+    read from the public activity topic."""
+    for message in messages:
+        await probe.send(INBOUND, message, key=identity_of(message))
+
+    async def stored() -> list[str] | None:
+        placed = {
+            event.message_id: event.conversation_id
+            for _, event in await probe.read_events(CONVERSATION_ACTIVITY, timeout=2.0)
+            if isinstance(event, ConversationActivity)
+        }
+        found = [placed.get(m.message_id) for m in messages]
+        return None if None in found else [str(c) for c in found]
+
+    conversations: list[str] = await eventually(stored)
+    return conversations
 
 
 @dataclass
