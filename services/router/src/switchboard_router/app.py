@@ -213,7 +213,7 @@ def subscriptions(
             (CONVERSATION_EVENTS, SLA_EVENTS),
             routing.conversations,
             "assignment",
-            "Routes conversations on agent work on them and SLA escalation.",
+            "Agent work on conversations (resolve, reopen, transfer, reply) and SLA escalation.",
         ),
         Subscription(
             GROUP_AGENTS,
