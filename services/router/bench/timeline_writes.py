@@ -3,7 +3,9 @@
 ``system``: the router's identity and timeline steps running in this process (the shell
 ``make run`` starts) take a backlog of ``support.inbound.v1`` messages through identity
 resolution, the customer-keyed internal topic, threading and storage, to the stored
-timeline entry and the published ``ConversationActivity``. Counted from the router's own metric
+timeline entry and the published ``ConversationActivity`` — and, since the timeline routes
+what it stores in the same batch, each new conversation queued (no agent is online).
+Counted from the router's own metric
 (``switchboard_router_timeline_messages_total{outcome="stored"}``), from the first
 stored batch for ``--duration`` seconds (or until the backlog is done).
 
