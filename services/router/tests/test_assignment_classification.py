@@ -101,6 +101,18 @@ def test_the_first_queue_whose_conditions_hold_is_chosen() -> None:
     assert result is not None
     queue = select_queue(result, no_match, channel="email", customer_tier=None, tenant=None)
     assert queue.name == "overflow"
+    by_channel = parse_policy(
+        "queues: [{name: chat, when: {channel: [whatsapp, telegram]}}, {name: general}]\n"
+    )
+    result = classify(activity("c"), by_channel, FixedLanguage())
+    assert result is not None
+    chosen = {
+        channel: select_queue(
+            result, by_channel, channel=channel, customer_tier=None, tenant=None
+        ).name
+        for channel in ("whatsapp", "telegram", "email")
+    }
+    assert chosen == {"whatsapp": "chat", "telegram": "chat", "email": "general"}
 
 
 def test_policy_errors_name_the_file_the_line_the_field_and_the_problem(tmp_path: Path) -> None:

@@ -597,6 +597,25 @@ async def test_a_database_outage_reaches_the_batch_consumer_as_a_transient_error
     assert is_transient(error.value)
 
 
+async def test_messages_the_timeline_stored_are_routed_once_each_conversation_in_order() -> None:
+    """``route_messages``, the timeline's hand-over: each conversation routed once, a
+    second message of a routed conversation changes nothing, and handing over the same
+    batch again (a retried timeline batch) publishes nothing new."""
+    built, published, _, store = setup(agent("a1"))
+    handler = ConversationHandler(built, concurrency=2)
+    batch = [
+        activity("c1", message_id="m1"),
+        activity("c2", message_id="m2"),
+        activity("c1", message_id="m3", kind="message"),
+    ]
+    await handler.route_messages(batch)
+    decided = [(type(e).__name__, e.conversation_id, e.seq) for e in published.events]
+    assert sorted(decided) == [("ConversationAssigned", "c1", 1), ("ConversationAssigned", "c2", 1)]
+    assert len(store.slots) == 2
+    await handler.route_messages(batch)
+    assert len(published.events) == 2
+
+
 async def test_after_a_capacity_decrease_the_load_never_exceeds_the_new_capacity() -> None:
     """Three conversations held under capacity 3, then capacity 2: a freed slot is not
     given out while the agent still holds 2, and a replica whose view still says 3 cannot

@@ -49,8 +49,10 @@ async def store(target: tuple[str, str] | None) -> AsyncIterator[AssignmentStore
     await client.close()
 
 
-def slot(agent_id: str, index: int, conversation: str = "c1", channel: str = "email") -> Slot:
-    return Slot(slot_id(agent_id, channel, index), agent_id, channel, conversation, 1, T0)
+def slot(
+    agent_id: str, index: int, conversation: str = "c1", channel: str = "email", *, seq: int = 1
+) -> Slot:
+    return Slot(slot_id(agent_id, channel, index), agent_id, channel, conversation, seq, T0)
 
 
 async def test_a_slot_is_held_once_and_released_by_id(store: AssignmentStore) -> None:
@@ -235,6 +237,32 @@ async def test_many_slots_are_released_at_once(store: AssignmentStore) -> None:
         "a1|email|3",
     }
     assert await store.held_among([]) == set()
+
+
+async def test_many_reservations_are_given_back_in_one_call_each_only_its_own(
+    store: AssignmentStore,
+) -> None:
+    """``release_many`` frees each named reservation like ``release`` does, and leaves a
+    slot reserved since by another conversation or a later step alone."""
+    await store.reserve_many(
+        [
+            [slot("a1", 0, "c1", seq=1), slot("a1", 1, "c1", seq=1)],
+            [slot("a2", 0, "c2", seq=4)],
+            [slot("a3", 0, "c3", seq=1)],
+            [slot("a4", 0, "c4", seq=2)],
+        ]
+    )
+    await store.release_many(
+        [
+            (["a1|email|0", "a1|email|1", "a1|email|1"], "c1", 1),  # its own: freed
+            (["a2|email|0"], "c2", 3),  # an earlier step than the reservation: kept
+            (["a3|email|0"], "c9", 1),  # another conversation's slot: kept
+            (["a4|email|0"], "c4", 5),  # a later step of its holder: freed
+            (["a5|email|0"], "c5", 1),  # held by nobody
+        ]
+    )
+    assert [s.slot_id for s in await store.held_slots()] == ["a2|email|0", "a3|email|0"]
+    await store.release_many([])
 
 
 async def test_decisions_of_a_batch_are_each_claimed_once(store: AssignmentStore) -> None:

@@ -127,9 +127,10 @@ def _conditions_hold(
     customer_tier: str | None,
     tenant: str | None,
 ) -> bool:
-    checks: list[tuple[list[str] | None, str | None]] = [
-        (None if when.channel is None else [str(c) for c in when.channel], channel),
-        (None if when.priority is None else [str(p) for p in when.priority], classified.priority),
+    # Channel and Priority are string enums: their members equal their plain values.
+    checks: list[tuple[Sequence[str] | None, str | None]] = [
+        (when.channel, channel),
+        (when.priority, classified.priority),
         (when.language, classified.language),
         (when.customer_tier, customer_tier),
         (when.tenant, tenant),

@@ -16,9 +16,9 @@ heads; every handler of the engine and every batch go through ``execute``.
    again;
 5. publish every event (Kafka's acknowledgements awaited once), write the heads, re-read
    the decision past each (a newer one: write that instead, ``settle``);
-6. release the slots the claimed steps free, remember every customer's agent, and for
-   the conversations now waiting re-read the load of the agents that could take them
-   (``recheck``).
+6. release the slots the claimed steps free (one bulk delete), remember every customer's
+   agent, and for the conversations now waiting re-read the load of the agents that
+   could take them (``recheck``).
 
 A decision's event is published *before* its head is written. Whoever reads a
 conversation and finds decisions past its head (``current``) publishes them again (same
@@ -260,10 +260,14 @@ class Executor:
         given_back: Sequence[str],
     ) -> None:
         """Release what the steps free, update the views, remember agents, re-check."""
+        releases = [
+            (c.release, d.state.conversation_id, d.state.seq - 1) for c, d in winners if c.release
+        ]
+        if releases:
+            await self.store.release_many(releases)
         for change, decision in winners:
             state = decision.state
             if change.release:
-                await self.store.release(change.release, state.conversation_id, state.seq - 1)
                 self.directory.mark_free(change.release)
             self.queue.apply(state)
             if state.status in HOLDING and state.agent_id:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -39,6 +39,11 @@ from switchboard_router.assignment.model import (
     decision_id,
 )
 from switchboard_router.bulk import delete_by_ids, find_by_ids, insert_each, put_documents
+
+#: One reservation to give back: its slots, and the conversation and step it was for.
+Release = tuple[Sequence[str], str, int]
+#: Statements per bulk command of ``release_many``.
+RELEASE_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,10 @@ class AssignmentStore(Protocol):
     async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
         """Delete those of the slots that are reserved for ``conversation_id`` at step
         ``seq`` or earlier (idempotent; a slot reserved by anyone else is left alone)."""
+        ...
+
+    async def release_many(self, releases: Sequence[Release]) -> None:
+        """``release`` for many reservations at once (one bulk command)."""
         ...
 
     async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
@@ -202,6 +211,10 @@ class InMemoryAssignmentStore:
             held = self.slots.get(slot_id)
             if held is not None and held.conversation_id == conversation_id and held.seq <= seq:
                 del self.slots[slot_id]
+
+    async def release_many(self, releases: Sequence[Release]) -> None:
+        for slot_ids, conversation_id, seq in releases:
+            await self.release(slot_ids, conversation_id, seq)
 
     async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
         return sorted(
@@ -380,6 +393,17 @@ class MongoAssignmentStore:
         await delete_by_ids(
             self.slots, slot_ids, {"conversation_id": conversation_id, "seq": {"$lte": seq}}
         )
+
+    async def release_many(self, releases: Sequence[Release]) -> None:
+        # One unordered bulk command; each statement filters by ``_id`` (indexed on both
+        # servers) and names its reservation, as ``release`` does.
+        operations = [
+            DeleteOne({"_id": slot_id, "conversation_id": conversation_id, "seq": {"$lte": seq}})
+            for slot_ids, conversation_id, seq in releases
+            for slot_id in dict.fromkeys(slot_ids)
+        ]
+        for start in range(0, len(operations), RELEASE_CHUNK):
+            await self.slots.bulk_write(operations[start : start + RELEASE_CHUNK], ordered=False)
 
     async def held_slots(self, agent_ids: list[str] | None = None) -> list[Slot]:
         query = {} if agent_ids is None else {"agent_id": {"$in": list(agent_ids)}}
