@@ -65,7 +65,7 @@ def test_listener_pairs_each_reply_with_its_command_and_keeps_housekeeping_apart
     operations.started(started({"insert": "c", "documents": docs(3)}, 1))
     operations.started(started({"find": "c"}, 2))
     operations.succeeded(succeeded("find", {"cursor": {"id": 5, "firstBatch": docs(2)}}, 2))
-    operations.started(started({"getMore": 5}, 3))
+    operations.started(started({"getMore": 5, "collection": "c"}, 3))
     operations.succeeded(succeeded("getMore", {"cursor": {"id": 0, "nextBatch": docs(1)}}, 3))
     operations.succeeded(succeeded("insert", {"n": 3}, 1))
     operations.started(started({"update": "c", "updates": [{}, {}]}, 4))
@@ -77,6 +77,8 @@ def test_listener_pairs_each_reply_with_its_command_and_keeps_housekeeping_apart
         "commands": {"insert": 1, "find": 1, "getMore": 1, "update": 1},
         "documents": {"insert": 3, "find": 2, "getMore": 1, "update": 2},
         "housekeeping": {"ping": 1},
+        # Where the documents went: a getMore names its collection apart.
+        "by_collection": {"insert c": 3, "find c": 2, "getMore c": 1, "update c": 2},
     }
 
 
@@ -104,3 +106,7 @@ async def test_listener_counts_what_a_real_client_sends_and_receives(
     assert totals["documents"]["delete"] == 1
     # A first batch of four, then the rest by getMore: seven read in all.
     assert totals["documents"]["find"] + totals["documents"].get("getMore", 0) == 7
+    by_collection = totals["by_collection"]
+    name = collection.name
+    assert by_collection[f"insert {name}"] == 7
+    assert by_collection[f"find {name}"] + by_collection.get(f"getMore {name}", 0) == 7
