@@ -46,19 +46,6 @@ async def find_by_ids(
     return found
 
 
-async def delete_by_ids(
-    collection: AsyncCollection[Document], ids: Iterable[Any], where: Document | None = None
-) -> None:
-    """Delete documents by ``_id`` (idempotent), one indexed command per thousand ids;
-    with ``where``, only those that also match it."""
-    keys = list(dict.fromkeys(ids))
-    for chunk in _chunks(keys):
-        if len(chunk) == 1:
-            await collection.delete_one({"_id": chunk[0], **(where or {})})
-        else:
-            await collection.delete_many({"_id": {"$in": chunk}, **(where or {})})
-
-
 def duplicate_indexes(error: BulkWriteError) -> set[int]:
     """Indexes of the documents an unordered insert refused as duplicates; raises the
     error again when any other write failed."""

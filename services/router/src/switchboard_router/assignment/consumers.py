@@ -23,14 +23,10 @@ from switchboard_common.contract import (
     AgentUpserted,
     ContractModel,
     ConversationActivity,
-    ConversationReopened,
-    ConversationResolved,
     ConversationTransferred,
     OfferAccepted,
     OfferRejected,
     ReplySent,
-    SlaAtRisk,
-    SlaBreached,
 )
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
@@ -116,7 +112,7 @@ class ConversationHandler:
                     event
                 ):
                     continue
-                if isinstance(event, BATCHED):
+                if isinstance(event, Batched):
                     leading.setdefault(event.conversation_id, (key, event, items[0].cause))
             if not leading:
                 return
@@ -127,28 +123,27 @@ class ConversationHandler:
                     stopped.add(key)
                     continue
                 by_key[key] = by_key[key][1:]
-                if engine.metrics is not None and isinstance(event, ConversationActivity):
-                    engine.metrics.activities.labels(outcome).inc()
+                self._count(event, outcome)
 
     async def handle(self, event: ContractModel, cause: str) -> str | None:
+        """One event on the one-at-a-time path; a rejection reason for an invalid
+        transfer."""
         engine = self.engine
-        if isinstance(event, ConversationActivity):
-            outcome = await engine.on_activity(event)
-            if engine.metrics is not None:
-                engine.metrics.activities.labels(outcome).inc()
-        elif isinstance(event, ConversationResolved):
-            await engine.on_resolved(event.conversation_id, cause)
-        elif isinstance(event, ConversationReopened):
-            await engine.on_reopened(event.conversation_id, cause)
-        elif isinstance(event, ConversationTransferred):
+        if isinstance(event, ConversationTransferred):
             return await engine.on_transferred(event, cause)
+        if isinstance(event, Batched):
+            self._count(event, await engine.on_event(event, cause))
         elif isinstance(event, ReplySent):
             await engine.on_reply(
                 event.conversation_id, event.agent_id, event.awaiting_customer, cause
             )
-        elif isinstance(event, SlaAtRisk | SlaBreached):
-            await engine.on_sla(event, cause)
         return None
+
+    def _count(self, event: ContractModel, outcome: str) -> None:
+        """Customer messages by what routing did with them."""
+        metrics = self.engine.metrics
+        if metrics is not None and isinstance(event, ConversationActivity):
+            metrics.activities.labels(outcome).inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,17 +155,6 @@ class _Item:
     event: ContractModel
     cause: str
     delivery: Delivery | None
-
-
-#: The conversation events decided in bulk (``AssignmentEngine.on_events``).
-BATCHED = (
-    ConversationActivity,
-    ConversationResolved,
-    ConversationReopened,
-    ConversationTransferred,
-    SlaAtRisk,
-    SlaBreached,
-)
 
 
 def cause_of(delivery: Delivery) -> str:

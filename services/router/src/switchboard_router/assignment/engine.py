@@ -32,7 +32,6 @@ from switchboard_common.contract import (
 from switchboard_common.logging import get_logger
 from switchboard_router.assignment import decide
 from switchboard_router.assignment.classify import (
-    Classified,
     LanguageDetector,
     activity_reason,
     classify,
@@ -223,10 +222,22 @@ class AssignmentEngine:
             classified = classify(event, self.policy, self.detector)
             if classified is None:
                 return "not_routed"
-            sticky = decide.known_agent(current) or decide.remembered(
-                memories.get(event.customer_id), self.policy, now
+            sticky = (
+                decide.known_agent(current)
+                or decide.remembered(memories.get(event.customer_id), self.policy, now)
+                if self.policy.sticky.enabled
+                else None
             )
-            return self._activity_change(event, classified, current, sticky)
+            return decide.activity_change(
+                event,
+                classified,
+                current,
+                sticky=sticky,
+                sticky_agent=self.directory.get(sticky) if sticky else None,
+                reason=activity_reason(event, classified),
+                policy=self.policy,
+                now=now,
+            )
         change: Change | None
         if isinstance(event, ConversationResolved):
             change = decide.resolved_change(current, cause, now)
@@ -284,26 +295,6 @@ class AssignmentEngine:
     async def on_activities(self, activities: Sequence[ConversationActivity]) -> Outcomes:
         """``on_events`` for customer messages."""
         return await self.on_events([(a, f"message:{a.message_id}") for a in activities])
-
-    def _activity_change(
-        self,
-        activity: ConversationActivity,
-        classified: Classified,
-        current: RouteState | None,
-        sticky: str | None,
-    ) -> Change:
-        if not self.policy.sticky.enabled:
-            sticky = None
-        return decide.activity_change(
-            activity,
-            classified,
-            current,
-            sticky=sticky,
-            sticky_agent=self.directory.get(sticky) if sticky else None,
-            reason=activity_reason(activity, classified),
-            policy=self.policy,
-            now=self.clock.now(),
-        )
 
     async def on_resolved(self, conversation_id: str, cause: str) -> None:
         """Resolved: free its capacity and let the agent take the next one at once."""
@@ -467,21 +458,20 @@ class AssignmentEngine:
         tenant, offline) cost no read; under steady load (nothing freed) this is one
         aggregation of slot counts. Agents whose reservation a lost claim gave back are
         drained too: that slot is free and nobody else was told."""
-        for agent_id in dict.fromkeys(given_back):
-            await self.drain(agent_id)
         now = self.clock.now()
         states = [state for state, _ in queued]
         agents = sorted(self.directory.could_take(states, self.policy, now))
-        if not agents:
-            return
-        # Counts first (one short aggregation): only agents holding fewer slots than this
-        # view says had something freed behind it, and only theirs are read in full.
-        held = await self.store.load_summary(agents)
-        freed = [a for a in agents if self.directory.holds_more(a, held)]
-        if freed:
-            self.directory.replace_held(await self.store.held_slots(freed), freed)
-            for agent_id in freed:
-                await self.drain(agent_id)
+        freed: list[str] = []
+        if agents:
+            # Counts first (one short aggregation): only agents holding fewer slots than
+            # this view says had something freed behind it, and only theirs are read in
+            # full.
+            held = await self.store.load_summary(agents)
+            freed = [a for a in agents if self.directory.holds_more(a, held)]
+            if freed:
+                self.directory.replace_held(await self.store.held_slots(freed), freed)
+        for agent_id in dict.fromkeys([*given_back, *freed]):  # each drained once
+            await self.drain(agent_id)
         for state, looked in queued:
             if not looked and self.directory.choose(state, self.policy, now):
                 await self.assign_waiting(state.conversation_id)

@@ -209,7 +209,7 @@ class Executor:
         if not decisions:
             return outcomes
         winners: list[tuple[Change, Decision]] = []
-        given_back: list[str] = []  # agents whose reservation a lost claim gave back
+        lost: list[_Routed] = []  # reservations of lost claims, to give back
         async with self.deciding(d.state.conversation_id for d in decisions.values()):
             won = await self.store.claim_many(list(decisions.values()))
             for (i, decision), ok in zip(decisions.items(), won, strict=True):
@@ -220,8 +220,9 @@ class Executor:
                 outcomes[i] = Missed.LOST
                 self.count_conflict("decision")
                 if i in routed and routed[i].slots:
-                    given_back.append(str(routed[i].agent_id))
-                    await self._give_back(routed[i])
+                    lost.append(routed[i])
+            given_back = [str(entry.agent_id) for entry in lost]
+            await self._give_back(lost)
             if winners:
                 await self._publish_and_settle(winners)
         if winners or given_back:
@@ -324,8 +325,9 @@ class Executor:
                     self.directory.mark_free([s for s in entry.slots if s != conflict])
                     self.count_conflict("slot")
                     entry.agent_id, entry.slots = None, []
-            for entry in await self._refused(held):
-                await self._give_back(entry)
+            refused = await self._refused(held)
+            await self._give_back(refused)
+            for entry in refused:
                 self.count_conflict("capacity")
                 entry.tried.add(str(entry.agent_id))
                 entry.agent_id, entry.slots = None, []
@@ -395,11 +397,17 @@ class Executor:
                 refused += [entries[n] for n, h in above.items() if held.intersection(h)]
         return refused
 
-    async def _give_back(self, entry: _Routed) -> None:
-        """Release the change's own reservation (never a slot someone reserved since)."""
-        await self.store.release(entry.slots, entry.change.conversation_id, entry.change.after.seq)
-        self.directory.mark_free(entry.slots)
-        entry.slots = []
+    async def _give_back(self, entries: Sequence[_Routed]) -> None:
+        """Release these changes' own reservations in one bulk delete (never a slot
+        someone reserved since)."""
+        if not entries:
+            return
+        await self.store.release_many(
+            [(e.slots, e.change.conversation_id, e.change.after.seq) for e in entries]
+        )
+        for entry in entries:
+            self.directory.mark_free(entry.slots)
+            entry.slots = []
 
     # ================================================================ publishing
     def new_token(self) -> str:

@@ -38,7 +38,7 @@ from switchboard_router.assignment.model import (
     Slot,
     decision_id,
 )
-from switchboard_router.bulk import delete_by_ids, find_by_ids, insert_each, put_documents
+from switchboard_router.bulk import find_by_ids, insert_each, put_documents
 
 #: One reservation to give back: its slots, and the conversation and step it was for.
 Release = tuple[Sequence[str], str, int]
@@ -363,8 +363,7 @@ class MongoAssignmentStore:
             try:
                 await self.slots.insert_one(_slot_document(slot))
             except DuplicateKeyError:
-                for mine in inserted:
-                    await self.release([mine.slot_id], mine.conversation_id, mine.seq)
+                await self.release_many([([m.slot_id], m.conversation_id, m.seq) for m in inserted])
                 return slot.slot_id
             inserted.append(slot)
         return None
@@ -381,22 +380,24 @@ class MongoAssignmentStore:
             if conflicts[owner[index]] is None:
                 conflicts[owner[index]] = documents[index]["_id"]
         # A group that lost any slot gives back the ones it did insert.
-        for index, d in enumerate(documents):
-            if conflicts[owner[index]] is not None and index not in taken:
-                await self.release([d["_id"]], d["conversation_id"], d["seq"])
+        await self.release_many(
+            [
+                ([d["_id"]], d["conversation_id"], d["seq"])
+                for index, d in enumerate(documents)
+                if conflicts[owner[index]] is not None and index not in taken
+            ]
+        )
         return conflicts
 
     async def release(self, slot_ids: Sequence[str], conversation_id: str, seq: int) -> None:
-        # Atomic per document on MongoDB. FerretDB v1 evaluates the filter and deletes
-        # by ``_id`` in two steps: a re-reservation of the same ``_id`` between them is
-        # the one window left, and needs another release of the same reservation.
-        await delete_by_ids(
-            self.slots, slot_ids, {"conversation_id": conversation_id, "seq": {"$lte": seq}}
-        )
+        await self.release_many([(slot_ids, conversation_id, seq)])
 
     async def release_many(self, releases: Sequence[Release]) -> None:
         # One unordered bulk command; each statement filters by ``_id`` (indexed on both
-        # servers) and names its reservation, as ``release`` does.
+        # servers) and names its reservation. Atomic per document on MongoDB. FerretDB
+        # v1 evaluates the filter and deletes by ``_id`` in two steps: a re-reservation
+        # of the same ``_id`` between them is the one window left, and needs another
+        # release of the same reservation.
         operations = [
             DeleteOne({"_id": slot_id, "conversation_id": conversation_id, "seq": {"$lte": seq}})
             for slot_ids, conversation_id, seq in releases

@@ -131,7 +131,10 @@ class TimelineStage:
         await self._settle(work)
         plans = {customer_id: w.plan for customer_id, w in work.items() if w.plan is not None}
         await self._write(work)
-        rejected = await self._publish(plans, deliveries)
+        rejected, activities = await self._publish(plans, deliveries)
+        if self._route is not None and activities:
+            # Replays too: a crash may have come between storing and routing them.
+            await self._route(activities)
         self._remember(plans)
         for delivery in deliveries:
             key = (delivery.record.topic, delivery.record.partition)
@@ -407,7 +410,9 @@ class TimelineStage:
 
     async def _publish(
         self, plans: dict[str, CustomerPlan], deliveries: Sequence[Delivery]
-    ) -> list[tuple[Delivery, str]]:
+    ) -> tuple[list[tuple[Delivery, str]], list[ConversationActivity]]:
+        """Publish each stored message's activity (and messages to resolve again);
+        returns the records refused and the activities published."""
         outgoing: list[Outgoing] = []
         rejected: list[tuple[Delivery, str]] = []
         by_message = {
@@ -447,12 +452,8 @@ class TimelineStage:
                 outgoing.append(customer_message(record.message, resolution, self._clock()))
                 m.messages.labels(record.message.channel.value, "re_resolved").inc()
         await self._publisher.publish_all(outgoing)
-        if self._route is not None:
-            # Replays too: a crash may have come between storing and routing them.
-            await self._route(
-                [o.event for o in outgoing if isinstance(o.event, ConversationActivity)]
-            )
-        return rejected
+        activities = [o.event for o in outgoing if isinstance(o.event, ConversationActivity)]
+        return rejected, activities
 
     def _count_decision(self, applied: Applied) -> None:
         channel = applied.item.inbound.channel.value
