@@ -10,6 +10,7 @@ for a message says the same thing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,6 +61,9 @@ POLICY = Policy(
     email_subject_window=timedelta(days=4),
 )
 CUSTOMERS = {"cu-ana": 0, "cu-bob": 1}
+#: The same rules with room for two Message-IDs per customer: a reply to an older
+#: message finds its conversation through the Message-ID index.
+FORGETFUL = dataclasses.replace(POLICY, max_refs=2)
 
 
 class CrashError(ConnectionError):
@@ -161,6 +165,7 @@ async def run(
     records: list[tuple[str, ContractModel]],
     splits: Callable[[int], int],
     faults: Callable[[], tuple[int | None, bool]],
+    policy: Policy = POLICY,
 ) -> tuple[FlakyStore, RecordingPublisher]:
     """Feed the records as a consumer group would: a batch whose handler fails (or
     whose commit is lost) is redelivered to a freshly started stage."""
@@ -170,7 +175,7 @@ async def run(
     for key, event in records:
         deliveries.append(delivery(event, key, offsets[key]))
         offsets[key] += 1
-    stage = stage_on(store, publisher)
+    stage = stage_on(store, publisher, policy)
     committed = 0
     for _ in range(500):
         if committed >= len(deliveries):
@@ -181,12 +186,12 @@ async def run(
         try:
             await stage(batch)
         except CrashError:
-            stage = stage_on(store, publisher)
+            stage = stage_on(store, publisher, policy)
             continue
         finally:
             store.die_at = None
         if lose_commit:
-            stage = stage_on(store, publisher)
+            stage = stage_on(store, publisher, policy)
             continue
         committed += len(batch)
     raise AssertionError("the stream never completed")
@@ -222,7 +227,9 @@ def test_crashes_and_redelivery_leave_every_message_stored_once_where_it_belongs
         crashes[0] -= 1
         return data.draw(st.none() | st.integers(1, 12)), data.draw(st.booleans())
 
-    store, publisher = asyncio.run(run(records, lambda n: data.draw(st.integers(1, n)), faults))
+    # The state remembers two Message-IDs here: the rest must be found in the index.
+    splits = lambda n: data.draw(st.integers(1, n))  # noqa: E731
+    store, publisher = asyncio.run(run(records, splits, faults, FORGETFUL))
     assert outcome(store) == outcome(reference)
     assert set(store.conversations) == set(reference.conversations)
     for key, document in reference.conversations.items():
@@ -399,3 +406,34 @@ def test_a_duplicate_the_state_no_longer_remembers_keeps_its_stored_place() -> N
     said = activities(publisher)
     assert said["m-0"] == {outcome(store)["m-0"]}
     assert len(store.messages) == 6
+
+
+def test_only_message_ids_the_state_stops_holding_go_to_the_index() -> None:
+    policy = dataclasses.replace(POLICY, max_refs=2)
+    subjects = ["Refund", "Delivery", "Invoice"]
+    messages = [
+        inbound(f"m-{n}", subject=s, at=T0 + timedelta(minutes=n)) for n, s in enumerate(subjects)
+    ]
+    reply = inbound(
+        "m-3",
+        subject="Re: Refund",
+        at=T0 + timedelta(minutes=9),
+        in_reply_to=message_ref("m-0"),
+    )
+
+    async def scenario() -> tuple[InMemoryTimelineStore, list[int]]:
+        store, publisher = InMemoryTimelineStore(), RecordingPublisher()
+        stage = stage_on(store, publisher, policy)
+        sizes = []
+        for offset, m in enumerate([*messages, reply]):
+            await stage([delivery(customer_message(m, "cu-ana", identity_of(m)), "cu-ana", offset)])
+            sizes.append(len(store.refs))
+        return store, sizes
+
+    store, sizes = asyncio.run(scenario())
+    # Two Message-IDs fit in the state: nothing is indexed until the third.
+    assert sizes[:3] == [0, 0, 1]
+    placed = outcome(store)
+    assert len({placed[f"m-{n}"][0] for n in range(3)}) == 3
+    # The reply names the message the state forgot: it joins that message's conversation.
+    assert placed["m-3"][:2] == (placed["m-0"][0], "message")

@@ -8,7 +8,8 @@ batch with the pure fold (``plan.plan_customer``) and writes, in this order:
    thread step; a lost claim means another replica opened it: adopt theirs, re-plan);
 2. the timeline entries (``_id`` = ``message_id``; an entry already stored is a replay:
    its stored placement wins, the customer is re-planned);
-3. conversations whose state changed, the Message-ID index, erasures;
+3. conversations whose state changed, the Message-IDs the state stops holding (the
+   Message-ID index: the state keeps each customer's latest), erasures;
 4. the customers' threading state;
 5. one ``ConversationActivity`` per message (key ``conversation_id``), published for
    the SLA monitor and handed to assignment (``route``) in this same batch, so a message
@@ -76,6 +77,20 @@ MAX_CHAIN = 64
 #: Where stored customer messages go to be routed (assignment's ``route_messages``,
 #: wired by the shell): raises to have the batch retried.
 Route = Callable[[Sequence[ConversationActivity]], Awaitable[None]]
+
+
+def _forgotten_refs(base: CustomerState, plan: CustomerPlan) -> list[tuple[str, str]]:
+    """The Message-IDs (with their conversations) this batch known or placed that the new
+    state no longer holds: they go to the Message-ID index, so a reply to them still finds
+    its conversation. The state holds a customer's latest ``max_refs``, so most customers
+    never write the index at all."""
+    known = dict(base.refs)
+    for applied in plan.applied:
+        if applied.item.inbound.email_message_id and not applied.known:
+            known[applied.item.inbound.email_message_id] = applied.placement.conversation_id
+    return [
+        (ref, conversation) for ref, conversation in known.items() if ref not in plan.state.refs
+    ]
 
 
 class ThreadClaimContendedError(TimeoutError):
@@ -195,11 +210,15 @@ class TimelineStage:
     async def _prefetch(self, work: dict[str, _Work]) -> None:
         """Bring into each base state what the batch refers to but the state forgot:
         conversations of status changes, and conversations of Message-IDs replied to."""
+        # Message-IDs this batch places (and so puts in the state before any reply in it
+        # is placed); a redelivered message the state already applied adds nothing.
         batch_ids = {
             i.inbound.email_message_id
             for w in work.values()
             for i in w.items
-            if isinstance(i, MessageItem) and i.inbound.email_message_id
+            if isinstance(i, MessageItem)
+            and i.inbound.email_message_id
+            and i.message_id not in w.base.applied
         }
         wanted: dict[str, set[str]] = {}
         refs: dict[str, list[str]] = {}
@@ -390,11 +409,8 @@ class TimelineStage:
                 ConversationWrite(customer_id, c, conversation_opening(customer_id, None))
                 for c in plan.evicted
             ]
-            refs += [
-                (customer_id, a.item.inbound.email_message_id, a.placement.conversation_id)
-                for a in plan.applied
-                if a.item.inbound.email_message_id and not a.known
-            ]
+            if plan.erasure is None:  # erasure deletes the customer's index entries
+                refs += [(customer_id, *ref) for ref in _forgotten_refs(base, plan)]
         await self._store.save_conversations(conversations)
         await self._store.insert_refs(refs)
         for customer_id, plan in plans.items():
