@@ -241,9 +241,14 @@ class RouterSide:
         self, bootstrap: str, mongodb_url: str, agents: int, capacity: int, *, probed: bool = False
     ) -> None:
         modules = {"router": "bench.probed_router"} if probed else {}
-        # Probed, the periodic re-read of agents and queue (every 30 s, not per message)
-        # is held off so that a phase counts only the work its messages cause.
-        extra_env = {"ROUTER_ASSIGNMENT_REFRESH_SECONDS": "3600"} if probed else {}
+        # Probed, the periodic re-read of agents and queue (every 30 s) and the gauges'
+        # queue and load aggregation (every 5 s), which are not per message, are held
+        # off so that a phase counts only the work its messages cause.
+        extra_env = (
+            {"ROUTER_ASSIGNMENT_REFRESH_SECONDS": "3600", "ROUTER_GAUGES_SECONDS": "3600"}
+            if probed
+            else {}
+        )
         self.stack = Stack(bootstrap, mongodb_url, extra_env=extra_env, modules=modules)
         self.agents = agents
         self.capacity = capacity

@@ -11,7 +11,7 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
-(``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``GAUGES_SECONDS``),
+(``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 consumer lag.
 Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/healthz``,
 ``/readyz``, ``/metrics``.
@@ -55,10 +55,6 @@ log = get_logger(__name__)
 
 #: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
 PUBLISHED_TOPICS = (ASSIGNMENTS, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY, DEADLETTER)
-
-#: How often the queue and load gauges are read from the database (a scrape every 15 s
-#: or more sees at most this old a figure).
-GAUGES_SECONDS = 5.0
 
 #: Consumer groups (behind the deployment's topic prefix, like the topics).
 GROUP_IDENTITY = "router-identity"
@@ -151,7 +147,7 @@ def build(settings: RouterSettings) -> Router:
             consumers.run,
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
-            _every(GAUGES_SECONDS, routing.gauges, "gauges"),
+            _every(settings.gauges_seconds, routing.gauges, "gauges"),
         ],
     )
     for router in [*people.api, routing.api]:

@@ -93,6 +93,9 @@ class RouterSettings(ServiceSettings):
     assignment_refresh_seconds: float = Field(
         30.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REFRESH_SECONDS")
     )
+    #: How often the queue and load gauges are read from the database (a scrape every
+    #: 15 s or more sees at most this old a figure; each read scans the waiting queue).
+    gauges_seconds: float = Field(5.0, gt=0, le=3600, validation_alias=env("ROUTER_GAUGES_SECONDS"))
     #: A capacity slot older than this that its conversation does not hold (a replica
     #: crashed between reserving and deciding) is released by the repair loop.
     assignment_repair_after_seconds: float = Field(
