@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ from switchboard_devtools.testing.router_assignment import (
 from switchboard_router.assignment.clock import FakeClock
 from switchboard_router.assignment.consumers import ConversationHandler
 from switchboard_router.assignment.engine import AssignmentEngine
-from switchboard_router.assignment.model import HOLDING, RouteState, Slot
+from switchboard_router.assignment.model import HOLDING, RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import parse_policy
 from switchboard_router.assignment.store import Decision, InMemoryAssignmentStore
 
@@ -77,7 +78,6 @@ async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queu
     assert sorted(store.slots) == ["a-high|email|0", "a-high|email|1", "a-low|email|0"]
     assert {c: s.seq for c, s in store.heads.items()} == {f"c{n}": 1 for n in range(5)}
     assert [s.conversation_id for s in built.queue.sorted_waiting()] == ["c3", "c4"]
-    assert store.customers["cust-c0"][0] == "a-high"  # remembered for sticky routing
     # A redelivered batch changes nothing.
     assert await built.on_activities(batch) == {f"c{n}": "unchanged" for n in range(5)}
     assert len(published.events) == 5
@@ -85,13 +85,20 @@ async def test_a_batch_goes_to_the_best_agents_within_capacity_and_the_rest_queu
 
 async def test_sticky_customers_auto_replies_and_duplicates_in_one_batch() -> None:
     built, published, _, store = setup(agent("a1"), agent("a2", skills={"billing": 9}))
-    await store.remember_agents([("ana", "a1", T0)])
+    # Ana's earlier conversations: a1 served c0 (resolved since); a2 was only offered c9.
+    store.heads["c0"] = state(
+        "c0", customer_id="ana", status=RouteStatus.RESOLVED, agent_id="a1", decided_at=T0
+    )
+    store.heads["c9"] = state(
+        "c9", customer_id="ana", status=RouteStatus.WAITING, decided_at=T0 + timedelta(hours=1)
+    )
     outcomes = await built.on_activities(
         [
             activity("c1", customer_id="ana"),
             activity("c2", auto_submitted=True),
             activity("c1", customer_id="ana", message_id="m-again"),
         ],
+        {"c1": ["c9", "c0"]},
     )
     assert outcomes == {"c1": "routed", "c2": "not_routed"}  # the second c1 is left alone
     (event,) = published.events
@@ -168,19 +175,18 @@ async def test_a_capacity_lowered_behind_the_view_is_enforced_for_the_whole_batc
 
 
 class CountingStore(InMemoryAssignmentStore):
-    """Counts the claims (one ``claim_many`` per ``execute``) and the customer memories
-    read."""
+    """Counts the claims (one ``claim_many`` per ``execute``) and the heads read."""
 
     claims = 0
-    memories_read = 0
+    heads_read = 0
 
     async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
         self.claims += 1
         return await super().claim_many(decisions)
 
-    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, Any]:
-        self.memories_read += len(customer_ids)
-        return await super().last_agents(customer_ids)
+    async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
+        self.heads_read += len(conversation_ids)
+        return await super().heads_of(conversation_ids)
 
 
 async def test_resolutions_transfers_and_sla_warnings_of_a_batch_are_one_execute() -> None:
@@ -193,10 +199,10 @@ async def test_resolutions_transfers_and_sla_warnings_of_a_batch_are_one_execute
     handler = ConversationHandler(built, concurrency=4)
     await handler(deliveries([(f"c{n}", activity(f"c{n}")) for n in range(5)]))
     assert store.claims == 1  # three assigned, two queued, one claim
-    assert store.memories_read == 5  # sticky routing: each new customer's last agent
+    assert store.heads_read == 5  # new customers: no earlier conversations to read
     follow_ups = [(f"c{n}", activity(f"c{n}", message_id=f"m{n}b")) for n in range(5)]
     await handler(deliveries(follow_ups))
-    assert (store.claims, store.memories_read) == (1, 5)  # routed already: no read, no step
+    assert (store.claims, store.heads_read) == (1, 10)  # routed already: no step
     store.claims = 0
     resolved = [(f"c{n}", ConversationResolved(conversation_id=f"c{n}", at=T0)) for n in range(3)]
     assert await handler(deliveries(resolved)) == []

@@ -359,7 +359,8 @@ async def test_a_returning_customer_waits_for_the_agent_who_served_them() -> Non
     await built.on_activity(activity("c1", customer_id="ana"))
     first = published.events[-1]
     assert first.agent_id == "a1"  # a1 and a2 tie on score: the smaller id
-    await built.on_activity(activity("c2", customer_id="ana"))  # a1 is full: wait for a1
+    # c2 is the customer's next conversation (the timeline names c1 as an earlier one).
+    await built.on_activity(activity("c2", customer_id="ana"), earlier=["c1"])  # a1 is full
     assert isinstance(published.events[-1], ConversationQueued)
     assert published.events[-1].reason["why"] == "waiting for the sticky agent"
     clock.advance(10)
@@ -367,7 +368,7 @@ async def test_a_returning_customer_waits_for_the_agent_who_served_them() -> Non
     again = published.events[-1]
     assert (again.conversation_id, again.agent_id) == ("c2", "a1")
 
-    await built.on_activity(activity("c3", customer_id="ana"))  # a1 full again
+    await built.on_activity(activity("c3", customer_id="ana"), earlier=["c2", "c1"])
     clock.advance(31)
     await built.tick()  # the sticky window ended: anyone may take it
     last = published.events[-1]
@@ -608,11 +609,11 @@ async def test_messages_the_timeline_stored_are_routed_once_each_conversation_in
         activity("c2", message_id="m2"),
         activity("c1", message_id="m3", kind="message"),
     ]
-    await handler.route_messages(batch)
+    await handler.route_messages(batch, {})
     decided = [(type(e).__name__, e.conversation_id, e.seq) for e in published.events]
     assert sorted(decided) == [("ConversationAssigned", "c1", 1), ("ConversationAssigned", "c2", 1)]
     assert len(store.slots) == 2
-    await handler.route_messages(batch)
+    await handler.route_messages(batch, {})
     assert len(published.events) == 2
 
 
@@ -687,7 +688,7 @@ class StallingStore(InMemoryAssignmentStore):
     def __init__(self, shared: InMemoryAssignmentStore, *, before: str) -> None:
         super().__init__()
         self.slots, self.decisions, self.heads = shared.slots, shared.decisions, shared.heads
-        self.agent_docs, self.customers = shared.agent_docs, shared.customers
+        self.agent_docs = shared.agent_docs
         self.before = before
         self.stalled = asyncio.Event()
         self.go_on = asyncio.Event()

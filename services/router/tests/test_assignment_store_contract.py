@@ -174,13 +174,6 @@ async def test_agents_are_set_field_by_field_and_paged_by_id(store: AssignmentSt
     assert [a.agent_id for a in await store.agents_page("b", 2)] == ["c"]
 
 
-async def test_the_last_agent_of_a_customer_is_remembered(store: AssignmentStore) -> None:
-    assert await store.last_agent("ana") is None
-    await store.remember_agent("ana", "a1", T0)
-    await store.remember_agent("ana", "a2", T0 + timedelta(seconds=1))
-    assert await store.last_agent("ana") == ("a2", T0 + timedelta(seconds=1))
-
-
 async def test_an_agent_remembers_its_highest_capacity_per_channel(store: AssignmentStore) -> None:
     await store.update_agents({"a": {"capacity": {"email": 5}, "version": [0, 1]}})
     await store.update_agents({"a": {"capacity": {"email": 2, "whatsapp": 1}, "version": [0, 2]}})
@@ -300,22 +293,10 @@ async def test_heads_of_a_batch_are_written_and_read_at_once(store: AssignmentSt
     assert await store.heads_of([]) == {}
 
 
-async def test_agents_and_customer_memories_are_read_and_written_in_batches(
+async def test_agents_are_read_and_written_in_batches(
     store: AssignmentStore,
 ) -> None:
     await store.save_agents([agent("a"), agent("b", skills={"billing": 2})])
     found = await store.agents_by_id(["b", "a", "nobody"])
     assert sorted(found) == ["a", "b"]
     assert found["b"].skills == {"billing": 2}
-    await store.remember_agent("ana", "a1", T0)
-    later = T0 + timedelta(seconds=5)
-    await store.remember_agents(
-        [("ana", "a2", later), ("bob", "a1", T0), ("bob", "a3", later)]  # the last wins
-    )
-    assert await store.last_agents(["ana", "bob", "eve"]) == {
-        "ana": ("a2", later),
-        "bob": ("a3", later),
-    }
-    assert await store.last_agent("bob") == ("a3", later)
-    await store.remember_agents([])
-    assert await store.last_agents([]) == {}

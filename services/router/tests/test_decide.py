@@ -127,3 +127,20 @@ def test_overflow_is_due_after_the_queue_limit_and_only_outside_the_overflow_que
     assert due is not None
     assert due.after.queue == POLICY.overflow.name
     assert decide.overflow_change(due.after, POLICY, T0 + timedelta(days=3)) is None
+
+
+def test_the_last_served_of_earlier_conversations_is_the_latest_agent_who_took_one() -> None:
+    hour = timedelta(hours=1)
+    served = [
+        state("c1", status=RouteStatus.RESOLVED, agent_id="a1", decided_at=T0),
+        state("c2", status=RouteStatus.AWAITING_CUSTOMER, agent_id="a2", decided_at=T0 + hour),
+        state("c3", status=RouteStatus.OFFERED, agent_id="a3", decided_at=T0 + 2 * hour),
+        state("c4", status=RouteStatus.WAITING, decided_at=T0 + 3 * hour),
+    ]
+    assert decide.last_served(served) == ("a2", T0 + hour)  # an offer is not service
+    assert decide.last_served(served[2:]) is None
+    assert decide.last_served([]) is None
+    # Too long ago, the customer is not kept waiting for them.
+    memory = decide.last_served(served[:1])
+    assert decide.remembered(memory, POLICY, T0 + timedelta(days=30)) is None
+    assert decide.remembered(memory, POLICY, LATER) == "a1"

@@ -24,6 +24,7 @@ from switchboard_devtools.frontend import eventually
 from switchboard_devtools.testing.router_timeline import (
     TOKEN_ENV,
     agents_online,
+    customer_writes,
     customers_write,
     inbound,
 )
@@ -148,3 +149,34 @@ async def test_a_skill_the_operator_requires_keeps_the_mail_queued_for_a_qualifi
             return latest if done else None
 
         await eventually(all_with_olu, what="the order emails assigned to the qualified agent")
+
+
+async def test_a_returning_customer_goes_back_to_the_agent_who_served_them(
+    router: RouterFactory, probe: TopicProbe
+) -> None:
+    """Sticky routing through the real path: the timeline names the customer's earlier
+    conversations and routing finds who served them in their heads."""
+    async with router(None) as url:
+        await agents_online(
+            probe, url, {"ann": {"billing": 3}, "bob": {"billing": 3}}, capacity={Channel.EMAIL: 5}
+        )
+        now = datetime.now(UTC)
+        first = await customer_writes(
+            probe, "refund-1", sender="ana@example.com", subject="Refund", at=now
+        )
+
+        async def decided(conversation_id: str) -> AssignmentDecision | None:
+            decision = (await latest_decisions(probe)).get(conversation_id)
+            return decision if isinstance(decision, ConversationAssigned) else None
+
+        served = await eventually(lambda: decided(first), what="the first conversation assigned")
+        # Another customer first: the agent who served Ana is now the busier one.
+        other = await customer_writes(probe, "refund-2", subject="Refund", at=now)
+        await eventually(lambda: decided(other), what="the other customer's conversation")
+        later = await customer_writes(
+            probe, "invoice-1", sender="ana@example.com", subject="Invoice copy", at=now
+        )
+        assert later != first  # another subject: a conversation of its own
+        again = await eventually(lambda: decided(later), what="Ana's second conversation")
+    assert again.agent_id == served.agent_id
+    assert again.reason["sticky"] is True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,6 +61,7 @@ POLICY = Policy(
     email_subject_window=timedelta(days=4),
 )
 CUSTOMERS = {"cu-ana": 0, "cu-bob": 1}
+HOUR = timedelta(hours=1)
 #: The same rules with room for two Message-IDs per customer: a reply to an older
 #: message finds its conversation through the Message-ID index.
 FORGETFUL = dataclasses.replace(POLICY, max_refs=2)
@@ -350,18 +351,22 @@ def test_stored_messages_are_routed_after_their_activity_and_a_failed_routing_re
     published; when it fails, the batch fails (its offsets stay uncommitted) and the
     redelivered batch hands the same messages, in the same conversations, to routing."""
     email = inbound("m-1", subject="Refund", at=T0)
-    chat = inbound("m-2", channel=Channel.WHATSAPP, sender="+34600111222", at=T0)
+    chat = inbound("m-2", channel=Channel.WHATSAPP, sender="+34600111222", at=T0 + HOUR)
     batch = [
         delivery(customer_message(m, "cu-ana", identity_of(m)), "cu-ana", n)
         for n, m in enumerate([email, chat])
     ]
     store, publisher = InMemoryTimelineStore(), RecordingPublisher()
     routed: list[list[tuple[str, str]]] = []
+    named: list[dict[str, list[str]]] = []
 
-    async def route(activities: Sequence[ConversationActivity]) -> None:
+    async def route(
+        activities: Sequence[ConversationActivity], earlier: Mapping[str, Sequence[str]]
+    ) -> None:
         published = {a.message_id for a in publisher.events(ConversationActivity)}
         assert {a.message_id for a in activities} <= published  # activity first
         routed.append([(a.message_id, a.conversation_id) for a in activities])
+        named.append({k: list(v) for k, v in earlier.items()})
         if len(routed) == 1:
             raise ConnectionError("the database went away while routing")
 
@@ -378,6 +383,8 @@ def test_stored_messages_are_routed_after_their_activity_and_a_failed_routing_re
     stored = {m: d["conversation_id"] for m, d in store.messages.items()}
     assert dict(first) == stored
     assert len(set(stored.values())) == 2  # an email and a chat: two conversations
+    # Sticky routing of the chat may look at the customer's earlier conversation.
+    assert named == [{stored["m-2"]: [stored["m-1"]]}] * 2
 
 
 def test_a_duplicate_the_state_no_longer_remembers_keeps_its_stored_place() -> None:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,26 +51,36 @@ class ConversationHandler:
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
         return await self._run([_Item(d.key or "", d.event, cause_of(d), d) for d in deliveries])
 
-    async def route_messages(self, activities: Sequence[ConversationActivity]) -> None:
+    async def route_messages(
+        self,
+        activities: Sequence[ConversationActivity],
+        earlier: Mapping[str, Sequence[str]],
+    ) -> None:
         """Route the conversations of stored customer messages (in the timeline's order,
-        which is each conversation's order). Raises what deciding raises: the timeline's
-        batch is retried, and the causes recorded make the retry change nothing twice."""
+        which is each conversation's order); ``earlier`` names, for a conversation just
+        opened, the customer's earlier conversations (sticky routing looks there for the
+        agent who served them). Raises what deciding raises: the timeline's batch is
+        retried, and the causes recorded make the retry change nothing twice."""
         await self._run(
-            [_Item(a.conversation_id, a, f"message:{a.message_id}", None) for a in activities]
+            [_Item(a.conversation_id, a, f"message:{a.message_id}", None) for a in activities],
+            earlier,
         )
 
-    async def _run(self, items: Sequence[_Item]) -> list[tuple[Delivery, str]]:
+    async def _run(
+        self, items: Sequence[_Item], earlier: Mapping[str, Sequence[str]] | None = None
+    ) -> list[tuple[Delivery, str]]:
+        earlier = earlier or {}
         by_key: dict[str, list[_Item]] = {}
         for item in items:
             by_key.setdefault(item.key, []).append(item)
-        await self._decide_leading_events(by_key)
+        await self._decide_leading_events(by_key, earlier)
         gate = asyncio.Semaphore(self.concurrency)
         rejected: list[tuple[Delivery, str]] = []
 
         async def run(queued: list[_Item]) -> None:
             async with gate:
                 for item in queued:
-                    problem = await self.handle(item.event, item.cause)
+                    problem = await self.handle(item.event, item.cause, earlier)
                     if problem is not None and item.delivery is not None:
                         rejected.append((item.delivery, problem))
 
@@ -92,7 +102,9 @@ class ConversationHandler:
             raise ExceptionGroup("conversation events", errors)
         return rejected
 
-    async def _decide_leading_events(self, by_key: dict[str, list[_Item]]) -> None:
+    async def _decide_leading_events(
+        self, by_key: dict[str, list[_Item]], earlier: Mapping[str, Sequence[str]]
+    ) -> None:
         """Decide in bulk (``AssignmentEngine.on_events``) every conversation whose next
         event is a customer message, a resolution, a reopening, a valid transfer or an
         SLA warning, round after round while some are (a customer who wrote twice: the
@@ -116,7 +128,7 @@ class ConversationHandler:
                     leading.setdefault(event.conversation_id, (key, event, items[0].cause))
             if not leading:
                 return
-            outcomes = await engine.on_events([(e, c) for _, e, c in leading.values()])
+            outcomes = await engine.on_events([(e, c) for _, e, c in leading.values()], earlier)
             for conversation_id, (key, event, _) in leading.items():
                 outcome = outcomes.get(conversation_id)
                 if outcome is None:
@@ -125,14 +137,16 @@ class ConversationHandler:
                 by_key[key] = by_key[key][1:]
                 self._count(event, outcome)
 
-    async def handle(self, event: ContractModel, cause: str) -> str | None:
+    async def handle(
+        self, event: ContractModel, cause: str, earlier: Mapping[str, Sequence[str]] | None = None
+    ) -> str | None:
         """One event on the one-at-a-time path; a rejection reason for an invalid
         transfer."""
         engine = self.engine
         if isinstance(event, ConversationTransferred):
             return await engine.on_transferred(event, cause)
         if isinstance(event, Batched):
-            self._count(event, await engine.on_event(event, cause))
+            self._count(event, await engine.on_event(event, cause, earlier))
         elif isinstance(event, ReplySent):
             await engine.on_reply(
                 event.conversation_id, event.agent_id, event.awaiting_customer, cause

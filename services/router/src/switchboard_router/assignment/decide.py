@@ -11,7 +11,7 @@ room, with the waiting state (``waiting``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,6 +137,22 @@ def sticky_until(agent: Agent | None, policy: RoutingPolicy, now: datetime) -> d
     if agent is None or policy.sticky.wait_seconds <= 0 or agent.status != AgentStatus.ONLINE:
         return None
     return now + timedelta(seconds=policy.sticky.wait_seconds)
+
+
+def last_served(states: Sequence[RouteState]) -> tuple[str, datetime] | None:
+    """Who served the most recently decided of these conversations (a customer's
+    earlier ones), and when: the agent it was assigned to, still or until it was
+    resolved. None when no agent took any of them."""
+    served = [
+        s
+        for s in states
+        if s.agent_id
+        and s.status in (RouteStatus.ASSIGNED, RouteStatus.AWAITING_CUSTOMER, RouteStatus.RESOLVED)
+    ]
+    if not served:
+        return None
+    last = max(served, key=lambda s: (s.decided_at, s.conversation_id))
+    return str(last.agent_id), last.decided_at
 
 
 def remembered(

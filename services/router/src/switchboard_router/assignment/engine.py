@@ -151,10 +151,15 @@ class AssignmentEngine:
         return outcome
 
     # ================================================================ conversation events
-    async def on_events(self, items: Sequence[tuple[Batched, str]]) -> Outcomes:
+    async def on_events(
+        self,
+        items: Sequence[tuple[Batched, str]],
+        earlier: Mapping[str, Sequence[str]] | None = None,
+    ) -> Outcomes:
         """Conversation events of a consumed batch, one per conversation (with their
-        causes), decided in one ``execute`` after three bulk reads (heads, the decisions
-        just past them, the customers' last agents). A conversation named twice is
+        causes), decided in one ``execute`` after two bulk reads (heads, the decisions
+        just past them) and, for customers who come back, a third (the heads of the
+        conversations ``earlier`` names, for sticky routing). A conversation named twice is
         decided once here; its later events are left (None) to the one-at-a-time path,
         like one whose head lags its decisions or that lost a race."""
         by_id: dict[str, tuple[Batched, str]] = {}
@@ -170,12 +175,12 @@ class AssignmentEngine:
             for cid, (event, cause) in by_id.items()
             if cid not in ahead
         ]
-        memories = await self._memories(ready)
+        served = await self._last_agents(ready, earlier or {})
         now = self.clock.now()
         changes: list[Change] = []
         previous: dict[str, RouteState | None] = {}
         for event, cause, current in ready:
-            planned = self._plan(event, cause, current, memories, now)
+            planned = self._plan(event, cause, current, served, now)
             if isinstance(planned, str):
                 outcomes[event.conversation_id] = planned
             else:
@@ -195,12 +200,14 @@ class AssignmentEngine:
             await self.drain(agent_id)
         return outcomes
 
-    async def on_event(self, event: Batched, cause: str) -> str:
+    async def on_event(
+        self, event: Batched, cause: str, earlier: Mapping[str, Sequence[str]] | None = None
+    ) -> str:
         """One conversation event, re-read and decided again after every lost race.
         Returns what happened (``routed``, ``decided``, ``unchanged``, ``not_routed``)."""
         async for current in self._attempts(event.conversation_id):
-            memories = await self._memories([(event, cause, current)])
-            planned = self._plan(event, cause, current, memories, self.clock.now())
+            served = await self._last_agents([(event, cause, current)], earlier or {})
+            planned = self._plan(event, cause, current, served, self.clock.now())
             if isinstance(planned, str):
                 return planned
             if await self._apply(planned, current):
@@ -212,7 +219,7 @@ class AssignmentEngine:
         event: Batched,
         cause: str,
         current: RouteState | None,
-        memories: Mapping[str, tuple[str, datetime]],
+        served: Mapping[str, tuple[str, datetime]],
         now: datetime,
     ) -> Change | str:
         """The step an event makes (the pure core's answer), or why none."""
@@ -224,7 +231,7 @@ class AssignmentEngine:
                 return "not_routed"
             sticky = (
                 decide.known_agent(current)
-                or decide.remembered(memories.get(event.customer_id), self.policy, now)
+                or decide.remembered(served.get(event.conversation_id), self.policy, now)
                 if self.policy.sticky.enabled
                 else None
             )
@@ -246,12 +253,7 @@ class AssignmentEngine:
         elif isinstance(event, ConversationReopened):
             change = None
             if current is not None and decide.reopens(current, cause):
-                sticky = (
-                    current.agent_id
-                    or decide.remembered(memories.get(current.customer_id), self.policy, now)
-                    if self.policy.sticky.enabled
-                    else None
-                )
+                sticky = current.agent_id if self.policy.sticky.enabled else None
                 change = decide.reopened_change(
                     current,
                     cause,
@@ -267,34 +269,50 @@ class AssignmentEngine:
             )
         return "unchanged" if change is None else change
 
-    async def _memories(
-        self, items: Sequence[tuple[Batched, str, RouteState | None]]
+    async def _last_agents(
+        self,
+        items: Sequence[tuple[Batched, str, RouteState | None]],
+        earlier: Mapping[str, Sequence[str]],
     ) -> dict[str, tuple[str, datetime]]:
-        """The last agents of the customers whose routing may go back to them (one read;
-        none when sticky routing is off or nobody needs it: a message that routes nothing
-        costs no read)."""
-        if not self.policy.sticky.enabled:
+        """For each conversation a customer message routes with no agent of its own, the
+        agent who last served one of the customer's ``earlier`` conversations, and when
+        (their heads, one read; none when sticky routing is off or the customer has no
+        earlier conversation: a new customer costs no read). The heads are where that
+        is kept already; a head lagging its decisions still names who served."""
+        if not self.policy.sticky.enabled or not earlier:
             return {}
-        wanted: list[str] = []
-        for event, cause, current in items:
-            if (
-                isinstance(event, ConversationActivity)
-                and decide.wants_routing(current, cause)
-                and decide.known_agent(current) is None
-            ):
-                wanted.append(event.customer_id)
-            elif isinstance(event, ConversationReopened) and current and not current.agent_id:
-                wanted.append(current.customer_id)
-        return await self.store.last_agents(list(dict.fromkeys(wanted))) if wanted else {}
+        wanted = {
+            event.conversation_id: earlier[event.conversation_id]
+            for event, cause, current in items
+            if isinstance(event, ConversationActivity)
+            and event.conversation_id in earlier
+            and decide.wants_routing(current, cause)
+            and decide.known_agent(current) is None
+        }
+        ids = sorted({c for conversations in wanted.values() for c in conversations})
+        if not ids:
+            return {}
+        heads = await self.store.heads_of(ids)
+        found = {
+            cid: decide.last_served([heads[c] for c in conversations if c in heads])
+            for cid, conversations in wanted.items()
+        }
+        return {cid: served for cid, served in found.items() if served is not None}
 
-    async def on_activity(self, activity: ConversationActivity) -> str:
+    async def on_activity(self, activity: ConversationActivity, earlier: Sequence[str] = ()) -> str:
         """A customer message: route the conversation unless it is already routed
         (``routed``, ``not_routed`` for auto-submitted messages, ``unchanged``)."""
-        return await self.on_event(activity, f"message:{activity.message_id}")
+        return await self.on_event(
+            activity, f"message:{activity.message_id}", {activity.conversation_id: earlier}
+        )
 
-    async def on_activities(self, activities: Sequence[ConversationActivity]) -> Outcomes:
+    async def on_activities(
+        self,
+        activities: Sequence[ConversationActivity],
+        earlier: Mapping[str, Sequence[str]] | None = None,
+    ) -> Outcomes:
         """``on_events`` for customer messages."""
-        return await self.on_events([(a, f"message:{a.message_id}") for a in activities])
+        return await self.on_events([(a, f"message:{a.message_id}") for a in activities], earlier)
 
     async def on_resolved(self, conversation_id: str, cause: str) -> None:
         """Resolved: free its capacity and let the agent take the next one at once."""

@@ -16,9 +16,8 @@ heads; every handler of the engine and every batch go through ``execute``.
    again;
 5. publish every event (Kafka's acknowledgements awaited once), write the heads, re-read
    the decision past each (a newer one: write that instead, ``settle``);
-6. release the slots the claimed steps free (one bulk delete), remember every customer's
-   agent, and for the conversations now waiting re-read the load of the agents that
-   could take them (``recheck``).
+6. release the slots the claimed steps free (one bulk delete), and for the conversations
+   now waiting re-read the load of the agents that could take them (``recheck``).
 
 A decision's event is published *before* its head is written. Whoever reads a
 conversation and finds decisions past its head (``current``) publishes them again (same
@@ -226,7 +225,7 @@ class Executor:
             if winners:
                 await self._publish_and_settle(winners)
         if winners or given_back:
-            await self._after(winners, now, started, given_back)
+            await self._after(winners, started, given_back)
         return outcomes
 
     def _decision(self, change: Change, entry: _Routed | None, now: datetime) -> Decision | None:
@@ -256,11 +255,10 @@ class Executor:
     async def _after(
         self,
         winners: Sequence[tuple[Change, Decision]],
-        now: datetime,
         started: float,
         given_back: Sequence[str],
     ) -> None:
-        """Release what the steps free, update the views, remember agents, re-check."""
+        """Release what the steps free, update the views, re-check."""
         releases = [
             (c.release, d.state.conversation_id, d.state.seq - 1) for c, d in winners if c.release
         ]
@@ -277,13 +275,6 @@ class Executor:
                 self.observe(decision.kind or "assigned", started)
             if change.offer is not None and self.metrics is not None:
                 self.metrics.offers.labels(change.offer).inc()
-        served = [
-            (d.state.customer_id, d.state.agent_id, now)
-            for _, d in winners
-            if d.kind == "assigned" and d.state.status == RouteStatus.ASSIGNED and d.state.agent_id
-        ]
-        if served:
-            await self.store.remember_agents(served)
         waiting = [
             (d.state, c.routing is not None)
             for c, d in winners

@@ -165,18 +165,6 @@ class AssignmentStore(Protocol):
 
     async def agents_page(self, after: str | None, limit: int) -> list[Agent]: ...
 
-    async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None: ...
-
-    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
-        """``remember_agent`` for many (customer, agent, at); the last of a customer wins."""
-        ...
-
-    async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None: ...
-
-    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        """``last_agent`` of many customers (one read); unknown ones are missing."""
-        ...
-
 
 # --------------------------------------------------------------------------- in memory
 
@@ -190,7 +178,6 @@ class InMemoryAssignmentStore:
         self.decisions: dict[str, Decision] = {}
         self.heads: dict[str, RouteState] = {}
         self.agent_docs: dict[str, Agent] = {}
-        self.customers: dict[str, tuple[str, datetime]] = {}
 
     async def ensure_indexes(self) -> None:
         return None
@@ -315,19 +302,6 @@ class InMemoryAssignmentStore:
         ids = sorted(k for k in self.agent_docs if after is None or k > after)
         return [self.agent_docs[k] for k in ids[:limit]]
 
-    async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None:
-        self.customers[customer_id] = (agent_id, at)
-
-    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
-        for customer_id, agent_id, at in served:
-            self.customers[customer_id] = (agent_id, at)
-
-    async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
-        return self.customers.get(customer_id)
-
-    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        return {c: self.customers[c] for c in customer_ids if c in self.customers}
-
 
 # --------------------------------------------------------------------------- MongoDB
 
@@ -340,7 +314,6 @@ class MongoAssignmentStore:
     - ``assignment_routes``     ``_id`` = conversation id; latest routing state (index:
       status, priority_rank, waiting_since — for the queue listing)
     - ``assignment_agents``     ``_id`` = agent id; profile and presence
-    - ``assignment_customers``  ``_id`` = customer id; the agent who last served them
     """
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
@@ -348,7 +321,6 @@ class MongoAssignmentStore:
         self.decisions = db["assignment_decisions"]
         self.routes_ = db["assignment_routes"]
         self.agents_ = db["assignment_agents"]
-        self.customers = db["assignment_customers"]
 
     async def ensure_indexes(self) -> None:
         await self.slots.create_index([("agent_id", ASCENDING)], name="agent")
@@ -556,23 +528,6 @@ class MongoAssignmentStore:
         query = {} if after is None else {"_id": {"$gt": after}}
         cursor = self.agents_.find(query).sort("_id", ASCENDING).limit(limit)
         return [Agent.from_document(d) async for d in cursor]
-
-    async def remember_agent(self, customer_id: str, agent_id: str, at: datetime) -> None:
-        await _upsert(self.customers, {"_id": customer_id, "agent_id": agent_id, "at": at})
-
-    async def remember_agents(self, served: Sequence[tuple[str, str, datetime]]) -> None:
-        await put_documents(
-            self.customers,
-            [{"_id": customer, "agent_id": agent, "at": at} for customer, agent, at in served],
-        )
-
-    async def last_agent(self, customer_id: str) -> tuple[str, datetime] | None:
-        doc = await self.customers.find_one({"_id": customer_id})
-        return None if doc is None else (str(doc["agent_id"]), doc["at"])
-
-    async def last_agents(self, customer_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        found = await find_by_ids(self.customers, customer_ids)
-        return {key: (str(doc["agent_id"]), doc["at"]) for key, doc in found.items()}
 
 
 def _agent_update(fields: Mapping[str, Any]) -> dict[str, Any]:

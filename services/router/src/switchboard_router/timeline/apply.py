@@ -27,7 +27,7 @@ the cache, so a state written by another replica is never overwritten from memor
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -75,8 +75,42 @@ MAX_CHAIN = 64
 
 
 #: Where stored customer messages go to be routed (assignment's ``route_messages``,
-#: wired by the shell): raises to have the batch retried.
-Route = Callable[[Sequence[ConversationActivity]], Awaitable[None]]
+#: wired by the shell), with each newly opened conversation's ``earlier`` ones: raises to
+#: have the batch retried.
+Route = Callable[[Sequence[ConversationActivity], Mapping[str, Sequence[str]]], Awaitable[None]]
+#: A new conversation's earlier ones handed to routing (most recently active first):
+#: sticky routing reads their heads for the agent who last served the customer.
+EARLIER_CONVERSATIONS = 3
+
+
+def _earlier_conversations(
+    plans: Mapping[str, CustomerPlan], activities: Sequence[ConversationActivity]
+) -> dict[str, list[str]]:
+    """For each conversation a message of the batch opened, the customer's conversations
+    opened before it that the state holds, most recently active first."""
+    earlier: dict[str, list[str]] = {}
+    for activity in activities:
+        plan = plans.get(activity.customer_id)
+        if activity.kind != "opened" or plan is None:
+            continue
+        conversations = plan.state.conversations
+        opened = conversations.get(activity.conversation_id)
+        if opened is None:
+            continue
+        before = sorted(
+            (
+                c
+                for c in conversations.values()
+                if c.conversation_id != opened.conversation_id and c.opened_at <= opened.opened_at
+            ),
+            key=lambda c: (c.last_message_at, c.conversation_id),
+            reverse=True,
+        )
+        if before:
+            earlier[opened.conversation_id] = [
+                c.conversation_id for c in before[:EARLIER_CONVERSATIONS]
+            ]
+    return earlier
 
 
 def _forgotten_refs(base: CustomerState, plan: CustomerPlan) -> list[tuple[str, str]]:
@@ -149,7 +183,7 @@ class TimelineStage:
         rejected, activities = await self._publish(plans, deliveries)
         if self._route is not None and activities:
             # Replays too: a crash may have come between storing and routing them.
-            await self._route(activities)
+            await self._route(activities, _earlier_conversations(plans, activities))
         self._remember(plans)
         for delivery in deliveries:
             key = (delivery.record.topic, delivery.record.partition)
