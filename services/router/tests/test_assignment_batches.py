@@ -19,6 +19,7 @@ from switchboard_common.contract import (
     ConversationAssigned,
     ConversationQueued,
     ConversationResolved,
+    ReplySent,
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_devtools.testing.router_assignment import (
@@ -180,8 +181,14 @@ class CountingStore(InMemoryAssignmentStore):
     claims = 0
     heads_read = 0
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: The conversations of each claim (one ``claim_many`` per ``execute``).
+        self.claimed: list[set[str]] = []
+
     async def claim_many(self, decisions: Sequence[Decision]) -> list[bool]:
         self.claims += 1
+        self.claimed.append({d.state.conversation_id for d in decisions})
         return await super().claim_many(decisions)
 
     async def heads_of(self, conversation_ids: Sequence[str]) -> dict[str, RouteState]:
@@ -345,3 +352,48 @@ def test_replicas_deciding_overlapping_batches_never_over_assign(
     check_exclusive(store, capacity)
     decided = {d.state.conversation_id for d in store.decisions.values()}
     assert decided == {f"c{c}" for _, cs in batches for c in cs}  # none lost
+
+
+async def test_replies_of_a_batch_free_their_slots_in_one_execute() -> None:
+    """Replies that wait on the customer free the agents' slots in one claim for the
+    batch; a reply that accepts an offer still takes its two steps (one at a time); a
+    reply by someone who does not hold the conversation, or a redelivered one, changes
+    nothing."""
+    policy = parse_policy(
+        "queues:\n  - name: general\nsticky: {enabled: false}\n"
+        "offers: {require_acceptance: true}\n"
+        "capacity: {release_when_awaiting_customer: true}\n"
+    )
+    store = CountingStore()
+    built, published, _ = engine(policy, store=store)
+    built.directory.apply(agent("a1", capacity={Channel.EMAIL: 3}))
+    handler = ConversationHandler(built, concurrency=4)
+    await handler(deliveries([(f"c{n}", activity(f"c{n}")) for n in range(5)]))
+    for conversation_id in ("c0", "c1"):  # c2 stays offered
+        await built.on_offer_answer(
+            "a1", conversation_id, accepted=True, cause=f"event:{conversation_id}"
+        )
+    store.claimed.clear()
+
+    def reply(conversation_id: str, agent_id: str = "a1") -> tuple[str, ReplySent]:
+        sent = ReplySent(
+            conversation_id=conversation_id, agent_id=agent_id, sent_at=T0, awaiting_customer=True
+        )
+        return conversation_id, sent
+
+    batch = deliveries([reply("c0"), reply("c1"), reply("c2"), reply("c3", agent_id="a9")])
+    assert await handler(batch) == []
+    now = {c: await built.current(c) for c in ("c0", "c1", "c2")}
+    assert {c: s.status for c, s in now.items() if s} == dict.fromkeys(
+        ("c0", "c1", "c2"),
+        RouteStatus.AWAITING_CUSTOMER,  # c2: accepted, then waiting
+    )
+    assert {"c0", "c1"} in store.claimed  # the two replies in one claim
+    accepted = [e for e in published.of("c2") if isinstance(e, ConversationAssigned)]
+    assert accepted[-1].reason["offer"] == "accepted"
+    # The freed slots went to the waiting c3 and c4 (a9's reply changed nothing).
+    assert sorted(s.conversation_id for s in store.slots.values()) == ["c3", "c4"]
+    before = len(published.events)
+    store.claimed.clear()
+    assert await handler(batch) == []  # redelivered: nothing changes
+    assert (len(published.events), store.claimed) == (before, [])

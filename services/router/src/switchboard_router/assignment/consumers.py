@@ -106,12 +106,12 @@ class ConversationHandler:
         self, by_key: dict[str, list[_Item]], earlier: Mapping[str, Sequence[str]]
     ) -> None:
         """Decide in bulk (``AssignmentEngine.on_events``) every conversation whose next
-        event is a customer message, a resolution, a reopening, a valid transfer or an
-        SLA warning, round after round while some are (a customer who wrote twice: the
-        second round finds the first routed), dropping the events decided from
-        ``by_key``. What remains — replies, invalid transfers, and conversations the
-        batch left undecided — is handled one at a time afterwards, in order per
-        conversation."""
+        event is a customer message, a resolution, a reopening, a valid transfer, an
+        agent's reply or an SLA warning, round after round while some are (a customer who
+        wrote twice: the second round finds the first routed), dropping the events
+        decided from ``by_key``. What remains — a reply that accepts an offer, invalid
+        transfers, and conversations the batch left undecided — is handled one at a time
+        afterwards, in order per conversation."""
         engine = self.engine
         stopped: set[str] = set()
         while True:
@@ -145,12 +145,12 @@ class ConversationHandler:
         engine = self.engine
         if isinstance(event, ConversationTransferred):
             return await engine.on_transferred(event, cause)
-        if isinstance(event, Batched):
-            self._count(event, await engine.on_event(event, cause, earlier))
-        elif isinstance(event, ReplySent):
+        if isinstance(event, ReplySent):  # may take two steps (accept, then wait)
             await engine.on_reply(
                 event.conversation_id, event.agent_id, event.awaiting_customer, cause
             )
+        elif isinstance(event, Batched):
+            self._count(event, await engine.on_event(event, cause, earlier))
         return None
 
     def _count(self, event: ContractModel, outcome: str) -> None:

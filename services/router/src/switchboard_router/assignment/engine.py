@@ -26,6 +26,7 @@ from switchboard_common.contract import (
     ConversationReopened,
     ConversationResolved,
     ConversationTransferred,
+    ReplySent,
     SlaAtRisk,
     SlaBreached,
 )
@@ -65,16 +66,19 @@ DRAIN_READ = 200
 Outcomes = dict[str, str | None]
 _DECIDED = {False: "routed", True: "decided"}
 
-#: Conversation events decided in batches (a reply, which may take two steps, and offer
-#: answers go one at a time).
+#: Conversation events decided in batches (offer answers go one at a time, and so does a
+#: reply that accepts an offer: it takes two steps).
 Batched = (
     ConversationActivity
     | ConversationResolved
     | ConversationReopened
     | ConversationTransferred
+    | ReplySent
     | SlaAtRisk
     | SlaBreached
 )
+#: What ``_plan`` answers for an event the batch leaves to the one-at-a-time path.
+ONE_AT_A_TIME = "one_at_a_time"
 
 
 class ContentionError(TimeoutError):
@@ -181,7 +185,9 @@ class AssignmentEngine:
         previous: dict[str, RouteState | None] = {}
         for event, cause, current in ready:
             planned = self._plan(event, cause, current, served, now)
-            if isinstance(planned, str):
+            if planned == ONE_AT_A_TIME:
+                outcomes[event.conversation_id] = None
+            elif isinstance(planned, str):
                 outcomes[event.conversation_id] = planned
             else:
                 changes.append(planned)
@@ -208,6 +214,11 @@ class AssignmentEngine:
         async for current in self._attempts(event.conversation_id):
             served = await self._last_agents([(event, cause, current)], earlier or {})
             planned = self._plan(event, cause, current, served, self.clock.now())
+            if planned == ONE_AT_A_TIME and isinstance(event, ReplySent):
+                await self.on_reply(
+                    event.conversation_id, event.agent_id, event.awaiting_customer, cause
+                )
+                return "decided"
             if isinstance(planned, str):
                 return planned
             if await self._apply(planned, current):
@@ -246,7 +257,13 @@ class AssignmentEngine:
                 now=now,
             )
         change: Change | None
-        if isinstance(event, ConversationResolved):
+        if isinstance(event, ReplySent):
+            if decide.answers_offer(current, event.agent_id, cause):
+                return ONE_AT_A_TIME  # accepts the offer first: two steps
+            if current is None or current.applied(cause) or not event.awaiting_customer:
+                return "unchanged"
+            change = decide.awaiting_change(current, event.agent_id, cause, self.policy, now)
+        elif isinstance(event, ConversationResolved):
             change = decide.resolved_change(current, cause, now)
         elif isinstance(event, ConversationTransferred):
             change = decide.transferred_change(current, event, cause, now)
