@@ -158,7 +158,7 @@ def last_served(states: Sequence[RouteState]) -> tuple[str, datetime] | None:
 def remembered(
     last: tuple[str, datetime] | None, policy: RoutingPolicy, now: datetime
 ) -> str | None:
-    """The agent a customer's memory names while it is recent enough."""
+    """The agent who last served the customer (``last_served``) while recent enough."""
     if last is None or not policy.sticky.enabled:
         return None
     agent_id, at = last
