@@ -68,20 +68,28 @@ async def test_replicas_deciding_overlapping_batches_never_over_assign(
         await handlers[conversation % 3](deliveries([(f"c{conversation}", event)]))
 
     async def reply(conversations: list[int], replica: int) -> None:
-        """The holders of these conversations reply and wait on the customer (one
-        batch, freeing their slots) while other batches and resolves race them."""
-        await asyncio.sleep(rng.uniform(0.02, 0.08))
-        sent = []
-        for conversation in conversations:
-            head = await store.head(f"c{conversation}")
-            if head is not None and head.agent_id is not None:
-                event = ReplySent(
-                    conversation_id=head.conversation_id,
-                    agent_id=head.agent_id,
-                    sent_at=T0,
-                    awaiting_customer=True,
+        """As soon as some of these conversations have an agent, their agents reply and
+        wait on the customer (one batch, freeing the slots) while the other replicas'
+        batches still run."""
+        sent: list[tuple[str, ReplySent]] = []
+        for _ in range(1000):  # at most about 10 s
+            heads = await store.heads_of([f"c{c}" for c in conversations])
+            sent = [
+                (
+                    head.conversation_id,
+                    ReplySent(
+                        conversation_id=head.conversation_id,
+                        agent_id=head.agent_id,
+                        sent_at=T0,
+                        awaiting_customer=True,
+                    ),
                 )
-                sent.append((head.conversation_id, event))
+                for head in heads.values()
+                if head.status in HOLDING and head.agent_id is not None
+            ]
+            if sent:
+                break
+            await asyncio.sleep(0.01)
         await handlers[replica](deliveries(sent))
 
     # Every conversation in two or three replicas' batches, in different orders.
@@ -90,8 +98,11 @@ async def test_replicas_deciding_overlapping_batches_never_over_assign(
         chosen = [c for c in range(CONVERSATIONS) if c % 3 == replica or rng.random() < 0.6]
         rng.shuffle(chosen)
         jobs += [batch(replica, chosen[i : i + 15]) for i in range(0, len(chosen), 15)]
-    jobs += [resolve(c) for c in rng.sample(range(CONVERSATIONS), 10)]
-    jobs += [reply(rng.sample(range(CONVERSATIONS), 12), replica) for replica in range(3)]
+    resolved = rng.sample(range(CONVERSATIONS), 10)
+    jobs += [resolve(c) for c in resolved]
+    # Replies to conversations nobody resolves, so that what they change is still seen.
+    others = [c for c in range(CONVERSATIONS) if c not in resolved]
+    jobs += [reply(rng.sample(others, 12), replica) for replica in range(3)]
     await asyncio.gather(*jobs)
 
     slots = await store.held_slots()
