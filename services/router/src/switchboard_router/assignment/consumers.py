@@ -26,7 +26,6 @@ from switchboard_common.contract import (
     ConversationTransferred,
     OfferAccepted,
     OfferRejected,
-    ReplySent,
 )
 from switchboard_common.deadletter import Rejection
 from switchboard_common.logging import get_logger
@@ -49,7 +48,9 @@ class ConversationHandler:
         self.concurrency = concurrency
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
-        return await self._run([_Item(d.key or "", d.event, cause_of(d), d) for d in deliveries])
+        return await self._run(
+            [_Item(d.key or "", d.event, cause_of(d), d) for d in deliveries], {}
+        )
 
     async def route_messages(
         self,
@@ -67,9 +68,8 @@ class ConversationHandler:
         )
 
     async def _run(
-        self, items: Sequence[_Item], earlier: Mapping[str, Sequence[str]] | None = None
+        self, items: Sequence[_Item], earlier: Mapping[str, Sequence[str]]
     ) -> list[tuple[Delivery, str]]:
-        earlier = earlier or {}
         by_key: dict[str, list[_Item]] = {}
         for item in items:
             by_key.setdefault(item.key, []).append(item)
@@ -138,18 +138,14 @@ class ConversationHandler:
                 self._count(event, outcome)
 
     async def handle(
-        self, event: ContractModel, cause: str, earlier: Mapping[str, Sequence[str]] | None = None
+        self, event: ContractModel, cause: str, earlier: Mapping[str, Sequence[str]]
     ) -> str | None:
         """One event on the one-at-a-time path; a rejection reason for an invalid
         transfer."""
         engine = self.engine
         if isinstance(event, ConversationTransferred):
             return await engine.on_transferred(event, cause)
-        if isinstance(event, ReplySent):  # may take two steps (accept, then wait)
-            await engine.on_reply(
-                event.conversation_id, event.agent_id, event.awaiting_customer, cause
-            )
-        elif isinstance(event, Batched):
+        if isinstance(event, Batched):
             self._count(event, await engine.on_event(event, cause, earlier))
         return None
 

@@ -215,6 +215,7 @@ class AssignmentEngine:
             served = await self._last_agents([(event, cause, current)], earlier or {})
             planned = self._plan(event, cause, current, served, self.clock.now())
             if planned == ONE_AT_A_TIME and isinstance(event, ReplySent):
+                # Accepts the offer, then waits on the customer: two steps.
                 await self.on_reply(
                     event.conversation_id, event.agent_id, event.awaiting_customer, cause
                 )

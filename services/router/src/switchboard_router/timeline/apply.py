@@ -26,6 +26,7 @@ the cache, so a state written by another replica is never overwritten from memor
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,19 +98,17 @@ def _earlier_conversations(
         opened = conversations.get(activity.conversation_id)
         if opened is None:
             continue
-        before = sorted(
+        before = heapq.nlargest(
+            EARLIER_CONVERSATIONS,
             (
                 c
                 for c in conversations.values()
                 if c.conversation_id != opened.conversation_id and c.opened_at <= opened.opened_at
             ),
             key=lambda c: (c.last_message_at, c.conversation_id),
-            reverse=True,
         )
         if before:
-            earlier[opened.conversation_id] = [
-                c.conversation_id for c in before[:EARLIER_CONVERSATIONS]
-            ]
+            earlier[opened.conversation_id] = [c.conversation_id for c in before]
     return earlier
 
 
