@@ -95,9 +95,11 @@ class Traffic:
                 refusals: Counter[str] = Counter()
                 for sent in stuck:
                     refusals.update({f"{sent.channel} {k}": n for k, n in sent.refusals.items()})
+                # Said here: the services' logs printed after it may be cut short.
                 raise AssertionError(
                     f"{len(pending)} message(s) never acknowledged; their refusals: "
-                    f"{dict(refusals.most_common(6))}"
+                    f"{dict(refusals.most_common(6))}; services that ended: "
+                    f"{self.stack.ended() or 'none'}"
                 )
 
     async def _deliver(self, token: str, n: int) -> None:

@@ -118,6 +118,16 @@ class ServiceProcess:
     def tail(self, lines: int = 40) -> str:
         return "".join(self.lines[-lines:])
 
+    @property
+    def state(self) -> str:
+        """``running``, or how the process ended (``exited with 1``, ``killed by SIGKILL``)."""
+        status = None if self.process is None else self.process.poll()
+        if status is None:
+            return "running" if self.process is not None else "not started"
+        if status < 0:
+            return f"killed by {signal.Signals(-status).name}"
+        return f"exited with {status}"
+
     def signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)

@@ -163,11 +163,17 @@ class Stack:
         sys.stderr.write(self.logs_tail())
 
     def logs_tail(self, lines: int = 80) -> str:
-        """Each service's last output, one section per service."""
+        """Each service's last output, one section per service; those that ended first
+        (a long dump gets cut, and why a service ended matters most)."""
+        ordered = sorted(self.services.items(), key=lambda item: item[1].state == "running")
         return "".join(
-            f"----- {name} -----\n{process.tail(lines)}\n"
-            for name, process in self.services.items()
+            f"----- {name} ({process.state}) -----\n{process.tail(lines)}\n"
+            for name, process in ordered
         )
+
+    def ended(self) -> dict[str, str]:
+        """Services whose process is no longer running, and how each ended."""
+        return {n: p.state for n, p in self.services.items() if p.state != "running"}
 
 
 @contextlib.contextmanager
