@@ -161,14 +161,21 @@ class EventPublisher:
                 f"{self._service} does not declare {item.topic} among the topics it "
                 f"publishes ({', '.join(self._declared)}): add it to publishes="
             )
+        value, topic, key = encode(item.event), self._topics(item.topic), item.key.encode()
+        headers = event_headers(
+            item.event, source=self._source, event_id=item.event_id, time=item.time
+        )
+        producer = aiokafka_producer(self._broker)
+        if producer is not None:
+            # Straight to the producer FastStream holds: its publish path (middleware
+            # stack, a correlation id per record) was a third of the cost of a send, and
+            # the records carry the contract's headers either way.
+            sent: asyncio.Future[RecordMetadata] = await producer.send(
+                topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+            )
+            return sent
         future: asyncio.Future[RecordMetadata] = await send.publish(
-            encode(item.event),
-            self._topics(item.topic),
-            key=item.key.encode(),
-            headers=event_headers(
-                item.event, source=self._source, event_id=item.event_id, time=item.time
-            ),
-            no_confirm=True,
+            value, topic, key=key, headers=headers, no_confirm=True
         )
         return future
 
