@@ -43,6 +43,7 @@ from typing import Any
 from switchboard_common.contract import ASSIGNMENTS
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_common.kafka import Outgoing
+from switchboard_common.metrics import add_tally
 from switchboard_router.assignment.clock import Clock
 from switchboard_router.assignment.decide import Change, Routing, assigned_state, waiting_state
 from switchboard_router.assignment.matcher import is_eligible, requirements
@@ -424,10 +425,13 @@ class Executor:
             ]
         )
         if count and self.metrics is not None:
-            for decision, event in zip(with_event, events, strict=True):
-                self.metrics.assignments.labels(
-                    decision.kind, str(event.channel), str(event.priority)
-                ).inc()
+            add_tally(
+                self.metrics.assignments,
+                Counter(
+                    (str(decision.kind), str(event.channel), str(event.priority))
+                    for decision, event in zip(with_event, events, strict=True)
+                ),
+            )
 
     def count_conflict(self, kind: str) -> None:
         if self.metrics is not None:

@@ -107,17 +107,21 @@ class AgentDirectory:
         Candidates are cached until the agent, its load or its last assignment changes:
         matching over 10,000 agents then allocates nothing per agent."""
         skipped = set(skip)
-        cache = self._candidates.setdefault(channel, {})
         for agent_id in self._online.get(channel, {}):
             if agent_id in skipped:
                 continue
-            candidate = cache.get(agent_id)
-            if candidate is None:
-                candidate = self.candidate(agent_id, channel)
-                if candidate is None:
-                    continue
+            candidate = self._cached_candidate(agent_id, channel)
+            if candidate is not None:
+                yield candidate
+
+    def _cached_candidate(self, agent_id: str, channel: str) -> Candidate | None:
+        cache = self._candidates.setdefault(channel, {})
+        candidate = cache.get(agent_id)
+        if candidate is None:
+            candidate = self.candidate(agent_id, channel)
+            if candidate is not None:
                 cache[agent_id] = candidate
-            yield candidate
+        return candidate
 
     def choose(
         self,
@@ -127,7 +131,7 @@ class AgentDirectory:
         skip: Iterable[str] = (),
     ) -> Choice | None:
         """``choose_agent`` over this replica's candidates, computed with the index."""
-        return self.index.choose(conversation, policy, now, self.candidate, skip)
+        return self.index.choose(conversation, policy, now, self._cached_candidate, skip)
 
     def _changed(self, agent_id: str) -> None:
         for cache in self._candidates.values():

@@ -27,6 +27,7 @@ the cache, so a state written by another replica is never overwritten from memor
 from __future__ import annotations
 
 import heapq
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
+from switchboard_common.metrics import add_tally
 from switchboard_router.metrics import TimelineMetrics
 from switchboard_router.timeline.documents import (
     conversation_from,
@@ -227,17 +229,19 @@ class TimelineStage:
         work: dict[str, _Work] = {}
         cold = [customer_id for customer_id in items if customer_id not in self._cache]
         stored = await self._store.load_states(cold) if cold else {}
+        loads: Tally[tuple[str, ...]] = Tally()
         for customer_id, customer_items in items.items():
             cached = self._cache.get(customer_id)
             if cached is not None:
-                self._metrics.state_loads.labels("cache").inc()
+                loads["cache",] += 1
                 work[customer_id] = _Work(cached.copy(), customer_items)
                 continue
             state = stored.get(customer_id)
-            self._metrics.state_loads.labels("new" if state is None else "store").inc()
+            loads["new" if state is None else "store",] += 1
             work[customer_id] = _Work(
                 state or CustomerState(customer_id), customer_items, known=state is not None
             )
+        add_tally(self._metrics.state_loads, loads)
         return work
 
     async def _prefetch(self, work: dict[str, _Work]) -> None:
@@ -469,7 +473,7 @@ class TimelineStage:
             for d in deliveries
             if isinstance(d.event, CustomerMessage)
         }
-        m = self._metrics
+        counts = _Counts()
         for plan in plans.values():
             for applied in plan.applied:
                 channel = applied.item.inbound.channel.value
@@ -477,13 +481,13 @@ class TimelineStage:
                 # a crash lost (same event id, so consumers recognise the copy).
                 outgoing.append(activity(applied))
                 outcome = "stored" if applied.fresh else "replayed"
-                m.messages.labels(channel, "duplicate" if applied.known else outcome).inc()
+                counts.messages[channel, "duplicate" if applied.known else outcome] += 1
                 if applied.fresh:
-                    self._count_decision(applied)
+                    counts.placed(applied)
             for change in plan.applied_status:
-                m.status_changes.labels(change.status, "applied").inc()
+                counts.status_changes[change.status, "applied"] += 1
             for change in plan.unknown_status:
-                m.status_changes.labels(change.status, "unknown").inc()
+                counts.status_changes[change.status, "unknown"] += 1
                 log.warning("status change for a conversation the timeline does not hold")
             for item in plan.reresolve:
                 record = item.record
@@ -499,19 +503,11 @@ class TimelineStage:
                     )
                     continue
                 outgoing.append(customer_message(record.message, resolution, self._clock()))
-                m.messages.labels(record.message.channel.value, "re_resolved").inc()
+                counts.messages[record.message.channel.value, "re_resolved"] += 1
+        counts.add_to(self._metrics)
         await self._publisher.publish_all(outgoing)
         activities = [o.event for o in outgoing if isinstance(o.event, ConversationActivity)]
         return rejected, activities
-
-    def _count_decision(self, applied: Applied) -> None:
-        channel = applied.item.inbound.channel.value
-        placement = applied.placement
-        self._metrics.threading.labels(channel, placement.rule).inc()
-        if placement.kind != "message":
-            self._metrics.conversations.labels(channel, placement.kind).inc()
-        if placement.closes is not None:
-            self._metrics.conversations.labels(channel, "closed_inactive").inc()
 
     def _remember(self, plans: dict[str, CustomerPlan]) -> None:
         if self._cache_size <= 0:
@@ -521,6 +517,31 @@ class TimelineStage:
             self._cache[customer_id] = plan.state
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+
+@dataclass
+class _Counts:
+    """A batch's metric counts, added once per batch."""
+
+    messages: Tally[tuple[str, ...]] = field(default_factory=Tally)
+    status_changes: Tally[tuple[str, ...]] = field(default_factory=Tally)
+    threading: Tally[tuple[str, ...]] = field(default_factory=Tally)
+    conversations: Tally[tuple[str, ...]] = field(default_factory=Tally)
+
+    def placed(self, applied: Applied) -> None:
+        channel = applied.item.inbound.channel.value
+        placement = applied.placement
+        self.threading[channel, placement.rule] += 1
+        if placement.kind != "message":
+            self.conversations[channel, placement.kind] += 1
+        if placement.closes is not None:
+            self.conversations[channel, "closed_inactive"] += 1
+
+    def add_to(self, metrics: TimelineMetrics) -> None:
+        add_tally(metrics.messages, self.messages)
+        add_tally(metrics.status_changes, self.status_changes)
+        add_tally(metrics.threading, self.threading)
+        add_tally(metrics.conversations, self.conversations)
 
 
 def activity(applied: Applied) -> Outgoing:

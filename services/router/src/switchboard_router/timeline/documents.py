@@ -24,8 +24,11 @@ class CursorError(ValueError):
 
 def ms(moment: datetime) -> datetime:
     """UTC at millisecond precision: what BSON keeps, so memory and MongoDB agree."""
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    extra = moment.microsecond % 1000
+    # Most moments were truncated already (read back, or from a state): no new object.
+    return moment.replace(microsecond=moment.microsecond - extra) if extra else moment
 
 
 def ms_or_none(moment: datetime | None) -> datetime | None:
