@@ -444,3 +444,63 @@ def test_only_message_ids_the_state_stops_holding_go_to_the_index() -> None:
     assert len({placed[f"m-{n}"][0] for n in range(3)}) == 3
     # The reply names the message the state forgot: it joins that message's conversation.
     assert placed["m-3"][:2] == (placed["m-0"][0], "message")
+
+
+class DiesBefore(InMemoryTimelineStore):
+    """An in-memory store whose process dies the first time it is asked to do ``what``
+    (once armed, and with something to do), as a SIGKILL at that moment would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.what: str | None = None
+
+    async def save_states(self, *args: Any, **kwargs: Any) -> None:
+        self._maybe_die("save_states", args[0])
+        await super().save_states(*args, **kwargs)
+
+    async def replace_messages(self, documents: Sequence[Any]) -> None:
+        self._maybe_die("replace_messages", documents)
+        await super().replace_messages(documents)
+
+    def _maybe_die(self, name: str, work: Sequence[Any]) -> None:
+        if self.what == name and work:
+            self.what = None
+            raise CrashError(f"died before {name}")
+
+
+def test_a_replay_with_newer_messages_after_two_crashes_places_them_as_once() -> None:
+    """A crash after storing a new conversation's first messages but before saving the
+    state; the redelivered batch also holds a newer message, and the process dies again
+    at the first correction of a stored entry it would make. Conversation ids and
+    placements are derived from the messages, so the replay's plan agrees with what the
+    first attempt stored and the newer message lands where processing once puts it."""
+    phone = "+34600111222"
+    at = [T0, T0 + timedelta(days=2)]  # the second opens a conversation after the first
+    at += [at[-1] + timedelta(minutes=3 * n) for n in range(1, 4)]
+    messages = [
+        customer_message(m, "cu-ana", identity_of(m))
+        for m in (
+            inbound(f"w-{n}", channel=Channel.WHATSAPP, sender=phone, at=moment)
+            for n, moment in enumerate(at)
+        )
+    ]
+    deliveries = [delivery(m, "cu-ana", n) for n, m in enumerate(messages)]
+
+    async def scenario() -> InMemoryTimelineStore:
+        store, publisher = DiesBefore(), RecordingPublisher()
+        await stage_on(store, publisher)(deliveries[:1])
+        store.what = "save_states"
+        with pytest.raises(CrashError):
+            await stage_on(store, publisher)(deliveries[1:4])  # stored; the state is not
+        store.what = "replace_messages"  # and a second crash at any correction
+        try:
+            await stage_on(store, publisher)(deliveries[1:])
+        except CrashError:
+            await stage_on(store, publisher)(deliveries[1:])
+        return store
+
+    once = [("cu-ana", m) for m in messages]
+    reference, _ = asyncio.run(run(once, lambda n: n, lambda: (None, False)))
+    store = asyncio.run(scenario())
+    assert outcome(store) == outcome(reference)
+    assert outcome(store)["w-4"][1:] == ("message", 4)
