@@ -499,7 +499,7 @@ def test_a_replay_with_newer_messages_after_two_crashes_places_them_as_once() ->
             await stage_on(store, publisher)(deliveries[1:])
         return store
 
-    once = [("cu-ana", m) for m in messages]
+    once: list[tuple[str, ContractModel]] = [("cu-ana", m) for m in messages]
     reference, _ = asyncio.run(run(once, lambda n: n, lambda: (None, False)))
     store = asyncio.run(scenario())
     assert outcome(store) == outcome(reference)

@@ -128,10 +128,11 @@ class AgentIndex:
         policy: RoutingPolicy,
         now: datetime,
         skip: Iterable[str] = (),
+        needs: Requirements | None = None,
     ) -> tuple[list[str], int]:
         """Agent ids that may be the best (the sticky agent included when eligible), and
         how many agents are eligible."""
-        needs = requirements(conversation, policy, now)
+        needs = requirements(conversation, policy, now) if needs is None else needs
         mask = self._eligible(conversation, needs, policy, skip)
         rows = np.flatnonzero(mask)
         if rows.size == 0:
@@ -230,11 +231,12 @@ class AgentIndex:
     ) -> Choice | None:
         """The same choice as ``choose_agent`` over every candidate, computed on the few
         near the best score (``candidate`` builds one from the directory)."""
-        ids, eligible = self.near_best(conversation, policy, now, skip)
+        needs = requirements(conversation, policy, now)
+        ids, eligible = self.near_best(conversation, policy, now, skip, needs)
         if not ids:
             return None
         finalists = [c for c in (candidate(i, str(conversation.channel)) for i in ids) if c]
-        choice = choose_agent(conversation, finalists, policy, now)
+        choice = choose_agent(conversation, finalists, policy, now, needs)
         if choice is not None:
             choice.reason["eligible_agents"] = eligible
         return choice

@@ -166,13 +166,15 @@ def choose_agent(
     candidates: Iterable[Candidate],
     policy: RoutingPolicy,
     now: datetime,
+    needs: Requirements | None = None,
 ) -> Choice | None:
     """The best eligible agent, or None. The sticky agent wins when eligible.
 
     One pass over the candidates with the rules of ``is_eligible`` and ``score`` inlined
     (the same arithmetic, so the same values): this loop is what grows with the number
-    of agents, so it avoids calls and allocations per candidate."""
-    needs = requirements(conversation, policy, now)
+    of agents, so it avoids calls and allocations per candidate. ``needs`` is
+    ``requirements(conversation, policy, now)`` when the caller has it already."""
+    needs = requirements(conversation, policy, now) if needs is None else needs
     weights = policy.scoring
     weight = policy.capacity.weight(conversation.channel)
     channel = conversation.channel
