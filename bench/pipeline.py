@@ -315,10 +315,17 @@ class BaselineSide:
     """A bare baseline (``bench/<name>.py``) as a process on its own topics; the essential
     pipeline also gets a database of its own."""
 
-    def __init__(self, name: str, bootstrap: str, mongodb_url: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        mongodb_url: str | None = None,
+        options: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.bootstrap = bootstrap
         self.mongodb_url = mongodb_url
+        self.options = list(options)
         self.database = unique("bench_essential_")
         self.topics = TopicNames(f"{unique(name[0])}.")
         self.process: subprocess.Popen[str] | None = None
@@ -338,6 +345,7 @@ class BaselineSide:
                 "--prefix",
                 self.topics.prefix,
                 *extra,
+                *self.options,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,

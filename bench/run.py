@@ -105,6 +105,23 @@ def cases(quick: bool) -> list[Case]:
             ),
         ),
         Case(
+            "pipeline_floor",
+            "the essential pipeline with 3 bulk writes per batch, vs its own 1 "
+            "(what the database leaves any router)",
+            [PY, "-m", "bench.floor", "--messages", "1500" if quick else "3000"],
+            None,
+            rows=(
+                *(
+                    Row(f"writes_{n}", f"↳ the same with {n} bulk writes per batch")
+                    for n in (2, 5, 8)
+                ),
+                *(
+                    Row(f"cpu_{n}", f"↳ its CPU per message with {n} bulk writes per batch")
+                    for n in (3, 8)
+                ),
+            ),
+        ),
+        Case(
             "timeline_writes",
             "timeline writes, vs a bare insert_many of the same records",
             [PY, str(ROOT / "services/router/bench/timeline_writes.py"), "--duration", seconds],
@@ -238,7 +255,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         if "error" in entry:
             lines.append(f"| {entry['title']} | – | failed: {entry['error'][:80]} | | | | no |")
             continue
-        lines.append(line(entry["title"], entry, entry["target"], entry.get("extra_target")))
+        title = entry["title"]
+        if "measured" in entry:
+            title += f" (measured {entry['measured']})"
+        lines.append(line(title, entry, entry["target"], entry.get("extra_target")))
         lines.extend(line(r["title"], r, r["target"]) for r in entry.get("rows", {}).values())
     lines += ["", "## Peak memory (RSS, MB, max over repetitions)", ""]
     lines += ["| process | MB |", "|---|---|"]
@@ -322,7 +342,15 @@ def main() -> int:
         help="measure nothing: rewrite the report and plot from OUT/benchmarks.json "
         "(with the current notes)",
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: put the cases measured into the existing OUT/benchmarks.json, "
+        "each marked with its own date and commit, and keep the others",
+    )
     args = parser.parse_args()
+    if args.update and not args.only:
+        parser.error("--update needs --only")
     if args.render:
         written: dict[str, Any] = json.loads((args.out / "benchmarks.json").read_text())
         write_report(written, args.out, args.notes)
@@ -370,7 +398,9 @@ def main() -> int:
                 "runs": runs,
             }
             verdicts = [met(case.target, entry), met(case.extra_target, entry)]
-            entry["met"] = all(v for v in verdicts if v is not None)
+            known = [v for v in verdicts if v is not None]
+            # A case with no target (a reference measurement) is neither met nor missed.
+            entry["met"] = all(known) if known else None
             entry["rows"] = {}
             for row in case.rows:
                 found = [r["rows"][row.key] for r in runs]
@@ -387,8 +417,24 @@ def main() -> int:
                 flush=True,
             )
     report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.update:
+        report = updated(json.loads((args.out / "benchmarks.json").read_text()), report)
     write_report(report, args.out, args.notes)
     return 0
+
+
+def updated(previous: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """The previous report with this run's cases put in (in case order), each naming
+    the date and commit it was measured on, since the report's own are the previous
+    run's."""
+    order = [c.name for c in cases(quick=False)]
+    merged = dict(previous["cases"])
+    for name, entry in report["cases"].items():
+        merged[name] = {**entry, "measured": f"{report['date']} on `{report['commit']}`"}
+    previous["cases"] = {n: merged[n] for n in sorted(merged, key=order.index)}
+    for proc, mb in report["peak_rss_mb"].items():
+        previous["peak_rss_mb"][proc] = max(previous["peak_rss_mb"].get(proc, 0.0), mb)
+    return previous
 
 
 def write_report(report: dict[str, Any], out: Path, notes: Path | None) -> None:
