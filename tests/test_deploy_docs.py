@@ -19,6 +19,7 @@ from switchboard_common.contract.topics import (
     DEADLETTER,
     EVENT_TYPES,
     INBOUND,
+    OUTBOUND,
     SLA_EVENTS,
     TOPICS,
     TOPICS_BY_NAME,
@@ -53,9 +54,12 @@ PRODUCERS = {
     ASSIGNMENTS: {"router"},
     CONVERSATION_ACTIVITY: {"router"},
     AGENT_EVENTS: {"helpdesk-frontend"},
-    CONVERSATION_EVENTS: {"helpdesk-frontend"},
+    # Frontends' own events, and support.reply.sent for the replies Switchboard sends.
+    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email"},
     SLA_EVENTS: {"sla-monitor"},
-    DEADLETTER: {"router", "sla-monitor"},
+    # Requests from frontends; statuses from the router (refused) and the channel's sender.
+    OUTBOUND: {"helpdesk-frontend", "router", "ingest-email"},
+    DEADLETTER: {"router", "sla-monitor", "ingest-email"},
 }
 
 

@@ -41,6 +41,8 @@ def test_every_contract_event_type_is_registered_once() -> None:
         "support.sla.at_risk",
         "support.sla.breached",
         "support.deadletter",
+        "support.reply.requested",
+        "support.delivery.updated",
         # Public since the SLA monitor reads it; named when it was the router's own.
         "switchboard.router.conversation_activity",
     }

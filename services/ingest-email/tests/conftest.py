@@ -148,36 +148,6 @@ def metric() -> Callable[..., float]:
     return metric_value
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1/localhost and its key."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(  # noqa: S603 - a fixed command line, no user input
-        [  # noqa: S607 - openssl from PATH, as on any Debian machine
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 @dataclass(frozen=True)
 class Dovecot:
     """A private Dovecot IMAP server (IMAPS on 127.0.0.1) with one passwd-file user."""

@@ -5,6 +5,11 @@
 - writes: the raw store (``email_raw`` / ``email_raw_chunks`` in MongoDB, purged past
   ``INGEST_EMAIL_RAW_RETENTION_DAYS``) and
   ``support.inbound.v1`` (``support.message.received``, key ``email:<sender>``);
+- with ``OUTBOUND_SMTP_URL`` set, agent replies: group ``ingest-email-replies`` reads
+  ``switchboard.router.reply-deliveries.v1`` (email orders), submits them to the relay
+  (``replies.ReplySender``, records in ``email_replies``) and writes
+  ``support.outbound.v1`` (``support.delivery.updated``), ``support.conversation-events.v1``
+  (``support.reply.sent``) and refusals to ``support.deadletter.v1``;
 - HTTP on ``INGEST_EMAIL_HTTP_PORT``: ``/healthz``, ``/readyz`` (Kafka, MongoDB, SMTP
   listening), ``/metrics``.
 """
@@ -16,24 +21,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 
-from switchboard_common.contract import INBOUND
+from switchboard_common.consumer import BatchConsumer, subscribe_batch
+from switchboard_common.contract import (
+    CONVERSATION_EVENTS,
+    DEADLETTER,
+    INBOUND,
+    OUTBOUND,
+    REPLY_DELIVERIES,
+)
+from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.logging import get_logger
 from switchboard_common.metrics import service_registry
-from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.mongo import Document, database, make_mongo_client
+from switchboard_common.progress import ConsumerWatch
 from switchboard_common.publishing import DurablePublisher
-from switchboard_common.service import Runtime
+from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.authentication import SenderChecker, dns_txt_lookup
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
-from switchboard_ingest_email.metrics import IngestEmailMetrics
+from switchboard_ingest_email.metrics import IngestEmailMetrics, ReplyMetrics
 from switchboard_ingest_email.raw_store import MongoRawStore
 from switchboard_ingest_email.recipients import split_list
+from switchboard_ingest_email.replies import RelayConfig, ReplyRecords, ReplySender, SmtpRelay
 from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_email.smtp import IngestHandler, SmtpServer
+
+log = get_logger(__name__)
+
+#: The consumer group that submits agent replies (behind ``SWITCHBOARD_TOPIC_PREFIX``).
+GROUP_REPLIES = "ingest-email-replies"
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,8 @@ class IngestEmail:
     pollers: tuple[ImapPoller, ...]
     metrics: IngestEmailMetrics
     registry: CollectorRegistry
+    #: None unless ``OUTBOUND_SMTP_URL`` is set.
+    replies: ReplySender | None = None
 
 
 def sender_checker(settings: IngestEmailSettings) -> SenderChecker:
@@ -96,6 +121,19 @@ def build(
     smtp = SmtpServer(IngestHandler(ingestor, policy, metrics, admission), settings)
     pollers = tuple(ImapPoller(box, ingestor, policy, metrics) for box in settings.mailboxes)
 
+    background: list[BackgroundTask] = [smtp.serve, *(p.run for p in pollers)]
+    liveness = []
+    replies = None
+    relay = settings.relay
+    if relay is None:
+        log.warning("OUTBOUND_SMTP_URL is not set: agent replies by email wait until it is")
+    else:
+        replies, watch = _subscribe_replies(
+            settings, broker=broker, client=client, registry=registry, relay=relay, clock=clock
+        )
+        background.append(watch.run)
+        liveness.append(watch.liveness_check())
+
     async def smtp_listening() -> bool:
         return smtp.serving
 
@@ -115,6 +153,7 @@ def build(
                 mongo_ready(client),
                 ReadinessCheck("smtp", smtp_listening),
             ],
+            liveness=liveness,
         )
     )
 
@@ -134,6 +173,57 @@ def build(
         http_port=settings.http_port,
         broker=broker,
         on_stop=[close_client],
-        background=[smtp.serve, retention, *(p.run for p in pollers)],
+        background=[*background, retention],
     )
-    return IngestEmail(runtime, smtp, store, ingestor, pollers, metrics, registry)
+    return IngestEmail(runtime, smtp, store, ingestor, pollers, metrics, registry, replies)
+
+
+def _subscribe_replies(
+    settings: IngestEmailSettings,
+    *,
+    broker: KafkaBroker,
+    client: AsyncMongoClient[Document],
+    registry: CollectorRegistry,
+    relay: RelayConfig,
+    clock: Callable[[], datetime],
+) -> tuple[ReplySender, ConsumerWatch]:
+    """Group ``ingest-email-replies``: email replies to the relay, statuses to Kafka."""
+    metrics = ReplyMetrics.create(registry)
+    publisher = EventPublisher(
+        broker,
+        settings.topics,
+        settings.service_name,
+        publishes=[OUTBOUND, CONVERSATION_EVENTS, DEADLETTER],
+    )
+    sender = ReplySender(
+        SmtpRelay(relay),
+        ReplyRecords(database(client, settings)),
+        publisher,
+        metrics,
+        clock,
+        backoff=settings.outbound_retry_seconds,
+    )
+    watch = ConsumerWatch(
+        metrics.consumer,
+        stall_after=settings.consumer_stall_seconds,
+        interval=settings.consumer_lag_interval_seconds,
+    )
+    group_id = settings.topic_prefix + GROUP_REPLIES
+    subscribe_batch(
+        broker,
+        BatchConsumer(
+            topics=settings.topics,
+            handler=sender,
+            dead_letters=DeadLetterPublisher(
+                publisher, service=settings.service_name, consumer_group=group_id
+            ),
+            metrics=metrics.consumer,
+        ),
+        topics=[REPLY_DELIVERIES],
+        group_id=group_id,
+        max_records=settings.replies_batch_max_records,
+        watch=watch,
+        title=f"{group_id}:{settings.topics(REPLY_DELIVERIES)}",
+        description="Agent replies by email: submitted to the relay once per reply_id.",
+    )
+    return sender, watch

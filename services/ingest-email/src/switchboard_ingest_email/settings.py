@@ -27,6 +27,7 @@ from switchboard_common.settings import ServiceSettings, SettingsError, env
 from switchboard_ingest_email.admission import Limits
 from switchboard_ingest_email.authentication import parse_resolver
 from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
+from switchboard_ingest_email.replies import RelayConfig
 
 MIB = 1024 * 1024
 
@@ -233,6 +234,24 @@ class IngestEmailSettings(ServiceSettings):
         5.0, gt=0, le=60, validation_alias=env("INGEST_EMAIL_DNS_TIMEOUT_SECONDS")
     )
 
+    #: Replies to customers (``replies.py``): the relay they are submitted to; unset, the
+    #: service sends nothing and the replies wait on their topic until it is set.
+    outbound_smtp_url: str = Field("", validation_alias=env("OUTBOUND_SMTP_URL"))
+    outbound_smtp_password: SecretStr | None = Field(
+        None, validation_alias=env("OUTBOUND_SMTP_PASSWORD")
+    )
+    #: CA bundle the relay's certificate is checked against (default: the system's).
+    outbound_smtp_ca_file: Path | None = Field(None, validation_alias=env("OUTBOUND_SMTP_CA_FILE"))
+    outbound_smtp_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, validation_alias=env("OUTBOUND_SMTP_TIMEOUT_SECONDS")
+    )
+    #: First retry delay of a temporary relay failure (then 4 times longer each time, with jitter).
+    outbound_retry_seconds: float = Field(
+        1.0, ge=0, le=60, validation_alias=env("INGEST_EMAIL_OUTBOUND_RETRY_SECONDS")
+    )
+    replies_batch_max_records: int = Field(
+        100, ge=1, le=1000, validation_alias=env("INGEST_EMAIL_REPLIES_BATCH_MAX_RECORDS")
+    )
     _mailboxes: tuple[MailboxConfig, ...] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -252,7 +271,22 @@ class IngestEmailSettings(ServiceSettings):
                 "INGEST_EMAIL_SENDER_AUTH=authentication-results needs INGEST_EMAIL_AUTHSERV_IDS "
                 "(the authserv-id your MTA writes in Authentication-Results)"
             )
+        if self.outbound_smtp_url:
+            self.relay  # noqa: B018 - checks the URL: a bad one stops the service at start
         return self
+
+    @property
+    def relay(self) -> RelayConfig | None:
+        """The outbound relay, when ``OUTBOUND_SMTP_URL`` is set."""
+        if not self.outbound_smtp_url:
+            return None
+        password = self.outbound_smtp_password
+        return RelayConfig.parse(
+            self.outbound_smtp_url,
+            password=password.get_secret_value() if password is not None else None,
+            ca_file=self.outbound_smtp_ca_file,
+            timeout=self.outbound_smtp_timeout_seconds,
+        )
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:

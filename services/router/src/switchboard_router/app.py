@@ -6,6 +6,7 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-identity`` | ``support.inbound.v1`` | sender identity → customer, re-keyed |
 | ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, route |
 | ``router-timeline-state`` | ``support.conversation-events.v1`` | status for threading |
+| ``router-replies`` | ``support.outbound.v1`` | requested replies, addressed |
 | ``router-assignment`` | conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
@@ -35,6 +36,8 @@ from switchboard_common.contract import (
     CUSTOMER_MESSAGES,
     DEADLETTER,
     INBOUND,
+    OUTBOUND,
+    REPLY_DELIVERIES,
     SLA_EVENTS,
 )
 from switchboard_common.http import instrument, kafka_ready, mongo_ready, ops_router
@@ -54,12 +57,20 @@ from switchboard_router.settings import RouterSettings
 log = get_logger(__name__)
 
 #: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
-PUBLISHED_TOPICS = (ASSIGNMENTS, CUSTOMER_MESSAGES, CONVERSATION_ACTIVITY, DEADLETTER)
+PUBLISHED_TOPICS = (
+    ASSIGNMENTS,
+    CUSTOMER_MESSAGES,
+    CONVERSATION_ACTIVITY,
+    REPLY_DELIVERIES,
+    OUTBOUND,
+    DEADLETTER,
+)
 
 #: Consumer groups (behind the deployment's topic prefix, like the topics).
 GROUP_IDENTITY = "router-identity"
 GROUP_TIMELINE = "router-timeline"
 GROUP_STATE = "router-timeline-state"
+GROUP_REPLIES = "router-replies"
 GROUP_ASSIGNMENT = "router-assignment"
 GROUP_AGENTS = "router-agents"
 #: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic. No
@@ -203,6 +214,13 @@ def subscriptions(
             people.status,
             titled(GROUP_STATE, CONVERSATION_EVENTS),
             "Conversation status for threading",
+        ),
+        Subscription(
+            GROUP_REPLIES,
+            (OUTBOUND,),
+            people.replies,
+            titled(GROUP_REPLIES, OUTBOUND),
+            "Requested replies: addressed for the channel's sender, or failed with the reason",
         ),
         Subscription(
             GROUP_ASSIGNMENT,

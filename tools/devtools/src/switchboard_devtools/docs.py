@@ -35,6 +35,7 @@ from switchboard_common.contract.topics import (
     ASSIGNMENTS,
     CONVERSATION_EVENTS,
     INTERNAL_TOPICS,
+    OUTBOUND,
     SLA_EVENTS,
     TOPICS_BY_NAME,
     TopicNames,
@@ -46,8 +47,9 @@ from switchboard_common.schemas import sync_generated
 KAFKA = "kafka:9092"
 #: What helpdesk frontends (the integrators) publish and read (CONTRACT.md).
 FRONTEND = "helpdesk-frontend"
-FRONTEND_PUBLISHES = (AGENT_EVENTS, CONVERSATION_EVENTS)
-FRONTEND_CONSUMES = (ASSIGNMENTS, SLA_EVENTS)
+#: Frontends ask for replies on support.outbound.v1 and read their statuses there.
+FRONTEND_PUBLISHES = (AGENT_EVENTS, CONVERSATION_EVENTS, OUTBOUND)
+FRONTEND_CONSUMES = (ASSIGNMENTS, SLA_EVENTS, OUTBOUND)
 
 CLOUDEVENTS_HEADERS: dict[str, Any] = {
     "type": "object",
@@ -82,7 +84,10 @@ def service_brokers() -> dict[str, KafkaBroker]:
     brokers: dict[str, KafkaBroker] = {}
     email = build_email(
         IngestEmailSettings.load(
-            support_email_domains="support.example.com", kafka_bootstrap_servers=KAFKA
+            support_email_domains="support.example.com",
+            kafka_bootstrap_servers=KAFKA,
+            # Replies are subscribed only with a relay: the document shows them.
+            outbound_smtp_url="smtp://relay.example.com:587",
         )
     )
     social, _ = build_social(

@@ -18,7 +18,7 @@ import json
 import smtplib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, TypeVar
@@ -185,9 +185,11 @@ class Customer:
         body: str,
         *,
         in_reply_to: str | None = None,
+        references: Sequence[str] | None = None,
         message_id: str | None = None,
     ) -> str:
-        """Send an email as a mail server would; return its Message-ID."""
+        """Send an email as a mail server would; return its Message-ID. ``references``
+        defaults to ``in_reply_to`` alone (a mail client answering one message)."""
         message = EmailMessage()
         message["From"] = f"Customer <{self.email}>"
         message["To"] = self.support_address
@@ -196,7 +198,9 @@ class Customer:
         message["Date"] = now().strftime("%a, %d %b %Y %H:%M:%S +0000")
         if in_reply_to:
             message["In-Reply-To"] = in_reply_to
-            message["References"] = in_reply_to
+        chain = list(references) if references is not None else [in_reply_to] if in_reply_to else []
+        if chain:
+            message["References"] = " ".join(chain)
         message.set_content(body)
 
         def send() -> None:

@@ -58,3 +58,12 @@ class SlaMetric(StrEnum):
     FIRST_RESPONSE = "first_response"
     NEXT_RESPONSE = "next_response"
     RESOLUTION = "resolution"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a reply to a customer stands (``support.delivery.updated``)."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, mod
 from switchboard_common.contract.enums import (
     AgentStatus,
     Channel,
+    DeliveryStatus,
     Priority,
     SenderKind,
     SlaMetric,
@@ -300,6 +301,49 @@ class ConversationTransferred(ContractModel):
         if (self.to_queue is None) == (self.to_agent_id is None):
             raise ValueError("exactly one of to_queue and to_agent_id must be set")
         return self
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+class ReplyRequested(ContractModel):
+    """``support.reply.requested``: a frontend asks Switchboard to answer the customer on
+    the conversation's channel."""
+
+    ce_type: ClassVar[str] = "support.reply.requested"
+
+    #: The frontend's idempotency key: one reply is delivered once per ``reply_id``.
+    reply_id: Annotated[str, Field(min_length=1, max_length=200)]
+    conversation_id: NonEmptyStr
+    agent_id: NonEmptyStr
+    #: Plain text; checked against the channel's limit when delivered, not here, so
+    #: that a reply too long for its channel gets a ``failed`` status, not a dead letter.
+    text: str
+    html: str | None = None
+    requested_at: AwareDatetime
+
+
+class DeliveryError(ContractModel):
+    """Why a reply was not delivered: the provider's code and text, or Switchboard's own
+    (``unknown_conversation``, ``empty_text``, ``text_too_long``, ...)."""
+
+    code: str
+    text: str
+
+
+class DeliveryUpdated(ContractModel):
+    """``support.delivery.updated``: what became of a requested reply."""
+
+    ce_type: ClassVar[str] = "support.delivery.updated"
+
+    reply_id: Annotated[str, Field(min_length=1, max_length=200)]
+    conversation_id: NonEmptyStr
+    #: null only when the conversation is unknown (or erased).
+    channel: Channel | None
+    status: DeliveryStatus
+    provider_message_id: str | None = None
+    error: DeliveryError | None = None
+    at: AwareDatetime
 
 
 # --------------------------------------------------------------------------- SLA events

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime
 
+from switchboard_common.contract.enums import Channel
 from switchboard_common.contract.events import ContractModel, MessageReceived, NonEmptyStr
 
 
@@ -67,3 +68,34 @@ class CustomerErased(ContractModel):
     customer_id: NonEmptyStr
     erasure_id: NonEmptyStr
     at: AwareDatetime
+
+
+class ReplyDelivery(ContractModel):
+    """A requested reply with what sending it on its channel needs; keyed by
+    ``conversation_id``.
+
+    The router publishes it for each ``support.reply.requested`` it can address (it
+    keeps the conversations and the customers' addresses); the service that speaks the
+    channel (ingest-email for email) sends it and publishes ``support.delivery.updated``.
+    Internal between Switchboard's own services: not for frontends.
+    """
+
+    ce_type: ClassVar[str] = "switchboard.router.reply_delivery"
+
+    reply_id: NonEmptyStr
+    conversation_id: NonEmptyStr
+    customer_id: NonEmptyStr
+    agent_id: NonEmptyStr
+    channel: Channel
+    #: The customer's address on the channel (an email address, an E.164 number, ...).
+    recipient: NonEmptyStr
+    #: The support address, page or bot the customer wrote to (the reply comes from it).
+    account: str | None
+    text: str
+    html: str | None = None
+    #: Email: the conversation's subject and the customer's Message-IDs in it, oldest
+    #: first, so that the customer's mail client threads the reply.
+    subject: str | None = None
+    references: tuple[str, ...] = ()
+    requested_at: AwareDatetime
+    ordered_at: AwareDatetime

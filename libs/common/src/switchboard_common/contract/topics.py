@@ -17,9 +17,11 @@ from switchboard_common.contract.events import (
     ConversationResolved,
     ConversationTransferred,
     DeadLetter,
+    DeliveryUpdated,
     MessageReceived,
     OfferAccepted,
     OfferRejected,
+    ReplyRequested,
     ReplySent,
     SlaAtRisk,
     SlaBreached,
@@ -28,6 +30,7 @@ from switchboard_common.contract.internal import (
     ConversationStatusChanged,
     CustomerErased,
     CustomerMessage,
+    ReplyDelivery,
 )
 
 INBOUND = "support.inbound.v1"
@@ -36,12 +39,14 @@ AGENT_EVENTS = "support.agent-events.v1"
 CONVERSATION_EVENTS = "support.conversation-events.v1"
 SLA_EVENTS = "support.sla-events.v1"
 DEADLETTER = "support.deadletter.v1"
+OUTBOUND = "support.outbound.v1"
 #: Public since the SLA monitor reads it; named when it was the router's own topic, and
 #: kept so that no record in flight is stranded by an upgrade.
 CONVERSATION_ACTIVITY = "switchboard.router.conversation-activity.v1"
 
 #: Router-internal topics (not public: see ``contract.internal``).
 CUSTOMER_MESSAGES = "switchboard.router.customer-messages.v1"
+REPLY_DELIVERIES = "switchboard.router.reply-deliveries.v1"
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -118,6 +123,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         description="SLA warnings and breaches from the SLA monitor.",
     ),
     TopicSpec(
+        OUTBOUND,
+        key="conversation_id",
+        events=(ReplyRequested, DeliveryUpdated),
+        partitions=12,
+        retention_ms=7 * _DAY_MS,
+        description="Replies frontends ask Switchboard to deliver, and what became of them.",
+    ),
+    TopicSpec(
         DEADLETTER,
         key="the original record's key",
         events=(DeadLetter,),
@@ -146,6 +159,15 @@ INTERNAL_TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=3 * _DAY_MS,
         description="Router identity -> timeline: messages after identity resolution, and the "
         "status changes and erasures that threading must see in order with them.",
+    ),
+    TopicSpec(
+        REPLY_DELIVERIES,
+        key="conversation_id",
+        events=(ReplyDelivery,),
+        partitions=12,
+        retention_ms=7 * _DAY_MS,
+        description="Router -> the service speaking a channel: requested replies with the "
+        "address, subject and references sending them needs.",
     ),
 )
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from switchboard_common.contract import Channel, MessageReceived, Sender, SenderKind
+from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    Channel,
+    ContractModel,
+    MessageReceived,
+    Sender,
+    SenderKind,
+)
+from switchboard_common.deadletter import RawRecord
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -25,3 +34,17 @@ def message(message_id: str = "m-1", **overrides: Any) -> MessageReceived:
     }
     fields.update(overrides)
     return MessageReceived.model_validate(fields)
+
+
+def delivery(
+    event: ContractModel, topic: str, *, key: str, offset: int = 0, partition: int = 0
+) -> Delivery:
+    """A consumed record of ``event`` as a batch handler receives it (its CloudEvents id
+    ``ce-<key>-<offset>``)."""
+    record = RawRecord(
+        topic=topic, partition=partition, offset=offset, key=key.encode(), value=b"{}", headers=()
+    )
+    attributes = CloudEventAttributes(
+        id=f"ce-{key}-{offset}", type=event.ce_type, source="/tests", time=T0
+    )
+    return Delivery(record, attributes, event, topic)

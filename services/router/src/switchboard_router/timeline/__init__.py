@@ -17,6 +17,7 @@ from switchboard_router.timeline.api import admin_router, read_router
 from switchboard_router.timeline.apply import Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
+from switchboard_router.timeline.replies import ReplyPlanner
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
 from switchboard_router.timeline.status import StatusForwarder
 from switchboard_router.timeline.threading import Policy
@@ -38,6 +39,8 @@ class Timeline:
     timeline: TimelineStage
     #: Frontends' resolve/reopen, forwarded in order with the customer's messages.
     status: StatusForwarder
+    #: Frontends' requested replies, addressed for the service that speaks the channel.
+    replies: ReplyPlanner
     identities: MongoIdentityStore
     store: MongoTimelineStore
     directory: CustomerDirectory
@@ -89,6 +92,7 @@ def build(ctx: RouterContext, *, route: Route | None = None) -> Timeline:
         identity=identity_stage,
         timeline=timeline_stage,
         status=forwarder,
+        replies=ReplyPlanner(timeline, ctx.publisher, clock=utcnow),
         identities=identities,
         store=timeline,
         directory=directory,

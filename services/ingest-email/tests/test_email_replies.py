@@ -1,0 +1,291 @@
+"""Agent replies by email (``replies.py``): the message composed, the relay settings, and
+the sender against a real local relay and the real database — retries on a temporary
+refusal, one submission per ``reply_id`` across redeliveries, a permanent refusal
+dead-lettered with the relay's answer."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from switchboard_common.contract import (
+    CONVERSATION_EVENTS,
+    OUTBOUND,
+    REPLY_DELIVERIES,
+    Channel,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyDelivery,
+    ReplySent,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_common.mongo import Document
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_ingest_email.metrics import ReplyMetrics
+from switchboard_ingest_email.replies import (
+    RelayConfig,
+    RelayUnavailableError,
+    ReplyRecord,
+    ReplyRecords,
+    ReplySender,
+    SmtpRelay,
+    compose,
+    reply_message_id,
+)
+
+
+def order(reply_id: str = "r-1", **overrides: Any) -> ReplyDelivery:
+    fields: dict[str, Any] = {
+        "reply_id": reply_id,
+        "conversation_id": "co-1",
+        "customer_id": "cu-1",
+        "agent_id": "agent-7",
+        "channel": Channel.EMAIL,
+        "recipient": "ana@example.org",
+        "account": "help@support.example.com",
+        "text": "It arrives on Monday.",
+        "subject": "Where is my order?",
+        "references": ("first@mail.example.org", "<second@mail.example.org>"),
+        "requested_at": T0,
+        "ordered_at": T0 + timedelta(seconds=1),
+        **overrides,
+    }
+    return ReplyDelivery.model_validate(fields)
+
+
+# --------------------------------------------------------------------------- pure
+
+
+@pytest.mark.unit
+def test_the_reply_threads_on_the_customers_messages() -> None:
+    message = compose(order())
+    assert message["From"] == "help@support.example.com"
+    assert message["To"] == "ana@example.org"
+    assert message["Subject"] == "Re: Where is my order?"
+    assert message["In-Reply-To"] == "<second@mail.example.org>"
+    assert message["References"] == "<first@mail.example.org> <second@mail.example.org>"
+    assert message["Message-ID"] == reply_message_id("r-1", "help@support.example.com")
+    assert message.get_content().strip() == "It arrives on Monday."
+    assert message["Auto-Submitted"] is None  # a person wrote it
+
+
+@pytest.mark.unit
+def test_the_message_id_is_the_replys_and_names_nobody() -> None:
+    first = reply_message_id("r-1", "help@support.example.com")
+    assert first == reply_message_id("r-1", "help@support.example.com")
+    assert first != reply_message_id("r-2", "help@support.example.com")
+    assert first.endswith("@support.example.com>")
+    assert "r-1" not in first
+
+
+@pytest.mark.unit
+def test_an_html_reply_keeps_a_plain_text_part_and_a_subject_is_not_re_red() -> None:
+    message = compose(order(html="<p>It arrives on <b>Monday</b>.</p>", subject="RE: Order"))
+    assert message["Subject"] == "RE: Order"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+@pytest.mark.unit
+def test_relay_urls() -> None:
+    plain = RelayConfig.parse("smtp://relay.example.com")
+    assert (plain.host, plain.port, plain.tls, plain.username) == (
+        "relay.example.com",
+        587,
+        "starttls",
+        None,
+    )
+    tls = RelayConfig.parse("smtps://switchboard%40example.com@relay.example.com")
+    assert (tls.port, tls.tls, tls.username) == (465, "implicit", "switchboard@example.com")
+    assert RelayConfig.parse("smtp://127.0.0.1:2526?tls=none").tls == "none"
+    for bad, says in [
+        ("http://relay.example.com", "smtp://relay:587"),
+        ("smtp://user:secret@relay.example.com", "OUTBOUND_SMTP_PASSWORD"),
+        ("smtps://relay.example.com?tls=none", "drop ?tls=none"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            RelayConfig.parse(bad)
+
+
+# --------------------------------------------------------------------------- against a relay
+
+
+@dataclass
+class FlakyRelay:
+    """A local relay that answers 451 to the next ``busy`` messages, 550 to recipients
+    starting with ``refuse.``, and keeps what it accepts."""
+
+    port: int
+    busy: int = 0
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name and arguments
+        self,
+        server: SMTP,  # noqa: ARG002
+        session: Session,  # noqa: ARG002
+        envelope: Envelope,
+        address: str,
+        options: Any,  # noqa: ARG002
+    ) -> str:
+        if address.startswith("refuse."):
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name and arguments
+        self,
+        server: SMTP,  # noqa: ARG002
+        session: Session,  # noqa: ARG002
+        envelope: Envelope,
+    ) -> str:
+        with self.lock:
+            if self.busy > 0:
+                self.busy -= 1
+                return "451 4.3.2 Try again later"
+            assert isinstance(envelope.content, bytes)
+            self.messages.append(message_from_bytes(envelope.content))
+        return "250 2.0.0 queued"
+
+
+@pytest.fixture
+def relay() -> Iterator[FlakyRelay]:
+    state = FlakyRelay(port=free_port())
+    controller = Controller(state, hostname="127.0.0.1", port=state.port)
+    controller.start()
+    try:
+        yield state
+    finally:
+        controller.stop()
+
+
+class Published:
+    """The statuses a sender published (Kafka itself is exercised by the e2e test)."""
+
+    def __init__(self) -> None:
+        self.items: list[Outgoing] = []
+
+    async def publish_all(self, items: Sequence[Outgoing]) -> object:
+        self.items.extend(items)
+        return None
+
+    def statuses(self) -> list[DeliveryUpdated]:
+        return [i.event for i in self.items if isinstance(i.event, DeliveryUpdated)]
+
+
+@pytest.fixture
+def records(mongo_client: AsyncMongoClient[Document], database_name: str) -> ReplyRecords:
+    return ReplyRecords(mongo_client[database_name])
+
+
+def sender_for(relay: FlakyRelay, records: ReplyRecords, published: Published) -> ReplySender:
+    config = RelayConfig.parse(f"smtp://127.0.0.1:{relay.port}?tls=none", timeout=10)
+    return ReplySender(
+        SmtpRelay(config),
+        records,
+        published,
+        ReplyMetrics.create(CollectorRegistry()),
+        clock=lambda: T0 + timedelta(minutes=1),
+        backoff=0.01,
+    )
+
+
+@pytest.mark.integration
+async def test_a_busy_relay_is_retried_and_the_reply_goes_once(
+    relay: FlakyRelay, records: ReplyRecords
+) -> None:
+    relay.busy = 2
+    published = Published()
+    sender = sender_for(relay, records, published)
+    batch = [delivery(order(), REPLY_DELIVERIES, key="co-1")]
+    assert await sender(batch) == []
+    assert len(relay.messages) == 1
+    [status] = published.statuses()
+    assert status.status is DeliveryStatus.SENT
+    assert status.provider_message_id == relay.messages[0]["Message-ID"]
+    sent = [i for i in published.items if i.topic == CONVERSATION_EVENTS]
+    assert [type(i.event) for i in sent] == [ReplySent]
+
+    # Redelivered (the offsets were not committed): nothing goes to the relay again, and
+    # the same events are published again with the same ids.
+    again = Published()
+    assert await sender_for(relay, records, again)(batch) == []
+    assert len(relay.messages) == 1
+    assert [(i.topic, i.event_id) for i in again.items] == [
+        (i.topic, i.event_id) for i in published.items
+    ]
+    assert {i.topic for i in again.items} == {OUTBOUND, CONVERSATION_EVENTS}
+
+
+@pytest.mark.integration
+async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
+    relay: FlakyRelay, records: ReplyRecords
+) -> None:
+    relay.busy = 100
+    published = Published()
+    batch = [delivery(order(), REPLY_DELIVERIES, key="co-1")]
+    with pytest.raises(RelayUnavailableError, match="451"):
+        await sender_for(relay, records, published)(batch)
+    assert relay.messages == []
+    assert published.statuses() == []
+
+    relay.busy = 0  # the relay is back; the batch comes again
+    assert await sender_for(relay, records, published)(batch) == []
+    assert len(relay.messages) == 1
+    assert [s.status for s in published.statuses()] == [DeliveryStatus.SENT]
+
+
+@pytest.mark.integration
+async def test_a_reply_the_relay_refuses_fails_with_its_answer_and_is_dead_lettered(
+    relay: FlakyRelay, records: ReplyRecords
+) -> None:
+    published = Published()
+    refused = delivery(
+        order("r-9", recipient="refuse.ana@example.org"), REPLY_DELIVERIES, key="co-1"
+    )
+    fine = delivery(order("r-10"), REPLY_DELIVERIES, key="co-1", offset=1)
+    rejected = await sender_for(relay, records, published)([refused, fine])
+    assert rejected == [(refused, "reply refused by the relay: smtp_550 5.1.1 No such mailbox")]
+    by_reply = {s.reply_id: s for s in published.statuses()}
+    assert by_reply["r-9"].status is DeliveryStatus.FAILED
+    assert by_reply["r-9"].error is not None
+    assert by_reply["r-9"].error.code == "smtp_550"
+    assert by_reply["r-10"].status is DeliveryStatus.SENT
+    assert [m["To"] for m in relay.messages] == ["ana@example.org"]
+
+    # Redelivered: the refusal is published again but neither retried nor dead-lettered
+    # a second time.
+    again = Published()
+    assert await sender_for(relay, records, again)([refused, fine]) == []
+    assert len(relay.messages) == 1
+
+
+@pytest.mark.integration
+async def test_a_reply_whose_attempt_died_mid_send_goes_again_with_the_same_message_id(
+    relay: FlakyRelay, records: ReplyRecords
+) -> None:
+    the_order = order("r-20")
+    message_id = reply_message_id("r-20", "help@support.example.com")
+    # What a process that died after recording the attempt leaves behind.
+    await records.start(ReplyRecord("r-20", "sending", message_id, T0), "co-1")
+    published = Published()
+    assert (
+        await sender_for(relay, records, published)(
+            [delivery(the_order, REPLY_DELIVERIES, key="co-1")]
+        )
+        == []
+    )
+    assert [m["Message-ID"] for m in relay.messages] == [message_id]
+    assert [s.status for s in published.statuses()] == [DeliveryStatus.SENT]

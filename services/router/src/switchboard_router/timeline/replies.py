@@ -1,0 +1,152 @@
+"""Group ``router-replies``: a frontend's requested reply, addressed.
+
+A ``support.reply.requested`` names a conversation and a text; sending it needs what only
+the timeline keeps — the channel, the customer's address, the support address they
+wrote to, and for email the subject and the customer's Message-IDs. ``plan_reply``
+(pure) turns a request and the stored conversation into either a ``ReplyDelivery`` for
+the service that speaks the channel or, when it cannot be sent, a ``failed``
+``support.delivery.updated`` with the reason. ``ReplyPlanner`` is the batch handler: two
+reads per batch (the conversations, their customers' threading states), one publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    OUTBOUND,
+    REPLY_DELIVERIES,
+    Channel,
+    DeliveryError,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyDelivery,
+    ReplyRequested,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_common.mongo import Document
+from switchboard_router.timeline.ports import TimelineStore
+from switchboard_router.timeline.resolve import Publisher
+from switchboard_router.timeline.threading import CustomerState
+
+#: Channels a Switchboard service can send on, with the longest text each takes. A
+#: longer reply is refused (``text_too_long``) rather than split: an email has no real
+#: limit, and splitting mail would be worse than a clear refusal.
+TEXT_LIMITS: Mapping[Channel, int] = {Channel.EMAIL: 100_000}
+#: The customer's Message-IDs a reply's ``References`` carries (the newest ones).
+MAX_REFERENCES = 20
+
+
+def _failed(
+    request: ReplyRequested, channel: Channel | None, code: str, text: str, now: datetime
+) -> DeliveryUpdated:
+    return DeliveryUpdated(
+        reply_id=request.reply_id,
+        conversation_id=request.conversation_id,
+        channel=channel,
+        status=DeliveryStatus.FAILED,
+        error=DeliveryError(code=code, text=text),
+        at=now,
+    )
+
+
+def plan_reply(
+    request: ReplyRequested,
+    conversation: Document | None,
+    state: CustomerState | None,
+    now: datetime,
+) -> ReplyDelivery | DeliveryUpdated:
+    """What to do with one requested reply, given the stored conversation (None when the
+    timeline never stored it) and its customer's threading state."""
+    if conversation is None:
+        return _failed(request, None, "unknown_conversation", "no conversation has this id", now)
+    channel = Channel(conversation["channel"])
+    identity = conversation.get("identity")
+    if (state is not None and state.erased) or not identity:
+        return _failed(request, channel, "erased", "the customer's personal data was erased", now)
+    if not request.text.strip():
+        return _failed(request, channel, "empty_text", "the reply has no text", now)
+    limit = TEXT_LIMITS.get(channel)
+    if limit is None:
+        return _failed(
+            request,
+            channel,
+            "channel_not_supported",
+            f"replies on {channel.value} are not delivered by Switchboard yet",
+            now,
+        )
+    if len(request.text) > limit:
+        return _failed(
+            request,
+            channel,
+            "text_too_long",
+            f"{len(request.text)} characters; {channel.value} takes at most {limit}",
+            now,
+        )
+    references: tuple[str, ...] = ()
+    if state is not None:
+        # The state keeps Message-IDs oldest first, a customer's latest last.
+        mine = [ref for ref, owner in state.refs.items() if owner == request.conversation_id]
+        references = tuple(mine[-MAX_REFERENCES:])
+    return ReplyDelivery(
+        reply_id=request.reply_id,
+        conversation_id=request.conversation_id,
+        customer_id=str(conversation["customer_id"]),
+        agent_id=request.agent_id,
+        channel=channel,
+        recipient=str(identity).split(":", 1)[1],
+        account=conversation.get("account"),
+        text=request.text,
+        html=request.html,
+        subject=conversation.get("subject"),
+        references=references,
+        requested_at=request.requested_at,
+        ordered_at=now,
+    )
+
+
+class ReplyPlanner:
+    """The batch handler of group ``router-replies`` on ``support.outbound.v1``: each
+    ``support.reply.requested`` becomes a ``ReplyDelivery`` or a ``failed`` status (other
+    types on the topic — the statuses themselves — are not requests)."""
+
+    def __init__(
+        self, store: TimelineStore, publisher: Publisher, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        requests = [(d, d.event) for d in deliveries if isinstance(d.event, ReplyRequested)]
+        if not requests:
+            return []
+        conversations = await self._store.get_conversations(
+            sorted({r.conversation_id for _, r in requests})
+        )
+        states = await self._store.load_states(
+            sorted({str(c["customer_id"]) for c in conversations.values()})
+        )
+        now = self._clock()
+        outgoing: list[Outgoing] = []
+        for delivery, request in requests:
+            conversation = conversations.get(request.conversation_id)
+            state = None if conversation is None else states.get(str(conversation["customer_id"]))
+            planned = plan_reply(request, conversation, state, now)
+            if isinstance(planned, ReplyDelivery):
+                topic, suffix = REPLY_DELIVERIES, "delivery"
+            else:
+                topic, suffix = OUTBOUND, "failed"
+            # The request's id keeps a redelivered request's outcome the same event.
+            outgoing.append(
+                Outgoing(
+                    topic=topic,
+                    key=request.conversation_id,
+                    event=planned,
+                    event_id=f"{delivery.attributes.id}:{suffix}",
+                )
+            )
+        await self._publisher.publish_all(outgoing)
+        return []

@@ -1,0 +1,115 @@
+"""Requested replies, addressed (``timeline/replies.py``): what the router hands the
+service speaking the channel, and the reasons it refuses one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from switchboard_common.contract import (
+    Channel,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyDelivery,
+    ReplyRequested,
+)
+from switchboard_devkit.testing.builders import T0
+from switchboard_router.timeline.replies import MAX_REFERENCES, TEXT_LIMITS, plan_reply
+from switchboard_router.timeline.threading import CustomerState
+
+pytestmark = pytest.mark.unit
+NOW = T0 + timedelta(minutes=5)
+
+
+def request(text: str = "It arrives on Monday.", **overrides: Any) -> ReplyRequested:
+    fields: dict[str, Any] = {
+        "reply_id": "r-1",
+        "conversation_id": "co-1",
+        "agent_id": "agent-7",
+        "text": text,
+        "requested_at": T0,
+        **overrides,
+    }
+    return ReplyRequested.model_validate(fields)
+
+
+def conversation(channel: Channel = Channel.EMAIL, **overrides: Any) -> dict[str, Any]:
+    return {
+        "_id": "co-1",
+        "customer_id": "cu-1",
+        "channel": channel.value,
+        "account": "help@support.example.com",
+        "identity": "email:ana@example.org",
+        "subject": "Where is my order?",
+        **overrides,
+    }
+
+
+def state(refs: dict[str, str], *, erased: bool = False) -> CustomerState:
+    return CustomerState(customer_id="cu-1", refs=refs, erased=erased)
+
+
+def failure(planned: ReplyDelivery | DeliveryUpdated) -> str:
+    assert isinstance(planned, DeliveryUpdated)
+    assert planned.status is DeliveryStatus.FAILED
+    assert planned.error is not None
+    return planned.error.code
+
+
+def test_an_email_reply_goes_to_the_customer_from_the_address_they_wrote_to() -> None:
+    refs = {"a@mail.example.org": "co-1", "other@mail.example.org": "co-2", "b@x.org": "co-1"}
+    planned = plan_reply(request(), conversation(), state(refs), NOW)
+    assert isinstance(planned, ReplyDelivery)
+    assert planned.recipient == "ana@example.org"
+    assert planned.account == "help@support.example.com"
+    assert planned.subject == "Where is my order?"
+    # Only this conversation's Message-IDs, oldest first (the last is In-Reply-To).
+    assert planned.references == ("a@mail.example.org", "b@x.org")
+    assert (planned.customer_id, planned.agent_id, planned.ordered_at) == ("cu-1", "agent-7", NOW)
+
+
+def test_references_keep_the_newest_message_ids() -> None:
+    refs = {f"m{n}@mail.example.org": "co-1" for n in range(MAX_REFERENCES + 5)}
+    planned = plan_reply(request(), conversation(), state(refs), NOW)
+    assert isinstance(planned, ReplyDelivery)
+    assert len(planned.references) == MAX_REFERENCES
+    assert planned.references[-1] == f"m{MAX_REFERENCES + 4}@mail.example.org"
+
+
+def test_an_unknown_conversation_fails_without_a_channel() -> None:
+    planned = plan_reply(request(), None, None, NOW)
+    assert failure(planned) == "unknown_conversation"
+    assert isinstance(planned, DeliveryUpdated)
+    assert planned.channel is None
+    assert planned.reply_id == "r-1"
+
+
+def test_an_erased_customer_gets_no_reply() -> None:
+    assert failure(plan_reply(request(), conversation(), state({}, erased=True), NOW)) == "erased"
+    erased_conversation = conversation(identity=None)
+    assert failure(plan_reply(request(), erased_conversation, None, NOW)) == "erased"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_an_empty_reply_fails(text: str) -> None:
+    assert failure(plan_reply(request(text), conversation(), None, NOW)) == "empty_text"
+
+
+def test_a_reply_over_the_channels_limit_is_refused_not_split() -> None:
+    too_long = "x" * (TEXT_LIMITS[Channel.EMAIL] + 1)
+    planned = plan_reply(request(too_long), conversation(), None, NOW)
+    assert failure(planned) == "text_too_long"
+    just_right = plan_reply(request("x" * TEXT_LIMITS[Channel.EMAIL]), conversation(), None, NOW)
+    assert isinstance(just_right, ReplyDelivery)
+
+
+@pytest.mark.parametrize("channel", [c for c in Channel if c not in TEXT_LIMITS])
+def test_a_channel_switchboard_cannot_send_on_yet_fails_clearly(channel: Channel) -> None:
+    planned = plan_reply(
+        request(), conversation(channel, identity=f"{channel.value}:123"), None, NOW
+    )
+    assert failure(planned) == "channel_not_supported"
+    assert isinstance(planned, DeliveryUpdated)
+    assert planned.channel is channel

@@ -1,0 +1,302 @@
+"""Agent replies by email, end to end: a customer's mail comes in over SMTP, a frontend
+publishes ``support.reply.requested``, the reply reaches a local relay (STARTTLS and
+AUTH required, as a submission server asks) threaded on the customer's message, the
+statuses come back on ``support.outbound.v1`` and ``support.reply.sent`` on the
+conversation events, and the customer's answer lands in the same conversation. The
+router and ingest-email run as separate processes on real Kafka and the database."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from switchboard_common.contract import (
+    CONVERSATION_EVENTS,
+    DEADLETTER,
+    OUTBOUND,
+    ContractModel,
+    DeadLetter,
+    DeliveryError,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyRequested,
+    ReplySent,
+)
+from switchboard_devkit.running.inprocess import free_port
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import Customer, eventually
+
+pytestmark = pytest.mark.e2e
+
+USER = "switchboard"
+#: Recipients the relay refuses for good (550), as a relay refuses an unknown mailbox.
+REFUSED = "refuse."
+
+
+@dataclass
+class Relay:
+    """A local submission server: STARTTLS before anything, then AUTH, then mail."""
+
+    port: int
+    password: str
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def received(self, message_id: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if m["Message-ID"] == message_id]
+
+    def to(self, address: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if m["To"] == address]
+
+
+class _Handler:
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name and arguments
+        self,
+        server: SMTP,  # noqa: ARG002
+        session: Session,  # noqa: ARG002
+        envelope: Envelope,
+        address: str,
+        options: Any,  # noqa: ARG002
+    ) -> str:
+        if address.startswith(REFUSED):
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name and arguments
+        self,
+        server: SMTP,  # noqa: ARG002
+        session: Session,  # noqa: ARG002
+        envelope: Envelope,
+    ) -> str:
+        assert isinstance(envelope.content, bytes)
+        with self.relay.lock:
+            self.relay.messages.append(message_from_bytes(envelope.content))
+        return "250 2.0.0 queued"
+
+
+@pytest.fixture(scope="module")
+def relay(tls_files: tuple[Path, Path]) -> Iterator[Relay]:
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    password = secrets.token_urlsafe(12)
+    state = Relay(port=free_port(), password=password)
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        good = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            USER.encode(),
+            password.encode(),
+        )
+        return AuthResult(success=good)
+
+    controller = Controller(
+        _Handler(state),
+        hostname="127.0.0.1",
+        port=state.port,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=authenticate,
+    )
+    controller.start()
+    try:
+        yield state
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(infra: Infra, relay: Relay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
+    with running_stack(
+        infra.kafka_bootstrap,
+        infra.mongodb_url,
+        "router",
+        "ingest-email",
+        extra_env={
+            "OUTBOUND_SMTP_URL": f"smtp://{USER}@127.0.0.1:{relay.port}",
+            "OUTBOUND_SMTP_PASSWORD": relay.password,
+            "OUTBOUND_SMTP_CA_FILE": str(tls_files[0]),
+            "INGEST_EMAIL_OUTBOUND_RETRY_SECONDS": "0.2",
+        },
+    ) as running:
+        yield running
+
+
+def customer(stack: Stack, prefix: str = "ana") -> Customer:
+    return Customer(
+        email=f"{prefix}{uuid.uuid4().hex[:8]}@example.org",
+        phone="+34600000000",
+        smtp_port=stack.smtp_port,
+        social_url="http://127.0.0.1:9",  # not used: this customer only mails
+        meta_secret=TEST_SECRETS["META_APP_SECRET"],
+    )
+
+
+async def conversation_of(stack: Stack, email: str, count: int = 1) -> dict[str, Any]:
+    """The customer's timeline once it holds ``count`` messages."""
+    router = stack.url("router")
+
+    async def timeline() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
+            found = await http.get(f"{router}/customers", params={"identity": f"email:{email}"})
+            items = found.json()["items"]
+            if not items:
+                return None
+            customer_id = items[0]["customer_id"]
+            page = (await http.get(f"{router}/customers/{customer_id}/timeline")).json()
+        return page if len(page["items"]) >= count else None
+
+    return await eventually(timeline, what=f"{count} message(s) in the customer's timeline")
+
+
+def request(conversation_id: str, text: str, reply_id: str | None = None) -> ReplyRequested:
+    return ReplyRequested(
+        reply_id=reply_id or f"r-{uuid.uuid4().hex}",
+        conversation_id=conversation_id,
+        agent_id="agent-7",
+        text=text,
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def events_for(
+    probe: TopicProbe, topic: str, kind: type[ContractModel], **match: object
+) -> list[Any]:
+    return [
+        e
+        for _, e in await probe.read_events(topic, timeout=5)
+        if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())
+    ]
+
+
+async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threads_back(
+    stack: Stack, relay: Relay
+) -> None:
+    ana = customer(stack)
+    asked = await ana.mail("Where is my order 4411?", "Hello, my order has not arrived.")
+    first = await conversation_of(stack, ana.email)
+    conversation_id = first["items"][0]["conversation_id"]
+
+    reply = request(conversation_id, "It left our warehouse today; it arrives on Monday.")
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        await probe.send(OUTBOUND, reply, key=conversation_id)
+
+        async def sent() -> list[Any] | None:
+            found = await events_for(probe, OUTBOUND, DeliveryUpdated, reply_id=reply.reply_id)
+            return found or None
+
+        statuses = await eventually(sent, what="the reply's delivery status")
+        assert [s.status for s in statuses] == [DeliveryStatus.SENT]
+        message_id = statuses[0].provider_message_id
+        [mail] = relay.received(message_id)
+        assert mail["To"] == ana.email
+        assert mail["From"] == ana.support_address
+        assert mail["Subject"] == "Re: Where is my order 4411?"
+        assert mail["In-Reply-To"] == asked
+        assert asked in mail["References"]
+        body = mail.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        assert "arrives on Monday" in body.decode()
+
+        replies_sent = await events_for(
+            probe, CONVERSATION_EVENTS, ReplySent, conversation_id=conversation_id
+        )
+        assert [r.agent_id for r in replies_sent] == ["agent-7"]
+
+        # The frontend sends the same request again (a retry after a timeout): the
+        # customer still gets one mail.
+        await probe.send(OUTBOUND, reply, key=conversation_id)
+
+        async def settled() -> list[Any] | None:
+            found = await events_for(probe, OUTBOUND, DeliveryUpdated, reply_id=reply.reply_id)
+            return found if len(found) >= 2 else None
+
+        again = await eventually(settled, what="the repeated request's status")
+        assert {s.provider_message_id for s in again} == {message_id}
+        assert len(relay.received(message_id)) == 1
+
+    # Ana answers from her mail client: In-Reply-To is the reply, References the thread;
+    # a new subject, so that only the headers can place it.
+    await ana.mail(
+        "Monday",
+        "Thanks, Monday is fine.",
+        in_reply_to=message_id,
+        references=[*str(mail["References"]).split(), message_id],  # as mail clients do
+    )
+    both = await conversation_of(stack, ana.email, count=2)
+    assert {m["conversation_id"] for m in both["items"]} == {conversation_id}
+
+
+async def test_replies_that_cannot_be_sent_get_a_failed_status_with_the_reason(
+    stack: Stack, relay: Relay
+) -> None:
+    refused = customer(stack, prefix=REFUSED)
+    await refused.mail("Invoice", "Please send my invoice again.")
+    timeline = await conversation_of(stack, refused.email)
+    conversation_id = timeline["items"][0]["conversation_id"]
+
+    unknown = request(f"co_{uuid.uuid4().hex}", "Hello?")
+    empty = request(conversation_id, "   ")
+    bounced = request(conversation_id, "Here is your invoice.")
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        for item in (unknown, empty, bounced):
+            await probe.send(OUTBOUND, item, key=item.conversation_id)
+
+        wanted = {unknown.reply_id, empty.reply_id, bounced.reply_id}
+
+        async def outcomes() -> dict[str, DeliveryUpdated] | None:
+            found = {
+                e.reply_id: e
+                for _, e in await probe.read_events(OUTBOUND, timeout=5)
+                if isinstance(e, DeliveryUpdated) and e.reply_id in wanted
+            }
+            return found if len(found) == len(wanted) else None
+
+        found = await eventually(outcomes, what="a status for each of the three replies")
+        assert {s.status for s in found.values()} == {DeliveryStatus.FAILED}
+        errors = {reply_id: s.error for reply_id, s in found.items()}
+        assert errors[unknown.reply_id] == DeliveryError(
+            code="unknown_conversation", text="no conversation has this id"
+        )
+        assert errors[empty.reply_id] == DeliveryError(
+            code="empty_text", text="the reply has no text"
+        )
+        assert errors[bounced.reply_id] == DeliveryError(
+            code="smtp_550", text="5.1.1 No such mailbox"
+        )
+        assert relay.to(refused.email) == []
+
+        # The relay's refusal is also a dead letter, with the reason, for operators.
+        letters = [
+            e
+            for _, e in await probe.read_events(DEADLETTER, timeout=5)
+            if isinstance(e, DeadLetter) and str(e.consumer_group).endswith("ingest-email-replies")
+        ]
+        assert [letter.error for letter in letters] == [
+            "reply refused by the relay: smtp_550 5.1.1 No such mailbox"
+        ]
