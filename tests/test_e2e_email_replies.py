@@ -8,21 +8,14 @@ router and ingest-email run as separate processes on real Kafka and the database
 from __future__ import annotations
 
 import secrets
-import ssl
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from switchboard_common.contract import (
     CONVERSATION_EVENTS,
@@ -36,110 +29,34 @@ from switchboard_common.contract import (
     ReplyRequested,
     ReplySent,
 )
-from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import Customer, eventually
+from switchboard_devtools.relay import REFUSED, LocalRelay
 
 pytestmark = pytest.mark.e2e
 
 USER = "switchboard"
-#: Recipients the relay refuses for good (550), as a relay refuses an unknown mailbox.
-REFUSED = "refuse."
-
-
-@dataclass
-class Relay:
-    """A local submission server: STARTTLS before anything, then AUTH, then mail."""
-
-    port: int
-    password: str
-    messages: list[Message] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def received(self, message_id: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m["Message-ID"] == message_id]
-
-    def to(self, address: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m["To"] == address]
-
-
-class _Handler:
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name and arguments
-        self,
-        server: SMTP,  # noqa: ARG002
-        session: Session,  # noqa: ARG002
-        envelope: Envelope,
-        address: str,
-        options: Any,  # noqa: ARG002
-    ) -> str:
-        if address.startswith(REFUSED):
-            return "550 5.1.1 No such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name and arguments
-        self,
-        server: SMTP,  # noqa: ARG002
-        session: Session,  # noqa: ARG002
-        envelope: Envelope,
-    ) -> str:
-        assert isinstance(envelope.content, bytes)
-        with self.relay.lock:
-            self.relay.messages.append(message_from_bytes(envelope.content))
-        return "250 2.0.0 queued"
+PASSWORD = secrets.token_urlsafe(12)
 
 
 @pytest.fixture(scope="module")
-def relay(tls_files: tuple[Path, Path]) -> Iterator[Relay]:
-    cert, key = tls_files
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    password = secrets.token_urlsafe(12)
-    state = Relay(port=free_port(), password=password)
-
-    def authenticate(
-        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        good = isinstance(data, LoginPassword) and (data.login, data.password) == (
-            USER.encode(),
-            password.encode(),
-        )
-        return AuthResult(success=good)
-
-    controller = Controller(
-        _Handler(state),
-        hostname="127.0.0.1",
-        port=state.port,
-        tls_context=context,
-        require_starttls=True,
-        auth_required=True,
-        auth_require_tls=True,
-        authenticator=authenticate,
-    )
-    controller.start()
-    try:
-        yield state
-    finally:
-        controller.stop()
+def relay(tls_files: tuple[Path, Path]) -> Iterator[LocalRelay]:
+    with LocalRelay.started(tls=tls_files, user=USER, password=PASSWORD) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def stack(infra: Infra, relay: Relay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
+def stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
     with running_stack(
         infra.kafka_bootstrap,
         infra.mongodb_url,
         "router",
         "ingest-email",
         extra_env={
-            "OUTBOUND_SMTP_URL": f"smtp://{USER}@127.0.0.1:{relay.port}",
-            "OUTBOUND_SMTP_PASSWORD": relay.password,
+            "OUTBOUND_SMTP_URL": relay.url,
+            "OUTBOUND_SMTP_PASSWORD": PASSWORD,
             "OUTBOUND_SMTP_CA_FILE": str(tls_files[0]),
             "INGEST_EMAIL_OUTBOUND_RETRY_SECONDS": "0.2",
         },
@@ -195,7 +112,7 @@ async def events_for(
 
 
 async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threads_back(
-    stack: Stack, relay: Relay
+    stack: Stack, relay: LocalRelay
 ) -> None:
     ana = customer(stack)
     asked = await ana.mail("Where is my order 4411?", "Hello, my order has not arrived.")
@@ -253,7 +170,7 @@ async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threa
 
 
 async def test_replies_that_cannot_be_sent_get_a_failed_status_with_the_reason(
-    stack: Stack, relay: Relay
+    stack: Stack, relay: LocalRelay
 ) -> None:
     refused = customer(stack, prefix=REFUSED)
     await refused.mail("Invoice", "Please send my invoice again.")

@@ -6,17 +6,11 @@ dead-lettered with the relay's answer."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from email import message_from_bytes
-from email.message import Message
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
@@ -32,8 +26,8 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
-from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_devtools.relay import LocalRelay
 from switchboard_ingest_email.metrics import ReplyMetrics
 from switchboard_ingest_email.replies import (
     RelayConfig,
@@ -122,53 +116,10 @@ def test_relay_urls() -> None:
 # --------------------------------------------------------------------------- against a relay
 
 
-@dataclass
-class FlakyRelay:
-    """A local relay that answers 451 to the next ``busy`` messages, 550 to recipients
-    starting with ``refuse.``, and keeps what it accepts."""
-
-    port: int
-    busy: int = 0
-    messages: list[Message] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name and arguments
-        self,
-        server: SMTP,  # noqa: ARG002
-        session: Session,  # noqa: ARG002
-        envelope: Envelope,
-        address: str,
-        options: Any,  # noqa: ARG002
-    ) -> str:
-        if address.startswith("refuse."):
-            return "550 5.1.1 No such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name and arguments
-        self,
-        server: SMTP,  # noqa: ARG002
-        session: Session,  # noqa: ARG002
-        envelope: Envelope,
-    ) -> str:
-        with self.lock:
-            if self.busy > 0:
-                self.busy -= 1
-                return "451 4.3.2 Try again later"
-            assert isinstance(envelope.content, bytes)
-            self.messages.append(message_from_bytes(envelope.content))
-        return "250 2.0.0 queued"
-
-
 @pytest.fixture
-def relay() -> Iterator[FlakyRelay]:
-    state = FlakyRelay(port=free_port())
-    controller = Controller(state, hostname="127.0.0.1", port=state.port)
-    controller.start()
-    try:
-        yield state
-    finally:
-        controller.stop()
+def relay() -> Iterator[LocalRelay]:
+    with LocalRelay.started() as running:
+        yield running
 
 
 class Published:
@@ -190,8 +141,8 @@ def records(mongo_client: AsyncMongoClient[Document], database_name: str) -> Rep
     return ReplyRecords(mongo_client[database_name])
 
 
-def sender_for(relay: FlakyRelay, records: ReplyRecords, published: Published) -> ReplySender:
-    config = RelayConfig.parse(f"smtp://127.0.0.1:{relay.port}?tls=none", timeout=10)
+def sender_for(relay: LocalRelay, records: ReplyRecords, published: Published) -> ReplySender:
+    config = RelayConfig.parse(f"{relay.url}?tls=none", timeout=10)
     return ReplySender(
         SmtpRelay(config),
         records,
@@ -204,7 +155,7 @@ def sender_for(relay: FlakyRelay, records: ReplyRecords, published: Published) -
 
 @pytest.mark.integration
 async def test_a_busy_relay_is_retried_and_the_reply_goes_once(
-    relay: FlakyRelay, records: ReplyRecords
+    relay: LocalRelay, records: ReplyRecords
 ) -> None:
     relay.busy = 2
     published = Published()
@@ -231,7 +182,7 @@ async def test_a_busy_relay_is_retried_and_the_reply_goes_once(
 
 @pytest.mark.integration
 async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
-    relay: FlakyRelay, records: ReplyRecords
+    relay: LocalRelay, records: ReplyRecords
 ) -> None:
     relay.busy = 100
     published = Published()
@@ -249,7 +200,7 @@ async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
 
 @pytest.mark.integration
 async def test_a_reply_the_relay_refuses_fails_with_its_answer_and_is_dead_lettered(
-    relay: FlakyRelay, records: ReplyRecords
+    relay: LocalRelay, records: ReplyRecords
 ) -> None:
     published = Published()
     refused = delivery(
@@ -274,7 +225,7 @@ async def test_a_reply_the_relay_refuses_fails_with_its_answer_and_is_dead_lette
 
 @pytest.mark.integration
 async def test_a_reply_whose_attempt_died_mid_send_goes_again_with_the_same_message_id(
-    relay: FlakyRelay, records: ReplyRecords
+    relay: LocalRelay, records: ReplyRecords
 ) -> None:
     the_order = order("r-20")
     message_id = reply_message_id("r-20", "help@support.example.com")
