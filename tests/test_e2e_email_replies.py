@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from switchboard_common.contract import (
@@ -32,7 +31,7 @@ from switchboard_common.contract import (
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_devtools.frontend import Customer, eventually
+from switchboard_devtools.frontend import Customer, customer_timeline, eventually
 from switchboard_devtools.relay import REFUSED, LocalRelay
 
 pytestmark = pytest.mark.e2e
@@ -76,19 +75,9 @@ def customer(stack: Stack, prefix: str = "ana") -> Customer:
 
 async def conversation_of(stack: Stack, email: str, count: int = 1) -> dict[str, Any]:
     """The customer's timeline once it holds ``count`` messages."""
-    router = stack.url("router")
-
-    async def timeline() -> dict[str, Any] | None:
-        async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
-            found = await http.get(f"{router}/customers", params={"identity": f"email:{email}"})
-            items = found.json()["items"]
-            if not items:
-                return None
-            customer_id = items[0]["customer_id"]
-            page = (await http.get(f"{router}/customers/{customer_id}/timeline")).json()
-        return page if len(page["items"]) >= count else None
-
-    return await eventually(timeline, what=f"{count} message(s) in the customer's timeline")
+    return await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{email}", messages=count
+    )
 
 
 def request(conversation_id: str, text: str, reply_id: str | None = None) -> ReplyRequested:
@@ -215,5 +204,5 @@ async def test_replies_that_cannot_be_sent_get_a_failed_status_with_the_reason(
             if isinstance(e, DeadLetter) and str(e.consumer_group).endswith("ingest-email-replies")
         ]
         assert [letter.error for letter in letters] == [
-            "reply refused by the relay: smtp_550 5.1.1 No such mailbox"
+            "reply refused: smtp_550 5.1.1 No such mailbox"
         ]

@@ -13,7 +13,9 @@ deliberate bad records were dead-lettered, and the consumers still consume.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
+import itertools
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -21,10 +23,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from switchboard_common.consumer import subscribe_batch
+from switchboard_common.contract import DeliveryStatus, DeliveryUpdated
 from switchboard_devkit.running.inprocess import free_port
-from switchboard_devkit.running.stack import Stack, running_stack
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka
-from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
 from switchboard_devtools.faults import (
     Agents,
     Count,
@@ -34,7 +37,9 @@ from switchboard_devtools.faults import (
     send_bad_records,
     timeline_tokens,
 )
-from switchboard_devtools.frontend import eventually
+from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
+from switchboard_devtools.relay import LocalRelay
+from switchboard_ingest_email.replies import reply_message_id
 from switchboard_router.assignment.policy import load_policy
 from switchboard_router.settings import RouterSettings
 
@@ -279,3 +284,70 @@ async def test_kafka_down_longer_than_the_producers_retry_budget(
     count = await run_with_fault(f"Kafka down {OUTAGE_SECONDS:g} s", default_stack, long_outage)
     assert count.refused["email smtp_451"] > 0, count.refused
     assert count.refused["whatsapp http_503"] > 0, count.refused
+
+
+async def test_email_sender_killed_mid_send(servers: PrivateServers) -> None:
+    """ingest-email is SIGKILLed while it submits a burst of replies to a slow relay. Every
+    requested reply reaches the relay and ends ``sent``; a reply submitted again after the
+    kill (the one window SMTP leaves, README "Replies") carries its same Message-ID, so
+    the customer's mail store keeps one copy."""
+    with LocalRelay.started() as relay:
+        relay.delay = 0.02
+        env = {
+            **FAST_REFUSALS,
+            "OUTBOUND_SMTP_URL": f"{relay.url}?tls=none",
+            "INGEST_EMAIL_REPLIES_BATCH_MAX_RECORDS": "20",
+        }
+        with running_stack(
+            servers.kafka.bootstrap, servers.mongo.url, "router", "ingest-email", extra_env=env
+        ) as stack:
+            conversations = []
+            for n in range(5):
+                customer = Customer(
+                    email=f"buyer{n}.{unique('c')}@example.org",
+                    phone="+34600000000",
+                    smtp_port=stack.smtp_port,
+                    social_url="http://127.0.0.1:9",  # mail only
+                    meta_secret=TEST_SECRETS["META_APP_SECRET"],
+                )
+                await customer.mail("My order", "Where is my order?")
+                timeline = await customer_timeline(
+                    stack.url("router"), stack.router_auth(), f"email:{customer.email}"
+                )
+                conversations.append(timeline["items"][0]["conversation_id"])
+            async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+                helpdesk = Helpdesk(probe)
+                requests = [
+                    await helpdesk.request_reply(c, "agent-1", f"Update {n} on your order.")
+                    for n in range(40)
+                    for c in conversations
+                ]
+
+                async def sending() -> bool | None:
+                    return True if relay.messages else None
+
+                await eventually(sending, what="the relay receiving replies")
+                await asyncio.to_thread(stack.restart, "ingest-email", kill=True)
+                before_restart = len(relay.messages)
+
+                async def all_sent() -> dict[str, list[DeliveryUpdated]] | None:
+                    found = await helpdesk.deliveries()
+                    done = all(
+                        any(s.status is DeliveryStatus.SENT for s in found.get(r.reply_id, []))
+                        for r in requests
+                    )
+                    return found if done else None
+
+                statuses = await eventually(all_sent, timeout=240, what="every reply sent")
+    expected = {reply_message_id(r.reply_id, "help@support.example.com") for r in requests}
+    received = collections.Counter(str(m["Message-ID"]) for m in relay.messages)
+    again = sum(n - 1 for n in received.values())
+    print(
+        f"\nreplies: {len(requests)} requested, {before_restart} at the relay when the "
+        f"sender was killed, {len(received)} distinct at the end, {again} submitted again"
+    )
+    assert 0 < before_restart < len(requests), "the kill landed mid-send"
+    assert set(received) == expected, "every reply reached the relay, and nothing else"
+    assert again <= 20, "only replies in flight at the kill (one batch) can go twice"
+    failed = [s for s in itertools.chain(*statuses.values()) if s.status is DeliveryStatus.FAILED]
+    assert failed == []

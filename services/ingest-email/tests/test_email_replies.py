@@ -26,15 +26,18 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
-from switchboard_devkit.testing.builders import T0, delivery
-from switchboard_devtools.relay import LocalRelay
-from switchboard_ingest_email.metrics import ReplyMetrics
-from switchboard_ingest_email.replies import (
-    RelayConfig,
-    RelayUnavailableError,
+from switchboard_common.outbound import (
+    DeliveryUnavailableError,
+    ReplyDispatcher,
+    ReplyMetrics,
     ReplyRecord,
     ReplyRecords,
-    ReplySender,
+)
+from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_devtools.relay import LocalRelay
+from switchboard_ingest_email.replies import (
+    REPLIES,
+    RelayConfig,
     SmtpRelay,
     compose,
     reply_message_id,
@@ -138,12 +141,12 @@ class Published:
 
 @pytest.fixture
 def records(mongo_client: AsyncMongoClient[Document], database_name: str) -> ReplyRecords:
-    return ReplyRecords(mongo_client[database_name])
+    return ReplyRecords(mongo_client[database_name], REPLIES)
 
 
-def sender_for(relay: LocalRelay, records: ReplyRecords, published: Published) -> ReplySender:
+def sender_for(relay: LocalRelay, records: ReplyRecords, published: Published) -> ReplyDispatcher:
     config = RelayConfig.parse(f"{relay.url}?tls=none", timeout=10)
-    return ReplySender(
+    return ReplyDispatcher(
         SmtpRelay(config),
         records,
         published,
@@ -187,7 +190,7 @@ async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
     relay.busy = 100
     published = Published()
     batch = [delivery(order(), REPLY_DELIVERIES, key="co-1")]
-    with pytest.raises(RelayUnavailableError, match="451"):
+    with pytest.raises(DeliveryUnavailableError, match="451"):
         await sender_for(relay, records, published)(batch)
     assert relay.messages == []
     assert published.statuses() == []
@@ -208,7 +211,7 @@ async def test_a_reply_the_relay_refuses_fails_with_its_answer_and_is_dead_lette
     )
     fine = delivery(order("r-10"), REPLY_DELIVERIES, key="co-1", offset=1)
     rejected = await sender_for(relay, records, published)([refused, fine])
-    assert rejected == [(refused, "reply refused by the relay: smtp_550 5.1.1 No such mailbox")]
+    assert rejected == [(refused, "reply refused: smtp_550 5.1.1 No such mailbox")]
     by_reply = {s.reply_id: s for s in published.statuses()}
     assert by_reply["r-9"].status is DeliveryStatus.FAILED
     assert by_reply["r-9"].error is not None
@@ -230,7 +233,7 @@ async def test_a_reply_whose_attempt_died_mid_send_goes_again_with_the_same_mess
     the_order = order("r-20")
     message_id = reply_message_id("r-20", "help@support.example.com")
     # What a process that died after recording the attempt leaves behind.
-    await records.start(ReplyRecord("r-20", "sending", message_id, T0), "co-1")
+    await records.start([(ReplyRecord("r-20", "sending", T0, message_id), the_order)])
     published = Published()
     assert (
         await sender_for(relay, records, published)(

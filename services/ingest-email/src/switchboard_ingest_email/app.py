@@ -7,7 +7,7 @@
   ``support.inbound.v1`` (``support.message.received``, key ``email:<sender>``);
 - with ``OUTBOUND_SMTP_URL`` set, agent replies: group ``ingest-email-replies`` reads
   ``switchboard.router.reply-deliveries.v1`` (email orders), submits them to the relay
-  (``replies.ReplySender``, records in ``email_replies``) and writes
+  (``replies.ReplyDispatcher``, records in ``email_replies``) and writes
   ``support.outbound.v1`` (``support.delivery.updated``), ``support.conversation-events.v1``
   (``support.reply.sent``) and refusals to ``support.deadletter.v1``;
 - HTTP on ``INGEST_EMAIL_HTTP_PORT``: ``/healthz``, ``/readyz`` (Kafka, MongoDB, SMTP
@@ -37,8 +37,9 @@ from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
-from switchboard_common.metrics import service_registry
+from switchboard_common.metrics import ConsumerMetrics, service_registry
 from switchboard_common.mongo import Document, database, make_mongo_client
+from switchboard_common.outbound import ReplyDispatcher, ReplyMetrics, ReplyRecords
 from switchboard_common.progress import ConsumerWatch
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import BackgroundTask, Runtime
@@ -46,10 +47,10 @@ from switchboard_ingest_email.admission import Admission
 from switchboard_ingest_email.authentication import SenderChecker, dns_txt_lookup
 from switchboard_ingest_email.imap import ImapPoller
 from switchboard_ingest_email.ingest import Ingestor
-from switchboard_ingest_email.metrics import IngestEmailMetrics, ReplyMetrics
+from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.raw_store import MongoRawStore
 from switchboard_ingest_email.recipients import split_list
-from switchboard_ingest_email.replies import RelayConfig, ReplyRecords, ReplySender, SmtpRelay
+from switchboard_ingest_email.replies import REPLIES, RelayConfig, SmtpRelay
 from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_email.smtp import IngestHandler, SmtpServer
 
@@ -71,7 +72,7 @@ class IngestEmail:
     metrics: IngestEmailMetrics
     registry: CollectorRegistry
     #: None unless ``OUTBOUND_SMTP_URL`` is set.
-    replies: ReplySender | None = None
+    replies: ReplyDispatcher | None = None
 
 
 def sender_checker(settings: IngestEmailSettings) -> SenderChecker:
@@ -186,25 +187,26 @@ def _subscribe_replies(
     registry: CollectorRegistry,
     relay: RelayConfig,
     clock: Callable[[], datetime],
-) -> tuple[ReplySender, ConsumerWatch]:
+) -> tuple[ReplyDispatcher, ConsumerWatch]:
     """Group ``ingest-email-replies``: email replies to the relay, statuses to Kafka."""
     metrics = ReplyMetrics.create(registry)
+    consumer_metrics = ConsumerMetrics.create(registry)
     publisher = EventPublisher(
         broker,
         settings.topics,
         settings.service_name,
         publishes=[OUTBOUND, CONVERSATION_EVENTS, DEADLETTER],
     )
-    sender = ReplySender(
+    sender = ReplyDispatcher(
         SmtpRelay(relay),
-        ReplyRecords(database(client, settings)),
+        ReplyRecords(database(client, settings), REPLIES),
         publisher,
         metrics,
         clock,
         backoff=settings.outbound_retry_seconds,
     )
     watch = ConsumerWatch(
-        metrics.consumer,
+        consumer_metrics,
         stall_after=settings.consumer_stall_seconds,
         interval=settings.consumer_lag_interval_seconds,
     )
@@ -217,7 +219,7 @@ def _subscribe_replies(
             dead_letters=DeadLetterPublisher(
                 publisher, service=settings.service_name, consumer_group=group_id
             ),
-            metrics=metrics.consumer,
+            metrics=consumer_metrics,
         ),
         topics=[REPLY_DELIVERIES],
         group_id=group_id,

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from switchboard_common.metrics import ConsumerMetrics, PublishMetrics
+from switchboard_common.metrics import PublishMetrics
 
 SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 ACCEPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 #: Bounded reasons a message or recipient is refused (the ``reason`` label).
 REJECT_REASONS = (
@@ -109,33 +108,4 @@ class IngestEmailMetrics:
             ),
             # switchboard_events_published / switchboard_publish_seconds, shared with others.
             publish=PublishMetrics.create(registry),
-        )
-
-
-@dataclass(frozen=True)
-class ReplyMetrics:
-    """Agent replies by email (created only when ``OUTBOUND_SMTP_URL`` is set)."""
-
-    replies: Counter
-    send_seconds: Histogram
-    consumer: ConsumerMetrics
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> ReplyMetrics:
-        return cls(
-            replies=Counter(
-                "switchboard_outbound_replies",
-                "Replies to customers by channel and outcome (sent, failed, retried).",
-                ["channel", "outcome"],
-                registry=registry,
-            ),
-            send_seconds=Histogram(
-                "switchboard_outbound_send_seconds",
-                "Time to hand a batch of replies to the provider, by channel.",
-                ["channel"],
-                buckets=SEND_BUCKETS,
-                registry=registry,
-            ),
-            # switchboard_consumer_*: group ingest-email-replies, shared with others.
-            consumer=ConsumerMetrics.create(registry),
         )

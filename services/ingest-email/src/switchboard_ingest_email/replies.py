@@ -1,70 +1,40 @@
-"""Agent replies by email: each ``ReplyDelivery`` on the email channel, submitted once to
-the relay (``OUTBOUND_SMTP_URL``), then ``support.delivery.updated`` and
-``support.reply.sent``.
+"""Agent replies by email: the message and the relay. ``switchboard_common.outbound``
+does the rest (once per ``reply_id``, retries, statuses); see the README's "Replies".
 
 - ``compose`` (pure): the message — From the support address the customer wrote to, a
   ``Message-ID`` derived from ``reply_id`` (so every attempt of one reply carries the
   same one), ``In-Reply-To``/``References`` from the customer's Message-IDs so that their
   mail client threads it, and so that their answer threads back into the conversation
   (the router matches the customer's own Message-IDs in ``References``).
-- ``SmtpRelay``: submission with STARTTLS (``smtp://``, required unless the URL says
-  ``?tls=none``) or implicit TLS (``smtps://``), AUTH when a user is given. A 4xx answer
-  or a connection failure is temporary, a 5xx one permanent.
-- ``ReplySender``: the batch handler. Per reply it records ``email_replies/<reply_id>``
-  (``sending``) before the relay sees it, ``sent``/``failed`` after, then publishes.
+- ``SmtpRelay`` (a ``ChannelSender``): submission with STARTTLS (``smtp://``, required
+  unless the URL says ``?tls=none``) or implicit TLS (``smtps://``), AUTH when a user is
+  given, one connection per batch. A 4xx answer or a connection failure is
+  ``Unavailable``, a 5xx ``Refused``.
 
-Once per ``reply_id``: a redelivered order whose record says ``sent`` or ``failed`` is
-not submitted again; its statuses are published again with the same event ids. The one
-window left is a process that dies after the relay accepted the message and before the
-record says so: the order comes back with the record at ``sending`` and is submitted
-again, with the same ``Message-ID`` (mail stores that drop a second copy by Message-ID
-keep one). The relay is the boundary: nothing in SMTP lets a client ask whether a
-message was accepted before.
+The Message-ID is the idempotency key SMTP offers: a reply submitted again after a crash
+between the relay's acceptance and its record carries the same one, and mail stores that
+drop duplicates by Message-ID keep one copy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import random
 import smtplib
 import ssl
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-
-from switchboard_common.consumer import Delivery
-from switchboard_common.contract import (
-    CONVERSATION_EVENTS,
-    OUTBOUND,
-    Channel,
-    DeliveryError,
-    DeliveryStatus,
-    DeliveryUpdated,
-    ReplyDelivery,
-    ReplySent,
-)
-from switchboard_common.kafka import Outgoing
-from switchboard_common.logging import get_logger
-from switchboard_common.mongo import Document
-from switchboard_ingest_email.metrics import ReplyMetrics
-
-log = get_logger(__name__)
+from switchboard_common.contract import Channel, ReplyDelivery
+from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
 
 #: The collection of reply records (``_id`` = ``reply_id``).
 REPLIES = "email_replies"
-#: Attempts at the relay per reply within one batch before the batch is retried.
-ATTEMPTS = 3
 
 
 def reply_message_id(reply_id: str, account: str) -> str:
@@ -102,23 +72,6 @@ def compose(order: ReplyDelivery) -> EmailMessage:
 
 
 # --------------------------------------------------------------------------- the relay
-
-
-class RelayUnavailableError(Exception):
-    """The relay did not take the message now (4xx, no connection): try again later."""
-
-
-class RelayRefusedError(Exception):
-    """The relay refused the message (5xx): trying again gives the same answer."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
-
-
-#: What the relay made of one message: None for accepted.
-Outcome = RelayRefusedError | RelayUnavailableError | None
 
 
 @dataclass(frozen=True)
@@ -174,10 +127,16 @@ class RelayConfig:
 
 
 class SmtpRelay:
-    """Submits messages to the configured relay, one connection per batch."""
+    """The email ``ChannelSender``: submits replies to the configured relay, one
+    connection per batch."""
+
+    channels = frozenset({Channel.EMAIL})
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
+
+    def planned_id(self, order: ReplyDelivery) -> str | None:
+        return reply_message_id(order.reply_id, order.account or "")
 
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(
@@ -203,15 +162,15 @@ class SmtpRelay:
         return smtp
 
     def _send_all(self, messages: Sequence[EmailMessage]) -> list[Outcome]:
-        """Blocking: every message on one connection; per message None (accepted) or why
-        not. A failure to connect or log in fails them all alike."""
+        """Blocking: every message on one connection, one outcome each. A failure to
+        connect or log in answers for them all."""
         try:
             smtp = self._connect()
         except smtplib.SMTPAuthenticationError as error:
-            failure: Outcome = RelayRefusedError(str(error.smtp_code), _text(error.smtp_error))
+            failure: Outcome = _answer(error.smtp_code, error.smtp_error)
             return [failure for _ in messages]
         except (OSError, smtplib.SMTPException) as error:
-            failure = RelayUnavailableError(f"{type(error).__name__}: {error}")
+            failure = Unavailable(f"{type(error).__name__}: {error}")
             return [failure for _ in messages]
         try:
             outcomes = [_submit(smtp, message) for message in messages]
@@ -222,8 +181,8 @@ class SmtpRelay:
                 smtp.close()
         return outcomes
 
-    async def send_all(self, messages: Sequence[EmailMessage]) -> list[Outcome]:
-        return await asyncio.to_thread(self._send_all, messages)
+    async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
+        return await asyncio.to_thread(self._send_all, [compose(order) for order in orders])
 
 
 def _text(raw: bytes | str) -> str:
@@ -239,201 +198,14 @@ def _submit(smtp: smtplib.SMTP, message: EmailMessage) -> Outcome:
     except smtplib.SMTPResponseException as error:
         return _answer(error.smtp_code, error.smtp_error)
     except (OSError, smtplib.SMTPException) as error:
-        return RelayUnavailableError(f"{type(error).__name__}: {error}")
+        return Unavailable(f"{type(error).__name__}: {error}")
     if refused:  # one recipient only: refused means refused
         code, text = next(iter(refused.values()))
         return _answer(code, text)
-    return None
+    return Accepted(str(message["Message-ID"]))
 
 
-def _answer(code: int, text: bytes | str) -> Outcome:
+def _answer(code: int, text: bytes | str) -> Refused | Unavailable:
     if 400 <= code < 500:
-        return RelayUnavailableError(f"{code} {_text(text)}")
-    return RelayRefusedError(str(code), _text(text))
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class ReplyRecord:
-    reply_id: str
-    status: Literal["sending", "sent", "failed"]
-    message_id: str
-    at: datetime
-    error: DeliveryError | None = None
-
-
-class ReplyRecords:
-    """``email_replies``: one document per reply, by ``_id``."""
-
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._replies = db[REPLIES]
-
-    async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
-        found: dict[str, ReplyRecord] = {}
-        async for document in self._replies.find({"_id": {"$in": list(reply_ids)}}):
-            error = document.get("error")
-            found[document["_id"]] = ReplyRecord(
-                reply_id=document["_id"],
-                status=document["status"],
-                message_id=document["message_id"],
-                at=document["at"],
-                error=DeliveryError(**error) if error else None,
-            )
-        return found
-
-    async def start(self, record: ReplyRecord, conversation_id: str) -> None:
-        # A duplicate: an earlier attempt died mid-send, and the record stays ``sending``.
-        with contextlib.suppress(DuplicateKeyError):
-            await self._replies.insert_one(
-                {
-                    "_id": record.reply_id,
-                    "conversation_id": conversation_id,
-                    "status": record.status,
-                    "message_id": record.message_id,
-                    "at": record.at,
-                }
-            )
-
-    async def finish(self, record: ReplyRecord) -> None:
-        fields: dict[str, Any] = {"status": record.status, "at": record.at}
-        if record.error is not None:
-            fields["error"] = record.error.model_dump()
-        await self._replies.update_one({"_id": record.reply_id}, {"$set": fields})
-
-
-# --------------------------------------------------------------------------- the handler
-
-
-class Publisher(Protocol):
-    """Publishes and returns once Kafka acknowledged every record (``EventPublisher``)."""
-
-    async def publish_all(self, items: Sequence[Outgoing]) -> object: ...
-
-
-class ReplySender:
-    """The batch handler of group ``ingest-email-replies`` on
-    ``switchboard.router.reply-deliveries.v1``: email orders only (others are for the
-    services speaking their channels)."""
-
-    def __init__(
-        self,
-        relay: SmtpRelay,
-        records: ReplyRecords,
-        publisher: Publisher,
-        metrics: ReplyMetrics,
-        clock: Callable[[], datetime],
-        *,
-        backoff: float = 1.0,
-    ) -> None:
-        self._relay = relay
-        self._records = records
-        self._publisher = publisher
-        self._metrics = metrics
-        self._clock = clock
-        self._backoff = backoff
-
-    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
-        orders: dict[str, tuple[Delivery, ReplyDelivery]] = {}
-        for delivery in deliveries:
-            order = delivery.event
-            if isinstance(order, ReplyDelivery) and order.channel is Channel.EMAIL:
-                orders.setdefault(order.reply_id, (delivery, order))  # twice in a batch: once
-        if not orders:
-            return []
-        known = await self._records.get(list(orders))
-        finished = [
-            (delivery, order, known[reply_id])
-            for reply_id, (delivery, order) in orders.items()
-            if reply_id in known and known[reply_id].status != "sending"
-        ]
-        pending = [
-            (delivery, order)
-            for reply_id, (delivery, order) in orders.items()
-            if reply_id not in known or known[reply_id].status == "sending"
-        ]
-        sent_now = await self._send(pending)
-        finished += sent_now
-        await self._publisher.publish_all(
-            [item for d, order, r in finished for item in _statuses(d, order, r)]
-        )
-        # A refusal is dead-lettered once, when it happens; its status is published above.
-        return [
-            (d, f"reply refused by the relay: {r.error.code} {r.error.text}")
-            for d, _, r in sent_now
-            if r.error is not None
-        ]
-
-    async def _send(
-        self, pending: list[tuple[Delivery, ReplyDelivery]]
-    ) -> list[tuple[Delivery, ReplyDelivery, ReplyRecord]]:
-        if not pending:
-            return []
-        messages = {order.reply_id: compose(order) for _, order in pending}
-        now = self._clock()
-        for _, order in pending:
-            start = ReplyRecord(
-                order.reply_id, "sending", str(messages[order.reply_id]["Message-ID"]), now
-            )
-            await self._records.start(start, order.conversation_id)
-        finished: list[tuple[Delivery, ReplyDelivery, ReplyRecord]] = []
-        left = list(pending)
-        for attempt in range(ATTEMPTS):
-            started = time.monotonic()
-            outcomes = await self._relay.send_all([messages[o.reply_id] for _, o in left])
-            self._metrics.send_seconds.labels("email").observe(time.monotonic() - started)
-            retry: list[tuple[Delivery, ReplyDelivery]] = []
-            last: Outcome = None
-            for (delivery, order), outcome in zip(left, outcomes, strict=True):
-                if isinstance(outcome, RelayUnavailableError):
-                    retry.append((delivery, order))
-                    last = outcome
-                    continue
-                message_id = str(messages[order.reply_id]["Message-ID"])
-                if outcome is None:
-                    record = ReplyRecord(order.reply_id, "sent", message_id, self._clock())
-                else:
-                    error = DeliveryError(code=f"smtp_{outcome.code}", text=outcome.text)
-                    record = ReplyRecord(order.reply_id, "failed", message_id, self._clock(), error)
-                await self._records.finish(record)
-                self._metrics.replies.labels("email", record.status).inc()
-                finished.append((delivery, order, record))
-            if not retry:
-                return finished
-            left = retry
-            self._metrics.replies.labels("email", "retried").inc(len(retry))
-            log.warning("reply submission failed, will retry", error=str(last), replies=len(retry))
-            if attempt + 1 < ATTEMPTS:
-                # Exponential backoff with full jitter: replicas do not retry in step.
-                await asyncio.sleep(random.uniform(0, self._backoff * 4**attempt))  # noqa: S311
-        # Still refused for now: publish what finished, then fail the batch so that it is
-        # redelivered (the records keep the finished replies from going out twice).
-        await self._publisher.publish_all(
-            [o for d, order, r in finished for o in _statuses(d, order, r)]
-        )
-        raise RelayUnavailableError(f"the relay did not take {len(left)} replies: {last}")
-
-
-def _statuses(delivery: Delivery, order: ReplyDelivery, record: ReplyRecord) -> list[Outgoing]:
-    """What a finished reply publishes; ids from the order's, so a redelivered order
-    publishes the same events again (consumers drop the copy by ``ce_id``)."""
-    base = delivery.attributes.id
-    updated = DeliveryUpdated(
-        reply_id=order.reply_id,
-        conversation_id=order.conversation_id,
-        channel=Channel.EMAIL,
-        status=DeliveryStatus.SENT if record.status == "sent" else DeliveryStatus.FAILED,
-        provider_message_id=record.message_id if record.status == "sent" else None,
-        error=record.error,
-        at=record.at,
-    )
-    items = [Outgoing(OUTBOUND, order.conversation_id, updated, event_id=f"{base}:status")]
-    if record.status == "sent":
-        sent = ReplySent(
-            conversation_id=order.conversation_id, agent_id=order.agent_id, sent_at=record.at
-        )
-        items.append(
-            Outgoing(CONVERSATION_EVENTS, order.conversation_id, sent, event_id=f"{base}:sent")
-        )
-    return items
+        return Unavailable(f"{code} {_text(text)}")
+    return Refused(f"smtp_{code}", _text(text))

@@ -1,7 +1,8 @@
 """A helpdesk frontend and a customer, as end-to-end tests (and fault runs) drive them.
 
 ``Helpdesk`` does what a frontend does with Switchboard: it publishes agent profiles,
-presence, offer answers, replies and resolutions on the contract topics, and follows
+presence, offer answers, replies and resolutions on the contract topics, asks for
+replies to be delivered and reads their statuses (``support.outbound.v1``), and follows
 ``support.assignments.v1`` the way CONTRACT.md tells frontends to (keep the highest
 ``seq`` per conversation; the same event may arrive twice). ``Customer`` writes mail over
 SMTP and WhatsApp, X and Telegram messages through their providers' signed webhooks, as
@@ -29,14 +30,17 @@ from switchboard_common.contract import (
     AGENT_EVENTS,
     ASSIGNMENTS,
     CONVERSATION_EVENTS,
+    OUTBOUND,
     AgentStatus,
     AgentStatusChanged,
     AgentUpserted,
     AssignmentDecision,
     Channel,
     ConversationResolved,
+    DeliveryUpdated,
     OfferAccepted,
     OfferRejected,
+    ReplyRequested,
     ReplySent,
 )
 from switchboard_devkit.testing.kafka_probe import TopicProbe
@@ -103,6 +107,28 @@ class Helpdesk:
             ReplySent(conversation_id=conversation_id, agent_id=agent_id, sent_at=now()),
             key=conversation_id,
         )
+
+    async def request_reply(
+        self, conversation_id: str, agent_id: str, text: str, *, reply_id: str | None = None
+    ) -> ReplyRequested:
+        """Ask Switchboard to deliver a reply on the conversation's channel."""
+        request = ReplyRequested(
+            reply_id=reply_id or f"rep-{uuid.uuid4().hex}",
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            text=text,
+            requested_at=now(),
+        )
+        await self.probe.send(OUTBOUND, request, key=conversation_id)
+        return request
+
+    async def deliveries(self) -> dict[str, list[DeliveryUpdated]]:
+        """Every delivery status so far, by ``reply_id``, in topic order."""
+        found: dict[str, list[DeliveryUpdated]] = {}
+        for _, event in await self.probe.read_events(OUTBOUND, timeout=1.0):
+            if isinstance(event, DeliveryUpdated):
+                found.setdefault(event.reply_id, []).append(event)
+        return found
 
     async def resolve(self, conversation_id: str) -> None:
         await self.probe.send(
@@ -352,6 +378,27 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Respons
 async def post_meta_webhook(social_url: str, body: bytes, secret: str) -> httpx.Response:
     """POST ``body`` to ingest-social's Meta webhook, signed with ``secret``."""
     return await _post(f"{social_url}/webhooks/meta", body, meta_signed(body, secret))
+
+
+async def customer_timeline(
+    router_url: str, headers: dict[str, str], identity: str, *, messages: int = 1
+) -> dict[str, Any]:
+    """The timeline of the customer behind ``identity`` (e.g. ``email:ana@example.org``)
+    once it holds ``messages`` messages, through the router's read API."""
+
+    async def timeline() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+            found = await http.get(f"{router_url}/customers", params={"identity": identity})
+            items = found.json()["items"]
+            if not items:
+                return None
+            customer_id = items[0]["customer_id"]
+            page: dict[str, Any] = (
+                await http.get(f"{router_url}/customers/{customer_id}/timeline")
+            ).json()
+        return page if len(page["items"]) >= messages else None
+
+    return await eventually(timeline, what=f"{messages} message(s) in the customer's timeline")
 
 
 async def eventually(

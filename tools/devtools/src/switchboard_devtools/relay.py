@@ -1,6 +1,7 @@
 """A local SMTP relay standing in for the mail provider replies are submitted to: it keeps
 what it accepts, refuses recipients starting with ``refuse.`` for good (550, as an unknown
-mailbox), answers 451 to the next ``busy`` messages, and with a certificate and a user
+mailbox), answers 451 to the next ``busy`` messages, takes ``delay`` seconds over each, and
+with a certificate and a user
 asks for STARTTLS and then AUTH first, as a submission server does.
 
     with LocalRelay.started(tls=(cert, key), user="switchboard", password=pw) as relay:
@@ -10,6 +11,7 @@ asks for STARTTLS and then AUTH first, as a submission server does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import threading
@@ -35,6 +37,8 @@ class LocalRelay:
     user: str | None = None
     #: Messages still to be answered 451 (a relay that is busy for a while).
     busy: int = 0
+    #: Seconds each accepted message takes (a slow relay, so a fault lands mid-send).
+    delay: float = 0.0
     messages: list[Message] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,6 +75,8 @@ class LocalRelay:
         session: Session,  # noqa: ARG002
         envelope: Envelope,
     ) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             if self.busy > 0:
                 self.busy -= 1

@@ -1,0 +1,364 @@
+"""Replies to customers, whatever the channel: each ``reply_id`` handed to its provider
+once, retried while the provider is away, and its outcome published.
+
+A service that speaks a channel (ingest-email for email, ingest-social for the social
+channels) gives a ``ChannelSender``: how to hand a batch of ``ReplyDelivery`` orders to the
+provider and what each answer means — ``Accepted`` (with the provider's message id),
+``Refused`` for good (a 5xx, a blocked user) or ``Unavailable`` for now (a 4xx, a 429
+with ``Retry-After``, no connection). ``ReplyDispatcher`` is the batch handler around it:
+
+1. one read of the batch's reply records; a finished reply is not handed over again,
+   its statuses are published again with the same event ids;
+2. one insert of ``sending`` records for the rest, before the provider sees them;
+3. up to ``attempts`` rounds at the provider for what is unavailable, with exponential
+   backoff and full jitter (at least the provider's ``Retry-After``, at most
+   ``max_wait``);
+4. one bulk write of the outcomes, then ``support.delivery.updated`` (``sent`` or
+   ``failed`` with the provider's code and text) and, when sent,
+   ``support.reply.sent``; a refusal is also dead-lettered, once.
+
+Replies still unavailable after the last round fail the batch, which is redelivered:
+nothing is lost while a provider is away. The window the records leave: a process that
+dies after the provider accepted a reply and before its record says so hands it over
+again on redelivery. Where the provider takes an idempotency key (email's Message-ID),
+``ChannelSender.planned_id`` gives it, and the record keeps it from the first attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from switchboard_common.consumer import Delivery
+from switchboard_common.contract import (
+    CONVERSATION_EVENTS,
+    OUTBOUND,
+    Channel,
+    DeliveryError,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyDelivery,
+    ReplySent,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
+from switchboard_common.mongo import Document
+
+log = get_logger(__name__)
+
+DUPLICATE_KEY = 11000
+SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The provider took the reply."""
+
+    provider_message_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider refused the reply for good; ``code`` is the provider's, prefixed with
+    the channel's protocol (``smtp_550``, ``whatsapp_131047``, ``telegram_403``)."""
+
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """The provider did not take the reply now; ``retry_after`` when it said how long."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+Outcome = Accepted | Refused | Unavailable
+
+
+class ChannelSender(Protocol):
+    """Hands replies to the providers of some channels."""
+
+    #: The channels whose orders this sender takes (the others are skipped).
+    channels: frozenset[Channel]
+
+    def planned_id(self, order: ReplyDelivery) -> str | None:
+        """The provider message id the reply will have, when it is known before sending."""
+        ...
+
+    async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
+        """One outcome per order, in order. Must not raise for one order's trouble."""
+        ...
+
+
+class DeliveryUnavailableError(Exception):
+    """Replies a provider did not take after every attempt: the batch is redelivered."""
+
+
+class Publisher(Protocol):
+    """Publishes and returns once Kafka acknowledged every record (``EventPublisher``)."""
+
+    async def publish_all(self, items: Sequence[Outgoing]) -> object: ...
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    reply_id: str
+    status: Literal["sending", "sent", "failed"]
+    at: datetime
+    provider_message_id: str | None = None
+    error: DeliveryError | None = None
+
+
+class ReplyRecords:
+    """One document per reply (``_id`` = ``reply_id``) in the service's own collection;
+    a fixed number of commands per batch."""
+
+    def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
+        self._replies = db[collection]
+
+    async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
+        found: dict[str, ReplyRecord] = {}
+        async for document in self._replies.find({"_id": {"$in": list(reply_ids)}}):
+            error = document.get("error")
+            found[document["_id"]] = ReplyRecord(
+                reply_id=document["_id"],
+                status=document["status"],
+                at=document["at"],
+                provider_message_id=document.get("provider_message_id"),
+                error=DeliveryError(**error) if error else None,
+            )
+        return found
+
+    async def start(self, records: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
+        """Record ``sending``; a record already there (an attempt that died mid-send)
+        stays as it is."""
+        documents = [
+            {
+                "_id": record.reply_id,
+                "conversation_id": order.conversation_id,
+                "channel": order.channel.value,
+                "status": record.status,
+                "provider_message_id": record.provider_message_id,
+                "at": record.at,
+            }
+            for record, order in records
+        ]
+        try:
+            await self._replies.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
+                raise
+
+    async def finish(self, records: Sequence[ReplyRecord]) -> None:
+        updates = []
+        for record in records:
+            fields: dict[str, Any] = {
+                "status": record.status,
+                "at": record.at,
+                "provider_message_id": record.provider_message_id,
+            }
+            if record.error is not None:
+                fields["error"] = record.error.model_dump()
+            updates.append(UpdateOne({"_id": record.reply_id}, {"$set": fields}))
+        if updates:
+            await self._replies.bulk_write(updates, ordered=False)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class ReplyMetrics:
+    """Replies to customers, by channel (bounded labels: channel and outcome)."""
+
+    replies: Counter
+    send_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ReplyMetrics:
+        return cls(
+            replies=Counter(
+                "switchboard_outbound_replies",
+                "Replies to customers by channel and outcome (sent, failed, retried).",
+                ["channel", "outcome"],
+                registry=registry,
+            ),
+            send_seconds=Histogram(
+                "switchboard_outbound_send_seconds",
+                "Time to hand a batch of replies to the provider, by channel.",
+                ["channel"],
+                buckets=SEND_BUCKETS,
+                registry=registry,
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- the handler
+
+Finished = tuple[Delivery, ReplyDelivery, ReplyRecord]
+
+
+class ReplyDispatcher:
+    """The batch handler of a sender's group on ``switchboard.router.reply-deliveries.v1``."""
+
+    def __init__(
+        self,
+        sender: ChannelSender,
+        records: ReplyRecords,
+        publisher: Publisher,
+        metrics: ReplyMetrics,
+        clock: Callable[[], datetime],
+        *,
+        backoff: float = 1.0,
+        attempts: int = 3,
+        max_wait: float = 30.0,
+    ) -> None:
+        self._sender = sender
+        self._records = records
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+        self._backoff = backoff
+        self._attempts = attempts
+        self._max_wait = max_wait
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        orders: dict[str, tuple[Delivery, ReplyDelivery]] = {}
+        for delivery in deliveries:
+            order = delivery.event
+            if isinstance(order, ReplyDelivery) and order.channel in self._sender.channels:
+                orders.setdefault(order.reply_id, (delivery, order))  # twice in a batch: once
+        if not orders:
+            return []
+        known = await self._records.get(list(orders))
+        finished: list[Finished] = []
+        pending: list[tuple[Delivery, ReplyDelivery]] = []
+        for reply_id, (delivery, order) in orders.items():
+            record = known.get(reply_id)
+            if record is not None and record.status != "sending":
+                finished.append((delivery, order, record))
+            else:
+                pending.append((delivery, order))
+        handed, left = await self._hand_over(pending, known)
+        finished += handed
+        await self._publisher.publish_all(
+            [item for d, order, r in finished for item in statuses(d, order, r)]
+        )
+        if left:
+            raise DeliveryUnavailableError(
+                f"{len(left)} replies not taken after {self._attempts} attempts: {left[0]}"
+            )
+        # A refusal is dead-lettered once, when it happens; its status is published above.
+        return [
+            (d, f"reply refused: {r.error.code} {r.error.text}")
+            for d, _, r in handed
+            if r.error is not None
+        ]
+
+    async def _hand_over(
+        self, pending: list[tuple[Delivery, ReplyDelivery]], known: dict[str, ReplyRecord]
+    ) -> tuple[list[Finished], list[str]]:
+        """Hand ``pending`` to the provider; what finished, and why the rest did not."""
+        if not pending:
+            return [], []
+        now = self._clock()
+        await self._records.start(
+            [
+                (ReplyRecord(order.reply_id, "sending", now, self._planned(order, known)), order)
+                for _, order in pending
+            ]
+        )
+        handed: list[Finished] = []
+        left = pending
+        reasons: list[str] = []
+        for attempt in range(self._attempts):
+            outcomes = await self._send([order for _, order in left])
+            retry: list[tuple[Delivery, ReplyDelivery]] = []
+            waits: list[float] = []
+            done: list[ReplyRecord] = []
+            for (delivery, order), outcome in zip(left, outcomes, strict=True):
+                if isinstance(outcome, Unavailable):
+                    retry.append((delivery, order))
+                    waits.append(outcome.retry_after or 0.0)
+                    reasons.append(outcome.reason)
+                    continue
+                record = self._record(order, outcome)
+                done.append(record)
+                handed.append((delivery, order, record))
+                self._metrics.replies.labels(order.channel.value, record.status).inc()
+            await self._records.finish(done)
+            if not retry:
+                return handed, []
+            left = retry
+            for _, order in retry:
+                self._metrics.replies.labels(order.channel.value, "retried").inc()
+            log.warning("replies not taken, will retry", reason=reasons[-1], replies=len(retry))
+            if attempt + 1 < self._attempts:
+                # Full jitter so replicas do not retry in step; never sooner than asked.
+                jitter = random.uniform(0, self._backoff * 4**attempt)  # noqa: S311
+                await asyncio.sleep(min(self._max_wait, max(jitter, *waits)))
+        return handed, reasons[-len(left) :]
+
+    async def _send(self, orders: list[ReplyDelivery]) -> list[Outcome]:
+        """One call of the sender per channel in the batch, timed per channel."""
+        outcomes: dict[int, Outcome] = {}
+        for channel in dict.fromkeys(o.channel for o in orders):
+            indexes = [i for i, o in enumerate(orders) if o.channel is channel]
+            started = time.monotonic()
+            answered = await self._sender.send_all([orders[i] for i in indexes])
+            self._metrics.send_seconds.labels(channel.value).observe(time.monotonic() - started)
+            outcomes.update(zip(indexes, answered, strict=True))
+        return [outcomes[i] for i in range(len(orders))]
+
+    def _planned(self, order: ReplyDelivery, known: dict[str, ReplyRecord]) -> str | None:
+        earlier = known.get(order.reply_id)
+        if earlier is not None and earlier.provider_message_id:
+            return earlier.provider_message_id
+        return self._sender.planned_id(order)
+
+    def _record(self, order: ReplyDelivery, outcome: Accepted | Refused) -> ReplyRecord:
+        now = self._clock()
+        if isinstance(outcome, Accepted):
+            return ReplyRecord(order.reply_id, "sent", now, outcome.provider_message_id)
+        error = DeliveryError(code=outcome.code, text=outcome.text)
+        return ReplyRecord(order.reply_id, "failed", now, self._sender.planned_id(order), error)
+
+
+def statuses(delivery: Delivery, order: ReplyDelivery, record: ReplyRecord) -> list[Outgoing]:
+    """What a finished reply publishes; ids from the order's, so a redelivered order
+    publishes the same events again (consumers drop the copy by ``ce_id``)."""
+    base = delivery.attributes.id
+    sent = record.status == "sent"
+    updated = DeliveryUpdated(
+        reply_id=order.reply_id,
+        conversation_id=order.conversation_id,
+        channel=order.channel,
+        status=DeliveryStatus.SENT if sent else DeliveryStatus.FAILED,
+        provider_message_id=record.provider_message_id if sent else None,
+        error=record.error,
+        at=record.at,
+    )
+    items = [Outgoing(OUTBOUND, order.conversation_id, updated, event_id=f"{base}:status")]
+    if sent:
+        reply = ReplySent(
+            conversation_id=order.conversation_id, agent_id=order.agent_id, sent_at=record.at
+        )
+        items.append(
+            Outgoing(CONVERSATION_EVENTS, order.conversation_id, reply, event_id=f"{base}:sent")
+        )
+    return items

@@ -1,0 +1,515 @@
+"""Local stand-ins for the send APIs of the messaging providers replies go out through, which
+cannot be reached from here: the WhatsApp Cloud API (Meta Graph API, ``POST
+/{version}/{phone_number_id}/messages``) and the Telegram Bot API (``POST
+/bot<token>/sendMessage``). They answer in the providers' documented formats, errors included:
+a wrong token, a bad or too long message, rate limiting while ``throttle`` is above zero and,
+for Telegram, a user who blocked the bot. WhatsApp's 24-hour customer-service window is
+reported as the Cloud API does: the send is accepted and the failure comes later in a status
+webhook, which ``failed_webhook`` builds.
+
+    with LocalWhatsApp.started(tokens={"106540352242922": "token-1"}) as whatsapp:
+        ...  # META_GRAPH_API_URL=whatsapp.url
+        whatsapp.customer_wrote("15551234567")
+        whatsapp.sent[-1].wamid
+    with LocalTelegram.started(tokens={"7012345678:AAE..."}) as telegram:
+        ...  # TELEGRAM_API_URL=telegram.url
+        telegram.blocked.add("123456789")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from switchboard_common.http import http_server
+from switchboard_devkit.running.inprocess import free_port
+
+#: Longest text either provider takes in one message.
+MAX_TEXT = 4096
+#: How long after the customer's last message a free-form WhatsApp reply may be sent.
+SERVICE_WINDOW = 24 * 3600.0
+
+GRAPH_VERSION = re.compile(r"v\d+\.\d+")
+#: What the Cloud API accepts as ``to``: a phone number, possibly formatted.
+WHATSAPP_TO = re.compile(r"\+?[\d\s().-]*\d[\d\s().-]*")
+WHATSAPP_STATUSES = ("sent", "delivered", "read", "failed")
+ERROR_CODES_HREF = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+REENGAGEMENT_DETAILS = (
+    "Message failed to send because more than 24 hours have passed since the customer last "
+    "replied to this number."
+)
+
+
+def _reengagement_error() -> dict[str, Any]:
+    """Error 131047 as a status webhook reports it."""
+    return {
+        "code": 131047,
+        "title": "Re-engagement message",
+        "message": "Re-engagement message",
+        "error_data": {"details": REENGAGEMENT_DETAILS},
+        "href": ERROR_CODES_HREF,
+    }
+
+
+def _fbtrace_id() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")[:22]
+
+
+def _wamid() -> str:
+    # Real ids are standard base64 of an opaque binary key; 30 bytes needs no padding.
+    return "wamid." + base64.b64encode(secrets.token_bytes(30)).decode()
+
+
+def _graph_error(status: int, error: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"error": {**error, "fbtrace_id": _fbtrace_id()}}, status_code=status)
+
+
+def _invalid_parameter(details: str) -> JSONResponse:
+    return _graph_error(
+        400,
+        {
+            "message": "(#100) Invalid parameter",
+            "type": "OAuthException",
+            "code": 100,
+            "error_data": {"messaging_product": "whatsapp", "details": details},
+        },
+    )
+
+
+def _telegram_error(
+    status: int, description: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"ok": False, "error_code": status, "description": description, **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@contextlib.contextmanager
+def _serving(app: Starlette, port: int, *, ready_timeout: float = 10.0) -> Iterator[None]:
+    """``app`` on 127.0.0.1:``port`` in a thread of its own until the block ends."""
+    server = http_server(app, host="127.0.0.1", port=port)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve())
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread below
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name=f"provider-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as http:
+            while True:
+                # Any answer will do: the server is listening and its app responds.
+                with contextlib.suppress(httpx.HTTPError):
+                    http.get("/")
+                    break
+                if not thread.is_alive():
+                    raise RuntimeError(f"provider server on port {port} did not start") from (
+                        failure[0] if failure else None
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"provider server on port {port} not up after {ready_timeout}s")
+                time.sleep(0.05)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+async def _form_or_json(request: Request) -> dict[str, Any] | None:
+    """The request's parameters, JSON or form-encoded; None when they cannot be read."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/x-www-form-urlencoded":
+            return dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        if not raw:
+            return {}
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+# ---------------------------------------------------------------- WhatsApp Cloud API
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A text message the local Cloud API accepted."""
+
+    phone_number_id: str
+    to: str
+    text: str
+    wamid: str
+    #: The wamid it replies to (``context.message_id``), if any.
+    context: str | None = None
+    #: Why delivery failed (as the status webhook's ``errors`` entry), None when it did not.
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class LocalWhatsApp:
+    port: int
+    #: phone_number_id -> the access token that may send from it.
+    tokens: dict[str, str]
+    #: The WhatsApp Business Account the numbers belong to (``entry[].id`` in webhooks).
+    business_account_id: str = "102290129340398"
+    display_phone_number: str = "15550783881"
+    #: Sends still to be answered 429 (throughput reached for a while).
+    throttle: int = 0
+    #: Seconds in the 429's ``Retry-After``.
+    retry_after: int = 1
+    #: wa_id -> unix time of the customer's last message, which opens the 24-hour window.
+    last_inbound: dict[str, float] = field(default_factory=dict)
+    sent: list[SentMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        """``META_GRAPH_API_URL`` for this server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def customer_wrote(self, wa_id: str, at: float | None = None) -> None:
+        """The customer sent us a message at ``at`` (now by default), opening the window."""
+        with self.lock:
+            self.last_inbound[wa_id] = time.time() if at is None else at
+
+    def to(self, wa_id: str) -> list[SentMessage]:
+        with self.lock:
+            return [m for m in self.sent if m.to == wa_id]
+
+    def status_webhook(self, sent: SentMessage, status: str) -> bytes:
+        """The body of the webhook Meta would POST to report ``status`` for ``sent``."""
+        if status not in WHATSAPP_STATUSES:
+            raise ValueError(f"status must be one of {WHATSAPP_STATUSES}, not {status!r}")
+        entry: dict[str, Any] = {
+            "id": sent.wamid,
+            "status": status,
+            "timestamp": str(int(time.time())),
+            "recipient_id": sent.to,
+        }
+        if status == "failed":
+            if sent.error is None:
+                raise ValueError(f"{sent.wamid} did not fail: it has no error to report")
+            entry["errors"] = [sent.error]
+        body = {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": self.business_account_id,
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": self.display_phone_number,
+                                    "phone_number_id": sent.phone_number_id,
+                                },
+                                "statuses": [entry],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        return json.dumps(body).encode()
+
+    def failed_webhook(self, sent: SentMessage) -> bytes:
+        """The ``failed`` status webhook for ``sent``, with the error it was recorded with."""
+        return self.status_webhook(sent, "failed")
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[Route("/{version}/{phone_number_id}/messages", self._send, methods=["POST"])]
+        )
+
+    async def _send(self, request: Request) -> Response:
+        version = request.path_params["version"]
+        phone_number_id = request.path_params["phone_number_id"]
+        if not GRAPH_VERSION.fullmatch(version):
+            return _graph_error(
+                400,
+                {
+                    "message": f"Unknown path components: /{phone_number_id}/messages",
+                    "type": "OAuthException",
+                    "code": 2500,
+                },
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        with self.lock:
+            known = phone_number_id in self.tokens
+            authorised = scheme.lower() == "bearer" and token in self.tokens.values()
+            allowed = self.tokens.get(phone_number_id) == token
+        if not authorised:
+            return _graph_error(
+                401,
+                {
+                    "message": "Invalid OAuth access token - Cannot parse access token",
+                    "type": "OAuthException",
+                    "code": 190,
+                },
+            )
+        if not (known and allowed):
+            # A valid token for another number cannot see this one either.
+            return _graph_error(
+                400,
+                {
+                    "message": (
+                        f"Unsupported post request. Object with ID '{phone_number_id}' does not "
+                        "exist, cannot be loaded due to missing permissions, or does not support "
+                        "this operation. Please read the Graph API documentation at "
+                        "https://developers.facebook.com/docs/graph-api"
+                    ),
+                    "type": "GraphMethodException",
+                    "code": 100,
+                    "error_subcode": 33,
+                },
+            )
+        with self.lock:
+            if self.throttle > 0:
+                self.throttle -= 1
+                retry_after = self.retry_after
+                throttled = True
+            else:
+                throttled = False
+        if throttled:
+            response = _graph_error(
+                429,
+                {
+                    "message": "(#130429) Rate limit hit",
+                    "type": "OAuthException",
+                    "code": 130429,
+                    "error_data": {
+                        "messaging_product": "whatsapp",
+                        "details": "Cloud API message throughput has been reached.",
+                    },
+                },
+            )
+            response.headers["Retry-After"] = str(retry_after)
+            return response
+        return self._accept(phone_number_id, await _form_or_json(request))
+
+    def _accept(self, phone_number_id: str, body: dict[str, Any] | None) -> Response:
+        if body is None:
+            return _invalid_parameter("The request body must be a JSON object.")
+        invalid = self._invalid(body)
+        if invalid:
+            return _invalid_parameter(invalid)
+        to: str = body["to"]
+        wa_id = re.sub(r"\D", "", to)
+        context = body.get("context")
+        with self.lock:
+            wrote = self.last_inbound.get(wa_id)
+            # Accepted either way: outside the window it fails later, in a status webhook.
+            outside = wrote is None or time.time() - wrote > SERVICE_WINDOW
+            message = SentMessage(
+                phone_number_id=phone_number_id,
+                to=wa_id,
+                text=body["text"]["body"],
+                wamid=_wamid(),
+                context=context["message_id"] if context else None,
+                error=_reengagement_error() if outside else None,
+            )
+            self.sent.append(message)
+        return JSONResponse(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": wa_id}],
+                "messages": [{"id": message.wamid}],
+            }
+        )
+
+    @staticmethod
+    def _invalid(body: dict[str, Any]) -> str | None:
+        """What is wrong with a text message's parameters, None when nothing is."""
+        if body.get("messaging_product") != "whatsapp":
+            return "The parameter messaging_product is required and must be 'whatsapp'."
+        if body.get("recipient_type", "individual") != "individual":
+            return "Param recipient_type must be 'individual'."
+        to = body.get("to")
+        if not isinstance(to, str) or not WHATSAPP_TO.fullmatch(to):
+            return "The parameter to is required and must be a phone number."
+        if body.get("type", "text") != "text":
+            return "Only messages of type 'text' are supported here."
+        text = body.get("text")
+        if not isinstance(text, dict) or not isinstance(text.get("body"), str):
+            return "The parameter text['body'] is required."
+        if not text["body"].strip():
+            return "Param text['body'] must not be empty."
+        if len(text["body"]) > MAX_TEXT:
+            return f"Param text['body'] is too long: it must be at most {MAX_TEXT} characters."
+        if not isinstance(text.get("preview_url", False), bool):
+            return "Param text['preview_url'] must be a boolean."
+        context = body.get("context")
+        if context is not None and not (
+            isinstance(context, dict) and isinstance(context.get("message_id"), str)
+        ):
+            return "Param context['message_id'] must be a message id."
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, *, tokens: Mapping[str, str]) -> Iterator[LocalWhatsApp]:
+        """Listening on 127.0.0.1 until the block ends; ``tokens`` maps each
+        phone_number_id to the access token that may send from it."""
+        whatsapp = cls(port=free_port(), tokens=dict(tokens))
+        with _serving(whatsapp.app(), whatsapp.port):
+            yield whatsapp
+
+
+# ---------------------------------------------------------------- Telegram Bot API
+
+
+@dataclass(frozen=True)
+class TelegramMessage:
+    """A message the local Bot API sent."""
+
+    #: The bot's id: its token's part before ``:``.
+    bot_id: str
+    chat_id: str
+    text: str
+    message_id: int
+    #: ``reply_parameters.message_id``, if it replies to a message.
+    reply_to: int | None = None
+    parse_mode: str | None = None
+
+
+@dataclass
+class LocalTelegram:
+    port: int
+    tokens: set[str]
+    #: Chats (as strings) whose user blocked the bot.
+    blocked: set[str] = field(default_factory=set)
+    #: Sends still to be answered 429 (flood control for a while).
+    throttle: int = 0
+    #: Seconds in the 429's ``retry_after``.
+    retry_after: int = 1
+    sent: list[TelegramMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The last message_id given, per chat (Telegram numbers messages within a chat).
+    last_message_id: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """``TELEGRAM_API_URL`` for this server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def to(self, chat_id: int | str) -> list[TelegramMessage]:
+        with self.lock:
+            return [m for m in self.sent if m.chat_id == str(chat_id)]
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[Route("/bot{token}/{method}", self._method, methods=["GET", "POST"])]
+        )
+
+    async def _method(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        with self.lock:
+            known = token in self.tokens
+        if not known:
+            return _telegram_error(401, "Unauthorized")
+        if request.path_params["method"].lower() != "sendmessage":
+            return _telegram_error(404, "Not Found")
+        with self.lock:
+            if self.throttle > 0:
+                self.throttle -= 1
+                retry_after: int | None = self.retry_after
+            else:
+                retry_after = None
+        if retry_after is not None:
+            return _telegram_error(
+                429,
+                f"Too Many Requests: retry after {retry_after}",
+                headers={"Retry-After": str(retry_after)},
+                parameters={"retry_after": retry_after},
+            )
+        body = await _form_or_json(request)
+        if body is None:
+            return _telegram_error(400, "Bad Request: can't parse request body")
+        return self._send(token.split(":", 1)[0], body)
+
+    def _send(self, bot_id: str, body: dict[str, Any]) -> Response:
+        chat_id = body.get("chat_id")
+        if isinstance(chat_id, bool) or not isinstance(chat_id, int | str) or chat_id == "":
+            return _telegram_error(400, "Bad Request: chat not found")
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return _telegram_error(400, "Bad Request: message text is empty")
+        if len(text) > MAX_TEXT:
+            return _telegram_error(400, "Bad Request: message is too long")
+        try:
+            reply_to = self._reply_to(body.get("reply_parameters"))
+        except ValueError:
+            return _telegram_error(400, "Bad Request: can't parse reply parameters JSON object")
+        parse_mode = body.get("parse_mode")
+        if parse_mode is not None and parse_mode not in ("HTML", "Markdown", "MarkdownV2"):
+            return _telegram_error(400, "Bad Request: unsupported parse_mode")
+        chat = str(chat_id)
+        with self.lock:
+            if chat in self.blocked:
+                return _telegram_error(403, "Forbidden: bot was blocked by the user")
+            message_id = self.last_message_id.get(chat, 0) + 1
+            self.last_message_id[chat] = message_id
+            self.sent.append(
+                TelegramMessage(
+                    bot_id=bot_id,
+                    chat_id=chat,
+                    text=text,
+                    message_id=message_id,
+                    reply_to=reply_to,
+                    parse_mode=parse_mode,
+                )
+            )
+        result: dict[str, Any] = {
+            "message_id": message_id,
+            "from": {
+                "id": int(bot_id) if bot_id.isdigit() else bot_id,
+                "is_bot": True,
+                "first_name": "Switchboard",
+            },
+            "date": int(time.time()),
+            "chat": {"id": int(chat) if chat.lstrip("-").isdigit() else chat, "type": "private"},
+            "text": text,
+        }
+        return JSONResponse({"ok": True, "result": result})
+
+    @staticmethod
+    def _reply_to(parameters: Any) -> int | None:
+        """``reply_parameters.message_id``, None without one; ValueError when malformed."""
+        if parameters is None:
+            return None
+        if isinstance(parameters, str):  # form-encoded: a JSON-serialised object
+            parameters = json.loads(parameters)
+        message_id = parameters.get("message_id") if isinstance(parameters, dict) else None
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise ValueError("reply_parameters needs an integer message_id")
+        return message_id
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, *, tokens: set[str] | frozenset[str]) -> Iterator[LocalTelegram]:
+        """Listening on 127.0.0.1 until the block ends, for the bots with these tokens."""
+        telegram = cls(port=free_port(), tokens=set(tokens))
+        with _serving(telegram.app(), telegram.port):
+            yield telegram
