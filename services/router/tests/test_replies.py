@@ -16,7 +16,12 @@ from switchboard_common.contract import (
     ReplyRequested,
 )
 from switchboard_devkit.testing.builders import T0
-from switchboard_router.timeline.replies import MAX_REFERENCES, TEXT_LIMITS, plan_reply
+from switchboard_router.timeline.replies import (
+    MAX_REFERENCES,
+    TEXT_LIMITS,
+    plan_reply,
+    recipient_of,
+)
 from switchboard_router.timeline.threading import CustomerState
 
 pytestmark = pytest.mark.unit
@@ -113,3 +118,19 @@ def test_a_channel_switchboard_cannot_send_on_yet_fails_clearly(channel: Channel
     assert failure(planned) == "channel_not_supported"
     assert isinstance(planned, DeliveryUpdated)
     assert planned.channel is channel
+
+
+@pytest.mark.parametrize(
+    ("identity", "channel", "recipient"),
+    [
+        ("email:ana@example.org", Channel.EMAIL, "ana@example.org"),
+        ("whatsapp:+34600111222", Channel.WHATSAPP, "+34600111222"),
+        ("telegram:7012345678:4242", Channel.TELEGRAM, "4242"),
+        ("messenger:108457628476532:6789", Channel.MESSENGER, "6789"),
+        ("x:99887766", Channel.X, "99887766"),
+    ],
+)
+def test_the_recipient_is_the_customers_id_on_the_channel(
+    identity: str, channel: Channel, recipient: str
+) -> None:
+    assert recipient_of(identity, channel) == recipient

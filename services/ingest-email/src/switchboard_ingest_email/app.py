@@ -7,7 +7,7 @@
   ``support.inbound.v1`` (``support.message.received``, key ``email:<sender>``);
 - with ``OUTBOUND_SMTP_URL`` set, agent replies: group ``ingest-email-replies`` reads
   ``switchboard.router.reply-deliveries.v1`` (email orders), submits them to the relay
-  (``replies.ReplyDispatcher``, records in ``email_replies``) and writes
+  (``replies.SmtpRelay`` under the shared dispatcher, records in ``email_replies``) and writes
   ``support.outbound.v1`` (``support.delivery.updated``), ``support.conversation-events.v1``
   (``support.reply.sent``) and refusals to ``support.deadletter.v1``;
 - HTTP on ``INGEST_EMAIL_HTTP_PORT``: ``/healthz``, ``/readyz`` (Kafka, MongoDB, SMTP
@@ -21,26 +21,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient
 
-from switchboard_common.consumer import BatchConsumer, subscribe_batch
 from switchboard_common.contract import (
-    CONVERSATION_EVENTS,
-    DEADLETTER,
     INBOUND,
-    OUTBOUND,
     REPLY_DELIVERIES,
 )
-from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
-from switchboard_common.metrics import ConsumerMetrics, service_registry
-from switchboard_common.mongo import Document, database, make_mongo_client
-from switchboard_common.outbound import ReplyDispatcher, ReplyMetrics, ReplyRecords
-from switchboard_common.progress import ConsumerWatch
+from switchboard_common.metrics import service_registry
+from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.outbound import ReplyDispatcher
+from switchboard_common.outbound_shell import ReplyConsumer, subscribe_replies
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_ingest_email.admission import Admission
@@ -50,7 +43,7 @@ from switchboard_ingest_email.ingest import Ingestor
 from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.raw_store import MongoRawStore
 from switchboard_ingest_email.recipients import split_list
-from switchboard_ingest_email.replies import REPLIES, RelayConfig, SmtpRelay
+from switchboard_ingest_email.replies import REPLIES, SmtpRelay
 from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_email.smtp import IngestHandler, SmtpServer
 
@@ -129,8 +122,21 @@ def build(
     if relay is None:
         log.warning("OUTBOUND_SMTP_URL is not set: agent replies by email wait until it is")
     else:
-        replies, watch = _subscribe_replies(
-            settings, broker=broker, client=client, registry=registry, relay=relay, clock=clock
+        replies, watch = subscribe_replies(
+            ReplyConsumer(
+                group=GROUP_REPLIES,
+                topic=REPLY_DELIVERIES,
+                collection=REPLIES,
+                description="Agent replies by email: submitted to the relay once per reply_id.",
+                max_records=settings.replies_batch_max_records,
+                backoff=settings.outbound_retry_seconds,
+            ),
+            SmtpRelay(relay),
+            settings=settings,
+            broker=broker,
+            db=database(client, settings),
+            registry=registry,
+            clock=clock,
         )
         background.append(watch.run)
         liveness.append(watch.liveness_check())
@@ -177,55 +183,3 @@ def build(
         background=[*background, retention],
     )
     return IngestEmail(runtime, smtp, store, ingestor, pollers, metrics, registry, replies)
-
-
-def _subscribe_replies(
-    settings: IngestEmailSettings,
-    *,
-    broker: KafkaBroker,
-    client: AsyncMongoClient[Document],
-    registry: CollectorRegistry,
-    relay: RelayConfig,
-    clock: Callable[[], datetime],
-) -> tuple[ReplyDispatcher, ConsumerWatch]:
-    """Group ``ingest-email-replies``: email replies to the relay, statuses to Kafka."""
-    metrics = ReplyMetrics.create(registry)
-    consumer_metrics = ConsumerMetrics.create(registry)
-    publisher = EventPublisher(
-        broker,
-        settings.topics,
-        settings.service_name,
-        publishes=[OUTBOUND, CONVERSATION_EVENTS, DEADLETTER],
-    )
-    sender = ReplyDispatcher(
-        SmtpRelay(relay),
-        ReplyRecords(database(client, settings), REPLIES),
-        publisher,
-        metrics,
-        clock,
-        backoff=settings.outbound_retry_seconds,
-    )
-    watch = ConsumerWatch(
-        consumer_metrics,
-        stall_after=settings.consumer_stall_seconds,
-        interval=settings.consumer_lag_interval_seconds,
-    )
-    group_id = settings.topic_prefix + GROUP_REPLIES
-    subscribe_batch(
-        broker,
-        BatchConsumer(
-            topics=settings.topics,
-            handler=sender,
-            dead_letters=DeadLetterPublisher(
-                publisher, service=settings.service_name, consumer_group=group_id
-            ),
-            metrics=consumer_metrics,
-        ),
-        topics=[REPLY_DELIVERIES],
-        group_id=group_id,
-        max_records=settings.replies_batch_max_records,
-        watch=watch,
-        title=f"{group_id}:{settings.topics(REPLY_DELIVERIES)}",
-        description="Agent replies by email: submitted to the relay once per reply_id.",
-    )
-    return sender, watch

@@ -26,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -126,7 +126,9 @@ def _serving(app: Starlette, port: int, *, ready_timeout: float = 10.0) -> Itera
                         failure[0] if failure else None
                     )
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"provider server on port {port} not up after {ready_timeout}s")
+                    raise TimeoutError(
+                        f"provider server on port {port} not up after {ready_timeout}s"
+                    )
                 time.sleep(0.05)
         yield
     finally:
@@ -460,7 +462,7 @@ class LocalTelegram:
             return _telegram_error(400, "Bad Request: message is too long")
         try:
             reply_to = self._reply_to(body.get("reply_parameters"))
-        except ValueError:
+        except (TypeError, ValueError):
             return _telegram_error(400, "Bad Request: can't parse reply parameters JSON object")
         parse_mode = body.get("parse_mode")
         if parse_mode is not None and parse_mode not in ("HTML", "Markdown", "MarkdownV2"):
@@ -496,14 +498,14 @@ class LocalTelegram:
 
     @staticmethod
     def _reply_to(parameters: Any) -> int | None:
-        """``reply_parameters.message_id``, None without one; ValueError when malformed."""
+        """``reply_parameters.message_id``, None without one; raises when malformed."""
         if parameters is None:
             return None
         if isinstance(parameters, str):  # form-encoded: a JSON-serialised object
             parameters = json.loads(parameters)
         message_id = parameters.get("message_id") if isinstance(parameters, dict) else None
         if isinstance(message_id, bool) or not isinstance(message_id, int):
-            raise ValueError("reply_parameters needs an integer message_id")
+            raise TypeError("reply_parameters needs an integer message_id")
         return message_id
 
     @classmethod

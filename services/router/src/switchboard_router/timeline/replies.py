@@ -34,7 +34,13 @@ from switchboard_router.timeline.threading import CustomerState
 #: Channels a Switchboard service can send on, with the longest text each takes. A
 #: longer reply is refused (``text_too_long``) rather than split: an email has no real
 #: limit, and splitting mail would be worse than a clear refusal.
-TEXT_LIMITS: Mapping[Channel, int] = {Channel.EMAIL: 100_000}
+TEXT_LIMITS: Mapping[Channel, int] = {
+    Channel.EMAIL: 100_000,
+    Channel.WHATSAPP: 4096,  # Cloud API text body
+    Channel.TELEGRAM: 4096,  # Bot API sendMessage text
+}
+#: Identities scoped by the account the customer wrote to (``<channel>:<account>:<id>``).
+ACCOUNT_SCOPED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM})
 #: The customer's Message-IDs a reply's ``References`` carries (the newest ones).
 MAX_REFERENCES = 20
 
@@ -50,6 +56,14 @@ def _failed(
         error=DeliveryError(code=code, text=text),
         at=now,
     )
+
+
+def recipient_of(identity: str, channel: Channel) -> str:
+    """The customer's address on the channel, from their identity: the address or number
+    (``email:<address>``, ``whatsapp:<E.164>``), or the id after the account
+    (``telegram:<bot id>:<user id>``)."""
+    rest = identity.split(":", 1)[1]
+    return rest.rsplit(":", 1)[1] if channel in ACCOUNT_SCOPED else rest
 
 
 def plan_reply(
@@ -96,7 +110,7 @@ def plan_reply(
         customer_id=str(conversation["customer_id"]),
         agent_id=request.agent_id,
         channel=channel,
-        recipient=str(identity).split(":", 1)[1],
+        recipient=recipient_of(str(identity), channel),
         account=conversation.get("account"),
         text=request.text,
         html=request.html,
