@@ -59,6 +59,9 @@ class _AccountEntry(BaseModel):
     account: str = Field(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_.-]+$")
     tenant: str | None = Field(None, min_length=1, max_length=128)
     secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    #: The variable holding what replies from this account are sent with (a WhatsApp
+    #: access token, a Telegram bot token).
+    send_token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 
 class _AccountsFile(BaseModel):
@@ -76,6 +79,8 @@ class Account:
     tenant: str | None
     #: The account's own signing secret, or None to use the provider-wide one.
     secret: SecretStr | None = field(default=None, repr=False)
+    #: What replies from this account are sent with, or None for the deployment's.
+    send_token: SecretStr | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,14 @@ class AccountDirectory:
                 found.append(account.secret.get_secret_value().encode())
         return list(dict.fromkeys(found))
 
+    def send_tokens(self, channel: Channel) -> dict[str, str]:
+        """The accounts of ``channel`` with a send token of their own, and the token."""
+        return {
+            account: known.send_token.get_secret_value()
+            for (listed, account), known in sorted(self.accounts.items())
+            if listed == channel and known.send_token is not None
+        }
+
     def signed_by(self, channel: Channel, account: str, secret: bytes) -> bool:
         """Whether ``secret`` is the one that signs this account's webhooks (constant time)."""
         return hmac.compare_digest(self.secret_for(channel, account), secret)
@@ -155,8 +168,9 @@ def load_directory(
     """Read the accounts file (if any) and resolve its secret references.
 
     Raises ``AccountsFileError`` naming the file, the entry and the problem: unreadable
-    file, invalid YAML, unknown keys, a duplicate account, a ``secret_env`` that is not
-    set, or two Telegram bots with the same secret token (they could not be told apart).
+    file, invalid YAML, unknown keys, a duplicate account, a ``secret_env`` or
+    ``send_token_env`` that is not set, or two Telegram bots with the same secret token
+    (they could not be told apart).
     """
     environ = os.environ if environ is None else environ
     if path is None:
@@ -187,7 +201,18 @@ def load_directory(
                     f"(set {entry.secret_env} or {entry.secret_env}_FILE)"
                 )
             secret = SecretStr(value)
-        accounts[(channel, entry.account)] = Account(channel, entry.account, entry.tenant, secret)
+        send_token = None
+        if entry.send_token_env is not None:
+            value = _read_secret(entry.send_token_env, environ)
+            if value is None:
+                raise AccountsFileError(
+                    f"{path}: accounts.{index}: send_token_env {entry.send_token_env} is not "
+                    f"set (set {entry.send_token_env} or {entry.send_token_env}_FILE)"
+                )
+            send_token = SecretStr(value)
+        accounts[(channel, entry.account)] = Account(
+            channel, entry.account, entry.tenant, secret, send_token
+        )
     directory = AccountDirectory(accounts, dict(default_secrets), unknown)
     _check_telegram_tokens_distinct(path, directory)
     return directory

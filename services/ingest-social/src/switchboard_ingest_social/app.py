@@ -1,29 +1,41 @@
 """ingest-social's shell: the one place that wires settings, Kafka, HTTP and metrics.
 
-Reads nothing from Kafka. Writes ``support.inbound.v1`` (``support.message.received``,
-keyed by sender identity, CloudEvents id = ``message_id``). Serves the webhooks under
-``/webhooks/...`` plus ``/healthz``, ``/readyz`` (Kafka reachable) and ``/metrics``.
+Writes ``support.inbound.v1`` (``support.message.received``, keyed by sender identity,
+CloudEvents id = ``message_id``). Serves the webhooks under ``/webhooks/...`` plus
+``/healthz``, ``/readyz`` (Kafka reachable; the database too when replies are on) and
+``/metrics``.
+
+With a WhatsApp access token or a Telegram bot token, agent replies: group
+``ingest-social-replies`` reads ``switchboard.router.reply-deliveries.v1`` (WhatsApp and
+Telegram orders), sends them through the providers' APIs (``replies.SocialSenders`` under
+the shared dispatcher, records in ``social_replies``) and writes
+``support.outbound.v1``, ``support.conversation-events.v1`` and refusals to
+``support.deadletter.v1``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
-from switchboard_common.contract import INBOUND, Channel
-from switchboard_common.http import instrument, kafka_ready, ops_router
+from switchboard_common.contract import INBOUND, REPLY_DELIVERIES, Channel
+from switchboard_common.http import ReadinessCheck, instrument, kafka_ready, mongo_ready, ops_router
 from switchboard_common.kafka import EventPublisher, make_broker
+from switchboard_common.logging import get_logger
 from switchboard_common.metrics import service_registry
+from switchboard_common.mongo import database, make_mongo_client
+from switchboard_common.outbound_shell import ReplyConsumer, subscribe_replies
 from switchboard_common.publishing import DurablePublisher
-from switchboard_common.service import Runtime
+from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_ingest_social.accounts import AccountDirectory, load_directory
 from switchboard_ingest_social.metrics import IngestSocialMetrics
 from switchboard_ingest_social.normalise import MetaEnvelope
@@ -33,8 +45,19 @@ from switchboard_ingest_social.normalise.whatsapp import WhatsAppWebhook
 from switchboard_ingest_social.normalise.x import XWebhook
 from switchboard_ingest_social.publishing import InboundPublisher
 from switchboard_ingest_social.ratelimit import RateLimiter
+from switchboard_ingest_social.replies import (
+    REPLIES,
+    SocialSenders,
+    TelegramSender,
+    WhatsAppSender,
+)
 from switchboard_ingest_social.settings import IngestSocialSettings
 from switchboard_ingest_social.webhooks import WebhookApi, webhook_router
+
+log = get_logger(__name__)
+
+#: The consumer group that sends agent replies (behind ``SWITCHBOARD_TOPIC_PREFIX``).
+GROUP_REPLIES = "ingest-social-replies"
 
 
 def _utcnow() -> datetime:
@@ -109,9 +132,44 @@ def build(
             "Activity API) and Telegram (Bot API), normalised onto support.inbound.v1."
         ),
     )
+    checks: list[ReadinessCheck] = [kafka_ready(broker)]
+    liveness: list[ReadinessCheck] = []
+    background: list[BackgroundTask] = []
+    on_stop: list[Callable[[], Awaitable[None]]] = []
+    http = httpx.AsyncClient(timeout=settings.send_timeout_seconds)
+    senders = social_senders(settings, directory, http)
+    if senders.channels:
+        client = make_mongo_client(settings)
+        _, watch = subscribe_replies(
+            ReplyConsumer(
+                group=GROUP_REPLIES,
+                topic=REPLY_DELIVERIES,
+                collection=REPLIES,
+                description="Agent replies on WhatsApp and Telegram, once per reply_id.",
+                max_records=settings.replies_batch_max_records,
+                backoff=settings.outbound_retry_seconds,
+            ),
+            senders,
+            settings=settings,
+            broker=broker,
+            db=database(client, settings),
+            registry=registry,
+            clock=clock,
+        )
+        checks.append(mongo_ready(client))
+        liveness.append(watch.liveness_check())
+        background.append(watch.run)
+
+        async def close_client() -> None:
+            await client.close()
+
+        on_stop.append(close_client)
+    else:
+        log.warning("no WhatsApp or Telegram send token: social replies wait until one is set")
+    on_stop.append(http.aclose)
     instrument(app, registry=registry, service=settings.service_name)
     app.include_router(webhook_router(api))
-    app.include_router(ops_router(registry=registry, checks=[kafka_ready(broker)]))
+    app.include_router(ops_router(registry=registry, checks=checks, liveness=liveness))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     runtime = Runtime(
         service=settings.service_name,
@@ -119,8 +177,39 @@ def build(
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
+        background=background,
+        on_stop=on_stop,
     )
     return runtime, IngestSocial(settings, directory, registry, metrics, app)
+
+
+def social_senders(
+    settings: IngestSocialSettings, directory: AccountDirectory, http: httpx.AsyncClient
+) -> SocialSenders:
+    """A sender for each channel with a token (the deployment's or an account's)."""
+    whatsapp_default = settings.whatsapp_access_token
+    whatsapp_tokens = directory.send_tokens(Channel.WHATSAPP)
+    whatsapp = None
+    if whatsapp_default is not None or whatsapp_tokens:
+        whatsapp = WhatsAppSender(
+            base_url=settings.meta_graph_api_url,
+            version=settings.meta_graph_api_version,
+            tokens=whatsapp_tokens,
+            default_token=whatsapp_default.get_secret_value() if whatsapp_default else None,
+            client=http,
+        )
+    bot_default = settings.telegram_bot_token
+    bots = directory.send_tokens(Channel.TELEGRAM)
+    telegram = None
+    if bot_default is not None or bots:
+        default = bot_default.get_secret_value() if bot_default else None
+        if default is not None:
+            # The deployment's bot also answers under its own id (``?bot=<id>`` webhooks).
+            bots.setdefault(default.split(":", 1)[0], default)
+        telegram = TelegramSender(
+            base_url=settings.telegram_api_url, tokens=bots, default_token=default, client=http
+        )
+    return SocialSenders(whatsapp=whatsapp, telegram=telegram)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -34,6 +34,35 @@ class IngestSocialSettings(ServiceSettings):
         None, validation_alias=env("TELEGRAM_SECRET_TOKEN")
     )
 
+    #: Replies (``replies.py``): the access token WhatsApp replies are sent with, and the
+    #: token of the bot Telegram replies are sent from; an account of the accounts file
+    #: may name its own (``send_token_env``). With neither, that channel's replies wait
+    #: on their topic.
+    whatsapp_access_token: SecretStr | None = Field(
+        None, validation_alias=env("WHATSAPP_ACCESS_TOKEN")
+    )
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias=env("TELEGRAM_BOT_TOKEN"))
+    meta_graph_api_url: str = Field(
+        "https://graph.facebook.com", validation_alias=env("META_GRAPH_API_URL")
+    )
+    meta_graph_api_version: str = Field(
+        "v21.0", pattern=r"^v\d+\.\d+$", validation_alias=env("META_GRAPH_API_VERSION")
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org", validation_alias=env("TELEGRAM_API_URL")
+    )
+    #: Seconds to wait for a provider's answer to one send.
+    send_timeout_seconds: float = Field(
+        15.0, gt=0, le=120, validation_alias=env("INGEST_SOCIAL_SEND_TIMEOUT_SECONDS")
+    )
+    #: First retry delay after a provider did not take a reply (then 4 and 16 times it).
+    outbound_retry_seconds: float = Field(
+        1.0, ge=0, le=60, validation_alias=env("INGEST_SOCIAL_OUTBOUND_RETRY_SECONDS")
+    )
+    replies_batch_max_records: int = Field(
+        100, ge=1, le=1000, validation_alias=env("INGEST_SOCIAL_REPLIES_BATCH_MAX_RECORDS")
+    )
+
     #: YAML file mapping provider accounts to tenants and per-account secrets (README).
     accounts_file: Path | None = Field(None, validation_alias=env("INGEST_SOCIAL_ACCOUNTS_FILE"))
     #: What to do with a verified webhook for an account the accounts file does not list:

@@ -1,0 +1,185 @@
+"""Agent replies on WhatsApp and Telegram: each provider's send API as a
+``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per ``reply_id``,
+retries, statuses). See the README's "Replies".
+
+- WhatsApp Cloud API: ``POST {META_GRAPH_API_URL}/{version}/{phone_number_id}/messages``
+  with the access token, a text message to the customer's number. The answer's
+  ``messages[0].id`` (a ``wamid``) is the provider message id; delivery, read and
+  failure (the 24-hour customer-service window, 131047) come later in status webhooks.
+- Telegram Bot API: ``POST {TELEGRAM_API_URL}/bot<token>/sendMessage`` to the customer's
+  chat (a private chat's id is the user's id) with the bot the customer wrote to.
+
+How answers map: 2xx → ``Accepted``; 429 → ``Unavailable`` with the provider's
+``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``); 5xx and
+connection failures → ``Unavailable``; any other 4xx → ``Refused`` with the provider's
+code and text (``whatsapp_<code>``, ``telegram_<error_code>``). Neither API takes an
+idempotency key: a reply handed over just before a crash, and before its record says so,
+is sent again on redelivery (the window ``switchboard_common.outbound`` describes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from switchboard_common.contract import Channel, ReplyDelivery
+from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
+
+#: The collection of reply records (``_id`` = ``reply_id``).
+REPLIES = "social_replies"
+#: Requests to one provider at once.
+CONCURRENCY = 8
+
+
+def _retry_after(response: httpx.Response, body: Any) -> float | None:
+    header = response.headers.get("Retry-After")
+    if header and header.strip().isdigit():
+        return float(header)
+    if isinstance(body, dict):
+        parameters = body.get("parameters")
+        if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"), int):
+            return float(parameters["retry_after"])
+    return None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _temporary(response: httpx.Response, body: Any) -> Unavailable | None:
+    if response.status_code == 429 or response.status_code >= 500:
+        return Unavailable(f"HTTP {response.status_code}", _retry_after(response, body))
+    return None
+
+
+@dataclass(frozen=True)
+class WhatsAppSender:
+    """WhatsApp Cloud API text messages. ``tokens`` maps a phone_number_id to its access
+    token; ``default_token`` serves the numbers not listed."""
+
+    base_url: str
+    version: str
+    tokens: Mapping[str, str]
+    default_token: str | None
+    client: httpx.AsyncClient
+
+    def token_for(self, phone_number_id: str) -> str | None:
+        return self.tokens.get(phone_number_id, self.default_token)
+
+    async def send(self, order: ReplyDelivery) -> Outcome:
+        number = order.account or ""
+        token = self.token_for(number)
+        if token is None:
+            return Refused("no_credentials", "no WhatsApp access token for this number")
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": order.recipient.lstrip("+"),
+            "type": "text",
+            "text": {"body": order.text, "preview_url": False},
+        }
+        url = f"{self.base_url.rstrip('/')}/{self.version}/{number}/messages"
+        try:
+            response = await self.client.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as error:
+            return Unavailable(f"{type(error).__name__}: {error}")
+        answer = _json(response)
+        temporary = _temporary(response, answer)
+        if temporary is not None:
+            return temporary
+        if response.is_success and isinstance(answer, dict) and answer.get("messages"):
+            return Accepted(str(answer["messages"][0]["id"]))
+        problem = answer.get("error", {}) if isinstance(answer, dict) else {}
+        details = (problem.get("error_data") or {}).get("details")
+        text = str(problem.get("message") or f"HTTP {response.status_code}")
+        return Refused(
+            f"whatsapp_{problem.get('code', response.status_code)}",
+            f"{text}: {details}" if details else text,
+        )
+
+
+@dataclass(frozen=True)
+class TelegramSender:
+    """Telegram Bot API ``sendMessage``. ``tokens`` maps a bot id to its token (the part
+    of a token before ``:`` is its bot's id); ``default_token`` serves the identities
+    filed under the account ``default`` (a deployment with one bot, see the README)."""
+
+    base_url: str
+    tokens: Mapping[str, str]
+    default_token: str | None
+    client: httpx.AsyncClient
+
+    def token_for(self, bot: str) -> str | None:
+        if bot == "default":
+            return self.default_token
+        return self.tokens.get(bot)
+
+    async def send(self, order: ReplyDelivery) -> Outcome:
+        token = self.token_for(order.account or "default")
+        if token is None:
+            return Refused("no_credentials", "no Telegram bot token for this bot")
+        url = f"{self.base_url.rstrip('/')}/bot{token}/sendMessage"
+        try:
+            response = await self.client.post(
+                url, json={"chat_id": order.recipient, "text": order.text}
+            )
+        except httpx.HTTPError as error:
+            return Unavailable(f"{type(error).__name__}: {error}")
+        answer = _json(response)
+        temporary = _temporary(response, answer)
+        if temporary is not None:
+            return temporary
+        if isinstance(answer, dict) and answer.get("ok"):
+            return Accepted(str(answer["result"]["message_id"]))
+        code = answer.get("error_code", response.status_code) if isinstance(answer, dict) else None
+        description = answer.get("description") if isinstance(answer, dict) else None
+        return Refused(
+            f"telegram_{code or response.status_code}",
+            str(description or f"HTTP {response.status_code}"),
+        )
+
+
+class SocialSenders:
+    """The ``ChannelSender`` of ingest-social: each order to its channel's sender, a few
+    at a time."""
+
+    def __init__(
+        self, whatsapp: WhatsAppSender | None = None, telegram: TelegramSender | None = None
+    ) -> None:
+        self._senders: dict[Channel, WhatsAppSender | TelegramSender] = {}
+        if whatsapp is not None:
+            self._senders[Channel.WHATSAPP] = whatsapp
+        if telegram is not None:
+            self._senders[Channel.TELEGRAM] = telegram
+        self.channels = frozenset(self._senders)
+
+    def planned_id(self, order: ReplyDelivery) -> str | None:  # noqa: ARG002 - no idempotency key
+        return None
+
+    async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
+        """Customers in parallel, each customer's replies one after another in the order
+        they were requested (so they arrive in that order)."""
+        limit = asyncio.Semaphore(CONCURRENCY)
+        outcomes: dict[int, Outcome] = {}
+        by_customer: dict[tuple[Channel, str | None, str], list[int]] = {}
+        for index, order in enumerate(orders):
+            key = (order.channel, order.account, order.recipient)
+            by_customer.setdefault(key, []).append(index)
+
+        async def in_turn(indexes: list[int]) -> None:
+            async with limit:
+                for index in indexes:
+                    order = orders[index]
+                    outcomes[index] = await self._senders[order.channel].send(order)
+
+        await asyncio.gather(*(in_turn(indexes) for indexes in by_customer.values()))
+        return [outcomes[i] for i in range(len(orders))]
