@@ -3,6 +3,7 @@ service speaking the channel, and the reasons it refuses one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from switchboard_router.timeline.replies import (
     plan_reply,
     recipient_of,
 )
-from switchboard_router.timeline.threading import CustomerState
+from switchboard_router.timeline.threading import Conversation, CustomerState
 
 pytestmark = pytest.mark.unit
 NOW = T0 + timedelta(minutes=5)
@@ -134,3 +135,51 @@ def test_the_recipient_is_the_customers_id_on_the_channel(
     identity: str, channel: Channel, recipient: str
 ) -> None:
     assert recipient_of(identity, channel) == recipient
+
+
+def test_a_whatsapp_reply_after_the_customer_service_window_fails_with_the_reason() -> None:
+    whatsapp = conversation(
+        Channel.WHATSAPP,
+        identity="whatsapp:+34600111222",
+        account="106540352242922",
+        last_message_at=NOW - timedelta(hours=25),
+    )
+    planned = plan_reply(request(), whatsapp, None, NOW)
+    assert failure(planned) == "outside_customer_service_window"
+    assert isinstance(planned, DeliveryUpdated)
+    assert planned.error is not None
+    assert "25 hours ago" in planned.error.text
+    inside = {**whatsapp, "last_message_at": NOW - timedelta(hours=23)}
+    assert isinstance(plan_reply(request(), inside, None, NOW), ReplyDelivery)
+
+
+def test_the_window_counts_from_the_customers_latest_message_to_that_number() -> None:
+    old = conversation(
+        Channel.WHATSAPP,
+        identity="whatsapp:+34600111222",
+        account="106540352242922",
+        last_message_at=NOW - timedelta(days=3),
+    )
+    recent = Conversation(
+        conversation_id="co-2",
+        channel=Channel.WHATSAPP,
+        account="106540352242922",
+        tenant=None,
+        sender="+34600111222",
+        thread=None,
+        subject="",
+        status="open",
+        opened_at=NOW - timedelta(hours=2),
+        last_message_at=NOW - timedelta(hours=1),
+        resolved_at=None,
+        message_count=1,
+        previous_conversation_id=None,
+        closed_reason=None,
+        status_at=None,
+    )
+    customer = CustomerState(customer_id="cu-1", conversations={"co-2": recent})
+    assert isinstance(plan_reply(request(), old, customer, NOW), ReplyDelivery)
+    elsewhere = CustomerState(
+        customer_id="cu-1", conversations={"co-2": replace(recent, account="another-number")}
+    )
+    assert failure(plan_reply(request(), old, elsewhere, NOW)) == "outside_customer_service_window"

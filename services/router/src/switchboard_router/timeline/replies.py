@@ -12,7 +12,7 @@ reads per batch (the conversations, their customers' threading states), one publ
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
@@ -39,6 +39,13 @@ TEXT_LIMITS: Mapping[Channel, int] = {
     Channel.WHATSAPP: 4096,  # Cloud API text body
     Channel.TELEGRAM: 4096,  # Bot API sendMessage text
 }
+#: Channels whose providers take free-form replies only within a window after the
+#: customer's last message (WhatsApp's and Messenger's customer-service window).
+REPLY_WINDOWS: Mapping[Channel, timedelta] = {
+    Channel.WHATSAPP: timedelta(hours=24),
+    Channel.MESSENGER: timedelta(hours=24),
+    Channel.INSTAGRAM: timedelta(hours=24),
+}
 #: Identities scoped by the account the customer wrote to (``<channel>:<account>:<id>``).
 ACCOUNT_SCOPED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM})
 #: The customer's Message-IDs a reply's ``References`` carries (the newest ones).
@@ -64,6 +71,20 @@ def recipient_of(identity: str, channel: Channel) -> str:
     (``telegram:<bot id>:<user id>``)."""
     rest = identity.split(":", 1)[1]
     return rest.rsplit(":", 1)[1] if channel in ACCOUNT_SCOPED else rest
+
+
+def last_customer_message(conversation: Document, state: CustomerState | None) -> datetime | None:
+    """When the customer last wrote to the account this conversation is on: the window is
+    the customer's with the business number or page, whichever conversation it was in."""
+    moments = [conversation["last_message_at"]] if conversation.get("last_message_at") else []
+    if state is not None:
+        moments += [
+            c.last_message_at
+            for c in state.conversations.values()
+            if c.channel.value == conversation["channel"]
+            and c.account == conversation.get("account")
+        ]
+    return max(moments, default=None)
 
 
 def plan_reply(
@@ -99,6 +120,20 @@ def plan_reply(
             f"{len(request.text)} characters; {channel.value} takes at most {limit}",
             now,
         )
+    window = REPLY_WINDOWS.get(channel)
+    if window is not None:
+        last = last_customer_message(conversation, state)
+        if last is not None and now - last > window:
+            hours = int((now - last).total_seconds() // 3600)
+            return _failed(
+                request,
+                channel,
+                "outside_customer_service_window",
+                f"{channel.value} takes free-form replies only within "
+                f"{int(window.total_seconds() // 3600)} hours of the customer's last message "
+                f"({hours} hours ago); the provider needs a template message",
+                now,
+            )
     references: tuple[str, ...] = ()
     if state is not None:
         # The state keeps Message-IDs oldest first, a customer's latest last.

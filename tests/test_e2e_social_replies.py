@@ -1,0 +1,160 @@
+"""Agent replies on WhatsApp and Telegram, end to end: a customer writes through the
+provider's signed webhook, a frontend publishes ``support.reply.requested``, and the reply
+reaches a local server implementing the provider's documented send API — through a 429
+with ``Retry-After``, and with the provider's refusal (a user who blocked the bot) as a
+``failed`` status. The router and ingest-social run as separate processes on real Kafka
+and the database."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from switchboard_common.contract import DeliveryError, DeliveryStatus, DeliveryUpdated
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
+from switchboard_devtools.providers import LocalTelegram, LocalWhatsApp
+
+pytestmark = pytest.mark.e2e
+
+PHONE_NUMBER_ID = "106540352242922"  # the business number customers write to
+#: Fresh per run: nothing that looks like a credential is kept in the repository.
+WHATSAPP_TOKEN = secrets.token_urlsafe(24)
+BOT_TOKEN = f"7012345678:{secrets.token_urlsafe(24)}"
+
+
+@pytest.fixture(scope="module")
+def whatsapp() -> Iterator[LocalWhatsApp]:
+    with LocalWhatsApp.started(tokens={PHONE_NUMBER_ID: WHATSAPP_TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def telegram() -> Iterator[LocalTelegram]:
+    with LocalTelegram.started(tokens={BOT_TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(infra: Infra, whatsapp: LocalWhatsApp, telegram: LocalTelegram) -> Iterator[Stack]:
+    with running_stack(
+        infra.kafka_bootstrap,
+        infra.mongodb_url,
+        "router",
+        "ingest-social",
+        extra_env={
+            "META_GRAPH_API_URL": whatsapp.url,
+            "WHATSAPP_ACCESS_TOKEN": WHATSAPP_TOKEN,
+            "TELEGRAM_API_URL": telegram.url,
+            "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+            "INGEST_SOCIAL_OUTBOUND_RETRY_SECONDS": "0.2",
+        },
+    ) as running:
+        yield running
+
+
+def customer(stack: Stack) -> Customer:
+    return Customer(
+        email=f"c{uuid.uuid4().hex[:8]}@example.org",
+        phone=f"+3460{random.randrange(10**7):07d}",
+        smtp_port=1,  # not used: this customer writes on social channels
+        social_url=stack.url("ingest-social"),
+        meta_secret=TEST_SECRETS["META_APP_SECRET"],
+        telegram_user_id=random.randrange(10**8, 10**9),
+        telegram_token=TEST_SECRETS["TELEGRAM_SECRET_TOKEN"],
+    )
+
+
+async def conversation(stack: Stack, identity: str) -> str:
+    timeline = await customer_timeline(stack.url("router"), stack.router_auth(), identity)
+    return str(timeline["items"][0]["conversation_id"])
+
+
+async def outcome(helpdesk: Helpdesk, reply_id: str) -> DeliveryUpdated:
+    async def found() -> DeliveryUpdated | None:
+        statuses = (await helpdesk.deliveries()).get(reply_id, [])
+        return statuses[0] if statuses else None
+
+    return await eventually(found, what="the reply's delivery status")
+
+
+async def test_a_whatsapp_reply_reaches_the_customer_through_a_rate_limit(
+    stack: Stack, whatsapp: LocalWhatsApp
+) -> None:
+    ana = customer(stack)
+    wa_id = ana.phone.lstrip("+")
+    whatsapp.customer_wrote(wa_id)  # the provider's view: the window is open
+    answer = await ana.whatsapp("Hi, where is my order?")
+    assert answer.status_code == 200, answer.text
+    conversation_id = await conversation(stack, f"whatsapp:{ana.phone}")
+
+    whatsapp.throttle = 1  # the first try gets 429 with Retry-After
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        reply = await helpdesk.request_reply(conversation_id, "agent-7", "It ships today.")
+        status = await outcome(helpdesk, reply.reply_id)
+    assert status.status is DeliveryStatus.SENT, status
+    assert whatsapp.throttle == 0, "the rate limit was met and waited out"
+    [sent] = whatsapp.to(wa_id)
+    assert (sent.text, sent.phone_number_id, sent.wamid) == (
+        "It ships today.",
+        PHONE_NUMBER_ID,
+        status.provider_message_id,
+    )
+    assert status.channel is not None
+    assert status.channel.value == "whatsapp"
+
+
+async def test_a_telegram_reply_reaches_the_chat_and_a_blocked_bot_fails_clearly(
+    stack: Stack, telegram: LocalTelegram
+) -> None:
+    ana, bob = customer(stack), customer(stack)
+    for person in (ana, bob):
+        answer = await person.telegram("Hello?")
+        assert answer.status_code == 200, answer.text
+    # One bot, known by its secret token alone: identities under the account "default".
+    to_ana = await conversation(stack, f"telegram:default:{ana.telegram_user_id}")
+    to_bob = await conversation(stack, f"telegram:default:{bob.telegram_user_id}")
+    telegram.blocked.add(str(bob.telegram_user_id))
+
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        first = await helpdesk.request_reply(to_ana, "agent-7", "Your parcel is on its way.")
+        second = await helpdesk.request_reply(to_ana, "agent-7", "Tracking: 4411.")
+        blocked = await helpdesk.request_reply(to_bob, "agent-7", "Are you there?")
+        sent = [await outcome(helpdesk, r.reply_id) for r in (first, second)]
+        refused = await outcome(helpdesk, blocked.reply_id)
+    assert [s.status for s in sent] == [DeliveryStatus.SENT, DeliveryStatus.SENT]
+    # In the order they were asked for.
+    assert [m.text for m in telegram.to(str(ana.telegram_user_id))] == [
+        "Your parcel is on its way.",
+        "Tracking: 4411.",
+    ]
+    assert refused.status is DeliveryStatus.FAILED
+    assert refused.error == DeliveryError(
+        code="telegram_403", text="Forbidden: bot was blocked by the user"
+    )
+    assert telegram.to(str(bob.telegram_user_id)) == []
+
+
+async def test_a_reply_too_long_for_whatsapp_is_refused_before_it_is_sent(
+    stack: Stack, whatsapp: LocalWhatsApp
+) -> None:
+    ana = customer(stack)
+    await ana.whatsapp("Please send me the full terms.")
+    conversation_id = await conversation(stack, f"whatsapp:{ana.phone}")
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        reply = await helpdesk.request_reply(conversation_id, "agent-7", "x" * 5000)
+        status = await outcome(helpdesk, reply.reply_id)
+    assert status.status is DeliveryStatus.FAILED
+    error: Any = status.error
+    assert error.code == "text_too_long"
+    assert whatsapp.to(ana.phone.lstrip("+")) == []
