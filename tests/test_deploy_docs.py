@@ -55,11 +55,11 @@ PRODUCERS = {
     CONVERSATION_ACTIVITY: {"router"},
     AGENT_EVENTS: {"helpdesk-frontend"},
     # Frontends' own events, and support.reply.sent for the replies Switchboard sends.
-    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email"},
+    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email", "ingest-social"},
     SLA_EVENTS: {"sla-monitor"},
     # Requests from frontends; statuses from the router (refused) and the channel's sender.
-    OUTBOUND: {"helpdesk-frontend", "router", "ingest-email"},
-    DEADLETTER: {"router", "sla-monitor", "ingest-email"},
+    OUTBOUND: {"helpdesk-frontend", "router", "ingest-email", "ingest-social"},
+    DEADLETTER: {"router", "sla-monitor", "ingest-email", "ingest-social"},
 }
 
 

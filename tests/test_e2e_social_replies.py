@@ -19,7 +19,13 @@ from switchboard_common.contract import DeliveryError, DeliveryStatus, DeliveryU
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.kafka_probe import TopicProbe
-from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
+from switchboard_devtools.frontend import (
+    Customer,
+    Helpdesk,
+    customer_timeline,
+    eventually,
+    post_meta_webhook,
+)
 from switchboard_devtools.providers import LocalTelegram, LocalWhatsApp
 
 pytestmark = pytest.mark.e2e
@@ -158,3 +164,52 @@ async def test_a_reply_too_long_for_whatsapp_is_refused_before_it_is_sent(
     error: Any = status.error
     assert error.code == "text_too_long"
     assert whatsapp.to(ana.phone.lstrip("+")) == []
+
+
+async def test_whatsapp_statuses_of_a_reply_become_delivery_updates(
+    stack: Stack, whatsapp: LocalWhatsApp
+) -> None:
+    """Delivered and read as the provider reports them; and a send the provider took but
+    then failed (its 24-hour window had closed, by its clock) ends ``failed`` with the
+    provider's code and reason, instead of being dropped."""
+    ana, bob = customer(stack), customer(stack)
+    whatsapp.customer_wrote(ana.phone.lstrip("+"))  # Bob's window is closed at the provider
+    for person in (ana, bob):
+        await person.whatsapp("Is my order on its way?")
+    to_ana = await conversation(stack, f"whatsapp:{ana.phone}")
+    to_bob = await conversation(stack, f"whatsapp:{bob.phone}")
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        read = await helpdesk.request_reply(to_ana, "agent-7", "Yes, tomorrow.")
+        late = await helpdesk.request_reply(to_bob, "agent-7", "Yes, on Monday.")
+        for reply in (read, late):
+            assert (await outcome(helpdesk, reply.reply_id)).status is DeliveryStatus.SENT
+        [to_ana_sent] = whatsapp.to(ana.phone.lstrip("+"))
+        [to_bob_sent] = whatsapp.to(bob.phone.lstrip("+"))
+        for body in (
+            whatsapp.status_webhook(to_ana_sent, "delivered"),
+            whatsapp.status_webhook(to_ana_sent, "read"),
+            whatsapp.failed_webhook(to_bob_sent),
+        ):
+            answer = await post_meta_webhook(
+                stack.url("ingest-social"), body, TEST_SECRETS["META_APP_SECRET"]
+            )
+            assert answer.status_code == 200, answer.text
+
+        async def reported() -> dict[str, list[DeliveryUpdated]] | None:
+            found = await helpdesk.deliveries()
+            done = len(found.get(read.reply_id, [])) >= 3 and len(found.get(late.reply_id, [])) >= 2
+            return found if done else None
+
+        found = await eventually(reported, what="the provider's statuses as delivery updates")
+    assert [s.status for s in found[read.reply_id]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.READ,
+    ]
+    failed = found[late.reply_id][-1]
+    assert failed.status is DeliveryStatus.FAILED
+    assert failed.provider_message_id == to_bob_sent.wamid
+    assert failed.error is not None
+    assert failed.error.code == "whatsapp_131047"
+    assert failed.error.text.startswith("Re-engagement message: Message failed to send because")

@@ -80,10 +80,17 @@ def test_interactive_replies_keep_title_and_payload(
     assert button.message.message_id != listed.message.message_id
 
 
-def test_statuses_are_counted_and_dropped(payload: Payload, directory: AccountDirectory) -> None:
+def test_statuses_are_kept_for_the_reply_records_not_published_as_messages(
+    payload: Payload, directory: AccountDirectory
+) -> None:
     result = normalise_meta(payload("whatsapp_status"), directory, RECEIVED_AT)
     assert result.messages == []
-    assert result.dropped == {("whatsapp", Dropped.STATUS): 2}
+    assert result.dropped == {}
+    assert [(s.channel, s.status, s.error_code) for s in result.statuses] == [
+        (Channel.WHATSAPP, "delivered", None),
+        (Channel.WHATSAPP, "read", None),
+    ]
+    assert all(s.provider_message_id.startswith("wamid.") for s in result.statuses)
     assert result.accounts == {(Channel.WHATSAPP, WHATSAPP_NUMBER)}
 
 

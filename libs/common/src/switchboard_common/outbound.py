@@ -130,6 +130,9 @@ class ReplyRecords:
 
     def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
         self._replies = db[collection]
+        # ``<channel>:<provider message id>`` -> the reply: how a provider's later status
+        # (delivered, read, failed) finds its reply, by ``_id``.
+        self._by_provider_id = db[f"{collection}_by_provider_id"]
 
     async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
         found: dict[str, ReplyRecord] = {}
@@ -164,9 +167,37 @@ class ReplyRecords:
             if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
                 raise
 
-    async def finish(self, records: Sequence[ReplyRecord]) -> None:
+    async def replies_of(
+        self, channel: Channel, provider_message_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """The replies (``reply_id``, ``conversation_id``) these provider ids were sent as."""
+        keys = [f"{channel.value}:{i}" for i in provider_message_ids]
+        found: dict[str, tuple[str, str]] = {}
+        async for document in self._by_provider_id.find({"_id": {"$in": keys}}):
+            provider_id = str(document["_id"]).split(":", 1)[1]
+            found[provider_id] = (document["reply_id"], document["conversation_id"])
+        return found
+
+    async def finish(self, finished: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
+        """Record the outcomes (one bulk write) and where each sent one can be found
+        by its provider id (one insert)."""
+        index = [
+            {
+                "_id": f"{order.channel.value}:{record.provider_message_id}",
+                "reply_id": record.reply_id,
+                "conversation_id": order.conversation_id,
+            }
+            for record, order in finished
+            if record.status == "sent" and record.provider_message_id
+        ]
+        if index:
+            try:
+                await self._by_provider_id.insert_many(index, ordered=False)
+            except BulkWriteError as error:
+                if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
+                    raise
         updates = []
-        for record in records:
+        for record, _ in finished:
             fields: dict[str, Any] = {
                 "status": record.status,
                 "at": record.at,
@@ -290,7 +321,7 @@ class ReplyDispatcher:
             outcomes = await self._send([order for _, order in left])
             retry: list[tuple[Delivery, ReplyDelivery]] = []
             waits: list[float] = []
-            done: list[ReplyRecord] = []
+            done: list[tuple[ReplyRecord, ReplyDelivery]] = []
             for (delivery, order), outcome in zip(left, outcomes, strict=True):
                 if isinstance(outcome, Unavailable):
                     retry.append((delivery, order))
@@ -298,7 +329,7 @@ class ReplyDispatcher:
                     reasons.append(outcome.reason)
                     continue
                 record = self._record(order, outcome)
-                done.append(record)
+                done.append((record, order))
                 handed.append((delivery, order, record))
                 self._metrics.replies.labels(order.channel.value, record.status).inc()
             await self._records.finish(done)

@@ -48,12 +48,16 @@ def subscribe_replies(
     db: AsyncDatabase[Document],
     registry: CollectorRegistry,
     clock: Callable[[], datetime],
+    publisher: EventPublisher | None = None,
 ) -> tuple[ReplyDispatcher, ConsumerWatch]:
-    """Subscribe ``sender``'s dispatcher; the watch's ``run`` is a background task."""
+    """Subscribe ``sender``'s dispatcher; the watch's ``run`` is a background task.
+    ``publisher``: the service's own, when it already declares some of
+    ``REPLY_PUBLISHES`` (a topic is declared once per service)."""
     consumer_metrics = ConsumerMetrics.create(registry)
-    publisher = EventPublisher(
-        broker, settings.topics, settings.service_name, publishes=REPLY_PUBLISHES
-    )
+    if publisher is None:
+        publisher = EventPublisher(
+            broker, settings.topics, settings.service_name, publishes=REPLY_PUBLISHES
+        )
     dispatcher = ReplyDispatcher(
         sender,
         ReplyRecords(db, spec.collection),

@@ -33,7 +33,8 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
 from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
-from switchboard_common.outbound_shell import ReplyConsumer, subscribe_replies
+from switchboard_common.outbound import ReplyRecords
+from switchboard_common.outbound_shell import REPLY_PUBLISHES, ReplyConsumer, subscribe_replies
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_ingest_social.accounts import AccountDirectory, load_directory
@@ -48,6 +49,7 @@ from switchboard_ingest_social.ratelimit import RateLimiter
 from switchboard_ingest_social.replies import (
     REPLIES,
     SocialSenders,
+    StatusReporter,
     TelegramSender,
     WhatsAppSender,
 )
@@ -101,16 +103,23 @@ def build(
     registry = service_registry(settings.service_name)
     metrics = IngestSocialMetrics.create(registry)
     broker = make_broker(settings)
-    publisher = InboundPublisher(
-        DurablePublisher(
-            broker,
-            EventPublisher(broker, settings.topics, settings.service_name, publishes=[INBOUND]),
-            settings.topics,
-            timeout=settings.publish_timeout_seconds,
-            metrics=metrics.publish,
-        ),
-        metrics,
+    # Webhooks publish customer messages and, with replies on, their statuses; the
+    # replies' consumer publishes statuses, support.reply.sent and dead letters.
+    events = EventPublisher(
+        broker, settings.topics, settings.service_name, publishes=[INBOUND, *REPLY_PUBLISHES]
     )
+    durable = DurablePublisher(
+        broker,
+        events,
+        settings.topics,
+        timeout=settings.publish_timeout_seconds,
+        metrics=metrics.publish,
+    )
+    publisher = InboundPublisher(durable, metrics)
+    http = httpx.AsyncClient(timeout=settings.send_timeout_seconds)
+    senders = social_senders(settings, directory, http)
+    client = make_mongo_client(settings) if senders.channels else None
+    records = ReplyRecords(database(client, settings), REPLIES) if client else None
     api = WebhookApi(
         directory=directory,
         verify_token=settings.meta_verify_token.get_secret_value().encode(),
@@ -123,6 +132,7 @@ def build(
             clock=time.monotonic,
         ),
         clock=clock,
+        statuses=StatusReporter(records, durable.publish, clock) if records else None,
     )
     app = FastAPI(
         title="Switchboard ingest-social",
@@ -136,10 +146,7 @@ def build(
     liveness: list[ReadinessCheck] = []
     background: list[BackgroundTask] = []
     on_stop: list[Callable[[], Awaitable[None]]] = []
-    http = httpx.AsyncClient(timeout=settings.send_timeout_seconds)
-    senders = social_senders(settings, directory, http)
-    if senders.channels:
-        client = make_mongo_client(settings)
+    if client is not None:
         _, watch = subscribe_replies(
             ReplyConsumer(
                 group=GROUP_REPLIES,
@@ -155,6 +162,7 @@ def build(
             db=database(client, settings),
             registry=registry,
             clock=clock,
+            publisher=events,
         )
         checks.append(mongo_ready(client))
         liveness.append(watch.liveness_check())

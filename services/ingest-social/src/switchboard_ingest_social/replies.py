@@ -20,14 +20,24 @@ is sent again on redelivery (the window ``switchboard_common.outbound`` describe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from switchboard_common.contract import Channel, ReplyDelivery
-from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
+from switchboard_common.contract import (
+    OUTBOUND,
+    Channel,
+    DeliveryError,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplyDelivery,
+)
+from switchboard_common.kafka import Outgoing
+from switchboard_common.outbound import Accepted, Outcome, Refused, ReplyRecords, Unavailable
+from switchboard_ingest_social.normalise.common import ProviderStatus
 
 #: The collection of reply records (``_id`` = ``reply_id``).
 REPLIES = "social_replies"
@@ -183,3 +193,65 @@ class SocialSenders:
 
         await asyncio.gather(*(in_turn(indexes) for indexes in by_customer.values()))
         return [outcomes[i] for i in range(len(orders))]
+
+
+#: Provider statuses that say something a frontend did not know ("sent" it has already).
+REPORTED = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+
+
+class StatusReporter:
+    """Provider statuses of Switchboard's own replies → ``support.delivery.updated``.
+
+    One read finds the replies (by provider message id); statuses of messages
+    Switchboard did not send, and ``sent``, are left to the caller to count as dropped.
+    The event id is the provider's message id and status, so a provider retrying its
+    webhook publishes nothing new.
+    """
+
+    def __init__(
+        self,
+        records: ReplyRecords,
+        publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._records = records
+        self._publish = publish
+        self._clock = clock
+
+    async def report(self, statuses: Sequence[ProviderStatus]) -> int:
+        """Publish what these statuses say of replies; return how many were reported."""
+        wanted = [s for s in statuses if s.status in REPORTED]
+        outgoing: list[Outgoing] = []
+        for channel in dict.fromkeys(s.channel for s in wanted):
+            of_channel = [s for s in wanted if s.channel is channel]
+            replies = await self._records.replies_of(
+                channel, [s.provider_message_id for s in of_channel]
+            )
+            for status in of_channel:
+                found = replies.get(status.provider_message_id)
+                if found is None:
+                    continue
+                reply_id, conversation_id = found
+                failed = status.status == "failed"
+                error = DeliveryError(
+                    code=status.error_code or f"{channel.value}_failed",
+                    text=status.error_text or "the provider reported a failure",
+                )
+                event = DeliveryUpdated(
+                    reply_id=reply_id,
+                    conversation_id=conversation_id,
+                    channel=channel,
+                    status=REPORTED[status.status],
+                    provider_message_id=status.provider_message_id,
+                    error=error if failed else None,
+                    at=status.at or self._clock(),
+                )
+                event_id = f"{channel.value}:{status.provider_message_id}:{status.status}"
+                outgoing.append(Outgoing(OUTBOUND, conversation_id, event, event_id=event_id))
+        if outgoing:
+            await self._publish(outgoing)
+        return len(outgoing)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
 from switchboard_common.cloudevents import describe_validation_error
 from switchboard_common.contract import Channel
@@ -42,8 +43,10 @@ from switchboard_ingest_social.normalise import (
     normalise_telegram,
     normalise_x,
 )
+from switchboard_ingest_social.normalise.common import Dropped, ProviderStatus
 from switchboard_ingest_social.publishing import InboundPublisher, KafkaUnavailableError
 from switchboard_ingest_social.ratelimit import RateLimiter
+from switchboard_ingest_social.replies import StatusReporter
 
 log = get_logger(__name__)
 
@@ -114,7 +117,11 @@ class WebhookApi:
         max_body_bytes: int,
         crc_limiter: RateLimiter,
         clock: Callable[[], datetime],
+        statuses: StatusReporter | None = None,
     ) -> None:
+        #: Turns provider statuses of Switchboard's replies into delivery updates (None:
+        #: replies are off, and statuses are counted as dropped).
+        self.statuses = statuses
         self.directory = directory
         self.verify_token = verify_token
         self.publisher = publisher
@@ -193,10 +200,32 @@ class WebhookApi:
     async def deliver(self, normalised: Normalised, provider: str) -> JSONResponse:
         for (label, reason), count in normalised.dropped.items():
             self.metrics.dropped.labels(provider=label, reason=reason.value).inc(count)
-        dropped = sum(normalised.dropped.values())
+        try:
+            reported = await self._report(normalised.statuses)
+        except PyMongoError as error:
+            log.warning("webhook not acknowledged: database unavailable", provider=provider)
+            self.metrics.requests.labels(provider=provider, outcome=Outcome.UNAVAILABLE.value).inc()
+            return _answer(
+                503, Outcome.UNAVAILABLE, f"database unavailable ({type(error).__name__})"
+            )
+        except KafkaUnavailableError as error:
+            log.warning(
+                "webhook not acknowledged: kafka unavailable", provider=provider, reason=str(error)
+            )
+            self.metrics.requests.labels(provider=provider, outcome=Outcome.UNAVAILABLE.value).inc()
+            return _answer(503, Outcome.UNAVAILABLE, "Kafka unavailable; retry later")
+        unreported = len(normalised.statuses) - reported  # not ours, or only "sent"
+        if unreported:
+            channel = normalised.statuses[0].channel.value  # one provider per webhook
+            self.metrics.dropped.labels(provider=channel, reason=Dropped.STATUS.value).inc(
+                unreported
+            )
+        dropped = sum(normalised.dropped.values()) + unreported
         if not normalised.messages:
-            self.metrics.requests.labels(provider=provider, outcome=Outcome.IGNORED.value).inc()
-            return _answer(200, Outcome.IGNORED, "nothing to publish", published=0, dropped=dropped)
+            outcome = Outcome.ACCEPTED if reported else Outcome.IGNORED
+            self.metrics.requests.labels(provider=provider, outcome=outcome.value).inc()
+            detail = "statuses reported" if reported else "nothing to publish"
+            return _answer(200, outcome, detail, published=reported, dropped=dropped)
         try:
             await self.publisher.publish(normalised.messages)
         except KafkaUnavailableError as error:
@@ -209,6 +238,11 @@ class WebhookApi:
         return _answer(
             200, Outcome.ACCEPTED, "published", published=len(normalised.messages), dropped=dropped
         )
+
+    async def _report(self, statuses: Sequence[ProviderStatus]) -> int:
+        if not statuses or self.statuses is None:
+            return 0
+        return await self.statuses.report(statuses)
 
     def rejected(self, rejection: WebhookRejectedError) -> JSONResponse:
         self.metrics.requests.labels(

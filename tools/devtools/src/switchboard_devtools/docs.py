@@ -91,7 +91,12 @@ def service_brokers() -> dict[str, KafkaBroker]:
         )
     )
     social, _ = build_social(
-        IngestSocialSettings.load(environment="dev", kafka_bootstrap_servers=KAFKA)
+        IngestSocialSettings.load(
+            environment="dev",
+            kafka_bootstrap_servers=KAFKA,
+            # Replies are subscribed only with a send token: the document shows them.
+            whatsapp_access_token="<token>",  # noqa: S106 - a placeholder, never sent
+        )
     )
     router = build_router(
         RouterSettings.load(

@@ -53,6 +53,19 @@ class Inbound:
     message: MessageReceived
 
 
+@dataclass(frozen=True)
+class ProviderStatus:
+    """What a provider says became of a message Switchboard sent (a WhatsApp status):
+    ``delivered``, ``read`` or ``failed`` with the provider's code and text."""
+
+    channel: Channel
+    provider_message_id: str
+    status: str
+    at: datetime | None
+    error_code: str | None = None
+    error_text: str | None = None
+
+
 @dataclass
 class Normalised:
     """The outcome of one webhook: what to publish, and what was dropped and why."""
@@ -64,6 +77,8 @@ class Normalised:
     #: Every (channel, account) the webhook spoke for, published or not: the shell
     #: checks each was signed with that account's secret.
     accounts: set[tuple[Channel, str]] = field(default_factory=set)
+    #: Delivery statuses of sent messages (matched to replies by the shell, if any).
+    statuses: list[ProviderStatus] = field(default_factory=list)
 
     def drop(self, provider: str, reason: Dropped, count: int = 1) -> None:
         self.dropped[(str(provider), reason)] += count

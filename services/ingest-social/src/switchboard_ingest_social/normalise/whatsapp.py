@@ -13,7 +13,9 @@ Payload shape (Meta's "messages" webhook field)::
 
 Decisions: text, media, location, contacts, interactive and button replies are
 published; reactions are published as ``kind=reaction`` (a removed reaction is
-dropped); ``statuses`` are counted and dropped; ``system`` messages are dropped;
+dropped); ``statuses`` are kept for the shell, which turns those of Switchboard's own
+replies into ``support.delivery.updated`` and counts the rest as dropped; ``system``
+messages are dropped;
 message types this module does not know are published with empty text and a
 ``parse_errors`` entry (the customer did write something); other webhook fields
 (account, template, echo) are counted and dropped.
@@ -37,6 +39,7 @@ from switchboard_ingest_social.normalise.common import (
     Inbound,
     MessageKind,
     Normalised,
+    ProviderStatus,
     from_unix,
     join_text,
     location_text,
@@ -148,9 +151,19 @@ class WaMetadata(_Model):
     display_phone_number: str | None = None
 
 
+class WaStatusError(_Model):
+    code: int | str | None = None
+    title: str | None = None
+    message: str | None = None
+    error_data: dict[str, Any] | None = None
+
+
 class WaStatus(_Model):
     id: str
     status: str
+    timestamp: str | int | None = None
+    recipient_id: str | None = None
+    errors: list[WaStatusError] = Field(default_factory=list)
 
 
 class WaValue(_Model):
@@ -227,8 +240,8 @@ def _normalise_value(
 ) -> None:
     account = value.metadata.phone_number_id
     out.accounts.add((Channel.WHATSAPP, account))
-    if value.statuses:
-        out.drop(Channel.WHATSAPP, Dropped.STATUS, len(value.statuses))
+    for status in value.statuses:
+        out.statuses.append(_status(status))
     if not value.messages and not value.statuses:
         out.drop(Channel.WHATSAPP, Dropped.UNKNOWN_KIND)  # e.g. an errors-only notice
     names = {c.wa_id.lstrip("+"): c.profile.name for c in value.contacts if c.wa_id and c.profile}
@@ -379,3 +392,18 @@ def _hex_sha256(value: str | None) -> str | None:
     except (binascii.Error, ValueError):
         return None
     return digest.hex() if len(digest) == 32 else None
+
+
+def _status(status: WaStatus) -> ProviderStatus:
+    """A WhatsApp status; a failure keeps the provider's first error (code, title, and
+    the details that say why, e.g. the closed 24-hour window)."""
+    code = text = None
+    if status.errors:
+        error = status.errors[0]
+        code = f"whatsapp_{error.code}"
+        details = (error.error_data or {}).get("details")
+        title = error.title or error.message or "failed"
+        text = f"{title}: {details}" if details else title
+    return ProviderStatus(
+        Channel.WHATSAPP, status.id, status.status, from_unix(status.timestamp), code, text
+    )
