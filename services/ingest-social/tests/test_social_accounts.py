@@ -87,6 +87,22 @@ def test_secrets_can_come_from_mounted_files(tmp_path: Path) -> None:
     assert "from-a-file" not in repr(directory)
 
 
+def test_an_account_may_name_its_own_send_token(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(
+        "accounts:\n"
+        "  - {channel: telegram, account: '7012345679', send_token_env: GLOBEX_BOT}\n"
+        "  - {channel: whatsapp, account: '106540352242922'}\n",
+        encoding="utf-8",
+    )
+    directory = load_directory(
+        path, default_secrets(), environ={"GLOBEX_BOT": "7012345679:from-the-env"}
+    )
+    assert directory.send_tokens(Channel.TELEGRAM) == {"7012345679": "7012345679:from-the-env"}
+    assert directory.send_tokens(Channel.WHATSAPP) == {}
+    assert "from-the-env" not in repr(directory)
+
+
 @pytest.mark.parametrize(
     ("content", "environ", "message"),
     [
@@ -94,6 +110,11 @@ def test_secrets_can_come_from_mounted_files(tmp_path: Path) -> None:
         ("accounts:\n  - {channel: fax, account: '1'}\n", {}, "accounts.0.channel"),
         ("accounts:\n  - {channel: x, account: '1', secret: inline}\n", {}, "secret"),
         ("accounts:\n  - {channel: x, account: '1', secret_env: NOPE}\n", {}, "NOPE is not set"),
+        (
+            "accounts:\n  - {channel: telegram, account: '1', send_token_env: GONE}\n",
+            {},
+            "accounts.0: send_token_env GONE is not set",
+        ),
         (
             "accounts:\n  - {channel: x, account: '1'}\n  - {channel: x, account: '1'}\n",
             {},

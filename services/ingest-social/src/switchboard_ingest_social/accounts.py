@@ -192,30 +192,28 @@ def load_directory(
             raise AccountsFileError(
                 f"{path}: accounts.{index}: {entry.channel} account {entry.account} is listed twice"
             )
-        secret = None
-        if entry.secret_env is not None:
-            value = _read_secret(entry.secret_env, environ)
-            if value is None:
-                raise AccountsFileError(
-                    f"{path}: accounts.{index}: secret_env {entry.secret_env} is not set "
-                    f"(set {entry.secret_env} or {entry.secret_env}_FILE)"
-                )
-            secret = SecretStr(value)
-        send_token = None
-        if entry.send_token_env is not None:
-            value = _read_secret(entry.send_token_env, environ)
-            if value is None:
-                raise AccountsFileError(
-                    f"{path}: accounts.{index}: send_token_env {entry.send_token_env} is not "
-                    f"set (set {entry.send_token_env} or {entry.send_token_env}_FILE)"
-                )
-            send_token = SecretStr(value)
+        where = f"{path}: accounts.{index}"
+        secret = _referenced(where, "secret_env", entry.secret_env, environ)
+        send_token = _referenced(where, "send_token_env", entry.send_token_env, environ)
         accounts[(channel, entry.account)] = Account(
             channel, entry.account, entry.tenant, secret, send_token
         )
     directory = AccountDirectory(accounts, dict(default_secrets), unknown)
     _check_telegram_tokens_distinct(path, directory)
     return directory
+
+
+def _referenced(
+    where: str, key: str, name: str | None, environ: Mapping[str, str]
+) -> SecretStr | None:
+    """The secret an entry's ``key`` names (``NAME`` or ``NAME_FILE``); an entry naming
+    one that is not set stops start-up."""
+    if name is None:
+        return None
+    value = _read_secret(name, environ)
+    if value is None:
+        raise AccountsFileError(f"{where}: {key} {name} is not set (set {name} or {name}_FILE)")
+    return SecretStr(value)
 
 
 def _read_secret(name: str, environ: Mapping[str, str]) -> str | None:
