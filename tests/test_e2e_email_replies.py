@@ -129,6 +129,15 @@ async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threa
         assert isinstance(body, bytes)
         assert "arrives on Monday" in body.decode()
 
+        # The conversation was acknowledged when it opened, on the customer's thread and
+        # marked automatic; only the agent's reply counts as a response.
+        [ack] = [m for m in relay.to(ana.email) if m["Auto-Submitted"] == "auto-replied"]
+        assert ack["In-Reply-To"] == asked
+        assert ack["Subject"] == "Re: Where is my order 4411?"
+        ack_body = ack.get_payload(decode=True)
+        assert isinstance(ack_body, bytes)
+        assert f"Your reference: {conversation_id}" in ack_body.decode()
+        assert mail["Auto-Submitted"] is None
         replies_sent = await events_for(
             probe, CONVERSATION_EVENTS, ReplySent, conversation_id=conversation_id
         )
@@ -203,6 +212,37 @@ async def test_replies_that_cannot_be_sent_get_a_failed_status_with_the_reason(
             for _, e in await probe.read_events(DEADLETTER, timeout=5)
             if isinstance(e, DeadLetter) and str(e.consumer_group).endswith("ingest-email-replies")
         ]
-        assert [letter.error for letter in letters] == [
+        # (the acknowledgement of the conversation was refused the same way)
+        assert [letter.error for letter in letters] == 2 * [
             "reply refused: smtp_550 5.1.1 No such mailbox"
         ]
+
+
+async def test_one_acknowledgement_per_customer_and_period_and_none_to_auto_replies(
+    stack: Stack, relay: LocalRelay
+) -> None:
+    bea = customer(stack, prefix="bea")
+    await bea.mail("Invoice 17", "Can you send invoice 17 again?")
+    await bea.mail("Delivery address", "Please change my delivery address.")
+    both = await conversation_of(stack, bea.email, count=2)
+    assert len({m["conversation_id"] for m in both["items"]}) == 2, "two conversations"
+
+    robot = customer(stack, prefix="robot")
+    await robot.mail("Out of office", "I am away until Monday.", auto_submitted=True)
+    await conversation_of(stack, robot.email)
+
+    async def acknowledged() -> list[Any] | None:
+        return relay.to(bea.email) or None
+
+    await eventually(acknowledged, what="Bea's acknowledgement")
+    # Settled: the router has stored all three, so their acknowledgements (if any) are out.
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        statuses = [
+            e
+            for _, e in await probe.read_events(OUTBOUND, timeout=5, settle=2.0)
+            if isinstance(e, DeliveryUpdated) and e.reply_id.startswith("ack:")
+        ]
+    assert len(relay.to(bea.email)) == 1, "one per customer and period"
+    assert relay.to(robot.email) == [], "never to an auto-reply"
+    mine = {m["conversation_id"] for m in both["items"]}
+    assert len([s for s in statuses if s.conversation_id in mine]) == 1

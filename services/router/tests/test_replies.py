@@ -11,17 +11,25 @@ import pytest
 
 from switchboard_common.contract import (
     Channel,
+    CustomerMessage,
     DeliveryStatus,
     DeliveryUpdated,
     ReplyDelivery,
     ReplyRequested,
+    Sender,
+    SenderKind,
 )
+from switchboard_devkit.testing import builders
 from switchboard_devkit.testing.builders import T0
 from switchboard_router.timeline.replies import (
     MAX_REFERENCES,
     TEXT_LIMITS,
+    AcknowledgementPolicy,
+    acknowledgement,
+    acknowledgement_claim,
     plan_reply,
     recipient_of,
+    wants_acknowledgement,
 )
 from switchboard_router.timeline.threading import Conversation, CustomerState
 
@@ -183,3 +191,58 @@ def test_the_window_counts_from_the_customers_latest_message_to_that_number() ->
         customer_id="cu-1", conversations={"co-2": replace(recent, account="another-number")}
     )
     assert failure(plan_reply(request(), old, elsewhere, NOW)) == "outside_customer_service_window"
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+POLICY = AcknowledgementPolicy(
+    channels=frozenset({Channel.EMAIL}),
+    text="We have your message. Reference: {reference}",
+    window=timedelta(hours=1),
+)
+
+
+def customer_message(**overrides: Any) -> CustomerMessage:
+    return CustomerMessage(
+        customer_id="cu-1",
+        identity="email:ana@example.com",
+        message=builders.message(
+            "m-1", account="help@support.example.com", references=["<older@x.org>"], **overrides
+        ),
+        resolved_at=T0,
+    )
+
+
+def test_a_new_email_conversation_is_acknowledged_on_its_thread() -> None:
+    record = customer_message()
+    assert wants_acknowledgement(record, True, POLICY)
+    ack = acknowledgement(record, "co-9", POLICY, NOW)
+    assert (ack.reply_id, ack.automatic, ack.recipient) == ("ack:co-9", True, "ana@example.com")
+    assert ack.text == "We have your message. Reference: co-9"
+    assert ack.references == ("<older@x.org>", "<m-1@mail.example.com>")
+    assert ack.account == "help@support.example.com"
+
+
+@pytest.mark.parametrize(
+    ("opened", "overrides"),
+    [
+        (False, {}),  # a follow-up in an open conversation
+        (True, {"auto_submitted": True}),  # an auto-reply, a bounce, bulk mail
+        (True, {"kind": "reaction"}),  # not a request
+        (True, {"channel": Channel.WHATSAPP}),  # not an acknowledged channel
+    ],
+)
+def test_what_is_never_acknowledged(opened: bool, overrides: dict[str, Any]) -> None:
+    if overrides.get("channel") is Channel.WHATSAPP:
+        overrides |= {
+            "sender": Sender(kind=SenderKind.PHONE, value="+34600111222", display_name=None)
+        }
+    assert not wants_acknowledgement(customer_message(**overrides), opened, POLICY)
+
+
+def test_one_claim_per_customer_and_period() -> None:
+    early = customer_message(received_at=T0)
+    later = customer_message(received_at=T0 + timedelta(minutes=10))
+    next_hour = customer_message(received_at=T0 + timedelta(hours=1))
+    assert acknowledgement_claim(early, POLICY) == acknowledgement_claim(later, POLICY)
+    assert acknowledgement_claim(early, POLICY) != acknowledgement_claim(next_hour, POLICY)

@@ -385,7 +385,7 @@ def statuses(delivery: Delivery, order: ReplyDelivery, record: ReplyRecord) -> l
         at=record.at,
     )
     items = [Outgoing(OUTBOUND, order.conversation_id, updated, event_id=f"{base}:status")]
-    if sent:
+    if sent and not order.automatic:  # an acknowledgement is no response
         reply = ReplySent(
             conversation_id=order.conversation_id, agent_id=order.agent_id, sent_at=record.at
         )

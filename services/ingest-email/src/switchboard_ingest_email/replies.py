@@ -65,6 +65,11 @@ def compose(order: ReplyDelivery) -> EmailMessage:
         ids = [ref if ref.startswith("<") else f"<{ref}>" for ref in order.references]
         message["In-Reply-To"] = ids[-1]
         message["References"] = " ".join(ids)
+    if order.automatic:
+        # RFC 3834: the customer's own auto-responder must not answer it (no loops), and
+        # Exchange's neither.
+        message["Auto-Submitted"] = "auto-replied"
+        message["X-Auto-Response-Suppress"] = "All"
     message.set_content(order.text)
     if order.html:
         message.add_alternative(order.html, subtype="html")

@@ -117,6 +117,7 @@ class TimelineMetrics:
     erasures: Counter
     replays: Counter
     state_loads: Counter
+    acknowledgements: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
@@ -193,6 +194,12 @@ class TimelineMetrics:
                 "switchboard_router_timeline_state_loads",
                 "Customer threading states loaded, by source.",
                 ["source"],
+                registry=registry,
+            ),
+            # Automatic acknowledgements handed to the channel's sender (replays included).
+            acknowledgements=Counter(
+                "switchboard_router_acknowledgements",
+                "Automatic acknowledgements of new conversations handed to the sender.",
                 registry=registry,
             ),
         )

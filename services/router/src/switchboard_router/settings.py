@@ -8,6 +8,7 @@ from typing import ClassVar, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from switchboard_common.contract import Channel
 from switchboard_common.settings import ServiceSettings, env
 
 #: The tokens the router uses with ``SWITCHBOARD_ENV=dev`` when none is given (``make run``
@@ -16,6 +17,14 @@ DEV_TOKENS = {
     "ROUTER_READ_TOKEN": "dev-router-read-token",
     "ROUTER_ADMIN_TOKEN": "dev-router-admin-token",
 }
+
+
+#: The acknowledgement's default text; ``{reference}`` is the conversation's id.
+DEFAULT_ACKNOWLEDGEMENT = (
+    "Thank you for your message. We have received it and a member of our team will "
+    "answer you as soon as possible; there is no need to write again.\n\n"
+    "Your reference: {reference}"
+)
 
 
 class RouterSettings(ServiceSettings):
@@ -49,6 +58,17 @@ class RouterSettings(ServiceSettings):
     )
     #: A reply from a different sender to a known email thread opens its own conversation.
     email_split_by_sender: bool = Field(True, validation_alias=env("ROUTER_EMAIL_SPLIT_BY_SENDER"))
+    #: Channels whose new conversations get an automatic acknowledgement (comma-separated;
+    #: empty: none). Email by default: replies there come within a day, not minutes.
+    acknowledge_channels: str = Field("email", validation_alias=env("ROUTER_ACKNOWLEDGE_CHANNELS"))
+    #: The acknowledgement's text; ``{reference}`` is replaced by the conversation's id.
+    acknowledgement_text: str = Field(
+        DEFAULT_ACKNOWLEDGEMENT, min_length=1, validation_alias=env("ROUTER_ACKNOWLEDGEMENT_TEXT")
+    )
+    #: At most one acknowledgement per customer in each period this long.
+    acknowledgement_window: timedelta = Field(
+        timedelta(hours=1), gt=timedelta(0), validation_alias=env("ROUTER_ACKNOWLEDGEMENT_WINDOW")
+    )
     #: How long identity resolution trusts a cached identity → customer resolution (0 disables).
     identity_cache_seconds: float = Field(
         5.0, ge=0, le=3600, validation_alias=env("ROUTER_IDENTITY_CACHE_SECONDS")
@@ -105,6 +125,22 @@ class RouterSettings(ServiceSettings):
     replica_id: str | None = Field(None, validation_alias=env("ROUTER_REPLICA_ID"))
 
     @model_validator(mode="after")
+    def _acknowledgements_valid(self) -> Self:
+        try:
+            self.acknowledged_channels  # noqa: B018 - raises for an unknown channel
+        except ValueError as error:
+            raise ValueError(f"ROUTER_ACKNOWLEDGE_CHANNELS: {error}") from None
+        if self.acknowledged_channels:
+            try:
+                self.acknowledgement_text.format(reference="c-1")
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    "ROUTER_ACKNOWLEDGEMENT_TEXT may use {reference} only "
+                    f"(and {{{{ }}}} for braces): {error!r}"
+                ) from None
+        return self
+
+    @model_validator(mode="after")
     def _distinct_tokens(self) -> Self:
         tokens = [t.get_secret_value() for t in (self.read_token, self.admin_token) if t]
         if any(not t.strip() for t in tokens):
@@ -135,3 +171,9 @@ class RouterSettings(ServiceSettings):
                 update={"admin_token": SecretStr(DEV_TOKENS["ROUTER_ADMIN_TOKEN"])}
             )
         return settings
+
+    @property
+    def acknowledged_channels(self) -> frozenset[Channel]:
+        """The channels whose new conversations are acknowledged (may be none)."""
+        names = [c.strip() for c in self.acknowledge_channels.split(",") if c.strip()]
+        return frozenset(Channel(name) for name in names)

@@ -213,9 +213,11 @@ class Customer:
         in_reply_to: str | None = None,
         references: Sequence[str] | None = None,
         message_id: str | None = None,
+        auto_submitted: bool = False,
     ) -> str:
         """Send an email as a mail server would; return its Message-ID. ``references``
-        defaults to ``in_reply_to`` alone (a mail client answering one message)."""
+        defaults to ``in_reply_to`` alone (a mail client answering one message);
+        ``auto_submitted`` makes it an auto-reply."""
         message = EmailMessage()
         message["From"] = f"Customer <{self.email}>"
         message["To"] = self.support_address
@@ -227,6 +229,8 @@ class Customer:
         chain = list(references) if references is not None else [in_reply_to] if in_reply_to else []
         if chain:
             message["References"] = " ".join(chain)
+        if auto_submitted:  # an out-of-office or other auto-reply (RFC 3834)
+            message["Auto-Submitted"] = "auto-replied"
         message.set_content(body)
 
         def send() -> None:

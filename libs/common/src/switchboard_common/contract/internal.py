@@ -99,3 +99,7 @@ class ReplyDelivery(ContractModel):
     references: tuple[str, ...] = ()
     requested_at: AwareDatetime
     ordered_at: AwareDatetime
+    #: An automatic acknowledgement, not an agent's reply: marked as such on the channel
+    #: (email: ``Auto-Submitted: auto-replied``), and no ``support.reply.sent`` (it is no
+    #: response, so SLA clocks keep running).
+    automatic: bool = False

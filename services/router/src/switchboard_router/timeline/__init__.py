@@ -17,7 +17,7 @@ from switchboard_router.timeline.api import admin_router, read_router
 from switchboard_router.timeline.apply import Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
-from switchboard_router.timeline.replies import ReplyPlanner
+from switchboard_router.timeline.replies import AcknowledgementPolicy, ReplyPlanner
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
 from switchboard_router.timeline.status import StatusForwarder
 from switchboard_router.timeline.threading import Policy
@@ -82,6 +82,13 @@ def build(ctx: RouterContext, *, route: Route | None = None) -> Timeline:
         metrics=metrics,
         route=route,
         cache_size=settings.timeline_cache_size,
+        acknowledgements=AcknowledgementPolicy(
+            channels=settings.acknowledged_channels,
+            text=settings.acknowledgement_text,
+            window=settings.acknowledgement_window,
+        )
+        if settings.acknowledged_channels
+        else None,
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     directory = CustomerDirectory(

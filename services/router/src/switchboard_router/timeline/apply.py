@@ -36,6 +36,7 @@ from datetime import datetime
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
     CONVERSATION_ACTIVITY,
+    REPLY_DELIVERIES,
     ConversationActivity,
     ConversationStatusChanged,
     CustomerErased,
@@ -61,6 +62,12 @@ from switchboard_router.timeline.plan import (
 )
 from switchboard_router.timeline.ports import Claim, ConversationWrite, RawMail, TimelineStore
 from switchboard_router.timeline.raw_mail import erase_raw_mail
+from switchboard_router.timeline.replies import (
+    AcknowledgementPolicy,
+    acknowledgement,
+    acknowledgement_claim,
+    wants_acknowledgement,
+)
 from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
 from switchboard_router.timeline.threading import (
     CustomerState,
@@ -161,7 +168,9 @@ class TimelineStage:
         metrics: TimelineMetrics,
         route: Route | None = None,
         cache_size: int = 20_000,
+        acknowledgements: AcknowledgementPolicy | None = None,
     ) -> None:
+        self._acknowledgements = acknowledgements
         self._store = store
         self._publisher = publisher
         self._resolver = resolver
@@ -505,9 +514,56 @@ class TimelineStage:
                 outgoing.append(customer_message(record.message, resolution, self._clock()))
                 counts.messages[record.message.channel.value, "re_resolved"] += 1
         counts.add_to(self._metrics)
+        outgoing += await self._acknowledge(plans)
         await self._publisher.publish_all(outgoing)
         activities = [o.event for o in outgoing if isinstance(o.event, ConversationActivity)]
         return rejected, activities
+
+    async def _acknowledge(self, plans: dict[str, CustomerPlan]) -> list[Outgoing]:
+        """Acknowledgements of the conversations this batch opened: one claim per customer
+        and period decides which conversation gets one (a replayed batch wins the same
+        claims again, and the dispatcher sends a ``reply_id`` once)."""
+        policy = self._acknowledgements
+        if policy is None:
+            return []
+        wanted = [
+            applied
+            for plan in plans.values()
+            for applied in plan.applied
+            if wants_acknowledgement(
+                applied.item.record, applied.placement.kind == "opened", policy
+            )
+        ]
+        if not wanted:
+            return []
+        claims = {
+            acknowledgement_claim(a.item.record, policy): Claim(
+                claim_id=acknowledgement_claim(a.item.record, policy),
+                conversation_id=a.placement.conversation_id,
+                message_id=a.item.message_id,
+                customer_id=a.item.record.customer_id,
+            )
+            for a in reversed(wanted)  # the earliest message of a period claims it
+        }
+        winners = await self._store.claim_threads(list(claims.values()))
+        now = self._clock()
+        out = []
+        for applied in wanted:
+            conversation_id = applied.placement.conversation_id
+            claim_id = acknowledgement_claim(applied.item.record, policy)
+            if winners.get(claim_id) != conversation_id:
+                continue
+            record = applied.item.record
+            out.append(
+                Outgoing(
+                    topic=REPLY_DELIVERIES,
+                    key=conversation_id,
+                    event=acknowledgement(record, conversation_id, policy, now),
+                    event_id=f"{record.message.message_id}:acknowledgement",
+                )
+            )
+        self._metrics.acknowledgements.inc(len(out))
+        return out
 
     def _remember(self, plans: dict[str, CustomerPlan]) -> None:
         if self._cache_size <= 0:

@@ -12,6 +12,7 @@ reads per batch (the conversations, their customers' threading states), one publ
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from switchboard_common.consumer import Delivery
@@ -19,6 +20,7 @@ from switchboard_common.contract import (
     OUTBOUND,
     REPLY_DELIVERIES,
     Channel,
+    CustomerMessage,
     DeliveryError,
     DeliveryStatus,
     DeliveryUpdated,
@@ -199,3 +201,65 @@ class ReplyPlanner:
             )
         await self._publisher.publish_all(outgoing)
         return []
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+
+@dataclass(frozen=True)
+class AcknowledgementPolicy:
+    """Which new conversations get an automatic acknowledgement, and what it says."""
+
+    channels: frozenset[Channel]
+    #: ``{reference}`` is replaced by the conversation's id.
+    text: str
+    #: At most one acknowledgement per customer in each period this long.
+    window: timedelta
+
+
+def acknowledgement_claim(record: CustomerMessage, policy: AcknowledgementPolicy) -> str:
+    """The claim that lets one conversation per customer and period be acknowledged
+    (periods of ``window``, counted from the epoch, by the message's receipt)."""
+    period = int(record.message.received_at.timestamp() // policy.window.total_seconds())
+    return f"ack|{record.customer_id}|{period}"
+
+
+def wants_acknowledgement(
+    record: CustomerMessage, opened: bool, policy: AcknowledgementPolicy
+) -> bool:
+    """A message that opens a conversation on an acknowledged channel and is written by
+    a person: never auto-replies, bounces or bulk mail (``auto_submitted``), reactions or
+    edits, so that two systems never answer each other."""
+    message = record.message
+    return (
+        opened
+        and message.channel in policy.channels
+        and message.expects_reply
+        and not message.auto_submitted
+    )
+
+
+def acknowledgement(
+    record: CustomerMessage, conversation_id: str, policy: AcknowledgementPolicy, now: datetime
+) -> ReplyDelivery:
+    """The acknowledgement of the message that opened ``conversation_id``; its
+    ``reply_id`` is the conversation's, so it goes out once however often it is planned."""
+    message = record.message
+    references: tuple[str, ...] = ()
+    if message.channel is Channel.EMAIL and message.provider_message_id:
+        references = (*message.references[-(MAX_REFERENCES - 1) :], message.provider_message_id)
+    return ReplyDelivery(
+        reply_id=f"ack:{conversation_id}",
+        conversation_id=conversation_id,
+        customer_id=record.merged_into or record.customer_id,
+        agent_id="switchboard",
+        channel=message.channel,
+        recipient=recipient_of(record.identity, message.channel),
+        account=message.account,
+        text=policy.text.format(reference=conversation_id),
+        subject=message.subject,
+        references=references,
+        requested_at=now,
+        ordered_at=now,
+        automatic=True,
+    )
