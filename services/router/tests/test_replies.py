@@ -19,8 +19,10 @@ from switchboard_common.contract import (
     Sender,
     SenderKind,
 )
+from switchboard_common.settings import SettingsError
 from switchboard_devkit.testing import builders
 from switchboard_devkit.testing.builders import T0
+from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.replies import (
     MAX_REFERENCES,
     TEXT_LIMITS,
@@ -246,3 +248,15 @@ def test_one_claim_per_customer_and_period() -> None:
     next_hour = customer_message(received_at=T0 + timedelta(hours=1))
     assert acknowledgement_claim(early, POLICY) == acknowledgement_claim(later, POLICY)
     assert acknowledgement_claim(early, POLICY) != acknowledgement_claim(next_hour, POLICY)
+
+
+def test_acknowledgement_settings_say_what_is_wrong() -> None:
+    dev = {"environment": "dev"}
+    assert RouterSettings.load(**dev).acknowledged_channels == {Channel.EMAIL}
+    assert RouterSettings.load(**dev, acknowledge_channels="none").acknowledged_channels == set()
+    both = RouterSettings.load(**dev, acknowledge_channels="email, telegram")
+    assert both.acknowledged_channels == {Channel.EMAIL, Channel.TELEGRAM}
+    with pytest.raises(SettingsError, match="ROUTER_ACKNOWLEDGE_CHANNELS: 'fax'"):
+        RouterSettings.load(**dev, acknowledge_channels="email,fax")
+    with pytest.raises(SettingsError, match="ROUTER_ACKNOWLEDGEMENT_TEXT may use"):
+        RouterSettings.load(**dev, acknowledgement_text="Dear {name}")

@@ -59,7 +59,7 @@ class RouterSettings(ServiceSettings):
     #: A reply from a different sender to a known email thread opens its own conversation.
     email_split_by_sender: bool = Field(True, validation_alias=env("ROUTER_EMAIL_SPLIT_BY_SENDER"))
     #: Channels whose new conversations get an automatic acknowledgement (comma-separated;
-    #: empty: none). Email by default: replies there come within a day, not minutes.
+    #: ``none``: none). Email by default: replies there come within a day, not minutes.
     acknowledge_channels: str = Field("email", validation_alias=env("ROUTER_ACKNOWLEDGE_CHANNELS"))
     #: The acknowledgement's text; ``{reference}`` is replaced by the conversation's id.
     acknowledgement_text: str = Field(
@@ -176,4 +176,6 @@ class RouterSettings(ServiceSettings):
     def acknowledged_channels(self) -> frozenset[Channel]:
         """The channels whose new conversations are acknowledged (may be none)."""
         names = [c.strip() for c in self.acknowledge_channels.split(",") if c.strip()]
+        if names == ["none"]:
+            return frozenset()
         return frozenset(Channel(name) for name in names)
