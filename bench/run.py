@@ -134,6 +134,17 @@ def cases(quick: bool) -> list[Case]:
             ("ratio", ">=", 0.5),
         ),
         Case(
+            "replies_delivered",
+            "agent replies delivered by email, vs a bare SMTP client to the same relay",
+            [
+                PY,
+                str(ROOT / "services/ingest-email/bench/replies.py"),
+                "--replies",
+                "300" if quick else "1000",
+            ],
+            None,
+        ),
+        Case(
             "webhook_rps",
             "webhook requests",
             [PY, str(ROOT / "services/ingest-social/bench/webhook_rps.py"), "--duration", seconds],

@@ -572,3 +572,19 @@ def test_router_tokens_are_files_from_a_secret() -> None:
     result = helm("template", ["--set", "secrets.router.name="], KUBERNETES_VERSIONS[-1])
     assert result.returncode != 0
     assert "secrets.router.name" in result.stderr
+
+
+def test_reply_credentials_reach_only_the_services_that_send() -> None:
+    objects = rendered_objects("external-sasl-tls")
+    sources = {
+        o["metadata"]["name"].rsplit("switchboard-", 1)[1]: [
+            ref["secretRef"]["name"]
+            for ref in o["spec"]["template"]["spec"]["containers"][0].get("envFrom", [])
+        ]
+        for o in objects
+        if o["kind"] == "Deployment"
+    }
+    assert sources["ingest-email"] == ["switchboard-outbound"]
+    assert sources["ingest-social"] == ["switchboard-outbound"]
+    assert sources["router"] == []
+    assert sources["sla-monitor"] == []

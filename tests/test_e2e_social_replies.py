@@ -24,16 +24,19 @@ from switchboard_devtools.frontend import (
     Helpdesk,
     customer_timeline,
     eventually,
+    messenger_text_webhook,
     post_meta_webhook,
 )
-from switchboard_devtools.providers import LocalTelegram, LocalWhatsApp
+from switchboard_devtools.providers import LocalMessenger, LocalTelegram, LocalWhatsApp
 
 pytestmark = pytest.mark.e2e
 
 PHONE_NUMBER_ID = "106540352242922"  # the business number customers write to
+PAGE_ID = "108457628476532"  # the Facebook page customers write to
 #: Fresh per run: nothing that looks like a credential is kept in the repository.
 WHATSAPP_TOKEN = secrets.token_urlsafe(24)
 BOT_TOKEN = f"7012345678:{secrets.token_urlsafe(24)}"
+PAGE_TOKEN = secrets.token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,13 @@ def whatsapp() -> Iterator[LocalWhatsApp]:
 @pytest.fixture(scope="module")
 def telegram() -> Iterator[LocalTelegram]:
     with LocalTelegram.started(tokens={BOT_TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def messenger() -> Iterator[LocalMessenger]:
+    # The Graph API serves WhatsApp and Messenger alike: one local server per product.
+    with LocalMessenger.started(tokens={PAGE_ID: PAGE_TOKEN}) as server:
         yield server
 
 
@@ -213,3 +223,54 @@ async def test_whatsapp_statuses_of_a_reply_become_delivery_updates(
     assert failed.error is not None
     assert failed.error.code == "whatsapp_131047"
     assert failed.error.text.startswith("Re-engagement message: Message failed to send because")
+
+
+@pytest.fixture(scope="module")
+def page_stack(infra: Infra, messenger: LocalMessenger) -> Iterator[Stack]:
+    """A stack whose Graph API is the local Messenger server (one base URL serves both
+    Meta products in production; here each product has a server of its own)."""
+    with running_stack(
+        infra.kafka_bootstrap,
+        infra.mongodb_url,
+        "router",
+        "ingest-social",
+        extra_env={
+            "META_GRAPH_API_URL": messenger.url,
+            "META_PAGE_ACCESS_TOKEN": PAGE_TOKEN,
+            "INGEST_SOCIAL_OUTBOUND_RETRY_SECONDS": "0.2",
+        },
+    ) as running:
+        yield running
+
+
+async def test_a_messenger_reply_reaches_the_person_and_a_refusal_says_why(
+    page_stack: Stack, messenger: LocalMessenger
+) -> None:
+    ana, bob = (f"67{random.randrange(10**13):013d}" for _ in range(2))
+    for psid in (ana, bob):
+        body = messenger_text_webhook(f"Hello from {psid[-4:]}", page_id=PAGE_ID, psid=psid)
+        answer = await post_meta_webhook(
+            page_stack.url("ingest-social"), body, TEST_SECRETS["META_APP_SECRET"]
+        )
+        assert answer.status_code == 200, answer.text
+        messenger.person_wrote(psid)
+    messenger.unavailable.add(bob)
+    messenger.throttle = 1  # the first try gets Graph's rate-limit answer
+    to_ana = await conversation(page_stack, f"messenger:{PAGE_ID}:{ana}")
+    to_bob = await conversation(page_stack, f"messenger:{PAGE_ID}:{bob}")
+    async with TopicProbe(page_stack.kafka_bootstrap, page_stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        sent = await helpdesk.request_reply(to_ana, "agent-7", "Your refund is on its way.")
+        refused = await helpdesk.request_reply(to_bob, "agent-7", "Hello?")
+        ok, gone = await outcome(helpdesk, sent.reply_id), await outcome(helpdesk, refused.reply_id)
+    assert ok.status is DeliveryStatus.SENT
+    [message] = messenger.to(ana)
+    assert (message.text, message.messaging_type, message.message_id) == (
+        "Your refund is on its way.",
+        "RESPONSE",
+        ok.provider_message_id,
+    )
+    assert gone.status is DeliveryStatus.FAILED
+    assert gone.error == DeliveryError(
+        code="messenger_551", text="(#551) This person isn't available right now."
+    )

@@ -1,4 +1,5 @@
-"""The local WhatsApp Cloud API and Telegram Bot API answer as the real ones document."""
+"""The local WhatsApp Cloud API, Messenger Send API and Telegram Bot API answer as the real
+ones document."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard_devtools.providers import LocalTelegram, LocalWhatsApp
+from switchboard_devtools.providers import LocalMessenger, LocalTelegram, LocalWhatsApp
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +20,18 @@ ACCESS_TOKEN = "token-1"  # noqa: S105 - a made-up token for a local server
 CUSTOMER = "15551234567"
 BOT_TOKEN = "7012345678:AAE-local-test-token"  # noqa: S105 - a made-up token
 CHAT_ID = 123456789
+PAGE_ID = "104857362951847"
+PAGE_TOKEN = "page-token-1"  # noqa: S105 - a made-up token
+OTHER_PAGE_ID = "178239465017263"
+OTHER_PAGE_TOKEN = "page-token-2"  # noqa: S105 - a made-up token
+PSID = "6543210987654321"
+OUTSIDE_WINDOW = {
+    "message": "(#10) This message is sent outside of allowed window. Learn more about the new "
+    "policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview",
+    "type": "OAuthException",
+    "code": 10,
+    "error_subcode": 2018278,
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +65,23 @@ def telegram(telegram_server: LocalTelegram) -> LocalTelegram:
     return telegram_server
 
 
+@pytest.fixture(scope="module")
+def messenger_server() -> Iterator[LocalMessenger]:
+    tokens = {PAGE_ID: PAGE_TOKEN, OTHER_PAGE_ID: OTHER_PAGE_TOKEN}
+    with LocalMessenger.started(tokens=tokens) as messenger:
+        yield messenger
+
+
+@pytest.fixture
+def messenger(messenger_server: LocalMessenger) -> LocalMessenger:
+    with messenger_server.lock:
+        messenger_server.sent.clear()
+        messenger_server.last_inbound.clear()
+        messenger_server.unavailable.clear()
+    messenger_server.throttle, messenger_server.retry_after = 0, 1
+    return messenger_server
+
+
 def send_whatsapp(
     whatsapp: LocalWhatsApp,
     text: str = "Hello, your ticket is open.",
@@ -79,6 +109,35 @@ def send_telegram(
 ) -> httpx.Response:
     body = {"chat_id": CHAT_ID, "text": text, **extra}
     return httpx.post(f"{telegram.url}/bot{token}/sendMessage", json=body)
+
+
+def send_messenger(
+    messenger: LocalMessenger,
+    text: str = "Hello, your ticket is open.",
+    *,
+    token: str | None = PAGE_TOKEN,
+    account: str = PAGE_ID,
+    in_query: bool = False,
+    **extra: Any,
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None and not in_query else {}
+    params = {"access_token": token} if token is not None and in_query else {}
+    body = {
+        "recipient": {"id": PSID},
+        "messaging_type": "RESPONSE",
+        "message": {"text": text},
+        **extra,
+    }
+    return httpx.post(
+        f"{messenger.url}/v21.0/{account}/messages", json=body, headers=headers, params=params
+    )
+
+
+def graph_error(response: httpx.Response) -> dict[str, Any]:
+    """The response's error without its (random) fbtrace_id."""
+    error: dict[str, Any] = response.json()["error"]
+    assert error.pop("fbtrace_id")
+    return error
 
 
 def assert_graph_error(response: httpx.Response, status: int, code: int, kind: str) -> None:
@@ -222,6 +281,171 @@ def test_whatsapp_outside_the_window_is_accepted_then_fails_in_the_status_webhoo
             "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
         }
     ]
+
+
+# ---------------------------------------------------------------- Messenger
+
+
+def test_messenger_send_is_answered_and_recorded(messenger: LocalMessenger) -> None:
+    messenger.person_wrote(PSID)
+    by_header = send_messenger(messenger, "First")
+    by_query = send_messenger(messenger, "Second", in_query=True)
+    as_me = send_messenger(messenger, "Third", token=OTHER_PAGE_TOKEN, account="me")
+    form = httpx.post(
+        f"{messenger.url}/v21.0/{PAGE_ID}/messages",
+        params={"access_token": PAGE_TOKEN},
+        data={
+            "recipient": json.dumps({"id": PSID}),
+            "messaging_type": "UPDATE",
+            "message": json.dumps({"text": "Fourth"}),
+        },
+    )
+    responses = [by_header, by_query, as_me, form]
+    assert [r.status_code for r in responses] == [200] * 4
+    bodies = [r.json() for r in responses]
+    assert all(set(b) == {"recipient_id", "message_id"} for b in bodies)
+    assert all(b["recipient_id"] == PSID and b["message_id"].startswith("m_") for b in bodies)
+    assert len({b["message_id"] for b in bodies}) == 4
+    assert [(m.account, m.recipient_id, m.text, m.messaging_type) for m in messenger.sent] == [
+        (PAGE_ID, PSID, "First", "RESPONSE"),
+        (PAGE_ID, PSID, "Second", "RESPONSE"),
+        (OTHER_PAGE_ID, PSID, "Third", "RESPONSE"),
+        (PAGE_ID, PSID, "Fourth", "UPDATE"),
+    ]
+    assert [m.message_id for m in messenger.sent] == [b["message_id"] for b in bodies]
+    assert messenger.to(PSID) == messenger.sent
+    assert messenger.to("someone-else") == []
+
+
+@pytest.mark.parametrize("in_query", [False, True])
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_messenger_refuses_a_missing_or_wrong_token(
+    messenger: LocalMessenger, token: str | None, in_query: bool
+) -> None:
+    messenger.person_wrote(PSID)
+    response = send_messenger(messenger, token=token, in_query=in_query)
+    assert response.status_code == 401
+    assert graph_error(response) == {
+        "message": "Invalid OAuth access token - Cannot parse access token",
+        "type": "OAuthException",
+        "code": 190,
+    }
+    assert messenger.sent == []
+
+
+def test_messenger_refuses_a_token_for_another_page(messenger: LocalMessenger) -> None:
+    messenger.person_wrote(PSID)
+    response = send_messenger(messenger, token=OTHER_PAGE_TOKEN)
+    assert_graph_error(response, 400, 100, "GraphMethodException")
+    error = response.json()["error"]
+    assert error["error_subcode"] == 33
+    assert error["message"].startswith(
+        f"Unsupported post request. Object with ID '{PAGE_ID}' does not exist"
+    )
+    assert messenger.sent == []
+
+
+def test_messenger_refuses_too_long_text(messenger: LocalMessenger) -> None:
+    messenger.person_wrote(PSID)
+    assert send_messenger(messenger, "x" * 2000).status_code == 200
+    response = send_messenger(messenger, "x" * 2001)
+    assert response.status_code == 400
+    assert graph_error(response) == {
+        "message": "(#100) Length of param message[text] must be less than or equal to 2000",
+        "type": "OAuthException",
+        "code": 100,
+    }
+    assert len(messenger.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"recipient": None}, "(#100) The parameter recipient is required"),
+        ({"recipient": {}}, '(#100) Param recipient[id] must be a valid ID string (e.g., "123")'),
+        ({"message": None}, "(#100) param message must be non-empty."),
+        ({"message": {"text": " "}}, "(#100) param message[text] must be non-empty."),
+        (
+            {"messaging_type": "PROMOTIONAL"},
+            "(#100) Param messaging_type must be one of {RESPONSE, UPDATE, MESSAGE_TAG}",
+        ),
+        (
+            {"messaging_type": "MESSAGE_TAG"},
+            "(#100) Param tag must be one of {CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, "
+            "ACCOUNT_UPDATE, HUMAN_AGENT}",
+        ),
+    ],
+)
+def test_messenger_refuses_missing_parameters(
+    messenger: LocalMessenger, change: dict[str, Any], message: str
+) -> None:
+    messenger.person_wrote(PSID)
+    response = send_messenger(messenger, **change)
+    assert response.status_code == 400
+    assert graph_error(response) == {"message": message, "type": "OAuthException", "code": 100}
+    assert messenger.sent == []
+
+
+@pytest.mark.parametrize("last_inbound", [None, 25 * 3600])
+@pytest.mark.parametrize("messaging_type", ["RESPONSE", None, "UPDATE"])
+def test_messenger_outside_the_window_is_refused(
+    messenger: LocalMessenger, last_inbound: float | None, messaging_type: str | None
+) -> None:
+    if last_inbound is not None:
+        messenger.person_wrote(PSID, at=time.time() - last_inbound)
+    response = send_messenger(messenger, messaging_type=messaging_type)
+    assert response.status_code == 400
+    assert graph_error(response) == OUTSIDE_WINDOW
+    assert messenger.sent == []
+
+
+def test_messenger_tags_may_be_sent_outside_the_window(messenger: LocalMessenger) -> None:
+    messenger.person_wrote(PSID, at=time.time() - 6 * 24 * 3600)
+    for tag in ("ACCOUNT_UPDATE", "HUMAN_AGENT"):
+        response = send_messenger(messenger, messaging_type="MESSAGE_TAG", tag=tag)
+        assert response.status_code == 200
+    assert [(m.messaging_type, m.tag) for m in messenger.sent] == [
+        ("MESSAGE_TAG", "ACCOUNT_UPDATE"),
+        ("MESSAGE_TAG", "HUMAN_AGENT"),
+    ]
+    # HUMAN_AGENT only within seven days of the person's last message.
+    messenger.person_wrote(PSID, at=time.time() - 8 * 24 * 3600)
+    response = send_messenger(messenger, messaging_type="MESSAGE_TAG", tag="HUMAN_AGENT")
+    assert response.status_code == 400
+    assert graph_error(response) == OUTSIDE_WINDOW
+
+
+def test_messenger_unavailable_person_is_refused(messenger: LocalMessenger) -> None:
+    messenger.person_wrote(PSID)
+    messenger.unavailable.add(PSID)
+    response = send_messenger(messenger)
+    assert response.status_code == 400
+    assert graph_error(response) == {
+        "message": "(#551) This person isn't available right now.",
+        "type": "OAuthException",
+        "code": 551,
+        "error_subcode": 1545041,
+    }
+    assert messenger.sent == []
+
+
+def test_messenger_rate_limit_answers_429_until_the_throttle_is_used_up(
+    messenger: LocalMessenger,
+) -> None:
+    messenger.person_wrote(PSID)
+    messenger.throttle, messenger.retry_after = 2, 7
+    for _ in range(2):
+        response = send_messenger(messenger)
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "7"
+        assert graph_error(response) == {
+            "message": "(#613) Calls to this api have exceeded the rate limit.",
+            "type": "OAuthException",
+            "code": 613,
+        }
+    assert send_messenger(messenger).status_code == 200
+    assert messenger.throttle == 0
+    assert len(messenger.sent) == 1
 
 
 # ---------------------------------------------------------------- Telegram

@@ -5,9 +5,9 @@ CloudEvents id = ``message_id``). Serves the webhooks under ``/webhooks/...`` pl
 ``/healthz``, ``/readyz`` (Kafka reachable; the database too when replies are on) and
 ``/metrics``.
 
-With a WhatsApp access token or a Telegram bot token, agent replies: group
-``ingest-social-replies`` reads ``switchboard.router.reply-deliveries.v1`` (WhatsApp and
-Telegram orders), sends them through the providers' APIs (``replies.SocialSenders`` under
+With a send token (WhatsApp, a Messenger/Instagram page, a Telegram bot), agent replies:
+group ``ingest-social-replies`` reads ``switchboard.router.reply-deliveries.v1`` (orders
+of those channels), sends them through the providers' APIs (``replies.SocialSenders`` under
 the shared dispatcher, records in ``social_replies``) and writes
 ``support.outbound.v1``, ``support.conversation-events.v1`` and refusals to
 ``support.deadletter.v1``.
@@ -48,6 +48,7 @@ from switchboard_ingest_social.publishing import InboundPublisher
 from switchboard_ingest_social.ratelimit import RateLimiter
 from switchboard_ingest_social.replies import (
     REPLIES,
+    MessengerSender,
     SocialSenders,
     StatusReporter,
     TelegramSender,
@@ -152,7 +153,7 @@ def build(
                 group=GROUP_REPLIES,
                 topic=REPLY_DELIVERIES,
                 collection=REPLIES,
-                description="Agent replies on WhatsApp and Telegram, once per reply_id.",
+                description="Agent replies on the social channels, once per reply_id.",
                 max_records=settings.replies_batch_max_records,
                 backoff=settings.outbound_retry_seconds,
             ),
@@ -173,7 +174,7 @@ def build(
 
         on_stop.append(close_client)
     else:
-        log.warning("no WhatsApp or Telegram send token: social replies wait until one is set")
+        log.warning("no social send token: social replies wait until one is set")
     on_stop.append(http.aclose)
     instrument(app, registry=registry, service=settings.service_name)
     app.include_router(webhook_router(api))
@@ -217,7 +218,21 @@ def social_senders(
         telegram = TelegramSender(
             base_url=settings.telegram_api_url, tokens=bots, default_token=default, client=http
         )
-    return SocialSenders(whatsapp=whatsapp, telegram=telegram)
+    page_default = settings.meta_page_access_token
+    pages = {
+        **directory.send_tokens(Channel.MESSENGER),
+        **directory.send_tokens(Channel.INSTAGRAM),
+    }
+    messenger = None
+    if page_default is not None or pages:
+        messenger = MessengerSender(
+            base_url=settings.meta_graph_api_url,
+            version=settings.meta_graph_api_version,
+            tokens=pages,
+            default_token=page_default.get_secret_value() if page_default else None,
+            client=http,
+        )
+    return SocialSenders(whatsapp=whatsapp, telegram=telegram, messenger=messenger)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -1,20 +1,26 @@
-"""Agent replies on WhatsApp and Telegram: each provider's send API as a
-``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per ``reply_id``,
-retries, statuses). See the README's "Replies".
+"""Agent replies on WhatsApp, Messenger, Instagram and Telegram: each provider's send API
+as a ``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per
+``reply_id``, retries, statuses). See the README's "Replies".
 
 - WhatsApp Cloud API: ``POST {META_GRAPH_API_URL}/{version}/{phone_number_id}/messages``
   with the access token, a text message to the customer's number. The answer's
   ``messages[0].id`` (a ``wamid``) is the provider message id; delivery, read and
   failure (the 24-hour customer-service window, 131047) come later in status webhooks.
+- Messenger Platform Send API (Messenger and Instagram messaging):
+  ``POST {META_GRAPH_API_URL}/{version}/{page or Instagram account id}/messages`` with
+  the page access token, a ``RESPONSE`` to the person's page-scoped id. Outside the
+  24-hour window it refuses at once (code 10, subcode 2018278).
 - Telegram Bot API: ``POST {TELEGRAM_API_URL}/bot<token>/sendMessage`` to the customer's
   chat (a private chat's id is the user's id) with the bot the customer wrote to.
 
 How answers map: 2xx → ``Accepted``; 429 → ``Unavailable`` with the provider's
 ``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``); 5xx and
-connection failures → ``Unavailable``; any other 4xx → ``Refused`` with the provider's
-code and text (``whatsapp_<code>``, ``telegram_<error_code>``). Neither API takes an
-idempotency key: a reply handed over just before a crash, and before its record says so,
-is sent again on redelivery (the window ``switchboard_common.outbound`` describes).
+connection failures → ``Unavailable``, and so are the Graph API's rate-limit codes
+(``GRAPH_THROTTLED``) whatever the HTTP status; any other 4xx → ``Refused`` with the
+provider's code and text (``whatsapp_<code>``, ``messenger_<code>``,
+``telegram_<error_code>``). No API here takes an idempotency key: a reply handed over
+just before a crash, and before its record says so, is sent again on redelivery (the
+window ``switchboard_common.outbound`` describes).
 """
 
 from __future__ import annotations
@@ -108,13 +114,61 @@ class WhatsAppSender:
             return temporary
         if response.is_success and isinstance(answer, dict) and answer.get("messages"):
             return Accepted(str(answer["messages"][0]["id"]))
-        problem = answer.get("error", {}) if isinstance(answer, dict) else {}
-        details = (problem.get("error_data") or {}).get("details")
-        text = str(problem.get("message") or f"HTTP {response.status_code}")
-        return Refused(
-            f"whatsapp_{problem.get('code', response.status_code)}",
-            f"{text}: {details}" if details else text,
-        )
+        return _graph_refusal(Channel.WHATSAPP, response, answer)
+
+
+#: Graph API error codes that mean "later", not "no": rate and throughput limits.
+GRAPH_THROTTLED = frozenset({4, 17, 32, 613, 80006, 130429})
+
+
+def _graph_refusal(channel: Channel, response: httpx.Response, answer: Any) -> Outcome:
+    """A Graph API answer that is not a success: throttled (for now) or refused."""
+    problem = answer.get("error", {}) if isinstance(answer, dict) else {}
+    code = problem.get("code", response.status_code)
+    if code in GRAPH_THROTTLED:
+        return Unavailable(f"{channel.value} {code}", _retry_after(response, answer))
+    details = (problem.get("error_data") or {}).get("details")
+    text = str(problem.get("message") or f"HTTP {response.status_code}")
+    return Refused(f"{channel.value}_{code}", f"{text}: {details}" if details else text)
+
+
+@dataclass(frozen=True)
+class MessengerSender:
+    """Messenger Platform Send API, for Messenger and Instagram messaging: a text
+    ``RESPONSE`` to the person's page-scoped id from the page (or Instagram account) they
+    wrote to. ``tokens`` maps a page or Instagram account id to its page access token;
+    ``default_token`` serves the ones not listed."""
+
+    base_url: str
+    version: str
+    tokens: Mapping[str, str]
+    default_token: str | None
+    client: httpx.AsyncClient
+
+    async def send(self, order: ReplyDelivery) -> Outcome:
+        account = order.account or ""
+        token = self.tokens.get(account, self.default_token)
+        if token is None:
+            return Refused("no_credentials", f"no page access token for this {order.channel}")
+        body = {
+            "recipient": {"id": order.recipient},
+            "messaging_type": "RESPONSE",
+            "message": {"text": order.text},
+        }
+        url = f"{self.base_url.rstrip('/')}/{self.version}/{account}/messages"
+        try:
+            response = await self.client.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as error:
+            return Unavailable(f"{type(error).__name__}: {error}")
+        answer = _json(response)
+        temporary = _temporary(response, answer)
+        if temporary is not None:
+            return temporary
+        if response.is_success and isinstance(answer, dict) and answer.get("message_id"):
+            return Accepted(str(answer["message_id"]))
+        return _graph_refusal(order.channel, response, answer)
 
 
 @dataclass(frozen=True)
@@ -163,13 +217,19 @@ class SocialSenders:
     at a time."""
 
     def __init__(
-        self, whatsapp: WhatsAppSender | None = None, telegram: TelegramSender | None = None
+        self,
+        whatsapp: WhatsAppSender | None = None,
+        telegram: TelegramSender | None = None,
+        messenger: MessengerSender | None = None,
     ) -> None:
-        self._senders: dict[Channel, WhatsAppSender | TelegramSender] = {}
+        self._senders: dict[Channel, WhatsAppSender | TelegramSender | MessengerSender] = {}
         if whatsapp is not None:
             self._senders[Channel.WHATSAPP] = whatsapp
         if telegram is not None:
             self._senders[Channel.TELEGRAM] = telegram
+        if messenger is not None:
+            self._senders[Channel.MESSENGER] = messenger
+            self._senders[Channel.INSTAGRAM] = messenger
         self.channels = frozenset(self._senders)
 
     def planned_id(self, order: ReplyDelivery) -> str | None:  # noqa: ARG002 - no idempotency key

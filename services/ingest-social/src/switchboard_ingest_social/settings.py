@@ -42,6 +42,11 @@ class IngestSocialSettings(ServiceSettings):
         None, validation_alias=env("WHATSAPP_ACCESS_TOKEN")
     )
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=env("TELEGRAM_BOT_TOKEN"))
+    #: The page access token Messenger and Instagram replies are sent with (a page of
+    #: its own: the accounts file's ``send_token_env``).
+    meta_page_access_token: SecretStr | None = Field(
+        None, validation_alias=env("META_PAGE_ACCESS_TOKEN")
+    )
     meta_graph_api_url: str = Field(
         "https://graph.facebook.com", validation_alias=env("META_GRAPH_API_URL")
     )

@@ -306,6 +306,30 @@ def whatsapp_text_webhook(
     return json.dumps(payload).encode()
 
 
+def messenger_text_webhook(text: str, *, page_id: str, psid: str) -> bytes:
+    """The body of a Messenger webhook carrying one text message from ``psid`` to the
+    page, as Meta sends it."""
+    now_ms = int(time.time() * 1000)
+    payload = {
+        "object": "page",
+        "entry": [
+            {
+                "id": page_id,
+                "time": now_ms,
+                "messaging": [
+                    {
+                        "sender": {"id": psid},
+                        "recipient": {"id": page_id},
+                        "timestamp": now_ms,
+                        "message": {"mid": f"m_{uuid.uuid4().hex}", "text": text},
+                    }
+                ],
+            }
+        ],
+    }
+    return json.dumps(payload).encode()
+
+
 def x_dm_webhook(
     text: str,
     *,

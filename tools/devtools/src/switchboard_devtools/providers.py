@@ -1,11 +1,14 @@
 """Local stand-ins for the send APIs of the messaging providers replies go out through, which
 cannot be reached from here: the WhatsApp Cloud API (Meta Graph API, ``POST
-/{version}/{phone_number_id}/messages``) and the Telegram Bot API (``POST
-/bot<token>/sendMessage``). They answer in the providers' documented formats, errors included:
-a wrong token, a bad or too long message, rate limiting while ``throttle`` is above zero and,
-for Telegram, a user who blocked the bot. WhatsApp's 24-hour customer-service window is
-reported as the Cloud API does: the send is accepted and the failure comes later in a status
-webhook, which ``failed_webhook`` builds.
+/{version}/{phone_number_id}/messages``), the Messenger Platform Send API, which Instagram
+messaging uses too (Meta Graph API, ``POST /{version}/{page_id}/messages`` or ``POST
+/{version}/me/messages``) and the Telegram Bot API (``POST /bot<token>/sendMessage``). They
+answer in the providers' documented formats, errors included: a wrong token, a bad or too long
+message, rate limiting while ``throttle`` is above zero and, for Telegram, a user who blocked
+the bot and, for Messenger, a person who is not available. WhatsApp's 24-hour customer-service
+window is reported as the Cloud API does: the send is accepted and the failure comes later in a
+status webhook, which ``failed_webhook`` builds. Messenger's 24-hour standard messaging window
+is enforced synchronously, as the Send API does: the send is refused with error 10.
 
     with LocalWhatsApp.started(tokens={"106540352242922": "token-1"}) as whatsapp:
         ...  # META_GRAPH_API_URL=whatsapp.url
@@ -14,6 +17,10 @@ webhook, which ``failed_webhook`` builds.
     with LocalTelegram.started(tokens={"7012345678:AAE..."}) as telegram:
         ...  # TELEGRAM_API_URL=telegram.url
         telegram.blocked.add("123456789")
+    with LocalMessenger.started(tokens={"104857362951847": "page-token"}) as messenger:
+        ...  # META_GRAPH_API_URL=messenger.url
+        messenger.person_wrote("6543210987654321")
+        messenger.sent[-1].message_id
 """
 
 from __future__ import annotations
@@ -40,15 +47,22 @@ from starlette.routing import Route
 from switchboard_common.http import http_server
 from switchboard_devkit.running.inprocess import free_port
 
-#: Longest text either provider takes in one message.
+#: Longest text WhatsApp and Telegram take in one message.
 MAX_TEXT = 4096
-#: How long after the customer's last message a free-form WhatsApp reply may be sent.
+#: Longest text the Messenger Send API takes in one message.
+MESSENGER_MAX_TEXT = 2000
+#: How long after the customer's last message a free-form WhatsApp or Messenger reply may be
+#: sent (Messenger's standard messaging window).
 SERVICE_WINDOW = 24 * 3600.0
+#: How long after the person's last message Messenger takes a ``HUMAN_AGENT``-tagged reply.
+HUMAN_AGENT_WINDOW = 7 * 24 * 3600.0
 
 GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 #: What the Cloud API accepts as ``to``: a phone number, possibly formatted.
 WHATSAPP_TO = re.compile(r"\+?[\d\s().-]*\d[\d\s().-]*")
 WHATSAPP_STATUSES = ("sent", "delivered", "read", "failed")
+MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG")
+MESSAGE_TAGS = ("CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE", "HUMAN_AGENT")
 ERROR_CODES_HREF = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 REENGAGEMENT_DETAILS = (
     "Message failed to send because more than 24 hours have passed since the customer last "
@@ -78,6 +92,46 @@ def _wamid() -> str:
 
 def _graph_error(status: int, error: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"error": {**error, "fbtrace_id": _fbtrace_id()}}, status_code=status)
+
+
+def _invalid_token() -> JSONResponse:
+    return _graph_error(
+        401,
+        {
+            "message": "Invalid OAuth access token - Cannot parse access token",
+            "type": "OAuthException",
+            "code": 190,
+        },
+    )
+
+
+def _unsupported_post(object_id: str) -> JSONResponse:
+    """What the Graph API answers a token that cannot see ``object_id``."""
+    return _graph_error(
+        400,
+        {
+            "message": (
+                f"Unsupported post request. Object with ID '{object_id}' does not exist, "
+                "cannot be loaded due to missing permissions, or does not support this "
+                "operation. Please read the Graph API documentation at "
+                "https://developers.facebook.com/docs/graph-api"
+            ),
+            "type": "GraphMethodException",
+            "code": 100,
+            "error_subcode": 33,
+        },
+    )
+
+
+def _unknown_path(object_id: str) -> JSONResponse:
+    return _graph_error(
+        400,
+        {
+            "message": f"Unknown path components: /{object_id}/messages",
+            "type": "OAuthException",
+            "code": 2500,
+        },
+    )
 
 
 def _invalid_parameter(details: str) -> JSONResponse:
@@ -249,44 +303,17 @@ class LocalWhatsApp:
         version = request.path_params["version"]
         phone_number_id = request.path_params["phone_number_id"]
         if not GRAPH_VERSION.fullmatch(version):
-            return _graph_error(
-                400,
-                {
-                    "message": f"Unknown path components: /{phone_number_id}/messages",
-                    "type": "OAuthException",
-                    "code": 2500,
-                },
-            )
+            return _unknown_path(phone_number_id)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         with self.lock:
             known = phone_number_id in self.tokens
             authorised = scheme.lower() == "bearer" and token in self.tokens.values()
             allowed = self.tokens.get(phone_number_id) == token
         if not authorised:
-            return _graph_error(
-                401,
-                {
-                    "message": "Invalid OAuth access token - Cannot parse access token",
-                    "type": "OAuthException",
-                    "code": 190,
-                },
-            )
+            return _invalid_token()
         if not (known and allowed):
             # A valid token for another number cannot see this one either.
-            return _graph_error(
-                400,
-                {
-                    "message": (
-                        f"Unsupported post request. Object with ID '{phone_number_id}' does not "
-                        "exist, cannot be loaded due to missing permissions, or does not support "
-                        "this operation. Please read the Graph API documentation at "
-                        "https://developers.facebook.com/docs/graph-api"
-                    ),
-                    "type": "GraphMethodException",
-                    "code": 100,
-                    "error_subcode": 33,
-                },
-            )
+            return _unsupported_post(phone_number_id)
         with self.lock:
             if self.throttle > 0:
                 self.throttle -= 1
@@ -377,6 +404,199 @@ class LocalWhatsApp:
         whatsapp = cls(port=free_port(), tokens=dict(tokens))
         with _serving(whatsapp.app(), whatsapp.port):
             yield whatsapp
+
+
+# ---------------------------------------------------------------- Messenger Platform Send API
+
+
+def _messenger_error(
+    status: int, message: str, code: int, *, subcode: int | None = None
+) -> JSONResponse:
+    error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return _graph_error(status, error)
+
+
+def _messenger_message_id() -> str:
+    # Real ids are ``m_`` and some 86 characters of URL-safe base64.
+    return "m_" + secrets.token_urlsafe(64)
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """``value`` as an object: form-encoded parameters carry objects JSON-serialised."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True)
+class MessengerMessage:
+    """A text message the local Send API accepted."""
+
+    #: The Page or Instagram account id it was sent from.
+    account: str
+    #: The PSID or IGSID it was sent to.
+    recipient_id: str
+    text: str
+    message_id: str
+    #: ``RESPONSE`` (the default), ``UPDATE`` or ``MESSAGE_TAG``.
+    messaging_type: str
+    #: The message tag, for ``MESSAGE_TAG``.
+    tag: str | None = None
+
+
+@dataclass
+class LocalMessenger:
+    port: int
+    #: Page or Instagram account id -> the Page access token that may send from it.
+    tokens: dict[str, str]
+    #: Sends still to be answered 429 (rate limit reached for a while).
+    throttle: int = 0
+    #: Seconds in the 429's ``Retry-After``.
+    retry_after: int = 1
+    #: PSID/IGSID -> unix time of the person's last message, which opens the 24-hour window.
+    last_inbound: dict[str, float] = field(default_factory=dict)
+    #: PSIDs/IGSIDs the Send API reports unavailable (blocked the Page, deactivated, ...).
+    unavailable: set[str] = field(default_factory=set)
+    sent: list[MessengerMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        """``META_GRAPH_API_URL`` for this server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def person_wrote(self, recipient_id: str, at: float | None = None) -> None:
+        """The person sent us a message at ``at`` (now by default), opening the window."""
+        with self.lock:
+            self.last_inbound[recipient_id] = time.time() if at is None else at
+
+    def to(self, recipient_id: str) -> list[MessengerMessage]:
+        with self.lock:
+            return [m for m in self.sent if m.recipient_id == recipient_id]
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[Route("/{version}/{account}/messages", self._send, methods=["POST"])]
+        )
+
+    async def _send(self, request: Request) -> Response:
+        version = request.path_params["version"]
+        account = request.path_params["account"]
+        if not GRAPH_VERSION.fullmatch(version):
+            return _unknown_path(account)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            token = request.query_params.get("access_token", "")
+        with self.lock:
+            # The ids this token may send from; ``me`` is the first of them.
+            owned = [id_ for id_, own in self.tokens.items() if own == token] if token else []
+        if not owned:
+            return _invalid_token()
+        if account == "me":
+            account = owned[0]
+        elif account not in owned:
+            # A valid token for another Page cannot see this one either.
+            return _unsupported_post(account)
+        with self.lock:
+            if self.throttle > 0:
+                self.throttle -= 1
+                retry_after = self.retry_after
+                throttled = True
+            else:
+                throttled = False
+        if throttled:
+            response = _messenger_error(
+                429, "(#613) Calls to this api have exceeded the rate limit.", 613
+            )
+            response.headers["Retry-After"] = str(retry_after)
+            return response
+        return self._accept(account, await _form_or_json(request))
+
+    def _accept(self, account: str, body: dict[str, Any] | None) -> Response:
+        if body is None:
+            return _messenger_error(400, "(#100) The request body must be a JSON object.", 100)
+        try:
+            recipient_id, text, messaging_type, tag = self._parse(body)
+        except ValueError as e:
+            return _messenger_error(400, str(e), 100)
+        # Tags other than HUMAN_AGENT may be sent at any time.
+        window: float | None = SERVICE_WINDOW
+        if tag is not None:
+            window = HUMAN_AGENT_WINDOW if tag == "HUMAN_AGENT" else None
+        with self.lock:
+            if recipient_id in self.unavailable:
+                return _messenger_error(
+                    400, "(#551) This person isn't available right now.", 551, subcode=1545041
+                )
+            wrote = self.last_inbound.get(recipient_id)
+            if window is not None and (wrote is None or time.time() - wrote > window):
+                return _messenger_error(
+                    400,
+                    "(#10) This message is sent outside of allowed window. Learn more about the "
+                    "new policy here: "
+                    "https://developers.facebook.com/docs/messenger-platform/policy-overview",
+                    10,
+                    subcode=2018278,
+                )
+            sent = MessengerMessage(
+                account=account,
+                recipient_id=recipient_id,
+                text=text,
+                message_id=_messenger_message_id(),
+                messaging_type=messaging_type,
+                tag=tag,
+            )
+            self.sent.append(sent)
+        return JSONResponse({"recipient_id": recipient_id, "message_id": sent.message_id})
+
+    @staticmethod
+    def _parse(body: dict[str, Any]) -> tuple[str, str, str, str | None]:
+        """A text message's recipient id, text, messaging type and tag; raises ValueError
+        with the Graph API's message when its parameters are wrong."""
+        if body.get("recipient") is None:
+            raise ValueError("(#100) The parameter recipient is required")
+        recipient = _json_object(body["recipient"])
+        recipient_id = recipient.get("id") if recipient is not None else None
+        if (
+            isinstance(recipient_id, bool)
+            or not isinstance(recipient_id, int | str)
+            or not str(recipient_id).strip()
+        ):
+            raise ValueError('(#100) Param recipient[id] must be a valid ID string (e.g., "123")')
+        messaging_type = body.get("messaging_type") or "RESPONSE"
+        if messaging_type not in MESSAGING_TYPES:
+            raise ValueError(
+                "(#100) Param messaging_type must be one of {" + ", ".join(MESSAGING_TYPES) + "}"
+            )
+        tag = body.get("tag") if messaging_type == "MESSAGE_TAG" else None
+        if messaging_type == "MESSAGE_TAG" and tag not in MESSAGE_TAGS:
+            raise ValueError("(#100) Param tag must be one of {" + ", ".join(MESSAGE_TAGS) + "}")
+        message = _json_object(body.get("message"))
+        if not message:
+            raise ValueError("(#100) param message must be non-empty.")
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("(#100) param message[text] must be non-empty.")
+        if len(text) > MESSENGER_MAX_TEXT:
+            raise ValueError(
+                "(#100) Length of param message[text] must be less than or equal to "
+                f"{MESSENGER_MAX_TEXT}"
+            )
+        return str(recipient_id), text, messaging_type, tag
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, *, tokens: Mapping[str, str]) -> Iterator[LocalMessenger]:
+        """Listening on 127.0.0.1 until the block ends; ``tokens`` maps each Page or
+        Instagram account id to the Page access token that may send from it."""
+        messenger = cls(port=free_port(), tokens=dict(tokens))
+        with _serving(messenger.app(), messenger.port):
+            yield messenger
 
 
 # ---------------------------------------------------------------- Telegram Bot API

@@ -39,6 +39,8 @@ from switchboard_router.timeline.threading import CustomerState
 TEXT_LIMITS: Mapping[Channel, int] = {
     Channel.EMAIL: 100_000,
     Channel.WHATSAPP: 4096,  # Cloud API text body
+    Channel.MESSENGER: 2000,  # Send API message.text
+    Channel.INSTAGRAM: 1000,  # Instagram messaging text
     Channel.TELEGRAM: 4096,  # Bot API sendMessage text
 }
 #: Channels whose providers take free-form replies only within a window after the
