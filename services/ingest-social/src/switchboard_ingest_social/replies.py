@@ -75,6 +75,45 @@ def _temporary(response: httpx.Response, body: Any) -> Unavailable | None:
     return None
 
 
+#: Graph API error codes that mean "later", not "no": rate and throughput limits.
+GRAPH_THROTTLED = frozenset({4, 17, 32, 613, 80006, 130429})
+
+
+def _graph_refusal(channel: Channel, response: httpx.Response, answer: Any) -> Outcome:
+    """A Graph API answer that is not a success: throttled (for now) or refused."""
+    problem = answer.get("error", {}) if isinstance(answer, dict) else {}
+    code = problem.get("code", response.status_code)
+    if code in GRAPH_THROTTLED:
+        return Unavailable(f"{channel.value} {code}", _retry_after(response, answer))
+    details = (problem.get("error_data") or {}).get("details")
+    text = str(problem.get("message") or f"HTTP {response.status_code}")
+    return Refused(f"{channel.value}_{code}", f"{text}: {details}" if details else text)
+
+
+async def _graph_post(
+    client: httpx.AsyncClient,
+    url: str,
+    token: str,
+    body: dict[str, Any],
+    *,
+    channel: Channel,
+    message_id: Callable[[dict[str, Any]], Any],
+) -> Outcome:
+    """One Graph API send; ``message_id`` finds the sent message's id in a success."""
+    try:
+        response = await client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as error:
+        return Unavailable(f"{type(error).__name__}: {error}")
+    answer = _json(response)
+    temporary = _temporary(response, answer)
+    if temporary is not None:
+        return temporary
+    sent = message_id(answer) if response.is_success and isinstance(answer, dict) else None
+    if sent:
+        return Accepted(str(sent))
+    return _graph_refusal(channel, response, answer)
+
+
 @dataclass(frozen=True)
 class WhatsAppSender:
     """WhatsApp Cloud API text messages. ``tokens`` maps a phone_number_id to its access
@@ -102,34 +141,13 @@ class WhatsAppSender:
             "text": {"body": order.text, "preview_url": False},
         }
         url = f"{self.base_url.rstrip('/')}/{self.version}/{number}/messages"
-        try:
-            response = await self.client.post(
-                url, json=body, headers={"Authorization": f"Bearer {token}"}
-            )
-        except httpx.HTTPError as error:
-            return Unavailable(f"{type(error).__name__}: {error}")
-        answer = _json(response)
-        temporary = _temporary(response, answer)
-        if temporary is not None:
-            return temporary
-        if response.is_success and isinstance(answer, dict) and answer.get("messages"):
-            return Accepted(str(answer["messages"][0]["id"]))
-        return _graph_refusal(Channel.WHATSAPP, response, answer)
 
+        def wamid(answer: dict[str, Any]) -> Any:
+            return (answer.get("messages") or [{}])[0].get("id")
 
-#: Graph API error codes that mean "later", not "no": rate and throughput limits.
-GRAPH_THROTTLED = frozenset({4, 17, 32, 613, 80006, 130429})
-
-
-def _graph_refusal(channel: Channel, response: httpx.Response, answer: Any) -> Outcome:
-    """A Graph API answer that is not a success: throttled (for now) or refused."""
-    problem = answer.get("error", {}) if isinstance(answer, dict) else {}
-    code = problem.get("code", response.status_code)
-    if code in GRAPH_THROTTLED:
-        return Unavailable(f"{channel.value} {code}", _retry_after(response, answer))
-    details = (problem.get("error_data") or {}).get("details")
-    text = str(problem.get("message") or f"HTTP {response.status_code}")
-    return Refused(f"{channel.value}_{code}", f"{text}: {details}" if details else text)
+        return await _graph_post(
+            self.client, url, token, body, channel=Channel.WHATSAPP, message_id=wamid
+        )
 
 
 @dataclass(frozen=True)
@@ -156,19 +174,13 @@ class MessengerSender:
             "message": {"text": order.text},
         }
         url = f"{self.base_url.rstrip('/')}/{self.version}/{account}/messages"
-        try:
-            response = await self.client.post(
-                url, json=body, headers={"Authorization": f"Bearer {token}"}
-            )
-        except httpx.HTTPError as error:
-            return Unavailable(f"{type(error).__name__}: {error}")
-        answer = _json(response)
-        temporary = _temporary(response, answer)
-        if temporary is not None:
-            return temporary
-        if response.is_success and isinstance(answer, dict) and answer.get("message_id"):
-            return Accepted(str(answer["message_id"]))
-        return _graph_refusal(order.channel, response, answer)
+
+        def mid(answer: dict[str, Any]) -> Any:
+            return answer.get("message_id")
+
+        return await _graph_post(
+            self.client, url, token, body, channel=order.channel, message_id=mid
+        )
 
 
 @dataclass(frozen=True)
