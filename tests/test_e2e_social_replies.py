@@ -253,7 +253,7 @@ async def test_a_messenger_reply_reaches_the_person_and_a_refusal_says_why(
             page_stack.url("ingest-social"), body, TEST_SECRETS["META_APP_SECRET"]
         )
         assert answer.status_code == 200, answer.text
-        messenger.person_wrote(psid)
+        messenger.customer_wrote(psid)
     messenger.unavailable.add(bob)
     messenger.throttle = 1  # the first try gets Graph's rate-limit answer
     to_ana = await conversation(page_stack, f"messenger:{PAGE_ID}:{ana}")

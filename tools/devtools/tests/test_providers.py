@@ -287,7 +287,7 @@ def test_whatsapp_outside_the_window_is_accepted_then_fails_in_the_status_webhoo
 
 
 def test_messenger_send_is_answered_and_recorded(messenger: LocalMessenger) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     by_header = send_messenger(messenger, "First")
     by_query = send_messenger(messenger, "Second", in_query=True)
     as_me = send_messenger(messenger, "Third", token=OTHER_PAGE_TOKEN, account="me")
@@ -322,7 +322,7 @@ def test_messenger_send_is_answered_and_recorded(messenger: LocalMessenger) -> N
 def test_messenger_refuses_a_missing_or_wrong_token(
     messenger: LocalMessenger, token: str | None, in_query: bool
 ) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     response = send_messenger(messenger, token=token, in_query=in_query)
     assert response.status_code == 401
     assert graph_error(response) == {
@@ -334,7 +334,7 @@ def test_messenger_refuses_a_missing_or_wrong_token(
 
 
 def test_messenger_refuses_a_token_for_another_page(messenger: LocalMessenger) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     response = send_messenger(messenger, token=OTHER_PAGE_TOKEN)
     assert_graph_error(response, 400, 100, "GraphMethodException")
     error = response.json()["error"]
@@ -346,7 +346,7 @@ def test_messenger_refuses_a_token_for_another_page(messenger: LocalMessenger) -
 
 
 def test_messenger_refuses_too_long_text(messenger: LocalMessenger) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     assert send_messenger(messenger, "x" * 2000).status_code == 200
     response = send_messenger(messenger, "x" * 2001)
     assert response.status_code == 400
@@ -379,7 +379,7 @@ def test_messenger_refuses_too_long_text(messenger: LocalMessenger) -> None:
 def test_messenger_refuses_missing_parameters(
     messenger: LocalMessenger, change: dict[str, Any], message: str
 ) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     response = send_messenger(messenger, **change)
     assert response.status_code == 400
     assert graph_error(response) == {"message": message, "type": "OAuthException", "code": 100}
@@ -392,7 +392,7 @@ def test_messenger_outside_the_window_is_refused(
     messenger: LocalMessenger, last_inbound: float | None, messaging_type: str | None
 ) -> None:
     if last_inbound is not None:
-        messenger.person_wrote(PSID, at=time.time() - last_inbound)
+        messenger.customer_wrote(PSID, at=time.time() - last_inbound)
     response = send_messenger(messenger, messaging_type=messaging_type)
     assert response.status_code == 400
     assert graph_error(response) == OUTSIDE_WINDOW
@@ -400,7 +400,7 @@ def test_messenger_outside_the_window_is_refused(
 
 
 def test_messenger_tags_may_be_sent_outside_the_window(messenger: LocalMessenger) -> None:
-    messenger.person_wrote(PSID, at=time.time() - 6 * 24 * 3600)
+    messenger.customer_wrote(PSID, at=time.time() - 6 * 24 * 3600)
     for tag in ("ACCOUNT_UPDATE", "HUMAN_AGENT"):
         response = send_messenger(messenger, messaging_type="MESSAGE_TAG", tag=tag)
         assert response.status_code == 200
@@ -409,14 +409,14 @@ def test_messenger_tags_may_be_sent_outside_the_window(messenger: LocalMessenger
         ("MESSAGE_TAG", "HUMAN_AGENT"),
     ]
     # HUMAN_AGENT only within seven days of the person's last message.
-    messenger.person_wrote(PSID, at=time.time() - 8 * 24 * 3600)
+    messenger.customer_wrote(PSID, at=time.time() - 8 * 24 * 3600)
     response = send_messenger(messenger, messaging_type="MESSAGE_TAG", tag="HUMAN_AGENT")
     assert response.status_code == 400
     assert graph_error(response) == OUTSIDE_WINDOW
 
 
 def test_messenger_unavailable_person_is_refused(messenger: LocalMessenger) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     messenger.unavailable.add(PSID)
     response = send_messenger(messenger)
     assert response.status_code == 400
@@ -432,7 +432,7 @@ def test_messenger_unavailable_person_is_refused(messenger: LocalMessenger) -> N
 def test_messenger_rate_limit_answers_429_until_the_throttle_is_used_up(
     messenger: LocalMessenger,
 ) -> None:
-    messenger.person_wrote(PSID)
+    messenger.customer_wrote(PSID)
     messenger.throttle, messenger.retry_after = 2, 7
     for _ in range(2):
         response = send_messenger(messenger)

@@ -37,8 +37,8 @@ from typing import Any, Literal, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
+from switchboard_common.bulk import find_by_ids, insert_new
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
     CONVERSATION_EVENTS,
@@ -56,7 +56,6 @@ from switchboard_common.mongo import Document
 
 log = get_logger(__name__)
 
-DUPLICATE_KEY = 11000
 SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -136,10 +135,10 @@ class ReplyRecords:
 
     async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
         found: dict[str, ReplyRecord] = {}
-        async for document in self._replies.find({"_id": {"$in": list(reply_ids)}}):
+        for reply_id, document in (await find_by_ids(self._replies, reply_ids)).items():
             error = document.get("error")
-            found[document["_id"]] = ReplyRecord(
-                reply_id=document["_id"],
+            found[reply_id] = ReplyRecord(
+                reply_id=reply_id,
                 status=document["status"],
                 at=document["at"],
                 provider_message_id=document.get("provider_message_id"),
@@ -161,22 +160,17 @@ class ReplyRecords:
             }
             for record, order in records
         ]
-        try:
-            await self._replies.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
-                raise
+        await insert_new(self._replies, documents)
 
     async def replies_of(
         self, channel: Channel, provider_message_ids: Sequence[str]
     ) -> dict[str, tuple[str, str]]:
         """The replies (``reply_id``, ``conversation_id``) these provider ids were sent as."""
         keys = [f"{channel.value}:{i}" for i in provider_message_ids]
-        found: dict[str, tuple[str, str]] = {}
-        async for document in self._by_provider_id.find({"_id": {"$in": keys}}):
-            provider_id = str(document["_id"]).split(":", 1)[1]
-            found[provider_id] = (document["reply_id"], document["conversation_id"])
-        return found
+        return {
+            str(key).split(":", 1)[1]: (document["reply_id"], document["conversation_id"])
+            for key, document in (await find_by_ids(self._by_provider_id, keys)).items()
+        }
 
     async def finish(self, finished: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
         """Record the outcomes (one bulk write) and where each sent one can be found
@@ -190,12 +184,7 @@ class ReplyRecords:
             for record, order in finished
             if record.status == "sent" and record.provider_message_id
         ]
-        if index:
-            try:
-                await self._by_provider_id.insert_many(index, ordered=False)
-            except BulkWriteError as error:
-                if any(e.get("code") != DUPLICATE_KEY for e in error.details["writeErrors"]):
-                    raise
+        await insert_new(self._by_provider_id, index)
         updates = []
         for record, _ in finished:
             fields: dict[str, Any] = {

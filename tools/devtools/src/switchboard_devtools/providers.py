@@ -19,7 +19,7 @@ is enforced synchronously, as the Send API does: the send is refused with error 
         telegram.blocked.add("123456789")
     with LocalMessenger.started(tokens={"104857362951847": "page-token"}) as messenger:
         ...  # META_GRAPH_API_URL=messenger.url
-        messenger.person_wrote("6543210987654321")
+        messenger.customer_wrote("6543210987654321")
         messenger.sent[-1].message_id
 """
 
@@ -205,6 +205,46 @@ async def _form_or_json(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+@dataclass(kw_only=True)
+class _LocalProvider:
+    """What every local provider server has: its port, and a rate limit tests switch on."""
+
+    port: int
+    #: Sends still to be answered 429 (the provider's rate limit, for a while).
+    throttle: int = 0
+    #: Seconds in the 429's ``Retry-After`` (Telegram: ``retry_after``).
+    retry_after: int = 1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        """The base URL services are pointed at (``META_GRAPH_API_URL``,
+        ``TELEGRAM_API_URL``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _throttled(self) -> int | None:
+        """This send's ``Retry-After`` when it is to be answered 429, else None."""
+        with self.lock:
+            if self.throttle <= 0:
+                return None
+            self.throttle -= 1
+            return self.retry_after
+
+
+@dataclass(kw_only=True)
+class _LocalGraph(_LocalProvider):
+    """A Graph API product: sends within 24 hours of the customer's last message."""
+
+    #: Customer (wa_id, PSID or IGSID) -> unix time of their last message, which opens
+    #: the 24-hour window.
+    last_inbound: dict[str, float] = field(default_factory=dict)
+
+    def customer_wrote(self, customer: str, at: float | None = None) -> None:
+        """The customer sent us a message at ``at`` (now by default), opening the window."""
+        with self.lock:
+            self.last_inbound[customer] = time.time() if at is None else at
+
+
 # ---------------------------------------------------------------- WhatsApp Cloud API
 
 
@@ -222,32 +262,14 @@ class SentMessage:
     error: dict[str, Any] | None = None
 
 
-@dataclass
-class LocalWhatsApp:
-    port: int
+@dataclass(kw_only=True)
+class LocalWhatsApp(_LocalGraph):
     #: phone_number_id -> the access token that may send from it.
     tokens: dict[str, str]
     #: The WhatsApp Business Account the numbers belong to (``entry[].id`` in webhooks).
     business_account_id: str = "102290129340398"
     display_phone_number: str = "15550783881"
-    #: Sends still to be answered 429 (throughput reached for a while).
-    throttle: int = 0
-    #: Seconds in the 429's ``Retry-After``.
-    retry_after: int = 1
-    #: wa_id -> unix time of the customer's last message, which opens the 24-hour window.
-    last_inbound: dict[str, float] = field(default_factory=dict)
     sent: list[SentMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        """``META_GRAPH_API_URL`` for this server."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def customer_wrote(self, wa_id: str, at: float | None = None) -> None:
-        """The customer sent us a message at ``at`` (now by default), opening the window."""
-        with self.lock:
-            self.last_inbound[wa_id] = time.time() if at is None else at
 
     def to(self, wa_id: str) -> list[SentMessage]:
         with self.lock:
@@ -314,14 +336,8 @@ class LocalWhatsApp:
         if not (known and allowed):
             # A valid token for another number cannot see this one either.
             return _unsupported_post(phone_number_id)
-        with self.lock:
-            if self.throttle > 0:
-                self.throttle -= 1
-                retry_after = self.retry_after
-                throttled = True
-            else:
-                throttled = False
-        if throttled:
+        retry_after = self._throttled()
+        if retry_after is not None:
             response = _graph_error(
                 429,
                 {
@@ -449,31 +465,13 @@ class MessengerMessage:
     tag: str | None = None
 
 
-@dataclass
-class LocalMessenger:
-    port: int
+@dataclass(kw_only=True)
+class LocalMessenger(_LocalGraph):
     #: Page or Instagram account id -> the Page access token that may send from it.
     tokens: dict[str, str]
-    #: Sends still to be answered 429 (rate limit reached for a while).
-    throttle: int = 0
-    #: Seconds in the 429's ``Retry-After``.
-    retry_after: int = 1
-    #: PSID/IGSID -> unix time of the person's last message, which opens the 24-hour window.
-    last_inbound: dict[str, float] = field(default_factory=dict)
     #: PSIDs/IGSIDs the Send API reports unavailable (blocked the Page, deactivated, ...).
     unavailable: set[str] = field(default_factory=set)
     sent: list[MessengerMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        """``META_GRAPH_API_URL`` for this server."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def person_wrote(self, recipient_id: str, at: float | None = None) -> None:
-        """The person sent us a message at ``at`` (now by default), opening the window."""
-        with self.lock:
-            self.last_inbound[recipient_id] = time.time() if at is None else at
 
     def to(self, recipient_id: str) -> list[MessengerMessage]:
         with self.lock:
@@ -502,14 +500,8 @@ class LocalMessenger:
         elif account not in owned:
             # A valid token for another Page cannot see this one either.
             return _unsupported_post(account)
-        with self.lock:
-            if self.throttle > 0:
-                self.throttle -= 1
-                retry_after = self.retry_after
-                throttled = True
-            else:
-                throttled = False
-        if throttled:
+        retry_after = self._throttled()
+        if retry_after is not None:
             response = _messenger_error(
                 429, "(#613) Calls to this api have exceeded the rate limit.", 613
             )
@@ -616,25 +608,14 @@ class TelegramMessage:
     parse_mode: str | None = None
 
 
-@dataclass
-class LocalTelegram:
-    port: int
+@dataclass(kw_only=True)
+class LocalTelegram(_LocalProvider):
     tokens: set[str]
     #: Chats (as strings) whose user blocked the bot.
     blocked: set[str] = field(default_factory=set)
-    #: Sends still to be answered 429 (flood control for a while).
-    throttle: int = 0
-    #: Seconds in the 429's ``retry_after``.
-    retry_after: int = 1
     sent: list[TelegramMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     #: The last message_id given, per chat (Telegram numbers messages within a chat).
     last_message_id: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        """``TELEGRAM_API_URL`` for this server."""
-        return f"http://127.0.0.1:{self.port}"
 
     def to(self, chat_id: int | str) -> list[TelegramMessage]:
         with self.lock:
@@ -653,12 +634,7 @@ class LocalTelegram:
             return _telegram_error(401, "Unauthorized")
         if request.path_params["method"].lower() != "sendmessage":
             return _telegram_error(404, "Not Found")
-        with self.lock:
-            if self.throttle > 0:
-                self.throttle -= 1
-                retry_after: int | None = self.retry_after
-            else:
-                retry_after = None
+        retry_after = self._throttled()
         if retry_after is not None:
             return _telegram_error(
                 429,

@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from switchboard_common.bulk import find_by_ids, insert_each, put_documents
 from switchboard_common.contract import Priority
 from switchboard_common.mongo import Document
 from switchboard_router.assignment.model import (
@@ -38,7 +39,6 @@ from switchboard_router.assignment.model import (
     Slot,
     decision_id,
 )
-from switchboard_router.bulk import find_by_ids, insert_each, put_documents
 
 #: One reservation to give back: its slots, and the conversation and step it was for.
 Release = tuple[Sequence[str], str, int]

@@ -17,8 +17,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from switchboard_common.bulk import find_by_ids, insert_new
 from switchboard_common.mongo import Document
-from switchboard_router.bulk import find_by_ids, insert_new
 from switchboard_router.timeline.documents import (
     CONVERSATION_ERASURE,
     MESSAGE_ERASURE,
