@@ -3,6 +3,7 @@ service speaking the channel, and the reasons it refuses one."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,9 @@ from switchboard_common.contract import (
 from switchboard_common.settings import SettingsError
 from switchboard_devkit.testing import builders
 from switchboard_devkit.testing.builders import T0
+from switchboard_router.assignment.policy import PolicyError, parse_policy
 from switchboard_router.settings import RouterSettings
+from switchboard_router.timeline import acknowledgement_policy
 from switchboard_router.timeline.replies import (
     MAX_REFERENCES,
     TEXT_LIMITS,
@@ -197,10 +200,8 @@ def test_the_window_counts_from_the_customers_latest_message_to_that_number() ->
 
 # --------------------------------------------------------------------------- acknowledgements
 
-POLICY = AcknowledgementPolicy(
-    channels=frozenset({Channel.EMAIL}),
-    text="We have your message. Reference: {reference}",
-    window=timedelta(hours=1),
+POLICY = AcknowledgementPolicy.of_channels(
+    frozenset({Channel.EMAIL}), "We have your message. Reference: {reference}", timedelta(hours=1)
 )
 
 
@@ -218,7 +219,9 @@ def customer_message(**overrides: Any) -> CustomerMessage:
 def test_a_new_email_conversation_is_acknowledged_on_its_thread() -> None:
     record = customer_message()
     assert wants_acknowledgement(record, True, POLICY)
-    ack = acknowledgement(record, "co-9", POLICY, NOW)
+    text = POLICY.text_for(Channel.EMAIL, queue=None, language=None)
+    assert text is not None
+    ack = acknowledgement(record, "co-9", text, NOW)
     assert (ack.reply_id, ack.automatic, ack.recipient) == ("ack:co-9", True, "ana@example.com")
     assert ack.text == "We have your message. Reference: co-9"
     assert ack.references == ("<older@x.org>", "<m-1@mail.example.com>")
@@ -260,3 +263,75 @@ def test_acknowledgement_settings_say_what_is_wrong() -> None:
         RouterSettings.load(**dev, acknowledge_channels="email,fax")
     with pytest.raises(SettingsError, match="ROUTER_ACKNOWLEDGEMENT_TEXT may use"):
         RouterSettings.load(**dev, acknowledgement_text="Dear {name}")
+
+
+RULES = """
+version: 1
+queues:
+  - name: vip
+    when: {customer_tier: [vip]}
+  - name: general
+acknowledgements:
+  window_seconds: 600
+  rules:
+    - when: {queue: [vip]}
+      text: null
+    - when: {channel: [email], language: [es]}
+      text: "Hemos recibido tu mensaje ({reference})."
+    - when: {channel: [email, telegram]}
+      text: "We have your message ({reference})."
+"""
+
+
+def test_policy_rules_choose_by_channel_queue_and_language_first_match_wins() -> None:
+    section = parse_policy(RULES).acknowledgements
+    assert section is not None
+    policy = AcknowledgementPolicy.of(section)
+    assert policy.window == timedelta(minutes=10)
+    assert policy.needs_queue
+    assert policy.channels == {Channel.EMAIL, Channel.TELEGRAM}
+    assert policy.text_for(Channel.EMAIL, "vip", "es") is None
+    assert (
+        policy.text_for(Channel.EMAIL, "general", "es")
+        == "Hemos recibido tu mensaje ({reference})."
+    )
+    assert policy.text_for(Channel.EMAIL, "general", "en") == "We have your message ({reference})."
+    assert (
+        policy.text_for(Channel.TELEGRAM, "general", None) == "We have your message ({reference})."
+    )
+    assert policy.text_for(Channel.WHATSAPP, "general", "en") is None
+
+
+def test_the_policy_or_the_settings_decide_never_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    section = parse_policy(RULES).acknowledgements
+    dev = {"environment": "dev"}
+    chosen = acknowledgement_policy(RouterSettings.load(**dev), section)
+    assert chosen is not None
+    assert chosen.window == timedelta(minutes=10)
+    default = acknowledgement_policy(RouterSettings.load(**dev), None)
+    assert default is not None
+    assert default.channels == {Channel.EMAIL}
+    assert (
+        acknowledgement_policy(RouterSettings.load(**dev, acknowledge_channels="none"), None)
+        is None
+    )
+    monkeypatch.setenv("ROUTER_ACKNOWLEDGE_CHANNELS", "telegram")
+    with pytest.raises(SettingsError, match="replace ROUTER_ACKNOWLEDGE_CHANNELS; set one"):
+        acknowledgement_policy(RouterSettings.load(**dev), section)
+
+
+@pytest.mark.parametrize(
+    ("rules", "problem"),
+    [
+        ("[{when: {queue: [nosuch]}, text: hi}]", "unknown queue(s): nosuch"),
+        ("[{text: 'ref {ticket}'}]", "may use {reference} only"),
+        ("[{when: {channel: [fax]}, text: hi}]", "acknowledgements.rules[0].when.channel[0]"),
+        ("[]", "acknowledgements.rules"),
+    ],
+)
+def test_a_bad_acknowledgement_rule_stops_the_policy_with_where_and_why(
+    rules: str, problem: str
+) -> None:
+    text = f"version: 1\nqueues: [{{name: general}}]\nacknowledgements:\n  rules: {rules}\n"
+    with pytest.raises(PolicyError, match=re.escape(problem)):
+        parse_policy(text)

@@ -115,7 +115,12 @@ def build(settings: RouterSettings) -> Router:
     routing = assignment.build(ctx)
     # The timeline routes what it stores in its own batch: no hop through Kafka between
     # a stored message and its decision.
-    people = timeline.build(ctx, route=routing.conversations.route_messages)
+    people = timeline.build(
+        ctx,
+        route=routing.conversations.route_messages,
+        acknowledgements=routing.policy.acknowledgements,
+        queue_of=routing.queue_of,
+    )
     for subscription in subscriptions(settings, people, routing):
         _subscribe(ctx, subscription, routing.replica)
 

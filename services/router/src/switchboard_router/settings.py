@@ -60,6 +60,8 @@ class RouterSettings(ServiceSettings):
     email_split_by_sender: bool = Field(True, validation_alias=env("ROUTER_EMAIL_SPLIT_BY_SENDER"))
     #: Channels whose new conversations get an automatic acknowledgement (comma-separated;
     #: ``none``: none). Email by default: replies there come within a day, not minutes.
+    #: A routing policy with an ``acknowledgements`` section (texts per channel, queue and
+    #: language) replaces this setting and the next two.
     acknowledge_channels: str = Field("email", validation_alias=env("ROUTER_ACKNOWLEDGE_CHANNELS"))
     #: The acknowledgement's text; ``{reference}`` is replaced by the conversation's id.
     acknowledgement_text: str = Field(

@@ -186,6 +186,43 @@ class Scoring(_Strict):
     idle_cap_seconds: Annotated[float, Field(gt=0)] = 600
 
 
+class AcknowledgementConditions(_Strict):
+    """All given conditions must hold (an empty block matches every new conversation)."""
+
+    channel: list[Channel] | None = None
+    #: The queue the conversation's first message goes to (``select_queue``).
+    queue: list[str] | None = None
+    #: The detected language (ISO 639-1), as classification gives it.
+    language: list[str] | None = None
+
+
+class AcknowledgementRule(_Strict):
+    when: AcknowledgementConditions = Field(default_factory=AcknowledgementConditions)
+    #: What the customer is told; ``{reference}`` is replaced by the conversation's id.
+    #: None: conversations this rule matches get no acknowledgement.
+    text: Annotated[str, Field(min_length=1, max_length=4000)] | None
+
+    @model_validator(mode="after")
+    def _text_placeholders(self) -> AcknowledgementRule:
+        if self.text is not None:
+            try:
+                self.text.format(reference="c-1")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(
+                    "text may use {reference} only (write {{ and }} for braces)"
+                ) from None
+        return self
+
+
+class Acknowledgements(_Strict):
+    """Automatic acknowledgements of new conversations: the first rule that matches a
+    conversation decides its text (or that it gets none); no rule, no acknowledgement."""
+
+    #: At most one acknowledgement per customer in each period this long.
+    window_seconds: Annotated[float, Field(gt=0, le=30 * 24 * 3600)] = 3600
+    rules: list[AcknowledgementRule] = Field(min_length=1)
+
+
 class RoutingPolicy(_Strict):
     version: Literal[1] = 1
     classification: Classification = Field(default_factory=Classification)
@@ -196,6 +233,8 @@ class RoutingPolicy(_Strict):
     capacity: CapacityPolicy = Field(default_factory=CapacityPolicy)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     scoring: Scoring = Field(default_factory=Scoring)
+    #: None: the ROUTER_ACKNOWLEDGE_* settings decide (email by default).
+    acknowledgements: Acknowledgements | None = None
 
     @model_validator(mode="after")
     def _names_unique(self) -> RoutingPolicy:
@@ -205,6 +244,10 @@ class RoutingPolicy(_Strict):
             raise ValueError(f"queue names must be unique: {', '.join(duplicates)}")
         if self.overflow.name in names:
             raise ValueError(f"overflow queue {self.overflow.name!r} is also a normal queue")
+        for rule in self.acknowledgements.rules if self.acknowledgements else ():
+            unknown = sorted(set(rule.when.queue or ()) - set(self.queue_names))
+            if unknown:
+                raise ValueError(f"acknowledgement rule for unknown queue(s): {', '.join(unknown)}")
         return self
 
     def queue(self, name: str) -> QueuePolicy | None:

@@ -11,10 +11,13 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
+from switchboard_common.settings import SettingsError
+from switchboard_router.assignment.policy import Acknowledgements
 from switchboard_router.context import RouterContext
+from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
-from switchboard_router.timeline.apply import Route, TimelineStage
+from switchboard_router.timeline.apply import QueueOf, Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
 from switchboard_router.timeline.replies import AcknowledgementPolicy, ReplyPlanner
@@ -50,9 +53,50 @@ class Timeline:
         await ensure_indexes(self.ctx.db)
 
 
-def build(ctx: RouterContext, *, route: Route | None = None) -> Timeline:
+#: The settings the routing policy's ``acknowledgements`` section replaces.
+ACKNOWLEDGEMENT_SETTINGS = (
+    "acknowledge_channels",
+    "acknowledgement_text",
+    "acknowledgement_window",
+)
+
+
+def acknowledgement_policy(
+    settings: RouterSettings, section: Acknowledgements | None
+) -> AcknowledgementPolicy | None:
+    """The policy's rules when it has them, else the settings' channels and text; both at
+    once would leave one of them silently ignored, so that is refused."""
+    if section is not None:
+        overridden = [
+            f"ROUTER_{name.upper()}"
+            for name in ACKNOWLEDGEMENT_SETTINGS
+            if name in settings.model_fields_set
+        ]
+        if overridden:
+            raise SettingsError(
+                "router: the routing policy's acknowledgements replace "
+                f"{', '.join(overridden)}; set one or the other"
+            )
+        return AcknowledgementPolicy.of(section)
+    if not settings.acknowledged_channels:
+        return None
+    return AcknowledgementPolicy.of_channels(
+        settings.acknowledged_channels,
+        settings.acknowledgement_text,
+        settings.acknowledgement_window,
+    )
+
+
+def build(
+    ctx: RouterContext,
+    *,
+    route: Route | None = None,
+    acknowledgements: Acknowledgements | None = None,
+    queue_of: QueueOf | None = None,
+) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
-    on the shared clients; ``route`` takes the customer messages each batch stored."""
+    on the shared clients; ``route`` takes the customer messages each batch stored;
+    ``acknowledgements`` is the routing policy's section (None: the settings decide)."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -82,13 +126,8 @@ def build(ctx: RouterContext, *, route: Route | None = None) -> Timeline:
         metrics=metrics,
         route=route,
         cache_size=settings.timeline_cache_size,
-        acknowledgements=AcknowledgementPolicy(
-            channels=settings.acknowledged_channels,
-            text=settings.acknowledgement_text,
-            window=settings.acknowledgement_window,
-        )
-        if settings.acknowledged_channels
-        else None,
+        acknowledgements=acknowledgement_policy(settings, acknowledgements),
+        queue_of=queue_of,
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     directory = CustomerDirectory(

@@ -88,6 +88,9 @@ MAX_CHAIN = 64
 #: wired by the shell), with each newly opened conversation's ``earlier`` ones: raises to
 #: have the batch retried.
 Route = Callable[[Sequence[ConversationActivity], Mapping[str, Sequence[str]]], Awaitable[None]]
+#: The queue a conversation's first message goes to and its language (assignment's
+#: classification, wired by the shell): acknowledgement rules may name either.
+QueueOf = Callable[[ConversationActivity], tuple[str, str | None]]
 #: A new conversation's earlier ones handed to routing (most recently active first):
 #: sticky routing reads their heads for the agent who last served the customer.
 EARLIER_CONVERSATIONS = 3
@@ -169,8 +172,10 @@ class TimelineStage:
         route: Route | None = None,
         cache_size: int = 20_000,
         acknowledgements: AcknowledgementPolicy | None = None,
+        queue_of: QueueOf | None = None,
     ) -> None:
         self._acknowledgements = acknowledgements
+        self._queue_of = queue_of
         self._store = store
         self._publisher = publisher
         self._resolver = resolver
@@ -526,14 +531,21 @@ class TimelineStage:
         policy = self._acknowledgements
         if policy is None:
             return []
-        wanted = [
-            applied
-            for plan in plans.values()
-            for applied in plan.applied
-            if wants_acknowledgement(
-                applied.item.record, applied.placement.kind == "opened", policy
-            )
-        ]
+        texts: dict[str, str] = {}  # message id → the acknowledgement's text
+        wanted = []
+        for plan in plans.values():
+            for applied in plan.applied:
+                if not wants_acknowledgement(
+                    applied.item.record, applied.placement.kind == "opened", policy
+                ):
+                    continue
+                queue, language = None, None
+                if policy.needs_queue and self._queue_of is not None:
+                    queue, language = self._queue_of(activity_of(applied))
+                text = policy.text_for(applied.item.inbound.channel, queue, language)
+                if text is not None:
+                    texts[applied.item.message_id] = text
+                    wanted.append(applied)
         if not wanted:
             return []
         claims = {
@@ -554,11 +566,12 @@ class TimelineStage:
             if winners.get(claim_id) != conversation_id:
                 continue
             record = applied.item.record
+            text = texts[applied.item.message_id]
             out.append(
                 Outgoing(
                     topic=REPLY_DELIVERIES,
                     key=conversation_id,
-                    event=acknowledgement(record, conversation_id, policy, now),
+                    event=acknowledgement(record, conversation_id, text, now),
                     event_id=f"{record.message.message_id}:acknowledgement",
                 )
             )
@@ -602,27 +615,31 @@ class _Counts:
 
 def activity(applied: Applied) -> Outgoing:
     """The ``ConversationActivity`` of a stored message (deterministic event id)."""
+    return Outgoing(
+        topic=CONVERSATION_ACTIVITY,
+        key=applied.placement.conversation_id,
+        event=activity_of(applied),
+        event_id=f"{applied.item.record.message.message_id}:activity",
+    )
+
+
+def activity_of(applied: Applied) -> ConversationActivity:
     record = applied.item.record
     message = record.message
     placement = applied.placement
-    return Outgoing(
-        topic=CONVERSATION_ACTIVITY,
-        key=placement.conversation_id,
-        event=ConversationActivity(
-            conversation_id=placement.conversation_id,
-            customer_id=record.merged_into or record.customer_id,
-            channel=message.channel,
-            kind=placement.kind,
-            message_id=message.message_id,
-            received_at=message.received_at,
-            subject=message.subject,
-            text=message.text[:4000],
-            auto_submitted=message.auto_submitted,
-            expects_reply=message.expects_reply,
-            tenant=message.tenant,
-            customer_tier=record.customer_tier,
-            previous_conversation_id=placement.previous_conversation_id,
-            message_count=placement.index,
-        ),
-        event_id=f"{message.message_id}:activity",
+    return ConversationActivity(
+        conversation_id=placement.conversation_id,
+        customer_id=record.merged_into or record.customer_id,
+        channel=message.channel,
+        kind=placement.kind,
+        message_id=message.message_id,
+        received_at=message.received_at,
+        subject=message.subject,
+        text=message.text[:4000],
+        auto_submitted=message.auto_submitted,
+        expects_reply=message.expects_reply,
+        tenant=message.tenant,
+        customer_tier=record.customer_tier,
+        previous_conversation_id=placement.previous_conversation_id,
+        message_count=placement.index,
     )

@@ -29,6 +29,11 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
+from switchboard_router.assignment.policy import (
+    AcknowledgementConditions,
+    AcknowledgementRule,
+    Acknowledgements,
+)
 from switchboard_router.timeline.ports import TimelineStore
 from switchboard_router.timeline.resolve import Publisher
 from switchboard_router.timeline.threading import CustomerState
@@ -210,13 +215,52 @@ class ReplyPlanner:
 
 @dataclass(frozen=True)
 class AcknowledgementPolicy:
-    """Which new conversations get an automatic acknowledgement, and what it says."""
+    """Which new conversations get an automatic acknowledgement, and what it says: the
+    routing policy's ``acknowledgements`` rules (or one rule built from the
+    ROUTER_ACKNOWLEDGE_* settings), the first match deciding."""
 
-    channels: frozenset[Channel]
-    #: ``{reference}`` is replaced by the conversation's id.
-    text: str
+    rules: tuple[AcknowledgementRule, ...]
     #: At most one acknowledgement per customer in each period this long.
     window: timedelta
+
+    @classmethod
+    def of_channels(
+        cls, channels: frozenset[Channel], text: str, window: timedelta
+    ) -> AcknowledgementPolicy:
+        """One text for every new conversation on ``channels``."""
+        when = AcknowledgementConditions(channel=sorted(channels))
+        return cls((AcknowledgementRule(when=when, text=text),), window)
+
+    @classmethod
+    def of(cls, section: Acknowledgements) -> AcknowledgementPolicy:
+        return cls(tuple(section.rules), timedelta(seconds=section.window_seconds))
+
+    @property
+    def channels(self) -> frozenset[Channel]:
+        """The channels some rule may acknowledge (the others need no classification)."""
+        out: set[Channel] = set()
+        for rule in self.rules:
+            if rule.text is not None:
+                out |= set(rule.when.channel or Channel)
+        return frozenset(out)
+
+    @property
+    def needs_queue(self) -> bool:
+        """Whether a rule looks at the queue or the language (both come from classifying
+        the message, which costs a language detection)."""
+        return any(r.when.queue is not None or r.when.language is not None for r in self.rules)
+
+    def text_for(self, channel: Channel, queue: str | None, language: str | None) -> str | None:
+        """The text of the first rule that matches (None: no acknowledgement)."""
+        for rule in self.rules:
+            when = rule.when
+            if (
+                (when.channel is None or channel in when.channel)
+                and (when.queue is None or queue in when.queue)
+                and (when.language is None or language in when.language)
+            ):
+                return rule.text
+        return None
 
 
 def acknowledgement_claim(record: CustomerMessage, policy: AcknowledgementPolicy) -> str:
@@ -242,7 +286,7 @@ def wants_acknowledgement(
 
 
 def acknowledgement(
-    record: CustomerMessage, conversation_id: str, policy: AcknowledgementPolicy, now: datetime
+    record: CustomerMessage, conversation_id: str, text: str, now: datetime
 ) -> ReplyDelivery:
     """The acknowledgement of the message that opened ``conversation_id``; its
     ``reply_id`` is the conversation's, so it goes out once however often it is planned."""
@@ -258,7 +302,7 @@ def acknowledgement(
         channel=message.channel,
         recipient=recipient_of(record.identity, message.channel),
         account=message.account,
-        text=policy.text.format(reference=conversation_id),
+        text=text.format(reference=conversation_id),
         subject=message.subject,
         references=references,
         requested_at=now,
