@@ -38,6 +38,8 @@ pytestmark = pytest.mark.e2e
 
 USER = "switchboard"
 PASSWORD = secrets.token_urlsafe(12)
+#: The From of the support domain's replies (the customers write to help@).
+SENDER = "Example Support <care@support.example.com>"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,7 @@ def stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iter
             "OUTBOUND_SMTP_PASSWORD": PASSWORD,
             "OUTBOUND_SMTP_CA_FILE": str(tls_files[0]),
             "INGEST_EMAIL_OUTBOUND_RETRY_SECONDS": "0.2",
+            "OUTBOUND_EMAIL_FROM": f"support.example.com={SENDER}",
         },
     ) as running:
         yield running
@@ -121,7 +124,8 @@ async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threa
         message_id = statuses[0].provider_message_id
         [mail] = relay.received(message_id)
         assert mail["To"] == ana.email
-        assert mail["From"] == ana.support_address
+        assert mail["From"] == SENDER
+        assert mail["Reply-To"] == ana.support_address
         assert mail["Subject"] == "Re: Where is my order 4411?"
         assert mail["In-Reply-To"] == asked
         assert asked in mail["References"]

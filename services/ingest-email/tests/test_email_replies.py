@@ -40,6 +40,7 @@ from switchboard_ingest_email.replies import (
     RelayConfig,
     SmtpRelay,
     compose,
+    parse_from_addresses,
     reply_message_id,
 )
 
@@ -93,6 +94,31 @@ def test_an_html_reply_keeps_a_plain_text_part_and_a_subject_is_not_re_red() -> 
     message = compose(order(html="<p>It arrives on <b>Monday</b>.</p>", subject="RE: Order"))
     assert message["Subject"] == "RE: Order"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+@pytest.mark.unit
+def test_each_support_domain_replies_from_its_own_sender() -> None:
+    senders = parse_from_addresses(
+        "support.example.com=Example Shop, Support <care@support.example.com>;"
+        " other.example=help@other.example"
+    )
+    configured = compose(order(), senders)
+    assert configured["From"] == '"Example Shop, Support" <care@support.example.com>'
+    # The customer wrote to help@: their answer goes there, so it threads as before.
+    assert configured["Reply-To"] == "help@support.example.com"
+    same = compose(order(account="help@other.example"), senders)
+    assert (same["From"], same["Reply-To"]) == ("help@other.example", None)
+    unlisted = compose(order(account="sales@elsewhere.example"), senders)
+    assert (unlisted["From"], unlisted["Reply-To"]) == ("sales@elsewhere.example", None)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "spec", ["support.example.com", "support.example.com=Support", "=a@b.example", "x@y=a@b.c"]
+)
+def test_a_bad_sender_list_names_the_entry(spec: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"OUTBOUND_EMAIL_FROM: {spec!r}")):
+        parse_from_addresses(spec)
 
 
 @pytest.mark.unit

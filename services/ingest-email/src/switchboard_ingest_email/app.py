@@ -131,7 +131,7 @@ def build(
                 max_records=settings.replies_batch_max_records,
                 backoff=settings.outbound_retry_seconds,
             ),
-            SmtpRelay(relay),
+            SmtpRelay(relay, settings.reply_senders),
             settings=settings,
             broker=broker,
             db=database(client, settings),

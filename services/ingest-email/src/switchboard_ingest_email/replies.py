@@ -1,7 +1,9 @@
 """Agent replies by email: the message and the relay. ``switchboard_common.outbound``
 does the rest (once per ``reply_id``, retries, statuses); see the README's "Replies".
 
-- ``compose`` (pure): the message — From the support address the customer wrote to, a
+- ``compose`` (pure): the message — From the support domain's configured sender
+  (``OUTBOUND_EMAIL_FROM``; otherwise the support address the customer wrote to, which
+  then also is its ``Reply-To``), a
   ``Message-ID`` derived from ``reply_id`` (so every attempt of one reply carries the
   same one), ``In-Reply-To``/``References`` from the customer's Message-IDs so that their
   mail client threads it, and so that their answer threads back into the conversation
@@ -22,10 +24,10 @@ import asyncio
 import hashlib
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -51,11 +53,36 @@ def reply_subject(subject: str | None) -> str:
     return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
 
 
-def compose(order: ReplyDelivery) -> EmailMessage:
-    """The email for one reply (pure)."""
+def parse_from_addresses(spec: str) -> dict[str, str]:
+    """``OUTBOUND_EMAIL_FROM``: ``domain=Display Name <address>`` entries separated by
+    ``;`` (display names may hold commas). Raises ``ValueError`` naming the bad entry."""
+    senders: dict[str, str] = {}
+    for entry in (e.strip() for e in spec.split(";")):
+        if not entry:
+            continue
+        domain, _, sender = entry.partition("=")
+        # "Name <address>" by hand: parseaddr would split an unquoted comma in the name.
+        name, _, address = sender.strip().rpartition("<")
+        name, address = name.strip().strip('"'), address.removesuffix(">").strip()
+        domain = domain.strip().lower()
+        if not domain or "@" in domain or parseaddr(address)[1] != address or "@" not in address:
+            raise ValueError(
+                f"OUTBOUND_EMAIL_FROM: {entry!r} is not 'domain=Display Name <address>'"
+            )
+        senders[domain] = formataddr((name, address)) if name else address
+    return senders
+
+
+def compose(order: ReplyDelivery, senders: Mapping[str, str] | None = None) -> EmailMessage:
+    """The email for one reply (pure); ``senders`` maps support domains to the From of
+    their replies."""
     account = order.account or ""
     message = EmailMessage()
-    message["From"] = account
+    sender = (senders or {}).get(account.rsplit("@", 1)[-1].lower())
+    message["From"] = sender or account
+    if sender and parseaddr(sender)[1].lower() != account.lower():
+        # The customer's answer goes where they wrote, so it threads and routes as before.
+        message["Reply-To"] = account
     message["To"] = order.recipient
     message["Subject"] = reply_subject(order.subject)
     message["Date"] = format_datetime(order.ordered_at)
@@ -137,8 +164,10 @@ class SmtpRelay:
 
     channels = frozenset({Channel.EMAIL})
 
-    def __init__(self, config: RelayConfig) -> None:
+    def __init__(self, config: RelayConfig, senders: Mapping[str, str] | None = None) -> None:
         self.config = config
+        #: Support domain → the From of its replies (``OUTBOUND_EMAIL_FROM``).
+        self.senders = dict(senders or {})
 
     def planned_id(self, order: ReplyDelivery) -> str | None:
         return reply_message_id(order.reply_id, order.account or "")
@@ -187,7 +216,9 @@ class SmtpRelay:
         return outcomes
 
     async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
-        return await asyncio.to_thread(self._send_all, [compose(order) for order in orders])
+        return await asyncio.to_thread(
+            self._send_all, [compose(order, self.senders) for order in orders]
+        )
 
 
 def _text(raw: bytes | str) -> str:

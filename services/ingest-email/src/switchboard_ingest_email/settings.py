@@ -27,7 +27,7 @@ from switchboard_common.settings import ServiceSettings, SettingsError, env
 from switchboard_ingest_email.admission import Limits
 from switchboard_ingest_email.authentication import parse_resolver
 from switchboard_ingest_email.recipients import RecipientPolicy, parse_tenants, split_list
-from switchboard_ingest_email.replies import RelayConfig
+from switchboard_ingest_email.replies import RelayConfig, parse_from_addresses
 
 MIB = 1024 * 1024
 
@@ -240,6 +240,9 @@ class IngestEmailSettings(ServiceSettings):
     outbound_smtp_password: SecretStr | None = Field(
         None, validation_alias=env("OUTBOUND_SMTP_PASSWORD")
     )
+    #: The From of replies per support domain: ``domain=Display Name <address>;...``.
+    #: Domains not listed reply from the address the customer wrote to.
+    outbound_email_from: str = Field("", validation_alias=env("OUTBOUND_EMAIL_FROM"))
     #: CA bundle the relay's certificate is checked against (default: the system's).
     outbound_smtp_ca_file: Path | None = Field(None, validation_alias=env("OUTBOUND_SMTP_CA_FILE"))
     outbound_smtp_timeout_seconds: float = Field(
@@ -271,9 +274,15 @@ class IngestEmailSettings(ServiceSettings):
                 "INGEST_EMAIL_SENDER_AUTH=authentication-results needs INGEST_EMAIL_AUTHSERV_IDS "
                 "(the authserv-id your MTA writes in Authentication-Results)"
             )
+        parse_from_addresses(self.outbound_email_from)
         if self.outbound_smtp_url:
             self.relay  # noqa: B018 - checks the URL: a bad one stops the service at start
         return self
+
+    @property
+    def reply_senders(self) -> dict[str, str]:
+        """Support domain → the From of its replies."""
+        return parse_from_addresses(self.outbound_email_from)
 
     @property
     def relay(self) -> RelayConfig | None:
