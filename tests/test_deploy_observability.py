@@ -166,7 +166,10 @@ def exported_names(exposition: str) -> set[str]:
 @pytest.fixture(scope="module")
 def scraped(infra: Infra) -> Iterator[dict[str, set[str]]]:
     """Every service as a process on the shared servers; their /metrics, by job name."""
-    stack = Stack(infra.kafka_bootstrap, infra.mongodb_url)
+    # A relay and a provider token make both ingest services send replies (the reply
+    # metrics exist only then); nothing here is sent.
+    replies = {"OUTBOUND_SMTP_URL": "smtp://127.0.0.1:9?tls=none", "TELEGRAM_BOT_TOKEN": "1:t"}
+    stack = Stack(infra.kafka_bootstrap, infra.mongodb_url, extra_env=replies)
     try:
         stack.start()
         yield {

@@ -5,6 +5,7 @@ dead-lettered with the relay's answer."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -225,6 +226,33 @@ async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
     assert await sender_for(relay, records, published)(batch) == []
     assert len(relay.messages) == 1
     assert [s.status for s in published.statuses()] == [DeliveryStatus.SENT]
+
+
+@pytest.mark.integration
+async def test_replies_in_hand_are_counted_as_queued_until_the_relay_takes_them(
+    relay: LocalRelay, records: ReplyRecords
+) -> None:
+    relay.busy = 2
+    registry = CollectorRegistry()
+    metrics = ReplyMetrics.create(registry)
+    config = RelayConfig.parse(f"{relay.url}?tls=none", timeout=10)
+    sender = ReplyDispatcher(
+        SmtpRelay(config), records, Published(), metrics, clock=lambda: T0, backoff=0.5
+    )
+
+    def queued() -> float | None:
+        return registry.get_sample_value("switchboard_outbound_queued", {"channel": "email"})
+
+    batch = [delivery(order(f"r-q{i}"), REPLY_DELIVERIES, key="co-1", offset=i) for i in (0, 1)]
+    sending = asyncio.create_task(sender(batch))
+    for _ in range(500):  # bounded: the relay answers the first attempt at once
+        if relay.busy == 0 or sending.done():
+            break
+        await asyncio.sleep(0.01)
+    assert queued() == 2, "both wait for the retry"
+    assert await sending == []
+    assert queued() == 0
+    assert len(relay.messages) == 2
 
 
 @pytest.mark.integration

@@ -27,6 +27,7 @@ again on redelivery. Where the provider takes an idempotency key (email's Messag
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -208,6 +209,8 @@ class ReplyMetrics:
 
     replies: Counter
     send_seconds: Histogram
+    #: Those on the topic not yet consumed are the replies group's consumer lag.
+    queued: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ReplyMetrics:
@@ -225,12 +228,21 @@ class ReplyMetrics:
                 buckets=SEND_BUCKETS,
                 registry=registry,
             ),
+            queued=Gauge(
+                "switchboard_outbound_queued",
+                "Replies taken from the topic and not yet handed to the provider (waiting "
+                "to be retried included), by channel.",
+                ["channel"],
+                registry=registry,
+            ),
         )
 
 
 # --------------------------------------------------------------------------- the handler
 
 Finished = tuple[Delivery, ReplyDelivery, ReplyRecord]
+#: Replies in hand, by channel.
+Tally = collections.Counter[str]
 
 
 class ReplyDispatcher:
@@ -296,6 +308,23 @@ class ReplyDispatcher:
         """Hand ``pending`` to the provider; what finished, and why the rest did not."""
         if not pending:
             return [], []
+        queued = Tally(order.channel.value for _, order in pending)
+        self._queue(queued, +1)
+        try:
+            return await self._attempt(pending, known, queued)
+        finally:
+            self._queue(queued, -1)  # what is left goes back to the topic (redelivered)
+
+    def _queue(self, tally: Tally, sign: int) -> None:
+        for channel, count in tally.items():
+            self._metrics.queued.labels(channel).inc(sign * count)
+
+    async def _attempt(
+        self,
+        pending: list[tuple[Delivery, ReplyDelivery]],
+        known: dict[str, ReplyRecord],
+        queued: Tally,
+    ) -> tuple[list[Finished], list[str]]:
         now = self._clock()
         await self._records.start(
             [
@@ -321,6 +350,8 @@ class ReplyDispatcher:
                 done.append((record, order))
                 handed.append((delivery, order, record))
                 self._metrics.replies.labels(order.channel.value, record.status).inc()
+                self._metrics.queued.labels(order.channel.value).dec()
+                queued[order.channel.value] -= 1
             await self._records.finish(done)
             if not retry:
                 return handed, []
