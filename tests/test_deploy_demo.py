@@ -1,5 +1,6 @@
 """``make demo`` against the running services (what ``make run`` starts), on free ports:
-every mail and webhook acknowledged, the agents registered, decisions routed."""
+every mail and webhook acknowledged, the agents registered, decisions routed, the new
+email conversations acknowledged and one answered, by mail to a local sink."""
 
 from __future__ import annotations
 
@@ -7,19 +8,32 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from switchboard_devkit.running.stack import Stack
 from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.servers.relay import LocalRelay
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(infra: Infra) -> Iterator[Stack]:
-    stack = Stack(infra.kafka_bootstrap, infra.mongodb_url)
+def sink(tmp_path: Path) -> Iterator[LocalRelay]:
+    """A mail sink like ``make run``'s, its mail kept in a directory."""
+    with LocalRelay.started(outbox=tmp_path / "outbox") as relay:
+        yield relay
+
+
+@pytest.fixture
+def stack(infra: Infra, sink: LocalRelay) -> Iterator[Stack]:
+    stack = Stack(
+        infra.kafka_bootstrap,
+        infra.mongodb_url,
+        extra_env={"OUTBOUND_SMTP_URL": f"{sink.url}?tls=none"},
+    )
     try:
         stack.start()
         yield stack
@@ -31,8 +45,11 @@ def stack(infra: Infra) -> Iterator[Stack]:
         stack.remove_data()
 
 
-def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) -> None:
-    env = {**os.environ, **stack.env}
+def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(
+    stack: Stack, sink: LocalRelay
+) -> None:
+    assert sink.outbox is not None
+    env = {**os.environ, **stack.env, "SWITCHBOARD_DEMO_OUTBOX": str(sink.outbox)}
     result = subprocess.run(
         [sys.executable, "-m", "switchboard_devtools.demo", "--seconds", "15"],
         env=env,
@@ -58,3 +75,15 @@ def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(stack: Stack) 
         "agent-ben": "online",
         "agent-chloe": "online",
     }
+
+    # The three new email conversations were acknowledged, and the agent's reply went
+    # out: statuses from the topic, and the mail itself from the sink.
+    acknowledgements = output.split("acknowledgements (")[1].split("replies (")[0]
+    assert acknowledgements.count("sent      email") == 3, output
+    replied = output.split("replies (support.reply.requested")[1].split("mail sent to")[0]
+    assert "sent      email" in replied, output
+    mail = output.split("mail sent to the customers")[1]
+    assert mail.count("acknowledgement ") == 3, output
+    assert mail.count("agent reply") == 1, output
+    assert "the second payment was a duplicate" in mail, output
+    assert len(list(sink.outbox.glob("*.eml"))) == 4

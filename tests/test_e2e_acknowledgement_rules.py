@@ -15,8 +15,8 @@ import pytest
 
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devtools.frontend import Customer, customer_timeline, eventually
-from switchboard_devtools.relay import LocalRelay
 
 pytestmark = pytest.mark.e2e
 

@@ -30,9 +30,9 @@ from switchboard_common.contract import (
 )
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.servers.relay import REFUSED, LocalRelay
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import Customer, customer_timeline, eventually
-from switchboard_devtools.relay import REFUSED, LocalRelay
 
 pytestmark = pytest.mark.e2e
 

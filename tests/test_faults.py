@@ -28,6 +28,7 @@ from switchboard_common.contract import DeliveryStatus, DeliveryUpdated
 from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka
+from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
 from switchboard_devtools.faults import (
     Agents,
@@ -39,7 +40,6 @@ from switchboard_devtools.faults import (
     timeline_tokens,
 )
 from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
-from switchboard_devtools.relay import LocalRelay
 from switchboard_ingest_email.replies import reply_message_id
 from switchboard_router.assignment.policy import load_policy
 from switchboard_router.settings import RouterSettings

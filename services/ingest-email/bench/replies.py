@@ -39,7 +39,7 @@ from switchboard_common.topics import create_topics, delete_topics
 from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.processes import cpu_seconds, peak_rss_mb
 from switchboard_devkit.servers.infra import ensure_infra
-from switchboard_devtools.relay import LocalRelay
+from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_ingest_email.replies import compose
 
 TEXT = "Hello,\n\nyour order left our warehouse today and arrives on Monday.\n\nBest regards\n" * 4

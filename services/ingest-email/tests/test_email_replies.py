@@ -35,7 +35,7 @@ from switchboard_common.outbound import (
     ReplyRecords,
 )
 from switchboard_devkit.testing.builders import T0, delivery
-from switchboard_devtools.relay import LocalRelay
+from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_ingest_email.replies import (
     REPLIES,
     RelayConfig,

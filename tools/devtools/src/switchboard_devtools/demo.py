@@ -12,7 +12,11 @@ serve the contract ports on 127.0.0.1 and Kafka on 127.0.0.1:9092. It
 4. reads ``support.assignments.v1`` from the moment before the traffic and prints each
    routing decision (deduplicated by CloudEvents id, ordered by ``seq`` per
    conversation, as docs/integration.md tells frontends to do);
-5. prints the router's queue and agents (with its read token) and the SLA monitor's
+5. shows the acknowledgements of the new email conversations and answers one as its
+   agent would (``support.reply.requested`` on ``support.outbound.v1``), with their
+   delivery statuses; and, when Switchboard runs under ``make run``, the mail itself
+   from its mail sink (``.run/outbox``, or ``SWITCHBOARD_DEMO_OUTBOX``);
+6. prints the router's queue and agents (with its read token) and the SLA monitor's
    clock metrics.
 
 Environment (all optional): ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092),
@@ -43,8 +47,13 @@ import httpx
 
 from switchboard_common.cloudevents import DecodeError, decode
 from switchboard_common.contract.enums import AgentStatus, Channel
-from switchboard_common.contract.events import AgentStatusChanged, AgentUpserted, ContractModel
-from switchboard_common.contract.topics import AGENT_EVENTS, ASSIGNMENTS, TOPICS_BY_NAME
+from switchboard_common.contract.events import (
+    AgentStatusChanged,
+    AgentUpserted,
+    ContractModel,
+    DeliveryUpdated,
+)
+from switchboard_common.contract.topics import AGENT_EVENTS, ASSIGNMENTS, OUTBOUND, TOPICS_BY_NAME
 from switchboard_common.kafka import (
     EventPublisher,
     Outgoing,
@@ -52,6 +61,7 @@ from switchboard_common.kafka import (
     make_broker,
 )
 from switchboard_common.settings import ServiceSettings
+from switchboard_devtools.demo_replies import outbox, show_outbox, show_replies
 from switchboard_router.settings import DEV_TOKENS
 
 AGENTS = (
@@ -106,6 +116,8 @@ class Demo:
     host: str
     domain: str
     seconds: float
+    #: make run's mail sink, when there is one to read.
+    outbox: Path | None = None
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def url(self, port_env: str, default: int) -> str:
@@ -241,15 +253,24 @@ async def send_webhooks(demo: Demo) -> int:
     return sent
 
 
-async def watch_assignments(
-    demo: Demo, started: asyncio.Event, stop: asyncio.Event
-) -> dict[str, list[ContractModel]]:
-    """Decisions on support.assignments.v1 from now on, deduplicated by ce_id."""
+@dataclass
+class Seen:
+    """What the demo read from the moment before its traffic: routing decisions by
+    conversation and the delivery statuses of replies by ``reply_id``."""
+
+    decisions: dict[str, list[ContractModel]] = field(default_factory=dict)
+    deliveries: dict[str, list[DeliveryUpdated]] = field(default_factory=dict)
+
+
+async def watch(demo: Demo, seen: Seen, started: asyncio.Event, stop: asyncio.Event) -> None:
+    """Decisions on support.assignments.v1 (printed) and statuses on support.outbound.v1
+    from now on, deduplicated by ce_id."""
     from aiokafka import AIOKafkaConsumer
 
-    topic = demo.settings.topics.assignments
+    topics = demo.settings.topics
     consumer = AIOKafkaConsumer(
-        topic,
+        topics.assignments,
+        topics(OUTBOUND),
         bootstrap_servers=demo.settings.kafka_bootstrap_servers,
         group_id=None,
         auto_offset_reset="latest",
@@ -257,8 +278,7 @@ async def watch_assignments(
         **aiokafka_security_options(demo.settings),
     )
     await consumer.start()
-    seen: set[str] = set()
-    by_conversation: dict[str, list[ContractModel]] = {}
+    ids: set[str] = set()
     try:
         while not consumer.assignment():  # noqa: ASYNC110 - polling aiokafka's state, no event exists
             await asyncio.sleep(0.1)
@@ -269,26 +289,31 @@ async def watch_assignments(
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
+                    topic = TOPICS_BY_NAME[topics.contract_name(record.topic)]
                     try:
-                        attributes, payload = decode(
-                            TOPICS_BY_NAME[ASSIGNMENTS], record.headers, record.value
-                        )
+                        attributes, payload = decode(topic, record.headers, record.value)
                     except DecodeError:
                         continue
-                    if attributes.id in seen:
+                    if attributes.id in ids:
                         continue  # the router may publish a decision twice: same id, same seq
-                    seen.add(attributes.id)
-                    conversation = str(getattr(payload, "conversation_id", ""))
-                    by_conversation.setdefault(conversation, []).append(payload)
-                    say(
-                        f"  seq {getattr(payload, 'seq', '?'):>3}  {payload.ce_type:34} "
-                        f"{conversation[:24]:24} agent={getattr(payload, 'agent_id', None)} "
-                        f"queue={getattr(payload, 'queue', None)} "
-                        f"priority={getattr(payload, 'priority', None)}"
-                    )
+                    ids.add(attributes.id)
+                    if isinstance(payload, DeliveryUpdated):
+                        seen.deliveries.setdefault(payload.reply_id, []).append(payload)
+                    elif topic.name == ASSIGNMENTS:
+                        decided(seen, payload)
     finally:
         await consumer.stop()
-    return by_conversation
+
+
+def decided(seen: Seen, payload: ContractModel) -> None:
+    conversation = str(getattr(payload, "conversation_id", ""))
+    seen.decisions.setdefault(conversation, []).append(payload)
+    say(
+        f"  seq {getattr(payload, 'seq', '?'):>3}  {payload.ce_type:34} "
+        f"{conversation[:24]:24} agent={getattr(payload, 'agent_id', None)} "
+        f"queue={getattr(payload, 'queue', None)} "
+        f"priority={getattr(payload, 'priority', None)}"
+    )
 
 
 def router_read_token() -> str:
@@ -346,17 +371,23 @@ async def main_async(demo: Demo) -> int:
         return 2
     say("\nagents (published on support.agent-events.v1 as a helpdesk frontend does):")
     await publish_agents(demo)
-    started, stop = asyncio.Event(), asyncio.Event()
-    watcher = asyncio.create_task(watch_assignments(demo, started, stop))
+    seen, started, stop = Seen(), asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(watch(demo, seen, started, stop))
     await asyncio.wait_for(started.wait(), timeout=30)
+    since = time.time()
     say("\ncustomer mail (SMTP):")
     mails = await asyncio.to_thread(send_mail, demo)
     say("\nsigned webhooks:")
     hooks = await send_webhooks(demo)
     say(f"\nrouting decisions on support.assignments.v1 (watching {demo.seconds:.0f} s):")
     await asyncio.sleep(demo.seconds)
-    stop.set()
-    decisions = await watcher
+    try:
+        await show_replies(demo, seen)
+    finally:
+        stop.set()
+        await watcher
+    show_outbox(demo.outbox, [sender for sender, _, _ in MAILS], since)
+    decisions = seen.decisions
     await show_state(demo)
     total = sum(len(v) for v in decisions.values())
     say(
@@ -389,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         host=os.environ.get("SWITCHBOARD_DEMO_HOST", "127.0.0.1"),
         domain=os.environ.get("SWITCHBOARD_DEMO_DOMAIN", "support.example.com"),
         seconds=args.seconds,
+        outbox=outbox(),
     )
     try:
         return asyncio.run(main_async(demo))

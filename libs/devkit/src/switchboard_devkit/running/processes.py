@@ -168,6 +168,11 @@ def log_dir() -> Path:
     return path
 
 
+def outbox_dir() -> Path:
+    """Where ``make run``'s mail sink keeps the mail Switchboard sends (``<n>.eml``)."""
+    return log_dir() / "outbox"
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -4,7 +4,9 @@ Servers come from the environment, Docker or local provisioning (see ``infra``).
 service in ``services/`` with a ``__main__`` runs as its own process with the caller's
 environment (``SWITCHBOARD_ENV=dev`` unless set), its output prefixed with its name.
 Once they are ready, Debian's Prometheus (when installed) scrapes them on 127.0.0.1:9090
-with the shipped rules (see ``monitoring``). Ctrl-C (or SIGTERM) stops Prometheus, the
+with the shipped rules (see ``monitoring``). Unless ``OUTBOUND_SMTP_URL`` is set, a
+local mail sink takes the replies and acknowledgements sent by email and keeps each as a
+file in ``.run/outbox/`` (``make demo`` shows them). Ctrl-C (or SIGTERM) stops Prometheus, the
 services, then the servers this command started. If a service exits on its own,
 everything stops and the exit status says so.
 """
@@ -12,6 +14,7 @@ everything stops and the exit status says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -20,11 +23,13 @@ import time
 from switchboard_devkit.running.processes import (
     ServiceProcess,
     discover_services,
+    outbox_dir,
     service_environment,
 )
 from switchboard_devkit.servers.infra import ensure_infra
 from switchboard_devkit.servers.local import ProvisionError
 from switchboard_devkit.servers.monitoring import LocalPrometheus
+from switchboard_devkit.servers.relay import LocalRelay
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"infra: {infra.kafka_description}; {infra.mongodb_description}", flush=True)
     env = service_environment()
     env.update(infra.env())
+    sink = mail_sink(env)
     specs = [s for s in discover_services() if not args.only or s.name in args.only]
     if not specs:
         print("no services found under services/", file=sys.stderr)
@@ -79,9 +85,25 @@ def main(argv: list[str] | None = None) -> int:
         prometheus.stop()
         for process in reversed(processes):
             process.stop()
+        sink.close()
         infra.close()
         print("stopped", flush=True)
     return status
+
+
+def mail_sink(env: dict[str, str]) -> contextlib.ExitStack:
+    """Unless ``env`` names a relay, a local one that keeps what it gets in
+    ``.run/outbox`` (closed with the returned stack)."""
+    sink = contextlib.ExitStack()
+    if not env.get("OUTBOUND_SMTP_URL"):
+        relay = sink.enter_context(LocalRelay.started(outbox=outbox_dir()))
+        env["OUTBOUND_SMTP_URL"] = f"{relay.url}?tls=none"  # the same host: no TLS needed
+        print(
+            f"mail sink: {relay.url} keeps the mail Switchboard sends in {outbox_dir()} "
+            "(set OUTBOUND_SMTP_URL to use a real relay)",
+            flush=True,
+        )
+    return sink
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 what it accepts, refuses recipients starting with ``refuse.`` for good (550, as an unknown
 mailbox), answers 451 to the next ``busy`` messages, takes ``delay`` seconds over each, and
 with a certificate and a user
-asks for STARTTLS and then AUTH first, as a submission server does.
+asks for STARTTLS and then AUTH first, as a submission server does. With an ``outbox``
+directory it also writes each accepted message there as ``<n>.eml`` (``make run``'s mail
+sink, which ``make demo`` reads).
 
     with LocalRelay.started(tls=(cert, key), user="switchboard", password=pw) as relay:
         ...  # OUTBOUND_SMTP_URL=relay.url
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -41,6 +44,8 @@ class LocalRelay:
     delay: float = 0.0
     messages: list[Message] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Where accepted messages are also written, one file each (None: memory only).
+    outbox: Path | None = None
 
     @property
     def url(self) -> str:
@@ -84,6 +89,12 @@ class LocalRelay:
             if not isinstance(envelope.content, bytes):
                 return "554 5.6.0 Expected bytes"
             self.messages.append(message_from_bytes(envelope.content))
+            if self.outbox is not None:
+                # Written whole, then renamed: a reader never sees half a message.
+                name = f"{time.time_ns()}-{len(self.messages)}.eml"
+                partial = self.outbox / f".{name}"
+                partial.write_bytes(envelope.content)
+                partial.rename(self.outbox / name)
         return "250 2.0.0 queued"
 
     @classmethod
@@ -94,10 +105,14 @@ class LocalRelay:
         tls: tuple[Path, Path] | None = None,
         user: str | None = None,
         password: str | None = None,
+        outbox: Path | None = None,
+        port: int | None = None,
     ) -> Iterator[LocalRelay]:
         """Listening on 127.0.0.1 until the block ends. ``tls`` (certificate, key) makes
         STARTTLS required; ``user`` and ``password`` make AUTH required after it."""
-        relay = cls(port=free_port(), user=user)
+        if outbox is not None:
+            outbox.mkdir(parents=True, exist_ok=True)
+        relay = cls(port=port or free_port(), user=user, outbox=outbox)
         options: dict[str, Any] = {}
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
