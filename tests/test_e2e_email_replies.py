@@ -8,17 +8,20 @@ router and ingest-email run as separate processes on real Kafka and the database
 from __future__ import annotations
 
 import secrets
+import smtplib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from switchboard_common.contract import (
     CONVERSATION_EVENTS,
     DEADLETTER,
+    INBOUND,
     OUTBOUND,
     ContractModel,
     DeadLetter,
@@ -250,3 +253,29 @@ async def test_one_acknowledgement_per_customer_and_period_and_none_to_auto_repl
     assert relay.to(robot.email) == [], "never to an auto-reply"
     mine = {m["conversation_id"] for m in both["items"]}
     assert len([s for s in statuses if s.conversation_id in mine]) == 1
+
+
+async def test_our_own_reply_forwarded_back_to_support_opens_no_conversation(
+    stack: Stack, relay: LocalRelay
+) -> None:
+    """A customer address that forwards everything to support sends our acknowledgement
+    straight back: it is taken (250, so no relay retries it) and not ingested."""
+    cid = customer(stack, prefix="fwd")
+    await cid.mail("Order 77", "Where is order 77?")
+
+    async def acknowledged() -> list[Any] | None:
+        return relay.to(cid.email) or None
+
+    [ack] = await eventually(acknowledged, what="the acknowledgement")
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        before = len(await probe.read_events(INBOUND, timeout=5))
+        with smtplib.SMTP("127.0.0.1", stack.smtp_port, timeout=30) as smtp:
+            # As forwarded: the customer's server relays the message unchanged.
+            smtp.sendmail(cid.email, [cid.support_address], ack.as_bytes())
+        # The 250 came after the drop decision: had it been ingested, it would already
+        # be on the topic.
+        after = await probe.read_events(INBOUND, timeout=5)
+    assert len(after) == before
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"{stack.url('ingest-email')}/metrics")).text
+    assert 'switchboard_email_own_replies_total{transport="smtp"} 1.0' in metrics

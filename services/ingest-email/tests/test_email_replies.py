@@ -34,13 +34,14 @@ from switchboard_common.outbound import (
     ReplyRecord,
     ReplyRecords,
 )
-from switchboard_devkit.testing.builders import T0, delivery
 from switchboard_devkit.servers.relay import LocalRelay
+from switchboard_devkit.testing.builders import T0, delivery
 from switchboard_ingest_email.replies import (
     REPLIES,
     RelayConfig,
     SmtpRelay,
     compose,
+    is_own_reply,
     parse_from_addresses,
     reply_message_id,
 )
@@ -120,6 +121,20 @@ def test_each_support_domain_replies_from_its_own_sender() -> None:
 def test_a_bad_sender_list_names_the_entry(spec: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"OUTBOUND_EMAIL_FROM: {spec!r}")):
         parse_from_addresses(spec)
+
+
+@pytest.mark.unit
+def test_switchboards_own_reply_is_recognised_by_its_message_id_in_the_headers() -> None:
+    ours = compose(order(), {"support.example.com": "Support <care@support.example.com>"})
+    raw = ours.as_bytes()
+    assert is_own_reply(raw, {"support.example.com"})
+    assert not is_own_reply(raw, {"other.example"})  # not a domain we send from
+    # A customer quoting or forwarding our reply inline: the id is in the body only.
+    quoted = b"Message-ID: <ana@example.org>\r\n\r\n" + raw
+    assert not is_own_reply(quoted, {"support.example.com"})
+    assert not is_own_reply(
+        b"Message-ID: <reply.abc@support.example.com>\n\nhi", {"support.example.com"}
+    )
 
 
 @pytest.mark.unit

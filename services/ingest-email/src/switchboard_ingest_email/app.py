@@ -107,6 +107,7 @@ def build(
         timeout=settings.publish_timeout_seconds,
         max_in_flight=settings.max_in_flight,
         checker=sender_checker(settings),
+        own_domains=settings.recipient_policy.reply_domains,
     )
     policy = settings.recipient_policy
     admission = Admission(settings.limits)

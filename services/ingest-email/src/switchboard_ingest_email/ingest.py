@@ -29,6 +29,7 @@ from switchboard_ingest_email.authentication import Evidence, SenderChecker
 from switchboard_ingest_email.metrics import IngestEmailMetrics
 from switchboard_ingest_email.normalise import Delivery, InboundEmail, to_inbound
 from switchboard_ingest_email.raw_store import RawStore, sha256_hex
+from switchboard_ingest_email.replies import is_own_reply
 
 log = get_logger(__name__)
 
@@ -67,7 +68,10 @@ class Ingestor:
         timeout: float,
         max_in_flight: int,
         checker: SenderChecker | None = None,
+        own_domains: frozenset[str] = frozenset(),
     ) -> None:
+        #: Support domains whose own replies coming back are not ingested (no loops).
+        self._own_domains = own_domains
         self._store = store
         self._checker = checker
         self._publisher = publisher
@@ -79,12 +83,18 @@ class Ingestor:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail:
+    async def ingest(self, raw: bytes, delivery: Delivery) -> InboundEmail | None:
         """Make ``raw`` durable (stored and published); raise ``IngestUnavailableError`` if not.
 
         Idempotent: ingesting the same bytes again stores nothing new and publishes the
-        same event (same ``message_id`` and ``ce_id``) again.
+        same event (same ``message_id`` and ``ce_id``) again. Switchboard's own reply
+        coming back is taken (the caller answers 250, so nobody retries it) but neither
+        stored nor published, and None is returned: it must not open a conversation.
         """
+        if self._own_domains and is_own_reply(raw, self._own_domains):
+            self._metrics.own_replies.labels(delivery.transport).inc()
+            log.info("own reply came back; not ingested", transport=delivery.transport)
+            return None
         try:
             async with asyncio.timeout(self._timeout):
                 await self._slots.acquire()

@@ -39,6 +39,7 @@ class IngestEmailMetrics:
     smtp_sessions: Gauge
     memory_reserved: Gauge
     imap_polls: Counter
+    own_replies: Counter
     publish: PublishMetrics
 
     @classmethod
@@ -49,6 +50,13 @@ class IngestEmailMetrics:
                 "switchboard_email_messages_received",
                 "Messages stored, published and acknowledged, by transport and tenant.",
                 ["transport", "tenant"],
+                registry=registry,
+            ),
+            own_replies=Counter(
+                "switchboard_email_own_replies",
+                "Switchboard's own replies that came back (an address forwarding to "
+                "support), taken and not ingested.",
+                ["transport"],
                 registry=registry,
             ),
             # Messages or recipients refused, by transport and reason (see REJECT_REASONS).

@@ -58,6 +58,11 @@ class RecipientPolicy:
         """True when no mail at all would be accepted (the service refuses to start)."""
         return not self.domains and not self.addresses
 
+    @property
+    def reply_domains(self) -> frozenset[str]:
+        """The domains replies are sent from (their Message-IDs are in them)."""
+        return self.domains | {a.rpartition("@")[2] for a in self.addresses}
+
     def accepts(self, address: str) -> bool:
         """Whether mail for ``address`` is ours to take."""
         normalised = normalise_address(address)

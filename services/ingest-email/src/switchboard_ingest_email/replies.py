@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -45,6 +46,22 @@ def reply_message_id(reply_id: str, account: str) -> str:
     digest = hashlib.sha256(reply_id.encode()).hexdigest()[:32]
     domain = account.rsplit("@", 1)[-1] or "switchboard.invalid"
     return f"<reply.{digest}@{domain}>"
+
+
+#: A Message-ID ``reply_message_id`` made, in the header block of a raw message.
+_OWN_MESSAGE_ID = re.compile(
+    rb"^Message-ID:[ \t]*<reply\.[0-9a-f]{32}@([^<>@\s]+)>", re.IGNORECASE | re.MULTILINE
+)
+
+
+def is_own_reply(raw: bytes, domains: Collection[str]) -> bool:
+    """Whether ``raw`` is one of Switchboard's own replies or acknowledgements coming back
+    (a customer address that forwards to support): its Message-ID is one
+    ``reply_message_id`` makes, in a support domain. Only the header block is looked at,
+    so a reply quoted or attached in a customer's mail still counts as theirs."""
+    end = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=-1)
+    found = _OWN_MESSAGE_ID.search(raw, 0, end if end >= 0 else len(raw))
+    return found is not None and found.group(1).decode("ascii", "replace").lower() in domains
 
 
 def reply_subject(subject: str | None) -> str:
