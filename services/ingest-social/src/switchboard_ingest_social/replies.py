@@ -1,4 +1,4 @@
-"""Agent replies on WhatsApp, Messenger, Instagram and Telegram: each provider's send API
+"""Agent replies on WhatsApp, Messenger, Instagram, X and Telegram: each provider's send API
 as a ``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per
 ``reply_id``, retries, statuses). See the README's "Replies".
 
@@ -12,13 +12,19 @@ as a ``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per
   24-hour window it refuses at once (code 10, subcode 2018278).
 - Telegram Bot API: ``POST {TELEGRAM_API_URL}/bot<token>/sendMessage`` to the customer's
   chat (a private chat's id is the user's id) with the bot the customer wrote to.
+- X API v2: ``POST {X_API_URL}/2/dm_conversations/with/{participant_id}/messages`` with
+  the OAuth 2.0 user-context token of the business account the customer wrote to; the
+  answer's ``data.dm_event_id`` is the provider message id. X has no reply window: whether
+  the customer takes the message is their DM setting, and a refusal is a 403.
 
 How answers map: 2xx → ``Accepted``; 429 → ``Unavailable`` with the provider's
-``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``); 5xx and
+``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``, X's header or
+else the wait until its ``x-rate-limit-reset``); 5xx and
 connection failures → ``Unavailable``, and so are the Graph API's rate-limit codes
 (``GRAPH_THROTTLED``) whatever the HTTP status; any other 4xx → ``Refused`` with the
 provider's code and text (``whatsapp_<code>``, ``messenger_<code>``,
-``telegram_<error_code>``). No API here takes an idempotency key: a reply handed over
+``telegram_<error_code>``, ``x_<status>`` for X's problem details or ``x_<code>`` for its
+``errors[].code``). No API here takes an idempotency key: a reply handed over
 just before a crash, and before its record says so, is sent again on redelivery (the
 window ``switchboard_common.outbound`` describes).
 """
@@ -26,10 +32,11 @@ window ``switchboard_common.outbound`` describes).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -51,7 +58,7 @@ REPLIES = "social_replies"
 CONCURRENCY = 8
 
 
-def _retry_after(response: httpx.Response, body: Any) -> float | None:
+def _retry_after(response: httpx.Response, body: Any, now: float | None = None) -> float | None:
     header = response.headers.get("Retry-After")
     if header and header.strip().isdigit():
         return float(header)
@@ -59,6 +66,10 @@ def _retry_after(response: httpx.Response, body: Any) -> float | None:
         parameters = body.get("parameters")
         if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"), int):
             return float(parameters["retry_after"])
+    # X says when its rate-limit window ends (epoch seconds), not how long to wait.
+    reset = response.headers.get("x-rate-limit-reset")
+    if reset and reset.strip().isdigit():
+        return max(0.0, float(reset) - (time.time() if now is None else now))
     return None
 
 
@@ -69,9 +80,9 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _temporary(response: httpx.Response, body: Any) -> Unavailable | None:
+def _temporary(response: httpx.Response, body: Any, now: float | None = None) -> Unavailable | None:
     if response.status_code == 429 or response.status_code >= 500:
-        return Unavailable(f"HTTP {response.status_code}", _retry_after(response, body))
+        return Unavailable(f"HTTP {response.status_code}", _retry_after(response, body, now))
     return None
 
 
@@ -224,6 +235,63 @@ class TelegramSender:
         )
 
 
+def _x_refusal(response: httpx.Response, answer: Any) -> Refused:
+    """X's answer to a send it will not make. API v2 answers problem details (``title``,
+    ``detail``, ``type``, ``status``; a 400 adds ``errors`` naming the parameters); some
+    refusals still come as v1.1's ``{"errors": [{"code", "message"}]}``, whose code says
+    more than the status (349: cannot message this user)."""
+    body = answer if isinstance(answer, dict) else {}
+    errors = body.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    if isinstance(first.get("code"), int):
+        text = first.get("message") or body.get("detail") or f"HTTP {response.status_code}"
+        return Refused(f"x_{first['code']}", str(text))
+    status = body.get("status")
+    code = status if isinstance(status, int) else response.status_code
+    text = str(body.get("detail") or body.get("title") or f"HTTP {response.status_code}")
+    if first.get("message") and first["message"] != text:
+        text = f"{text} ({first['message']})"
+    return Refused(f"x_{code}", text)
+
+
+@dataclass(frozen=True)
+class XSender:
+    """X API v2 direct messages, from the business account the customer wrote to (the
+    conversation's account, an X user id). ``tokens`` maps an account to its OAuth 2.0
+    user-context token (scope ``dm.write``); ``default_token`` serves the ones not
+    listed. ``clock`` (epoch seconds) turns ``x-rate-limit-reset`` into a wait."""
+
+    base_url: str
+    tokens: Mapping[str, str]
+    default_token: str | None
+    client: httpx.AsyncClient
+    clock: Callable[[], float] = time.time
+
+    async def send(self, order: ReplyDelivery) -> Outcome:
+        token = self.tokens.get(order.account or "", self.default_token)
+        if token is None:
+            return Refused("no_credentials", "no X access token for this account")
+        url = f"{self.base_url.rstrip('/')}/2/dm_conversations/with/{order.recipient}/messages"
+        try:
+            response = await self.client.post(
+                url, json={"text": order.text}, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as error:
+            return Unavailable(f"{type(error).__name__}: {error}")
+        answer = _json(response)
+        temporary = _temporary(response, answer, self.clock())
+        if temporary is not None:
+            return temporary
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if response.is_success and isinstance(data, dict) and data.get("dm_event_id"):
+            return Accepted(str(data["dm_event_id"]))
+        return _x_refusal(response, answer)
+
+
+class _Sender(Protocol):
+    async def send(self, order: ReplyDelivery) -> Outcome: ...
+
+
 class SocialSenders:
     """The ``ChannelSender`` of ingest-social: each order to its channel's sender, a few
     at a time."""
@@ -233,8 +301,9 @@ class SocialSenders:
         whatsapp: WhatsAppSender | None = None,
         telegram: TelegramSender | None = None,
         messenger: MessengerSender | None = None,
+        x: XSender | None = None,
     ) -> None:
-        self._senders: dict[Channel, WhatsAppSender | TelegramSender | MessengerSender] = {}
+        self._senders: dict[Channel, _Sender] = {}
         if whatsapp is not None:
             self._senders[Channel.WHATSAPP] = whatsapp
         if telegram is not None:
@@ -242,6 +311,8 @@ class SocialSenders:
         if messenger is not None:
             self._senders[Channel.MESSENGER] = messenger
             self._senders[Channel.INSTAGRAM] = messenger
+        if x is not None:
+            self._senders[Channel.X] = x
         self.channels = frozenset(self._senders)
 
     def planned_id(self, order: ReplyDelivery) -> str | None:  # noqa: ARG002 - no idempotency key
