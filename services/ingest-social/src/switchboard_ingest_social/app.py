@@ -148,7 +148,11 @@ def build(
     checks: list[ReadinessCheck] = [kafka_ready(broker)]
     liveness: list[ReadinessCheck] = []
     background: list[BackgroundTask] = []
+    on_start: list[Callable[[], Awaitable[None]]] = []
     on_stop: list[Callable[[], Awaitable[None]]] = []
+    if records is not None:
+        # Messenger's receipts by watermark find replies by recipient and time.
+        on_start.append(records.create_indexes)
     if client is not None:
         _, watch = subscribe_replies(
             ReplyConsumer(
@@ -189,6 +193,7 @@ def build(
         http_port=settings.http_port,
         broker=broker,
         background=background,
+        on_start=on_start,
         on_stop=on_stop,
     )
     return runtime, IngestSocial(settings, directory, registry, metrics, app)

@@ -49,8 +49,15 @@ from switchboard_common.contract import (
     ReplyDelivery,
 )
 from switchboard_common.kafka import Outgoing
-from switchboard_common.outbound import Accepted, Outcome, Refused, ReplyRecords, Unavailable
-from switchboard_ingest_social.normalise.common import ProviderStatus
+from switchboard_common.outbound import (
+    Accepted,
+    Outcome,
+    Refused,
+    ReplyRecords,
+    Unavailable,
+    recipient_key,
+)
+from switchboard_ingest_social.normalise.common import ProviderStatus, Watermark
 
 #: The collection of reply records (``_id`` = ``reply_id``).
 REPLIES = "social_replies"
@@ -346,13 +353,23 @@ REPORTED = {
 }
 
 
+#: Channels whose receipts may speak of every message up to a time (Messenger's
+#: watermarks): what was reported of a reply is noted, so a later receipt reports only
+#: what is new.
+WATERMARKED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM})
+
+
 class StatusReporter:
     """Provider statuses of Switchboard's own replies → ``support.delivery.updated``.
 
-    One read finds the replies (by provider message id); statuses of messages
-    Switchboard did not send, and ``sent``, are left to the caller to count as dropped.
-    The event id is the provider's message id and status, so a provider retrying its
-    webhook publishes nothing new.
+    Per channel of a webhook: one read finds the replies of the statuses that name a
+    message (by provider message id); one read finds those of receipts by watermark
+    (every reply to that person from that account handed over at or before it, not yet
+    reported so, nor read); on a watermarked channel, one write notes what was
+    reported. Statuses of messages Switchboard did not send, and ``sent``, are left to
+    the caller to count as dropped. The event id is the provider's message id and status
+    however the reply was found, so a provider retrying its webhook, or a receipt
+    repeating an earlier one, publishes nothing new.
     """
 
     def __init__(
@@ -366,35 +383,83 @@ class StatusReporter:
         self._clock = clock
 
     async def report(self, statuses: Sequence[ProviderStatus]) -> int:
-        """Publish what these statuses say of replies; return how many were reported."""
+        """Publish what these statuses say of replies; return how many statuses spoke
+        of at least one reply."""
         wanted = [s for s in statuses if s.status in REPORTED]
         outgoing: list[Outgoing] = []
+        spoke = 0
+        marks: dict[tuple[Channel, str], list[str]] = {}
         for channel in dict.fromkeys(s.channel for s in wanted):
             of_channel = [s for s in wanted if s.channel is channel]
-            replies = await self._records.replies_of(
-                channel, [s.provider_message_id for s in of_channel]
-            )
-            for status in of_channel:
-                found = replies.get(status.provider_message_id)
-                if found is None:
-                    continue
-                reply_id, conversation_id = found
-                failed = status.status == "failed"
-                error = DeliveryError(
-                    code=status.error_code or f"{channel.value}_failed",
-                    text=status.error_text or "the provider reported a failure",
-                )
-                event = DeliveryUpdated(
-                    reply_id=reply_id,
-                    conversation_id=conversation_id,
-                    channel=channel,
-                    status=REPORTED[status.status],
-                    provider_message_id=status.provider_message_id,
-                    error=error if failed else None,
-                    at=status.at or self._clock(),
-                )
-                event_id = f"{channel.value}:{status.provider_message_id}:{status.status}"
-                outgoing.append(Outgoing(OUTBOUND, conversation_id, event, event_id=event_id))
+            for status, replies in await self._replies(channel, of_channel):
+                spoke += bool(replies)
+                for reply in replies:
+                    outgoing.append(self._event(channel, status, reply))
+                    if channel in WATERMARKED:
+                        marks.setdefault((channel, status.status), []).append(reply.message)
         if outgoing:
             await self._publish(outgoing)
-        return len(outgoing)
+        for (channel, name), messages in marks.items():
+            await self._records.mark_reported(channel, name, messages)
+        return spoke
+
+    async def _replies(
+        self, channel: Channel, statuses: Sequence[ProviderStatus]
+    ) -> list[tuple[ProviderStatus, list[_Reply]]]:
+        """Each status with the replies it speaks of."""
+        named = [s.provider_message_id for s in statuses if s.provider_message_id]
+        by_id = await self._records.replies_of(channel, named) if named else {}
+        # The latest watermark per person: one query finds what every receipt needs.
+        latest: dict[str, datetime] = {}
+        for status in statuses:
+            if status.watermark is not None:
+                to = _to(channel, status.watermark)
+                latest[to] = max(latest.get(to, status.watermark.until), status.watermark.until)
+        # Nothing more is said of a reply once read: a "delivered" after it goes back.
+        by_time = await self._records.sent_before(latest, unless="read") if latest else {}
+        found: list[tuple[ProviderStatus, list[_Reply]]] = []
+        for status in statuses:
+            mark = status.watermark
+            replies: list[_Reply] = []
+            if mark is not None:
+                replies = [
+                    _Reply(sent.provider_message_id, sent.reply_id, sent.conversation_id)
+                    for sent in by_time.get(_to(channel, mark), [])
+                    if sent.handed_at <= mark.until and status.status not in sent.reported
+                ]
+            elif status.provider_message_id in by_id:
+                reply_id, conversation_id = by_id[status.provider_message_id]
+                replies = [_Reply(status.provider_message_id, reply_id, conversation_id)]
+            found.append((status, replies))
+        return found
+
+    def _event(self, channel: Channel, status: ProviderStatus, reply: _Reply) -> Outgoing:
+        failed = status.status == "failed"
+        error = DeliveryError(
+            code=status.error_code or f"{channel.value}_failed",
+            text=status.error_text or "the provider reported a failure",
+        )
+        event = DeliveryUpdated(
+            reply_id=reply.reply_id,
+            conversation_id=reply.conversation_id,
+            channel=channel,
+            status=REPORTED[status.status],
+            provider_message_id=reply.message,
+            error=error if failed else None,
+            at=status.at or self._clock(),
+        )
+        event_id = f"{channel.value}:{reply.message}:{status.status}"
+        return Outgoing(OUTBOUND, reply.conversation_id, event, event_id=event_id)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A reply a status speaks of: its provider message id, reply and conversation."""
+
+    message: str
+    reply_id: str
+    conversation_id: str
+
+
+def _to(channel: Channel, mark: Watermark) -> str:
+    return recipient_key(channel, mark.account, mark.recipient)
