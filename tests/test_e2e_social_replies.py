@@ -339,3 +339,57 @@ async def test_a_messenger_reply_reaches_the_person_and_a_refusal_says_why(
     assert gone.error == DeliveryError(
         code="messenger_551", text="(#551) This person isn't available right now."
     )
+
+
+async def test_messenger_receipts_take_a_reply_from_sent_to_delivered_to_read(
+    page_stack: Stack, messenger: LocalMessenger
+) -> None:
+    """Meta's delivery receipt names the message; its read receipt is a watermark: every
+    message the page sent the person at or before it. A reply sent after the watermark
+    stays unread, and a receipt Meta repeats publishes nothing new."""
+    psid = f"67{random.randrange(10**13):013d}"
+    body = messenger_text_webhook("Where is my refund?", page_id=PAGE_ID, psid=psid)
+    social = page_stack.url("ingest-social")
+    secret = TEST_SECRETS["META_APP_SECRET"]
+    assert (await post_meta_webhook(social, body, secret)).status_code == 200
+    messenger.customer_wrote(psid)
+    to_ana = await conversation(page_stack, f"messenger:{PAGE_ID}:{psid}")
+    async with TopicProbe(page_stack.kafka_bootstrap, page_stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        first = await helpdesk.request_reply(to_ana, "agent-7", "It left today.")
+        assert (await outcome(helpdesk, first.reply_id)).status is DeliveryStatus.SENT
+        later = await helpdesk.request_reply(to_ana, "agent-7", "Tracking: 4411.")
+        assert (await outcome(helpdesk, later.reply_id)).status is DeliveryStatus.SENT
+        sent_first, sent_later = messenger.to(psid)
+        receipts = [
+            messenger.receipt_webhook(sent_first, "delivered"),
+            messenger.receipt_webhook(sent_later, "delivered"),
+            messenger.receipt_webhook(sent_first, "read"),  # up to the first reply only
+        ]
+        for receipt in receipts:
+            answer = await post_meta_webhook(social, receipt, secret)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["published"] == 1, answer.text
+
+        async def reported() -> dict[str, list[DeliveryUpdated]] | None:
+            found = await helpdesk.deliveries()
+            done = len(found.get(first.reply_id, [])) >= 3
+            return found if done and len(found.get(later.reply_id, [])) >= 2 else None
+
+        found = await eventually(reported, what="the receipts as delivery updates")
+        # Meta repeats a receipt: what it says was reported already.
+        again = await post_meta_webhook(social, receipts[-1], secret)
+        assert again.status_code == 200, again.text
+        assert again.json()["published"] == 0, again.text
+        settled = await helpdesk.deliveries()
+    assert [s.status for s in found[first.reply_id]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.READ,
+    ]
+    assert {s.provider_message_id for s in found[first.reply_id]} == {sent_first.message_id}
+    assert [s.status for s in settled[later.reply_id]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+    ]
+    assert len(settled[first.reply_id]) == 3

@@ -326,6 +326,34 @@ def test_messenger_send_is_answered_and_recorded(messenger: LocalMessenger) -> N
     assert messenger.to("someone-else") == []
 
 
+def test_messenger_receipts_are_built_as_meta_sends_them(messenger: LocalMessenger) -> None:
+    messenger.customer_wrote(PSID)
+    before = int(time.time() * 1000)
+    assert send_messenger(messenger).status_code == 200
+    [sent] = messenger.sent
+    assert before <= sent.timestamp <= int(time.time() * 1000)
+
+    def event(body: bytes, obj: str) -> dict[str, Any]:
+        payload = json.loads(body)
+        assert payload["object"] == obj
+        [entry] = payload["entry"]
+        [receipt] = entry["messaging"]
+        assert entry["id"] == receipt["recipient"]["id"] == PAGE_ID
+        assert receipt["sender"]["id"] == PSID
+        assert receipt["timestamp"] >= sent.timestamp
+        found: dict[str, Any] = receipt
+        return found
+
+    delivered = event(messenger.receipt_webhook(sent, "delivered"), "page")
+    assert delivered["delivery"] == {"mids": [sent.message_id], "watermark": sent.timestamp}
+    read = event(messenger.receipt_webhook(sent, "read"), "page")
+    assert read["read"] == {"watermark": sent.timestamp}
+    seen = event(messenger.receipt_webhook(sent, "read", instagram=True), "instagram")
+    assert seen["read"] == {"mid": sent.message_id}
+    with pytest.raises(ValueError, match="Instagram"):
+        messenger.receipt_webhook(sent, "delivered", instagram=True)
+
+
 @pytest.mark.parametrize("in_query", [False, True])
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 def test_messenger_refuses_a_missing_or_wrong_token(

@@ -469,6 +469,8 @@ class MessengerMessage:
     messaging_type: str
     #: The message tag, for ``MESSAGE_TAG``.
     tag: str | None = None
+    #: When it was sent (unix ms): what receipts' watermarks are compared with.
+    timestamp: int = 0
 
 
 @dataclass(kw_only=True)
@@ -482,6 +484,38 @@ class LocalMessenger(_LocalGraph):
     def to(self, recipient_id: str) -> list[MessengerMessage]:
         with self.lock:
             return [m for m in self.sent if m.recipient_id == recipient_id]
+
+    def receipt_webhook(
+        self, sent: MessengerMessage, status: str, *, instagram: bool = False
+    ) -> bytes:
+        """The body of the webhook Meta would POST when the person got (``delivered``) or
+        read (``read``) ``sent``. Messenger's delivery names the message, with the
+        watermark of its time; its read is by watermark alone (everything sent at or
+        before ``sent``). Instagram's read names the message seen; Instagram sends no
+        delivery receipts."""
+        if status not in ("delivered", "read") or (instagram and status != "read"):
+            raise ValueError(
+                f"no {status!r} receipt on {'Instagram' if instagram else 'Messenger'}"
+            )
+        receipt: dict[str, Any]
+        if status == "delivered":
+            receipt = {"delivery": {"mids": [sent.message_id], "watermark": sent.timestamp}}
+        elif instagram:
+            receipt = {"read": {"mid": sent.message_id}}
+        else:
+            receipt = {"read": {"watermark": sent.timestamp}}
+        now = int(time.time() * 1000)
+        event = {
+            "sender": {"id": sent.recipient_id},
+            "recipient": {"id": sent.account},
+            "timestamp": now,
+            **receipt,
+        }
+        body = {
+            "object": "instagram" if instagram else "page",
+            "entry": [{"id": sent.account, "time": now, "messaging": [event]}],
+        }
+        return json.dumps(body).encode()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -548,6 +582,7 @@ class LocalMessenger(_LocalGraph):
                 message_id=_messenger_message_id(),
                 messaging_type=messaging_type,
                 tag=tag,
+                timestamp=int(time.time() * 1000),
             )
             self.sent.append(sent)
         return JSONResponse({"recipient_id": recipient_id, "message_id": sent.message_id})
