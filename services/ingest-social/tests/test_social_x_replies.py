@@ -123,7 +123,10 @@ async def test_a_rate_limit_is_waited_out_for_as_long_as_x_says(
 
 
 async def test_server_errors_and_lost_connections_are_for_later() -> None:
-    assert await send(answer(503, {"title": "Service Unavailable"})) == Unavailable("HTTP 503")
+    # X sends its rate-limit headers with every answer: an outage is no used-up window.
+    reset = {"x-rate-limit-reset": str(int(NOW) + 900), "x-rate-limit-remaining": "180"}
+    outage = answer(503, {"title": "Service Unavailable"}, reset)
+    assert await send(outage) == Unavailable("HTTP 503")
 
     def refused(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)

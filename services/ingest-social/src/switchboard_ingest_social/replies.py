@@ -73,9 +73,10 @@ def _retry_after(response: httpx.Response, body: Any, now: float | None = None) 
         parameters = body.get("parameters")
         if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"), int):
             return float(parameters["retry_after"])
-    # X says when its rate-limit window ends (epoch seconds), not how long to wait.
+    # X says when its rate-limit window ends (epoch seconds), not how long to wait; it
+    # sends the header with every answer, but only a 429 means the window is used up.
     reset = response.headers.get("x-rate-limit-reset")
-    if reset and reset.strip().isdigit():
+    if response.status_code == 429 and reset and reset.strip().isdigit():
         return max(0.0, float(reset) - (time.time() if now is None else now))
     return None
 
