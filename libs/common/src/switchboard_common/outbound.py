@@ -219,7 +219,8 @@ class ReplyRecords:
                 "to": {"$in": sorted(watermarks)},
                 "handed_at": {"$lte": max(watermarks.values())},
                 "reported": {"$ne": unless},
-            }
+            },
+            sort=[("handed_at", ASCENDING)],  # reported in the order they were sent
         )
         found: dict[str, list[SentReply]] = {}
         async for document in cursor:
