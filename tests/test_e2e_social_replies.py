@@ -1,9 +1,9 @@
-"""Agent replies on WhatsApp and Telegram, end to end: a customer writes through the
-provider's signed webhook, a frontend publishes ``support.reply.requested``, and the reply
-reaches a local server implementing the provider's documented send API — through a 429
-with ``Retry-After``, and with the provider's refusal (a user who blocked the bot) as a
-``failed`` status. The router and ingest-social run as separate processes on real Kafka
-and the database."""
+"""Agent replies on WhatsApp, Messenger, X and Telegram, end to end: a customer writes
+through the provider's signed webhook, a frontend publishes ``support.reply.requested``, and
+the reply reaches a local server implementing the provider's documented send API — through
+a 429 with ``Retry-After``, and with the provider's refusal (a user who blocked the bot, an
+X user who takes no direct messages) as a ``failed`` status. The router and ingest-social
+run as separate processes on real Kafka and the database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from switchboard_common.contract import DeliveryError, DeliveryStatus, DeliveryUpdated
+from switchboard_common.contract import (
+    CONVERSATION_EVENTS,
+    DeliveryError,
+    DeliveryStatus,
+    DeliveryUpdated,
+    ReplySent,
+)
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.kafka_probe import TopicProbe
@@ -27,16 +33,18 @@ from switchboard_devtools.frontend import (
     messenger_text_webhook,
     post_meta_webhook,
 )
-from switchboard_devtools.providers import LocalMessenger, LocalTelegram, LocalWhatsApp
+from switchboard_devtools.providers import LocalMessenger, LocalTelegram, LocalWhatsApp, LocalX
 
 pytestmark = pytest.mark.e2e
 
 PHONE_NUMBER_ID = "106540352242922"  # the business number customers write to
 PAGE_ID = "108457628476532"  # the Facebook page customers write to
+X_ACCOUNT = "4337869213"  # the X account customers write to (x_dm_webhook's for_user_id)
 #: Fresh per run: nothing that looks like a credential is kept in the repository.
 WHATSAPP_TOKEN = secrets.token_urlsafe(24)
 BOT_TOKEN = f"7012345678:{secrets.token_urlsafe(24)}"
 PAGE_TOKEN = secrets.token_urlsafe(24)
+X_TOKEN = secrets.token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,15 @@ def messenger() -> Iterator[LocalMessenger]:
 
 
 @pytest.fixture(scope="module")
-def stack(infra: Infra, whatsapp: LocalWhatsApp, telegram: LocalTelegram) -> Iterator[Stack]:
+def x() -> Iterator[LocalX]:
+    with LocalX.started(tokens={X_ACCOUNT: X_TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(
+    infra: Infra, whatsapp: LocalWhatsApp, telegram: LocalTelegram, x: LocalX
+) -> Iterator[Stack]:
     with running_stack(
         infra.kafka_bootstrap,
         infra.mongodb_url,
@@ -70,6 +86,8 @@ def stack(infra: Infra, whatsapp: LocalWhatsApp, telegram: LocalTelegram) -> Ite
             "WHATSAPP_ACCESS_TOKEN": WHATSAPP_TOKEN,
             "TELEGRAM_API_URL": telegram.url,
             "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+            "X_API_URL": x.url,
+            "X_ACCESS_TOKEN": X_TOKEN,
             "INGEST_SOCIAL_OUTBOUND_RETRY_SECONDS": "0.2",
         },
     ) as running:
@@ -85,6 +103,8 @@ def customer(stack: Stack) -> Customer:
         meta_secret=TEST_SECRETS["META_APP_SECRET"],
         telegram_user_id=random.randrange(10**8, 10**9),
         telegram_token=TEST_SECRETS["TELEGRAM_SECRET_TOKEN"],
+        x_user_id=str(random.randrange(10**17, 10**19)),
+        x_secret=TEST_SECRETS["X_CONSUMER_SECRET"],
     )
 
 
@@ -158,6 +178,51 @@ async def test_a_telegram_reply_reaches_the_chat_and_a_blocked_bot_fails_clearly
         code="telegram_403", text="Forbidden: bot was blocked by the user"
     )
     assert telegram.to(str(bob.telegram_user_id)) == []
+
+
+async def test_an_x_reply_reaches_the_customer_through_a_rate_limit_and_a_closed_dm_fails(
+    stack: Stack, x: LocalX
+) -> None:
+    ana, bob = customer(stack), customer(stack)
+    for person in (ana, bob):
+        answer = await person.x_dm("Hi, my order never arrived.")
+        assert answer.status_code == 200, answer.text
+    assert ana.x_user_id is not None
+    assert bob.x_user_id is not None
+    # X user ids are global: identities are not filed under the account written to.
+    to_ana = await conversation(stack, f"x:{ana.x_user_id}")
+    to_bob = await conversation(stack, f"x:{bob.x_user_id}")
+    x.closed.add(bob.x_user_id)  # Bob takes direct messages from people he follows only
+    x.throttle = 1  # the first try gets 429 with Retry-After and x-rate-limit-reset
+    async with TopicProbe(stack.kafka_bootstrap, stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        sent = await helpdesk.request_reply(to_ana, "agent-7", "A new one ships today.")
+        refused = await helpdesk.request_reply(to_bob, "agent-7", "Could you check?")
+        ok, gone = await outcome(helpdesk, sent.reply_id), await outcome(helpdesk, refused.reply_id)
+
+        async def replied() -> list[ReplySent] | None:
+            found = [
+                e
+                for _, e in await probe.read_events(CONVERSATION_EVENTS, timeout=1.0)
+                if isinstance(e, ReplySent) and e.conversation_id in (to_ana, to_bob)
+            ]
+            return found or None
+
+        replies_sent = await eventually(replied, what="support.reply.sent of the X reply")
+    assert ok.status is DeliveryStatus.SENT, ok
+    assert x.throttle == 0, "the rate limit was met and waited out"
+    [message] = x.to(ana.x_user_id)
+    assert (message.text, message.sender_id, message.dm_event_id) == (
+        "A new one ships today.",
+        X_ACCOUNT,
+        ok.provider_message_id,
+    )
+    assert ok.channel is not None
+    assert ok.channel.value == "x"
+    assert [(r.conversation_id, r.agent_id) for r in replies_sent] == [(to_ana, "agent-7")]
+    assert gone.status is DeliveryStatus.FAILED
+    assert gone.error == DeliveryError(code="x_403", text="You cannot send messages to this user.")
+    assert x.to(bob.x_user_id) == []
 
 
 async def test_a_reply_too_long_for_whatsapp_is_refused_before_it_is_sent(
@@ -274,3 +339,57 @@ async def test_a_messenger_reply_reaches_the_person_and_a_refusal_says_why(
     assert gone.error == DeliveryError(
         code="messenger_551", text="(#551) This person isn't available right now."
     )
+
+
+async def test_messenger_receipts_take_a_reply_from_sent_to_delivered_to_read(
+    page_stack: Stack, messenger: LocalMessenger
+) -> None:
+    """Meta's delivery receipt names the message; its read receipt is a watermark: every
+    message the page sent the person at or before it. A reply sent after the watermark
+    stays unread, and a receipt Meta repeats publishes nothing new."""
+    psid = f"67{random.randrange(10**13):013d}"
+    body = messenger_text_webhook("Where is my refund?", page_id=PAGE_ID, psid=psid)
+    social = page_stack.url("ingest-social")
+    secret = TEST_SECRETS["META_APP_SECRET"]
+    assert (await post_meta_webhook(social, body, secret)).status_code == 200
+    messenger.customer_wrote(psid)
+    to_ana = await conversation(page_stack, f"messenger:{PAGE_ID}:{psid}")
+    async with TopicProbe(page_stack.kafka_bootstrap, page_stack.topics) as probe:
+        helpdesk = Helpdesk(probe)
+        first = await helpdesk.request_reply(to_ana, "agent-7", "It left today.")
+        assert (await outcome(helpdesk, first.reply_id)).status is DeliveryStatus.SENT
+        later = await helpdesk.request_reply(to_ana, "agent-7", "Tracking: 4411.")
+        assert (await outcome(helpdesk, later.reply_id)).status is DeliveryStatus.SENT
+        sent_first, sent_later = messenger.to(psid)
+        receipts = [
+            messenger.receipt_webhook(sent_first, "delivered"),
+            messenger.receipt_webhook(sent_later, "delivered"),
+            messenger.receipt_webhook(sent_first, "read"),  # up to the first reply only
+        ]
+        for receipt in receipts:
+            answer = await post_meta_webhook(social, receipt, secret)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["published"] == 1, answer.text
+
+        async def reported() -> dict[str, list[DeliveryUpdated]] | None:
+            found = await helpdesk.deliveries()
+            done = len(found.get(first.reply_id, [])) >= 3
+            return found if done and len(found.get(later.reply_id, [])) >= 2 else None
+
+        found = await eventually(reported, what="the receipts as delivery updates")
+        # Meta repeats a receipt: what it says was reported already.
+        again = await post_meta_webhook(social, receipts[-1], secret)
+        assert again.status_code == 200, again.text
+        assert again.json()["published"] == 0, again.text
+        settled = await helpdesk.deliveries()
+    assert [s.status for s in found[first.reply_id]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.READ,
+    ]
+    assert {s.provider_message_id for s in found[first.reply_id]} == {sent_first.message_id}
+    assert [s.status for s in settled[later.reply_id]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+    ]
+    assert len(settled[first.reply_id]) == 3

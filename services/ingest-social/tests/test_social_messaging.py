@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -11,12 +12,14 @@ from switchboard_common.contract import Channel, SenderKind
 from switchboard_devtools.testing.social import IG_ACCOUNT, PAGE, RECEIVED_AT
 from switchboard_ingest_social.accounts import AccountDirectory
 from switchboard_ingest_social.normalise import Dropped, normalise_meta
+from switchboard_ingest_social.normalise.common import ProviderStatus, Watermark, from_unix_ms
 
 pytestmark = pytest.mark.unit
 
 Payload = Callable[[str], dict[str, Any]]
 PSID = "6712345678901234"
 IGSID = "1254459154682919"
+MID = "m_1457764197618:41d102a3e1ae206a38"  # the page's message in messenger_echo
 
 
 def test_messenger_text_reply(payload: Payload, directory: AccountDirectory) -> None:
@@ -56,12 +59,73 @@ def test_messenger_postback(payload: Payload, directory: AccountDirectory) -> No
     assert first.message_id.startswith(f"messenger:postback:{PAGE}:{PSID}:")
 
 
-def test_messenger_echo_delivery_and_read_are_dropped(
+def test_messenger_echoes_are_dropped_and_receipts_become_statuses(
     payload: Payload, directory: AccountDirectory
 ) -> None:
     result = normalise_meta(payload("messenger_echo"), directory, RECEIVED_AT)
     assert result.messages == []
-    assert result.dropped == {("messenger", Dropped.ECHO): 1, ("messenger", Dropped.STATUS): 2}
+    assert result.dropped == {("messenger", Dropped.ECHO): 1}
+    assert result.accounts == {(Channel.MESSENGER, PAGE)}
+    # The delivery names its message; the read is by watermark: every message the page
+    # sent the person at or before it.
+    assert result.statuses == [
+        ProviderStatus(Channel.MESSENGER, MID, "delivered", from_unix_ms(1749416521000)),
+        ProviderStatus(
+            Channel.MESSENGER,
+            None,
+            "read",
+            from_unix_ms(1749416522000),
+            watermark=Watermark(PAGE, PSID, at_ms(1749416520611)),
+        ),
+    ]
+
+
+def at_ms(millis: int) -> datetime:
+    at = from_unix_ms(millis)
+    assert at is not None
+    return at
+
+
+def _receipt(channel: str, account: str, person: str, **fields: Any) -> dict[str, Any]:
+    event = {"sender": {"id": person}, "recipient": {"id": account}, **fields}
+    return {"object": channel, "entry": [{"id": account, "time": 1, "messaging": [event]}]}
+
+
+def test_a_delivery_without_message_ids_is_by_watermark(directory: AccountDirectory) -> None:
+    delivery = {"watermark": 1749416520611}
+    result = normalise_meta(_receipt("page", PAGE, PSID, delivery=delivery), directory, RECEIVED_AT)
+    [status] = result.statuses
+    assert (status.provider_message_id, status.status, status.at) == (None, "delivered", None)
+    assert status.watermark == Watermark(PAGE, PSID, at_ms(1749416520611))
+    assert result.dropped == {}
+
+
+def test_a_delivery_of_several_messages_is_one_status_each(directory: AccountDirectory) -> None:
+    delivery = {"mids": ["m_1", "m_2"], "watermark": 1749416520611}
+    body = _receipt("page", PAGE, PSID, timestamp=1749416521000, delivery=delivery)
+    statuses = normalise_meta(body, directory, RECEIVED_AT).statuses
+    assert [(s.provider_message_id, s.status, s.watermark) for s in statuses] == [
+        ("m_1", "delivered", None),
+        ("m_2", "delivered", None),
+    ]
+
+
+def test_an_instagram_read_names_the_message_seen(directory: AccountDirectory) -> None:
+    body = _receipt("instagram", IG_ACCOUNT, IGSID, timestamp=1749416522000, read={"mid": MID})
+    result = normalise_meta(body, directory, RECEIVED_AT)
+    assert result.statuses == [
+        ProviderStatus(Channel.INSTAGRAM, MID, "read", from_unix_ms(1749416522000))
+    ]
+    assert result.accounts == {(Channel.INSTAGRAM, IG_ACCOUNT)}
+
+
+@pytest.mark.parametrize("receipt", [{"delivery": {}}, {"read": {}}, {"delivery": {"mids": []}}])
+def test_a_receipt_naming_nothing_is_dropped_as_a_status(
+    directory: AccountDirectory, receipt: dict[str, Any]
+) -> None:
+    result = normalise_meta(_receipt("page", PAGE, PSID, **receipt), directory, RECEIVED_AT)
+    assert (result.statuses, result.messages) == ([], [])
+    assert result.dropped == {("messenger", Dropped.STATUS): 1}
 
 
 def _event(payload: Payload, **fields: Any) -> dict[str, Any]:

@@ -66,3 +66,18 @@ def test_invalid_limits_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_SOCIAL_CRC_PER_MINUTE", "0")
     with pytest.raises(SettingsError, match="INGEST_SOCIAL_CRC_PER_MINUTE"):
         IngestSocialSettings.load()
+
+
+def test_x_replies_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_ENV", "dev")
+    monkeypatch.delenv("X_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("X_API_URL", raising=False)
+    settings = IngestSocialSettings.load()
+    assert (settings.x_access_token, settings.x_api_url) == (None, "https://api.x.com")
+    monkeypatch.setenv("X_ACCESS_TOKEN", "value-of-X_ACCESS_TOKEN")
+    monkeypatch.setenv("X_API_URL", "http://127.0.0.1:9")
+    settings = IngestSocialSettings.load()
+    assert settings.x_access_token is not None
+    assert settings.x_access_token.get_secret_value() == "value-of-X_ACCESS_TOKEN"
+    assert settings.x_api_url == "http://127.0.0.1:9"
+    assert "value-of-X_ACCESS_TOKEN" not in repr(settings)

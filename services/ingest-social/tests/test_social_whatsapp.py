@@ -90,7 +90,7 @@ def test_statuses_are_kept_for_the_reply_records_not_published_as_messages(
         (Channel.WHATSAPP, "delivered", None),
         (Channel.WHATSAPP, "read", None),
     ]
-    assert all(s.provider_message_id.startswith("wamid.") for s in result.statuses)
+    assert all((s.provider_message_id or "").startswith("wamid.") for s in result.statuses)
     assert result.accounts == {(Channel.WHATSAPP, WHATSAPP_NUMBER)}
 
 

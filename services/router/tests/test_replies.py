@@ -26,6 +26,7 @@ from switchboard_devkit.testing.builders import T0
 from switchboard_router.assignment.policy import PolicyError, parse_policy
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline import acknowledgement_policy
+from switchboard_router.timeline import replies as replies_module
 from switchboard_router.timeline.replies import (
     MAX_REFERENCES,
     TEXT_LIMITS,
@@ -124,14 +125,39 @@ def test_a_reply_over_the_channels_limit_is_refused_not_split() -> None:
     assert isinstance(just_right, ReplyDelivery)
 
 
-@pytest.mark.parametrize("channel", [c for c in Channel if c not in TEXT_LIMITS])
-def test_a_channel_switchboard_cannot_send_on_yet_fails_clearly(channel: Channel) -> None:
-    planned = plan_reply(
-        request(), conversation(channel, identity=f"{channel.value}:123"), None, NOW
-    )
+def test_every_channel_can_be_replied_on() -> None:
+    assert set(TEXT_LIMITS) == set(Channel)
+
+
+def test_a_channel_switchboard_cannot_send_on_yet_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every channel has a sender today; a channel added to the contract before its
+    # sender has no text limit, and is refused by name.
+    limits = {c: n for c, n in TEXT_LIMITS.items() if c is not Channel.X}
+    monkeypatch.setattr(replies_module, "TEXT_LIMITS", limits)
+    planned = plan_reply(request(), conversation(Channel.X, identity="x:123"), None, NOW)
     assert failure(planned) == "channel_not_supported"
     assert isinstance(planned, DeliveryUpdated)
-    assert planned.channel is channel
+    assert planned.channel is Channel.X
+
+
+def test_an_x_reply_goes_to_the_user_from_the_account_they_wrote_to_at_any_time() -> None:
+    x = conversation(
+        Channel.X,
+        identity="x:1456789012345678901",
+        account="4337869213",
+        subject=None,
+        last_message_at=NOW - timedelta(days=30),  # X keeps no reply window
+    )
+    planned = plan_reply(request("x" * 10_000), x, None, NOW)
+    assert isinstance(planned, ReplyDelivery)
+    assert (planned.channel, planned.recipient, planned.account) == (
+        Channel.X,
+        "1456789012345678901",
+        "4337869213",
+    )
+    assert failure(plan_reply(request("x" * 10_001), x, None, NOW)) == "text_too_long"
 
 
 @pytest.mark.parametrize(

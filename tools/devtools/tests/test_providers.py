@@ -1,5 +1,5 @@
-"""The local WhatsApp Cloud API, Messenger Send API and Telegram Bot API answer as the real
-ones document."""
+"""The local WhatsApp Cloud API, Messenger Send API, Telegram Bot API and X API v2 direct
+messages answer as the real ones document."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard_devtools.providers import LocalMessenger, LocalTelegram, LocalWhatsApp
+from switchboard_devtools.providers import (
+    X_MAX_TEXT,
+    LocalMessenger,
+    LocalTelegram,
+    LocalWhatsApp,
+    LocalX,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +31,9 @@ PAGE_TOKEN = "page-token-1"  # noqa: S105 - a made-up token
 OTHER_PAGE_ID = "178239465017263"
 OTHER_PAGE_TOKEN = "page-token-2"  # noqa: S105 - a made-up token
 PSID = "6543210987654321"
+X_ACCOUNT = "4337869213"
+X_TOKEN = "x-user-context-token-1"  # noqa: S105 - a made-up token
+X_USER = "1456789012345678901"
 OUTSIDE_WINDOW = {
     "message": "(#10) This message is sent outside of allowed window. Learn more about the new "
     "policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview",
@@ -317,6 +326,34 @@ def test_messenger_send_is_answered_and_recorded(messenger: LocalMessenger) -> N
     assert messenger.to("someone-else") == []
 
 
+def test_messenger_receipts_are_built_as_meta_sends_them(messenger: LocalMessenger) -> None:
+    messenger.customer_wrote(PSID)
+    before = int(time.time() * 1000)
+    assert send_messenger(messenger).status_code == 200
+    [sent] = messenger.sent
+    assert before <= sent.timestamp <= int(time.time() * 1000)
+
+    def event(body: bytes, obj: str) -> dict[str, Any]:
+        payload = json.loads(body)
+        assert payload["object"] == obj
+        [entry] = payload["entry"]
+        [receipt] = entry["messaging"]
+        assert entry["id"] == receipt["recipient"]["id"] == PAGE_ID
+        assert receipt["sender"]["id"] == PSID
+        assert receipt["timestamp"] >= sent.timestamp
+        found: dict[str, Any] = receipt
+        return found
+
+    delivered = event(messenger.receipt_webhook(sent, "delivered"), "page")
+    assert delivered["delivery"] == {"mids": [sent.message_id], "watermark": sent.timestamp}
+    read = event(messenger.receipt_webhook(sent, "read"), "page")
+    assert read["read"] == {"watermark": sent.timestamp}
+    seen = event(messenger.receipt_webhook(sent, "read", instagram=True), "instagram")
+    assert seen["read"] == {"mid": sent.message_id}
+    with pytest.raises(ValueError, match="Instagram"):
+        messenger.receipt_webhook(sent, "delivered", instagram=True)
+
+
 @pytest.mark.parametrize("in_query", [False, True])
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 def test_messenger_refuses_a_missing_or_wrong_token(
@@ -519,3 +556,121 @@ def test_telegram_rate_limit_answers_429_until_the_throttle_is_used_up(
     }
     assert send_telegram(telegram).status_code == 200
     assert len(telegram.sent) == 1
+
+
+# ---------------------------------------------------------------- X
+
+
+@pytest.fixture(scope="module")
+def x_server() -> Iterator[LocalX]:
+    with LocalX.started(tokens={X_ACCOUNT: X_TOKEN}) as x:
+        yield x
+
+
+@pytest.fixture
+def x(x_server: LocalX) -> LocalX:
+    with x_server.lock:
+        x_server.sent.clear()
+        x_server.closed.clear()
+    x_server.throttle, x_server.retry_after = 0, 1
+    return x_server
+
+
+def send_x(
+    x: LocalX, body: Any = None, *, token: str | None = X_TOKEN, participant: str = X_USER
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.post(
+        f"{x.url}/2/dm_conversations/with/{participant}/messages",
+        json={"text": "Your refund is on its way."} if body is None else body,
+        headers=headers,
+    )
+
+
+def test_x_direct_message_is_created_and_recorded(x: LocalX) -> None:
+    first, second = send_x(x), send_x(x, {"text": "Tracking: 4411."})
+    assert first.status_code == second.status_code == 201
+    data = first.json()["data"]
+    assert data["dm_conversation_id"] == f"{X_ACCOUNT}-{X_USER}"  # lower id first
+    assert data["dm_event_id"].isdigit()
+    assert int(second.json()["data"]["dm_event_id"]) > int(data["dm_event_id"])
+    assert [(m.sender_id, m.participant_id, m.text) for m in x.to(X_USER)] == [
+        (X_ACCOUNT, X_USER, "Your refund is on its way."),
+        (X_ACCOUNT, X_USER, "Tracking: 4411."),
+    ]
+    assert x.sent[0].dm_event_id == data["dm_event_id"]
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+def test_x_refuses_a_missing_or_wrong_token(x: LocalX, token: str | None) -> None:
+    response = send_x(x, token=token)
+    assert response.status_code == 401
+    assert response.json() == {
+        "title": "Unauthorized",
+        "type": "about:blank",
+        "status": 401,
+        "detail": "Unauthorized",
+    }
+    assert x.sent == []
+
+
+@pytest.mark.parametrize(
+    ("body", "participant", "parameter", "message"),
+    [
+        ({"text": "x" * (X_MAX_TEXT + 1)}, X_USER, "text", "text must be at most 10000 characters"),
+        ({"text": "  "}, X_USER, "text", "text or attachments must be provided"),
+        ({}, X_USER, "text", "text or attachments must be provided"),
+        (
+            {"text": "Hi"},
+            "jack",
+            "participant_id",
+            "The `participant_id` query parameter value [jack] is not valid",
+        ),
+    ],
+)
+def test_x_refuses_invalid_requests_naming_the_parameter(
+    x: LocalX, body: dict[str, Any], participant: str, parameter: str, message: str
+) -> None:
+    response = send_x(x, body, participant=participant)
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["type"] == "https://api.twitter.com/2/problems/invalid-request"
+    assert problem["title"] == "Invalid Request"
+    [error] = problem["errors"]
+    assert (list(error["parameters"]), error["message"]) == ([parameter], message)
+    assert x.sent == []
+
+
+def test_x_takes_the_longest_text(x: LocalX) -> None:
+    assert send_x(x, {"text": "x" * X_MAX_TEXT}).status_code == 201
+
+
+def test_x_user_who_takes_no_direct_messages_is_forbidden(x: LocalX) -> None:
+    x.closed.add(X_USER)
+    response = send_x(x)
+    assert response.status_code == 403
+    assert response.json() == {
+        "title": "Forbidden",
+        "type": "about:blank",
+        "status": 403,
+        "detail": "You cannot send messages to this user.",
+    }
+    assert x.sent == []
+
+
+def test_x_rate_limit_answers_429_with_the_reset_until_the_throttle_is_used_up(
+    x: LocalX,
+) -> None:
+    x.throttle, x.retry_after = 2, 9
+    for _ in range(2):
+        before = int(time.time())
+        response = send_x(x)
+        assert response.status_code == 429
+        assert response.json()["status"] == 429
+        assert response.headers["Retry-After"] == "9"
+        assert response.headers["x-rate-limit-remaining"] == "0"
+        reset = int(response.headers["x-rate-limit-reset"])
+        assert before + 9 <= reset <= int(time.time()) + 9
+    assert send_x(x).status_code == 201
+    assert x.throttle == 0
+    assert len(x.sent) == 1

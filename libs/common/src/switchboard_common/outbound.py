@@ -17,6 +17,10 @@ with ``Retry-After``, no connection). ``ReplyDispatcher`` is the batch handler a
    ``failed`` with the provider's code and text) and, when sent,
    ``support.reply.sent``; a refusal is also dead-lettered, once.
 
+Each sent reply can later be found by its provider message id (``replies_of``), or by
+its recipient and the time its attempt began (``sent_before``: receipts that say "every
+message up to this time", such as Messenger's watermarks).
+
 Replies still unavailable after the last round fail the batch, which is redelivered:
 nothing is lost while a provider is away. The window the records leave: a process that
 dies after the provider accepted a reply and before its record says so hands it over
@@ -28,15 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pymongo import UpdateOne
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from switchboard_common.bulk import find_by_ids, insert_new
@@ -124,6 +129,26 @@ class ReplyRecord:
     error: DeliveryError | None = None
 
 
+def recipient_key(channel: Channel, account: str | None, recipient: str) -> str:
+    """Who a reply went to, as the reply records keep it: a digest of the channel, the
+    account it was sent from and the recipient, so the records hold no customer address
+    yet a receipt naming that person on that account finds their replies."""
+    return hashlib.sha256(f"{channel.value}\x00{account or ''}\x00{recipient}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SentReply:
+    """A reply the provider took, as a receipt finds it."""
+
+    provider_message_id: str
+    reply_id: str
+    conversation_id: str
+    #: When the attempt that sent it began (no later than the provider's send time).
+    handed_at: datetime
+    #: The statuses already reported of it (``mark_reported``).
+    reported: frozenset[str] = frozenset()
+
+
 class ReplyRecords:
     """One document per reply (``_id`` = ``reply_id``) in the service's own collection;
     a fixed number of commands per batch."""
@@ -131,8 +156,15 @@ class ReplyRecords:
     def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
         self._replies = db[collection]
         # ``<channel>:<provider message id>`` -> the reply: how a provider's later status
-        # (delivered, read, failed) finds its reply, by ``_id``.
+        # (delivered, read, failed) finds its reply, by ``_id``; and, by ``to`` and
+        # ``handed_at``, how a receipt up to a time (Messenger's watermarks) finds them.
         self._by_provider_id = db[f"{collection}_by_provider_id"]
+
+    async def create_indexes(self) -> None:
+        """The index receipts by recipient and time are looked up with (``sent_before``)."""
+        await self._by_provider_id.create_index(
+            [("to", ASCENDING), ("handed_at", ASCENDING)], name="to_handed_at"
+        )
 
     async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
         found: dict[str, ReplyRecord] = {}
@@ -173,14 +205,66 @@ class ReplyRecords:
             for key, document in (await find_by_ids(self._by_provider_id, keys)).items()
         }
 
-    async def finish(self, finished: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
+    async def sent_before(
+        self, watermarks: Mapping[str, datetime], *, unless: str
+    ) -> dict[str, list[SentReply]]:
+        """For each ``recipient_key`` its replies handed to the provider at or before its
+        watermark, except those already reported ``unless`` (one query for them all).
+
+        ``handed_at`` is when the attempt that sent a reply began: never after the
+        provider's own send time, so a watermark equal to that time finds the reply."""
+        if not watermarks:
+            return {}
+        cursor = self._by_provider_id.find(
+            {
+                "to": {"$in": sorted(watermarks)},
+                "handed_at": {"$lte": max(watermarks.values())},
+                "reported": {"$ne": unless},
+            },
+            sort=[("handed_at", ASCENDING)],  # reported in the order they were sent
+        )
+        found: dict[str, list[SentReply]] = {}
+        async for document in cursor:
+            to = document["to"]
+            if document["handed_at"] > watermarks[to]:
+                continue
+            found.setdefault(to, []).append(
+                SentReply(
+                    provider_message_id=str(document["_id"]).split(":", 1)[1],
+                    reply_id=document["reply_id"],
+                    conversation_id=document["conversation_id"],
+                    handed_at=document["handed_at"],
+                    reported=frozenset(document.get("reported", ())),
+                )
+            )
+        return found
+
+    async def mark_reported(
+        self, channel: Channel, status: str, provider_message_ids: Sequence[str]
+    ) -> None:
+        """Note that ``status`` was reported for these replies, so that later receipts
+        up to a watermark do not report it again (one write)."""
+        if provider_message_ids:
+            keys = [f"{channel.value}:{i}" for i in provider_message_ids]
+            await self._by_provider_id.update_many(
+                {"_id": {"$in": keys}}, {"$addToSet": {"reported": status}}
+            )
+
+    async def finish(
+        self,
+        finished: Sequence[tuple[ReplyRecord, ReplyDelivery]],
+        handed_at: datetime | None = None,
+    ) -> None:
         """Record the outcomes (one bulk write) and where each sent one can be found
-        by its provider id (one insert)."""
+        by its provider id, or by its recipient and ``handed_at`` (when the attempt that
+        sent it began; its record's time when not given) (one insert)."""
         index = [
             {
                 "_id": f"{order.channel.value}:{record.provider_message_id}",
                 "reply_id": record.reply_id,
                 "conversation_id": order.conversation_id,
+                "to": recipient_key(order.channel, order.account, order.recipient),
+                "handed_at": handed_at or record.at,
             }
             for record, order in finished
             if record.status == "sent" and record.provider_message_id
@@ -336,6 +420,7 @@ class ReplyDispatcher:
         left = pending
         reasons: list[str] = []
         for attempt in range(self._attempts):
+            handed_at = self._clock()
             outcomes = await self._send([order for _, order in left])
             retry: list[tuple[Delivery, ReplyDelivery]] = []
             waits: list[float] = []
@@ -352,7 +437,7 @@ class ReplyDispatcher:
                 self._metrics.replies.labels(order.channel.value, record.status).inc()
                 self._metrics.queued.labels(order.channel.value).dec()
                 queued[order.channel.value] -= 1
-            await self._records.finish(done)
+            await self._records.finish(done, handed_at)
             if not retry:
                 return handed, []
             left = retry

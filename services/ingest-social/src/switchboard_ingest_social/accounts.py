@@ -60,7 +60,7 @@ class _AccountEntry(BaseModel):
     tenant: str | None = Field(None, min_length=1, max_length=128)
     secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     #: The variable holding what replies from this account are sent with (a WhatsApp
-    #: access token, a Telegram bot token).
+    #: access token, a page access token, an X user-context token, a Telegram bot token).
     send_token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 

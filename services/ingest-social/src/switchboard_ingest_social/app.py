@@ -5,7 +5,8 @@ CloudEvents id = ``message_id``). Serves the webhooks under ``/webhooks/...`` pl
 ``/healthz``, ``/readyz`` (Kafka reachable; the database too when replies are on) and
 ``/metrics``.
 
-With a send token (WhatsApp, a Messenger/Instagram page, a Telegram bot), agent replies:
+With a send token (WhatsApp, a Messenger/Instagram page, an X account, a Telegram bot),
+agent replies:
 group ``ingest-social-replies`` reads ``switchboard.router.reply-deliveries.v1`` (orders
 of those channels), sends them through the providers' APIs (``replies.SocialSenders`` under
 the shared dispatcher, records in ``social_replies``) and writes
@@ -53,6 +54,7 @@ from switchboard_ingest_social.replies import (
     StatusReporter,
     TelegramSender,
     WhatsAppSender,
+    XSender,
 )
 from switchboard_ingest_social.settings import IngestSocialSettings
 from switchboard_ingest_social.webhooks import WebhookApi, webhook_router
@@ -146,7 +148,11 @@ def build(
     checks: list[ReadinessCheck] = [kafka_ready(broker)]
     liveness: list[ReadinessCheck] = []
     background: list[BackgroundTask] = []
+    on_start: list[Callable[[], Awaitable[None]]] = []
     on_stop: list[Callable[[], Awaitable[None]]] = []
+    if records is not None:
+        # Messenger's receipts by watermark find replies by recipient and time.
+        on_start.append(records.create_indexes)
     if client is not None:
         _, watch = subscribe_replies(
             ReplyConsumer(
@@ -187,6 +193,7 @@ def build(
         http_port=settings.http_port,
         broker=broker,
         background=background,
+        on_start=on_start,
         on_stop=on_stop,
     )
     return runtime, IngestSocial(settings, directory, registry, metrics, app)
@@ -232,7 +239,17 @@ def social_senders(
             default_token=page_default.get_secret_value() if page_default else None,
             client=http,
         )
-    return SocialSenders(whatsapp=whatsapp, telegram=telegram, messenger=messenger)
+    x_default = settings.x_access_token
+    x_accounts = directory.send_tokens(Channel.X)
+    x = None
+    if x_default is not None or x_accounts:
+        x = XSender(
+            base_url=settings.x_api_url,
+            tokens=x_accounts,
+            default_token=x_default.get_secret_value() if x_default else None,
+            client=http,
+        )
+    return SocialSenders(whatsapp=whatsapp, telegram=telegram, messenger=messenger, x=x)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

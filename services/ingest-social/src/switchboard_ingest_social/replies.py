@@ -1,4 +1,4 @@
-"""Agent replies on WhatsApp, Messenger, Instagram and Telegram: each provider's send API
+"""Agent replies on WhatsApp, Messenger, Instagram, X and Telegram: each provider's send API
 as a ``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per
 ``reply_id``, retries, statuses). See the README's "Replies".
 
@@ -12,13 +12,19 @@ as a ``ChannelSender``; ``switchboard_common.outbound`` does the rest (once per
   24-hour window it refuses at once (code 10, subcode 2018278).
 - Telegram Bot API: ``POST {TELEGRAM_API_URL}/bot<token>/sendMessage`` to the customer's
   chat (a private chat's id is the user's id) with the bot the customer wrote to.
+- X API v2: ``POST {X_API_URL}/2/dm_conversations/with/{participant_id}/messages`` with
+  the OAuth 2.0 user-context token of the business account the customer wrote to; the
+  answer's ``data.dm_event_id`` is the provider message id. X has no reply window: whether
+  the customer takes the message is their DM setting, and a refusal is a 403.
 
 How answers map: 2xx → ``Accepted``; 429 → ``Unavailable`` with the provider's
-``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``); 5xx and
+``Retry-After`` (WhatsApp's header, Telegram's ``parameters.retry_after``, X's header or
+else the wait until its ``x-rate-limit-reset``); 5xx and
 connection failures → ``Unavailable``, and so are the Graph API's rate-limit codes
 (``GRAPH_THROTTLED``) whatever the HTTP status; any other 4xx → ``Refused`` with the
 provider's code and text (``whatsapp_<code>``, ``messenger_<code>``,
-``telegram_<error_code>``). No API here takes an idempotency key: a reply handed over
+``telegram_<error_code>``, ``x_<status>`` for X's problem details or ``x_<code>`` for its
+``errors[].code``). No API here takes an idempotency key: a reply handed over
 just before a crash, and before its record says so, is sent again on redelivery (the
 window ``switchboard_common.outbound`` describes).
 """
@@ -26,10 +32,11 @@ window ``switchboard_common.outbound`` describes).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -42,8 +49,15 @@ from switchboard_common.contract import (
     ReplyDelivery,
 )
 from switchboard_common.kafka import Outgoing
-from switchboard_common.outbound import Accepted, Outcome, Refused, ReplyRecords, Unavailable
-from switchboard_ingest_social.normalise.common import ProviderStatus
+from switchboard_common.outbound import (
+    Accepted,
+    Outcome,
+    Refused,
+    ReplyRecords,
+    Unavailable,
+    recipient_key,
+)
+from switchboard_ingest_social.normalise.common import ProviderStatus, Watermark
 
 #: The collection of reply records (``_id`` = ``reply_id``).
 REPLIES = "social_replies"
@@ -51,7 +65,7 @@ REPLIES = "social_replies"
 CONCURRENCY = 8
 
 
-def _retry_after(response: httpx.Response, body: Any) -> float | None:
+def _retry_after(response: httpx.Response, body: Any, now: float | None = None) -> float | None:
     header = response.headers.get("Retry-After")
     if header and header.strip().isdigit():
         return float(header)
@@ -59,6 +73,11 @@ def _retry_after(response: httpx.Response, body: Any) -> float | None:
         parameters = body.get("parameters")
         if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"), int):
             return float(parameters["retry_after"])
+    # X says when its rate-limit window ends (epoch seconds), not how long to wait; it
+    # sends the header with every answer, but only a 429 means the window is used up.
+    reset = response.headers.get("x-rate-limit-reset")
+    if response.status_code == 429 and reset and reset.strip().isdigit():
+        return max(0.0, float(reset) - (time.time() if now is None else now))
     return None
 
 
@@ -69,9 +88,9 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _temporary(response: httpx.Response, body: Any) -> Unavailable | None:
+def _temporary(response: httpx.Response, body: Any, now: float | None = None) -> Unavailable | None:
     if response.status_code == 429 or response.status_code >= 500:
-        return Unavailable(f"HTTP {response.status_code}", _retry_after(response, body))
+        return Unavailable(f"HTTP {response.status_code}", _retry_after(response, body, now))
     return None
 
 
@@ -224,6 +243,63 @@ class TelegramSender:
         )
 
 
+def _x_refusal(response: httpx.Response, answer: Any) -> Refused:
+    """X's answer to a send it will not make. API v2 answers problem details (``title``,
+    ``detail``, ``type``, ``status``; a 400 adds ``errors`` naming the parameters); some
+    refusals still come as v1.1's ``{"errors": [{"code", "message"}]}``, whose code says
+    more than the status (349: cannot message this user)."""
+    body = answer if isinstance(answer, dict) else {}
+    errors = body.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    if isinstance(first.get("code"), int):
+        text = first.get("message") or body.get("detail") or f"HTTP {response.status_code}"
+        return Refused(f"x_{first['code']}", str(text))
+    status = body.get("status")
+    code = status if isinstance(status, int) else response.status_code
+    text = str(body.get("detail") or body.get("title") or f"HTTP {response.status_code}")
+    if first.get("message") and first["message"] != text:
+        text = f"{text} ({first['message']})"
+    return Refused(f"x_{code}", text)
+
+
+@dataclass(frozen=True)
+class XSender:
+    """X API v2 direct messages, from the business account the customer wrote to (the
+    conversation's account, an X user id). ``tokens`` maps an account to its OAuth 2.0
+    user-context token (scope ``dm.write``); ``default_token`` serves the ones not
+    listed. ``clock`` (epoch seconds) turns ``x-rate-limit-reset`` into a wait."""
+
+    base_url: str
+    tokens: Mapping[str, str]
+    default_token: str | None
+    client: httpx.AsyncClient
+    clock: Callable[[], float] = time.time
+
+    async def send(self, order: ReplyDelivery) -> Outcome:
+        token = self.tokens.get(order.account or "", self.default_token)
+        if token is None:
+            return Refused("no_credentials", "no X access token for this account")
+        url = f"{self.base_url.rstrip('/')}/2/dm_conversations/with/{order.recipient}/messages"
+        try:
+            response = await self.client.post(
+                url, json={"text": order.text}, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as error:
+            return Unavailable(f"{type(error).__name__}: {error}")
+        answer = _json(response)
+        temporary = _temporary(response, answer, self.clock())
+        if temporary is not None:
+            return temporary
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if response.is_success and isinstance(data, dict) and data.get("dm_event_id"):
+            return Accepted(str(data["dm_event_id"]))
+        return _x_refusal(response, answer)
+
+
+class _Sender(Protocol):
+    async def send(self, order: ReplyDelivery) -> Outcome: ...
+
+
 class SocialSenders:
     """The ``ChannelSender`` of ingest-social: each order to its channel's sender, a few
     at a time."""
@@ -233,8 +309,9 @@ class SocialSenders:
         whatsapp: WhatsAppSender | None = None,
         telegram: TelegramSender | None = None,
         messenger: MessengerSender | None = None,
+        x: XSender | None = None,
     ) -> None:
-        self._senders: dict[Channel, WhatsAppSender | TelegramSender | MessengerSender] = {}
+        self._senders: dict[Channel, _Sender] = {}
         if whatsapp is not None:
             self._senders[Channel.WHATSAPP] = whatsapp
         if telegram is not None:
@@ -242,6 +319,8 @@ class SocialSenders:
         if messenger is not None:
             self._senders[Channel.MESSENGER] = messenger
             self._senders[Channel.INSTAGRAM] = messenger
+        if x is not None:
+            self._senders[Channel.X] = x
         self.channels = frozenset(self._senders)
 
     def planned_id(self, order: ReplyDelivery) -> str | None:  # noqa: ARG002 - no idempotency key
@@ -275,13 +354,23 @@ REPORTED = {
 }
 
 
+#: Channels whose receipts may speak of every message up to a time (Messenger's
+#: watermarks): what was reported of a reply is noted, so a later receipt reports only
+#: what is new.
+WATERMARKED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM})
+
+
 class StatusReporter:
     """Provider statuses of Switchboard's own replies → ``support.delivery.updated``.
 
-    One read finds the replies (by provider message id); statuses of messages
-    Switchboard did not send, and ``sent``, are left to the caller to count as dropped.
-    The event id is the provider's message id and status, so a provider retrying its
-    webhook publishes nothing new.
+    Per channel of a webhook: one read finds the replies of the statuses that name a
+    message (by provider message id); one read finds those of receipts by watermark
+    (every reply to that person from that account handed over at or before it, not yet
+    reported so, nor read); on a watermarked channel, one write notes what was
+    reported. Statuses of messages Switchboard did not send, and ``sent``, are left to
+    the caller to count as dropped. The event id is the provider's message id and status
+    however the reply was found, so a provider retrying its webhook, or a receipt
+    repeating an earlier one, publishes nothing new.
     """
 
     def __init__(
@@ -295,35 +384,83 @@ class StatusReporter:
         self._clock = clock
 
     async def report(self, statuses: Sequence[ProviderStatus]) -> int:
-        """Publish what these statuses say of replies; return how many were reported."""
+        """Publish what these statuses say of replies; return how many statuses spoke
+        of at least one reply."""
         wanted = [s for s in statuses if s.status in REPORTED]
         outgoing: list[Outgoing] = []
+        spoke = 0
+        marks: dict[tuple[Channel, str], list[str]] = {}
         for channel in dict.fromkeys(s.channel for s in wanted):
             of_channel = [s for s in wanted if s.channel is channel]
-            replies = await self._records.replies_of(
-                channel, [s.provider_message_id for s in of_channel]
-            )
-            for status in of_channel:
-                found = replies.get(status.provider_message_id)
-                if found is None:
-                    continue
-                reply_id, conversation_id = found
-                failed = status.status == "failed"
-                error = DeliveryError(
-                    code=status.error_code or f"{channel.value}_failed",
-                    text=status.error_text or "the provider reported a failure",
-                )
-                event = DeliveryUpdated(
-                    reply_id=reply_id,
-                    conversation_id=conversation_id,
-                    channel=channel,
-                    status=REPORTED[status.status],
-                    provider_message_id=status.provider_message_id,
-                    error=error if failed else None,
-                    at=status.at or self._clock(),
-                )
-                event_id = f"{channel.value}:{status.provider_message_id}:{status.status}"
-                outgoing.append(Outgoing(OUTBOUND, conversation_id, event, event_id=event_id))
+            for status, replies in await self._replies(channel, of_channel):
+                spoke += bool(replies)
+                for reply in replies:
+                    outgoing.append(self._event(channel, status, reply))
+                    if channel in WATERMARKED:
+                        marks.setdefault((channel, status.status), []).append(reply.message)
         if outgoing:
             await self._publish(outgoing)
-        return len(outgoing)
+        for (channel, name), messages in marks.items():
+            await self._records.mark_reported(channel, name, messages)
+        return spoke
+
+    async def _replies(
+        self, channel: Channel, statuses: Sequence[ProviderStatus]
+    ) -> list[tuple[ProviderStatus, list[_Reply]]]:
+        """Each status with the replies it speaks of."""
+        named = [s.provider_message_id for s in statuses if s.provider_message_id]
+        by_id = await self._records.replies_of(channel, named) if named else {}
+        # The latest watermark per person: one query finds what every receipt needs.
+        latest: dict[str, datetime] = {}
+        for status in statuses:
+            if status.watermark is not None:
+                to = _to(channel, status.watermark)
+                latest[to] = max(latest.get(to, status.watermark.until), status.watermark.until)
+        # Nothing more is said of a reply once read: a "delivered" after it goes back.
+        by_time = await self._records.sent_before(latest, unless="read") if latest else {}
+        found: list[tuple[ProviderStatus, list[_Reply]]] = []
+        for status in statuses:
+            mark = status.watermark
+            replies: list[_Reply] = []
+            if mark is not None:
+                replies = [
+                    _Reply(sent.provider_message_id, sent.reply_id, sent.conversation_id)
+                    for sent in by_time.get(_to(channel, mark), [])
+                    if sent.handed_at <= mark.until and status.status not in sent.reported
+                ]
+            elif status.provider_message_id in by_id:
+                reply_id, conversation_id = by_id[status.provider_message_id]
+                replies = [_Reply(status.provider_message_id, reply_id, conversation_id)]
+            found.append((status, replies))
+        return found
+
+    def _event(self, channel: Channel, status: ProviderStatus, reply: _Reply) -> Outgoing:
+        failed = status.status == "failed"
+        error = DeliveryError(
+            code=status.error_code or f"{channel.value}_failed",
+            text=status.error_text or "the provider reported a failure",
+        )
+        event = DeliveryUpdated(
+            reply_id=reply.reply_id,
+            conversation_id=reply.conversation_id,
+            channel=channel,
+            status=REPORTED[status.status],
+            provider_message_id=reply.message,
+            error=error if failed else None,
+            at=status.at or self._clock(),
+        )
+        event_id = f"{channel.value}:{reply.message}:{status.status}"
+        return Outgoing(OUTBOUND, reply.conversation_id, event, event_id=event_id)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A reply a status speaks of: its provider message id, reply and conversation."""
+
+    message: str
+    reply_id: str
+    conversation_id: str
+
+
+def _to(channel: Channel, mark: Watermark) -> str:
+    return recipient_key(channel, mark.account, mark.recipient)

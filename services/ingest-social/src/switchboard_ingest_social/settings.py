@@ -47,6 +47,10 @@ class IngestSocialSettings(ServiceSettings):
     meta_page_access_token: SecretStr | None = Field(
         None, validation_alias=env("META_PAGE_ACCESS_TOKEN")
     )
+    #: The OAuth 2.0 user-context token (scope ``dm.write``) X replies are sent with, as
+    #: the business account the customer wrote to (an account of its own: the accounts
+    #: file's ``send_token_env``).
+    x_access_token: SecretStr | None = Field(None, validation_alias=env("X_ACCESS_TOKEN"))
     meta_graph_api_url: str = Field(
         "https://graph.facebook.com", validation_alias=env("META_GRAPH_API_URL")
     )
@@ -56,6 +60,7 @@ class IngestSocialSettings(ServiceSettings):
     telegram_api_url: str = Field(
         "https://api.telegram.org", validation_alias=env("TELEGRAM_API_URL")
     )
+    x_api_url: str = Field("https://api.x.com", validation_alias=env("X_API_URL"))
     #: Seconds to wait for a provider's answer to one send.
     send_timeout_seconds: float = Field(
         15.0, gt=0, le=120, validation_alias=env("INGEST_SOCIAL_SEND_TIMEOUT_SECONDS")

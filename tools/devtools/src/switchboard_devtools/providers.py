@@ -2,10 +2,12 @@
 cannot be reached from here: the WhatsApp Cloud API (Meta Graph API, ``POST
 /{version}/{phone_number_id}/messages``), the Messenger Platform Send API, which Instagram
 messaging uses too (Meta Graph API, ``POST /{version}/{page_id}/messages`` or ``POST
-/{version}/me/messages``) and the Telegram Bot API (``POST /bot<token>/sendMessage``). They
+/{version}/me/messages``), the Telegram Bot API (``POST /bot<token>/sendMessage``) and the
+X API v2's direct messages (``POST /2/dm_conversations/with/{participant_id}/messages``). They
 answer in the providers' documented formats, errors included: a wrong token, a bad or too long
 message, rate limiting while ``throttle`` is above zero and, for Telegram, a user who blocked
-the bot and, for Messenger, a person who is not available. WhatsApp's 24-hour customer-service
+the bot, for Messenger, a person who is not available and, for X, a user who does not take
+direct messages from the account. WhatsApp's 24-hour customer-service
 window is reported as the Cloud API does: the send is accepted and the failure comes later in a
 status webhook, which ``failed_webhook`` builds. Messenger's 24-hour standard messaging window
 is enforced synchronously, as the Send API does: the send is refused with error 10.
@@ -21,6 +23,10 @@ is enforced synchronously, as the Send API does: the send is refused with error 
         ...  # META_GRAPH_API_URL=messenger.url
         messenger.customer_wrote("6543210987654321")
         messenger.sent[-1].message_id
+    with LocalX.started(tokens={"4337869213": "user-context-token"}) as x:
+        ...  # X_API_URL=x.url
+        x.closed.add("1456789012345678901")
+        x.sent[-1].dm_event_id
 """
 
 from __future__ import annotations
@@ -219,7 +225,7 @@ class _LocalProvider:
     @property
     def url(self) -> str:
         """The base URL services are pointed at (``META_GRAPH_API_URL``,
-        ``TELEGRAM_API_URL``)."""
+        ``TELEGRAM_API_URL``, ``X_API_URL``)."""
         return f"http://127.0.0.1:{self.port}"
 
     def _throttled(self) -> int | None:
@@ -463,6 +469,8 @@ class MessengerMessage:
     messaging_type: str
     #: The message tag, for ``MESSAGE_TAG``.
     tag: str | None = None
+    #: When it was sent (unix ms): what receipts' watermarks are compared with.
+    timestamp: int = 0
 
 
 @dataclass(kw_only=True)
@@ -476,6 +484,38 @@ class LocalMessenger(_LocalGraph):
     def to(self, recipient_id: str) -> list[MessengerMessage]:
         with self.lock:
             return [m for m in self.sent if m.recipient_id == recipient_id]
+
+    def receipt_webhook(
+        self, sent: MessengerMessage, status: str, *, instagram: bool = False
+    ) -> bytes:
+        """The body of the webhook Meta would POST when the person got (``delivered``) or
+        read (``read``) ``sent``. Messenger's delivery names the message, with the
+        watermark of its time; its read is by watermark alone (everything sent at or
+        before ``sent``). Instagram's read names the message seen; Instagram sends no
+        delivery receipts."""
+        if status not in ("delivered", "read") or (instagram and status != "read"):
+            raise ValueError(
+                f"no {status!r} receipt on {'Instagram' if instagram else 'Messenger'}"
+            )
+        receipt: dict[str, Any]
+        if status == "delivered":
+            receipt = {"delivery": {"mids": [sent.message_id], "watermark": sent.timestamp}}
+        elif instagram:
+            receipt = {"read": {"mid": sent.message_id}}
+        else:
+            receipt = {"read": {"watermark": sent.timestamp}}
+        now = int(time.time() * 1000)
+        event = {
+            "sender": {"id": sent.recipient_id},
+            "recipient": {"id": sent.account},
+            "timestamp": now,
+            **receipt,
+        }
+        body = {
+            "object": "instagram" if instagram else "page",
+            "entry": [{"id": sent.account, "time": now, "messaging": [event]}],
+        }
+        return json.dumps(body).encode()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -542,6 +582,7 @@ class LocalMessenger(_LocalGraph):
                 message_id=_messenger_message_id(),
                 messaging_type=messaging_type,
                 tag=tag,
+                timestamp=int(time.time() * 1000),
             )
             self.sent.append(sent)
         return JSONResponse({"recipient_id": recipient_id, "message_id": sent.message_id})
@@ -711,3 +752,142 @@ class LocalTelegram(_LocalProvider):
         telegram = cls(port=free_port(), tokens=set(tokens))
         with _serving(telegram.app(), telegram.port):
             yield telegram
+
+
+# ---------------------------------------------------------------- X API v2 direct messages
+
+#: Longest text of one X direct message.
+X_MAX_TEXT = 10_000
+#: Requests per user in each 15-minute window of ``POST /2/dm_conversations/...``, which
+#: the 429's ``x-rate-limit-limit`` reports.
+X_DM_RATE_LIMIT = 200
+#: X user ids: up to 19 digits.
+X_USER_ID = re.compile(r"[0-9]{1,19}")
+#: The epoch of X's snowflake ids (ms): ids grow with time, as X's do.
+X_EPOCH_MS = 1288834974657
+
+
+def _x_problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An API v2 error: problem details (RFC 7807) without a specific ``type``."""
+    body = {"title": title, "type": "about:blank", "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, **extra)
+
+
+def _x_invalid_request(parameter: str, value: Any, message: str) -> JSONResponse:
+    """API v2's 400: the problem of type ``invalid-request``, naming the parameter."""
+    body = {
+        "errors": [{"parameters": {parameter: [value]}, "message": message}],
+        "title": "Invalid Request",
+        "detail": "One or more parameters to your request was invalid.",
+        "type": "https://api.twitter.com/2/problems/invalid-request",
+    }
+    return JSONResponse(body, status_code=400)
+
+
+def _snowflake() -> str:
+    return str(((int(time.time() * 1000) - X_EPOCH_MS) << 22) | secrets.randbits(22))
+
+
+@dataclass(frozen=True)
+class XDirectMessage:
+    """A direct message the local X API sent."""
+
+    #: The business account it was sent from (the token's user).
+    sender_id: str
+    participant_id: str
+    text: str
+    dm_event_id: str
+    #: A one-to-one conversation's id: the two user ids, lower first.
+    dm_conversation_id: str
+
+
+@dataclass(kw_only=True)
+class LocalX(_LocalProvider):
+    #: X user id of a business account -> its OAuth 2.0 user-context token.
+    tokens: dict[str, str]
+    #: Users who take no direct messages from the accounts (their DM settings, a block).
+    closed: set[str] = field(default_factory=set)
+    sent: list[XDirectMessage] = field(default_factory=list)
+
+    def to(self, participant_id: str) -> list[XDirectMessage]:
+        with self.lock:
+            return [m for m in self.sent if m.participant_id == participant_id]
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route(
+                    "/2/dm_conversations/with/{participant_id}/messages",
+                    self._send,
+                    methods=["POST"],
+                )
+            ]
+        )
+
+    async def _send(self, request: Request) -> Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        with self.lock:
+            users = [user for user, own in self.tokens.items() if own == token] if token else []
+        if scheme.lower() != "bearer" or not users:
+            return _x_problem(401, "Unauthorized", "Unauthorized")
+        retry_after = self._throttled()
+        if retry_after is not None:
+            # X itself says when the window resets; Retry-After is the same wait, in seconds.
+            headers = {
+                "Retry-After": str(retry_after),
+                "x-rate-limit-limit": str(X_DM_RATE_LIMIT),
+                "x-rate-limit-remaining": "0",
+                "x-rate-limit-reset": str(int(time.time()) + retry_after),
+            }
+            return _x_problem(429, "Too Many Requests", "Too Many Requests", headers=headers)
+        participant_id = request.path_params["participant_id"]
+        if not X_USER_ID.fullmatch(participant_id):
+            return _x_invalid_request(
+                "participant_id",
+                participant_id,
+                f"The `participant_id` query parameter value [{participant_id}] is not valid",
+            )
+        try:
+            body = json.loads(await request.body())
+        except (UnicodeDecodeError, ValueError):
+            body = None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return _x_invalid_request("text", text, "text or attachments must be provided")
+        if len(text) > X_MAX_TEXT:
+            return _x_invalid_request(
+                "text", len(text), f"text must be at most {X_MAX_TEXT} characters"
+            )
+        return self._accept(users[0], participant_id, text)
+
+    def _accept(self, sender_id: str, participant_id: str, text: str) -> Response:
+        with self.lock:
+            if participant_id in self.closed:
+                return _x_problem(403, "Forbidden", "You cannot send messages to this user.")
+            low, high = sorted((sender_id, participant_id), key=int)
+            message = XDirectMessage(
+                sender_id=sender_id,
+                participant_id=participant_id,
+                text=text,
+                dm_event_id=_snowflake(),
+                dm_conversation_id=f"{low}-{high}",
+            )
+            self.sent.append(message)
+        return JSONResponse(
+            {
+                "data": {
+                    "dm_conversation_id": message.dm_conversation_id,
+                    "dm_event_id": message.dm_event_id,
+                }
+            },
+            status_code=201,
+        )
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, *, tokens: Mapping[str, str]) -> Iterator[LocalX]:
+        """Listening on 127.0.0.1 until the block ends; ``tokens`` maps each business
+        account's X user id to the user-context token that sends as it."""
+        x = cls(port=free_port(), tokens=dict(tokens))
+        with _serving(x.app(), x.port):
+            yield x

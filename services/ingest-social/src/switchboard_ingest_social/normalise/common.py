@@ -54,16 +54,29 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class Watermark:
+    """Every message sent to ``recipient`` from ``account`` at or before ``until``: what a
+    Messenger receipt without message ids speaks of."""
+
+    account: str
+    recipient: str
+    until: datetime
+
+
+@dataclass(frozen=True)
 class ProviderStatus:
-    """What a provider says became of a message Switchboard sent (a WhatsApp status):
-    ``delivered``, ``read`` or ``failed`` with the provider's code and text."""
+    """What a provider says became of a message Switchboard sent (a WhatsApp status, a
+    Messenger or Instagram receipt): ``delivered``, ``read`` or ``failed`` with the
+    provider's code and text. It names the message (``provider_message_id``) or, for a
+    receipt by time, the messages up to a ``watermark``."""
 
     channel: Channel
-    provider_message_id: str
+    provider_message_id: str | None
     status: str
     at: datetime | None
     error_code: str | None = None
     error_text: str | None = None
+    watermark: Watermark | None = None
 
 
 @dataclass

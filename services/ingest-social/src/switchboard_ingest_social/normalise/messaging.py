@@ -9,11 +9,23 @@ Both use the Messenger Platform's shape::
 
 Instagram: ``entry.id`` is the Instagram professional account, ``sender.id`` the IGSID.
 
+Receipts of the page's own messages come from the person (``sender``) to the page::
+
+    Messenger  "delivery": {"mids": ["m_..."], "watermark": 1458668856253}
+               (every message sent at or before the watermark was delivered; ``mids``
+               may be absent)
+               "read": {"watermark": 1458668856253}
+               (every message sent at or before the watermark was read)
+    Instagram  "read": {"mid": "<the message seen>"} (no delivery receipts)
+
 Decisions: messages (text, attachments, quick replies, replies) are published;
 ``postback`` as ``kind=postback``; Instagram story replies as ``kind=story_reply`` and
 story mentions as ``kind=story_mention``; ``reaction`` (react) as ``kind=reaction``
-and unreact dropped; ``message_edit`` as ``kind=edit``; echoes of our own messages
-(``is_echo``), ``delivery`` and ``read`` are counted and dropped; unsent messages
+and unreact dropped; ``message_edit`` as ``kind=edit``; ``delivery`` and ``read`` become
+``ProviderStatus`` values, by message id where the receipt names messages and by
+``Watermark`` (the person, the page, the time) where it does not, for the shell to match
+with Switchboard's replies (a receipt naming neither is counted as a status and
+dropped); echoes of our own messages (``is_echo``) are counted and dropped; unsent messages
 (``is_deleted``) and ``standby`` (another app owns the thread) are dropped; any other
 event (referral, optin, handover, feed/comment changes) is counted as unknown.
 """
@@ -32,6 +44,8 @@ from switchboard_ingest_social.normalise.common import (
     Inbound,
     MessageKind,
     Normalised,
+    ProviderStatus,
+    Watermark,
     from_unix_ms,
     join_text,
     location_text,
@@ -113,6 +127,24 @@ class MessageEdit(_Model):
     num_edit: int = 0
 
 
+class Delivery(_Model):
+    """A Messenger delivery receipt."""
+
+    #: The messages delivered (may be absent).
+    mids: list[str] = Field(default_factory=list, max_length=1000)
+    #: Unix ms: every message sent at or before it was delivered.
+    watermark: int | None = None
+
+
+class Read(_Model):
+    """A read receipt: Messenger's by time, Instagram's by message."""
+
+    #: Unix ms: every message sent at or before it was read (Messenger).
+    watermark: int | None = None
+    #: The message seen (Instagram).
+    mid: str | None = Field(None, min_length=1, max_length=512)
+
+
 class MessagingEvent(_Model):
     sender: Party
     recipient: Party
@@ -121,8 +153,8 @@ class MessagingEvent(_Model):
     postback: Postback | None = None
     reaction: Reaction | None = None
     message_edit: MessageEdit | None = None
-    delivery: dict[str, Any] | None = None
-    read: dict[str, Any] | None = None
+    delivery: Delivery | None = None
+    read: Read | None = None
 
 
 class MessagingEntry(_Model):
@@ -158,6 +190,8 @@ def normalise_messaging(
             result = _event(channel, entry.id, event, directory, received_at)
             if isinstance(result, Dropped):
                 out.drop(channel, result)
+            elif isinstance(result, list):
+                out.statuses.extend(result)
             else:
                 out.messages.append(result)
     return out
@@ -169,11 +203,11 @@ def _event(
     event: MessagingEvent,
     directory: AccountDirectory,
     received_at: datetime,
-) -> Inbound | Dropped:
+) -> Inbound | Dropped | list[ProviderStatus]:
     if event.message is not None and event.message.is_echo:
         return Dropped.ECHO
     if event.delivery is not None or event.read is not None:
-        return Dropped.STATUS
+        return receipts(channel, account, event) or Dropped.STATUS
     if not directory.admits(channel, account):
         return Dropped.UNKNOWN_ACCOUNT
     build = _Builder(channel, account, event, directory, received_at)
@@ -190,6 +224,29 @@ def _event(
     if event.message_edit is not None:
         return build.edit(event.message_edit)
     return Dropped.UNKNOWN_KIND
+
+
+def receipts(channel: Channel, account: str, event: MessagingEvent) -> list[ProviderStatus]:
+    """The statuses a delivery or read receipt gives the page's messages to its sender."""
+    at = from_unix_ms(event.timestamp)
+
+    def receipt(status: str, mids: list[str], watermark: int | None) -> list[ProviderStatus]:
+        # The messages named are the receipt's news; its watermark says the same of them
+        # and of what came before, which earlier receipts reported.
+        if mids:
+            return [ProviderStatus(channel, mid, status, at) for mid in mids]
+        until = from_unix_ms(watermark)
+        if until is None:
+            return []
+        mark = Watermark(account, event.sender.id, until)
+        return [ProviderStatus(channel, None, status, at, watermark=mark)]
+
+    found: list[ProviderStatus] = []
+    if event.delivery is not None:
+        found += receipt("delivered", event.delivery.mids, event.delivery.watermark)
+    if event.read is not None:
+        found += receipt("read", [event.read.mid] if event.read.mid else [], event.read.watermark)
+    return found
 
 
 class _Builder:

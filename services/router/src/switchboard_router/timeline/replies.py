@@ -47,9 +47,11 @@ TEXT_LIMITS: Mapping[Channel, int] = {
     Channel.MESSENGER: 2000,  # Send API message.text
     Channel.INSTAGRAM: 1000,  # Instagram messaging text
     Channel.TELEGRAM: 4096,  # Bot API sendMessage text
+    Channel.X: 10_000,  # X API v2 direct message text
 }
 #: Channels whose providers take free-form replies only within a window after the
-#: customer's last message (WhatsApp's and Messenger's customer-service window).
+#: customer's last message (WhatsApp's and Messenger's customer-service window). X has
+#: none: a customer's DM settings decide, and X refuses (403) a message they do not take.
 REPLY_WINDOWS: Mapping[Channel, timedelta] = {
     Channel.WHATSAPP: timedelta(hours=24),
     Channel.MESSENGER: timedelta(hours=24),
@@ -75,9 +77,9 @@ def _failed(
 
 
 def recipient_of(identity: str, channel: Channel) -> str:
-    """The customer's address on the channel, from their identity: the address or number
-    (``email:<address>``, ``whatsapp:<E.164>``), or the id after the account
-    (``telegram:<bot id>:<user id>``)."""
+    """The customer's address on the channel, from their identity: the address, number or
+    user id (``email:<address>``, ``whatsapp:<E.164>``, ``x:<user id>``: X user ids are
+    global, not per account), or the id after the account (``telegram:<bot id>:<user id>``)."""
     rest = identity.split(":", 1)[1]
     return rest.rsplit(":", 1)[1] if channel in ACCOUNT_SCOPED else rest
 
