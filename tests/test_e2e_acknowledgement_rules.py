@@ -90,3 +90,30 @@ async def test_the_first_matching_rule_chooses_the_text_by_queue_and_language(
     assert text == f"Hemos recibido tu mensaje. Referencia: {conversation}"
     conversation, text = await acknowledgement_of(stack, relay, urgent)
     assert text == f"We have your urgent message and are on it. Reference: {conversation}"
+
+
+async def test_a_rule_without_text_sends_nothing_and_leaves_the_period_to_the_next_one(
+    stack: Stack, relay: LocalRelay
+) -> None:
+    lea = customer(stack, "lea")
+    await lea.mail("Facture", "Pourriez-vous m'envoyer la facture de ma dernière commande ?")
+    await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{lea.email}", messages=1
+    )
+    # Stored, so its acknowledgement (none) was decided. A new conversation in English
+    # within the same hour still gets one: the French one claimed nothing.
+    await lea.mail("Delivery address", "Please change the delivery address of my order.")
+    timeline = await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{lea.email}", messages=2
+    )
+    english = next(
+        m["conversation_id"] for m in timeline["items"] if m.get("subject") == "Delivery address"
+    )
+
+    async def received() -> list[Any] | None:
+        return relay.to(lea.email) or None
+
+    [mail] = await eventually(received, what="the English conversation's acknowledgement")
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert body.decode().strip() == f"We have your message. Reference: {english}"

@@ -24,6 +24,7 @@ from switchboard_common.consumer import (
 from switchboard_common.contract import MessageReceived, TopicNames
 from switchboard_common.deadletter import RawRecord, dead_letter_for
 from switchboard_common.metrics import ConsumerMetrics
+from switchboard_common.outbound import DeliveryUnavailableError
 from switchboard_devkit.testing.builders import message
 from switchboard_devkit.testing.fakes import InMemoryDeadLetters
 
@@ -76,10 +77,11 @@ class Recorder:
         return rejected
 
 
-def consumer(handler: Recorder, sink: InMemoryDeadLetters, **retry: float) -> BatchConsumer:
-    async def no_sleep(_: float) -> None:
-        return None
+async def no_sleep(_: float) -> None:
+    return None
 
+
+def consumer(handler: Recorder, sink: InMemoryDeadLetters, **retry: float) -> BatchConsumer:
     return BatchConsumer(
         topics=TOPICS,
         handler=handler,
@@ -147,6 +149,26 @@ async def test_a_dependency_that_stays_down_hands_the_batch_back_uncommitted() -
         await consumer(handler, sink, initial=0.1, give_up_after=1.0)([good(0)])
     assert handler.seen == []
     assert sink.rejections == []  # nothing is dead-lettered for an outage
+
+
+async def test_replies_a_provider_will_not_take_are_handed_back_not_dead_lettered() -> None:
+    """The reply dispatcher's outage (a relay that stays away) is an outage, not poison."""
+
+    async def provider_away(deliveries: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+        raise DeliveryUnavailableError("2 replies not taken after 3 attempts: 451")
+
+    sink = InMemoryDeadLetters()
+    away = BatchConsumer(
+        topics=TOPICS,
+        handler=provider_away,
+        dead_letters=sink,
+        metrics=ConsumerMetrics.create(CollectorRegistry()),
+        retry=RetryPolicy(initial=0.1, give_up_after=1.0),
+        sleep=no_sleep,
+    )
+    with pytest.raises(TransientFailureError):
+        await away([good(0), good(1)])
+    assert sink.rejections == []
 
 
 def test_retry_delays_back_off_and_respect_the_budget() -> None:

@@ -346,6 +346,21 @@ def test_the_policy_or_the_settings_decide_never_both(monkeypatch: pytest.Monkey
         acknowledgement_policy(RouterSettings.load(**dev), section)
 
 
+def test_a_text_some_channel_would_refuse_stops_the_router_at_start() -> None:
+    long_text = "x" * 990 + " {reference}"  # fits email, not Instagram's 1,000 with the id
+    text = (
+        "version: 1\nqueues: [{name: general}]\n"
+        f"acknowledgements:\n  rules: [{{text: '{long_text}'}}]\n"
+    )
+    section = parse_policy(text).acknowledgements
+    with pytest.raises(SettingsError, match="the text for instagram is 1018 characters"):
+        acknowledgement_policy(RouterSettings.load(environment="dev"), section)
+    email_only = text.replace("[{text:", "[{when: {channel: [email]}, text:")
+    assert acknowledgement_policy(
+        RouterSettings.load(environment="dev"), parse_policy(email_only).acknowledgements
+    )
+
+
 @pytest.mark.parametrize(
     ("rules", "problem"),
     [

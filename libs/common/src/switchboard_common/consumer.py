@@ -86,6 +86,11 @@ class TransientFailureError(RuntimeError):
     """A batch could not be processed because a dependency stayed unreachable."""
 
 
+class DependencyUnavailableError(Exception):
+    """Raised by a handler whose own dependency (a provider, a relay) did not take the
+    batch now: retried like an unreachable database, never dead-lettered."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the dependency may come back, the record is not at fault.
 
@@ -94,6 +99,8 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(is_transient(e) for e in error.exceptions)
     if isinstance(error, ConnectionFailure | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, DependencyUnavailableError):
         return True
     if isinstance(error, DESYNCHRONISED):
         # The broker forgot our producer's sequence (it restarted): the publisher has

@@ -45,7 +45,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from switchboard_common.bulk import find_by_ids, insert_new
-from switchboard_common.consumer import Delivery
+from switchboard_common.consumer import Delivery, DependencyUnavailableError
 from switchboard_common.contract import (
     CONVERSATION_EVENTS,
     OUTBOUND,
@@ -107,8 +107,9 @@ class ChannelSender(Protocol):
         ...
 
 
-class DeliveryUnavailableError(Exception):
-    """Replies a provider did not take after every attempt: the batch is redelivered."""
+class DeliveryUnavailableError(DependencyUnavailableError):
+    """Replies a provider did not take after every attempt: the batch consumer retries
+    the batch, then hands it back uncommitted (redelivered), never dead-letters it."""
 
 
 class Publisher(Protocol):

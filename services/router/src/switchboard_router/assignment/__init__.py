@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from switchboard_common.contract import ConversationActivity, Priority
 from switchboard_common.settings import SettingsError
 from switchboard_router.assignment.api import assignment_router
-from switchboard_router.assignment.classify import Py3LangIdDetector, classify, select_queue
+from switchboard_router.assignment.classify import Py3LangIdDetector, classify, queue_for
 from switchboard_router.assignment.clock import Clock, SystemClock
 from switchboard_router.assignment.consumers import (
     AgentStateHandler,
@@ -47,18 +47,12 @@ class Assignment:
 
     def queue_of(self, activity: ConversationActivity) -> tuple[str, str | None]:
         """The queue a conversation's message goes to and its language, as deciding
-        classifies it (None queue: nobody waits on the message)."""
+        classifies it (a message nobody waits on is never routed: the overflow queue,
+        no language)."""
         classified = classify(activity, self.policy, self.engine.detector)
         if classified is None:
             return self.policy.overflow.name, None
-        queue = select_queue(
-            classified,
-            self.policy,
-            channel=str(activity.channel),
-            customer_tier=activity.customer_tier,
-            tenant=activity.tenant,
-        )
-        return queue.name, classified.language
+        return queue_for(activity, classified, self.policy).name, classified.language
 
     @property
     def replica(self) -> str:

@@ -120,6 +120,19 @@ def select_queue(
     return fallback
 
 
+def queue_for(
+    activity: ConversationActivity, classified: Classified, policy: RoutingPolicy
+) -> QueuePolicy:
+    """The queue a customer message sends its conversation to."""
+    return select_queue(
+        classified,
+        policy,
+        channel=str(activity.channel),
+        customer_tier=activity.customer_tier,
+        tenant=activity.tenant,
+    )
+
+
 def _conditions_hold(
     when: Conditions,
     classified: Classified,

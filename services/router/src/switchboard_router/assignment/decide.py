@@ -24,7 +24,7 @@ from switchboard_common.contract import (
     Priority,
     SlaEvent,
 )
-from switchboard_router.assignment.classify import Classified, select_queue
+from switchboard_router.assignment.classify import Classified, queue_for
 from switchboard_router.assignment.matcher import overflow_due_at, raised, requirements
 from switchboard_router.assignment.model import HOLDING, Agent, RouteState, RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy
@@ -196,13 +196,7 @@ def activity_change(
 ) -> Change:
     """A customer message routes the conversation (``wants_routing`` said so)."""
     cause = f"message:{activity.message_id}"
-    queue = select_queue(
-        classified,
-        policy,
-        channel=str(activity.channel),
-        customer_tier=activity.customer_tier,
-        tenant=activity.tenant,
-    )
+    queue = queue_for(activity, classified, policy)
     base = RouteState(
         conversation_id=activity.conversation_id,
         seq=1 if current is None else current.seq + 1,

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from switchboard_common.contract import Channel, Priority
+from switchboard_router.acknowledgements import Acknowledgements
 
 SkillName = Annotated[str, Field(min_length=1, max_length=100)]
 MinLevel = Annotated[int, Field(ge=1, le=10)]
@@ -184,43 +185,6 @@ class Scoring(_Strict):
     spare_capacity: Annotated[float, Field(ge=0)] = 0.3
     idle_time: Annotated[float, Field(ge=0)] = 0.2
     idle_cap_seconds: Annotated[float, Field(gt=0)] = 600
-
-
-class AcknowledgementConditions(_Strict):
-    """All given conditions must hold (an empty block matches every new conversation)."""
-
-    channel: list[Channel] | None = None
-    #: The queue the conversation's first message goes to (``select_queue``).
-    queue: list[str] | None = None
-    #: The detected language (ISO 639-1), as classification gives it.
-    language: list[str] | None = None
-
-
-class AcknowledgementRule(_Strict):
-    when: AcknowledgementConditions = Field(default_factory=AcknowledgementConditions)
-    #: What the customer is told; ``{reference}`` is replaced by the conversation's id.
-    #: None: conversations this rule matches get no acknowledgement.
-    text: Annotated[str, Field(min_length=1, max_length=4000)] | None
-
-    @model_validator(mode="after")
-    def _text_placeholders(self) -> AcknowledgementRule:
-        if self.text is not None:
-            try:
-                self.text.format(reference="c-1")
-            except (KeyError, IndexError, ValueError):
-                raise ValueError(
-                    "text may use {reference} only (write {{ and }} for braces)"
-                ) from None
-        return self
-
-
-class Acknowledgements(_Strict):
-    """Automatic acknowledgements of new conversations: the first rule that matches a
-    conversation decides its text (or that it gets none); no rule, no acknowledgement."""
-
-    #: At most one acknowledgement per customer in each period this long.
-    window_seconds: Annotated[float, Field(gt=0, le=30 * 24 * 3600)] = 3600
-    rules: list[AcknowledgementRule] = Field(min_length=1)
 
 
 class RoutingPolicy(_Strict):

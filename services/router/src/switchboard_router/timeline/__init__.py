@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from switchboard_common.settings import SettingsError
-from switchboard_router.assignment.policy import Acknowledgements
+from switchboard_router.acknowledgements import Acknowledgements
 from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.admin import CustomerDirectory
@@ -77,14 +77,18 @@ def acknowledgement_policy(
                 "router: the routing policy's acknowledgements replace "
                 f"{', '.join(overridden)}; set one or the other"
             )
-        return AcknowledgementPolicy.of(section)
-    if not settings.acknowledged_channels:
-        return None
-    return AcknowledgementPolicy.of_channels(
-        settings.acknowledged_channels,
-        settings.acknowledgement_text,
-        settings.acknowledgement_window,
-    )
+    try:
+        if section is not None:
+            return AcknowledgementPolicy.of(section)
+        if not settings.acknowledged_channels:
+            return None
+        return AcknowledgementPolicy.of_channels(
+            settings.acknowledged_channels,
+            settings.acknowledgement_text,
+            settings.acknowledgement_window,
+        )
+    except ValueError as error:
+        raise SettingsError(f"router: acknowledgements: {error}") from None
 
 
 def build(

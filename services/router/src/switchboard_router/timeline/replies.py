@@ -29,14 +29,14 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
-from switchboard_router.assignment.policy import (
+from switchboard_router.acknowledgements import (
     AcknowledgementConditions,
     AcknowledgementRule,
     Acknowledgements,
 )
 from switchboard_router.timeline.ports import TimelineStore
 from switchboard_router.timeline.resolve import Publisher
-from switchboard_router.timeline.threading import CustomerState
+from switchboard_router.timeline.threading import CustomerState, conversation_id_for
 
 #: Channels a Switchboard service can send on, with the longest text each takes. A
 #: longer reply is refused (``text_too_long``) rather than split: an email has no real
@@ -49,6 +49,8 @@ TEXT_LIMITS: Mapping[Channel, int] = {
     Channel.TELEGRAM: 4096,  # Bot API sendMessage text
     Channel.X: 10_000,  # X API v2 direct message text
 }
+#: What a text's ``{reference}`` becomes: every conversation id is this long.
+REFERENCE_LENGTH = len(conversation_id_for(""))
 #: Channels whose providers take free-form replies only within a window after the
 #: customer's last message (WhatsApp's and Messenger's customer-service window). X has
 #: none: a customer's DM settings decide, and X refuses (403) a message they do not take.
@@ -225,6 +227,20 @@ class AcknowledgementPolicy:
     #: At most one acknowledgement per customer in each period this long.
     window: timedelta
 
+    def __post_init__(self) -> None:
+        """A text some channel it may go to would refuse is a mistake in the policy: it
+        is refused at start, not at the first customer's expense."""
+        for rule in self.rules:
+            if rule.text is None:
+                continue
+            text = rule.text.format(reference="c" * REFERENCE_LENGTH)
+            for channel in sorted(covered(rule)):
+                if len(text) > TEXT_LIMITS[channel]:
+                    raise ValueError(
+                        f"the text for {channel.value} is {len(text)} characters with its "
+                        f"reference; {channel.value} takes {TEXT_LIMITS[channel]}"
+                    )
+
     @classmethod
     def of_channels(
         cls, channels: frozenset[Channel], text: str, window: timedelta
@@ -243,7 +259,7 @@ class AcknowledgementPolicy:
         out: set[Channel] = set()
         for rule in self.rules:
             if rule.text is not None:
-                out |= set(rule.when.channel or Channel)
+                out |= covered(rule)
         return frozenset(out)
 
     @property
@@ -263,6 +279,12 @@ class AcknowledgementPolicy:
             ):
                 return rule.text
         return None
+
+
+def covered(rule: AcknowledgementRule) -> set[Channel]:
+    """The channels a rule may acknowledge on: those it names (all when it names none)
+    that a Switchboard service can send on."""
+    return set(rule.when.channel or TEXT_LIMITS) & set(TEXT_LIMITS)
 
 
 def acknowledgement_claim(record: CustomerMessage, policy: AcknowledgementPolicy) -> str:
