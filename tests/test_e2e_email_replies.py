@@ -129,6 +129,8 @@ async def test_a_reply_reaches_the_customer_threaded_once_and_their_answer_threa
         assert mail["To"] == ana.email
         assert mail["From"] == SENDER
         assert mail["Reply-To"] == ana.support_address
+        # Bounces go where ingest-email takes mail, not to the display sender.
+        assert relay.envelope_senders[relay.messages.index(mail)] == ana.support_address
         assert mail["Subject"] == "Re: Where is my order 4411?"
         assert mail["In-Reply-To"] == asked
         assert asked in mail["References"]

@@ -28,11 +28,14 @@ from switchboard_common.contract import (
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
 from switchboard_common.outbound import (
+    Accepted,
     DeliveryUnavailableError,
+    Outcome,
     ReplyDispatcher,
     ReplyMetrics,
     ReplyRecord,
     ReplyRecords,
+    Unavailable,
 )
 from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devkit.testing.builders import T0, delivery
@@ -186,13 +189,18 @@ def records(mongo_client: AsyncMongoClient[Document], database_name: str) -> Rep
     return ReplyRecords(mongo_client[database_name], REPLIES)
 
 
-def sender_for(relay: LocalRelay, records: ReplyRecords, published: Published) -> ReplyDispatcher:
+def sender_for(
+    relay: LocalRelay,
+    records: ReplyRecords,
+    published: Published,
+    registry: CollectorRegistry | None = None,
+) -> ReplyDispatcher:
     config = RelayConfig.parse(f"{relay.url}?tls=none", timeout=10)
     return ReplyDispatcher(
         SmtpRelay(config),
         records,
         published,
-        ReplyMetrics.create(CollectorRegistry()),
+        ReplyMetrics.create(registry or CollectorRegistry()),
         clock=lambda: T0 + timedelta(minutes=1),
         backoff=0.01,
     )
@@ -232,9 +240,12 @@ async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
     relay.busy = 100
     published = Published()
     batch = [delivery(order(), REPLY_DELIVERIES, key="co-1")]
+    registry = CollectorRegistry()
     with pytest.raises(DeliveryUnavailableError, match="451"):
-        await sender_for(relay, records, published)(batch)
+        await sender_for(relay, records, published, registry)(batch)
     assert relay.messages == []
+    # Nothing stays counted in hand: the batch goes back to the topic.
+    assert registry.get_sample_value("switchboard_outbound_queued", {"channel": "email"}) == 0
     assert published.statuses() == []
 
     relay.busy = 0  # the relay is back; the batch comes again
@@ -243,16 +254,37 @@ async def test_a_relay_that_stays_busy_fails_the_batch_for_redelivery(
     assert [s.status for s in published.statuses()] == [DeliveryStatus.SENT]
 
 
+class HeldRelay:
+    """A relay that answers the first attempt "later" and holds the second until let go,
+    so the test can look at what is in hand meanwhile."""
+
+    channels = frozenset({Channel.EMAIL})
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.retrying = asyncio.Event()
+        self.let_go = asyncio.Event()
+
+    def planned_id(self, order: ReplyDelivery) -> str | None:  # noqa: ARG002
+        return None
+
+    async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
+        self.calls += 1
+        if self.calls == 1:
+            return [Unavailable("451 busy") for _ in orders]
+        self.retrying.set()
+        await self.let_go.wait()
+        return [Accepted(f"<{o.reply_id}@x>") for o in orders]
+
+
 @pytest.mark.integration
 async def test_replies_in_hand_are_counted_as_queued_until_the_relay_takes_them(
-    relay: LocalRelay, records: ReplyRecords
+    records: ReplyRecords,
 ) -> None:
-    relay.busy = 2
     registry = CollectorRegistry()
-    metrics = ReplyMetrics.create(registry)
-    config = RelayConfig.parse(f"{relay.url}?tls=none", timeout=10)
+    relay = HeldRelay()
     sender = ReplyDispatcher(
-        SmtpRelay(config), records, Published(), metrics, clock=lambda: T0, backoff=0.5
+        relay, records, Published(), ReplyMetrics.create(registry), clock=lambda: T0, backoff=0
     )
 
     def queued() -> float | None:
@@ -260,14 +292,11 @@ async def test_replies_in_hand_are_counted_as_queued_until_the_relay_takes_them(
 
     batch = [delivery(order(f"r-q{i}"), REPLY_DELIVERIES, key="co-1", offset=i) for i in (0, 1)]
     sending = asyncio.create_task(sender(batch))
-    for _ in range(500):  # bounded: the relay answers the first attempt at once
-        if relay.busy == 0 or sending.done():
-            break
-        await asyncio.sleep(0.01)
-    assert queued() == 2, "both wait for the retry"
+    await asyncio.wait_for(relay.retrying.wait(), timeout=30)  # bounds a hang only
+    assert queued() == 2, "both wait for the second attempt"
+    relay.let_go.set()
     assert await sending == []
     assert queued() == 0
-    assert len(relay.messages) == 2
 
 
 @pytest.mark.integration

@@ -50,7 +50,9 @@ def reply_message_id(reply_id: str, account: str) -> str:
 
 #: A Message-ID ``reply_message_id`` made, in the header block of a raw message.
 _OWN_MESSAGE_ID = re.compile(
-    rb"^Message-ID:[ \t]*<reply\.[0-9a-f]{32}@([^<>@\s]+)>", re.IGNORECASE | re.MULTILINE
+    # The value may be folded onto the next line (RFC 5322 2.2.3).
+    rb"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?<reply\.[0-9a-f]{32}@([^<>@\s]+)>",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 
@@ -243,8 +245,11 @@ def _text(raw: bytes | str) -> str:
 
 
 def _submit(smtp: smtplib.SMTP, message: EmailMessage) -> Outcome:
+    # The envelope sender is the support address the customer wrote to (Reply-To when
+    # From is the domain's sender): bounces come back where ingest-email takes mail.
+    envelope_from = parseaddr(str(message["Reply-To"] or message["From"]))[1]
     try:
-        refused = smtp.send_message(message)
+        refused = smtp.send_message(message, from_addr=envelope_from)
     except smtplib.SMTPRecipientsRefused as error:
         code, text = next(iter(error.recipients.values()))
         return _answer(code, text)

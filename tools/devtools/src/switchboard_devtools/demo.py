@@ -120,6 +120,16 @@ class Demo:
     outbox: Path | None = None
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
+    def customer(self, address: str) -> str:
+        """This run's address for a demo customer (``maria.lopez+<run>@example.org``), so
+        a second run opens new conversations instead of threading into the first's."""
+        local, _, domain = address.partition("@")
+        return f"{local}+{self.run}@{domain}"
+
+    @property
+    def customers(self) -> list[str]:
+        return [self.customer(sender) for sender, _, _ in MAILS]
+
     def url(self, port_env: str, default: int) -> str:
         return f"http://{self.host}:{os.environ.get(port_env, default)}"
 
@@ -181,7 +191,8 @@ def send_mail(demo: Demo) -> int:
     sent = 0
     with smtplib.SMTP(demo.host, port, timeout=30) as smtp:
         smtp.ehlo("demo.example.org")
-        for sender, subject, text in MAILS:
+        for address, subject, text in MAILS:
+            sender = demo.customer(address)
             message = EmailMessage()
             message["From"] = sender
             message["To"] = f"help@{demo.domain}"
@@ -190,7 +201,7 @@ def send_mail(demo: Demo) -> int:
             message.set_content(text)
             smtp.send_message(message)
             sent += 1
-            say(f"  SMTP 250  {sender:26} {subject}")
+            say(f"  SMTP 250  {sender:36} {subject}")
     return sent
 
 
@@ -382,11 +393,11 @@ async def main_async(demo: Demo) -> int:
     say(f"\nrouting decisions on support.assignments.v1 (watching {demo.seconds:.0f} s):")
     await asyncio.sleep(demo.seconds)
     try:
-        await show_replies(demo, seen)
+        await show_replies(demo, seen, {"Authorization": f"Bearer {router_read_token()}"})
     finally:
         stop.set()
         await watcher
-    show_outbox(demo.outbox, [sender for sender, _, _ in MAILS], since)
+    show_outbox(demo.outbox, demo.customers, since)
     decisions = seen.decisions
     await show_state(demo)
     total = sum(len(v) for v in decisions.values())

@@ -17,7 +17,7 @@ from switchboard_common.contract.events import DeliveryUpdated, ReplyRequested
 from switchboard_common.contract.topics import OUTBOUND
 from switchboard_common.kafka import EventPublisher, Outgoing, make_broker
 from switchboard_devkit.running.processes import outbox_dir
-from switchboard_devtools.frontend import eventually
+from switchboard_devtools.frontend import customer_timeline, eventually
 
 if TYPE_CHECKING:
     from switchboard_devtools.demo import Demo, Seen
@@ -64,7 +64,8 @@ def acknowledgements(seen: Seen) -> list[DeliveryUpdated] | None:
     return found or None
 
 
-async def show_replies(demo: Demo, seen: Seen) -> None:
+async def show_replies(demo: Demo, seen: Seen, auth: dict[str, str]) -> None:
+    """``auth``: the router's read token, to find the first customer's conversation."""
     say("\nacknowledgements (support.delivery.updated on support.outbound.v1):")
     acks = await until(lambda: acknowledgements(seen), 10)
     if acks is None:
@@ -75,7 +76,9 @@ async def show_replies(demo: Demo, seen: Seen) -> None:
         return
     for ack in acks:
         say(f"  {ack.status:9} {ack.channel:6} {ack.conversation_id[:24]:24} {ack.reply_id[:40]}")
-    conversation_id = acks[0].conversation_id
+    # The agent answers the first customer (the refund), found through the read API.
+    timeline = await customer_timeline(demo.services["router"], auth, f"email:{demo.customers[0]}")
+    conversation_id = timeline["items"][0]["conversation_id"]
     agents = [getattr(d, "agent_id", None) for d in seen.decisions.get(conversation_id, [])]
     agent_id = next((a for a in reversed(agents) if a), "agent-ana")
     reply = ReplyRequested(

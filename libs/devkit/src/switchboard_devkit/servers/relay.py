@@ -43,6 +43,8 @@ class LocalRelay:
     #: Seconds each accepted message takes (a slow relay, so a fault lands mid-send).
     delay: float = 0.0
     messages: list[Message] = field(default_factory=list)
+    #: The envelope sender (MAIL FROM) of each message kept: where bounces would go.
+    envelope_senders: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where accepted messages are also written, one file each (None: memory only).
     outbox: Path | None = None
@@ -89,10 +91,11 @@ class LocalRelay:
             if not isinstance(envelope.content, bytes):
                 return "554 5.6.0 Expected bytes"
             self.messages.append(message_from_bytes(envelope.content))
+            self.envelope_senders.append(envelope.mail_from or "")
             if self.outbox is not None:
                 # Written whole, then renamed: a reader never sees half a message.
                 name = f"{time.time_ns()}-{len(self.messages)}.eml"
-                partial = self.outbox / f".{name}"
+                partial = self.outbox / f"{name}.partial"  # not *.eml until whole
                 partial.write_bytes(envelope.content)
                 partial.rename(self.outbox / name)
         return "250 2.0.0 queued"
