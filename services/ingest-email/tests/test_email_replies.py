@@ -33,10 +33,9 @@ from switchboard_common.outbound import (
     Outcome,
     ReplyDispatcher,
     ReplyMetrics,
-    ReplyRecord,
-    ReplyRecords,
     Unavailable,
 )
+from switchboard_common.outbound_records import ReplyRecord, ReplyRecords
 from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devkit.testing.builders import T0, delivery
 from switchboard_ingest_email.replies import (

@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import Channel, ReplyDelivery
 from switchboard_common.mongo import Document
-from switchboard_common.outbound import ReplyRecord, ReplyRecords, recipient_key
+from switchboard_common.outbound_records import ReplyRecord, ReplyRecords, recipient_key
 from switchboard_devkit.testing.builders import T0
 from switchboard_ingest_social.replies import REPLIES
 

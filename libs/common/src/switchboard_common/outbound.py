@@ -21,30 +21,32 @@ Each sent reply can later be found by its provider message id (``replies_of``), 
 its recipient and the time its attempt began (``sent_before``: receipts that say "every
 message up to this time", such as Messenger's watermarks).
 
-Replies still unavailable after the last round fail the batch, which is redelivered:
-nothing is lost while a provider is away. The window the records leave: a process that
-dies after the provider accepted a reply and before its record says so hands it over
-again on redelivery. Where the provider takes an idempotency key (email's Message-ID),
-``ChannelSender.planned_id`` gives it, and the record keeps it from the first attempt.
+Replies still unavailable after the last round are recorded ``waiting`` and fail the
+batch, which the batch consumer retries and then hands back uncommitted (redelivered):
+nothing is lost while a provider is away, and they are sent on redelivery.
+
+At most once per ``reply_id``, across crashes: a record still ``sending`` on redelivery
+is a hand-over that died before its answer, so the provider may have the reply. Where the
+provider takes an idempotency key (email's Message-ID, which mail stores deduplicate by),
+``ChannelSender.planned_id`` gives it, the record keeps it from the first attempt, and
+the reply is handed over again under the same key. Where it takes none (the social send
+APIs), the reply is not handed over again: it ends ``failed`` with ``delivery_uncertain``
+and a dead letter, so the agent can decide, rather than risk a second copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pymongo import ASCENDING, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
 
-from switchboard_common.bulk import find_by_ids, insert_new
 from switchboard_common.consumer import Delivery, DependencyUnavailableError
 from switchboard_common.contract import (
     CONVERSATION_EVENTS,
@@ -58,7 +60,7 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
-from switchboard_common.mongo import Document
+from switchboard_common.outbound_records import ReplyRecord, ReplyRecords
 
 log = get_logger(__name__)
 
@@ -116,173 +118,6 @@ class Publisher(Protocol):
     """Publishes and returns once Kafka acknowledged every record (``EventPublisher``)."""
 
     async def publish_all(self, items: Sequence[Outgoing]) -> object: ...
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class ReplyRecord:
-    reply_id: str
-    status: Literal["sending", "sent", "failed"]
-    at: datetime
-    provider_message_id: str | None = None
-    error: DeliveryError | None = None
-
-
-def recipient_key(channel: Channel, account: str | None, recipient: str) -> str:
-    """Who a reply went to, as the reply records keep it: a digest of the channel, the
-    account it was sent from and the recipient, so the records hold no customer address
-    yet a receipt naming that person on that account finds their replies."""
-    return hashlib.sha256(f"{channel.value}\x00{account or ''}\x00{recipient}".encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class SentReply:
-    """A reply the provider took, as a receipt finds it."""
-
-    provider_message_id: str
-    reply_id: str
-    conversation_id: str
-    #: When the attempt that sent it began (no later than the provider's send time).
-    handed_at: datetime
-    #: The statuses already reported of it (``mark_reported``).
-    reported: frozenset[str] = frozenset()
-
-
-class ReplyRecords:
-    """One document per reply (``_id`` = ``reply_id``) in the service's own collection;
-    a fixed number of commands per batch."""
-
-    def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
-        self._replies = db[collection]
-        # ``<channel>:<provider message id>`` -> the reply: how a provider's later status
-        # (delivered, read, failed) finds its reply, by ``_id``; and, by ``to`` and
-        # ``handed_at``, how a receipt up to a time (Messenger's watermarks) finds them.
-        self._by_provider_id = db[f"{collection}_by_provider_id"]
-
-    async def create_indexes(self) -> None:
-        """The index receipts by recipient and time are looked up with (``sent_before``)."""
-        await self._by_provider_id.create_index(
-            [("to", ASCENDING), ("handed_at", ASCENDING)], name="to_handed_at"
-        )
-
-    async def get(self, reply_ids: Sequence[str]) -> dict[str, ReplyRecord]:
-        found: dict[str, ReplyRecord] = {}
-        for reply_id, document in (await find_by_ids(self._replies, reply_ids)).items():
-            error = document.get("error")
-            found[reply_id] = ReplyRecord(
-                reply_id=reply_id,
-                status=document["status"],
-                at=document["at"],
-                provider_message_id=document.get("provider_message_id"),
-                error=DeliveryError(**error) if error else None,
-            )
-        return found
-
-    async def start(self, records: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
-        """Record ``sending``; a record already there (an attempt that died mid-send)
-        stays as it is."""
-        documents = [
-            {
-                "_id": record.reply_id,
-                "conversation_id": order.conversation_id,
-                "channel": order.channel.value,
-                "status": record.status,
-                "provider_message_id": record.provider_message_id,
-                "at": record.at,
-            }
-            for record, order in records
-        ]
-        await insert_new(self._replies, documents)
-
-    async def replies_of(
-        self, channel: Channel, provider_message_ids: Sequence[str]
-    ) -> dict[str, tuple[str, str]]:
-        """The replies (``reply_id``, ``conversation_id``) these provider ids were sent as."""
-        keys = [f"{channel.value}:{i}" for i in provider_message_ids]
-        return {
-            str(key).split(":", 1)[1]: (document["reply_id"], document["conversation_id"])
-            for key, document in (await find_by_ids(self._by_provider_id, keys)).items()
-        }
-
-    async def sent_before(
-        self, watermarks: Mapping[str, datetime], *, unless: str
-    ) -> dict[str, list[SentReply]]:
-        """For each ``recipient_key`` its replies handed to the provider at or before its
-        watermark, except those already reported ``unless`` (one query for them all).
-
-        ``handed_at`` is when the attempt that sent a reply began: never after the
-        provider's own send time, so a watermark equal to that time finds the reply."""
-        if not watermarks:
-            return {}
-        cursor = self._by_provider_id.find(
-            {
-                "to": {"$in": sorted(watermarks)},
-                "handed_at": {"$lte": max(watermarks.values())},
-                "reported": {"$ne": unless},
-            },
-            sort=[("handed_at", ASCENDING)],  # reported in the order they were sent
-        )
-        found: dict[str, list[SentReply]] = {}
-        async for document in cursor:
-            to = document["to"]
-            if document["handed_at"] > watermarks[to]:
-                continue
-            found.setdefault(to, []).append(
-                SentReply(
-                    provider_message_id=str(document["_id"]).split(":", 1)[1],
-                    reply_id=document["reply_id"],
-                    conversation_id=document["conversation_id"],
-                    handed_at=document["handed_at"],
-                    reported=frozenset(document.get("reported", ())),
-                )
-            )
-        return found
-
-    async def mark_reported(
-        self, channel: Channel, status: str, provider_message_ids: Sequence[str]
-    ) -> None:
-        """Note that ``status`` was reported for these replies, so that later receipts
-        up to a watermark do not report it again (one write)."""
-        if provider_message_ids:
-            keys = [f"{channel.value}:{i}" for i in provider_message_ids]
-            await self._by_provider_id.update_many(
-                {"_id": {"$in": keys}}, {"$addToSet": {"reported": status}}
-            )
-
-    async def finish(
-        self,
-        finished: Sequence[tuple[ReplyRecord, ReplyDelivery]],
-        handed_at: datetime | None = None,
-    ) -> None:
-        """Record the outcomes (one bulk write) and where each sent one can be found
-        by its provider id, or by its recipient and ``handed_at`` (when the attempt that
-        sent it began; its record's time when not given) (one insert)."""
-        index = [
-            {
-                "_id": f"{order.channel.value}:{record.provider_message_id}",
-                "reply_id": record.reply_id,
-                "conversation_id": order.conversation_id,
-                "to": recipient_key(order.channel, order.account, order.recipient),
-                "handed_at": handed_at or record.at,
-            }
-            for record, order in finished
-            if record.status == "sent" and record.provider_message_id
-        ]
-        await insert_new(self._by_provider_id, index)
-        updates = []
-        for record, _ in finished:
-            fields: dict[str, Any] = {
-                "status": record.status,
-                "at": record.at,
-                "provider_message_id": record.provider_message_id,
-            }
-            if record.error is not None:
-                fields["error"] = record.error.model_dump()
-            updates.append(UpdateOne({"_id": record.reply_id}, {"$set": fields}))
-        if updates:
-            await self._replies.bulk_write(updates, ordered=False)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -365,13 +200,25 @@ class ReplyDispatcher:
         known = await self._records.get(list(orders))
         finished: list[Finished] = []
         pending: list[tuple[Delivery, ReplyDelivery]] = []
+        uncertain: list[Finished] = []
         for reply_id, (delivery, order) in orders.items():
             record = known.get(reply_id)
-            if record is not None and record.status != "sending":
+            if record is not None and record.status in ("sent", "failed"):
                 finished.append((delivery, order, record))
+            elif (
+                record is not None and record.status == "sending" and not record.provider_message_id
+            ):
+                # A hand-over that died before its answer, without an idempotency key
+                # the provider honours: sending again could send it twice.
+                uncertain.append((delivery, order, self._uncertain(order)))
             else:
                 pending.append((delivery, order))
+        if uncertain:
+            await self._records.finish([(r, order) for _, order, r in uncertain])
+            for _, order, _ in uncertain:
+                self._metrics.replies.labels(order.channel.value, "failed").inc()
         handed, left = await self._hand_over(pending, known)
+        handed += uncertain
         finished += handed
         await self._publisher.publish_all(
             [item for d, order, r in finished for item in statuses(d, order, r)]
@@ -417,10 +264,15 @@ class ReplyDispatcher:
                 for _, order in pending
             ]
         )
+        # Redelivered after "later": handed over again from here, so "sending" again.
+        again = [o.reply_id for _, o in pending if _status(known, o.reply_id) == "waiting"]
+        await self._records.mark(again, "sending")
         handed: list[Finished] = []
         left = pending
         reasons: list[str] = []
         for attempt in range(self._attempts):
+            if attempt:
+                await self._records.mark([o.reply_id for _, o in left], "sending")
             handed_at = self._clock()
             outcomes = await self._send([order for _, order in left])
             retry: list[tuple[Delivery, ReplyDelivery]] = []
@@ -441,6 +293,8 @@ class ReplyDispatcher:
             await self._records.finish(done, handed_at)
             if not retry:
                 return handed, []
+            # The provider said "later": not handed over, so a redelivery may send them.
+            await self._records.mark([o.reply_id for _, o in retry], "waiting")
             left = retry
             for _, order in retry:
                 self._metrics.replies.labels(order.channel.value, "retried").inc()
@@ -468,12 +322,26 @@ class ReplyDispatcher:
             return earlier.provider_message_id
         return self._sender.planned_id(order)
 
+    def _uncertain(self, order: ReplyDelivery) -> ReplyRecord:
+        error = DeliveryError(
+            code="delivery_uncertain",
+            text="the sender stopped while handing this reply to the provider, which may "
+            "have delivered it; it is not sent again (request it again with a new reply_id "
+            "if the customer did not get it)",
+        )
+        return ReplyRecord(order.reply_id, "failed", self._clock(), None, error)
+
     def _record(self, order: ReplyDelivery, outcome: Accepted | Refused) -> ReplyRecord:
         now = self._clock()
         if isinstance(outcome, Accepted):
             return ReplyRecord(order.reply_id, "sent", now, outcome.provider_message_id)
         error = DeliveryError(code=outcome.code, text=outcome.text)
         return ReplyRecord(order.reply_id, "failed", now, self._sender.planned_id(order), error)
+
+
+def _status(known: dict[str, ReplyRecord], reply_id: str) -> str | None:
+    record = known.get(reply_id)
+    return record.status if record is not None else None
 
 
 def statuses(delivery: Delivery, order: ReplyDelivery, record: ReplyRecord) -> list[Outgoing]:

@@ -19,7 +19,8 @@ from switchboard_common.deadletter import DeadLetterPublisher
 from switchboard_common.kafka import EventPublisher
 from switchboard_common.metrics import ConsumerMetrics
 from switchboard_common.mongo import Document
-from switchboard_common.outbound import ChannelSender, ReplyDispatcher, ReplyMetrics, ReplyRecords
+from switchboard_common.outbound import ChannelSender, ReplyDispatcher, ReplyMetrics
+from switchboard_common.outbound_records import ReplyRecords
 from switchboard_common.progress import ConsumerWatch
 from switchboard_common.settings import ServiceSettings
 

@@ -34,7 +34,7 @@ from switchboard_common.kafka import EventPublisher, make_broker
 from switchboard_common.logging import get_logger
 from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
-from switchboard_common.outbound import ReplyRecords
+from switchboard_common.outbound_records import ReplyRecords
 from switchboard_common.outbound_shell import REPLY_PUBLISHES, ReplyConsumer, subscribe_replies
 from switchboard_common.publishing import DurablePublisher
 from switchboard_common.service import BackgroundTask, Runtime

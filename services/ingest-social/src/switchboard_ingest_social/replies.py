@@ -24,9 +24,9 @@ connection failures → ``Unavailable``, and so are the Graph API's rate-limit c
 (``GRAPH_THROTTLED``) whatever the HTTP status; any other 4xx → ``Refused`` with the
 provider's code and text (``whatsapp_<code>``, ``messenger_<code>``,
 ``telegram_<error_code>``, ``x_<status>`` for X's problem details or ``x_<code>`` for its
-``errors[].code``). No API here takes an idempotency key: a reply handed over
-just before a crash, and before its record says so, is sent again on redelivery (the
-window ``switchboard_common.outbound`` describes).
+``errors[].code``). No API here takes an idempotency key, so a reply whose hand-over
+died before its answer is never handed over again: it ends ``failed`` with
+``delivery_uncertain`` (``switchboard_common.outbound``).
 """
 
 from __future__ import annotations
@@ -49,14 +49,8 @@ from switchboard_common.contract import (
     ReplyDelivery,
 )
 from switchboard_common.kafka import Outgoing
-from switchboard_common.outbound import (
-    Accepted,
-    Outcome,
-    Refused,
-    ReplyRecords,
-    Unavailable,
-    recipient_key,
-)
+from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
+from switchboard_common.outbound_records import ReplyRecords, recipient_key
 from switchboard_ingest_social.normalise.common import ProviderStatus, Watermark
 
 #: The collection of reply records (``_id`` = ``reply_id``).
