@@ -2,8 +2,10 @@
 publishes ``support.reply.requested``, the reply reaches a local relay (STARTTLS and
 AUTH required, as a submission server asks) threaded on the customer's message, the
 statuses come back on ``support.outbound.v1`` and ``support.reply.sent`` on the
-conversation events, and the customer's answer lands in the same conversation. The
-router and ingest-email run as separate processes on real Kafka and the database."""
+conversation events, and the customer's answer lands in the same conversation; our own
+reply forwarded back opens nothing; and, with a routing policy's rules, acknowledgement
+texts by channel, queue and language. The router and ingest-email run as separate
+processes on real Kafka and the database."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import secrets
 import smtplib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ pytestmark = pytest.mark.e2e
 
 USER = "switchboard"
 PASSWORD = secrets.token_urlsafe(12)
+RULES = Path(__file__).parent / "policies" / "routing-acknowledgements.yaml"
 #: The From of the support domain's replies (the customers write to help@).
 SENDER = "Example Support <care@support.example.com>"
 
@@ -51,8 +55,11 @@ def relay(tls_files: tuple[Path, Path]) -> Iterator[LocalRelay]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
+@contextmanager
+def replying_stack(
+    infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path], **env: str
+) -> Iterator[Stack]:
+    """The router and ingest-email as processes, replying through ``relay``."""
     with running_stack(
         infra.kafka_bootstrap,
         infra.mongodb_url,
@@ -63,9 +70,24 @@ def stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iter
             "OUTBOUND_SMTP_PASSWORD": PASSWORD,
             "OUTBOUND_SMTP_CA_FILE": str(tls_files[0]),
             "INGEST_EMAIL_OUTBOUND_RETRY_SECONDS": "0.2",
-            "OUTBOUND_EMAIL_FROM": f"support.example.com={SENDER}",
+            **env,
         },
     ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
+    with replying_stack(
+        infra, relay, tls_files, OUTBOUND_EMAIL_FROM=f"support.example.com={SENDER}"
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def rules_stack(infra: Infra, relay: LocalRelay, tls_files: tuple[Path, Path]) -> Iterator[Stack]:
+    """Acknowledgement texts from a routing policy's rules (by channel, queue, language)."""
+    with replying_stack(infra, relay, tls_files, ROUTER_POLICY_FILE=str(RULES)) as running:
         yield running
 
 
@@ -281,3 +303,69 @@ async def test_our_own_reply_forwarded_back_to_support_opens_no_conversation(
     async with httpx.AsyncClient(timeout=10) as client:
         metrics = (await client.get(f"{stack.url('ingest-email')}/metrics")).text
     assert 'switchboard_email_own_replies_total{transport="smtp"} 1.0' in metrics
+
+
+# ------------------------------------------------ acknowledgement texts from the policy
+
+
+async def acknowledgement_of(stack: Stack, relay: LocalRelay, who: Customer) -> tuple[str, str]:
+    """The customer's conversation id and the text of the one mail they got."""
+    timeline = await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{who.email}", messages=1
+    )
+    conversation_id = timeline["items"][0]["conversation_id"]
+
+    async def received() -> list[Any] | None:
+        return relay.to(who.email) or None
+
+    [mail] = await eventually(received, what="the customer's acknowledgement")
+    assert mail["Auto-Submitted"] == "auto-replied"
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    return conversation_id, body.decode().strip()
+
+
+async def test_the_first_matching_rule_chooses_the_text_by_queue_and_language(
+    rules_stack: Stack, relay: LocalRelay
+) -> None:
+    stack = rules_stack
+    english, spanish, urgent = (customer(stack, p) for p in ("eve", "sol", "max"))
+    await english.mail("Invoice", "Could you please send me the invoice for my last order?")
+    await spanish.mail("Factura", "¿Podrían enviarme la factura de mi último pedido, por favor?")
+    # Spanish too, but its keyword sends it to the urgent queue, whose rule comes first.
+    await urgent.mail("urgent", "urgent: necesito la factura de mi pedido hoy mismo, por favor")
+
+    conversation, text = await acknowledgement_of(stack, relay, english)
+    assert text == f"We have your message. Reference: {conversation}"
+    conversation, text = await acknowledgement_of(stack, relay, spanish)
+    assert text == f"Hemos recibido tu mensaje. Referencia: {conversation}"
+    conversation, text = await acknowledgement_of(stack, relay, urgent)
+    assert text == f"We have your urgent message and are on it. Reference: {conversation}"
+
+
+async def test_a_rule_without_text_sends_nothing_and_leaves_the_period_to_the_next_one(
+    rules_stack: Stack, relay: LocalRelay
+) -> None:
+    stack = rules_stack
+    lea = customer(stack, "lea")
+    await lea.mail("Facture", "Pourriez-vous m'envoyer la facture de ma dernière commande ?")
+    await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{lea.email}", messages=1
+    )
+    # Stored, so its acknowledgement (none) was decided. A new conversation in English
+    # within the same hour still gets one: the French one claimed nothing.
+    await lea.mail("Delivery address", "Please change the delivery address of my order.")
+    timeline = await customer_timeline(
+        stack.url("router"), stack.router_auth(), f"email:{lea.email}", messages=2
+    )
+    english = next(
+        m["conversation_id"] for m in timeline["items"] if m.get("subject") == "Delivery address"
+    )
+
+    async def received() -> list[Any] | None:
+        return relay.to(lea.email) or None
+
+    [mail] = await eventually(received, what="the English conversation's acknowledgement")
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert body.decode().strip() == f"We have your message. Reference: {english}"

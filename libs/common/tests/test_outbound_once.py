@@ -17,10 +17,8 @@ from switchboard_common.contract import (
     REPLY_DELIVERIES,
     Channel,
     DeliveryStatus,
-    DeliveryUpdated,
     ReplyDelivery,
 )
-from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
 from switchboard_common.outbound import (
     Accepted,
@@ -32,6 +30,7 @@ from switchboard_common.outbound import (
 )
 from switchboard_common.outbound_records import ReplyRecord, ReplyRecords
 from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_devkit.testing.fakes import Published
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +53,6 @@ class Provider:
             return [Unavailable("429", retry_after=0) for _ in orders]
         self.sent += [o.reply_id for o in orders]
         return [Accepted(f"msg-{o.reply_id}") for o in orders]
-
-
-class Published:
-    def __init__(self) -> None:
-        self.items: list[Outgoing] = []
-
-    async def publish_all(self, items: Sequence[Outgoing]) -> object:
-        self.items.extend(items)
-        return None
-
-    def statuses(self) -> list[DeliveryUpdated]:
-        return [i.event for i in self.items if isinstance(i.event, DeliveryUpdated)]
 
 
 def order(reply_id: str) -> ReplyDelivery:

@@ -21,11 +21,9 @@ from switchboard_common.contract import (
     REPLY_DELIVERIES,
     Channel,
     DeliveryStatus,
-    DeliveryUpdated,
     ReplyDelivery,
     ReplySent,
 )
-from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
 from switchboard_common.outbound import (
     Accepted,
@@ -38,6 +36,7 @@ from switchboard_common.outbound import (
 from switchboard_common.outbound_records import ReplyRecord, ReplyRecords
 from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_devkit.testing.fakes import Published
 from switchboard_ingest_email.replies import (
     REPLIES,
     RelayConfig,
@@ -167,20 +166,6 @@ def test_relay_urls() -> None:
 def relay() -> Iterator[LocalRelay]:
     with LocalRelay.started() as running:
         yield running
-
-
-class Published:
-    """The statuses a sender published (Kafka itself is exercised by the e2e test)."""
-
-    def __init__(self) -> None:
-        self.items: list[Outgoing] = []
-
-    async def publish_all(self, items: Sequence[Outgoing]) -> object:
-        self.items.extend(items)
-        return None
-
-    def statuses(self) -> list[DeliveryUpdated]:
-        return [i.event for i in self.items if isinstance(i.event, DeliveryUpdated)]
 
 
 @pytest.fixture
