@@ -77,13 +77,17 @@ async def export_lines(
     try:
         lines: list[_Line] = []
         before: dict[tuple[str, str], _Line] = {}
+        # A consumer without subscriptions knows no topic yet: ask the cluster about all
+        # of them before the first assignment narrows what it asks (as the benchmarks do;
+        # aiokafka has no public call for it).
+        await consumer._client.force_metadata_update()
+        partitions = {
+            topic: sorted(consumer.partitions_for_topic(names(topic)) or ())
+            for topic in SIMULATED_TOPICS
+        }
         for contract_topic in SIMULATED_TOPICS:
             deployed = names(contract_topic)
-            partitions = sorted(consumer.partitions_for_topic(deployed) or ())
-            if not partitions:
-                await consumer.topics()  # fetch metadata once, then look again
-                partitions = sorted(consumer.partitions_for_topic(deployed) or ())
-            tps = [TopicPartition(deployed, p) for p in partitions]
+            tps = [TopicPartition(deployed, p) for p in partitions[contract_topic]]
             if not tps:
                 continue
             consumer.assign(tps)

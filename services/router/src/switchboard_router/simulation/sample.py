@@ -109,10 +109,10 @@ def _agents(rng: random.Random, count: int, hours: float) -> list[TraceRecord]:
             skills["vip"] = 5
         languages = ["en", "es"] if rng.random() < 0.3 else ["en"]
         capacity = {
-            Channel.EMAIL: 3,
-            Channel.WHATSAPP: 2,
-            Channel.MESSENGER: 2,
-            Channel.INSTAGRAM: 2,
+            Channel.EMAIL: 4,
+            Channel.WHATSAPP: 3,
+            Channel.MESSENGER: 3,
+            Channel.INSTAGRAM: 3,
         }
         profile = AgentUpserted(
             agent_id=agent_id,
