@@ -225,14 +225,12 @@ async def _policies(tmp_path: Path) -> tuple[Path, Path, Path]:
 async def test_the_report_is_the_same_bytes_every_time(tmp_path: Path) -> None:
     trace, current, candidate = await _policies(tmp_path)
     outputs = []
-    for n in range(2):
-        args = cli.parser().parse_args(
-            ["simulate", str(trace), "--policy", str(current), "--candidate", str(candidate)]
-        )
+    for jobs in ("1", "2", "2"):  # one after the other, then side by side, twice
+        policies = ["--policy", str(current), "--candidate", str(candidate)]
+        args = cli.parser().parse_args(["simulate", str(trace), *policies, "--jobs", jobs])
         report, a, b = await cli.simulate(args)
         outputs.append((render_text(report, a, b), page(report, a, b)))
-        del n
-    assert outputs[0] == outputs[1]
+    assert outputs[0] == outputs[1] == outputs[2]
     text, html = outputs[0]
     assert "\nbilling  email" in text
     assert "<svg" in html

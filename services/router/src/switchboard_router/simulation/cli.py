@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, loa
 from switchboard_router.simulation.handling import HandlingModel
 from switchboard_router.simulation.page import page
 from switchboard_router.simulation.render import text
-from switchboard_router.simulation.replay import RememberedLanguages, replay
+from switchboard_router.simulation.replay import Outcome, RememberedLanguages, replay
 from switchboard_router.simulation.report import FIRST_RESPONSE_TARGETS, Report, compare
 from switchboard_router.simulation.sample import sample_trace
 from switchboard_router.simulation.trace import Trace, read_trace
@@ -70,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--candidate", type=Path, required=True, help="candidate policy")
     simulate.add_argument("--html", type=Path, help="also write the report as an HTML page")
+    simulate.add_argument(
+        "--jobs", type=int, default=2, help="processes for the two replays (1: one after the other)"
+    )
     simulate.add_argument(
         "--first-response-target",
         type=_target,
@@ -122,6 +127,40 @@ async def _trace(args: argparse.Namespace) -> Trace:
     return trace.between(args.since, args.until)
 
 
+#: The candidate's replay, for a forked worker to find: fork copies it, so the trace is
+#: not pickled on the way in (only the outcome comes back).
+_FORKED: tuple[Trace, RoutingPolicy, HandlingModel] | None = None
+
+
+def _candidate_in_child() -> Outcome:
+    if _FORKED is None:
+        raise RuntimeError("the candidate's replay was not set before forking")
+    trace, policy, model = _FORKED
+    return asyncio.run(replay(trace, policy, model, label="candidate"))
+
+
+async def _both(
+    trace: Trace, current: RoutingPolicy, candidate: RoutingPolicy, model: HandlingModel, jobs: int
+) -> tuple[Outcome, Outcome]:
+    """The two replays: side by side in two processes when allowed (each is deterministic
+    on its own, so the report is the same either way), else one after the other."""
+    global _FORKED  # noqa: PLW0603 - handed to the forked worker, see above
+    if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        detector = RememberedLanguages()  # each text detected once for both replays
+        first = await replay(trace, current, model, label="current", detector=detector)
+        second = await replay(trace, candidate, model, label="candidate", detector=detector)
+        return first, second
+    _FORKED = (trace, candidate, model)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            pending = asyncio.get_running_loop().run_in_executor(pool, _candidate_in_child)
+            first = await replay(trace, current, model, label="current")
+            return first, await pending
+    finally:
+        _FORKED = None
+
+
 async def simulate(args: argparse.Namespace) -> tuple[Report, str, str]:
     current = _policy(args.policy, "--policy")
     candidate = _policy(args.candidate, "--candidate")
@@ -129,11 +168,7 @@ async def simulate(args: argparse.Namespace) -> tuple[Report, str, str]:
     if not trace.records:
         raise LookupError("nothing to replay: no record decoded in that range")
     model = HandlingModel.from_trace(trace)
-    detector = RememberedLanguages()  # each text detected once for both replays
-    ran = [
-        await replay(trace, policy, model, label=label, detector=detector)
-        for label, policy in (("current", current), ("candidate", candidate))
-    ]
+    ran = await _both(trace, current, candidate, model, args.jobs)
     targets = dict(FIRST_RESPONSE_TARGETS)
     targets.update(dict(args.first_response_target))
     report = compare(ran[0], ran[1], trace, targets=targets, donors=model.donors)
