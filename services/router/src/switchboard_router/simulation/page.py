@@ -179,7 +179,10 @@ def page(report: Report, current_name: str, candidate_name: str) -> str:
             out.append(
                 f"<li><b>{esc(example.conversation_id)}</b>: waited "
                 f"{esc(duration(example.wait_current))} → {esc(duration(example.wait_candidate))}"
-                f"<br>current: <code>{esc(_decision_text(example.current))}</code>"
+                + "".join(
+                    f"<br>both: <code>{esc(_decision_text(d))}</code>" for d in example.before
+                )
+                + f"<br>current: <code>{esc(_decision_text(example.current))}</code>"
                 f"<br>candidate: <code>{esc(_decision_text(example.candidate))}</code></li>"
             )
         out.append("</ul>")

@@ -86,6 +86,7 @@ def _example_lines(example: Example) -> list[str]:
     return [
         f"  {example.conversation_id}: waited {duration(example.wait_current)} → "
         f"{duration(example.wait_candidate)}",
+        *(side("both     ", _decision_text(d)) for d in example.before),
         side("current  ", _decision_text(example.current)),
         side("candidate", _decision_text(example.candidate)),
     ]

@@ -83,6 +83,8 @@ class Example:
     candidate: Decision | None
     wait_current: float | None
     wait_candidate: float | None
+    #: The decisions both replays made alike before it (what it had waited through).
+    before: tuple[Decision, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,7 @@ def compare(
             b[at] if at < len(b) else None,
             wait_a,
             wait_b,
+            tuple(a[:at]),
         )
         gain = abs((wait_a or 0.0) - (wait_b or 0.0))
         examples.append((-gain, cid, example))
@@ -310,9 +313,26 @@ def fidelity(outcome: Outcome, trace: Trace) -> tuple[int, int] | None:
     return same, len(recorded)
 
 
-def reason_text(decision: Decision | None, limit: int = 240) -> str:
-    """A decision's reason as compact JSON (sorted keys: the same text every time)."""
+#: The reason's fields that explain a decision best, shown first (the rest follow, sorted).
+LEADING_REASONS = (
+    "trigger",
+    "why",
+    "step",
+    "required",
+    "waited_seconds",
+    "eligible_agents",
+    "sticky",
+    "score",
+)
+
+
+def reason_text(decision: Decision | None, limit: int = 300) -> str:
+    """A decision's reason as compact JSON, the telling fields first (a fixed order: the
+    same text every time), cut at ``limit`` characters."""
     if decision is None:
         return "(no such decision)"
-    text = json.dumps(decision.reason, sort_keys=True, default=str, separators=(", ", ": "))
+    reason = decision.reason
+    ordered = {k: reason[k] for k in LEADING_REASONS if k in reason}
+    ordered.update({k: reason[k] for k in sorted(reason) if k not in ordered})
+    text = json.dumps(ordered, default=str, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
