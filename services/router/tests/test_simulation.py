@@ -34,6 +34,7 @@ from switchboard_common.contract.events import AssignmentDecision, ContractModel
 from switchboard_common.deadletter import RawRecord
 from switchboard_devtools.testing.router_assignment import T0, FixedLanguage, activity, engine
 from switchboard_router.assignment.consumers import AgentStateHandler, ConversationHandler
+from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy, load_policy, parse_policy
 from switchboard_router.simulation import cli
 from switchboard_router.simulation.handling import HandlingModel
@@ -78,7 +79,10 @@ class LiveRecording:
         self.lines: list[str] = []
         self._seen = 0
         self._offset = 0
-        self._due: list[tuple[float, str, ContractModel]] = []
+        #: Agents' work to do: when, where, what, and by whom.
+        self._due: list[tuple[float, str, ContractModel, str | None]] = []
+        #: Who holds each conversation, as the decisions published say (a frontend's view).
+        self._holder: dict[str, str | None] = {}
 
     def _record(self, topic: str, key: str, event: ContractModel, tag: str) -> Delivery:
         attributes = CloudEventAttributes(
@@ -90,14 +94,17 @@ class LiveRecording:
         return Delivery(raw, attributes, event, topic)
 
     async def run(self, inputs: Sequence[tuple[float, str, ContractModel]], until: float) -> None:
-        pending = sorted(inputs, key=lambda i: i[0])
+        pending = sorted(((*i, None) for i in inputs), key=lambda i: i[0])
         elapsed = 0.0
         while elapsed <= until:
             due = [i for i in [*pending, *self._due] if i[0] <= elapsed]
             pending = [i for i in pending if i[0] > elapsed]
             self._due = [i for i in self._due if i[0] > elapsed]
-            for _, topic, event in sorted(due, key=lambda i: (i[0], i[1])):
-                await self._deliver(topic, event)
+            for _, topic, event, agent in sorted(due, key=lambda i: (i[0], i[1])):
+                cid = str(getattr(event, "conversation_id", ""))
+                # Only the agent who has the conversation works on it.
+                if agent is None or self._holder.get(cid) == agent:
+                    await self._deliver(topic, event)
             await self.engine.tick()
             self._observe(elapsed)
             elapsed += TICK
@@ -120,13 +127,17 @@ class LiveRecording:
         fresh, self._seen = self.published.events[self._seen :], len(self.published.events)
         for decision in fresh:
             self._publish(decision)
-            if isinstance(decision, ConversationAssigned) and decision.agent_id:
+            self._holder[decision.conversation_id] = decision.agent_id
+            accepted = decision.reason.get("offer") == "accepted"  # its offer's work goes on
+            if isinstance(decision, ConversationAssigned) and decision.agent_id and not accepted:
                 at = (now - T0).total_seconds() if elapsed is None else elapsed
                 cid, agent = decision.conversation_id, decision.agent_id
                 reply = ReplySent(conversation_id=cid, agent_id=agent, sent_at=now)
                 done = ConversationResolved(conversation_id=cid, at=now)
-                self._due.append((at + self.reply_after, CONVERSATION_EVENTS, reply))
-                self._due.append((at + self.resolve_after, CONVERSATION_EVENTS, done))
+                # Some agents answer later than others (c00 at once, c01 5 s later...).
+                later = 5 * (int(cid[1:]) % 3)
+                self._due.append((at + self.reply_after + later, CONVERSATION_EVENTS, reply, agent))
+                self._due.append((at + self.resolve_after, CONVERSATION_EVENTS, done, agent))
 
     def _publish(self, decision: AssignmentDecision) -> None:
         attributes = CloudEventAttributes(
@@ -173,15 +184,27 @@ async def recorded(policy: RoutingPolicy, until: float = 1500) -> list[str]:
     return live.lines
 
 
-async def test_the_same_policy_reproduces_the_live_routers_decisions() -> None:
-    trace = read_trace(await recorded(CURRENT))
+#: Offers agents answer by replying after 20, 25 or 30 s: a third of them time out first.
+OFFERS = parse_policy(
+    POLICY.format(relax=600) + "offers: {require_acceptance: true, timeout_seconds: 27}\n"
+)
+
+
+@pytest.mark.parametrize("policy", [CURRENT, OFFERS], ids=["assign", "offer"])
+async def test_the_same_policy_reproduces_the_live_routers_decisions(policy: RoutingPolicy) -> None:
+    trace = read_trace(await recorded(policy))
     model = HandlingModel.from_trace(trace)
-    outcome = await replay(trace, CURRENT, model, label="current", detector=FixedLanguage())
+    outcome = await replay(trace, policy, model, label="current", detector=FixedLanguage())
     report = compare(outcome, outcome, trace)
     same, total = report.fidelity or (0, 0)
     assert total > 12  # queued, assigned, reassigned after relaxation...
     assert same == total
-    assert outcome.scripts == {"recorded": 12}
+    assert outcome.scripts["recorded"] >= 12
+    assert "modelled" not in outcome.scripts
+    last = [steps[-1].state.status for steps in outcome.decisions.values()]
+    assert last.count(RouteStatus.RESOLVED) >= 6
+    kinds = {d.kind for steps in outcome.decisions.values() for d in steps}
+    assert ("requeued" in kinds) == (policy is OFFERS)  # offers that timed out
 
 
 async def test_relaxing_skills_sooner_lowers_the_simulated_waits() -> None:
@@ -270,3 +293,24 @@ async def test_records_it_cannot_decode_are_counted_and_listed(tmp_path: Path) -
 
 def test_the_packaged_policy_is_the_default_current_one() -> None:
     assert load_policy() == cli._policy(None, "--policy")
+
+
+async def test_another_agent_works_as_recorded_in_that_queue_and_channel() -> None:
+    trace = read_trace(await recorded(CURRENT))
+    model = HandlingModel.from_trace(trace)
+    own = model.episodes["c00"][0]
+    same = model.script("c00", 0, own.agent_id, own.queue, own.channel)
+    assert same.source == "recorded"
+    assert same.steps == own.steps
+    other = model.script("c00", 0, "someone-else", own.queue, own.channel)
+    assert other.source == "modelled"
+    assert other == model.script("c00", 0, "someone-else", own.queue, own.channel)
+    donors = [
+        e
+        for episodes in model.episodes.values()
+        for e in episodes
+        if (e.queue, e.channel) == (own.queue, own.channel) and e.resolved
+    ]
+    assert any(list(e.steps) == list(other.steps) for e in donors)
+    # Nobody ever worked in that queue: the channel's episodes of any queue.
+    assert model.script("c00", 0, "x", "nowhere", own.channel).source == "modelled"

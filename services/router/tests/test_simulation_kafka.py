@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from switchboard_common.contract import TopicNames
+from switchboard_common.contract import AGENT_EVENTS, TopicNames
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_router.assignment.policy import parse_policy
 from switchboard_router.simulation import cli
 from switchboard_router.simulation.export import export_lines
 from switchboard_router.simulation.render import text
 from switchboard_router.simulation.sample import sample_trace
-from switchboard_router.simulation.trace import read_trace
+from switchboard_router.simulation.trace import TraceRecord, read_trace
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,20 @@ async def test_export_then_simulate_round_trip(
     assert {(r.topic, r.attributes.id) for r in trace.records} == {
         (r.topic, r.attributes.id) for r in read_trace(lines).records
     }
+
+    # A range: what happened in it, and each agent's latest profile and presence before it.
+    since = trace.records[len(trace.records) // 2].time
+    ranged = read_trace(await export_lines(cli._Settings.load(), since, None))
+    earlier = [r for r in ranged.records if r.time < since]
+    assert all(r.topic == AGENT_EVENTS for r in earlier)
+    kinds = [(r.key, r.attributes.type) for r in earlier]
+    assert len(kinds) == len(set(kinds))
+    assert {key for key, _ in kinds} == {r.key for r in trace.records if r.topic == AGENT_EVENTS}
+
+    def ids(records: list[TraceRecord]) -> list[tuple[str, str]]:
+        return sorted((r.topic, r.attributes.id) for r in records if r.time >= since)
+
+    assert ids(ranged.records) == ids(trace.records)
 
     path = tmp_path / "exported.jsonl"
     path.write_text("".join(f"{line}\n" for line in exported))

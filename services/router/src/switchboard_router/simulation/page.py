@@ -89,14 +89,13 @@ def distribution(report: Report) -> str:
         f'stroke="#eee"/><text x="0" y="{_f(y(share) + 4)}">{int(share * 100)}%</text>'
         for share in (0, 0.5, 0.9, 1)
     )
-    tick = 1
-    while tick <= longest:
-        parts.append(
-            f'<text x="{_f(x(tick) - 8)}" y="{height - 8}">{duration(tick)}</text>'
-            f'<line x1="{_f(x(tick))}" x2="{_f(x(tick))}" y1="10" y2="{height - bottom}" '
-            'stroke="#eee"/>'
-        )
-        tick *= 10
+    parts.extend(
+        f'<text x="{_f(x(tick) - 8)}" y="{height - 8}">{duration(tick)}</text>'
+        f'<line x1="{_f(x(tick))}" x2="{_f(x(tick))}" y1="10" y2="{height - bottom}" '
+        'stroke="#eee"/>'
+        for tick in (1, 10, 60, 600, 3600, 86400)
+        if tick <= longest
+    )
     for waits, colour in (
         (report.current.waits, CURRENT_COLOUR),
         (report.candidate.waits, CANDIDATE_COLOUR),
