@@ -6,7 +6,7 @@ they read (``export``), and a sample recording to try them on (``sample``).
     switchboard sample -o sample.jsonl
 
 Exit status: 0 done, 2 bad arguments or a policy that does not validate (the router's
-own error, file, line and field), 1 nothing to replay.
+own error, file, line and field), 1 nothing to replay or Kafka unreachable.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aiokafka.errors import KafkaError
 
 from switchboard_common.settings import ServiceSettings, SettingsError
 from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
@@ -213,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except LookupError as error:
         sys.stderr.write(f"switchboard: {error}\n")
+        return 1
+    except KafkaError as error:  # unreachable, refused: said in one line, not a traceback
+        sys.stderr.write(f"switchboard: Kafka: {error!r}\n")
         return 1
     return 0
 

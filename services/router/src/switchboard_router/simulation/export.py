@@ -73,8 +73,8 @@ async def export_lines(
         auto_offset_reset="earliest",
         **aiokafka_security_options(settings),
     )
-    await consumer.start()
     try:
+        await consumer.start()
         lines: list[_Line] = []
         before: dict[tuple[str, str], _Line] = {}
         # A consumer without subscriptions knows no topic yet: ask the cluster about all

@@ -50,8 +50,8 @@ from switchboard_router.assignment.matcher import change_moments
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy
 from switchboard_router.assignment.store import Decision
-from switchboard_router.simulation.clock import ReplayStore, SimulatedClock
 from switchboard_router.simulation.handling import Handling, Step, is_work, retimed
+from switchboard_router.simulation.simulated import ReplayStore, SimulatedClock
 from switchboard_router.simulation.trace import Trace, TraceRecord
 
 SOURCE = "/switchboard/simulation"
