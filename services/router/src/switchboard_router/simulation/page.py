@@ -159,6 +159,10 @@ def page(report: Report, current_name: str, candidate_name: str) -> str:
     ]
     out.append("<h2>Agent occupancy by channel</h2>")
     out.append(
+        "<p>Agents serve every queue they qualify for: capacity held by offered or assigned "
+        "conversations over the capacity of the agents online.</p>"
+    )
+    out.append(
         bars(
             "occupancy",
             channels,

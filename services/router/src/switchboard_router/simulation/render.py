@@ -115,7 +115,8 @@ def text(report: Report, current_name: str, candidate_name: str) -> str:
         "",
         *_table(HEADERS, [[q, c, *_cells(a, b)] for q, c, a, b in _rows(report)]),
         "",
-        "Agent occupancy (capacity held / capacity online):",
+        "Agent occupancy by channel (agents serve every queue they qualify for), capacity",
+        "held by offered or assigned conversations over the capacity of agents online:",
     ]
     for channel in sorted(set(report.current.occupancy) | set(report.candidate.occupancy)):
         a = percent(report.current.occupancy.get(channel))
