@@ -314,3 +314,16 @@ async def test_another_agent_works_as_recorded_in_that_queue_and_channel() -> No
     assert any(list(e.steps) == list(other.steps) for e in donors)
     # Nobody ever worked in that queue: the channel's episodes of any queue.
     assert model.script("c00", 0, "x", "nowhere", own.channel).source == "modelled"
+
+
+async def test_a_range_of_a_file_keeps_the_team_it_starts_with() -> None:
+    trace = read_trace(await recorded(CURRENT))
+    since = T0 + timedelta(seconds=100)
+    ranged = trace.between(since, T0 + timedelta(seconds=400))
+    earlier = [r for r in ranged.records if r.time < since]
+    assert len(earlier) == 6  # three agents' profile and presence
+    assert all(since <= r.time < T0 + timedelta(seconds=400) for r in ranged.records[6:])
+    outcome = await replay(
+        ranged, CURRENT, HandlingModel.from_trace(ranged), label="current", detector=FixedLanguage()
+    )
+    assert any(d.state.agent_id for steps in outcome.decisions.values() for d in steps)

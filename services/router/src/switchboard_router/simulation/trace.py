@@ -32,6 +32,8 @@ from switchboard_common.contract import (
     CONVERSATION_EVENTS,
     SLA_EVENTS,
     TOPICS_BY_NAME,
+    AgentStatusChanged,
+    AgentUpserted,
 )
 from switchboard_common.contract.events import ContractModel
 
@@ -91,13 +93,20 @@ class Trace:
         return self.records[-1].time if self.records else None
 
     def between(self, since: datetime | None, until: datetime | None) -> Trace:
-        """The records of a time range (``since`` included, ``until`` excluded)."""
-        kept = [
-            r
-            for r in self.records
-            if (since is None or r.time >= since) and (until is None or r.time < until)
-        ]
-        return Trace(kept, list(self.problems), self.undecodable)
+        """The records of a time range (``since`` included, ``until`` excluded), and each
+        agent's latest profile and presence from before it (as ``switchboard export``
+        keeps them), so the team is known from the start."""
+        state: dict[tuple[str, str], TraceRecord] = {}
+        kept: list[TraceRecord] = []
+        for record in self.records:
+            if until is not None and record.time >= until:
+                continue
+            if since is None or record.time >= since:
+                kept.append(record)
+            elif isinstance(record.event, AgentUpserted | AgentStatusChanged):
+                state[(record.key, record.attributes.type)] = record
+        earlier = sorted(state.values(), key=lambda r: r.time)
+        return Trace([*earlier, *kept], list(self.problems), self.undecodable)
 
 
 def record_line(topic: str, key: str, attributes: CloudEventAttributes, data: bytes) -> str:
