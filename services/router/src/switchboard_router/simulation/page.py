@@ -11,12 +11,12 @@ from switchboard_router.simulation.render import (
     CANDIDATE_COLOUR,
     CURRENT_COLOUR,
     HEADERS,
-    _cells,
-    _decision_text,
-    _rows,
+    cells,
+    decision_text,
     duration,
     notes,
     percent,
+    rows_of,
 )
 from switchboard_router.simulation.report import Report
 
@@ -117,7 +117,7 @@ def page(report: Report, current_name: str, candidate_name: str) -> str:
     """The whole HTML page."""
     start, end = report.window
     esc = html.escape
-    rows = _rows(report)
+    rows = rows_of(report)
     labels = [f"{q} · {c}" for q, c, _, _ in rows]
     key = (
         f'<p class="key"><span style="background:{CURRENT_COLOUR}"></span>current '
@@ -136,8 +136,8 @@ def page(report: Report, current_name: str, candidate_name: str) -> str:
         "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr>",
     ]
     for q, c, a, b in rows:
-        cells = [q, c, *_cells(a, b)]
-        out.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>")
+        row = [q, c, *cells(a, b)]
+        out.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>")
     out.append("</table>")
 
     def pair(name: str) -> list[tuple[float | None, float | None]]:
@@ -182,11 +182,9 @@ def page(report: Report, current_name: str, candidate_name: str) -> str:
             out.append(
                 f"<li><b>{esc(example.conversation_id)}</b>: waited "
                 f"{esc(duration(example.wait_current))} → {esc(duration(example.wait_candidate))}"
-                + "".join(
-                    f"<br>both: <code>{esc(_decision_text(d))}</code>" for d in example.before
-                )
-                + f"<br>current: <code>{esc(_decision_text(example.current))}</code>"
-                f"<br>candidate: <code>{esc(_decision_text(example.candidate))}</code></li>"
+                + "".join(f"<br>both: <code>{esc(decision_text(d))}</code>" for d in example.before)
+                + f"<br>current: <code>{esc(decision_text(example.current))}</code>"
+                f"<br>candidate: <code>{esc(decision_text(example.candidate))}</code></li>"
             )
         out.append("</ul>")
     out.append("<h2>Notes</h2><ul>")

@@ -36,14 +36,14 @@ def _pair(a: str, b: str) -> str:
     return f"{a} → {b}" if a != b else a
 
 
-def _rows(report: Report) -> list[tuple[str, str, Row | None, Row | None]]:
+def rows_of(report: Report) -> list[tuple[str, str, Row | None, Row | None]]:
     keys = sorted(set(report.current.rows) | set(report.candidate.rows))
     return [
         (q, c, report.current.rows.get((q, c)), report.candidate.rows.get((q, c))) for q, c in keys
     ]
 
 
-def _cells(a: Row | None, b: Row | None) -> list[str]:
+def cells(a: Row | None, b: Row | None) -> list[str]:
     def get(row: Row | None, name: str) -> str:
         if row is None:
             return "-"
@@ -73,10 +73,10 @@ HEADERS = [
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return out
+    out = [header, ["-" * w for w in widths], *rows]
+    return [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in out
+    ]
 
 
 def _example_lines(example: Example) -> list[str]:
@@ -86,13 +86,13 @@ def _example_lines(example: Example) -> list[str]:
     return [
         f"  {example.conversation_id}: waited {duration(example.wait_current)} → "
         f"{duration(example.wait_candidate)}",
-        *(side("both     ", _decision_text(d)) for d in example.before),
-        side("current  ", _decision_text(example.current)),
-        side("candidate", _decision_text(example.candidate)),
+        *(side("both     ", decision_text(d)) for d in example.before),
+        side("current  ", decision_text(example.current)),
+        side("candidate", decision_text(example.candidate)),
     ]
 
 
-def _decision_text(decision: Decision | None) -> str:
+def decision_text(decision: Decision | None) -> str:
     if decision is None:
         return "(no such decision)"
     state = decision.state
@@ -113,7 +113,7 @@ def text(report: Report, current_name: str, candidate_name: str) -> str:
         f"candidate policy: {candidate_name}",
         "Figures read current → candidate.",
         "",
-        *_table(HEADERS, [[q, c, *_cells(a, b)] for q, c, a, b in _rows(report)]),
+        *_table(HEADERS, [[q, c, *cells(a, b)] for q, c, a, b in rows_of(report)]),
         "",
         "Agent occupancy by channel (agents serve every queue they qualify for), capacity",
         "held by offered or assigned conversations over the capacity of agents online:",
