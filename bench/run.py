@@ -161,6 +161,25 @@ def cases(quick: bool) -> list[Case]:
             ],
             ("ratio", "<=", 3.0),
         ),
+        Case(
+            "simulation",
+            "what-if replay of a sample day (50 agents), vs decoding the same file",
+            [
+                PY,
+                str(ROOT / "services/router/bench/simulation.py"),
+                "--conversations",
+                "5000" if quick else "20000",
+            ],
+            # A day of 20,000 conversations replayed in well under a minute.
+            ("system", ">=", 500.0),
+            rows=(
+                Row(
+                    "simulate_seconds",
+                    "↳ switchboard simulate of that day: two replays and the report, seconds",
+                    ("system", "<", 60.0),
+                ),
+            ),
+        ),
     ]
 
 
