@@ -32,16 +32,29 @@ from switchboard_common.contract import (
 )
 from switchboard_common.contract.events import AssignmentDecision, ContractModel
 from switchboard_common.deadletter import RawRecord
-from switchboard_devtools.testing.router_assignment import T0, FixedLanguage, activity, engine
+from switchboard_devtools.testing.router_assignment import (
+    T0,
+    FixedLanguage,
+    activity,
+    engine,
+    state,
+)
 from switchboard_router.assignment.consumers import AgentStateHandler, ConversationHandler
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.policy import RoutingPolicy, load_policy, parse_policy
+from switchboard_router.assignment.store import Decision
 from switchboard_router.simulation import cli
 from switchboard_router.simulation.handling import HandlingModel
 from switchboard_router.simulation.page import page
 from switchboard_router.simulation.render import text as render_text
-from switchboard_router.simulation.replay import replay
-from switchboard_router.simulation.report import compare, percentile
+from switchboard_router.simulation.replay import Outcome, replay
+from switchboard_router.simulation.report import (
+    compare,
+    first_response_met,
+    percentile,
+    still_waiting,
+    wait_of,
+)
 from switchboard_router.simulation.trace import event_line, read_trace
 
 pytestmark = pytest.mark.unit
@@ -327,3 +340,77 @@ async def test_a_range_of_a_file_keeps_the_team_it_starts_with() -> None:
         ranged, CURRENT, HandlingModel.from_trace(ranged), label="current", detector=FixedLanguage()
     )
     assert any(d.state.agent_id for steps in outcome.decisions.values() for d in steps)
+
+
+def _step(cid: str, seq: int, status: RouteStatus, at: float, agent: str | None = None) -> Decision:
+    decided = T0 + timedelta(seconds=at)
+    return Decision(
+        state=state(cid, seq=seq, status=status, decided_at=decided, agent_id=agent),
+        kind=None,
+        reason={},
+        token="replica-1",  # noqa: S106 - the replica that decided, not a secret
+    )
+
+
+def _outcome(decisions: dict[str, list[Decision]], replies: dict[str, float]) -> Outcome:
+    return Outcome(
+        label="current",
+        policy=CURRENT,
+        start=T0,
+        end=T0 + timedelta(hours=2),
+        decisions=decisions,
+        opened={
+            cid: activity(cid, received_at=T0, kind="opened" if cid != "old" else "message")
+            for cid in decisions
+        },
+        first_reply={cid: T0 + timedelta(seconds=s) for cid, s in replies.items()},
+        capacity_seconds={"email": 7200.0},
+    )
+
+
+def test_waits_end_when_an_agent_has_it_or_it_is_closed_and_offers_do_not_count() -> None:
+    given_up = [
+        _step("gone", 1, RouteStatus.WAITING, 0),
+        _step("gone", 2, RouteStatus.RESOLVED, 60),
+    ]
+    expired = [
+        _step("exp", 1, RouteStatus.WAITING, 0),
+        _step("exp", 2, RouteStatus.OFFERED, 10, "a-1"),
+        _step("exp", 3, RouteStatus.WAITING, 40),
+    ]
+    served = [
+        _step("ok", 1, RouteStatus.WAITING, 0),
+        _step("ok", 2, RouteStatus.OFFERED, 10, "a-1"),
+        _step("ok", 3, RouteStatus.ASSIGNED, 25, "a-1"),
+    ]
+    end = T0 + timedelta(hours=2)
+    assert wait_of(given_up, end) == 60
+    assert wait_of(expired, end) == 7200  # the expired offer served nobody
+    assert wait_of(served, end) == 25
+    assert (still_waiting(given_up), still_waiting(expired), still_waiting(served)) == (
+        False,
+        True,
+        False,
+    )
+
+
+def test_first_response_is_judged_as_the_sla_monitor_does() -> None:
+    day = 86400
+    resolved_unanswered = [
+        _step("quiet", 1, RouteStatus.WAITING, 0),
+        _step("quiet", 2, RouteStatus.RESOLVED, 600),
+    ]
+    decisions = {
+        "fast": [_step("fast", 1, RouteStatus.WAITING, 0)],
+        "slow": [_step("slow", 1, RouteStatus.WAITING, 0)],
+        "quiet": resolved_unanswered,
+        "old": [_step("old", 1, RouteStatus.WAITING, 0)],
+    }
+    outcome = _outcome(decisions, {"fast": 60, "slow": 400, "old": 9999})
+    targets = {"email": 300.0}
+    assert first_response_met(outcome, "fast", targets) is True
+    assert first_response_met(outcome, "slow", targets) is False
+    # Resolved within the target without a reply: the clock stopped, nothing to judge.
+    assert first_response_met(outcome, "quiet", {"email": 900.0}) is None
+    assert first_response_met(outcome, "quiet", targets) is False  # resolved after it
+    assert first_response_met(outcome, "old", {"email": float(day)}) is None  # opened before

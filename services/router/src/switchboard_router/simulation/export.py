@@ -53,11 +53,14 @@ def trace_line(contract_topic: str, record: ConsumerRecord[bytes, bytes]) -> str
 
 
 def _moment(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
+    """The record's CloudEvents time; None when missing, unreadable or without a zone
+    (such a record is listed as undecodable, as reading a trace file does)."""
     raw = header_map(record.headers or ()).get("ce_time")
     try:
-        return None if raw is None else datetime.fromisoformat(raw)
+        moment = None if raw is None else datetime.fromisoformat(raw)
     except ValueError:
         return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 async def export_lines(

@@ -1,11 +1,13 @@
 """The report's numbers (pure): two replays of one trace side by side.
 
 Per queue (where the conversation was first routed) and channel: waiting time from
-the start of waiting to the first agent (p50, p90; a conversation nobody took by the
-end of the trace counts with its wait so far, so a policy that strands work looks no
-better for it), first-response SLA attainment, conversations moved to overflow and those
-still waiting at the end. Per channel: agent occupancy, the capacity held by offered or
-assigned conversations over the capacity of the agents online. Then the decisions that
+the start of waiting until an agent has it (assigned: an offer that may still expire
+does not count) or it is resolved from the queue (p50, p90; a conversation nobody took
+by the end of the trace counts with its wait so far, so a policy that strands work looks
+no better for it), first-response SLA attainment, conversations moved to overflow and
+those still waiting (queued or only offered) at the end. Per channel: agent occupancy,
+the capacity held by offered or assigned conversations over the capacity of the agents
+online. Then the decisions that
 changed between the two replays, with a few examples and their reasons; and, when the
 trace holds the router's recorded decisions, how many the current policy's replay
 reproduced (a check of the replay itself).
@@ -22,13 +24,16 @@ from datetime import datetime
 
 from switchboard_common.contract import ASSIGNMENTS, Channel
 from switchboard_common.contract.events import AssignmentDecision
-from switchboard_router.assignment.model import HOLDING
+from switchboard_router.assignment.model import HOLDING, RouteStatus
 from switchboard_router.assignment.store import Decision
 from switchboard_router.simulation.replay import Outcome
 from switchboard_router.simulation.trace import Trace
 
-#: First-response targets by channel (seconds), as the SLA monitor's default policy sets
-#: them on a 24/7 clock: minutes on chat, an hour on social media, a day by email.
+#: First-response targets by channel (seconds) for every priority, on a 24/7 clock: the
+#: normal-priority targets of the SLA monitor's default policy (minutes on chat, an hour
+#: on social media, a day by email). Not the monitor's own figures: it measures chat and
+#: social in business hours and gives urgent work shorter targets, and the router does
+#: not read its policy; ``--first-response-target`` sets others.
 FIRST_RESPONSE_TARGETS: dict[str, float] = {
     str(Channel.WHATSAPP): 300,
     str(Channel.MESSENGER): 300,
@@ -116,15 +121,32 @@ def _seconds(a: datetime, b: datetime) -> float:
     return round((b - a).total_seconds(), 3)
 
 
+#: Where a conversation's first wait ends: an agent has it, or it was closed unserved.
+SERVED_OR_CLOSED = frozenset({RouteStatus.ASSIGNED, RouteStatus.RESOLVED})
+
+
 def wait_of(steps: Sequence[Decision], end: datetime) -> float | None:
-    """Seconds from the start of waiting to the first agent (to ``end`` if none)."""
+    """Seconds from the start of waiting until an agent has the conversation or it is
+    resolved from the queue (to ``end`` if neither)."""
     if not steps:
         return None
     since = steps[0].state.waiting_since
     for decision in steps:
-        if decision.state.status in HOLDING:
+        if decision.state.status in SERVED_OR_CLOSED:
             return _seconds(since, decision.state.decided_at)
     return _seconds(since, end)
+
+
+def still_waiting(steps: Sequence[Decision]) -> bool:
+    """Queued, or only offered, when the trace ends."""
+    return bool(steps) and steps[-1].state.status in (RouteStatus.WAITING, RouteStatus.OFFERED)
+
+
+def resolved_at(steps: Sequence[Decision]) -> datetime | None:
+    for decision in steps:
+        if decision.state.status is RouteStatus.RESOLVED:
+            return decision.state.decided_at
+    return None
 
 
 @dataclass
@@ -162,7 +184,7 @@ def figures(outcome: Outcome, targets: Mapping[str, float]) -> Figures:
             waits.append(wait)
         if first.queue != overflow and any(d.state.queue == overflow for d in steps):
             group.overflowed += 1
-        if not any(d.state.status in HOLDING for d in steps):
+        if still_waiting(steps):
             group.still_waiting += 1
         verdict = first_response_met(outcome, cid, targets)
         if verdict is True:
@@ -194,11 +216,13 @@ def figures(outcome: Outcome, targets: Mapping[str, float]) -> Figures:
 
 
 def first_response_met(outcome: Outcome, cid: str, targets: Mapping[str, float]) -> bool | None:
-    """Whether the first reply came within the channel's target of the first message;
-    None when it cannot be told yet (no reply, the trace ends inside the target) or the
-    conversation started before the trace."""
+    """Whether the first reply came within the channel's target of the message that
+    opened the conversation. None when it cannot be told: the conversation opened before
+    the trace (its first message here is a follow-up), or it has no reply and neither
+    the trace's end nor its resolution came after the target (a resolution stops the
+    clock, as in the SLA monitor)."""
     opened = outcome.opened.get(cid)
-    if opened is None:
+    if opened is None or opened.kind != "opened":
         return None
     target = targets.get(str(opened.channel))
     if target is None:
@@ -206,7 +230,8 @@ def first_response_met(outcome: Outcome, cid: str, targets: Mapping[str, float])
     replied = outcome.first_reply.get(cid)
     if replied is not None:
         return (replied - opened.received_at).total_seconds() <= target
-    if (outcome.end - opened.received_at).total_seconds() > target:
+    stopped = resolved_at(outcome.decisions.get(cid, ())) or outcome.end
+    if (stopped - opened.received_at).total_seconds() > target:
         return False
     return None
 
