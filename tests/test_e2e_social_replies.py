@@ -44,7 +44,9 @@ X_ACCOUNT = "4337869213"  # the X account customers write to (x_dm_webhook's for
 WHATSAPP_TOKEN = secrets.token_urlsafe(24)
 BOT_TOKEN = f"7012345678:{secrets.token_urlsafe(24)}"
 PAGE_TOKEN = secrets.token_urlsafe(24)
-X_TOKEN = secrets.token_urlsafe(24)
+#: OAuth 1.0a user-context credentials (access token and its secret) and the app's key.
+X_TOKEN = f"{secrets.token_hex(12)}:{secrets.token_urlsafe(24)}"
+X_APP_KEY = "switchboard-test-app"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,8 @@ def messenger() -> Iterator[LocalMessenger]:
 
 @pytest.fixture(scope="module")
 def x() -> Iterator[LocalX]:
-    with LocalX.started(tokens={X_ACCOUNT: X_TOKEN}) as server:
+    consumer = (X_APP_KEY, TEST_SECRETS["X_CONSUMER_SECRET"])
+    with LocalX.started(tokens={X_ACCOUNT: X_TOKEN}, consumer=consumer) as server:
         yield server
 
 
@@ -88,6 +91,7 @@ def stack(
             "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
             "X_API_URL": x.url,
             "X_ACCESS_TOKEN": X_TOKEN,
+            "X_CONSUMER_KEY": X_APP_KEY,
             "INGEST_SOCIAL_OUTBOUND_RETRY_SECONDS": "0.2",
         },
     ) as running:

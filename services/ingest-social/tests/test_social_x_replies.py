@@ -13,6 +13,7 @@ import pytest
 
 from switchboard_common.contract import Channel, ReplyDelivery
 from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
+from switchboard_ingest_social.oauth1 import OAuth1Credentials, header_params, signature
 from switchboard_ingest_social.replies import SocialSenders, XSender
 
 pytestmark = pytest.mark.unit
@@ -69,7 +70,12 @@ async def test_a_direct_message_is_posted_to_the_participant_and_accepted_by_eve
         data = {"dm_conversation_id": f"{ACCOUNT}-{CUSTOMER}", "dm_event_id": "1580705921830768647"}
         return httpx.Response(201, json={"data": data})
 
-    assert await send(handler) == Accepted("1580705921830768647")
+    before = datetime.now(UTC)
+    sent = await send(handler)
+    assert isinstance(sent, Accepted)
+    assert sent.provider_message_id == "1580705921830768647"
+    assert sent.requested_at is not None
+    assert before <= sent.requested_at <= datetime.now(UTC)  # when the request left
     [request] = seen
     assert request.method == "POST"
     assert str(request.url) == (f"https://api.x.test/2/dm_conversations/with/{CUSTOMER}/messages")
@@ -94,7 +100,9 @@ async def test_the_default_token_serves_accounts_not_listed() -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         sender = XSender(base_url="https://api.x.test", tokens={}, default_token="d", client=client)  # noqa: S106
-        assert await sender.send(order()) == Accepted("17")
+        sent = await sender.send(order())
+        assert isinstance(sent, Accepted)
+        assert sent.provider_message_id == "17"
     assert seen == ["Bearer d"]
 
 
@@ -183,6 +191,55 @@ async def test_other_client_errors_are_refused_with_xs_code_and_text(
 async def test_a_success_without_an_event_id_is_not_taken_for_a_send() -> None:
     outcome = await send(answer(201, {"data": {}}))
     assert outcome == Refused("x_201", "HTTP 201")
+
+
+#: X's documented OAuth 1.0a example ("Creating a signature"): its inputs and signature.
+DOCUMENTED = {
+    "consumer_key": "xvz1evFS4wEEPTGEFPHBog",
+    "consumer_secret": "kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw",
+    "token": "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb",
+    "token_secret": "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE",
+}
+
+
+def test_oauth1_signs_xs_documented_example() -> None:
+    header = OAuth1Credentials(**DOCUMENTED).authorization(
+        "POST",
+        "https://api.twitter.com/1.1/statuses/update.json?include_entities=true",
+        nonce="kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg",
+        timestamp=1318622958,
+        form={"status": "Hello Ladies + Gentlemen, a signed OAuth request!"},
+    )
+    params = header_params(header)
+    assert params["oauth_signature"] == "hCtSmYh+iHYCEqBWrE7C7hYmtUk="
+    assert params["oauth_token"] == DOCUMENTED["token"]
+    assert header.startswith('OAuth oauth_consumer_key="xvz1evFS4wEEPTGEFPHBog", ')
+
+
+async def test_an_access_token_with_its_secret_signs_with_oauth1_and_needs_the_app_keys() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(201, json={"data": {"dm_event_id": "18"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        keys = ("app-key", "app-secret")
+        signing = XSender(
+            "https://api.x.test", {ACCOUNT: "tok:sec"}, None, client, lambda: NOW, keys
+        )
+        assert isinstance(await signing.send(order()), Accepted)
+        unsigned = XSender("https://api.x.test", {ACCOUNT: "tok:sec"}, None, client)
+        assert await unsigned.send(order()) == Refused(
+            "no_credentials", "OAuth 1.0a credentials need X_CONSUMER_KEY"
+        )
+    [header] = seen
+    params = header_params(header)
+    assert (params["oauth_token"], params["oauth_consumer_key"]) == ("tok", "app-key")
+    assert params["oauth_timestamp"] == str(int(NOW))
+    url = f"https://api.x.test/2/dm_conversations/with/{CUSTOMER}/messages"
+    signed = {k: v for k, v in params.items() if k != "oauth_signature"}
+    assert params["oauth_signature"] == signature("POST", url, signed, "app-secret", "sec")
 
 
 def test_x_orders_go_to_the_x_sender() -> None:

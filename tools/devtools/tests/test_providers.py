@@ -18,6 +18,7 @@ from switchboard_devtools.providers import (
     LocalWhatsApp,
     LocalX,
 )
+from switchboard_ingest_social.oauth1 import OAuth1Credentials
 
 pytestmark = pytest.mark.unit
 
@@ -599,6 +600,21 @@ def test_x_direct_message_is_created_and_recorded(x: LocalX) -> None:
         (X_ACCOUNT, X_USER, "Tracking: 4411."),
     ]
     assert x.sent[0].dm_event_id == data["dm_event_id"]
+
+
+def test_x_takes_an_oauth1_signed_request_and_refuses_a_wrongly_signed_one() -> None:
+    keys = ("app-key", "app-secret")
+    with LocalX.started(tokens={X_ACCOUNT: "tok:sec"}, consumer=keys) as x:
+        url = f"{x.url}/2/dm_conversations/with/{X_USER}/messages"
+
+        def post(secret: str) -> httpx.Response:
+            credentials = OAuth1Credentials(*keys, "tok", secret)
+            header = credentials.authorization("POST", url, nonce="n1", timestamp=1)
+            return httpx.post(url, json={"text": "Hi"}, headers={"Authorization": header})
+
+        assert post("sec").status_code == 201
+        assert post("not-the-secret").status_code == 401
+        assert [m.sender_id for m in x.to(X_USER)] == [X_ACCOUNT]
 
 
 @pytest.mark.parametrize("token", [None, "not-a-token"])

@@ -72,6 +72,9 @@ class Accepted:
     """The provider took the reply."""
 
     provider_message_id: str
+    #: When its request left (the provider's own send time is no earlier); a receipt
+    #: "read up to" a time finds the reply by it.
+    requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -334,7 +337,13 @@ class ReplyDispatcher:
     def _record(self, order: ReplyDelivery, outcome: Accepted | Refused) -> ReplyRecord:
         now = self._clock()
         if isinstance(outcome, Accepted):
-            return ReplyRecord(order.reply_id, "sent", now, outcome.provider_message_id)
+            return ReplyRecord(
+                order.reply_id,
+                "sent",
+                now,
+                outcome.provider_message_id,
+                handed_at=outcome.requested_at,
+            )
         error = DeliveryError(code=outcome.code, text=outcome.text)
         return ReplyRecord(order.reply_id, "failed", now, self._sender.planned_id(order), error)
 

@@ -28,6 +28,13 @@ class ReplyRecord:
     at: datetime
     provider_message_id: str | None = None
     error: DeliveryError | None = None
+    #: When the request that sent it left, when the sender knows (``Accepted``).
+    handed_at: datetime | None = None
+
+
+#: Channels whose receipts say "every message up to this time" (Messenger's and
+#: Instagram's watermarks): only their replies keep who they went to (a digest).
+WATERMARKED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM})
 
 
 def recipient_key(channel: Channel, account: str | None, recipient: str) -> str:
@@ -98,11 +105,17 @@ class ReplyRecords:
 
     async def replies_of(
         self, channel: Channel, provider_message_ids: Sequence[str]
-    ) -> dict[str, tuple[str, str]]:
-        """The replies (``reply_id``, ``conversation_id``) these provider ids were sent as."""
+    ) -> dict[str, SentReply]:
+        """The replies these provider ids were sent as."""
         keys = [f"{channel.value}:{i}" for i in provider_message_ids]
         return {
-            str(key).split(":", 1)[1]: (document["reply_id"], document["conversation_id"])
+            str(key).split(":", 1)[1]: SentReply(
+                provider_message_id=str(key).split(":", 1)[1],
+                reply_id=document["reply_id"],
+                conversation_id=document["conversation_id"],
+                handed_at=document["handed_at"],
+                reported=frozenset(document.get("reported", ())),
+            )
             for key, document in (await find_by_ids(self._by_provider_id, keys)).items()
         }
 
@@ -171,9 +184,13 @@ class ReplyRecords:
                 "_id": f"{order.channel.value}:{record.provider_message_id}",
                 "reply_id": record.reply_id,
                 "conversation_id": order.conversation_id,
-                "to": recipient_key(order.channel, order.account, order.recipient),
-                "handed_at": handed_at or record.at,
+                "handed_at": record.handed_at or handed_at or record.at,
             }
+            | (
+                {"to": recipient_key(order.channel, order.account, order.recipient)}
+                if order.channel in WATERMARKED
+                else {}
+            )
             for record, order in finished
             if record.status == "sent" and record.provider_message_id
         ]

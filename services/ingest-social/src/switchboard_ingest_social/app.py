@@ -248,6 +248,9 @@ def social_senders(
             tokens=x_accounts,
             default_token=x_default.get_secret_value() if x_default else None,
             client=http,
+            consumer=(settings.x_consumer_key, settings.x_consumer_secret.get_secret_value())
+            if settings.x_consumer_key and settings.x_consumer_secret
+            else None,
         )
     return SocialSenders(whatsapp=whatsapp, telegram=telegram, messenger=messenger, x=x)
 

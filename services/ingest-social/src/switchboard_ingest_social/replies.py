@@ -32,10 +32,11 @@ died before its answer is never handed over again: it ends ``failed`` with
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -50,8 +51,9 @@ from switchboard_common.contract import (
 )
 from switchboard_common.kafka import Outgoing
 from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
-from switchboard_common.outbound_records import ReplyRecords, recipient_key
+from switchboard_common.outbound_records import WATERMARKED, ReplyRecords, recipient_key
 from switchboard_ingest_social.normalise.common import ProviderStatus, Watermark
+from switchboard_ingest_social.oauth1 import OAuth1Credentials
 
 #: The collection of reply records (``_id`` = ``reply_id``).
 REPLIES = "social_replies"
@@ -113,6 +115,7 @@ async def _graph_post(
     message_id: Callable[[dict[str, Any]], Any],
 ) -> Outcome:
     """One Graph API send; ``message_id`` finds the sent message's id in a success."""
+    requested_at = datetime.now(UTC)
     try:
         response = await client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as error:
@@ -123,7 +126,7 @@ async def _graph_post(
         return temporary
     sent = message_id(answer) if response.is_success and isinstance(answer, dict) else None
     if sent:
-        return Accepted(str(sent))
+        return Accepted(str(sent), requested_at)
     return _graph_refusal(channel, response, answer)
 
 
@@ -259,24 +262,45 @@ def _x_refusal(response: httpx.Response, answer: Any) -> Refused:
 @dataclass(frozen=True)
 class XSender:
     """X API v2 direct messages, from the business account the customer wrote to (the
-    conversation's account, an X user id). ``tokens`` maps an account to its OAuth 2.0
-    user-context token (scope ``dm.write``); ``default_token`` serves the ones not
-    listed. ``clock`` (epoch seconds) turns ``x-rate-limit-reset`` into a wait."""
+    conversation's account, an X user id). ``tokens`` maps an account to its
+    credentials, ``default_token`` serves the ones not listed: ``<access token>:<secret>``
+    signs with OAuth 1.0a and the app's ``consumer`` key and secret (these do not
+    expire); anything else is an OAuth 2.0 user-context token (scope ``dm.write``), sent
+    as a bearer token, which X expires after two hours. ``clock`` (epoch seconds) turns
+    ``x-rate-limit-reset`` into a wait and stamps OAuth 1.0a requests."""
 
     base_url: str
     tokens: Mapping[str, str]
     default_token: str | None
     client: httpx.AsyncClient
     clock: Callable[[], float] = time.time
+    #: The app's consumer key and secret, for OAuth 1.0a credentials.
+    consumer: tuple[str, str] | None = None
+
+    def authorization(self, token: str, url: str) -> str | None:
+        """The Authorization header for ``token`` (None: OAuth 1.0a without the app's keys)."""
+        access, colon, secret = token.partition(":")
+        if not colon:
+            return f"Bearer {token}"
+        if self.consumer is None:
+            return None
+        credentials = OAuth1Credentials(*self.consumer, access, secret)
+        return credentials.authorization(
+            "POST", url, nonce=secrets.token_hex(16), timestamp=int(self.clock())
+        )
 
     async def send(self, order: ReplyDelivery) -> Outcome:
         token = self.tokens.get(order.account or "", self.default_token)
         if token is None:
             return Refused("no_credentials", "no X access token for this account")
         url = f"{self.base_url.rstrip('/')}/2/dm_conversations/with/{order.recipient}/messages"
+        authorization = self.authorization(token, url)
+        if authorization is None:
+            return Refused("no_credentials", "OAuth 1.0a credentials need X_CONSUMER_KEY")
+        requested_at = datetime.now(UTC)
         try:
             response = await self.client.post(
-                url, json={"text": order.text}, headers={"Authorization": f"Bearer {token}"}
+                url, json={"text": order.text}, headers={"Authorization": authorization}
             )
         except httpx.HTTPError as error:
             return Unavailable(f"{type(error).__name__}: {error}")
@@ -286,7 +310,7 @@ class XSender:
             return temporary
         data = answer.get("data") if isinstance(answer, dict) else None
         if response.is_success and isinstance(data, dict) and data.get("dm_event_id"):
-            return Accepted(str(data["dm_event_id"]))
+            return Accepted(str(data["dm_event_id"]), requested_at)
         return _x_refusal(response, answer)
 
 
@@ -351,7 +375,6 @@ REPORTED = {
 #: Channels whose receipts may speak of every message up to a time (Messenger's
 #: watermarks): what was reported of a reply is noted, so a later receipt reports only
 #: what is new.
-WATERMARKED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM})
 
 
 class StatusReporter:
@@ -423,8 +446,12 @@ class StatusReporter:
                     if sent.handed_at <= mark.until and status.status not in sent.reported
                 ]
             elif status.provider_message_id in by_id:
-                reply_id, conversation_id = by_id[status.provider_message_id]
-                replies = [_Reply(status.provider_message_id, reply_id, conversation_id)]
+                sent = by_id[status.provider_message_id]
+                # Receipts arrive in any order: nothing is said of a reply after "read".
+                if not ({"read", status.status} & sent.reported):
+                    replies = [
+                        _Reply(sent.provider_message_id, sent.reply_id, sent.conversation_id)
+                    ]
             found.append((status, replies))
         return found
 

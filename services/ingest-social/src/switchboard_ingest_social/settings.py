@@ -47,10 +47,14 @@ class IngestSocialSettings(ServiceSettings):
     meta_page_access_token: SecretStr | None = Field(
         None, validation_alias=env("META_PAGE_ACCESS_TOKEN")
     )
-    #: The OAuth 2.0 user-context token (scope ``dm.write``) X replies are sent with, as
-    #: the business account the customer wrote to (an account of its own: the accounts
-    #: file's ``send_token_env``).
+    #: What X replies are sent with, as the business account the customer wrote to (an
+    #: account of its own: the accounts file's ``send_token_env``): ``<access token>:
+    #: <access token secret>`` for OAuth 1.0a (with X_CONSUMER_KEY and X_CONSUMER_SECRET;
+    #: these do not expire), or an OAuth 2.0 user-context token (``dm.write``; X expires
+    #: it after two hours and Switchboard does not refresh it).
     x_access_token: SecretStr | None = Field(None, validation_alias=env("X_ACCESS_TOKEN"))
+    #: The X app's consumer (API) key; its secret is X_CONSUMER_SECRET.
+    x_consumer_key: str | None = Field(None, validation_alias=env("X_CONSUMER_KEY"))
     meta_graph_api_url: str = Field(
         "https://graph.facebook.com", validation_alias=env("META_GRAPH_API_URL")
     )

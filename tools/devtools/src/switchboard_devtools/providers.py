@@ -52,6 +52,7 @@ from starlette.routing import Route
 
 from switchboard_common.http import http_server
 from switchboard_devkit.running.inprocess import free_port
+from switchboard_ingest_social.oauth1 import header_params, signature
 
 #: Longest text WhatsApp and Telegram take in one message.
 MAX_TEXT = 4096
@@ -803,8 +804,11 @@ class XDirectMessage:
 
 @dataclass(kw_only=True)
 class LocalX(_LocalProvider):
-    #: X user id of a business account -> its OAuth 2.0 user-context token.
+    #: X user id of a business account -> its OAuth 2.0 user-context token, or
+    #: ``<access token>:<secret>`` for OAuth 1.0a.
     tokens: dict[str, str]
+    #: The app's consumer key and secret OAuth 1.0a requests are signed with.
+    consumer: tuple[str, str] | None = None
     #: Users who take no direct messages from the accounts (their DM settings, a block).
     closed: set[str] = field(default_factory=set)
     sent: list[XDirectMessage] = field(default_factory=list)
@@ -824,11 +828,30 @@ class LocalX(_LocalProvider):
             ]
         )
 
-    async def _send(self, request: Request) -> Response:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    def _user(self, request: Request) -> str | None:
+        """The business account a request is authorised as: a bearer token, or an OAuth
+        1.0a signature (RFC 5849, checked as X checks it) by its access token."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
         with self.lock:
-            users = [user for user, own in self.tokens.items() if own == token] if token else []
-        if scheme.lower() != "bearer" or not users:
+            owned = dict(self.tokens)
+        if scheme.lower() == "bearer":
+            return next((user for user, own in owned.items() if own == token and token), None)
+        oauth = header_params(header)
+        given = oauth.pop("oauth_signature", None)
+        for user, own in owned.items():
+            access, _, secret = own.partition(":")
+            if self.consumer is None or oauth.get("oauth_token") != access or not secret:
+                continue
+            signed = {**dict(request.query_params), **oauth}
+            expected = signature("POST", str(request.url), signed, self.consumer[1], secret)
+            if oauth.get("oauth_consumer_key") == self.consumer[0] and given == expected:
+                return user
+        return None
+
+    async def _send(self, request: Request) -> Response:
+        user = self._user(request)
+        if user is None:
             return _x_problem(401, "Unauthorized", "Unauthorized")
         retry_after = self._throttled()
         if retry_after is not None:
@@ -858,7 +881,7 @@ class LocalX(_LocalProvider):
             return _x_invalid_request(
                 "text", len(text), f"text must be at most {X_MAX_TEXT} characters"
             )
-        return self._accept(users[0], participant_id, text)
+        return self._accept(user, participant_id, text)
 
     def _accept(self, sender_id: str, participant_id: str, text: str) -> Response:
         with self.lock:
@@ -885,9 +908,12 @@ class LocalX(_LocalProvider):
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, *, tokens: Mapping[str, str]) -> Iterator[LocalX]:
+    def started(
+        cls, *, tokens: Mapping[str, str], consumer: tuple[str, str] | None = None
+    ) -> Iterator[LocalX]:
         """Listening on 127.0.0.1 until the block ends; ``tokens`` maps each business
-        account's X user id to the user-context token that sends as it."""
-        x = cls(port=free_port(), tokens=dict(tokens))
+        account's X user id to the user-context credentials that send as it, and
+        ``consumer`` is the app's key and secret for OAuth 1.0a ones."""
+        x = cls(port=free_port(), tokens=dict(tokens), consumer=consumer)
         with _serving(x.app(), x.port):
             yield x
