@@ -44,10 +44,14 @@ def order(reply_id: str, recipient: str, account: str = PAGE) -> ReplyDelivery:
 async def sent(records: ReplyRecords, reply: ReplyDelivery, handed_at: int) -> None:
     """``reply`` handed over ``handed_at`` seconds after T0 and taken a second later."""
     record = ReplyRecord(
-        reply.reply_id, "sent", T0 + timedelta(seconds=handed_at + 1), f"m_{reply.reply_id}"
+        reply.reply_id,
+        "sent",
+        T0 + timedelta(seconds=handed_at + 1),
+        f"m_{reply.reply_id}",
+        handed_at=T0 + timedelta(seconds=handed_at),
     )
     await records.start([(ReplyRecord(reply.reply_id, "sending", T0), reply)])
-    await records.finish([(record, reply)], T0 + timedelta(seconds=handed_at))
+    await records.finish([(record, reply)])
 
 
 async def test_a_watermark_finds_the_replies_to_that_person_up_to_it(
@@ -89,12 +93,12 @@ async def test_a_reply_is_found_by_when_its_own_request_left_and_only_messenger_
 ) -> None:
     records = ReplyRecords(mongo_client[database_name], REPLIES)
     late = order("late", ANA)
-    # The attempt began at T0, but this reply's request left 30 s later (others first).
+    # Recorded at T0 + 31 s; its request left at T0 + 30 s (others queued before it).
     record = ReplyRecord(
         "late", "sent", T0 + timedelta(seconds=31), "m_late", handed_at=T0 + timedelta(seconds=30)
     )
     await records.start([(ReplyRecord("late", "sending", T0), late)])
-    await records.finish([(record, late)], T0)
+    await records.finish([(record, late)])
     ana = recipient_key(Channel.MESSENGER, PAGE, ANA)
     # Ana read up to 10 s after T0: before this reply left, so it is not read.
     assert await records.sent_before({ana: T0 + timedelta(seconds=10)}, unless="read") == {}
@@ -103,7 +107,7 @@ async def test_a_reply_is_found_by_when_its_own_request_left_and_only_messenger_
 
     whatsapp = order("wa", "+34600111222").model_copy(update={"channel": Channel.WHATSAPP})
     await records.start([(ReplyRecord("wa", "sending", T0), whatsapp)])
-    await records.finish([(ReplyRecord("wa", "sent", T0, "wamid.1"), whatsapp)], T0)
+    await records.finish([(ReplyRecord("wa", "sent", T0, "wamid.1"), whatsapp)])
     lookups = mongo_client[database_name][f"{REPLIES}_by_provider_id"]
     assert "to" in (await lookups.find_one({"_id": "messenger:m_late"}) or {})
     assert "to" not in (await lookups.find_one({"_id": "whatsapp:wamid.1"}) or {"to": 1})

@@ -276,7 +276,6 @@ class ReplyDispatcher:
         for attempt in range(self._attempts):
             if attempt:
                 await self._records.mark([o.reply_id for _, o in left], "sending")
-            handed_at = self._clock()
             outcomes = await self._send([order for _, order in left])
             retry: list[tuple[Delivery, ReplyDelivery]] = []
             waits: list[float] = []
@@ -293,7 +292,7 @@ class ReplyDispatcher:
                 self._metrics.replies.labels(order.channel.value, record.status).inc()
                 self._metrics.queued.labels(order.channel.value).dec()
                 queued[order.channel.value] -= 1
-            await self._records.finish(done, handed_at)
+            await self._records.finish(done)
             if not retry:
                 return handed, []
             # The provider said "later": not handed over, so a redelivery may send them.

@@ -125,8 +125,8 @@ class ReplyRecords:
         """For each ``recipient_key`` its replies handed to the provider at or before its
         watermark, except those already reported ``unless`` (one query for them all).
 
-        ``handed_at`` is when the attempt that sent a reply began: never after the
-        provider's own send time, so a watermark equal to that time finds the reply."""
+        ``handed_at`` is when a reply's request left: never after the provider's own
+        send time, so a watermark equal to that time finds the reply."""
         if not watermarks:
             return {}
         cursor = self._by_provider_id.find(
@@ -171,20 +171,16 @@ class ReplyRecords:
                 {"_id": {"$in": list(reply_ids)}}, {"$set": {"status": status}}
             )
 
-    async def finish(
-        self,
-        finished: Sequence[tuple[ReplyRecord, ReplyDelivery]],
-        handed_at: datetime | None = None,
-    ) -> None:
+    async def finish(self, finished: Sequence[tuple[ReplyRecord, ReplyDelivery]]) -> None:
         """Record the outcomes (one bulk write) and where each sent one can be found
-        by its provider id, or by its recipient and ``handed_at`` (when the attempt that
-        sent it began; its record's time when not given) (one insert)."""
+        by its provider id, or by its recipient and ``handed_at`` (when its request left;
+        its record's time when the sender did not say) (one insert)."""
         index = [
             {
                 "_id": f"{order.channel.value}:{record.provider_message_id}",
                 "reply_id": record.reply_id,
                 "conversation_id": order.conversation_id,
-                "handed_at": record.handed_at or handed_at or record.at,
+                "handed_at": record.handed_at or record.at,
             }
             | (
                 {"to": recipient_key(order.channel, order.account, order.recipient)}
