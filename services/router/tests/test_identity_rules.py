@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchboard_common.contract import Channel
+from switchboard_common.contract import Channel, SenderKind
 from switchboard_devtools.testing.router_timeline import inbound
 from switchboard_router.timeline.identity import (
     IdentityError,
@@ -39,6 +39,7 @@ pytestmark = pytest.mark.unit
         (Channel.MESSENGER, "6789", "page-1", "messenger:page-1:6789"),
         (Channel.INSTAGRAM, "17841", "ig-9", "instagram:ig-9:17841"),
         (Channel.TELEGRAM, "555", "bot-7", "telegram:bot-7:555"),
+        (Channel.WEBCHAT, "v_3fA9", "shop", "webchat:shop:v_3fA9"),
     ],
 )
 def test_identity_is_built_from_the_sender_and_account(
@@ -64,6 +65,16 @@ def test_only_authenticated_email_may_link_identities(
 ) -> None:
     message = inbound("m", channel=channel, sender_authenticated=authenticated)
     assert may_link(message) is links
+
+
+def test_a_web_chat_visitor_the_site_vouched_for_is_their_email_customer() -> None:
+    vouched = inbound(
+        "m", channel=Channel.WEBCHAT, sender="Ana@Example.com", sender_kind=SenderKind.EMAIL
+    )
+    assert identity_of(vouched) == "email:ana@example.com"
+    # Only web chat takes a second kind: an email sender on WhatsApp is still refused.
+    with pytest.raises(IdentityError, match="does not belong on channel"):
+        identity_of(vouched.model_copy(update={"channel": Channel.WHATSAPP}))
 
 
 def test_account_scoped_ids_need_their_account() -> None:

@@ -168,12 +168,15 @@ def test_an_x_reply_goes_to_the_user_from_the_account_they_wrote_to_at_any_time(
         ("telegram:7012345678:4242", Channel.TELEGRAM, "4242"),
         ("messenger:108457628476532:6789", Channel.MESSENGER, "6789"),
         ("x:99887766", Channel.X, "99887766"),
+        ("webchat:shop:v_Zm9vYmFy", Channel.WEBCHAT, "v_Zm9vYmFy"),
+        # A visitor the site vouched for writes as their email, also on web chat.
+        ("email:ana@example.org", Channel.WEBCHAT, "ana@example.org"),
     ],
 )
 def test_the_recipient_is_the_customers_id_on_the_channel(
     identity: str, channel: Channel, recipient: str
 ) -> None:
-    assert recipient_of(identity, channel) == recipient
+    assert recipient_of(identity) == recipient
 
 
 def test_a_whatsapp_reply_after_the_customer_service_window_fails_with_the_reason() -> None:

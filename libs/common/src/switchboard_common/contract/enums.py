@@ -14,6 +14,7 @@ class Channel(StrEnum):
     INSTAGRAM = "instagram"
     X = "x"
     TELEGRAM = "telegram"
+    WEBCHAT = "webchat"  # the chat widget on the shop's own pages
 
 
 class SenderKind(StrEnum):
@@ -25,6 +26,8 @@ class SenderKind(StrEnum):
     IGSID = "igsid"  # Instagram-scoped id
     X_USER_ID = "x_user_id"
     TELEGRAM_USER_ID = "telegram_user_id"
+    #: A web chat visitor the embedding site has not vouched for (a vouched one is ``email``).
+    WEBCHAT_VISITOR = "webchat_visitor"
 
 
 class Priority(StrEnum):

@@ -38,6 +38,7 @@ FIRST_RESPONSE_TARGETS: dict[str, float] = {
     str(Channel.WHATSAPP): 300,
     str(Channel.MESSENGER): 300,
     str(Channel.TELEGRAM): 300,
+    str(Channel.WEBCHAT): 300,
     str(Channel.INSTAGRAM): 3600,
     str(Channel.X): 3600,
     str(Channel.EMAIL): 86400,

@@ -7,7 +7,12 @@ The forms are fixed with the ingest services and used for inbound record keys an
 - ``whatsapp:<E.164 phone>``
 - ``x:<user id>``
 - ``messenger:<page id>:<psid>``, ``instagram:<ig account id>:<igsid>``,
-  ``telegram:<bot id>:<user id>`` (ids that only mean something within one account).
+  ``telegram:<bot id>:<user id>``, ``webchat:<site id>:<visitor id>`` (ids that only mean
+  something within one account).
+
+A web chat visitor the embedding site vouches for (an HMAC of their email, checked by the
+webchat service) writes as ``email``: their identity is that address, the same customer
+as their mail.
 
 The identity is always built from the event's ``sender`` and ``account``, never from the
 record key, so a producer's key mistake cannot file a message under someone else.
@@ -22,7 +27,7 @@ from typing import Literal
 
 from switchboard_common.contract import Channel, MessageReceived, SenderKind
 
-IdentityKind = Literal["email", "whatsapp", "x", "messenger", "instagram", "telegram"]
+IdentityKind = Literal["email", "whatsapp", "x", "messenger", "instagram", "telegram", "webchat"]
 
 
 class IdentityError(ValueError):
@@ -43,6 +48,11 @@ _FORMS: dict[Channel, _Form] = {
     Channel.MESSENGER: _Form("messenger", SenderKind.PSID, account_scoped=True),
     Channel.INSTAGRAM: _Form("instagram", SenderKind.IGSID, account_scoped=True),
     Channel.TELEGRAM: _Form("telegram", SenderKind.TELEGRAM_USER_ID, account_scoped=True),
+    Channel.WEBCHAT: _Form("webchat", SenderKind.WEBCHAT_VISITOR, account_scoped=True),
+}
+#: Sender kinds a channel takes besides its own: a vouched web chat visitor is an email.
+_ALSO: dict[Channel, dict[SenderKind, _Form]] = {
+    Channel.WEBCHAT: {SenderKind.EMAIL: _FORMS[Channel.EMAIL]},
 }
 _BY_KIND: dict[str, _Form] = {form.kind: form for form in _FORMS.values()}
 
@@ -87,7 +97,7 @@ def _plain_id(value: str, what: str) -> str:
 def identity_of(message: MessageReceived) -> str:
     """The canonical identity of a message's sender; raises ``IdentityError`` when the
     sender kind does not belong on the channel or an account-scoped id lacks its account."""
-    form = _FORMS[message.channel]
+    form = _ALSO.get(message.channel, {}).get(message.sender.kind) or _FORMS[message.channel]
     if message.sender.kind != form.sender_kind:
         raise IdentityError(
             f"sender kind {message.sender.kind.value!r} does not belong on channel "

@@ -48,6 +48,7 @@ TEXT_LIMITS: Mapping[Channel, int] = {
     Channel.INSTAGRAM: 1000,  # Instagram messaging text
     Channel.TELEGRAM: 4096,  # Bot API sendMessage text
     Channel.X: 10_000,  # X API v2 direct message text
+    Channel.WEBCHAT: 10_000,  # the chat widget's own limit (WEBCHAT_MAX_MESSAGE_CHARS)
 }
 #: What a text's ``{reference}`` becomes: every conversation id is this long.
 REFERENCE_LENGTH = len(conversation_id_for(""))
@@ -59,8 +60,8 @@ REPLY_WINDOWS: Mapping[Channel, timedelta] = {
     Channel.MESSENGER: timedelta(hours=24),
     Channel.INSTAGRAM: timedelta(hours=24),
 }
-#: Identities scoped by the account the customer wrote to (``<channel>:<account>:<id>``).
-ACCOUNT_SCOPED = frozenset({Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM})
+#: Identities scoped by the account the customer wrote to (``<kind>:<account>:<id>``).
+ACCOUNT_SCOPED = frozenset({"messenger", "instagram", "telegram", "webchat"})
 #: The customer's Message-IDs a reply's ``References`` carries (the newest ones).
 MAX_REFERENCES = 20
 
@@ -78,12 +79,14 @@ def _failed(
     )
 
 
-def recipient_of(identity: str, channel: Channel) -> str:
+def recipient_of(identity: str) -> str:
     """The customer's address on the channel, from their identity: the address, number or
     user id (``email:<address>``, ``whatsapp:<E.164>``, ``x:<user id>``: X user ids are
-    global, not per account), or the id after the account (``telegram:<bot id>:<user id>``)."""
-    rest = identity.split(":", 1)[1]
-    return rest.rsplit(":", 1)[1] if channel in ACCOUNT_SCOPED else rest
+    global, not per account), or the id after the account (``telegram:<bot id>:<user id>``).
+    A vouched web chat visitor is addressed by email: the webchat service tells the two
+    apart by the ``@`` its visitor ids never have."""
+    kind, _, rest = identity.partition(":")
+    return rest.rsplit(":", 1)[1] if kind in ACCOUNT_SCOPED else rest
 
 
 def last_customer_message(conversation: Document, state: CustomerState | None) -> datetime | None:
@@ -158,7 +161,7 @@ def plan_reply(
         customer_id=str(conversation["customer_id"]),
         agent_id=request.agent_id,
         channel=channel,
-        recipient=recipient_of(str(identity), channel),
+        recipient=recipient_of(str(identity)),
         account=conversation.get("account"),
         text=request.text,
         html=request.html,
@@ -324,7 +327,7 @@ def acknowledgement(
         customer_id=record.merged_into or record.customer_id,
         agent_id="switchboard",
         channel=message.channel,
-        recipient=recipient_of(record.identity, message.channel),
+        recipient=recipient_of(record.identity),
         account=message.account,
         text=text.format(reference=conversation_id),
         subject=message.subject,

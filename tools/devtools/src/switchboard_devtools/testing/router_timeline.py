@@ -77,6 +77,7 @@ _SENDERS: dict[Channel, SenderKind] = {
     Channel.INSTAGRAM: SenderKind.IGSID,
     Channel.X: SenderKind.X_USER_ID,
     Channel.TELEGRAM: SenderKind.TELEGRAM_USER_ID,
+    Channel.WEBCHAT: SenderKind.WEBCHAT_VISITOR,
 }
 
 
@@ -93,11 +94,13 @@ def inbound(
     thread: str | None = None,
     account: str | None = None,
     display_name: str | None = None,
+    sender_kind: SenderKind | None = None,
     **extra: Any,
 ) -> MessageReceived:
     """A ``MessageReceived`` on any channel; email gets a Message-ID from its id."""
     email = channel == Channel.EMAIL
-    if account is None and channel in (Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM):
+    scoped = (Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM, Channel.WEBCHAT)
+    if account is None and channel in scoped:
         account = "acct-1"
     if account is None and email:
         account = "support@example.com"
@@ -107,7 +110,9 @@ def inbound(
             "channel": channel,
             "provider_message_id": f"<{message_id}@mail.example.com>" if email else message_id,
             "provider_thread_id": thread,
-            "sender": Sender(kind=_SENDERS[channel], value=sender, display_name=display_name),
+            "sender": Sender(
+                kind=sender_kind or _SENDERS[channel], value=sender, display_name=display_name
+            ),
             "received_at": at,
             "sent_at": None,
             "subject": subject if email else None,
