@@ -18,8 +18,9 @@ SERVICES = {
     "switchboard_ingest_social",
     "switchboard_router",
     "switchboard_sla_monitor",
+    "switchboard_webchat",
 }
-DEVELOPMENT = {"switchboard_devkit", "switchboard_devtools", "pytest", "hypothesis"}
+DEVELOPMENT = {"switchboard_devkit", "switchboard_devtools", "pytest", "hypothesis", "selenium"}
 
 
 def imported_packages(package_dir: Path) -> dict[str, set[str]]:
