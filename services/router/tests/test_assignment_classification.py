@@ -156,3 +156,11 @@ def test_invalid_policies_are_refused_with_a_reason(text: str, expected: str) ->
 def test_a_missing_policy_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"missing\.yaml: cannot read the routing policy"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_web_chat_overflows_like_the_other_chat_channels() -> None:
+    """Live chat waits minutes, not the quarter hour email may: the shipped queues send
+    what still waits to the overflow queue after a minute, as for WhatsApp."""
+    for queue in DEFAULT.queues:
+        assert queue.overflow_after(Channel.WEBCHAT) == queue.overflow_after(Channel.WHATSAPP)
+    assert DEFAULT.queues[-1].overflow_after(Channel.WEBCHAT) == 60

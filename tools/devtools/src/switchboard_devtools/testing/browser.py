@@ -69,9 +69,10 @@ def output_dir(test_name: str) -> Path:
 class CuttableLine:
     """A TCP forwarder on 127.0.0.1 in front of a service: ``cut()`` drops every open
     connection and refuses new ones until ``restore()``, as a network failure would,
-    while the service itself stays up."""
+    while the service itself stays up. Its port is known at once (a service may need it as
+    an allowed origin); ``target_port`` may be set once the service has started."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int = 0) -> None:
         self.target_port = target_port
         self.port = _free_port()
         self._loop = asyncio.new_event_loop()
