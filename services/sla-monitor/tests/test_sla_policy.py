@@ -25,9 +25,7 @@ def test_the_shipped_defaults_follow_common_practice() -> None:
     assert first_response(channel=Channel.WHATSAPP) == timedelta(minutes=5)
     # Live chat on the shop's own pages is chat: minutes, not the hour social media gets.
     assert first_response(channel=Channel.WEBCHAT) == timedelta(minutes=5)
-    assert first_response(channel=Channel.WEBCHAT, priority=Priority.URGENT) == timedelta(
-        minutes=2
-    )
+    assert first_response(channel=Channel.WEBCHAT, priority=Priority.URGENT) == timedelta(minutes=2)
     assert first_response(channel=Channel.X) == timedelta(hours=1)
     assert first_response(channel=Channel.EMAIL) == timedelta(hours=24)
     assert first_response(channel=Channel.EMAIL, priority=Priority.URGENT) < timedelta(hours=1)
