@@ -13,6 +13,8 @@ from switchboard_common.contract import (
     Channel,
     ConversationAssigned,
     ConversationTransferred,
+    FeedbackKind,
+    FeedbackReceived,
     MessageReceived,
     Priority,
     TopicNames,
@@ -43,6 +45,7 @@ def test_every_contract_event_type_is_registered_once() -> None:
         "support.deadletter",
         "support.reply.requested",
         "support.delivery.updated",
+        "support.feedback.received",
         # Public since the SLA monitor reads it; named when it was the router's own.
         "switchboard.router.conversation_activity",
     }
@@ -154,3 +157,18 @@ def test_every_payload_has_a_json_schema(ce_type: str) -> None:
     schema = model_json_schema(EVENT_TYPES[ce_type])
     assert schema["type"] == "object"
     assert schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [(FeedbackKind.CSAT, (1, 5), (0, 6)), (FeedbackKind.NPS, (0, 10), (-1, 11))],
+)
+def test_feedback_scores_are_those_of_their_kind(
+    kind: FeedbackKind, good: tuple[int, ...], bad: tuple[int, ...]
+) -> None:
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    for score in good:
+        assert FeedbackReceived(conversation_id="c", kind=kind, score=score, at=at).score == score
+    for score in bad:
+        with pytest.raises(ValidationError, match=f"a {kind.value} score is"):
+            FeedbackReceived(conversation_id="c", kind=kind, score=score, at=at)

@@ -70,3 +70,16 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     READ = "read"
     FAILED = "failed"
+
+
+class FeedbackKind(StrEnum):
+    """What a customer's rating measures: CSAT (1-5, how satisfied with this
+    conversation) or NPS (0-10, how likely to recommend)."""
+
+    CSAT = "csat"
+    NPS = "nps"
+
+    @property
+    def scores(self) -> range:
+        """The scores this kind takes."""
+        return range(1, 6) if self is FeedbackKind.CSAT else range(11)

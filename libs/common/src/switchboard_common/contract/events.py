@@ -19,6 +19,7 @@ from switchboard_common.contract.enums import (
     AgentStatus,
     Channel,
     DeliveryStatus,
+    FeedbackKind,
     Priority,
     SenderKind,
     SlaMetric,
@@ -344,6 +345,34 @@ class DeliveryUpdated(ContractModel):
     provider_message_id: str | None = None
     error: DeliveryError | None = None
     at: AwareDatetime
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+class FeedbackReceived(ContractModel):
+    """``support.feedback.received``: a customer's rating of a conversation, from a survey
+    answer or published by a frontend. Never exported by customer."""
+
+    ce_type: ClassVar[str] = "support.feedback.received"
+
+    conversation_id: NonEmptyStr
+    kind: FeedbackKind
+    #: CSAT 1-5, NPS 0-10.
+    score: int
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+    at: AwareDatetime
+    #: extension: the publisher's idempotency key (a rating counts once per id).
+    feedback_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    #: extension: where it came from (``survey_reply``, ``link``, ``frontend``).
+    source: Annotated[str, Field(max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _score_in_range(self) -> FeedbackReceived:
+        if self.score not in self.kind.scores:
+            low, high = self.kind.scores[0], self.kind.scores[-1]
+            raise ValueError(f"a {self.kind.value} score is {low}-{high}, not {self.score}")
+        return self
 
 
 # --------------------------------------------------------------------------- SLA events

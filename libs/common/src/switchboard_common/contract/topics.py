@@ -18,6 +18,7 @@ from switchboard_common.contract.events import (
     ConversationTransferred,
     DeadLetter,
     DeliveryUpdated,
+    FeedbackReceived,
     MessageReceived,
     OfferAccepted,
     OfferRejected,
@@ -40,6 +41,7 @@ CONVERSATION_EVENTS = "support.conversation-events.v1"
 SLA_EVENTS = "support.sla-events.v1"
 DEADLETTER = "support.deadletter.v1"
 OUTBOUND = "support.outbound.v1"
+FEEDBACK = "support.feedback.v1"
 #: Public since the SLA monitor reads it; named when it was the router's own topic, and
 #: kept so that no record in flight is stranded by an upgrade.
 CONVERSATION_ACTIVITY = "switchboard.router.conversation-activity.v1"
@@ -129,6 +131,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=12,
         retention_ms=7 * _DAY_MS,
         description="Replies frontends ask Switchboard to deliver, and what became of them.",
+    ),
+    TopicSpec(
+        FEEDBACK,
+        key="conversation_id",
+        events=(FeedbackReceived,),
+        partitions=12,
+        retention_ms=30 * _DAY_MS,
+        description="Customers' ratings of conversations (CSAT, NPS), from survey answers "
+        "and frontends.",
     ),
     TopicSpec(
         DEADLETTER,
