@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image recipe for the four Switchboard services. Build from the repository root,
+# One image recipe for the five Switchboard services. Build from the repository root,
 # naming the service and its HTTP port (deploy/compose/docker-compose.yml does this):
 #   docker build --build-arg SERVICE=router --build-arg HTTP_PORT=8003 \
 #     --build-arg GIT_COMMIT=$(git rev-parse --short HEAD) -t switchboard/router .
@@ -22,6 +22,7 @@ COPY services/ingest-email/pyproject.toml services/ingest-email/
 COPY services/ingest-social/pyproject.toml services/ingest-social/
 COPY services/router/pyproject.toml services/router/
 COPY services/sla-monitor/pyproject.toml services/sla-monitor/
+COPY services/webchat/pyproject.toml services/webchat/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "switchboard-${SERVICE}"
 # Then our code, installed as wheels (not editable) into the same environment.

@@ -124,12 +124,12 @@ bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/be
 
 up: ## build the images and start everything with Docker Compose (services, Kafka, MongoDB, monitoring)
 	$(COMPOSE) up -d --build
-	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · Grafana http://127.0.0.1:3000 · Prometheus :9090"
+	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · web chat http://127.0.0.1:8005/chat/demo · Grafana http://127.0.0.1:3000 · Prometheus :9090"
 
 down: ## stop the Compose stack (data volumes kept; VOLUMES=1 removes them)
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)
 
-demo: install ## send mail and signed webhooks to a running stack (make run or make up), show the routing
+demo: install ## send mail, signed webhooks and a web chat message to a running stack (make run or make up), show the routing
 	$(RUN) python -m switchboard_devtools.demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 deploy-tools: install ## build helm and kubeconform (Go module proxy) and the k8s schemas into ~/.cache/switchboard

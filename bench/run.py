@@ -151,6 +151,13 @@ def cases(quick: bool) -> list[Case]:
             ("ratio", ">=", 0.5),
         ),
         Case(
+            "webchat",
+            "web chat messages accepted (20 visitors' sockets, each waiting for its ack), "
+            "vs a bare WebSocket echo on the same framework",
+            [PY, "-m", "bench.webchat", "--clients", "20", "--messages", "100" if quick else "200"],
+            None,
+        ),
+        Case(
             "routing_decisions",
             "routing decision cost, 10 → 10,000 agents",
             [

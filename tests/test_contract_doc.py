@@ -9,6 +9,7 @@ import pytest
 
 from switchboard_common.contract.topics import TOPICS
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.running.processes import KNOWN_PORTS
 from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_social.settings import IngestSocialSettings
 from switchboard_router.settings import RouterSettings
@@ -57,6 +58,12 @@ def test_the_contract_ports_are_the_services_defaults() -> None:
         ("sla-monitor", SlaMonitorSettings.model_fields["http_port"].default),
     }
     assert defaults <= ports
+
+
+def test_the_contract_http_ports_are_those_make_run_and_the_stacks_use() -> None:
+    rows = _table(CONTRACT.read_text(), "## Ports")
+    http = {row[0]: int(row[1]) for row in rows if row[2].startswith("HTTP")}
+    assert http == {name: port for name, (_, port) in KNOWN_PORTS.items()}
 
 
 def test_the_contract_router_routes_are_served() -> None:

@@ -1,6 +1,7 @@
 """``make demo`` against the running services (what ``make run`` starts), on free ports:
-every mail and webhook acknowledged, the agents registered, decisions routed, the new
-email conversations acknowledged and one answered, by mail to a local sink."""
+every mail, webhook and web chat message acknowledged, the agents registered, decisions
+routed, the new email conversations acknowledged and one answered, by mail to a local
+sink, and the web chat's demo page named."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def stack(infra: Infra, sink: LocalRelay) -> Iterator[Stack]:
         stack.remove_data()
 
 
-def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(
+def test_demo_sends_mail_signed_webhooks_and_a_web_chat_message_and_registers_agents(
     stack: Stack, sink: LocalRelay
 ) -> None:
     assert sink.outbox is not None
@@ -62,9 +63,11 @@ def test_demo_sends_mail_and_signed_webhooks_and_registers_agents(
     assert result.returncode == 0, output + result.stderr
     assert output.count("SMTP 250") == 3, output
     assert output.count("HTTP 200") == 3, output
-    assert "3 mail(s) and 3 webhook(s) accepted" in output
+    assert output.count("ack seq ") == 1, output
+    assert "3 mail(s), 3 webhook(s) and 1 web chat message(s) accepted" in output
     seen = output.split("routing decision(s) for ")[1].split(" conversation(s)")[0]
-    assert int(seen) == 6, output  # every message opened a conversation that was routed
+    assert int(seen) == 7, output  # every message opened a conversation that was routed
+    assert f"{stack.url('webchat')}/chat/demo" in output
     # The demo read the router's API with the token it was given.
     assert "router GET /agents: 3 item(s)" in output, output
     agents = httpx.get(

@@ -35,7 +35,7 @@ from switchboard_devkit.deploy_tools import (
     kubernetes_schemas,
 )
 from switchboard_devkit.paths import repo_root
-from switchboard_devkit.running.processes import discover_services
+from switchboard_devkit.running.processes import KNOWN_PORTS, discover_services
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose"
 CHART = DEPLOY / "k8s" / "switchboard"
 EXAMPLES = DEPLOY / "k8s" / "examples"
-SERVICES = ("ingest-email", "ingest-social", "router", "sla-monitor")
+SERVICES = ("ingest-email", "ingest-social", "router", "sla-monitor", "webchat")
 CRDS = ("ServiceMonitor", "PrometheusRule")
 
 
@@ -97,7 +97,7 @@ def test_compose_file_validates_and_runs_every_service_after_the_topics_job() ->
         if isinstance(port, dict)
     }
     # The contract's ports and Kafka on the host, as `make run` has them (`make demo`).
-    assert {2525, 8001, 8002, 8003, 8004, 9092, 9090, 9093, 3000} <= published
+    assert {2525, 8001, 8002, 8003, 8004, 8005, 9092, 9090, 9093, 3000} <= published
 
 
 def test_compose_secrets_override_reads_every_webhook_secret_and_api_token_from_a_file() -> None:
@@ -121,6 +121,12 @@ def test_compose_secrets_override_reads_every_webhook_secret_and_api_token_from_
         for name in ("ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN"):
             assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}"
             assert any(s["source"] == name.lower() for s in router["secrets"])
+    webchat = config["services"]["webchat"]
+    env = webchat["environment"]
+    assert env["SWITCHBOARD_ENV"] == "production"
+    for name in ("WEBCHAT_IDENTITY_SECRET", "WEBCHAT_TOKEN_SECRET"):
+        assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}"
+        assert any(s["source"] == name.lower() for s in webchat["secrets"])
 
 
 def test_compose_prometheus_scrapes_every_service_and_replica_with_its_job_name() -> None:
@@ -154,18 +160,25 @@ DOCKERFILE = ROOT / "Dockerfile"
 def test_compose_builds_every_service_from_the_one_dockerfile() -> None:
     """One recipe, a service per build argument: each service's image names it and its
     contract HTTP port (the health check's), and the package gives the console script
-    the image's entry point runs (``switchboard-<service>``)."""
+    the image's entry point runs (``switchboard-<service>``). Every package under
+    ``services/`` is one of them, and the Dockerfile copies its ``pyproject.toml`` (the
+    workspace's lock needs every member)."""
     config = compose_config()
-    for spec in discover_services():
-        build = config["services"][spec.name]["build"]
+    dockerfile = DOCKERFILE.read_text()
+    for name in SERVICES:
+        build = config["services"][name]["build"]
         assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
         assert Path(build["context"]).resolve() == ROOT
-        assert build["args"] == {"SERVICE": spec.name, "HTTP_PORT": str(spec.http_port)}
-        scripts = tomllib.loads((ROOT / "services" / spec.name / "pyproject.toml").read_text())[
+        assert build["args"] == {"SERVICE": name, "HTTP_PORT": str(KNOWN_PORTS[name][1])}
+        scripts = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())[
             "project"
         ]["scripts"]
-        assert f"switchboard-{spec.name}" in scripts
-    assert {s.name for s in discover_services()} == set(SERVICES)
+        assert f"switchboard-{name}" in scripts
+        assert f"COPY services/{name}/pyproject.toml services/{name}/" in dockerfile
+    packages = {p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml")}
+    assert packages == set(SERVICES) == set(KNOWN_PORTS)
+    # A package becomes runnable (make run, the stacks) once it has its __main__.
+    assert {s.name for s in discover_services()} <= set(SERVICES)
     assert not list((ROOT / "services").glob("*/Dockerfile")), "one Dockerfile, at the root"
 
 
@@ -496,10 +509,12 @@ def test_network_policies_deny_everything_but_what_each_service_needs() -> None:
         if service != "ingest-social":  # the only service without a database
             expected.add((27017, "TCP"))
         assert egress == expected, service
-    webhooks = policies["sb-switchboard-ingest-social"]["ingress"][0]["from"]
-    assert {
+    ingress_controller = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
-    } in webhooks
+    }
+    # Provider webhooks and customers' browsers (the web chat) come through the ingress.
+    for service in ("ingest-social", "webchat"):
+        assert ingress_controller in policies[f"sb-switchboard-{service}"]["ingress"][0]["from"]
     topics = policies["sb-switchboard-topics"]
     assert topics["ingress"] == []
     assert {p["port"] for rule in topics["egress"] for p in rule["ports"]} == {53, 9092, 9093}
@@ -543,16 +558,25 @@ def test_security_contexts_are_safe_by_default_and_configurable_per_service() ->
     assert topics["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
+def secret_files(
+    values: list[str], service: str, volume_name: str
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A service's ``*_FILE`` variables pointing into one Secret volume, and that volume."""
+    pod = deployment_of(objects_of(values), service)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume_name]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == volume_name]
+    env = {
+        v["name"]: v["value"]
+        for v in container["env"]
+        if v["name"].endswith("_FILE") and v.get("value", "").startswith(mount["mountPath"] + "/")
+    }
+    return env, volume["secret"]
+
+
 def router_tokens(values: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """The router's token variables and the Secret volume they point into."""
-    pod = deployment_of(objects_of(values), "router")["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {v["name"]: v.get("value", "") for v in container["env"] if "TOKEN" in v["name"]}
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "router-tokens"]
-    (volume,) = [v for v in pod["volumes"] if v["name"] == "router-tokens"]
-    for path in env.values():
-        assert path.startswith(mount["mountPath"] + "/")
-    return env, volume["secret"]
+    return secret_files(values, "router", "router-tokens")
 
 
 def test_router_tokens_are_files_from_a_secret() -> None:
@@ -588,3 +612,62 @@ def test_reply_credentials_reach_only_the_services_that_send() -> None:
     assert sources["ingest-social"] == ["switchboard-outbound"]
     assert sources["router"] == []
     assert sources["sla-monitor"] == []
+    assert sources["webchat"] == []  # its replies go over the visitor's own socket
+
+
+def test_webchat_keys_are_files_from_a_secret_and_its_origins_come_from_values() -> None:
+    env, secret = secret_files([], "webchat", "webchat-keys")
+    mounted = "/run/secrets/switchboard/webchat"
+    assert env == {
+        "WEBCHAT_IDENTITY_SECRET_FILE": f"{mounted}/WEBCHAT_IDENTITY_SECRET",
+        "WEBCHAT_TOKEN_SECRET_FILE": f"{mounted}/WEBCHAT_TOKEN_SECRET",
+    }
+    assert secret["secretName"] == "switchboard-webchat"
+    assert {i["key"] for i in secret["items"]} == {
+        "WEBCHAT_IDENTITY_SECRET",
+        "WEBCHAT_TOKEN_SECRET",
+    }
+    origins = ["https://shop.acme.example", "https://www.acme.example"]
+    values = [f"--set-json=services.webchat.allowedOrigins={json.dumps(origins)}"]
+    deployment = deployment_of(objects_of(values), "webchat")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    plain = {v["name"]: v.get("value") for v in container["env"]}
+    assert plain["WEBCHAT_ALLOWED_ORIGINS"] == ",".join(origins)
+    assert plain["WEBCHAT_HTTP_PORT"] == "8005"
+    assert deployment["spec"]["replicas"] == 1
+
+    result = helm("template", ["--set", "secrets.webchat="], KUBERNETES_VERSIONS[-1])
+    assert result.returncode != 0
+    assert "secrets.webchat" in result.stderr
+    result = helm(
+        "template", ["--set-json", "services.webchat.allowedOrigins=[]"], KUBERNETES_VERSIONS[-1]
+    )
+    assert result.returncode != 0
+    assert "allowedOrigins" in result.stdout + result.stderr
+
+
+def test_ingresses_expose_only_each_service_public_path() -> None:
+    objects = objects_of(
+        [
+            "--set",
+            "services.ingest-social.ingress.enabled=true",
+            "--set",
+            "services.webchat.ingress.enabled=true",
+            "--set",
+            "services.webchat.ingress.tlsSecret=chat-tls",
+        ]
+    )
+    paths = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]: [
+            (p["path"], p["backend"]["service"]["name"])
+            for rule in o["spec"]["rules"]
+            for p in rule["http"]["paths"]
+        ]
+        for o in objects
+        if o["kind"] == "Ingress"
+    }
+    assert paths == {
+        "ingest-social": [("/webhooks", "sb-switchboard-ingest-social")],
+        "webchat": [("/chat", "sb-switchboard-webchat")],
+    }
+    assert not [o for o in rendered_objects("default") if o["kind"] == "Ingress"]

@@ -1,12 +1,14 @@
 """The monitoring assets match the code: every Grafana dashboard loads and each panel's
 PromQL names only metrics the services really export (checked against a scrape of the
-four running services), every alert rule has a runbook entry in docs/operations.md and
-links to it (``runbook_url``)."""
+running services), every alert rule has a runbook entry in docs/operations.md and
+links to it (``runbook_url``), and every rule file's ``promtool test rules`` cases pass."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,7 @@ def test_dashboard_loads_with_unique_ids_and_queries_on_every_panel(path: Path) 
 
 
 @pytest.mark.unit
-def test_dashboards_are_unique_and_cover_router_ingest_and_consumer_lag() -> None:
+def test_dashboards_are_unique_and_cover_router_ingest_webchat_and_consumer_lag() -> None:
     dashboards = [json.loads(p.read_text()) for p in DASHBOARDS]
     assert len({d["uid"] for d in dashboards}) == len(dashboards)
     everything = " ".join(q for d in dashboards for q in queries(d))
@@ -111,6 +113,9 @@ def test_dashboards_are_unique_and_cover_router_ingest_and_consumer_lag() -> Non
         "switchboard_email_messages_received_total",
         "switchboard_publish_seconds_bucket",
         "switchboard_consumer_lag_records",
+        "switchboard_webchat_sockets_open",
+        "switchboard_webchat_messages_total",
+        "switchboard_webchat_replies_pushed_total",
     ):
         assert name in everything, name
 
@@ -122,6 +127,33 @@ def test_every_alert_has_a_runbook_entry_in_operations_md() -> None:
     assert alerts, "no alert rules found"
     missing = sorted(alerts - headings)
     assert not missing, f"alerts without a runbook heading in docs/operations.md: {missing}"
+
+
+RULE_TESTS = sorted((DEPLOY / "prometheus" / "tests").glob("*.test.yml"))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
+def test_every_rule_file_has_promtool_cases_that_pass(path: Path) -> None:
+    """Each alert fires and resolves when its cases say (``promtool test rules``)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: Debian package prometheus; `make apt-test` installs it"
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.unit
+def test_every_rule_file_has_its_promtool_cases() -> None:
+    assert {p.name.removesuffix(".test.yml") for p in RULE_TESTS} == {
+        p.name.removesuffix(".rules.yml") for p in RULE_FILES
+    }
 
 
 #: Where alerts link to: docs/operations.md on the default branch (Chart.yaml's home).
@@ -188,7 +220,7 @@ def scraped(infra: Infra) -> Iterator[dict[str, set[str]]]:
 def test_every_metric_in_dashboards_and_rules_is_exported_by_a_running_service(
     scraped: dict[str, set[str]],
 ) -> None:
-    assert set(scraped) == {"ingest-email", "ingest-social", "router", "sla-monitor"}
+    assert set(scraped) == {"ingest-email", "ingest-social", "router", "sla-monitor", "webchat"}
     exported = set().union(*scraped.values())
     known = exported | recorded_names() | PROMETHEUS_SERIES
     used = used_metrics()

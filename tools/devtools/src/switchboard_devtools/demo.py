@@ -7,8 +7,10 @@ serve the contract ports on 127.0.0.1 and Kafka on 127.0.0.1:9092. It
 2. publishes agents as a helpdesk frontend does: ``support.agent.upserted`` (skills,
    capacity per channel, languages) and ``support.agent.status_changed`` online, on
    ``support.agent-events.v1``;
-3. sends customer mail over SMTP (smtplib) and signed WhatsApp, Telegram and Messenger
-   webhooks, each run with fresh provider ids (re-running adds new conversations);
+3. sends customer mail over SMTP (smtplib), signed WhatsApp, Telegram and Messenger
+   webhooks, and a web chat visitor's message over the widget's socket (as the web
+   chat's own demo page does), each run with fresh ids (re-running adds new
+   conversations);
 4. reads ``support.assignments.v1`` from the moment before the traffic and prints each
    routing decision (deduplicated by CloudEvents id, ordered by ``seq`` per
    conversation, as docs/integration.md tells frontends to do);
@@ -16,8 +18,8 @@ serve the contract ports on 127.0.0.1 and Kafka on 127.0.0.1:9092. It
    agent would (``support.reply.requested`` on ``support.outbound.v1``), with their
    delivery statuses; and, when Switchboard runs under ``make run``, the mail itself
    from its mail sink (``.run/outbox``, or ``SWITCHBOARD_DEMO_OUTBOX``);
-6. prints the router's queue and agents (with its read token) and the SLA monitor's
-   clock metrics.
+6. prints the router's queue and agents (with its read token), the SLA monitor's
+   clock metrics and the web chat's demo page, to chat as a visitor by hand.
 
 Environment (all optional): ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092),
 ``SWITCHBOARD_TOPIC_PREFIX``, ``SWITCHBOARD_DEMO_HOST`` (127.0.0.1), the services' port
@@ -61,6 +63,7 @@ from switchboard_common.kafka import (
     make_broker,
 )
 from switchboard_common.settings import ServiceSettings
+from switchboard_devkit.running.processes import KNOWN_PORTS
 from switchboard_devtools.demo_replies import outbox, show_outbox, show_replies
 from switchboard_router.settings import DEV_TOKENS
 
@@ -69,21 +72,39 @@ AGENTS = (
         agent_id="agent-ana",
         display_name="Ana García",
         skills={"billing": 8, "orders": 6, "vip": 5},
-        capacity={Channel.EMAIL: 4, Channel.WHATSAPP: 3, Channel.TELEGRAM: 3, Channel.MESSENGER: 3},
+        capacity={
+            Channel.EMAIL: 4,
+            Channel.WHATSAPP: 3,
+            Channel.TELEGRAM: 3,
+            Channel.MESSENGER: 3,
+            Channel.WEBCHAT: 3,
+        },
         languages=["en", "es"],
     ),
     AgentUpserted(
         agent_id="agent-ben",
         display_name="Ben Okafor",
         skills={"technical": 9, "orders": 4},
-        capacity={Channel.EMAIL: 5, Channel.WHATSAPP: 2, Channel.TELEGRAM: 2, Channel.MESSENGER: 2},
+        capacity={
+            Channel.EMAIL: 5,
+            Channel.WHATSAPP: 2,
+            Channel.TELEGRAM: 2,
+            Channel.MESSENGER: 2,
+            Channel.WEBCHAT: 2,
+        },
         languages=["en"],
     ),
     AgentUpserted(
         agent_id="agent-chloe",
         display_name="Chloé Martin",
         skills={"technical": 6, "billing": 5},
-        capacity={Channel.EMAIL: 3, Channel.WHATSAPP: 3, Channel.TELEGRAM: 3, Channel.MESSENGER: 3},
+        capacity={
+            Channel.EMAIL: 3,
+            Channel.WHATSAPP: 3,
+            Channel.TELEGRAM: 3,
+            Channel.MESSENGER: 3,
+            Channel.WEBCHAT: 4,
+        },
         languages=["en", "fr", "es"],
     ),
 )
@@ -135,12 +156,7 @@ class Demo:
 
     @property
     def services(self) -> dict[str, str]:
-        return {
-            "ingest-email": self.url("INGEST_EMAIL_HTTP_PORT", 8001),
-            "ingest-social": self.url("INGEST_SOCIAL_HTTP_PORT", 8002),
-            "router": self.url("ROUTER_HTTP_PORT", 8003),
-            "sla-monitor": self.url("SLA_MONITOR_HTTP_PORT", 8004),
-        }
+        return {name: self.url(env, port) for name, (env, port) in KNOWN_PORTS.items()}
 
 
 def say(text: str) -> None:
@@ -262,6 +278,41 @@ async def send_webhooks(demo: Demo) -> int:
             say(f"  HTTP {response.status_code}  {path.split('?')[0]:20} {response.text[:70]}")
             sent += response.status_code == 200
     return sent
+
+
+#: What the demo's web chat visitor writes.
+WEBCHAT_TEXT = "Hi! I ordered a gift card an hour ago and the code never arrived. Can you help?"
+
+
+async def send_webchat(demo: Demo) -> int:
+    """One visitor's message over the widget's socket, as the web chat's demo page sends
+    it (the page's origin is the web chat's own): hello, the welcome, then the message,
+    acknowledged once Kafka has it. Returns how many were acknowledged (0 or 1)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+    from websockets.typing import Origin
+
+    base = demo.services["webchat"]
+    url = base.replace("http://", "ws://", 1) + "/chat/socket"
+    client_id = f"demo-{demo.run}"
+    hello = {"type": "hello", "token": None, "after": 0, "identity": None, "name": None}
+    send = {"type": "send", "client_id": client_id, "text": WEBCHAT_TEXT}
+    try:
+        async with asyncio.timeout(30), connect(url, origin=Origin(base)) as socket:
+            await socket.send(json.dumps(hello))
+            async for frame in socket:
+                reply = json.loads(frame)
+                if reply.get("type") == "error":
+                    say(f"  error {reply.get('code')}  {url}")
+                    return 0
+                if reply.get("type") == "welcome":
+                    await socket.send(json.dumps(send))
+                elif reply.get("type") == "ack" and reply.get("client_id") == client_id:
+                    say(f"  ack seq {reply.get('seq')}  {url:36} {WEBCHAT_TEXT[:50]}")
+                    return 1
+    except (OSError, TimeoutError, WebSocketException) as error:
+        say(f"  not sent ({type(error).__name__})  {url}")
+    return 0
 
 
 @dataclass
@@ -390,6 +441,8 @@ async def main_async(demo: Demo) -> int:
     mails = await asyncio.to_thread(send_mail, demo)
     say("\nsigned webhooks:")
     hooks = await send_webhooks(demo)
+    say("\nweb chat (the widget's socket):")
+    chats = await send_webchat(demo)
     say(f"\nrouting decisions on support.assignments.v1 (watching {demo.seconds:.0f} s):")
     await asyncio.sleep(demo.seconds)
     try:
@@ -402,9 +455,10 @@ async def main_async(demo: Demo) -> int:
     await show_state(demo)
     total = sum(len(v) for v in decisions.values())
     say(
-        f"\n{mails} mail(s) and {hooks} webhook(s) accepted; {total} routing decision(s) "
-        f"for {len(decisions)} conversation(s) seen."
+        f"\n{mails} mail(s), {hooks} webhook(s) and {chats} web chat message(s) accepted; "
+        f"{total} routing decision(s) for {len(decisions)} conversation(s) seen."
     )
+    say(f"\nChat as a visitor yourself: {demo.services['webchat']}/chat/demo")
     if total == 0:
         say(
             "No decisions yet: check `make run` output or "

@@ -36,6 +36,7 @@ KNOWN_PORTS = {
     "ingest-social": ("INGEST_SOCIAL_HTTP_PORT", 8002),
     "router": ("ROUTER_HTTP_PORT", 8003),
     "sla-monitor": ("SLA_MONITOR_HTTP_PORT", 8004),
+    "webchat": ("WEBCHAT_HTTP_PORT", 8005),
 }
 
 

@@ -21,8 +21,9 @@ from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec, discover_services
 from switchboard_devkit.testing.kafka_probe import unique
 
-#: Webhook secrets the end-to-end tests sign with and the router API tokens they present
-#: (never used outside tests).
+#: Webhook secrets the end-to-end tests sign with, the router API tokens they present and
+#: the web chat's signing keys (visitors' identity and their resume tokens) (never used
+#: outside tests).
 TEST_SECRETS = {
     "META_APP_SECRET": "e2e-meta-app-secret",
     "META_VERIFY_TOKEN": "e2e-meta-verify-token",
@@ -30,6 +31,8 @@ TEST_SECRETS = {
     "TELEGRAM_SECRET_TOKEN": "e2e-telegram-secret-token",
     "ROUTER_READ_TOKEN": "e2e-router-read-token",
     "ROUTER_ADMIN_TOKEN": "e2e-router-admin-token",
+    "WEBCHAT_IDENTITY_SECRET": "e2e-webchat-identity-secret",
+    "WEBCHAT_TOKEN_SECRET": "e2e-webchat-token-secret",
 }
 SUPPORT_DOMAIN = "support.example.com"
 
@@ -69,6 +72,11 @@ class Stack:
         for spec in discover_services():
             self.env[spec.http_port_env] = str(free_port())
         self.env.update(self.extra_env)
+        if "WEBCHAT_HTTP_PORT" in self.env:
+            # The stack's widget runs on the web chat's own demo page: its origin (what
+            # `url("webchat")` answers) is the one a test's socket presents.
+            port = self.env["WEBCHAT_HTTP_PORT"]
+            self.env.setdefault("WEBCHAT_ALLOWED_ORIGINS", f"http://127.0.0.1:{port}")
 
     def spec(self, name: str) -> ServiceSpec:
         for spec in discover_services():
