@@ -118,6 +118,7 @@ class TimelineMetrics:
     replays: Counter
     state_loads: Counter
     acknowledgements: Counter
+    surveys: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
@@ -200,6 +201,14 @@ class TimelineMetrics:
             acknowledgements=Counter(
                 "switchboard_router_acknowledgements",
                 "Automatic acknowledgements of new conversations handed to the sender.",
+                registry=registry,
+            ),
+            # Surveys after a resolution, by channel and outcome (sent|answered, or why
+            # one was not sent: reopened|erased|auto_submitted|outside_reply_window|...).
+            surveys=Counter(
+                "switchboard_router_surveys",
+                "Surveys handed to the sender, answered, or not sent (and why).",
+                ["channel", "outcome"],
                 registry=registry,
             ),
         )
