@@ -25,7 +25,7 @@ from switchboard_router.metrics import TimelineMetrics
 from switchboard_router.timeline.plan import CustomerPlan, Item, MessageItem
 from switchboard_router.timeline.ports import TimelineStore
 from switchboard_router.timeline.resolve import Publisher
-from switchboard_router.timeline.survey_store import MongoSurveyStore
+from switchboard_router.timeline.survey_store import SurveyStore
 from switchboard_router.timeline.surveys import (
     Score,
     Survey,
@@ -66,6 +66,10 @@ class Answer:
         )
 
 
+def _some_score(text: str) -> bool:
+    return any(parse_score(text, kind) is not None for kind in FeedbackKind)
+
+
 def quieted(item: MessageItem) -> MessageItem:
     """A survey's answer as threading and routing take it: joins its conversation as it
     is, like a reaction, never reopening it or waiting for an agent."""
@@ -78,7 +82,7 @@ class Surveyor:
 
     def __init__(
         self,
-        store: MongoSurveyStore,
+        store: SurveyStore,
         timeline: TimelineStore,
         publisher: Publisher,
         *,
@@ -182,8 +186,8 @@ class Surveyor:
                 and i.inbound.expects_reply
                 and i.inbound.channel in self.policy.channels
             ]
-            # Only a number (on the widest scale) can answer: others cost no read.
-            if any(parse_score(i.record.message.text, FeedbackKind.NPS) for i, _ in messages):
+            # Only a score of some scale can answer: other messages cost no read.
+            if any(_some_score(i.record.message.text) for i, _ in messages):
                 wanted.append((base, messages))
                 ids.update(survey_id(c) for _, targets in messages for c in targets)
         if not ids:

@@ -177,10 +177,12 @@ def plan_survey(
     """A due survey's delivery, or why it is not sent (a reason code for the log and the
     metric), or None when it is not due after all (the conversation was resolved again
     later, and goes when that resolution's delay has passed)."""
+    if (state is not None and state.erased) or (
+        conversation is not None and not conversation.get("identity")
+    ):
+        return "erased"  # erasure may have deleted the conversation too
     if conversation is None:
         return "unknown_conversation"
-    if (state is not None and state.erased) or not conversation.get("identity"):
-        return "erased"
     if Channel(conversation["channel"]) not in policy.channels:
         return "channel_not_surveyed"
     if conversation.get("auto_submitted"):
