@@ -4,6 +4,7 @@ score without reopening or routing, and the same answer again after a redelivery
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -39,7 +40,7 @@ from switchboard_router.timeline.memory import (
 from switchboard_router.timeline.resolve import IdentityResolver
 from switchboard_router.timeline.survey_store import InMemorySurveyStore
 from switchboard_router.timeline.surveyor import Surveyor
-from switchboard_router.timeline.surveys import SurveyPolicy
+from switchboard_router.timeline.surveys import Survey, SurveyPolicy
 from switchboard_router.timeline.threading import Policy
 
 pytestmark = pytest.mark.unit
@@ -56,13 +57,25 @@ SURVEYS = SurveyPolicy(
 )
 
 
+class CountingSurveyStore(InMemorySurveyStore):
+    """Counts the reads of surveys that the timeline's batches make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, survey_ids: Sequence[str]) -> dict[str, Survey]:
+        self.reads += 1
+        return await super().get(survey_ids)
+
+
 class Router:
     """The timeline stage and the survey loop of one router on shared stores."""
 
     def __init__(self, clock: list[datetime]) -> None:
         self.clock = clock
         self.store = InMemoryTimelineStore()
-        self.surveys = InMemorySurveyStore()
+        self.surveys = CountingSurveyStore()
         self.publisher = RecordingPublisher()
         self.offset = 0
         self.restart()
@@ -126,6 +139,7 @@ async def conversation_resolved_and_surveyed() -> tuple[Router, str]:
     clock = [T0]
     router = Router(clock)
     await router.writes("m-1", "my order is late", T0)
+    assert router.surveys.reads == 0  # a message that is no score costs no read
     conversation_id = router.activity("m-1").conversation_id
     await router.resolves(conversation_id, T0 + HOUR)
     clock[0] = T0 + 90 * MINUTE  # before the delay has passed: nothing goes

@@ -179,17 +179,20 @@ class Surveyor:
         wanted: list[tuple[CustomerState, list[tuple[MessageItem, tuple[str, ...]]]]] = []
         ids: set[str] = set()
         for base, items in customers:
-            messages = [
-                (i, survey_targets(base, i.inbound, self._threading))
+            surveyed = [
+                i
                 for i in items
                 if isinstance(i, MessageItem)
                 and i.inbound.expects_reply
                 and i.inbound.channel in self.policy.channels
             ]
-            # Only a score of some scale can answer: other messages cost no read.
-            if any(_some_score(i.record.message.text) for i, _ in messages):
-                wanted.append((base, messages))
-                ids.update(survey_id(c) for _, targets in messages for c in targets)
+            # Only a score of some scale can answer: other messages cost no read (and
+            # no threading twice).
+            if not any(_some_score(i.record.message.text) for i in surveyed):
+                continue
+            messages = [(i, survey_targets(base, i.inbound, self._threading)) for i in surveyed]
+            wanted.append((base, messages))
+            ids.update(survey_id(c) for _, targets in messages for c in targets)
         if not ids:
             return {}
         surveys = await self.store.get(sorted(ids))
