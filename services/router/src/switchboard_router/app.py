@@ -13,7 +13,8 @@ router has is named here; identity, timeline and assignment only hand over handl
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
-consumer lag.
+due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
+consumer lag. Survey ratings go to ``support.feedback.v1``.
 Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/healthz``,
 ``/readyz``, ``/metrics``.
 """
@@ -35,6 +36,7 @@ from switchboard_common.contract import (
     CONVERSATION_EVENTS,
     CUSTOMER_MESSAGES,
     DEADLETTER,
+    FEEDBACK,
     INBOUND,
     OUTBOUND,
     REPLY_DELIVERIES,
@@ -63,6 +65,7 @@ PUBLISHED_TOPICS = (
     CONVERSATION_ACTIVITY,
     REPLY_DELIVERIES,
     OUTBOUND,
+    FEEDBACK,
     DEADLETTER,
 )
 
@@ -120,6 +123,7 @@ def build(settings: RouterSettings) -> Router:
         route=routing.conversations.route_messages,
         acknowledgements=routing.policy.acknowledgements,
         queue_of=routing.queue_of,
+        surveys=routing.policy.surveys,
     )
     for subscription in subscriptions(settings, people, routing):
         _subscribe(ctx, subscription, routing.replica)
@@ -164,6 +168,11 @@ def build(settings: RouterSettings) -> Router:
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
+            *(
+                [_every(settings.survey_tick_seconds, people.surveyor.send_due, "surveys")]
+                if people.surveyor is not None
+                else []
+            ),
         ],
     )
     for router in [*people.api, routing.api]:

@@ -1,5 +1,6 @@
 """Every metric the router exports, one dataclass per part (identity, timeline,
-assignment). Labels are bounded (channel, priority, queue, outcome): never ids."""
+assignment, agents). Labels are bounded (channel, priority, queue, outcome, agent group):
+never customer ids, and agent ids only where the operator opted in."""
 
 from __future__ import annotations
 
@@ -103,6 +104,67 @@ class AssignmentMetrics:
         )
 
 
+#: Handling times run from minutes (chat) to days (email).
+HANDLING_BUCKETS = (60, 300, 600, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 3 * 86400)
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    """Per-agent figures, labelled by the agent's group (``SWITCHBOARD_AGENT_GROUPS_FILE``;
+    agent ids only where the operator opted in), never by customer. Counters count this
+    replica's decisions (``sum`` them); the gauges describe every online agent as this
+    replica sees them (``max``). Occupancy is load / capacity, offer accept rate
+    accepted / all offers: both are left to recording rules and dashboards."""
+
+    conversations_handled: Counter
+    handling_seconds: Histogram
+    load: Gauge
+    capacity: Gauge
+    offers: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> AgentMetrics:
+        return cls(
+            # Conversations resolved while an agent of the group held them, by channel.
+            conversations_handled=Counter(
+                "switchboard_agent_conversations_handled",
+                "Conversations resolved while an agent of the group held them.",
+                ["agent_group", "channel"],
+                registry=registry,
+            ),
+            # Seconds from assignment to resolution or transfer away, by group and channel.
+            handling_seconds=Histogram(
+                "switchboard_agent_handling_seconds",
+                "Seconds an agent of the group held a conversation (assigned to resolved "
+                "or transferred away).",
+                ["agent_group", "channel"],
+                buckets=HANDLING_BUCKETS,
+                registry=registry,
+            ),
+            # Conversations held by the group's online agents.
+            load=Gauge(
+                "switchboard_agent_load",
+                "Conversations held by the group's online agents.",
+                ["agent_group"],
+                registry=registry,
+            ),
+            # Capacity of the group's online agents (sum over their channels).
+            capacity=Gauge(
+                "switchboard_agent_capacity",
+                "Capacity of the group's online agents, summed over their channels.",
+                ["agent_group"],
+                registry=registry,
+            ),
+            # Offers to the group's agents that ended, by outcome (accepted|rejected|expired).
+            offers=Counter(
+                "switchboard_agent_offers",
+                "Offers to the group's agents that ended, by outcome.",
+                ["agent_group", "outcome"],
+                registry=registry,
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class TimelineMetrics:
     """Identity resolution, the timeline and the customer admin commands."""
@@ -118,6 +180,7 @@ class TimelineMetrics:
     replays: Counter
     state_loads: Counter
     acknowledgements: Counter
+    surveys: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
@@ -202,6 +265,14 @@ class TimelineMetrics:
                 "Automatic acknowledgements of new conversations handed to the sender.",
                 registry=registry,
             ),
+            # Surveys after a resolution, by channel and outcome (sent|answered, or why
+            # one was not sent: reopened|erased|auto_submitted|outside_reply_window|...).
+            surveys=Counter(
+                "switchboard_router_surveys",
+                "Surveys handed to the sender, answered, or not sent (and why).",
+                ["channel", "outcome"],
+                registry=registry,
+            ),
         )
 
 
@@ -212,6 +283,7 @@ class RouterMetrics:
     consumer: ConsumerMetrics
     assignment: AssignmentMetrics
     timeline: TimelineMetrics
+    agents: AgentMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
@@ -219,4 +291,5 @@ class RouterMetrics:
             consumer=ConsumerMetrics.create(registry),
             assignment=AssignmentMetrics.create(registry),
             timeline=TimelineMetrics.create(registry),
+            agents=AgentMetrics.create(registry),
         )

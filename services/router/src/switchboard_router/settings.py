@@ -123,6 +123,15 @@ class RouterSettings(ServiceSettings):
     assignment_repair_after_seconds: float = Field(
         15.0, gt=0, le=3600, validation_alias=env("ROUTER_ASSIGNMENT_REPAIR_AFTER_SECONDS")
     )
+    #: How often due surveys (the routing policy's ``surveys``) are looked for and sent.
+    survey_tick_seconds: float = Field(
+        5.0, gt=0, le=3600, validation_alias=env("ROUTER_SURVEY_TICK_SECONDS")
+    )
+    #: Which team each agent is in (YAML, shared with the SLA monitor): the label of the
+    #: per-agent figures. Unset: every agent is ``other``.
+    agent_groups_file: Path | None = Field(
+        None, validation_alias=env("SWITCHBOARD_AGENT_GROUPS_FILE")
+    )
     #: Names this replica's own consumer group (its view of the agents); random if unset.
     replica_id: str | None = Field(None, validation_alias=env("ROUTER_REPLICA_ID"))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from switchboard_common.agent_groups import AgentGroupsError, load_agent_groups
 from switchboard_common.contract import ConversationActivity, Priority
 from switchboard_common.settings import SettingsError
 from switchboard_router.assignment.api import assignment_router
@@ -25,6 +26,7 @@ from switchboard_router.assignment.consumers import (
     ConversationHandler,
 )
 from switchboard_router.assignment.engine import AssignmentEngine
+from switchboard_router.assignment.figures import AgentFigures
 from switchboard_router.assignment.policy import PolicyError, RoutingPolicy, load_policy
 from switchboard_router.assignment.store import MongoAssignmentStore
 from switchboard_router.context import RouterContext
@@ -82,6 +84,10 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
         policy = load_policy(settings.routing_policy_file)
     except PolicyError as error:
         raise SettingsError(f"router: ROUTER_POLICY_FILE: {error}") from None
+    try:
+        groups = load_agent_groups(settings.agent_groups_file)
+    except AgentGroupsError as error:
+        raise SettingsError(f"router: SWITCHBOARD_AGENT_GROUPS_FILE: {error}") from None
     clock = clock or SystemClock()
     store = MongoAssignmentStore(ctx.db)
 
@@ -95,6 +101,7 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
         publish=publish,
         detector=Py3LangIdDetector(),
         metrics=ctx.metrics.assignment,
+        figures=AgentFigures(ctx.metrics.agents, groups),
         replica=settings.replica_id or uuid.uuid4().hex[:12],
     )
     return Assignment(
@@ -113,7 +120,8 @@ def build(ctx: RouterContext, *, clock: Clock | None = None) -> Assignment:
 async def update_gauges(engine: AssignmentEngine) -> None:
     """Queue and load gauges from the database, so every replica reports the same
     deployment (two aggregations, and one indexed read per non-empty queue and
-    priority); agents' presence and capacity from this replica's agent view."""
+    priority); agents' presence and capacity from this replica's agent view, per
+    channel and per agent group."""
     metrics = engine.metrics
     if metrics is None:
         return
@@ -145,3 +153,6 @@ def _set_gauges(
         metrics.agent_load.labels(channel).set(load)
         metrics.agent_capacity.labels(channel).set(capacity)
         metrics.agents_online.labels(channel).set(online)
+    figures = engine.executor.figures
+    if figures is not None:
+        figures.show_occupancy(engine.directory.online_agents(), held)

@@ -41,6 +41,29 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class Handled:
+    """An agent's hold on a conversation ended: resolved, or transferred away."""
+
+    agent_id: str
+    #: From the assignment to now (None: the state never recorded when it was assigned).
+    seconds: float | None
+    resolved: bool
+
+
+def handled(current: RouteState, now: datetime, *, resolved: bool) -> Handled | None:
+    """The hold that ends when ``current`` is resolved or transferred (None: no agent
+    had it — waiting, or only offered)."""
+    if current.agent_id is None or current.status not in (
+        RouteStatus.ASSIGNED,
+        RouteStatus.AWAITING_CUSTOMER,
+    ):
+        return None
+    since = current.assigned_at
+    seconds = None if since is None else max(0.0, (now - since).total_seconds())
+    return Handled(current.agent_id, seconds, resolved)
+
+
+@dataclass(frozen=True)
 class Change:
     """One step of one conversation, to be claimed as decision ``after.seq``."""
 
@@ -54,8 +77,12 @@ class Change:
     #: False for steps between statuses no listing looks for (readers probe past the
     #: head, so a head that lags them is harmless and saves a write).
     write_head: bool = True
-    #: The offer outcome this step records (``accepted``, ``rejected``, ``timed_out``).
+    #: The offer outcome this step records (``accepted``, ``rejected``, ``timed_out``),
+    #: and the agent it was offered to.
     offer: str | None = None
+    offered_to: str | None = None
+    #: The agent's hold this step ends (per-agent figures).
+    handled: Handled | None = None
 
     @property
     def conversation_id(self) -> str:
@@ -233,6 +260,7 @@ def resolved_change(current: RouteState | None, cause: str, now: datetime) -> Ch
         {"trigger": "resolved"},
         release=tuple(current.slots),
         write_head=listed,
+        handled=handled(current, now, resolved=True),
     )
 
 
@@ -284,6 +312,7 @@ def transferred_change(
         reason,
         release=tuple(current.slots),
         routing=Routing(queued_kind="requeued"),
+        handled=handled(current, now, resolved=False),
     )
 
 
@@ -332,7 +361,13 @@ def offer_answer_change(
     after = advanced(
         current, cause, now, status=RouteStatus.ASSIGNED, offer_expires_at=None, assigned_at=now
     )
-    return Change(after, "assigned", {"trigger": "offer", "offer": "accepted"}, offer="accepted")
+    return Change(
+        after,
+        "assigned",
+        {"trigger": "offer", "offer": "accepted"},
+        offer="accepted",
+        offered_to=agent_id,
+    )
 
 
 def taken_back_change(
@@ -348,7 +383,14 @@ def taken_back_change(
     )
     reason = {"trigger": outcome, "previous_agent_id": current.agent_id}
     offer = outcome if outcome in ("rejected", "timed_out") else None
-    return Change(after, "requeued", reason, release=tuple(current.slots), offer=offer)
+    return Change(
+        after,
+        "requeued",
+        reason,
+        release=tuple(current.slots),
+        offer=offer,
+        offered_to=current.agent_id if offer else None,
+    )
 
 
 def escalated_change(

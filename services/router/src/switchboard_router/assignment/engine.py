@@ -46,6 +46,7 @@ from switchboard_router.assignment.executor import (
     Outcome,
     Publish,
 )
+from switchboard_router.assignment.figures import AgentFigures
 from switchboard_router.assignment.matcher import change_moments, overflow_due_at, pick_conversation
 from switchboard_router.assignment.model import HOLDING, RouteState, RouteStatus, Slot
 from switchboard_router.assignment.policy import RoutingPolicy
@@ -104,6 +105,7 @@ class AssignmentEngine:
         detector: LanguageDetector,
         replica: str | None = None,
         metrics: AssignmentMetrics | None = None,
+        figures: AgentFigures | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -120,6 +122,7 @@ class AssignmentEngine:
             queue=self.queue,
             replica=replica or uuid.uuid4().hex[:12],
             metrics=metrics,
+            figures=figures,
         )
         self.executor.on_waiting = self.recheck_queued
         self._last_tick = clock.now()

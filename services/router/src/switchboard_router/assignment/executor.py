@@ -46,6 +46,7 @@ from switchboard_common.kafka import Outgoing
 from switchboard_common.metrics import add_tally
 from switchboard_router.assignment.clock import Clock
 from switchboard_router.assignment.decide import Change, Routing, assigned_state, waiting_state
+from switchboard_router.assignment.figures import AgentFigures
 from switchboard_router.assignment.matcher import is_eligible, requirements
 from switchboard_router.assignment.model import (
     EVENT_MODELS,
@@ -126,6 +127,7 @@ class Executor:
         queue: QueueView,
         replica: str,
         metrics: AssignmentMetrics | None = None,
+        figures: AgentFigures | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -135,6 +137,7 @@ class Executor:
         self.queue = queue
         self.replica = replica
         self.metrics = metrics
+        self.figures = figures
         self._tokens = itertools.count()
         #: Conversations whose decision this replica is claiming, publishing and settling.
         self._deciding: Counter[str] = Counter()
@@ -276,6 +279,8 @@ class Executor:
                 self.observe(decision.kind or "assigned", started)
             if change.offer is not None and self.metrics is not None:
                 self.metrics.offers.labels(change.offer).inc()
+            if self.figures is not None:
+                self.figures.record(change)
         waiting = [
             (d.state, c.routing is not None)
             for c, d in winners

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from switchboard_common.contract import Channel, Priority
 from switchboard_router.acknowledgements import Acknowledgements
+from switchboard_router.surveys import Surveys
 
 SkillName = Annotated[str, Field(min_length=1, max_length=100)]
 MinLevel = Annotated[int, Field(ge=1, le=10)]
@@ -199,6 +200,8 @@ class RoutingPolicy(_Strict):
     scoring: Scoring = Field(default_factory=Scoring)
     #: None: the ROUTER_ACKNOWLEDGE_* settings decide (email by default).
     acknowledgements: Acknowledgements | None = None
+    #: None: no surveys (they are off unless configured).
+    surveys: Surveys | None = None
 
     @model_validator(mode="after")
     def _names_unique(self) -> RoutingPolicy:

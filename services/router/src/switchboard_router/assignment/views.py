@@ -216,6 +216,11 @@ class AgentDirectory:
             if ch != TOTAL and indexes
         }
 
+    def online_agents(self) -> list[Agent]:
+        """The online agents with capacity on some channel."""
+        ids = dict.fromkeys(a for members in self._online.values() for a in members)
+        return [self.agents[a] for a in ids]
+
     def totals(self, load: Mapping[tuple[str, str], int]) -> dict[str, tuple[int, int, int]]:
         """Per channel: (load, capacity, agents) summed over online agents, the load
         from ``load`` (slots held per agent and channel, as the database has them)."""

@@ -15,6 +15,7 @@ from switchboard_common.settings import SettingsError
 from switchboard_router.acknowledgements import Acknowledgements
 from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
+from switchboard_router.surveys import Surveys
 from switchboard_router.timeline.admin import CustomerDirectory
 from switchboard_router.timeline.api import admin_router, read_router
 from switchboard_router.timeline.apply import QueueOf, Route, TimelineStage
@@ -23,6 +24,9 @@ from switchboard_router.timeline.raw_mail import MongoRawMail
 from switchboard_router.timeline.replies import AcknowledgementPolicy, ReplyPlanner
 from switchboard_router.timeline.resolve import IdentityResolver, IdentityStage
 from switchboard_router.timeline.status import StatusForwarder
+from switchboard_router.timeline.survey_store import MongoSurveyStore
+from switchboard_router.timeline.surveyor import Surveyor
+from switchboard_router.timeline.surveys import SurveyPolicy
 from switchboard_router.timeline.threading import Policy
 
 
@@ -48,9 +52,14 @@ class Timeline:
     store: MongoTimelineStore
     directory: CustomerDirectory
     api: Sequence[APIRouter]
+    #: Surveys after resolutions (None: the routing policy has none); ``send_due`` is
+    #: the shell's loop.
+    surveyor: Surveyor | None = None
 
     async def create_indexes(self) -> None:
         await ensure_indexes(self.ctx.db)
+        if self.surveyor is not None:
+            await self.surveyor.store.ensure_indexes()
 
 
 #: The settings the routing policy's ``acknowledgements`` section replaces.
@@ -91,16 +100,28 @@ def acknowledgement_policy(
         raise SettingsError(f"router: acknowledgements: {error}") from None
 
 
+def survey_policy(section: Surveys | None) -> SurveyPolicy | None:
+    """The policy's surveys, checked against the channels' text limits at start."""
+    if section is None:
+        return None
+    try:
+        return SurveyPolicy.of(section)
+    except ValueError as error:
+        raise SettingsError(f"router: surveys: {error}") from None
+
+
 def build(
     ctx: RouterContext,
     *,
     route: Route | None = None,
     acknowledgements: Acknowledgements | None = None,
     queue_of: QueueOf | None = None,
+    surveys: Surveys | None = None,
 ) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
     on the shared clients; ``route`` takes the customer messages each batch stored;
-    ``acknowledgements`` is the routing policy's section (None: the settings decide)."""
+    ``acknowledgements`` is the routing policy's section (None: the settings decide),
+    ``surveys`` its surveys (None: none)."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -112,6 +133,18 @@ def build(
         email_subject_window=settings.email_subject_window,
         email_split_by_sender=settings.email_split_by_sender,
     )
+    surveying = survey_policy(surveys)
+    surveyor = None
+    if surveying is not None:
+        surveyor = Surveyor(
+            MongoSurveyStore(ctx.db),
+            timeline,
+            ctx.publisher,
+            policy=surveying,
+            threading=policy,
+            clock=utcnow,
+            metrics=metrics,
+        )
     resolver = IdentityResolver(
         identities,
         clock=utcnow,
@@ -132,6 +165,7 @@ def build(
         cache_size=settings.timeline_cache_size,
         acknowledgements=acknowledgement_policy(settings, acknowledgements),
         queue_of=queue_of,
+        surveyor=surveyor,
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     directory = CustomerDirectory(
@@ -147,4 +181,5 @@ def build(
         store=timeline,
         directory=directory,
         api=[read_router(directory, timeline, settings), admin_router(directory)],
+        surveyor=surveyor,
     )

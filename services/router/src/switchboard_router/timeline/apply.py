@@ -69,6 +69,7 @@ from switchboard_router.timeline.replies import (
     wants_acknowledgement,
 )
 from switchboard_router.timeline.resolve import IdentityResolver, Publisher, customer_message
+from switchboard_router.timeline.surveyor import Surveyor, quieted
 from switchboard_router.timeline.threading import (
     CustomerState,
     Placement,
@@ -173,8 +174,10 @@ class TimelineStage:
         cache_size: int = 20_000,
         acknowledgements: AcknowledgementPolicy | None = None,
         queue_of: QueueOf | None = None,
+        surveyor: Surveyor | None = None,
     ) -> None:
         self._acknowledgements = acknowledgements
+        self._surveyor = surveyor
         self._queue_of = queue_of
         self._store = store
         self._publisher = publisher
@@ -192,10 +195,13 @@ class TimelineStage:
         self._check_continuity(deliveries)
         work = await self._load(self._group(deliveries))
         await self._prefetch(work)
+        ratings = await self._survey_answers(work)
         await self._settle(work)
         plans = {customer_id: w.plan for customer_id, w in work.items() if w.plan is not None}
         await self._write(work)
-        rejected, activities = await self._publish(plans, deliveries)
+        if self._surveyor is not None:
+            await self._surveyor.schedule(list(plans.values()))
+        rejected, activities = await self._publish(plans, deliveries, ratings)
         if self._route is not None and activities:
             # Replays too: a crash may have come between storing and routing them.
             await self._route(activities, _earlier_conversations(plans, activities))
@@ -319,6 +325,21 @@ class TimelineStage:
 
     async def _remember_conversations(self, state: CustomerState, ids: set[str]) -> None:
         await self._remember_many({state.customer_id: state}, {state.customer_id: sorted(ids)})
+
+    async def _survey_answers(self, work: dict[str, _Work]) -> list[Outgoing]:
+        """Messages answering a survey join their conversation without reopening it or
+        being routed; their ratings are published with the batch."""
+        if self._surveyor is None:
+            return []
+        found = await self._surveyor.answers([(w.base, w.items) for w in work.values()])
+        if not found:
+            return []
+        for w in work.values():
+            w.items = [
+                quieted(i) if isinstance(i, MessageItem) and i.message_id in found else i
+                for i in w.items
+            ]
+        return [answer.outgoing() for answer in found.values()]
 
     # ----------------------------------------------------------------------- settling
 
@@ -476,11 +497,14 @@ class TimelineStage:
         await self._store.save_states([p.state for p in plans.values()], now, created)
 
     async def _publish(
-        self, plans: dict[str, CustomerPlan], deliveries: Sequence[Delivery]
+        self,
+        plans: dict[str, CustomerPlan],
+        deliveries: Sequence[Delivery],
+        ratings: Sequence[Outgoing] = (),
     ) -> tuple[list[tuple[Delivery, str]], list[ConversationActivity]]:
-        """Publish each stored message's activity (and messages to resolve again);
-        returns the records refused and the activities published."""
-        outgoing: list[Outgoing] = []
+        """Publish each stored message's activity (and messages to resolve again, and the
+        batch's survey ratings); returns the records refused and the activities published."""
+        outgoing: list[Outgoing] = list(ratings)
         rejected: list[tuple[Delivery, str]] = []
         by_message = {
             d.event.message.message_id: d
@@ -637,7 +661,8 @@ def activity_of(applied: Applied) -> ConversationActivity:
         subject=message.subject,
         text=message.text[:4000],
         auto_submitted=message.auto_submitted,
-        expects_reply=message.expects_reply,
+        # The item's, not the message's: a survey's answer waits for nobody.
+        expects_reply=applied.item.inbound.expects_reply,
         tenant=message.tenant,
         customer_tier=record.customer_tier,
         previous_conversation_id=placement.previous_conversation_id,

@@ -131,6 +131,8 @@ def conversation_opening(customer_id: str, item: CustomerMessage | None) -> Docu
         "subject": message.subject if message is not None else None,
         "identity": item.identity if item is not None else None,
         "opened_by_message_id": message.message_id if message is not None else None,
+        # Surveys never go to auto-replies, bounces or bulk mail.
+        "auto_submitted": message.auto_submitted if message is not None else False,
     }
 
 

@@ -136,39 +136,82 @@ def plan_reply(
             f"{len(request.text)} characters; {channel.value} takes at most {limit}",
             now,
         )
-    window = REPLY_WINDOWS.get(channel)
-    if window is not None:
-        last = last_customer_message(conversation, state)
-        if last is not None and now - last > window:
-            hours = int((now - last).total_seconds() // 3600)
-            return _failed(
-                request,
-                channel,
-                "outside_customer_service_window",
-                f"{channel.value} takes free-form replies only within "
-                f"{int(window.total_seconds() // 3600)} hours of the customer's last message "
-                f"({hours} hours ago); the provider needs a template message",
-                now,
-            )
+    closed = hours_since_window(conversation, state, now)
+    if closed is not None:
+        window, hours = closed
+        return _failed(
+            request,
+            channel,
+            "outside_customer_service_window",
+            f"{channel.value} takes free-form replies only within "
+            f"{window} hours of the customer's last message "
+            f"({hours} hours ago); the provider needs a template message",
+            now,
+        )
+    return addressed(
+        conversation,
+        state,
+        reply_id=request.reply_id,
+        conversation_id=request.conversation_id,
+        agent_id=request.agent_id,
+        text=request.text,
+        html=request.html,
+        requested_at=request.requested_at,
+        now=now,
+    )
+
+
+def hours_since_window(
+    conversation: Document, state: CustomerState | None, now: datetime
+) -> tuple[int, int] | None:
+    """When the channel's reply window (``REPLY_WINDOWS``) has closed on the customer's
+    last message: the window and the hours since that message, in hours. None: open, or
+    the channel has none."""
+    window = REPLY_WINDOWS.get(Channel(conversation["channel"]))
+    if window is None:
+        return None
+    last = last_customer_message(conversation, state)
+    if last is None or now - last <= window:
+        return None
+    return int(window.total_seconds() // 3600), int((now - last).total_seconds() // 3600)
+
+
+def addressed(
+    conversation: Document,
+    state: CustomerState | None,
+    *,
+    reply_id: str,
+    conversation_id: str,
+    agent_id: str,
+    text: str,
+    requested_at: datetime,
+    now: datetime,
+    html: str | None = None,
+    automatic: bool = False,
+) -> ReplyDelivery:
+    """A text for the customer of a stored conversation, addressed for the channel's
+    sender: their address, the account they wrote to, and for email the subject and
+    their Message-IDs, so their mail client threads it (and their answer threads back)."""
     references: tuple[str, ...] = ()
     if state is not None:
         # The state keeps Message-IDs oldest first, a customer's latest last.
-        mine = [ref for ref, owner in state.refs.items() if owner == request.conversation_id]
+        mine = [ref for ref, owner in state.refs.items() if owner == conversation_id]
         references = tuple(mine[-MAX_REFERENCES:])
     return ReplyDelivery(
-        reply_id=request.reply_id,
-        conversation_id=request.conversation_id,
+        reply_id=reply_id,
+        conversation_id=conversation_id,
         customer_id=str(conversation["customer_id"]),
-        agent_id=request.agent_id,
-        channel=channel,
-        recipient=recipient_of(str(identity)),
+        agent_id=agent_id,
+        channel=Channel(conversation["channel"]),
+        recipient=recipient_of(str(conversation["identity"])),
         account=conversation.get("account"),
-        text=request.text,
-        html=request.html,
+        text=text,
+        html=html,
         subject=conversation.get("subject"),
         references=references,
-        requested_at=request.requested_at,
+        requested_at=requested_at,
         ordered_at=now,
+        automatic=automatic,
     )
 
 
