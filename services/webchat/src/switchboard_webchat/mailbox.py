@@ -1,0 +1,173 @@
+"""The mailboxes: every message of a visitor's chat, theirs and the replies, in order.
+
+A mailbox is a site and a recipient (the visitor id, or the email the site vouched for:
+a signed-in customer reads the same mailbox from every device). Each entry has the next
+``seq`` of its mailbox, taken from a counter document before the entry is written; the
+entry's ``_id`` is the message's (a visitor's ``message_id``, ``reply:<reply_id>``) so
+writing it again is a no-op that answers the first entry. A fixed number of commands
+per call, whatever the number of entries or mailboxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from switchboard_common.bulk import find_by_ids, insert_new
+from switchboard_common.mongo import Document
+
+From = Literal["visitor", "agent", "switchboard"]
+#: Mailboxes per ``$or`` query of ``newer`` (one query per chunk).
+CHUNK = 500
+
+
+def mailbox_key(site: str, recipient: str) -> str:
+    """One string per mailbox (site ids have no ``/``)."""
+    return f"{site}/{recipient}"
+
+
+def reply_entry_id(reply_id: str) -> str:
+    return f"reply:{reply_id}"
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to write; the mailbox gives it its seq."""
+
+    entry_id: str
+    mailbox: str
+    sender: From
+    text: str
+    at: datetime
+    client_id: str | None = None
+    reply_id: str | None = None
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: str
+    mailbox: str
+    seq: int
+    sender: From
+    text: str
+    at: datetime
+    client_id: str | None = None
+    reply_id: str | None = None
+    conversation_id: str | None = None
+
+
+def _entry(document: Document) -> Entry:
+    return Entry(
+        entry_id=document["_id"],
+        mailbox=document["mailbox"],
+        seq=document["seq"],
+        sender=document["from"],
+        text=document["text"],
+        at=document["at"],
+        client_id=document.get("client_id"),
+        reply_id=document.get("reply_id"),
+        conversation_id=document.get("conversation_id"),
+    )
+
+
+class Mailboxes:
+    """Entries in ``<collection>``, counters in ``<collection>_seq``."""
+
+    def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
+        self._entries = db[collection]
+        self._counters = db[f"{collection}_seq"]
+
+    async def create_indexes(self) -> None:
+        await self._entries.create_index(
+            [("mailbox", ASCENDING), ("seq", ASCENDING)], name="mailbox_seq"
+        )
+
+    async def get(self, entry_id: str) -> Entry | None:
+        document = await self._entries.find_one({"_id": entry_id})
+        return _entry(document) if document is not None else None
+
+    async def append(self, new: Sequence[NewEntry]) -> list[Entry]:
+        """Write the entries not written yet; every entry as stored, in the given order.
+
+        Idempotent by ``entry_id``: a second writer of the same entry (a redelivered
+        reply, a resend on another replica) gets the first one back; the seq it took is
+        then never used (``cursors`` gives such gaps up)."""
+        found = {
+            k: _entry(d)
+            for k, d in (await find_by_ids(self._entries, [n.entry_id for n in new])).items()
+        }
+        fresh = list({n.entry_id: n for n in new if n.entry_id not in found}.values())
+        by_mailbox: dict[str, list[NewEntry]] = {}
+        for entry in fresh:
+            by_mailbox.setdefault(entry.mailbox, []).append(entry)
+        documents: list[Document] = []
+        for mailbox, entries in by_mailbox.items():
+            counter = await self._counters.find_one_and_update(
+                {"_id": mailbox},
+                {"$inc": {"seq": len(entries)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            if counter is None:  # an upsert always answers the document
+                raise RuntimeError(f"no counter document for a mailbox ({self._counters.name})")
+            first = int(counter["seq"]) - len(entries) + 1
+            documents += [_document(e, first + i) for i, e in enumerate(entries)]
+        taken = await insert_new(self._entries, documents)
+        stored = {d["_id"]: _entry(d) for d in documents if d["_id"] not in taken}
+        if taken:  # written meanwhile by another writer: theirs stands
+            stored |= {k: _entry(d) for k, d in (await find_by_ids(self._entries, taken)).items()}
+        stored |= found
+        return [stored[n.entry_id] for n in new]
+
+    async def after(self, mailbox: str, seq: int, limit: int = 500) -> list[Entry]:
+        """The mailbox's entries after ``seq``, oldest first, at most ``limit``."""
+        cursor = self._entries.find({"mailbox": mailbox, "seq": {"$gt": seq}})
+        return [_entry(d) async for d in cursor.sort("seq", ASCENDING).limit(limit)]
+
+    async def newer(self, watermarks: Mapping[str, int]) -> list[Entry]:
+        """The entries after each mailbox's watermark, every mailbox in one query (per
+        ``CHUNK`` mailboxes)."""
+        items = list(watermarks.items())
+        found: list[Entry] = []
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            clauses: list[dict[str, Any]] = [{"mailbox": m, "seq": {"$gt": w}} for m, w in chunk]
+            query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+            found += [_entry(d) async for d in self._entries.find(query)]
+        return sorted(found, key=lambda e: (e.mailbox, e.seq))
+
+    async def unreported(self, mailbox: str, up_to: int) -> list[Entry]:
+        """Replies up to ``up_to`` whose delivery to the visitor is not reported yet."""
+        query = {
+            "mailbox": mailbox,
+            "seq": {"$lte": up_to},
+            "from": {"$in": ["agent", "switchboard"]},
+            "delivered": {"$ne": True},
+        }
+        return [_entry(d) async for d in self._entries.find(query).sort("seq", ASCENDING)]
+
+    async def mark_reported(self, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            await self._entries.update_many(
+                {"_id": {"$in": list(entry_ids)}}, {"$set": {"delivered": True}}
+            )
+
+
+def _document(entry: NewEntry, seq: int) -> Document:
+    return {
+        "_id": entry.entry_id,
+        "mailbox": entry.mailbox,
+        "seq": seq,
+        "from": entry.sender,
+        "text": entry.text,
+        "at": entry.at,
+        "client_id": entry.client_id,
+        "reply_id": entry.reply_id,
+        "conversation_id": entry.conversation_id,
+    }
