@@ -18,6 +18,7 @@ SERVICES = {
     "switchboard_ingest_social",
     "switchboard_router",
     "switchboard_sla_monitor",
+    "switchboard_webchat",
 }
 DEVELOPMENT = {"switchboard_devkit", "switchboard_devtools", "pytest", "hypothesis"}
 
