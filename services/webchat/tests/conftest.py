@@ -50,7 +50,7 @@ def chat_env(request: pytest.FixtureRequest, service_env: dict[str, str]) -> dic
     """
     env = {
         **service_env,
-        "WEBCHAT_ALLOWED_ORIGINS": f"{ORIGIN},http://127.0.0.1",
+        "WEBCHAT_ALLOWED_ORIGINS": ORIGIN,
         "WEBCHAT_SITE_ID": SITE,
         "WEBCHAT_IDENTITY_SECRET": IDENTITY_SECRET,
         "WEBCHAT_TOKEN_SECRET": TOKEN_SECRET,
@@ -65,8 +65,11 @@ def chat_env(request: pytest.FixtureRequest, service_env: dict[str, str]) -> dic
 async def start_chat(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[RunningChat]:
-    """A webchat replica on a port of its own."""
-    for name, value in {**env, "WEBCHAT_HTTP_PORT": str(free_port())}.items():
+    """A webchat replica on a port of its own (its demo page is an allowed origin)."""
+    port = free_port()
+    origins = f"{env['WEBCHAT_ALLOWED_ORIGINS']},http://127.0.0.1:{port}"
+    own = {"WEBCHAT_HTTP_PORT": str(port), "WEBCHAT_ALLOWED_ORIGINS": origins}
+    for name, value in {**env, **own}.items():
         monkeypatch.setenv(name, value)
     runtime, parts = build(WebchatSettings.load())
     async with running(runtime) as url:
