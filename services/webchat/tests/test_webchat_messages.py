@@ -152,6 +152,15 @@ async def test_a_page_of_another_origin_is_refused(chat: RunningChat) -> None:
     assert socket.close_code == 1008
 
 
+async def test_a_widget_of_another_site_is_refused(chat: RunningChat) -> None:
+    async with widget(chat, query="?site=another-shop") as socket:
+        error = await receive(socket)
+        with pytest.raises(ConnectionClosed):
+            await receive(socket)
+    assert error["code"] == "unknown_site"
+    assert socket.close_code == 1008
+
+
 async def test_the_first_frame_must_be_hello(chat: RunningChat) -> None:
     async with widget(chat) as socket:
         await say(socket, {"type": "send", "client_id": "c-1", "text": "Hi"})

@@ -125,7 +125,7 @@ class ChatSockets:
             return Refusal(ErrorCode.ORIGIN_NOT_ALLOWED, "this page may not open the chat")
         site = socket.query_params.get("site")
         if site is not None and site != self.policy.site:
-            return Refusal(ErrorCode.ORIGIN_NOT_ALLOWED, "this chat serves another site")
+            return Refusal(ErrorCode.UNKNOWN_SITE, "this chat serves another site")
         return None
 
     async def _refuse(self, socket: WebSocket, refusal: Refusal) -> None:

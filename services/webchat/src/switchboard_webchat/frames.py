@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     """Why a frame was not taken (the ``code`` of an error frame)."""
 
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # the page's origin is not the shop's: closed
+    UNKNOWN_SITE = "unknown_site"  # the widget's data-site is not this chat's site: closed
     TOO_MANY_CONNECTIONS = "too_many_connections"  # this address has enough sockets: closed
     HELLO_REQUIRED = "hello_required"  # the first frame must be hello: closed
     BAD_FRAME = "bad_frame"  # not a frame of this protocol (the socket stays open)

@@ -219,8 +219,10 @@
       var li = frame.client_id && find("data-client-id", frame.client_id);
       if (li) li.setAttribute("data-state", "failed");
       if (frame.client_id) forget(frame.client_id);
-    } else if (code === "origin_not_allowed" || code === "bad_identity") {
-      stopped = true;
+    } else if (code === "bad_identity") {
+      identity = null;  // the page's hash is wrong: chat on, as an anonymous visitor
+    } else if (code === "origin_not_allowed" || code === "unknown_site") {
+      stopped = true;  // reconnecting cannot help: the shop's set-up must change
       setStatus("unavailable");
     }
   }
