@@ -4,6 +4,7 @@ mailbox while nobody is connected; reported delivered once the widget has shown 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -204,3 +205,29 @@ async def test_a_socket_on_another_replica_gets_the_reply_and_the_other_tab_s_me
     assert on_here["text"] == on_there["text"] == "To both tabs"
     assert on_here["seq"] == on_there["seq"]
     assert polled["text"] == "Poll me"
+
+
+async def test_two_tabs_on_two_replicas_saying_seen_together_report_each_reply_once(
+    chat: RunningChat,
+    chat_env: dict[str, str],
+    probe: TopicProbe,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two replicas: neither publisher knows what the other published, so only the
+    # mailbox's claim keeps a reply from being reported twice.
+    async with start_chat(chat_env, monkeypatch) as other, widget(chat) as first:
+        welcome = await hello(first)
+        async with widget(other) as second:
+            await hello(second, token=welcome["token"])
+            for n in range(3):
+                await reply(probe, order(welcome["visitor"], f"r-{n}", f"reply {n}"))
+            for socket in (first, second):
+                for _ in range(3):
+                    await receive_until(socket, is_message)
+            await asyncio.gather(
+                say(first, {"type": "seen", "seq": 3}), say(second, {"type": "seen", "seq": 3})
+            )
+            await asyncio.gather(sync(first), sync(second))
+            found = await statuses(probe, 6, settle=2.0)
+    delivered = [s.reply_id for s in found if s.status is DeliveryStatus.DELIVERED]
+    assert sorted(delivered) == ["r-0", "r-1", "r-2"]

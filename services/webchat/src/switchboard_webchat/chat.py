@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,6 +114,12 @@ class ChatSockets:
             await self._converse(socket, address)
         except Refusal as refusal:
             await self._refuse(socket, refusal)
+        except PyMongoError as error:
+            # The mailbox could not be read: the widget reconnects and catches up.
+            log.warning("mailbox unavailable for a socket", error_type=type(error).__name__)
+            await self._refuse(
+                socket, Refusal(ErrorCode.UNAVAILABLE, "try again shortly", close=TRY_LATER)
+            )
         except WebSocketDisconnect:
             pass
         finally:
@@ -294,13 +301,19 @@ class ChatSockets:
         self._hub.deliver([entry], skip=session)  # the visitor's other tabs
 
     async def _seen(self, session: Session, seq: int) -> None:
-        """Report each reply up to ``seq`` delivered, once (its event id is fixed, so a
-        report repeated by another tab is dropped by consumers)."""
+        """Report each reply up to ``seq`` delivered, once: claimed in the mailbox first,
+        so two tabs (or replicas) saying ``seen`` together report it once; a report that
+        fails gives its claim up for the next ``seen``."""
+        claim = uuid.uuid4().hex
         try:
-            entries = await self._mailboxes.unreported(session.mailbox, seq)
-            if not entries:
-                return
-            now = self._clock()
+            entries = await self._mailboxes.claim_unreported(session.mailbox, seq, claim)
+        except PyMongoError as error:
+            log.warning("delivery not reported yet", error_type=type(error).__name__)
+            return
+        if not entries:
+            return
+        now = self._clock()
+        try:
             await self._publisher.publish(
                 [
                     Outgoing(
@@ -320,8 +333,9 @@ class ChatSockets:
                     if e.reply_id and e.conversation_id
                 ]
             )
-            await self._mailboxes.mark_reported([e.entry_id for e in entries])
-            self._metrics.delivered.inc(len(entries))
-        except (PublishUnavailableError, PyMongoError) as error:
-            # The widget says seen again with its next message: reported then.
+        except PublishUnavailableError as error:
             log.warning("delivery not reported yet", error_type=type(error).__name__)
+            with contextlib.suppress(PyMongoError):
+                await self._mailboxes.release(claim)
+            return
+        self._metrics.delivered.inc(len(entries))

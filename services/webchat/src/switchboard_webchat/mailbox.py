@@ -142,21 +142,27 @@ class Mailboxes:
             found += [_entry(d) async for d in self._entries.find(query)]
         return sorted(found, key=lambda e: (e.mailbox, e.seq))
 
-    async def unreported(self, mailbox: str, up_to: int) -> list[Entry]:
-        """Replies up to ``up_to`` whose delivery to the visitor is not reported yet."""
-        query = {
-            "mailbox": mailbox,
-            "seq": {"$lte": up_to},
-            "from": {"$in": ["agent", "switchboard"]},
-            "delivered": {"$ne": True},
-        }
-        return [_entry(d) async for d in self._entries.find(query).sort("seq", ASCENDING)]
+    async def claim_unreported(self, mailbox: str, up_to: int, claim: str) -> list[Entry]:
+        """Claim the replies up to ``up_to`` whose delivery is not reported yet and
+        return those this ``claim`` (unique per call) won: of two replicas claiming one
+        reply at once, only one reports it."""
+        await self._entries.update_many(
+            {
+                "mailbox": mailbox,
+                "seq": {"$lte": up_to},
+                "from": {"$in": ["agent", "switchboard"]},
+                "delivered": {"$ne": True},
+            },
+            {"$set": {"delivered": True, "claim": claim}},
+        )
+        cursor = self._entries.find({"mailbox": mailbox, "claim": claim})
+        return [_entry(d) async for d in cursor.sort("seq", ASCENDING)]
 
-    async def mark_reported(self, entry_ids: Sequence[str]) -> None:
-        if entry_ids:
-            await self._entries.update_many(
-                {"_id": {"$in": list(entry_ids)}}, {"$set": {"delivered": True}}
-            )
+    async def release(self, claim: str) -> None:
+        """Give a claim up (its report failed): the next ``seen`` reports them."""
+        await self._entries.update_many(
+            {"claim": claim}, {"$set": {"delivered": False, "claim": None}}
+        )
 
 
 def _document(entry: NewEntry, seq: int) -> Document:
