@@ -18,6 +18,8 @@ NAMES = (
     "WEBCHAT_TOKEN_SECRET",
     "WEBCHAT_HTTP_PORT",
     "WEBCHAT_SITE_ID",
+    "WEBCHAT_EMAIL_FALLBACK_SECONDS",
+    "WEBCHAT_EMAIL_FALLBACK_FROM",
 )
 
 
@@ -65,3 +67,15 @@ def test_a_site_id_is_one_word(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBCHAT_SITE_ID", "shop/1")
     with pytest.raises(SettingsError, match="WEBCHAT_SITE_ID"):
         WebchatSettings.load()
+
+
+def test_the_email_fallback_needs_the_address_it_comes_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_ENV", "dev")
+    assert WebchatSettings.load().email_fallback_seconds is None  # off by default
+    monkeypatch.setenv("WEBCHAT_EMAIL_FALLBACK_SECONDS", "300")
+    with pytest.raises(SettingsError, match="WEBCHAT_EMAIL_FALLBACK_FROM"):
+        WebchatSettings.load()
+    monkeypatch.setenv("WEBCHAT_EMAIL_FALLBACK_FROM", "support@shop.example")
+    assert WebchatSettings.load().email_fallback_seconds == 300

@@ -12,7 +12,9 @@ Replies: group ``webchat-replies`` reads ``switchboard.router.reply-deliveries.v
 (orders on webchat), stores each in its visitor's mailbox (``webchat_mailbox``, records
 in ``webchat_replies``) and writes ``support.outbound.v1``,
 ``support.conversation-events.v1`` and refusals to ``support.deadletter.v1``. Every
-replica pushes new mailbox entries to its open sockets (``hub``).
+replica pushes new mailbox entries to its open sockets (``hub``). With
+``WEBCHAT_EMAIL_FALLBACK_SECONDS``, a vouched visitor's reply not shown in time is also
+ordered by email on ``switchboard.router.reply-deliveries.v1`` (``fallback``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -32,8 +34,9 @@ from switchboard_common.metrics import service_registry
 from switchboard_common.mongo import database, make_mongo_client
 from switchboard_common.outbound_shell import REPLY_PUBLISHES, ReplyConsumer, subscribe_replies
 from switchboard_common.publishing import DurablePublisher
-from switchboard_common.service import Runtime
+from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_webchat.chat import ChatPolicy, ChatSockets
+from switchboard_webchat.fallback import EmailFallback
 from switchboard_webchat.hub import Hub
 from switchboard_webchat.limits import ConnectionCounter, SendLimiter
 from switchboard_webchat.mailbox import Mailboxes
@@ -64,6 +67,8 @@ class Webchat:
     mailboxes: Mailboxes
     hub: Hub
     app: FastAPI
+    #: The email copies of unseen replies (None unless WEBCHAT_EMAIL_FALLBACK_SECONDS).
+    fallback: EmailFallback | None = None
 
 
 def build(
@@ -77,8 +82,15 @@ def build(
     broker = make_broker(settings)
     # Sockets publish messages and delivered statuses; the replies' consumer publishes
     # statuses, support.reply.sent and dead letters.
+    fallback_on = settings.email_fallback_seconds is not None
+    # With the email fallback on, copies of unseen replies go to the email channel's
+    # sender as orders of their own.
+    copies = [REPLY_DELIVERIES] if fallback_on else []
     events = EventPublisher(
-        broker, settings.topics, settings.service_name, publishes=[INBOUND, *REPLY_PUBLISHES]
+        broker,
+        settings.topics,
+        settings.service_name,
+        publishes=[INBOUND, *copies, *REPLY_PUBLISHES],
     )
     durable = DurablePublisher(
         broker,
@@ -91,7 +103,26 @@ def build(
     db = database(client, settings)
     mailboxes = Mailboxes(db, MAILBOX)
     hub = Hub(mailboxes, metrics, interval=settings.poll_interval_seconds)
-    sender = WebchatSender(mailboxes, site=settings.site_id, stored=hub.deliver, clock=clock)
+    sender = WebchatSender(
+        mailboxes,
+        site=settings.site_id,
+        stored=hub.deliver,
+        clock=clock,
+        email_fallback=timedelta(seconds=settings.email_fallback_seconds)
+        if settings.email_fallback_seconds is not None
+        else None,
+    )
+    background: list[BackgroundTask] = [hub.run]
+    fallback = None
+    if settings.email_fallback_seconds is not None and settings.email_fallback_from:
+        fallback = EmailFallback(
+            mailboxes,
+            durable,
+            sender=settings.email_fallback_from,
+            interval=settings.poll_interval_seconds,
+            clock=clock,
+        )
+        background.append(fallback.run)
     _, watch = subscribe_replies(
         ReplyConsumer(
             group=GROUP_REPLIES,
@@ -160,9 +191,9 @@ def build(
         broker=broker,
         on_start=[mailboxes.create_indexes],
         on_stop=[close_client],
-        background=[watch.run, hub.run],
+        background=[watch.run, *background],
         # The sans-I/O websockets implementation, with frames capped: a browser's chat
         # message is a few KiB, and uvicorn would otherwise read up to 16 MiB.
         http_options={"ws": "websockets-sansio", "ws_max_size": settings.max_frame_bytes},
     )
-    return runtime, Webchat(settings, registry, metrics, mailboxes, hub, app)
+    return runtime, Webchat(settings, registry, metrics, mailboxes, hub, app, fallback)

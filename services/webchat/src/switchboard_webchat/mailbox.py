@@ -36,6 +36,17 @@ def reply_entry_id(reply_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """What an email copy of a reply needs beyond the entry (``fallback``)."""
+
+    customer_id: str
+    agent_id: str
+    requested_at: datetime
+    #: When the copy goes unless a widget showed the reply first.
+    due: datetime
+
+
+@dataclass(frozen=True)
 class NewEntry:
     """An entry to write; the mailbox gives it its seq."""
 
@@ -47,6 +58,7 @@ class NewEntry:
     client_id: str | None = None
     reply_id: str | None = None
     conversation_id: str | None = None
+    fallback: Fallback | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,11 @@ class Mailboxes:
     async def create_indexes(self) -> None:
         await self._entries.create_index(
             [("mailbox", ASCENDING), ("seq", ASCENDING)], name="mailbox_seq"
+        )
+        # Only replies waiting for an email copy have the field (it is unset once shown
+        # or sent), so the fallback's scan reads those alone.
+        await self._entries.create_index(
+            [("fallback_due", ASCENDING)], name="fallback_due", sparse=True
         )
 
     async def get(self, entry_id: str) -> Entry | None:
@@ -153,7 +170,8 @@ class Mailboxes:
                 "from": {"$in": ["agent", "switchboard"]},
                 "delivered": {"$ne": True},
             },
-            {"$set": {"delivered": True, "claim": claim}},
+            # Shown: no email copy is needed any more.
+            {"$set": {"delivered": True, "claim": claim}, "$unset": {"fallback_due": ""}},
         )
         cursor = self._entries.find({"mailbox": mailbox, "claim": claim})
         return [_entry(d) async for d in cursor.sort("seq", ASCENDING)]
@@ -164,9 +182,41 @@ class Mailboxes:
             {"claim": claim}, {"$set": {"delivered": False, "claim": None}}
         )
 
+    async def claim_fallbacks(self, now: datetime, claim: str) -> list[tuple[Entry, Fallback]]:
+        """Claim the replies whose email copy is due and not shown yet; those this
+        ``claim`` won (of two replicas at once, one sends each)."""
+        await self._entries.update_many(
+            {"fallback_due": {"$lte": now}, "delivered": {"$ne": True}},
+            {"$set": {"fallback_claim": claim}, "$unset": {"fallback_due": ""}},
+        )
+        found = []
+        async for document in self._entries.find({"fallback_claim": claim}):
+            extra = document["fallback"]
+            fallback = Fallback(extra["customer_id"], extra["agent_id"], extra["requested_at"], now)
+            found.append((_entry(document), fallback))
+        return sorted(found, key=lambda pair: (pair[0].mailbox, pair[0].seq))
+
+    async def release_fallbacks(self, claim: str, now: datetime) -> None:
+        """The copies were not published: due again (the next tick tries again)."""
+        await self._entries.update_many(
+            {"fallback_claim": claim},
+            {"$set": {"fallback_due": now}, "$unset": {"fallback_claim": ""}},
+        )
+
 
 def _document(entry: NewEntry, seq: int) -> Document:
+    fallback: Document = {}
+    if entry.fallback is not None:
+        fallback = {
+            "fallback_due": entry.fallback.due,
+            "fallback": {
+                "customer_id": entry.fallback.customer_id,
+                "agent_id": entry.fallback.agent_id,
+                "requested_at": entry.fallback.requested_at,
+            },
+        }
     return {
+        **fallback,
         "_id": entry.entry_id,
         "mailbox": entry.mailbox,
         "seq": seq,

@@ -9,14 +9,21 @@ written again under the same id) and then pushed to this replica's open sockets 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pymongo.errors import PyMongoError
 
 from switchboard_common.contract import Channel, ReplyDelivery
 from switchboard_common.logging import get_logger
 from switchboard_common.outbound import Accepted, Outcome, Refused, Unavailable
-from switchboard_webchat.mailbox import Entry, Mailboxes, NewEntry, mailbox_key, reply_entry_id
+from switchboard_webchat.mailbox import (
+    Entry,
+    Fallback,
+    Mailboxes,
+    NewEntry,
+    mailbox_key,
+    reply_entry_id,
+)
 
 log = get_logger(__name__)
 
@@ -39,14 +46,25 @@ class WebchatSender:
         site: str,
         stored: Callable[[Sequence[Entry]], None],
         clock: Callable[[], datetime],
+        email_fallback: timedelta | None = None,
     ) -> None:
         self._mailboxes = mailboxes
         self._site = site
         self._stored = stored
         self._clock = clock
+        self._email_fallback = email_fallback
 
     def planned_id(self, order: ReplyDelivery) -> str:
         return reply_entry_id(order.reply_id)
+
+    def _fallback(self, order: ReplyDelivery, now: datetime) -> Fallback | None:
+        """An agent's reply to a vouched visitor (an email address) gets an email copy
+        if no widget shows it in time; acknowledgements never do."""
+        if self._email_fallback is None or order.automatic or "@" not in order.recipient:
+            return None
+        return Fallback(
+            order.customer_id, order.agent_id, order.requested_at, now + self._email_fallback
+        )
 
     async def send_all(self, orders: Sequence[ReplyDelivery]) -> list[Outcome]:
         now = self._clock()
@@ -71,6 +89,7 @@ class WebchatSender:
                     at=now,
                     reply_id=order.reply_id,
                     conversation_id=order.conversation_id,
+                    fallback=self._fallback(order, now),
                 )
             )
         try:

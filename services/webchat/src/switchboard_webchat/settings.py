@@ -87,6 +87,19 @@ class WebchatSettings(ServiceSettings):
         100, ge=1, le=1000, validation_alias=env("WEBCHAT_REPLIES_BATCH_MAX_RECORDS")
     )
 
+    #: Off unless set: a reply to a vouched visitor (one with an email) that no widget
+    #: has shown within this many seconds also goes to them by email.
+    email_fallback_seconds: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600, validation_alias=env("WEBCHAT_EMAIL_FALLBACK_SECONDS")
+    )
+    #: The support address those emails come from (where the customer's answer goes);
+    #: required with the fallback.
+    email_fallback_from: str | None = Field(
+        None,
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        validation_alias=env("WEBCHAT_EMAIL_FALLBACK_FROM"),
+    )
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -96,6 +109,11 @@ class WebchatSettings(ServiceSettings):
 
     def with_dev_secrets(self) -> WebchatSettings:
         """Secrets as the base class fills them; then the dev origins, only in dev."""
+        if self.email_fallback_seconds is not None and self.email_fallback_from is None:
+            raise SettingsError(
+                f"{self.service_name}: WEBCHAT_EMAIL_FALLBACK_SECONDS needs "
+                "WEBCHAT_EMAIL_FALLBACK_FROM, the support address the emails come from"
+            )
         settings = super().with_dev_secrets()
         if settings.allowed_origins:
             return settings
