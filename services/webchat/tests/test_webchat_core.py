@@ -223,3 +223,20 @@ def test_a_visitors_message_is_the_same_message_whenever_it_is_sent_again() -> N
     assert vouched.key == "email:ana@example.com"
     assert vouched.message.sender.kind is SenderKind.EMAIL
     assert vouched.message.sender_authenticated is True
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def test_uvicorns_per_socket_lines_with_the_clients_address_are_dropped() -> None:
+    import logging
+
+    from switchboard_webchat.logs import NoSocketAccessLog
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, msg, args, None)
+
+    keep = NoSocketAccessLog().filter
+    assert not keep(record('%s - "WebSocket %s" [accepted]', "203.0.113.9:5000", "/chat/socket"))
+    assert not keep(record('%s - "WebSocket %s" 403', "203.0.113.9:5000", "/chat/socket"))
+    assert keep(record("Application startup complete."))

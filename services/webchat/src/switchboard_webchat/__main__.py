@@ -9,6 +9,7 @@ from switchboard_common.logging import configure_logging
 from switchboard_common.service import run_runtime
 from switchboard_common.settings import SettingsError
 from switchboard_webchat.app import build
+from switchboard_webchat.logs import quiet_socket_access_log
 from switchboard_webchat.settings import WebchatSettings
 
 
@@ -21,6 +22,7 @@ def main() -> int:
     configure_logging(
         service=settings.service_name, level=settings.log_level, fmt=settings.log_format
     )
+    quiet_socket_access_log()
     runtime, _ = build(settings)
     return asyncio.run(run_runtime(runtime))
 
