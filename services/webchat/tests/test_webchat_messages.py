@@ -168,6 +168,24 @@ async def test_the_first_frame_must_be_hello(chat: RunningChat) -> None:
     assert error["code"] == "hello_required"
 
 
+@pytest.mark.parametrize("chat_env", [{"WEBCHAT_HELLO_TIMEOUT_SECONDS": "0.5"}], indirect=True)
+async def test_a_socket_that_never_says_hello_is_closed(chat: RunningChat) -> None:
+    async with widget(chat) as socket:
+        error = await receive(socket)
+        with pytest.raises(ConnectionClosed):
+            await receive(socket)
+    assert error["code"] == "hello_required"
+    assert socket.close_code == 1008
+
+
+async def test_a_binary_frame_is_a_bad_frame_and_the_socket_stays(chat: RunningChat) -> None:
+    async with widget(chat) as socket:
+        await hello(socket)
+        await socket.send(b"\x00\x01")
+        frames = await sync(socket)
+    assert [f["code"] for f in frames] == ["bad_frame"]
+
+
 async def test_bad_frames_empty_and_too_long_messages_are_refused_and_nothing_published(
     chat: RunningChat, probe: TopicProbe
 ) -> None:
