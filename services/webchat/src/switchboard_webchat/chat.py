@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -303,16 +302,16 @@ class ChatSockets:
     async def _seen(self, session: Session, seq: int) -> None:
         """Report each reply up to ``seq`` delivered, once: claimed in the mailbox first,
         so two tabs (or replicas) saying ``seen`` together report it once; a report that
-        fails gives its claim up for the next ``seen``."""
-        claim = uuid.uuid4().hex
+        fails gives its claim up for the next ``seen``. (A replica that dies between
+        claim and report leaves that reply unreported: it was shown all the same.)"""
+        now = self._clock()
         try:
-            entries = await self._mailboxes.claim_unreported(session.mailbox, seq, claim)
+            entries = await self._mailboxes.claim_unreported(session.mailbox, seq, now)
         except PyMongoError as error:
             log.warning("delivery not reported yet", error_type=type(error).__name__)
             return
         if not entries:
             return
-        now = self._clock()
         try:
             await self._publisher.publish(
                 [
@@ -336,6 +335,8 @@ class ChatSockets:
         except PublishUnavailableError as error:
             log.warning("delivery not reported yet", error_type=type(error).__name__)
             with contextlib.suppress(PyMongoError):
-                await self._mailboxes.release(claim)
+                await self._mailboxes.unclaim_unreported(entries)
             return
         self._metrics.delivered.inc(len(entries))
+        with contextlib.suppress(PyMongoError):  # claimed: never reported twice anyway
+            await self._mailboxes.reported(entries)

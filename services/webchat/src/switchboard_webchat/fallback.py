@@ -11,7 +11,6 @@ no new response and publishes no second ``support.reply.sent``.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -67,30 +66,30 @@ class EmailFallback:
         """Send the copies due by ``now`` (the clock's reading by default); how many.
         Copies not published are due again."""
         now = now or self._clock()
-        claim = uuid.uuid4().hex
-        due = await self._mailboxes.claim_fallbacks(now, claim)
+        due = await self._mailboxes.claim_fallbacks(now)
+        sent = [entry for entry, _ in due]
         copies = [
             email_copy(entry, fallback, sender=self._sender, now=now)
             for entry, fallback in due
             if entry.reply_id and entry.conversation_id
         ]
-        if not copies:
-            return 0
-        try:
-            await self._publisher.publish(
-                [
-                    Outgoing(
-                        REPLY_DELIVERIES,
-                        copy.conversation_id,
-                        copy,
-                        event_id=f"reply:{copy.reply_id}:email",
-                    )
-                    for copy in copies
-                ]
-            )
-        except PublishUnavailableError:
-            await self._mailboxes.release_fallbacks(claim, now)
-            raise
+        if copies:
+            try:
+                await self._publisher.publish(
+                    [
+                        Outgoing(
+                            REPLY_DELIVERIES,
+                            copy.conversation_id,
+                            copy,
+                            event_id=f"reply:{copy.reply_id}:email",
+                        )
+                        for copy in copies
+                    ]
+                )
+            except PublishUnavailableError:
+                await self._mailboxes.unclaim_fallbacks(sent)
+                raise
+        await self._mailboxes.fallbacks_sent(sent)
         return len(copies)
 
     async def run(self) -> None:

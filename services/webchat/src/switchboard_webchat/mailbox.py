@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from switchboard_common.bulk import find_by_ids, insert_new
+from switchboard_common.bulk import find_by_ids, insert_each, insert_new
 from switchboard_common.mongo import Document
 
 From = Literal["visitor", "agent", "switchboard"]
@@ -89,11 +89,14 @@ def _entry(document: Document) -> Entry:
 
 
 class Mailboxes:
-    """Entries in ``<collection>``, counters in ``<collection>_seq``."""
+    """Entries in ``<collection>``, counters in ``<collection>_seq``, claims in
+    ``<collection>_claims``."""
 
     def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
         self._entries = db[collection]
         self._counters = db[f"{collection}_seq"]
+        # Who reports a reply delivered, who sends its email copy: one document each.
+        self._claims = db[f"{collection}_claims"]
 
     async def create_indexes(self) -> None:
         await self._entries.create_index(
@@ -159,49 +162,66 @@ class Mailboxes:
             found += [_entry(d) async for d in self._entries.find(query)]
         return sorted(found, key=lambda e: (e.mailbox, e.seq))
 
-    async def claim_unreported(self, mailbox: str, up_to: int, claim: str) -> list[Entry]:
-        """Claim the replies up to ``up_to`` whose delivery is not reported yet and
-        return those this ``claim`` (unique per call) won: of two replicas claiming one
-        reply at once, only one reports it."""
-        await self._entries.update_many(
-            {
-                "mailbox": mailbox,
-                "seq": {"$lte": up_to},
-                "from": {"$in": ["agent", "switchboard"]},
-                "delivered": {"$ne": True},
-            },
-            # Shown: no email copy is needed any more.
-            {"$set": {"delivered": True, "claim": claim}, "$unset": {"fallback_due": ""}},
-        )
-        cursor = self._entries.find({"mailbox": mailbox, "claim": claim})
-        return [_entry(d) async for d in cursor.sort("seq", ASCENDING)]
+    async def _claim(self, kind: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
+        """Those of ``entries`` this call claims for ``kind`` (``delivered``, ``email``):
+        a claim is an insert of a unique ``_id``, the one write that is exclusive on
+        MongoDB and FerretDB alike, so of two replicas claiming at once one wins each."""
+        documents = [{"_id": f"{kind}:{e.entry_id}", "at": now} for e in entries]
+        taken = await insert_each(self._claims, documents)
+        return [e for i, e in enumerate(entries) if i not in taken]
 
-    async def release(self, claim: str) -> None:
-        """Give a claim up (its report failed): the next ``seen`` reports them."""
-        await self._entries.update_many(
-            {"claim": claim}, {"$set": {"delivered": False, "claim": None}}
-        )
+    async def _unclaim(self, kind: str, entries: Sequence[Entry]) -> None:
+        ids = [f"{kind}:{e.entry_id}" for e in entries]
+        if ids:
+            await self._claims.delete_many({"_id": {"$in": ids}})
 
-    async def claim_fallbacks(self, now: datetime, claim: str) -> list[tuple[Entry, Fallback]]:
-        """Claim the replies whose email copy is due and not shown yet; those this
-        ``claim`` won (of two replicas at once, one sends each)."""
-        await self._entries.update_many(
-            {"fallback_due": {"$lte": now}, "delivered": {"$ne": True}},
-            {"$set": {"fallback_claim": claim}, "$unset": {"fallback_due": ""}},
-        )
+    async def claim_unreported(self, mailbox: str, up_to: int, now: datetime) -> list[Entry]:
+        """The replies up to ``up_to`` whose delivery is not reported yet, claimed by
+        this call: report them, then ``reported`` (or ``unclaim_unreported``)."""
+        query = {
+            "mailbox": mailbox,
+            "seq": {"$lte": up_to},
+            "from": {"$in": ["agent", "switchboard"]},
+            "delivered": {"$ne": True},
+        }
+        found = [_entry(d) async for d in self._entries.find(query).sort("seq", ASCENDING)]
+        return await self._claim("delivered", found, now) if found else []
+
+    async def reported(self, entries: Sequence[Entry]) -> None:
+        """Reported delivered: shown, so no email copy is needed either."""
+        if entries:
+            await self._entries.update_many(
+                {"_id": {"$in": [e.entry_id for e in entries]}},
+                {"$set": {"delivered": True}, "$unset": {"fallback_due": ""}},
+            )
+
+    async def unclaim_unreported(self, entries: Sequence[Entry]) -> None:
+        """The report failed: the next ``seen`` claims them again."""
+        await self._unclaim("delivered", entries)
+
+    async def claim_fallbacks(self, now: datetime) -> list[tuple[Entry, Fallback]]:
+        """The replies whose email copy is due and which no widget has shown, claimed by
+        this call: send them, then ``fallbacks_sent`` (or ``unclaim_fallbacks``)."""
+        query = {"fallback_due": {"$lte": now}, "delivered": {"$ne": True}}
+        documents = {d["_id"]: d async for d in self._entries.find(query)}
+        entries = sorted((_entry(d) for d in documents.values()), key=lambda e: (e.mailbox, e.seq))
+        mine = await self._claim("email", entries, now) if entries else []
         found = []
-        async for document in self._entries.find({"fallback_claim": claim}):
-            extra = document["fallback"]
+        for entry in mine:
+            extra = documents[entry.entry_id]["fallback"]
             fallback = Fallback(extra["customer_id"], extra["agent_id"], extra["requested_at"], now)
-            found.append((_entry(document), fallback))
-        return sorted(found, key=lambda pair: (pair[0].mailbox, pair[0].seq))
+            found.append((entry, fallback))
+        return found
 
-    async def release_fallbacks(self, claim: str, now: datetime) -> None:
-        """The copies were not published: due again (the next tick tries again)."""
-        await self._entries.update_many(
-            {"fallback_claim": claim},
-            {"$set": {"fallback_due": now}, "$unset": {"fallback_claim": ""}},
-        )
+    async def fallbacks_sent(self, entries: Sequence[Entry]) -> None:
+        if entries:
+            await self._entries.update_many(
+                {"_id": {"$in": [e.entry_id for e in entries]}}, {"$unset": {"fallback_due": ""}}
+            )
+
+    async def unclaim_fallbacks(self, entries: Sequence[Entry]) -> None:
+        """The copies were not published: still due (the next tick tries again)."""
+        await self._unclaim("email", entries)
 
 
 def _document(entry: NewEntry, seq: int) -> Document:
