@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import (
     OUTBOUND,
@@ -18,8 +19,10 @@ from switchboard_common.contract import (
     DeliveryUpdated,
     ReplyDelivery,
 )
+from switchboard_common.mongo import Document
 from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
-from switchboard_webchat.mailbox import NewEntry, mailbox_key
+from switchboard_webchat.app import MAILBOX
+from switchboard_webchat.mailbox import Mailboxes, NewEntry, mailbox_key
 
 from .conftest import (
     SITE,
@@ -140,6 +143,26 @@ async def test_the_mailbox_writes_an_entry_once_whoever_writes_it_again(
         "reply:r-1",
         "reply:r-2",
     ]
+
+
+async def test_writers_at_once_never_share_a_seq(
+    chat: RunningChat, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    # As several replicas (their own clients) and tabs writing to one mailbox at once.
+    other = Mailboxes(mongo_client[chat.parts.settings.mongodb_database], MAILBOX)
+    mailbox = mailbox_key(SITE, "v_busy")
+
+    async def write(n: int) -> list[int]:
+        writer = (chat.parts.mailboxes, other)[n % 2]
+        new = [NewEntry(f"e-{n}-{i}", mailbox, "agent", "hi", T0) for i in range(n % 3 + 1)]
+        return [e.seq for e in await writer.append(new)]
+
+    batches = await asyncio.gather(*(write(n) for n in range(30)))
+    seqs = [seq for batch in batches for seq in batch]
+    assert len(seqs) == len(set(seqs)) == 60
+    assert all(batch == sorted(batch) for batch in batches)  # a batch keeps its order
+    stored = await chat.parts.mailboxes.after(mailbox, 0, limit=1000)
+    assert sorted(e.seq for e in stored) == sorted(seqs)
 
 
 async def test_replies_while_disconnected_come_on_the_next_hello_in_order(

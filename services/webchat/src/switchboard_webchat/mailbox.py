@@ -2,21 +2,24 @@
 
 A mailbox is a site and a recipient (the visitor id, or the email the site vouched for:
 a signed-in customer reads the same mailbox from every device). Each entry has the next
-``seq`` of its mailbox, taken from a counter document before the entry is written; the
-entry's ``_id`` is the message's (a visitor's ``message_id``, ``reply:<reply_id>``) so
-writing it again is a no-op that answers the first entry. A fixed number of commands
-per call, whatever the number of entries or mailboxes.
+``seq`` of its mailbox, reserved by inserting a slot document before the entry is
+written; the entry's ``_id`` is the message's (a visitor's ``message_id``,
+``reply:<reply_id>``) so writing it again is a no-op that answers the first entry. A few
+commands per call, whatever the number of entries (one more per mailbox written to, and
+per round lost to a concurrent writer).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from switchboard_common.bulk import find_by_ids, insert_each, insert_new
 from switchboard_common.mongo import Document
@@ -24,6 +27,13 @@ from switchboard_common.mongo import Document
 From = Literal["visitor", "agent", "switchboard"]
 #: Mailboxes per ``$or`` query of ``newer`` (one query per chunk).
 CHUNK = 500
+#: Attempts at reserving seqs before giving up (each one insert; writers to one
+#: mailbox at the same moment are a visitor's tabs and a reply or two).
+SLOT_ROUNDS = 20
+
+
+class SlotsBusyError(PyMongoError):
+    """No seq could be reserved (too many writers at once): try again later."""
 
 
 def mailbox_key(site: str, recipient: str) -> str:
@@ -89,17 +99,20 @@ def _entry(document: Document) -> Entry:
 
 
 class Mailboxes:
-    """Entries in ``<collection>``, counters in ``<collection>_seq``, claims in
+    """Entries in ``<collection>``, seq slots in ``<collection>_seq``, claims in
     ``<collection>_claims``."""
 
     def __init__(self, db: AsyncDatabase[Document], collection: str) -> None:
         self._entries = db[collection]
-        self._counters = db[f"{collection}_seq"]
+        self._slots = db[f"{collection}_seq"]
         # Who reports a reply delivered, who sends its email copy: one document each.
         self._claims = db[f"{collection}_claims"]
 
     async def create_indexes(self) -> None:
         await self._entries.create_index(
+            [("mailbox", ASCENDING), ("seq", ASCENDING)], name="mailbox_seq"
+        )
+        await self._slots.create_index(
             [("mailbox", ASCENDING), ("seq", ASCENDING)], name="mailbox_seq"
         )
         # Only replies waiting for an email copy have the field (it is unset once shown
@@ -128,22 +141,38 @@ class Mailboxes:
             by_mailbox.setdefault(entry.mailbox, []).append(entry)
         documents: list[Document] = []
         for mailbox, entries in by_mailbox.items():
-            counter = await self._counters.find_one_and_update(
-                {"_id": mailbox},
-                {"$inc": {"seq": len(entries)}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            if counter is None:  # an upsert always answers the document
-                raise RuntimeError(f"no counter document for a mailbox ({self._counters.name})")
-            first = int(counter["seq"]) - len(entries) + 1
-            documents += [_document(e, first + i) for i, e in enumerate(entries)]
+            seqs = await self._take_seqs(mailbox, len(entries))
+            documents += [_document(e, seq) for e, seq in zip(entries, seqs, strict=True)]
         taken = await insert_new(self._entries, documents)
         stored = {d["_id"]: _entry(d) for d in documents if d["_id"] not in taken}
         if taken:  # written meanwhile by another writer: theirs stands
             stored |= {k: _entry(d) for k, d in (await find_by_ids(self._entries, taken)).items()}
         stored |= found
         return [stored[n.entry_id] for n in new]
+
+    async def _take_seqs(self, mailbox: str, count: int) -> list[int]:
+        """Reserve ``count`` seqs of ``mailbox``, each by inserting its slot
+        (``<mailbox>#<seq>``): an insert of a unique ``_id`` is exclusive on MongoDB and
+        FerretDB alike, where an ``$inc`` of a counter is not (concurrent increments
+        were seen to hand out one value twice). Each round starts after the highest
+        slot; writers that lost a round spread out over the next few seqs (a seq left
+        unused is a gap, which readers pass over)."""
+        seqs: list[int] = []
+        for attempt in range(SLOT_ROUNDS):
+            last = await self._slots.find_one(
+                {"mailbox": mailbox}, {"seq": 1}, sort=[("seq", DESCENDING)]
+            )
+            spread = random.randrange(min(2**attempt, 64))  # noqa: S311 - not a secret
+            first = (int(last["seq"]) if last is not None else 0) + 1 + spread
+            tries = list(range(first, first + count - len(seqs)))
+            taken = await insert_each(
+                self._slots,
+                [{"_id": f"{mailbox}#{n}", "mailbox": mailbox, "seq": n} for n in tries],
+            )
+            seqs += [n for i, n in enumerate(tries) if i not in taken]
+            if len(seqs) == count:
+                return sorted(seqs)
+        raise SlotsBusyError(f"no free seq after {SLOT_ROUNDS} rounds")
 
     async def after(self, mailbox: str, seq: int, limit: int = 500) -> list[Entry]:
         """The mailbox's entries after ``seq``, oldest first, at most ``limit``."""
