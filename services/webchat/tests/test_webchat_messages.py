@@ -220,7 +220,13 @@ async def test_a_frame_over_the_size_limit_closes_the_socket(chat: RunningChat) 
     assert socket.close_code == 1009
 
 
-@pytest.mark.parametrize("chat_env", [{"WEBCHAT_VISITOR_BURST": "3"}], indirect=True)
+# Refills slower than any test runs: what is admitted depends on the burst alone.
+SLOW = "0.001"
+
+
+@pytest.mark.parametrize(
+    "chat_env", [{"WEBCHAT_VISITOR_BURST": "3", "WEBCHAT_VISITOR_PER_SECOND": SLOW}], indirect=True
+)
 async def test_a_visitor_sending_too_fast_is_told_to_wait(chat: RunningChat) -> None:
     async with widget(chat) as socket:
         await hello(socket)
@@ -234,7 +240,9 @@ async def test_a_visitor_sending_too_fast_is_told_to_wait(chat: RunningChat) -> 
 
 
 @pytest.mark.parametrize(
-    "chat_env", [{"WEBCHAT_VISITOR_BURST": "100", "WEBCHAT_IP_BURST": "3"}], indirect=True
+    "chat_env",
+    [{"WEBCHAT_VISITOR_BURST": "100", "WEBCHAT_IP_BURST": "3", "WEBCHAT_IP_PER_SECOND": SLOW}],
+    indirect=True,
 )
 async def test_an_address_sending_too_fast_is_told_to_wait_whichever_visitor(
     chat: RunningChat,
