@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from switchboard_common.contract import OUTBOUND, DeliveryStatus, DeliveryUpdated
+from switchboard_common.contract import INBOUND, OUTBOUND, DeliveryStatus, DeliveryUpdated
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 
 from .conftest import RunningChat
@@ -153,3 +153,37 @@ async def test_a_message_told_to_wait_is_sent_again_by_the_widget_and_shown_once
     )
     assert refused is not None
     assert refused >= 1
+
+
+@pytest.mark.parametrize(
+    "chat_env", [{"WEBCHAT_VISITOR_BURST": "1", "WEBCHAT_VISITOR_PER_SECOND": "0.5"}], indirect=True
+)
+async def test_a_reload_before_the_ack_loses_nothing(
+    chat: RunningChat, probe: TopicProbe, browser: webdriver.Chrome
+) -> None:
+    await step(lambda: browser.get(chat.url + "/chat/demo"))
+    await step(lambda: wait(browser, lambda d: status(d) == "connected"))
+    textarea = await step(lambda: browser.find_element(By.ID, "switchboard-chat-input"))
+    await step(lambda: textarea.send_keys("one", Keys.ENTER))
+    await step(lambda: wait(browser, lambda d: log_items(d) == [("visitor", "sent", "1", "one")]))
+    # Told to wait (the burst is spent): not acknowledged when the page goes away.
+    await step(lambda: textarea.send_keys("two", Keys.ENTER))
+    await step(
+        lambda: wait(
+            browser,
+            lambda _: chat.parts.registry.get_sample_value(
+                "switchboard_webchat_messages_refused_total", {"reason": "rate_limited"}
+            ),
+        )
+    )
+    await step(browser.refresh)
+    await step(
+        lambda: wait(
+            browser,
+            lambda d: (
+                log_items(d) == [("visitor", "sent", "1", "one"), ("visitor", "sent", "2", "two")]
+            ),
+        )
+    )
+    records = await probe.read(INBOUND, count=2, settle=1.0)
+    assert len(records) == 2
