@@ -240,3 +240,36 @@ def test_uvicorns_per_socket_lines_with_the_clients_address_are_dropped() -> Non
     assert not keep(record('%s - "WebSocket %s" [accepted]', "203.0.113.9:5000", "/chat/socket"))
     assert not keep(record('%s - "WebSocket %s" 403', "203.0.113.9:5000", "/chat/socket"))
     assert keep(record("Application startup complete."))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def test_a_socket_too_far_behind_gets_what_was_queued_in_order_then_closes() -> None:
+    import asyncio
+    import json
+
+    from switchboard_webchat.hub import QUEUE_FRAMES, Session
+    from switchboard_webchat.mailbox import Entry
+
+    sent: list[int] = []
+    closed: list[int] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text)["seq"])
+
+    async def close(code: int) -> None:
+        closed.append(code)
+
+    session = Session("shop/v_x", send, close)
+    at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    offered = [
+        session.offer_entry(Entry(f"e{n}", "shop/v_x", n, "agent", "hi", at))
+        for n in range(1, QUEUE_FRAMES + 3)
+    ]
+    assert offered == [True] * QUEUE_FRAMES + [False, False]
+    await asyncio.wait_for(session.write(), timeout=5)
+    assert sent == list(range(1, QUEUE_FRAMES + 1))
+    assert closed == [1013]
+    assert session.closed
+    await session.reply(frames.PONG)  # nobody writes any more: never waits

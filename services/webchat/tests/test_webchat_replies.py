@@ -254,3 +254,19 @@ async def test_two_tabs_on_two_replicas_saying_seen_together_report_each_reply_o
             found = await statuses(probe, 6, settle=2.0)
     delivered = [s.reply_id for s in found if s.status is DeliveryStatus.DELIVERED]
     assert sorted(delivered) == ["r-0", "r-1", "r-2"]
+
+
+async def test_a_long_conversation_comes_whole_on_hello(chat: RunningChat) -> None:
+    from switchboard_webchat.hub import QUEUE_FRAMES
+
+    async with widget(chat) as socket:
+        welcome = await hello(socket)
+    mailbox = mailbox_key(SITE, welcome["visitor"])
+    count = QUEUE_FRAMES * 2
+    await chat.parts.mailboxes.append(
+        [NewEntry(f"e-{n}", mailbox, "agent", f"line {n}", T0) for n in range(count)]
+    )
+    async with widget(chat) as socket:
+        await hello(socket, token=welcome["token"])
+        history = await sync(socket)
+    assert [f["seq"] for f in history] == list(range(1, count + 1))

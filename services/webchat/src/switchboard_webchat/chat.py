@@ -149,7 +149,7 @@ class ChatSockets:
         writer = asyncio.create_task(session.write(), name="webchat-writer")
         self._hub.join(session)
         try:
-            session.offer(
+            await session.reply(
                 frames.welcome(
                     token,
                     visitor.visitor_id,
@@ -158,8 +158,7 @@ class ChatSockets:
                 )
             )
             backlog = await self._mailboxes.after(session.mailbox, after, limit=10_000)
-            for entry in backlog:
-                session.offer_entry(entry)
+            await session.catch_up(backlog)
             self._hub.follow(session.mailbox, after, backlog)
             await self._receive(socket, session, visitor, address, writer)
         finally:
@@ -214,23 +213,23 @@ class ChatSockets:
                 return
             text = message.get("text")
             if text is None:
-                self._refused(session, ErrorCode.BAD_FRAME, "frames are JSON text")
+                await self._refused(session, ErrorCode.BAD_FRAME, "frames are JSON text")
                 continue
             try:
                 frame = frames.parse_frame(text)
             except FrameError as error:
-                self._refused(session, ErrorCode.BAD_FRAME, str(error), error.client_id)
+                await self._refused(session, ErrorCode.BAD_FRAME, str(error), error.client_id)
                 continue
             if isinstance(frame, Send):
                 await self._send(session, visitor, address, frame)
             elif isinstance(frame, Seen):
                 await self._seen(session, frame.seq)
             elif isinstance(frame, Ping):
-                session.offer(frames.PONG)
+                await session.reply(frames.PONG)
             else:
-                self._refused(session, ErrorCode.BAD_FRAME, "hello was said already")
+                await self._refused(session, ErrorCode.BAD_FRAME, "hello was said already")
 
-    def _refused(
+    async def _refused(
         self,
         session: Session,
         code: ErrorCode,
@@ -239,7 +238,9 @@ class ChatSockets:
         retry_after: float | None = None,
     ) -> None:
         self._metrics.refused.labels(code.value).inc()
-        session.offer(frames.error(code, message, client_id=client_id, retry_after=retry_after))
+        await session.reply(
+            frames.error(code, message, client_id=client_id, retry_after=retry_after)
+        )
 
     async def _send(self, session: Session, visitor: Visitor, address: str, send: Send) -> None:
         problem = frames.check_text(send.text, self.policy.max_chars)
@@ -248,7 +249,7 @@ class ChatSockets:
                 ErrorCode.EMPTY: "the message is empty",
                 ErrorCode.TOO_LONG: f"the message is over {self.policy.max_chars} characters",
             }[problem]
-            self._refused(session, problem, explain, send.client_id)
+            await self._refused(session, problem, explain, send.client_id)
             return
         inbound = received(visitor, send.client_id, send.text, self._clock())
         message_id = inbound.message.message_id
@@ -260,11 +261,11 @@ class ChatSockets:
             # Acknowledged before and the ack lost (a reload, a dropped connection).
             self._metrics.resends.inc()
             session.mark(known.seq)
-            session.offer(frames.ack(send.client_id, message_id, known.seq))
+            await session.reply(frames.ack(send.client_id, message_id, known.seq))
             return
         wait = self._limiter.admit(visitor.visitor_id, address, self._monotonic())
         if wait > 0:
-            self._refused(
+            await self._refused(
                 session, ErrorCode.RATE_LIMITED, "slow down", send.client_id, retry_after=wait
             )
             return
@@ -286,7 +287,7 @@ class ChatSockets:
             )
         except (PublishUnavailableError, PyMongoError) as error:
             log.warning("visitor message not taken", error_type=type(error).__name__)
-            self._refused(
+            await self._refused(
                 session,
                 ErrorCode.UNAVAILABLE,
                 "not sent yet: try again shortly",
@@ -296,7 +297,7 @@ class ChatSockets:
             return
         self._metrics.accepted.labels(str(visitor.email is not None).lower()).inc()
         session.mark(entry.seq)
-        session.offer(frames.ack(send.client_id, message_id, entry.seq))
+        await session.reply(frames.ack(send.client_id, message_id, entry.seq))
         self._hub.deliver([entry], skip=session)  # the visitor's other tabs
 
     async def _seen(self, session: Session, seq: int) -> None:

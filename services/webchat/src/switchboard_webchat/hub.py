@@ -49,16 +49,20 @@ class Session:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_FRAMES)
         self._sent: set[int] = set()
         self.overflowed = False
+        #: The writer has stopped: nothing queued is sent any more.
+        self.closed = False
 
     def offer(self, frame: dict[str, Any]) -> bool:
-        """Queue a frame; False when the socket is too far behind (it is then closed)."""
+        """Queue a frame pushed from elsewhere (a reply, another tab's message) without
+        waiting; False when the socket is too far behind. Then nothing more is queued:
+        the writer sends what is, in order, and closes the socket, and the widget
+        catches up from its last seq when it reconnects."""
+        if self.overflowed or self.closed:
+            return False
         try:
             self._queue.put_nowait(frames.encode(frame))
         except asyncio.QueueFull:
             self.overflowed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.get_nowait()
-                self._queue.put_nowait(None)  # the writer stops there
             return False
         return True
 
@@ -68,6 +72,22 @@ class Session:
             return False
         self._sent.add(entry.seq)
         return self.offer(message_frame(entry))
+
+    async def reply(self, frame: dict[str, Any]) -> None:
+        """Queue an answer to the socket's own frame (welcome, ack, error, pong),
+        waiting for room: a browser that does not read only holds itself up."""
+        if not self.closed:
+            await self._queue.put(frames.encode(frame))
+
+    async def catch_up(self, entries: Iterable[Entry]) -> None:
+        """Queue a joining socket's backlog, waiting for room: a long conversation is
+        no slow browser."""
+        for entry in entries:
+            if self.closed:
+                return
+            if entry.seq not in self._sent:
+                self._sent.add(entry.seq)
+                await self._queue.put(frames.encode(message_frame(entry)))
 
     def mark(self, seq: int) -> None:
         """This socket knows the entry already (its own message, acknowledged)."""
@@ -80,10 +100,17 @@ class Session:
     async def write(self) -> None:
         """Send queued frames until stopped (or the socket fails); a socket too far
         behind is closed (1013, try again later)."""
-        while (text := await self._queue.get()) is not None:
-            await self._send(text)
-        if self.overflowed:
-            await self._close(1013)
+        try:
+            while (text := await self._queue.get()) is not None:
+                await self._send(text)
+                if self.overflowed and self._queue.empty():
+                    await self._close(1013)
+                    return
+        finally:
+            # Nobody reads the queue any more: free whoever waits to put into it.
+            self.closed = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
 
 
 class Hub:
