@@ -2,11 +2,11 @@
 
 Every replica looks, once a tick and in one query, for entries newer than its cursor of
 each mailbox it has sockets for, since a reply may be stored by another replica. Seqs
-are taken from a counter before the entry is written, so two writers can land out of
-order (7 visible before 6): a cursor stays below a gap and remembers what it pushed
-above it, so 6 is still found when it lands. A seq that never lands (a writer that died
-between counter and insert, or a duplicate that used one up) is given up after
-``gap_wait`` seconds.
+are reserved before the entry is written, so two writers can land out of order (7
+visible before 6): a cursor stays below a gap and remembers what it pushed above it, so
+6 is still found when it lands. A seq that never lands (a writer that died between
+reserving and writing, a duplicate that used one up, one skipped under contention) is
+given up after ``gap_wait`` seconds.
 """
 
 from __future__ import annotations
