@@ -14,6 +14,7 @@ from switchboard_ingest_email.settings import IngestEmailSettings
 from switchboard_ingest_social.settings import IngestSocialSettings
 from switchboard_router.settings import RouterSettings
 from switchboard_sla_monitor.settings import SlaMonitorSettings
+from switchboard_webchat.settings import WebchatSettings
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +57,7 @@ def test_the_contract_ports_are_the_services_defaults() -> None:
         ("ingest-social", IngestSocialSettings.model_fields["http_port"].default),
         ("router", RouterSettings.model_fields["http_port"].default),
         ("sla-monitor", SlaMonitorSettings.model_fields["http_port"].default),
+        ("webchat", WebchatSettings.model_fields["http_port"].default),
     }
     assert defaults <= ports
 

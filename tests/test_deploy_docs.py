@@ -50,16 +50,16 @@ def resolve(document: dict[str, Any], ref: str) -> Any:
 
 #: Who publishes each public topic (CONTRACT.md's table).
 PRODUCERS = {
-    INBOUND: {"ingest-email", "ingest-social"},
+    INBOUND: {"ingest-email", "ingest-social", "webchat"},
     ASSIGNMENTS: {"router"},
     CONVERSATION_ACTIVITY: {"router"},
     AGENT_EVENTS: {"helpdesk-frontend"},
     # Frontends' own events, and support.reply.sent for the replies Switchboard sends.
-    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email", "ingest-social"},
+    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email", "ingest-social", "webchat"},
     SLA_EVENTS: {"sla-monitor"},
     # Requests from frontends; statuses from the router (refused) and the channel's sender.
-    OUTBOUND: {"helpdesk-frontend", "router", "ingest-email", "ingest-social"},
-    DEADLETTER: {"router", "sla-monitor", "ingest-email", "ingest-social"},
+    OUTBOUND: {"helpdesk-frontend", "router", "ingest-email", "ingest-social", "webchat"},
+    DEADLETTER: {"router", "sla-monitor", "ingest-email", "ingest-social", "webchat"},
 }
 
 
@@ -100,7 +100,7 @@ def test_asyncapi_describes_every_public_topic_and_event_type_with_resolvable_re
         for op in document["operations"].values()
         if op["action"] == "receive" and "bindings" in op
     }
-    assert {"router-agents", "router-assignment", "sla-monitor"} <= receivers
+    assert {"router-agents", "router-assignment", "sla-monitor", "webchat-replies"} <= receivers
 
 
 def test_asyncapi_comes_from_the_declared_publishers_and_subscribers() -> None:

@@ -177,8 +177,9 @@ class HttpServer(uvicorn.Server):
         yield
 
 
-def http_server(app: Any, *, host: str, port: int) -> HttpServer:
-    """An HTTP server for ``app`` that the service runner starts and stops."""
+def http_server(app: Any, *, host: str, port: int, **options: Any) -> HttpServer:
+    """An HTTP server for ``app`` that the service runner starts and stops; ``options``
+    are more of uvicorn's settings (a WebSocket implementation and its frame limit)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -188,5 +189,6 @@ def http_server(app: Any, *, host: str, port: int) -> HttpServer:
         lifespan="off",
         timeout_graceful_shutdown=10,
         server_header=False,
+        **options,
     )
     return HttpServer(config)

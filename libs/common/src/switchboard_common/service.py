@@ -140,6 +140,9 @@ class Runtime:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     background: list[BackgroundTask] = field(default_factory=list)
+    #: More of uvicorn's settings, e.g. ``ws`` and ``ws_max_size`` for a service that
+    #: serves WebSockets (the others keep uvicorn's defaults).
+    http_options: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) -> int:
@@ -163,7 +166,12 @@ async def run_runtime(runtime: Runtime, *, stop: asyncio.Event | None = None) ->
                 with contextlib.suppress(Exception):
                     await hook()
 
-    server = http_server(runtime.http_app, host=runtime.http_host, port=runtime.http_port)
+    server = http_server(
+        runtime.http_app,
+        host=runtime.http_host,
+        port=runtime.http_port,
+        **runtime.http_options,
+    )
     return await run_service(
         runtime.service,
         lifespan(),

@@ -80,6 +80,8 @@ def service_brokers() -> dict[str, KafkaBroker]:
     from switchboard_router.settings import RouterSettings
     from switchboard_sla_monitor.app import build as build_sla
     from switchboard_sla_monitor.settings import SlaMonitorSettings
+    from switchboard_webchat.app import build as build_webchat
+    from switchboard_webchat.settings import WebchatSettings
 
     brokers: dict[str, KafkaBroker] = {}
     email = build_email(
@@ -104,11 +106,15 @@ def service_brokers() -> dict[str, KafkaBroker]:
         )
     ).runtime
     sla, _ = build_sla(SlaMonitorSettings.load(kafka_bootstrap_servers=KAFKA))
+    webchat, _ = build_webchat(
+        WebchatSettings.load(environment="dev", kafka_bootstrap_servers=KAFKA)
+    )
     for name, runtime in (
         ("ingest-email", email.runtime),
         ("ingest-social", social),
         ("router", router),
         ("sla-monitor", sla),
+        ("webchat", webchat),
     ):
         assert runtime.broker is not None
         brokers[name] = runtime.broker

@@ -1,0 +1,343 @@
+"""The widget's socket: one conversation between a browser tab and Switchboard.
+
+The origin is checked at the handshake, the visitor at ``hello`` (token, vouched
+identity); then each ``send`` is published to ``support.inbound.v1`` and acknowledged
+only once Kafka has it, stored in the mailbox (so a reload or a second tab sees it) and
+shown to the visitor's other sockets; ``seen`` reports replies delivered. Nothing a
+visitor writes is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pymongo.errors import PyMongoError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from switchboard_common.contract import INBOUND, OUTBOUND, Channel, DeliveryStatus, DeliveryUpdated
+from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
+from switchboard_common.publishing import DurablePublisher, PublishUnavailableError
+from switchboard_webchat import frames
+from switchboard_webchat.frames import ErrorCode, FrameError, Hello, Ping, Seen, Send
+from switchboard_webchat.hub import Hub, Session
+from switchboard_webchat.inbound import received
+from switchboard_webchat.limits import ConnectionCounter, SendLimiter
+from switchboard_webchat.mailbox import Mailboxes, NewEntry, mailbox_key
+from switchboard_webchat.metrics import WebchatMetrics
+from switchboard_webchat.tokens import (
+    Visitor,
+    issue_token,
+    new_visitor_id,
+    verify_identity,
+    verify_token,
+)
+
+log = get_logger(__name__)
+
+#: Close codes: policy violation (origin, token, identity), try again later (busy).
+POLICY = 1008
+TRY_LATER = 1013
+#: Seconds the widget is told to wait when Kafka or the database did not take a message.
+UNAVAILABLE_RETRY = 2.0
+
+
+class Refusal(Exception):  # noqa: N818 - a refusal is not a bug: the visitor is told
+    """End the socket with an error frame and a close code."""
+
+    def __init__(self, code: ErrorCode, message: str, close: int = POLICY) -> None:
+        super().__init__(message)
+        self.code = code
+        self.close = close
+
+
+@dataclass(frozen=True)
+class ChatPolicy:
+    """What the settings say about sockets."""
+
+    site: str
+    origins: frozenset[str]
+    token_secret: bytes
+    identity_secret: bytes
+    max_chars: int
+    hello_timeout: float
+
+
+class ChatSockets:
+    """Serves ``/chat/socket``."""
+
+    def __init__(
+        self,
+        policy: ChatPolicy,
+        *,
+        hub: Hub,
+        mailboxes: Mailboxes,
+        publisher: DurablePublisher,
+        limiter: SendLimiter,
+        connections: ConnectionCounter,
+        metrics: WebchatMetrics,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self._hub = hub
+        self._mailboxes = mailboxes
+        self._publisher = publisher
+        self._limiter = limiter
+        self._connections = connections
+        self._metrics = metrics
+        self._clock = clock
+        self._monotonic = monotonic
+
+    async def serve(self, socket: WebSocket) -> None:
+        """The whole life of one socket."""
+        # Accepted first so that a refusal can say why: a browser shows a page nothing
+        # of a handshake answered 403.
+        await socket.accept()
+        address = socket.client.host if socket.client else "unknown"
+        refused = self._check_handshake(socket)
+        if refused is None and not self._connections.open(address):
+            refused = Refusal(
+                ErrorCode.TOO_MANY_CONNECTIONS, "too many open chats", close=TRY_LATER
+            )
+        if refused is not None:
+            await self._refuse(socket, refused)
+            return
+        self._metrics.sockets.inc()
+        try:
+            await self._converse(socket, address)
+        except Refusal as refusal:
+            await self._refuse(socket, refusal)
+        except PyMongoError as error:
+            # The mailbox could not be read: the widget reconnects and catches up.
+            log.warning("mailbox unavailable for a socket", error_type=type(error).__name__)
+            await self._refuse(
+                socket, Refusal(ErrorCode.UNAVAILABLE, "try again shortly", close=TRY_LATER)
+            )
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._metrics.sockets.dec()
+            self._connections.close(address)
+
+    def _check_handshake(self, socket: WebSocket) -> Refusal | None:
+        origin = (socket.headers.get("origin") or "").rstrip("/")
+        if origin not in self.policy.origins:
+            return Refusal(ErrorCode.ORIGIN_NOT_ALLOWED, "this page may not open the chat")
+        site = socket.query_params.get("site")
+        if site is not None and site != self.policy.site:
+            return Refusal(ErrorCode.UNKNOWN_SITE, "this chat serves another site")
+        return None
+
+    async def _refuse(self, socket: WebSocket, refusal: Refusal) -> None:
+        self._metrics.connections_refused.labels(refusal.code.value).inc()
+        with contextlib.suppress(Exception):  # the browser may be gone already
+            if socket.application_state == WebSocketState.CONNECTED:
+                await socket.send_text(frames.encode(frames.error(refusal.code, str(refusal))))
+                await socket.close(refusal.close)
+
+    async def _converse(self, socket: WebSocket, address: str) -> None:
+        visitor, token, after = await self._hello(socket)
+        session = Session(
+            mailbox_key(visitor.site, visitor.recipient), socket.send_text, socket.close
+        )
+        writer = asyncio.create_task(session.write(), name="webchat-writer")
+        self._hub.join(session)
+        try:
+            await session.reply(
+                frames.welcome(
+                    token,
+                    visitor.visitor_id,
+                    verified=visitor.email is not None,
+                    max_chars=self.policy.max_chars,
+                )
+            )
+            backlog = await self._mailboxes.after(session.mailbox, after, limit=10_000)
+            await session.catch_up(backlog)
+            self._hub.follow(session.mailbox, after, backlog)
+            await self._receive(socket, session, visitor, address, writer)
+        finally:
+            self._hub.leave(session)
+            session.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, timeout=5)
+
+    async def _hello(self, socket: WebSocket) -> tuple[Visitor, str, int]:
+        try:
+            async with asyncio.timeout(self.policy.hello_timeout):
+                text = await socket.receive_text()
+        except TimeoutError:
+            raise Refusal(ErrorCode.HELLO_REQUIRED, "say hello first") from None
+        except KeyError:  # a binary frame
+            raise Refusal(ErrorCode.HELLO_REQUIRED, "say hello first") from None
+        try:
+            hello = frames.parse_frame(text)
+        except FrameError as error:
+            raise Refusal(ErrorCode.HELLO_REQUIRED, f"say hello first ({error})") from None
+        if not isinstance(hello, Hello):
+            raise Refusal(ErrorCode.HELLO_REQUIRED, "say hello first")
+        if hello.token is None:
+            visitor_id = new_visitor_id()
+        else:
+            known = verify_token(self.policy.token_secret, hello.token)
+            if known is None:
+                raise Refusal(ErrorCode.BAD_TOKEN, "unknown visitor token: start afresh")
+            visitor_id = known
+        email = None
+        if hello.identity is not None:
+            if not verify_identity(
+                self.policy.identity_secret, hello.identity.email, hello.identity.hash
+            ):
+                raise Refusal(ErrorCode.BAD_IDENTITY, "the site's identity hash does not match")
+            email = hello.identity.email.strip().lower()
+        name = hello.name.strip() if hello.name and hello.name.strip() else None
+        visitor = Visitor(self.policy.site, visitor_id, email, name)
+        return visitor, issue_token(self.policy.token_secret, visitor_id), hello.after
+
+    async def _receive(
+        self,
+        socket: WebSocket,
+        session: Session,
+        visitor: Visitor,
+        address: str,
+        writer: asyncio.Task[None],
+    ) -> None:
+        while not writer.done():
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                await self._refused(session, ErrorCode.BAD_FRAME, "frames are JSON text")
+                continue
+            try:
+                frame = frames.parse_frame(text)
+            except FrameError as error:
+                await self._refused(session, ErrorCode.BAD_FRAME, str(error), error.client_id)
+                continue
+            if isinstance(frame, Send):
+                await self._send(session, visitor, address, frame)
+            elif isinstance(frame, Seen):
+                await self._seen(session, frame.seq)
+            elif isinstance(frame, Ping):
+                await session.reply(frames.PONG)
+            else:
+                await self._refused(session, ErrorCode.BAD_FRAME, "hello was said already")
+
+    async def _refused(
+        self,
+        session: Session,
+        code: ErrorCode,
+        message: str,
+        client_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self._metrics.refused.labels(code.value).inc()
+        await session.reply(
+            frames.error(code, message, client_id=client_id, retry_after=retry_after)
+        )
+
+    async def _send(self, session: Session, visitor: Visitor, address: str, send: Send) -> None:
+        problem = frames.check_text(send.text, self.policy.max_chars)
+        if problem is not None:
+            explain = {
+                ErrorCode.EMPTY: "the message is empty",
+                ErrorCode.TOO_LONG: f"the message is over {self.policy.max_chars} characters",
+            }[problem]
+            await self._refused(session, problem, explain, send.client_id)
+            return
+        inbound = received(visitor, send.client_id, send.text, self._clock())
+        message_id = inbound.message.message_id
+        try:
+            known = await self._mailboxes.get(message_id)
+        except PyMongoError:
+            known = None  # publishing decides; storing it below says if the database is away
+        if known is not None:
+            # Acknowledged before and the ack lost (a reload, a dropped connection).
+            self._metrics.resends.inc()
+            session.mark(known.seq)
+            await session.reply(frames.ack(send.client_id, message_id, known.seq))
+            return
+        wait = self._limiter.admit(visitor.visitor_id, address, self._monotonic())
+        if wait > 0:
+            await self._refused(
+                session, ErrorCode.RATE_LIMITED, "slow down", send.client_id, retry_after=wait
+            )
+            return
+        try:
+            await self._publisher.publish(
+                [Outgoing(INBOUND, inbound.key, inbound.message, event_id=message_id)]
+            )
+            (entry,) = await self._mailboxes.append(
+                [
+                    NewEntry(
+                        entry_id=message_id,
+                        mailbox=session.mailbox,
+                        sender="visitor",
+                        text=send.text,
+                        at=inbound.message.received_at,
+                        client_id=send.client_id,
+                    )
+                ]
+            )
+        except (PublishUnavailableError, PyMongoError) as error:
+            log.warning("visitor message not taken", error_type=type(error).__name__)
+            await self._refused(
+                session,
+                ErrorCode.UNAVAILABLE,
+                "not sent yet: try again shortly",
+                send.client_id,
+                retry_after=UNAVAILABLE_RETRY,
+            )
+            return
+        self._metrics.accepted.labels(str(visitor.email is not None).lower()).inc()
+        session.mark(entry.seq)
+        await session.reply(frames.ack(send.client_id, message_id, entry.seq))
+        self._hub.deliver([entry], skip=session)  # the visitor's other tabs
+
+    async def _seen(self, session: Session, seq: int) -> None:
+        """Report each reply up to ``seq`` delivered, once: claimed in the mailbox first,
+        so two tabs (or replicas) saying ``seen`` together report it once; a report that
+        fails gives its claim up for the next ``seen``. (A replica that dies between
+        claim and report leaves that reply unreported: it was shown all the same.)"""
+        now = self._clock()
+        try:
+            entries = await self._mailboxes.claim_unreported(session.mailbox, seq, now)
+        except PyMongoError as error:
+            log.warning("delivery not reported yet", error_type=type(error).__name__)
+            return
+        if not entries:
+            return
+        try:
+            await self._publisher.publish(
+                [
+                    Outgoing(
+                        OUTBOUND,
+                        e.conversation_id,
+                        DeliveryUpdated(
+                            reply_id=e.reply_id,
+                            conversation_id=e.conversation_id,
+                            channel=Channel.WEBCHAT,
+                            status=DeliveryStatus.DELIVERED,
+                            provider_message_id=e.entry_id,
+                            at=now,
+                        ),
+                        event_id=f"{e.entry_id}:delivered",
+                    )
+                    for e in entries
+                    if e.reply_id and e.conversation_id
+                ]
+            )
+        except PublishUnavailableError as error:
+            log.warning("delivery not reported yet", error_type=type(error).__name__)
+            with contextlib.suppress(PyMongoError):
+                await self._mailboxes.unclaim_unreported(entries)
+            return
+        self._metrics.delivered.inc(len(entries))
+        with contextlib.suppress(PyMongoError):  # claimed: never reported twice anyway
+            await self._mailboxes.reported(entries)
