@@ -113,8 +113,10 @@ def test_dashboards_are_unique_and_cover_router_ingest_webchat_and_consumer_lag(
         "switchboard_email_messages_received_total",
         "switchboard_publish_seconds_bucket",
         "switchboard_consumer_lag_records",
-        "switchboard_webchat_sockets_open",
-        "switchboard_webchat_messages_total",
+        "switchboard_webchat_open_sockets",
+        "switchboard_webchat_messages_accepted_total",
+        "switchboard_webchat_messages_refused_total",
+        "switchboard_webchat_reconnect_resends_total",
         "switchboard_webchat_replies_pushed_total",
     ):
         assert name in everything, name
