@@ -17,6 +17,12 @@ The monitor consumes its own SLA events: an emission seen there becomes a fact o
 conversation, so its ``next_check`` moves on to the next deadline. Until then a
 replica remembers the emissions it knows are published and skips them.
 
+First-contact resolution is decided here too, when it becomes final (``kpis``): the
+decision is claimed like an emission (``<conversation>:fcr:1:decided``), only the winner
+counts it, and the claim is recorded on the conversation as an emitted fact so that its
+``next_check`` moves on. That write may race with the consumer's; if it is lost the
+conversation comes due again, the claim is found taken, and the fact is written again.
+
 ``OpenClockGauges`` recomputes the clock gauges from the stored clocks.
 """
 
@@ -31,11 +37,25 @@ from datetime import timedelta
 from switchboard_common.contract import SLA_EVENTS, SlaAtRisk, SlaBreached
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
-from switchboard_sla_monitor.clocks import Emission, derive, emitted, pending_emissions
-from switchboard_sla_monitor.ingest import metric_labels
+from switchboard_sla_monitor.clocks import (
+    Emission,
+    derive,
+    emitted,
+    labels_at,
+    pending_emissions,
+)
+from switchboard_sla_monitor.facts import EmittedFact
+from switchboard_sla_monitor.ingest import apply_facts, metric_labels
+from switchboard_sla_monitor.kpis import DEFAULT_FCR_WINDOW, fcr_decision_id, first_contact
 from switchboard_sla_monitor.metrics import SlaMetrics
 from switchboard_sla_monitor.policy import PolicySet
-from switchboard_sla_monitor.store import ClaimRecord, ConversationStore, EmissionStore
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    ConversationRecord,
+    ConversationStore,
+    ConversationUpdate,
+    EmissionStore,
+)
 from switchboard_sla_monitor.timesource import Clock
 
 log = get_logger(__name__)
@@ -53,6 +73,8 @@ class EvaluationReport:
     published: tuple[str, ...] = ()
     republished: tuple[str, ...] = ()
     already_claimed: tuple[str, ...] = ()
+    #: First-contact resolution decisions this evaluation won (and counted).
+    fcr_decided: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,6 +91,7 @@ class Evaluator:
     limit: int = 1000
     republish_after: timedelta = timedelta(seconds=30)
     metrics: SlaMetrics | None = None
+    fcr_window: timedelta = DEFAULT_FCR_WINDOW
     known_published_limit: int = 100_000
     _known_published: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _evaluations: int = 0
@@ -90,8 +113,9 @@ class Evaluator:
             )
         if self.metrics is not None:
             self.metrics.due_conversations.set(len(records))
+        fcr_decided = await self._decide_first_contact(records)
         if not wanted:
-            return EvaluationReport(due_conversations=len(records))
+            return EvaluationReport(due_conversations=len(records), fcr_decided=fcr_decided)
 
         self._evaluations += 1
         token = f"{self.replica}#{self._evaluations}"
@@ -133,6 +157,7 @@ class Evaluator:
             published=tuple(c.id for c in claims if c.id in won),
             republished=tuple(c.id for c in stale),
             already_claimed=tuple(i for i in lost_ids if i not in {c.id for c in stale}),
+            fcr_decided=fcr_decided,
         )
         if report.published or report.republished:
             log.info(
@@ -141,6 +166,54 @@ class Evaluator:
                 republished=len(report.republished),
             )
         return report
+
+    async def _decide_first_contact(self, records: Sequence[ConversationRecord]) -> tuple[str, ...]:
+        """Claim and count the first-contact decisions that became final; record each
+        decided one on its conversation. Two round trips (three if a claim was taken)."""
+        now = self.clock.now()
+        claims: list[ClaimRecord] = []
+        decided: list[ConversationRecord] = []
+        token = f"{self.replica}#fcr{self._evaluations}"
+        for record in records:
+            facts = list(record.facts.values())
+            decision_id = fcr_decision_id(record.conversation_id)
+            fcr = first_contact(facts, self.fcr_window)
+            if fcr is None or not fcr.decided(now) or decision_id in emitted(facts):
+                continue
+            labels = labels_at(facts, fcr.resolved_at)
+            payload = {
+                "outcome": fcr.outcome,
+                "channel": labels.channel.value if labels.channel else "unknown",
+                "queue": labels.queue or "none",
+            }
+            claims.append(
+                ClaimRecord(decision_id, record.conversation_id, "fcr", payload, now, token, now)
+            )
+            decided.append(record)
+        if not claims:
+            return ()
+        self._evaluations += 1
+        won = await self.emissions.claim(claims)
+        lost = [c.id for c in claims if c.id not in won]
+        if lost:  # a retried insert may have found its own first attempt
+            won |= {i for i, c in (await self.emissions.get(lost)).items() if c.claimed_by == token}
+        updates: list[ConversationUpdate] = []
+        for record, claim in zip(decided, claims, strict=True):
+            done = EmittedFact(emission_id=claim.id)
+            update, _ = apply_facts(
+                record, {done.key: done}, self.policies, self.pause_statuses, self.fcr_window
+            )
+            updates.append(update)
+        await self.conversations.save(updates)
+        if self.metrics is not None:
+            for claim in claims:
+                if claim.id in won:
+                    channel, queue = claim.payload["channel"], claim.payload["queue"]
+                    self.metrics.fcr.labels(channel, queue, claim.payload["outcome"]).inc()
+                    # Both outcomes exist once either does, so a ratio never lacks its term.
+                    for outcome in ("fcr", "not_fcr"):
+                        self.metrics.fcr.labels(channel, queue, outcome)
+        return tuple(c.id for c in claims if c.id in won)
 
     def _remember(self, emission_id: str) -> None:
         self._known_published[emission_id] = None

@@ -84,6 +84,8 @@ def _fields(update: ConversationUpdate) -> dict[str, Any]:
     fields["clocks"] = [c.model_dump(mode="json") for c in update.clocks]
     fields["next_check"] = update.next_check
     fields["active"] = update.active
+    fields["first_at"] = update.first_at
+    fields["last_at"] = update.last_at
     return fields
 
 
@@ -97,6 +99,8 @@ def _document(update: ConversationUpdate) -> Document:
         "clocks": [c.model_dump(mode="json") for c in update.clocks],
         "next_check": update.next_check,
         "active": update.active,
+        "first_at": update.first_at,
+        "last_at": update.last_at,
     }
 
 
@@ -121,6 +125,8 @@ def _record(doc: Document) -> ConversationRecord:
         clocks=tuple(ClockState.model_validate(c) for c in doc.get("clocks") or ()),
         next_check=doc.get("next_check"),
         active=bool(doc.get("active")),
+        first_at=doc.get("first_at"),
+        last_at=doc.get("last_at"),
     )
 
 
@@ -143,6 +149,7 @@ class MongoConversationStore:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("next_check", ASCENDING)], name="next_check")
         await self.collection.create_index([("active", ASCENDING)], name="active")
+        await self.collection.create_index([("last_at", ASCENDING)], name="last_at")
 
     async def load(self, conversation_ids: Sequence[str]) -> dict[str, ConversationRecord]:
         docs = await _by_ids(self.collection, conversation_ids, None)
@@ -184,6 +191,23 @@ class MongoConversationStore:
         )
         async for doc in cursor:
             yield _record(doc)
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        # One query, bounded by ``limit``; the last_at index serves it on
+        # MongoDB, FerretDB v1 scans (reports are rare, and bounded).
+        cursor = (
+            self.collection.find(
+                {
+                    "first_at": {"$lt": end},
+                    "$or": [{"last_at": {"$gte": start}}, {"active": True}],
+                }
+            )
+            .sort([("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [_record(d) async for d in cursor]
 
 
 class MongoEmissionStore:

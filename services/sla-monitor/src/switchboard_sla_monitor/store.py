@@ -33,6 +33,9 @@ class ConversationRecord:
     clocks: tuple[ClockState, ...] = ()
     next_check: datetime | None = None
     active: bool = False
+    #: First and last instants of its facts: what KPI reports select on.
+    first_at: datetime | None = None
+    last_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class ConversationUpdate:
     #: No record existed when this update was computed (the store may insert it; if
     #: another writer created it meanwhile, the update is applied to that one instead).
     new: bool = False
+    first_at: datetime | None = None
+    last_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,12 @@ class ConversationStore(Protocol):
 
         Without ``with_facts`` only the derived fields are read (facts are left empty).
         """
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        """Up to ``limit`` records (with facts) that may hold a figure of [start, end):
+        a fact before ``end`` and one at or after ``start``, or an open clock. One query."""
 
 
 class EmissionStore(Protocol):
@@ -131,6 +142,8 @@ class InMemoryConversationStore:
                 clocks=u.clocks,
                 next_check=u.next_check,
                 active=u.active,
+                first_at=u.first_at,
+                last_at=u.last_at,
             )
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
@@ -142,6 +155,18 @@ class InMemoryConversationStore:
         for record in list(self.records.values()):
             if record.active or record.next_check is not None:
                 yield record if with_facts else replace(record, facts={})
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        found = [
+            r
+            for r in sorted(self.records.values(), key=lambda r: r.conversation_id)
+            if r.first_at is not None
+            and r.first_at < end
+            and (r.active or (r.last_at is not None and r.last_at >= start))
+        ]
+        return found[:limit]
 
 
 class InMemoryEmissionStore:
