@@ -197,3 +197,36 @@ async def test_a_new_conversation_created_meanwhile_by_another_writer_is_merged(
     loaded = await conversations.load(["c1", "c2"])
     assert loaded["c1"].facts == {first.key: first, second.key: second}
     assert set(loaded["c2"].facts) == {message("m3", 2).key}
+
+
+async def test_in_period_selects_by_first_and_last_fact_time_or_open_clocks(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+
+    def spanning(cid: str, first: int, last: int, *, active: bool) -> ConversationUpdate:
+        return ConversationUpdate(
+            conversation_id=cid,
+            new_facts={},
+            clocks=(),
+            next_check=None,
+            active=active,
+            first_at=T0 + timedelta(days=first),
+            last_at=T0 + timedelta(days=last),
+        )
+
+    await conversations.save(
+        [
+            spanning("before", -30, -20, active=False),  # over before the period
+            spanning("open-before", -30, -20, active=True),  # still has a running clock
+            spanning("overlaps", -5, 2, active=False),
+            spanning("inside", 1, 3, active=False),
+            spanning("after", 10, 12, active=True),  # starts after the period
+        ]
+    )
+    start, end = T0, T0 + timedelta(days=10)
+    found = await conversations.in_period(start, end, 10)
+    assert [r.conversation_id for r in found] == ["inside", "open-before", "overlaps"]
+    assert found[0].first_at == T0 + timedelta(days=1)
+    assert found[0].last_at == T0 + timedelta(days=3)
+    assert len(await conversations.in_period(start, end, 2)) == 2

@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode
 
 from switchboard_common.settings import ServiceSettings, env
 from switchboard_sla_monitor.kpis import DEFAULT_FCR_WINDOW
+from switchboard_sla_monitor.policy import Duration
 
 #: The report token with ``SWITCHBOARD_ENV=dev`` when none is given; never outside dev.
 DEV_REPORT_TOKEN = "dev-sla-report-token"  # noqa: S105 - a development default, dev only
@@ -59,8 +60,8 @@ class SlaMonitorSettings(ServiceSettings):
     )
 
     #: A reopen this long after a conversation's first resolution no longer makes it
-    #: "not resolved at first contact" (seconds or ISO 8601; see README for why 7 days).
-    fcr_reopen_window: timedelta = Field(
+    #: "not resolved at first contact" (``7d``, ``36h``, seconds; README says why 7 days).
+    fcr_reopen_window: Duration = Field(
         DEFAULT_FCR_WINDOW, gt=timedelta(0), validation_alias=env("SLA_MONITOR_FCR_REOPEN_WINDOW")
     )
     #: Bearer token of ``GET /reports/kpis`` (also ``_FILE``). Unset outside dev: the
