@@ -254,6 +254,7 @@ async def test_the_route_wants_the_token_validates_and_answers() -> None:
         assert ok.status_code == 200, ok.text
         body = ok.json()
         assert body["by"] == "channel"
+        assert body["from"].startswith("2026-11-01T00:00:00")
         assert [g["group"] for g in body["groups"]] == ["email"]
         assert body["groups"][0]["resolution"]["within_24h"] == 1
     async with await client_for(store, None) as http:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from switchboard_common.agent_groups import AgentGroups
 from switchboard_common.contract import FeedbackKind
@@ -93,6 +93,17 @@ class GroupFigures(BaseModel):
     fcr: Fcr
     csat: Csat
     nps: Nps
+
+
+class KpiReport(BaseModel):
+    """The answer of ``GET /reports/kpis``."""
+
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    by: GroupBy | None
+    generated_at: datetime
+    fcr_reopen_window_seconds: float
+    groups: list[GroupFigures]
 
 
 @dataclass

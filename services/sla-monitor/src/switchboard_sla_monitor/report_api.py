@@ -11,13 +11,13 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import SecretStr
 
 from switchboard_common.agent_groups import AgentGroups
-from switchboard_sla_monitor.report import GROUP_BY, GroupBy, kpi_report
+from switchboard_sla_monitor.report import GROUP_BY, GroupBy, KpiReport, kpi_report
 from switchboard_sla_monitor.store import ConversationStore
 from switchboard_sla_monitor.timesource import Clock
 
@@ -94,13 +94,25 @@ def report_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    @router.get(REPORT_ROUTE)
+    @router.get(
+        REPORT_ROUTE,
+        response_model=KpiReport,
+        response_model_by_alias=True,
+        summary="Support KPIs of a period, per group",
+        description=(
+            "Needs `Authorization: Bearer <SLA_MONITOR_REPORT_TOKEN>` (none: 401; wrong "
+            "or reports off: 403). Definitions: the SLA monitor's README."
+        ),
+        responses={400: {"description": "a bad period or grouping, said in `detail`"}},
+    )
     async def kpis(
-        from_: Annotated[str | None, Query(alias="from")] = None,
-        to: str | None = None,
-        by: str | None = None,
+        from_: Annotated[
+            str | None, Query(alias="from", description="a date (UTC) or RFC 3339 date-time")
+        ] = None,
+        to: Annotated[str | None, Query(description="the end, excluded")] = None,
+        by: Annotated[str | None, Query(description="channel, queue or agent_group")] = None,
         authorization: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
+    ) -> KpiReport:
         check_token(authorization, token)
         try:
             request = parse_request(from_, to, by, max_days)
@@ -123,13 +135,13 @@ def report_router(
             groups=groups,
             fcr_window=fcr_window,
         )
-        return {
-            "from": request.start.isoformat(),
-            "to": request.end.isoformat(),
-            "by": request.by,
-            "generated_at": now.isoformat(),
-            "fcr_reopen_window_seconds": fcr_window.total_seconds(),
-            "groups": [g.model_dump(mode="json") for g in figures],
-        }
+        return KpiReport(
+            from_=request.start,
+            to=request.end,
+            by=request.by,
+            generated_at=now,
+            fcr_reopen_window_seconds=fcr_window.total_seconds(),
+            groups=figures,
+        )
 
     return router
