@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from switchboard_common.agent_groups import AgentGroups
 from switchboard_common.contract import Channel, ContractModel
+from switchboard_common.settings import SettingsError
 from switchboard_devtools.testing.sla_monitor import (
     activity,
     assigned,
@@ -34,6 +36,7 @@ from switchboard_sla_monitor.report_api import (
     parse_request,
     report_router,
 )
+from switchboard_sla_monitor.settings import DEV_REPORT_TOKEN, SlaMonitorSettings
 from switchboard_sla_monitor.store import InMemoryConversationStore
 from switchboard_sla_monitor.timesource import ManualClock
 
@@ -192,6 +195,100 @@ def test_a_nearest_rank_quantile_is_a_value_with_enough_values_at_or_below(
     assert result in values
     assert sum(1 for v in values if v <= result) >= q * len(values)
     assert sum(1 for v in values if v < result) < q * len(values)
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[list[ContractModel]]:
+    out = []
+    for i in range(draw(st.integers(1, 6))):
+        channel = draw(st.sampled_from([Channel.EMAIL, Channel.WHATSAPP]))
+        events = conversation(
+            f"c{i}",
+            reply_after=draw(st.floats(0.01, 40)),
+            resolve_after=draw(st.none() | st.floats(41, 60)),
+            agent=draw(st.sampled_from(["ana", "bo", "cy"])),
+            channel=channel,
+            queue=draw(st.sampled_from(["q1", "q2"])),
+        )
+        if draw(st.booleans()):
+            events.append(reply(f"c{i}", hours(draw(st.floats(0.02, 40))), agent_id="bo"))
+        for n, kind in enumerate(draw(st.lists(st.sampled_from(["csat", "nps"]), max_size=3))):
+            score = draw(st.integers(1, 5) if kind == "csat" else st.integers(0, 10))
+            events.append(feedback(f"c{i}", kind, score, hours(61 + n), feedback_id=f"f{i}-{n}"))
+        out.append(events)
+    return out
+
+
+def totals(figures: Sequence[GroupFigures]) -> tuple[int, ...]:
+    return tuple(
+        sum(values)
+        for values in zip(
+            *(
+                (
+                    g.opened,
+                    g.resolved,
+                    g.first_response.count,
+                    g.first_response.met,
+                    g.first_response.breached,
+                    g.fcr.fcr,
+                    g.fcr.not_fcr,
+                    g.fcr.pending,
+                    g.csat.count,
+                    g.nps.count,
+                )
+                for g in figures
+            ),
+            strict=True,
+        )
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(conversations(), st.floats(0, 24 * 10))
+async def test_every_figure_falls_in_exactly_one_group_whatever_the_grouping(
+    events: list[list[ContractModel]], now_hours: float
+) -> None:
+    store = await stored(*events)
+    whole = totals(list((await report(store, None, hours(now_hours))).values()))
+    assert whole[0] == len(events)  # every conversation opened in the period
+    for by in ("channel", "queue", "agent_group"):
+        assert totals(list((await report(store, by, hours(now_hours))).values())) == whole
+
+
+# ------------------------------------------------------------------ the settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SLA_MONITOR_REPORT_TOKEN", "SLA_MONITOR_FCR_REOPEN_WINDOW", "SWITCHBOARD_ENV"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_FILE", raising=False)
+
+
+def test_the_report_token_has_a_default_in_dev_only(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dev = SlaMonitorSettings.load(environment="dev")
+    assert dev.report_token is not None
+    assert dev.report_token.get_secret_value() == DEV_REPORT_TOKEN
+    assert SlaMonitorSettings.load(environment="test").report_token is None
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv("SLA_MONITOR_REPORT_TOKEN_FILE", str(secret))
+    token = SlaMonitorSettings.load(environment="production").report_token
+    assert token is not None
+    assert token.get_secret_value() == "from-a-file"
+    with pytest.raises(SettingsError, match="SLA_MONITOR_REPORT_TOKEN"):
+        SlaMonitorSettings.load(environment="production", report_token="  ")  # noqa: S106
+
+
+def test_the_fcr_window_is_a_duration(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SlaMonitorSettings.load().fcr_reopen_window == timedelta(days=7)
+    monkeypatch.setenv("SLA_MONITOR_FCR_REOPEN_WINDOW", "36h")
+    assert SlaMonitorSettings.load().fcr_reopen_window == timedelta(hours=36)
+    monkeypatch.setenv("SLA_MONITOR_FCR_REOPEN_WINDOW", "a week")
+    with pytest.raises(SettingsError, match="SLA_MONITOR_FCR_REOPEN_WINDOW"):
+        SlaMonitorSettings.load()
 
 
 # ------------------------------------------------------------------ the request

@@ -128,6 +128,11 @@ async def test_live_lists_records_with_open_clocks_or_pending_emissions(
     assert live[0].clocks
     full = [r async for r in conversations.live(with_facts=True)]
     assert full[0].facts
+    # Resolved, awaiting a decision (next_check set): live, but not open.
+    waiting = ConversationUpdate("waiting", {}, done.clocks, T0, active=False)
+    await conversations.save([waiting])
+    assert sorted([r.conversation_id async for r in conversations.live()]) == ["open", "waiting"]
+    assert [r.conversation_id async for r in conversations.live(open_only=True)] == ["open"]
 
 
 def claim(cid: str, kind: str = "breached", by: str = "r1") -> ClaimRecord:

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from switchboard_common.contract import SLA_EVENTS, SlaAtRisk, SlaBreached
 from switchboard_common.kafka import Outgoing
@@ -113,7 +113,7 @@ class Evaluator:
             )
         if self.metrics is not None:
             self.metrics.due_conversations.set(len(records))
-        fcr_decided = await self._decide_first_contact(records)
+        fcr_decided = await self._decide_first_contact(records, now)
         if not wanted:
             return EvaluationReport(due_conversations=len(records), fcr_decided=fcr_decided)
 
@@ -167,10 +167,11 @@ class Evaluator:
             )
         return report
 
-    async def _decide_first_contact(self, records: Sequence[ConversationRecord]) -> tuple[str, ...]:
+    async def _decide_first_contact(
+        self, records: Sequence[ConversationRecord], now: datetime
+    ) -> tuple[str, ...]:
         """Claim and count the first-contact decisions that became final; record each
         decided one on its conversation. Two round trips (three if a claim was taken)."""
-        now = self.clock.now()
         claims: list[ClaimRecord] = []
         decided: list[ConversationRecord] = []
         token = f"{self.replica}#fcr{self._evaluations}"
@@ -292,7 +293,9 @@ class OpenClockGauges:
         breached: dict[LabelSet, int] = {}
         paused: dict[LabelSet, int] = {}
         oldest: dict[tuple[str, str, str], float] = {}
-        async for record in self.conversations.live():
+        # Open clocks only: resolved conversations awaiting their FCR decision (a week
+        # of them) have a next_check but nothing the gauges count.
+        async for record in self.conversations.live(open_only=True):
             for c in record.clocks:
                 if not c.is_open:
                     continue

@@ -184,11 +184,16 @@ class MongoConversationStore:
         )
         return [_record(d) async for d in cursor]
 
-    async def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
+    async def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
         projection = None if with_facts else {"clocks": 1, "active": 1, "next_check": 1}
-        cursor = self.collection.find(
-            {"$or": [{"active": True}, {"next_check": {"$ne": None}}]}, projection
+        query: Document = (
+            {"active": True}
+            if open_only
+            else {"$or": [{"active": True}, {"next_check": {"$ne": None}}]}
         )
+        cursor = self.collection.find(query, projection)
         async for doc in cursor:
             yield _record(doc)
 

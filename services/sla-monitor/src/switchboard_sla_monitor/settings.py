@@ -80,6 +80,13 @@ class SlaMonitorSettings(ServiceSettings):
         None, validation_alias=env("SWITCHBOARD_AGENT_GROUPS_FILE")
     )
 
+    @field_validator("report_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank (unset it to turn reports off)")
+        return value
+
     @field_validator("pause_statuses", mode="before")
     @classmethod
     def _split_statuses(cls, value: object) -> object:

@@ -87,10 +87,14 @@ class ConversationStore(Protocol):
     async def set_marker(self, name: str, value: str) -> None:
         """Store a named value (idempotent)."""
 
-    def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
-        """Every record with an open clock or a pending emission.
+    def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
+        """Every record with an open clock or a pending emission (``next_check`` set:
+        also resolved conversations awaiting their first-contact decision).
 
         Without ``with_facts`` only the derived fields are read (facts are left empty).
+        With ``open_only`` only records with an open clock (what the gauges count).
         """
 
     async def in_period(
@@ -151,9 +155,11 @@ class InMemoryConversationStore:
         due.sort(key=lambda r: (r.next_check, r.conversation_id))
         return due[:limit]
 
-    async def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
+    async def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
         for record in list(self.records.values()):
-            if record.active or record.next_check is not None:
+            if record.active or (record.next_check is not None and not open_only):
                 yield record if with_facts else replace(record, facts={})
 
     async def in_period(
