@@ -22,6 +22,7 @@ from switchboard_devtools.testing.sla_monitor import (
     simple_policies,
     transferred,
 )
+from switchboard_sla_monitor.clocks import emitted
 from switchboard_sla_monitor.evaluator import Evaluator
 from switchboard_sla_monitor.facts import (
     Fact,
@@ -35,7 +36,11 @@ from switchboard_sla_monitor.facts import (
 from switchboard_sla_monitor.ingest import ClockIngest
 from switchboard_sla_monitor.kpis import fcr_decision_id, first_contact
 from switchboard_sla_monitor.metrics import SlaMetrics
-from switchboard_sla_monitor.store import InMemoryConversationStore, InMemoryEmissionStore
+from switchboard_sla_monitor.store import (
+    DoneUpdate,
+    InMemoryConversationStore,
+    InMemoryEmissionStore,
+)
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.unit
@@ -288,3 +293,48 @@ async def test_a_reopen_inside_the_window_is_decided_at_the_reopen() -> None:
         )
         == 1.0
     )
+
+
+class RacingStore(InMemoryConversationStore):
+    """Lets a consumer write land between the evaluator's read and its record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: ClockIngest | None = None
+        self.meanwhile_facts: dict[str, dict[str, Fact]] = {}
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        if self.meanwhile is not None:
+            ingest, self.meanwhile = self.meanwhile, None
+            await ingest.ingest(self.meanwhile_facts)
+        await super().record_done(updates)
+
+
+async def test_a_consumer_write_during_the_decision_is_kept_and_counted_once() -> None:
+    store, claims = RacingStore(), InMemoryEmissionStore()
+    policies, pause = simple_policies(), frozenset[str]()
+    registry = CollectorRegistry()
+    metrics = SlaMetrics.create(registry)
+    ingest = ClockIngest(store, policies, pause, metrics, fcr_window=WINDOW)
+    await ingest.ingest({CID: {f.key: f for f in facts_of(one_reply_resolved())}})
+    late = activity(CID, "m2", hours(2) + WINDOW + timedelta(hours=1), kind="reopened")
+    store.meanwhile, store.meanwhile_facts = ingest, {CID: {f.key: f for f in facts_of([late])}}
+
+    async def publish(_: object) -> None:
+        return None
+
+    clock = ManualClock(hours(2) + WINDOW + timedelta(hours=1))
+    evaluator = Evaluator(store, claims, publish, policies, pause, clock, "r", metrics=metrics)
+    assert (await evaluator.evaluate()).fcr_decided == (fcr_decision_id(CID),)
+    record = (await store.load([CID]))[CID]
+    # The consumer's clocks (the reopened episode) survived; the decision is not recorded.
+    assert any(c.cycle == "e1" and c.is_open for c in record.clocks)
+    assert fcr_decision_id(CID) not in emitted(record.facts.values())
+    # Next evaluation: still due, the claim is taken, the decision is recorded, no recount.
+    assert (await evaluator.evaluate()).fcr_decided == ()
+    record = (await store.load([CID]))[CID]
+    assert fcr_decision_id(CID) in emitted(record.facts.values())
+    assert record.next_check is not None  # the reopened episode's own deadlines
+    assert record.next_check > clock.now()
+    labels = {"channel": "email", "queue": "general", "outcome": "fcr"}
+    assert registry.get_sample_value("switchboard_fcr_conversations_total", labels) == 1.0

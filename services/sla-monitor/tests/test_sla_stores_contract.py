@@ -13,12 +13,13 @@ from pymongo import AsyncMongoClient
 from switchboard_common.mongo import Document
 from switchboard_devtools.testing.sla_monitor import simple_policies
 from switchboard_sla_monitor.clocks import derive
-from switchboard_sla_monitor.facts import MessageFact, ReplyFact
+from switchboard_sla_monitor.facts import EmittedFact, MessageFact, ReplyFact
 from switchboard_sla_monitor.mongo_store import MongoConversationStore, MongoEmissionStore
 from switchboard_sla_monitor.store import (
     ClaimRecord,
     ConversationStore,
     ConversationUpdate,
+    DoneUpdate,
     EmissionStore,
     InMemoryConversationStore,
     InMemoryEmissionStore,
@@ -235,3 +236,23 @@ async def test_in_period_selects_by_first_and_last_fact_time_or_open_clocks(
     assert found[0].first_at == T0 + timedelta(days=1)
     assert found[0].last_at == T0 + timedelta(days=3)
     assert len(await conversations.in_period(start, end, 2)) == 2
+
+
+async def test_record_done_applies_only_while_nobody_else_wrote(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    await conversations.save([update("c", message("m", 0), next_minute=50)])
+    before = (await conversations.load(["c"]))["c"]
+    done = EmittedFact(emission_id="c:fcr:1:decided")
+    assert before.revision == 1
+    stale = DoneUpdate("c", {done.key: done}, None, expected_revision=0)
+    await conversations.record_done([stale])  # someone wrote meanwhile: nothing changes
+    assert (await conversations.load(["c"]))["c"] == before
+    await conversations.record_done([DoneUpdate("c", {done.key: done}, None, 1)])
+    after = (await conversations.load(["c"]))["c"]
+    assert after.revision == 2
+    assert after.next_check is None
+    assert done.key in after.facts
+    assert after.clocks == before.clocks
+    assert after.active

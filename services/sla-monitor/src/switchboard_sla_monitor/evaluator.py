@@ -20,8 +20,9 @@ replica remembers the emissions it knows are published and skips them.
 First-contact resolution is decided here too, when it becomes final (``kpis``): the
 decision is claimed like an emission (``<conversation>:fcr:1:decided``), only the winner
 counts it, and the claim is recorded on the conversation as an emitted fact so that its
-``next_check`` moves on. That write may race with the consumer's; if it is lost the
-conversation comes due again, the claim is found taken, and the fact is written again.
+``next_check`` moves on — only if the record's ``revision`` is still the one read, so a
+consumer's newer clocks are never overwritten; then the conversation comes due again, the claim is
+found taken, and the fact is recorded next time.
 
 ``OpenClockGauges`` recomputes the clock gauges from the stored clocks.
 """
@@ -53,7 +54,7 @@ from switchboard_sla_monitor.store import (
     ClaimRecord,
     ConversationRecord,
     ConversationStore,
-    ConversationUpdate,
+    DoneUpdate,
     EmissionStore,
 )
 from switchboard_sla_monitor.timesource import Clock
@@ -198,14 +199,18 @@ class Evaluator:
         lost = [c.id for c in claims if c.id not in won]
         if lost:  # a retried insert may have found its own first attempt
             won |= {i for i, c in (await self.emissions.get(lost)).items() if c.claimed_by == token}
-        updates: list[ConversationUpdate] = []
+        done_updates: list[DoneUpdate] = []
         for record, claim in zip(decided, claims, strict=True):
             done = EmittedFact(emission_id=claim.id)
             update, _ = apply_facts(
                 record, {done.key: done}, self.policies, self.pause_statuses, self.fcr_window
             )
-            updates.append(update)
-        await self.conversations.save(updates)
+            done_updates.append(
+                DoneUpdate(
+                    record.conversation_id, update.new_facts, update.next_check, record.revision
+                )
+            )
+        await self.conversations.record_done(done_updates)
         if self.metrics is not None:
             for claim in claims:
                 if claim.id in won:

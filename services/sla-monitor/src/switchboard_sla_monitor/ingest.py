@@ -106,8 +106,10 @@ class ClockIngest:
             for found in (fact_from_event(delivery.event), follow_up_from_event(delivery.event)):
                 if found is not None:
                     conversation_id, fact = found
-                    # setdefault: of two ratings with one key in a batch, the first counts.
-                    by_conversation.setdefault(conversation_id, {}).setdefault(fact.key, fact)
+                    facts = by_conversation.setdefault(conversation_id, {})
+                    # Of two ratings with one key, the first counts (as across batches).
+                    if not (isinstance(fact, FeedbackFact) and fact.key in facts):
+                        facts[fact.key] = fact
         await self.ingest(by_conversation)
         return []
 

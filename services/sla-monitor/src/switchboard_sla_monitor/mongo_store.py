@@ -34,7 +34,12 @@ from pymongo.errors import BulkWriteError
 from switchboard_common.mongo import Document
 from switchboard_sla_monitor.clocks import ClockState
 from switchboard_sla_monitor.facts import Fact, fact_key_field
-from switchboard_sla_monitor.store import ClaimRecord, ConversationRecord, ConversationUpdate
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    ConversationRecord,
+    ConversationUpdate,
+    DoneUpdate,
+)
 
 CONVERSATIONS = "sla_conversations"
 EMISSIONS = "sla_emissions"
@@ -52,13 +57,22 @@ class _Update:
     id: str
     fields: dict[str, Any]
     upsert: bool = False
+    #: Also count the write in ``revision`` (conversation documents).
+    revise: bool = False
 
 
 async def _update_all(collection: AsyncCollection[Document], updates: Sequence[_Update]) -> None:
     """Apply single-document updates by ``_id`` in one unordered bulk write."""
     if not updates:
         return
-    writes = [UpdateOne({"_id": u.id}, {"$set": u.fields}, upsert=u.upsert) for u in updates]
+    writes = [
+        UpdateOne(
+            {"_id": u.id},
+            {"$set": u.fields, "$inc": {"revision": 1}} if u.revise else {"$set": u.fields},
+            upsert=u.upsert,
+        )
+        for u in updates
+    ]
     await collection.bulk_write(writes, ordered=False)
 
 
@@ -101,6 +115,7 @@ def _document(update: ConversationUpdate) -> Document:
         "active": update.active,
         "first_at": update.first_at,
         "last_at": update.last_at,
+        "revision": 1,
     }
 
 
@@ -127,6 +142,7 @@ def _record(doc: Document) -> ConversationRecord:
         active=bool(doc.get("active")),
         first_at=doc.get("first_at"),
         last_at=doc.get("last_at"),
+        revision=int(doc.get("revision") or 0),
     )
 
 
@@ -170,11 +186,36 @@ class MongoConversationStore:
             except BulkWriteError as error:
                 raced = _duplicates(error, list(new))
         writes = [
-            _Update(u.conversation_id, _fields(u), upsert=True)
+            _Update(u.conversation_id, _fields(u), upsert=True, revise=True)
             for u in updates
             if u.conversation_id not in new or u.conversation_id in raced
         ]
         await _update_all(self.collection, writes)
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        if not updates:
+            return
+        writes = [
+            UpdateOne(
+                {
+                    "_id": u.conversation_id,
+                    # Documents written before revisions existed have none: revision 0.
+                    "revision": u.expected_revision or {"$in": [0, None]},
+                },
+                {
+                    "$set": {
+                        **{
+                            f"facts.{fact_key_field(key)}": fact.model_dump(mode="json")
+                            for key, fact in u.new_facts.items()
+                        },
+                        "next_check": u.next_check,
+                    },
+                    "$inc": {"revision": 1},
+                },
+            )
+            for u in updates
+        ]
+        await self.collection.bulk_write(writes, ordered=False)
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         cursor = (

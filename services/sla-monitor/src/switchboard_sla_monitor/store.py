@@ -36,6 +36,8 @@ class ConversationRecord:
     #: First and last instants of its facts: what KPI reports select on.
     first_at: datetime | None = None
     last_at: datetime | None = None
+    #: Writes so far: the evaluator's conditional writes check it (see ``DoneUpdate``).
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ class ConversationUpdate:
     new: bool = False
     first_at: datetime | None = None
     last_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DoneUpdate:
+    """Facts the evaluator adds (a decision is recorded) and the ``next_check`` they give,
+    applied only while the record is still at ``expected_revision``: if the consumer wrote
+    meanwhile, its newer clocks stay and the conversation comes due again."""
+
+    conversation_id: str
+    new_facts: dict[str, Fact]
+    next_check: datetime | None
+    expected_revision: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,10 @@ class ConversationStore(Protocol):
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         """Up to ``limit`` records with ``next_check <= now``, earliest first."""
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        """Add facts and move ``next_check``, each only if the record's ``revision`` is
+        the expected one (clocks and other fields untouched). One round trip."""
 
     async def marker(self, name: str) -> str | None:
         """A named value the monitor keeps about its state (e.g. the policy fingerprint)."""
@@ -148,7 +166,19 @@ class InMemoryConversationStore:
                 active=u.active,
                 first_at=u.first_at,
                 last_at=u.last_at,
+                revision=old.revision + 1,
             )
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        for u in updates:
+            old = self.records.get(u.conversation_id)
+            if old is not None and old.revision == u.expected_revision:
+                self.records[u.conversation_id] = replace(
+                    old,
+                    facts={**old.facts, **u.new_facts},
+                    next_check=u.next_check,
+                    revision=old.revision + 1,
+                )
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         due = [r for r in self.records.values() if r.next_check and r.next_check <= now]
