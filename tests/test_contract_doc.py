@@ -68,11 +68,13 @@ def test_the_contract_http_ports_are_those_make_run_and_the_stacks_use() -> None
     assert http == {name: port for name, (_, port) in KNOWN_PORTS.items()}
 
 
-def test_the_contract_router_routes_are_served() -> None:
+def test_the_contract_http_routes_are_served() -> None:
     from switchboard_devtools.docs import openapi_documents
 
     text = CONTRACT.read_text()
     routes = set(re.findall(r"`GET (/[^`?]*)", text))
-    served = set(openapi_documents()["router"]["paths"])
-    assert routes, "the contract names no router route"
+    documents = openapi_documents()
+    served = set(documents["router"]["paths"]) | set(documents["sla-monitor"]["paths"])
+    assert routes, "the contract names no route"
     assert routes <= served, routes - served
+    assert "/reports/kpis" in routes

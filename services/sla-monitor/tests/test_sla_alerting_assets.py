@@ -21,6 +21,7 @@ DEPLOY = repo_root() / "deploy"
 RULES = DEPLOY / "prometheus" / "sla-monitor.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests" / "sla-monitor.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sla-monitor.json"
+KPI_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "support-kpis.json"
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.example.yml"
 #: Metrics other services export that the SLA assets use (names fixed with their owners).
 EXTERNAL = {"up", "ALERTS", "switchboard_router_queue_depth"}
@@ -143,6 +144,29 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         (DEPLOY / "grafana" / "provisioning" / "dashboards" / "switchboard.yml").read_text()
     )
     assert provisioning["providers"][0]["type"] == "file"
+
+
+@pytest.mark.unit
+def test_the_kpi_dashboard_shows_the_kpis_from_metrics_the_monitor_exports() -> None:
+    dashboard = json.loads(KPI_DASHBOARD.read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    assert used_metrics(exprs) - (exported_names() | recorded_names()) == set()
+    titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("fcr", "within 24 h", "first responses within target", "csat", "nps"):
+        assert topic in titles, topic
+    assert "wall clock vs business time" in titles
+    for name in (
+        "switchboard_fcr_conversations_total",
+        "switchboard_sla_achieved_wall_seconds_bucket",
+        "switchboard_sla_achieved_business_seconds_bucket",
+        "switchboard_feedback_score_bucket",
+        "switchboard_kpi:resolved_within_24h:ratio_rate1d",
+        "switchboard_kpi:first_response_within_target:ratio_rate1d",
+    ):
+        assert name in exprs, name
+    # Ratings are grouped by agent group, channel or kind: never by anything per person.
+    assert "customer" not in exprs
+    assert "agent_id" not in exprs
 
 
 @pytest.mark.unit

@@ -4,15 +4,9 @@ metric values appear; a restart mid-clock still fires the breach exactly once.""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard_common.contract import (
     ASSIGNMENTS,
@@ -23,11 +17,9 @@ from switchboard_common.contract import (
     SlaAtRisk,
     SlaBreached,
 )
-from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.testing.sla_monitor import activity, assigned, reply
-from switchboard_sla_monitor.app import SlaMonitor, build
-from switchboard_sla_monitor.settings import SlaMonitorSettings
+from switchboard_devtools.testing.sla_running import eventually, monitor, scrape
 from switchboard_sla_monitor.timesource import ManualClock
 
 pytestmark = pytest.mark.integration
@@ -41,37 +33,6 @@ def env(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("SLA_MONITOR_EVALUATION_INTERVAL", "0.1")
     monkeypatch.setenv("SLA_MONITOR_GAUGE_INTERVAL", "0.1")
-
-
-@contextlib.asynccontextmanager
-async def monitor(clock: ManualClock) -> AsyncIterator[tuple[str, SlaMonitor]]:
-    settings = SlaMonitorSettings.load(http_port=free_port())
-    runtime, parts = build(settings, clock=clock)
-    async with running(runtime) as url:
-        yield url, parts
-
-
-async def eventually(check: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
-
-
-async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"{url}/metrics")).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def labels(metric: str, **overrides: str) -> frozenset[tuple[str, str]]:

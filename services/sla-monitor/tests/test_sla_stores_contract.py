@@ -13,12 +13,13 @@ from pymongo import AsyncMongoClient
 from switchboard_common.mongo import Document
 from switchboard_devtools.testing.sla_monitor import simple_policies
 from switchboard_sla_monitor.clocks import derive
-from switchboard_sla_monitor.facts import MessageFact, ReplyFact
+from switchboard_sla_monitor.facts import EmittedFact, MessageFact, ReplyFact
 from switchboard_sla_monitor.mongo_store import MongoConversationStore, MongoEmissionStore
 from switchboard_sla_monitor.store import (
     ClaimRecord,
     ConversationStore,
     ConversationUpdate,
+    DoneUpdate,
     EmissionStore,
     InMemoryConversationStore,
     InMemoryEmissionStore,
@@ -128,6 +129,11 @@ async def test_live_lists_records_with_open_clocks_or_pending_emissions(
     assert live[0].clocks
     full = [r async for r in conversations.live(with_facts=True)]
     assert full[0].facts
+    # Resolved, awaiting a decision (next_check set): live, but not open.
+    waiting = ConversationUpdate("waiting", {}, done.clocks, T0, active=False)
+    await conversations.save([waiting])
+    assert sorted([r.conversation_id async for r in conversations.live()]) == ["open", "waiting"]
+    assert [r.conversation_id async for r in conversations.live(open_only=True)] == ["open"]
 
 
 def claim(cid: str, kind: str = "breached", by: str = "r1") -> ClaimRecord:
@@ -197,3 +203,56 @@ async def test_a_new_conversation_created_meanwhile_by_another_writer_is_merged(
     loaded = await conversations.load(["c1", "c2"])
     assert loaded["c1"].facts == {first.key: first, second.key: second}
     assert set(loaded["c2"].facts) == {message("m3", 2).key}
+
+
+async def test_in_period_selects_by_first_and_last_fact_time_or_open_clocks(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+
+    def spanning(cid: str, first: int, last: int, *, active: bool) -> ConversationUpdate:
+        return ConversationUpdate(
+            conversation_id=cid,
+            new_facts={},
+            clocks=(),
+            next_check=None,
+            active=active,
+            first_at=T0 + timedelta(days=first),
+            last_at=T0 + timedelta(days=last),
+        )
+
+    await conversations.save(
+        [
+            spanning("before", -30, -20, active=False),  # over before the period
+            spanning("open-before", -30, -20, active=True),  # still has a running clock
+            spanning("overlaps", -5, 2, active=False),
+            spanning("inside", 1, 3, active=False),
+            spanning("after", 10, 12, active=True),  # starts after the period
+        ]
+    )
+    start, end = T0, T0 + timedelta(days=10)
+    found = await conversations.in_period(start, end, 10)
+    assert [r.conversation_id for r in found] == ["inside", "open-before", "overlaps"]
+    assert found[0].first_at == T0 + timedelta(days=1)
+    assert found[0].last_at == T0 + timedelta(days=3)
+    assert len(await conversations.in_period(start, end, 2)) == 2
+
+
+async def test_record_done_applies_only_while_nobody_else_wrote(
+    stores: tuple[ConversationStore, EmissionStore],
+) -> None:
+    conversations, _ = stores
+    await conversations.save([update("c", message("m", 0), next_minute=50)])
+    before = (await conversations.load(["c"]))["c"]
+    done = EmittedFact(emission_id="c:fcr:1:decided")
+    assert before.revision == 1
+    stale = DoneUpdate("c", {done.key: done}, None, expected_revision=0)
+    await conversations.record_done([stale])  # someone wrote meanwhile: nothing changes
+    assert (await conversations.load(["c"]))["c"] == before
+    await conversations.record_done([DoneUpdate("c", {done.key: done}, None, 1)])
+    after = (await conversations.load(["c"]))["c"]
+    assert after.revision == 2
+    assert after.next_check is None
+    assert done.key in after.facts
+    assert after.clocks == before.clocks
+    assert after.active

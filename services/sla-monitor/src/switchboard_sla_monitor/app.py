@@ -10,10 +10,12 @@ of every topic, all keyed by ``conversation_id``, is consumed by the same replic
 - ``support.conversation-events.v1`` — replies (stop response clocks, may pause),
   resolved, reopened;
 - ``support.sla-events.v1`` — its own at-risk/breach events coming back (the emission is
-  done; the conversation's next check moves on).
+  done; the conversation's next check moves on);
+- ``support.feedback.v1`` — customers' CSAT and NPS ratings (stored once per rating).
 
 Writes ``support.sla-events.v1`` and the collections ``sla_conversations`` and
-``sla_emissions``; serves ``/healthz``, ``/readyz``, ``/metrics``.
+``sla_emissions`` (SLA emissions and first-contact decisions); serves ``/healthz``,
+``/readyz``, ``/metrics`` and ``GET /reports/kpis`` (bearer token).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from switchboard_common.agent_groups import load_agent_groups
 from switchboard_common.consumer import BatchConsumer, subscribe_batch
 from switchboard_common.contract import (
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
     CONVERSATION_EVENTS,
     DEADLETTER,
+    FEEDBACK,
     SLA_EVENTS,
 )
 from switchboard_common.deadletter import DeadLetterPublisher
@@ -56,13 +60,20 @@ from switchboard_sla_monitor.mongo_store import (
     MongoEmissionStore,
 )
 from switchboard_sla_monitor.policy import PolicySet, load_policies
+from switchboard_sla_monitor.report_api import report_router
 from switchboard_sla_monitor.settings import SlaMonitorSettings
 from switchboard_sla_monitor.store import ConversationStore, ConversationUpdate
 from switchboard_sla_monitor.timesource import Clock, SystemClock
 
 log = get_logger(__name__)
 
-CONSUMED_TOPICS = (CONVERSATION_ACTIVITY, ASSIGNMENTS, CONVERSATION_EVENTS, SLA_EVENTS)
+CONSUMED_TOPICS = (
+    CONVERSATION_ACTIVITY,
+    ASSIGNMENTS,
+    CONVERSATION_EVENTS,
+    SLA_EVENTS,
+    FEEDBACK,
+)
 #: What it writes: its SLA events, and what its consumer dead-letters.
 PUBLISHED_TOPICS = (SLA_EVENTS, DEADLETTER)
 
@@ -87,9 +98,11 @@ def build(
     clock: Clock | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tuple[Runtime, SlaMonitor]:
-    """Assemble the monitor. Raises ``PolicyError`` when the policy file is invalid."""
+    """Assemble the monitor. Raises ``PolicyError`` when the policy file is invalid and
+    ``AgentGroupsError`` when the agent groups file is."""
     clock = clock or SystemClock()
     policies = load_policies(settings.policy_file)
+    agent_groups = load_agent_groups(settings.agent_groups_file)
     registry = service_registry(settings.service_name)
     metrics = SlaMetrics.create(registry)
     broker = make_broker(settings)
@@ -106,7 +119,14 @@ def build(
         stall_after=settings.consumer_stall_seconds,
         interval=settings.consumer_lag_interval_seconds,
     )
-    ingest = ClockIngest(conversations, policies, settings.pause_statuses, metrics)
+    ingest = ClockIngest(
+        conversations,
+        policies,
+        settings.pause_statuses,
+        metrics,
+        fcr_window=settings.fcr_reopen_window,
+        agent_groups=agent_groups,
+    )
     consumer = BatchConsumer(
         topics=settings.topics,
         handler=ingest,
@@ -124,7 +144,10 @@ def build(
         partition_assignment_strategy=(RangePartitionAssignor,),
         watch=consumers,
         title="sla-monitor",
-        description="Conversation activity, routing decisions and agent activity -> SLA clocks.",
+        description=(
+            "Conversation activity, routing decisions, agent activity and ratings "
+            "-> SLA clocks and support KPIs."
+        ),
     )
     evaluator = Evaluator(
         conversations=conversations,
@@ -137,6 +160,7 @@ def build(
         limit=settings.evaluation_limit,
         republish_after=timedelta(seconds=settings.republish_after),
         metrics=metrics,
+        fcr_window=settings.fcr_reopen_window,
     )
     gauges = OpenClockGauges(conversations, clock, metrics)
 
@@ -153,6 +177,17 @@ def build(
             registry=registry,
             checks=[kafka_ready(broker), mongo_ready(client)],
             liveness=[consumers.liveness_check()],
+        )
+    )
+    app.include_router(
+        report_router(
+            conversations=conversations,
+            token=settings.report_token,
+            groups=agent_groups,
+            fcr_window=settings.fcr_reopen_window,
+            max_days=settings.report_max_days,
+            max_conversations=settings.report_max_conversations,
+            clock=clock,
         )
     )
     runtime = Runtime(
@@ -189,13 +224,15 @@ def build(
 
 
 #: Bump when the derivation of clocks changes, so open clocks are recomputed at start.
-DERIVATION_VERSION = "1"
+DERIVATION_VERSION = "2"  # 2: first/last fact times, first-contact decisions
 
 
 def derivation_fingerprint(settings: SlaMonitorSettings, policies: PolicySet) -> str:
-    """What the stored clocks were derived with: code version, policies, pause statuses."""
+    """What the stored clocks were derived with: code version, policies, pause statuses,
+    the FCR reopen window (it moves ``next_check``)."""
     statuses = ",".join(sorted(settings.pause_statuses))
-    return f"{DERIVATION_VERSION}:{policies.fingerprint}:{statuses}"
+    window = settings.fcr_reopen_window.total_seconds()
+    return f"{DERIVATION_VERSION}:{policies.fingerprint}:{statuses}:{window:g}"
 
 
 async def recompute_if_changed(
@@ -220,8 +257,14 @@ async def recompute(conversations: ConversationStore, ingest: ClockIngest) -> in
     """
     updates: list[ConversationUpdate] = []
     async for record in conversations.live(with_facts=True):
-        update, _ = apply_facts(record, {}, ingest.policies, ingest.pause_statuses)
-        if update.clocks != record.clocks or update.next_check != record.next_check:
+        update, _ = apply_facts(
+            record, {}, ingest.policies, ingest.pause_statuses, ingest.fcr_window
+        )
+        if (
+            update.clocks != record.clocks
+            or update.next_check != record.next_check
+            or (update.first_at, update.last_at) != (record.first_at, record.last_at)
+        ):
             updates.append(update)
     for start in range(0, len(updates), 500):
         await conversations.save(updates[start : start + 500])

@@ -82,6 +82,13 @@ class ClockState(BaseModel):
     def is_open(self) -> bool:
         return self.stopped_at is None
 
+    @property
+    def wall_seconds(self) -> float | None:
+        """Wall-clock seconds from start to stop, pauses and closed hours included."""
+        if self.stopped_at is None:
+            return None
+        return (self.stopped_at - self.started_at).total_seconds()
+
 
 @dataclass(frozen=True, slots=True)
 class _Span:

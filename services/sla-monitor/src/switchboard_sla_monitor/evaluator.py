@@ -17,6 +17,13 @@ The monitor consumes its own SLA events: an emission seen there becomes a fact o
 conversation, so its ``next_check`` moves on to the next deadline. Until then a
 replica remembers the emissions it knows are published and skips them.
 
+First-contact resolution is decided here too, when it becomes final (``kpis``): the
+decision is claimed like an emission (``<conversation>:fcr:1:decided``), only the winner
+counts it, and the claim is recorded on the conversation as an emitted fact so that its
+``next_check`` moves on — only if the record's ``revision`` is still the one read, so a
+consumer's newer clocks are never overwritten; then the conversation comes due again, the claim is
+found taken, and the fact is recorded next time.
+
 ``OpenClockGauges`` recomputes the clock gauges from the stored clocks.
 """
 
@@ -26,16 +33,30 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from switchboard_common.contract import SLA_EVENTS, SlaAtRisk, SlaBreached
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
-from switchboard_sla_monitor.clocks import Emission, derive, emitted, pending_emissions
-from switchboard_sla_monitor.ingest import metric_labels
+from switchboard_sla_monitor.clocks import (
+    Emission,
+    derive,
+    emitted,
+    labels_at,
+    pending_emissions,
+)
+from switchboard_sla_monitor.facts import EmittedFact
+from switchboard_sla_monitor.ingest import apply_facts, metric_labels
+from switchboard_sla_monitor.kpis import DEFAULT_FCR_WINDOW, fcr_decision_id, first_contact
 from switchboard_sla_monitor.metrics import SlaMetrics
 from switchboard_sla_monitor.policy import PolicySet
-from switchboard_sla_monitor.store import ClaimRecord, ConversationStore, EmissionStore
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    ConversationRecord,
+    ConversationStore,
+    DoneUpdate,
+    EmissionStore,
+)
 from switchboard_sla_monitor.timesource import Clock
 
 log = get_logger(__name__)
@@ -53,6 +74,8 @@ class EvaluationReport:
     published: tuple[str, ...] = ()
     republished: tuple[str, ...] = ()
     already_claimed: tuple[str, ...] = ()
+    #: First-contact resolution decisions this evaluation won (and counted).
+    fcr_decided: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,6 +92,7 @@ class Evaluator:
     limit: int = 1000
     republish_after: timedelta = timedelta(seconds=30)
     metrics: SlaMetrics | None = None
+    fcr_window: timedelta = DEFAULT_FCR_WINDOW
     known_published_limit: int = 100_000
     _known_published: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _evaluations: int = 0
@@ -90,8 +114,9 @@ class Evaluator:
             )
         if self.metrics is not None:
             self.metrics.due_conversations.set(len(records))
+        fcr_decided = await self._decide_first_contact(records, now)
         if not wanted:
-            return EvaluationReport(due_conversations=len(records))
+            return EvaluationReport(due_conversations=len(records), fcr_decided=fcr_decided)
 
         self._evaluations += 1
         token = f"{self.replica}#{self._evaluations}"
@@ -133,6 +158,7 @@ class Evaluator:
             published=tuple(c.id for c in claims if c.id in won),
             republished=tuple(c.id for c in stale),
             already_claimed=tuple(i for i in lost_ids if i not in {c.id for c in stale}),
+            fcr_decided=fcr_decided,
         )
         if report.published or report.republished:
             log.info(
@@ -141,6 +167,59 @@ class Evaluator:
                 republished=len(report.republished),
             )
         return report
+
+    async def _decide_first_contact(
+        self, records: Sequence[ConversationRecord], now: datetime
+    ) -> tuple[str, ...]:
+        """Claim and count the first-contact decisions that became final; record each
+        decided one on its conversation. Two round trips (three if a claim was taken)."""
+        claims: list[ClaimRecord] = []
+        decided: list[ConversationRecord] = []
+        token = f"{self.replica}#fcr{self._evaluations}"
+        for record in records:
+            facts = list(record.facts.values())
+            decision_id = fcr_decision_id(record.conversation_id)
+            fcr = first_contact(facts, self.fcr_window)
+            if fcr is None or not fcr.decided(now) or decision_id in emitted(facts):
+                continue
+            labels = labels_at(facts, fcr.resolved_at)
+            payload = {
+                "outcome": fcr.outcome,
+                "channel": labels.channel.value if labels.channel else "unknown",
+                "queue": labels.queue or "none",
+            }
+            claims.append(
+                ClaimRecord(decision_id, record.conversation_id, "fcr", payload, now, token, now)
+            )
+            decided.append(record)
+        if not claims:
+            return ()
+        self._evaluations += 1
+        won = await self.emissions.claim(claims)
+        lost = [c.id for c in claims if c.id not in won]
+        if lost:  # a retried insert may have found its own first attempt
+            won |= {i for i, c in (await self.emissions.get(lost)).items() if c.claimed_by == token}
+        done_updates: list[DoneUpdate] = []
+        for record, claim in zip(decided, claims, strict=True):
+            done = EmittedFact(emission_id=claim.id)
+            update, _ = apply_facts(
+                record, {done.key: done}, self.policies, self.pause_statuses, self.fcr_window
+            )
+            done_updates.append(
+                DoneUpdate(
+                    record.conversation_id, update.new_facts, update.next_check, record.revision
+                )
+            )
+        await self.conversations.record_done(done_updates)
+        if self.metrics is not None:
+            for claim in claims:
+                if claim.id in won:
+                    channel, queue = claim.payload["channel"], claim.payload["queue"]
+                    self.metrics.fcr.labels(channel, queue, claim.payload["outcome"]).inc()
+                    # Both outcomes exist once either does, so a ratio never lacks its term.
+                    for outcome in ("fcr", "not_fcr"):
+                        self.metrics.fcr.labels(channel, queue, outcome)
+        return tuple(c.id for c in claims if c.id in won)
 
     def _remember(self, emission_id: str) -> None:
         self._known_published[emission_id] = None
@@ -219,7 +298,9 @@ class OpenClockGauges:
         breached: dict[LabelSet, int] = {}
         paused: dict[LabelSet, int] = {}
         oldest: dict[tuple[str, str, str], float] = {}
-        async for record in self.conversations.live():
+        # Open clocks only: resolved conversations awaiting their FCR decision (a week
+        # of them) have a next_check but nothing the gauges count.
+        async for record in self.conversations.live(open_only=True):
             for c in record.clocks:
                 if not c.is_open:
                     continue

@@ -21,6 +21,8 @@ from switchboard_common.contract import (
     ConversationActivity,
     ConversationReopened,
     ConversationResolved,
+    FeedbackKind,
+    FeedbackReceived,
     Priority,
     ReplySent,
     SlaAtRisk,
@@ -68,6 +70,8 @@ class AssignmentFact(_Fact):
     tenant: str | None = None
     decided_at: AwareDatetime
     waiting_since: AwareDatetime | None = None
+    #: The agent it was assigned to (None: queued); who holds the conversation.
+    agent_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -105,6 +109,35 @@ class ReopenedFact(_Fact):
         return f"o:{rfc3339(self.at)}"
 
 
+class FollowUpFact(_Fact):
+    """The customer wrote again after the router's reopen window: a new conversation
+    continues this one (its ``previous_conversation_id``). Starts no clock here; it is a
+    reopen for first-contact resolution."""
+
+    kind: Literal["follow_up"] = "follow_up"
+    message_id: str
+    at: AwareDatetime
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.message_id}"
+
+
+class FeedbackFact(_Fact):
+    """A customer's rating. Keyed by the publisher's ``feedback_id``, else by kind: a
+    rating counts once, and without an id the first of each kind is the one kept."""
+
+    kind: Literal["feedback"] = "feedback"
+    feedback_kind: FeedbackKind
+    score: int
+    at: AwareDatetime
+    feedback_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"f:{self.feedback_id}" if self.feedback_id else f"f:~{self.feedback_kind.value}"
+
+
 class EmittedFact(_Fact):
     """The monitor's own at-risk or breach event came back: that emission is done."""
 
@@ -117,7 +150,14 @@ class EmittedFact(_Fact):
 
 
 Fact = Annotated[
-    MessageFact | AssignmentFact | ReplyFact | ResolvedFact | ReopenedFact | EmittedFact,
+    MessageFact
+    | AssignmentFact
+    | ReplyFact
+    | ResolvedFact
+    | ReopenedFact
+    | FollowUpFact
+    | FeedbackFact
+    | EmittedFact,
     Field(discriminator="kind"),
 ]
 
@@ -165,6 +205,7 @@ def fact_from_event(event: ContractModel) -> tuple[str, Fact] | None:
                 tenant=event.tenant,
                 decided_at=event.decided_at,
                 waiting_since=event.waiting_since,
+                agent_id=event.agent_id,
             )
         case ReplySent():
             return event.conversation_id, ReplyFact(
@@ -176,9 +217,31 @@ def fact_from_event(event: ContractModel) -> tuple[str, Fact] | None:
             return event.conversation_id, ResolvedFact(at=event.at)
         case ConversationReopened():
             return event.conversation_id, ReopenedFact(at=event.at)
+        case FeedbackReceived():
+            return event.conversation_id, FeedbackFact(
+                feedback_kind=event.kind,
+                score=event.score,
+                at=event.at,
+                feedback_id=event.feedback_id,
+            )
         case SlaAtRisk() | SlaBreached() if isinstance(event, SlaEvent) and event.cycle:
             kind = "at_risk" if isinstance(event, SlaAtRisk) else "breached"
             return event.conversation_id, EmittedFact(
                 emission_id=emission_id(event.conversation_id, event.metric, event.cycle, kind)
             )
+    return None
+
+
+def follow_up_from_event(event: ContractModel) -> tuple[str, Fact] | None:
+    """What a new conversation tells the resolved one it continues, if anything: the
+    customer came back (an auto-reply, reaction or edit is not coming back)."""
+    if (
+        isinstance(event, ConversationActivity)
+        and event.previous_conversation_id
+        and event.expects_reply
+        and not event.auto_submitted
+    ):
+        return event.previous_conversation_id, FollowUpFact(
+            message_id=event.message_id, at=event.received_at
+        )
     return None

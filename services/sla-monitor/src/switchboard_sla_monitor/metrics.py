@@ -36,6 +36,15 @@ BUSINESS_SECONDS_BUCKETS = (
     432000,
     604800,
 )
+#: Wall-clock seconds: the business buckets (86400 answers "within 24 h") plus two weeks
+#: and a month, because wall time keeps running over nights, weekends and pauses.
+WALL_SECONDS_BUCKETS = (*BUSINESS_SECONDS_BUCKETS, 1209600, 2592000)
+#: Label names of first-contact resolution decisions.
+FCR_LABELS = ("channel", "queue", "outcome")
+#: Label names of ratings: never the customer, the agent only as their group.
+FEEDBACK_LABELS = ("kind", "channel", "queue", "agent_group")
+#: One bucket per score (CSAT 1-5, NPS 0-10): counts of each score are bucket differences.
+FEEDBACK_BUCKETS = tuple(float(score) for score in range(11))
 EVALUATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -45,6 +54,9 @@ class SlaMetrics:
 
     consumer: ConsumerMetrics
     achieved: Histogram
+    achieved_wall: Histogram
+    fcr: Counter
+    feedback: Histogram
     targets_met: Counter
     breaches: Counter
     at_risk_events: Counter
@@ -69,6 +81,29 @@ class SlaMetrics:
                 "Business seconds from clock start to the reply or resolution that stopped it.",
                 CLOCK_LABELS,
                 buckets=BUSINESS_SECONDS_BUCKETS,
+                registry=registry,
+            ),
+            # The same stopped clocks in wall-clock seconds (what customers experience).
+            achieved_wall=Histogram(
+                "switchboard_sla_achieved_wall_seconds",
+                "Wall-clock seconds from clock start to the reply or resolution that stopped it.",
+                CLOCK_LABELS,
+                buckets=WALL_SECONDS_BUCKETS,
+                registry=registry,
+            ),
+            # First-contact resolution decisions (rate = fcr / all), once per conversation.
+            fcr=Counter(
+                "switchboard_fcr_conversations",
+                "Resolved conversations decided as first-contact resolved (fcr) or not.",
+                FCR_LABELS,
+                registry=registry,
+            ),
+            # Customer ratings by score (kind csat 1-5, nps 0-10), once per rating.
+            feedback=Histogram(
+                "switchboard_feedback_score",
+                "Customer ratings of conversations (CSAT 1-5, NPS 0-10).",
+                FEEDBACK_LABELS,
+                buckets=FEEDBACK_BUCKETS,
                 registry=registry,
             ),
             # Clocks stopped within their target (attainment = met / (met + breaches)).

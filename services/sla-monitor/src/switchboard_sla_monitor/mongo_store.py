@@ -34,7 +34,12 @@ from pymongo.errors import BulkWriteError
 from switchboard_common.mongo import Document
 from switchboard_sla_monitor.clocks import ClockState
 from switchboard_sla_monitor.facts import Fact, fact_key_field
-from switchboard_sla_monitor.store import ClaimRecord, ConversationRecord, ConversationUpdate
+from switchboard_sla_monitor.store import (
+    ClaimRecord,
+    ConversationRecord,
+    ConversationUpdate,
+    DoneUpdate,
+)
 
 CONVERSATIONS = "sla_conversations"
 EMISSIONS = "sla_emissions"
@@ -52,13 +57,22 @@ class _Update:
     id: str
     fields: dict[str, Any]
     upsert: bool = False
+    #: Also count the write in ``revision`` (conversation documents).
+    revise: bool = False
 
 
 async def _update_all(collection: AsyncCollection[Document], updates: Sequence[_Update]) -> None:
     """Apply single-document updates by ``_id`` in one unordered bulk write."""
     if not updates:
         return
-    writes = [UpdateOne({"_id": u.id}, {"$set": u.fields}, upsert=u.upsert) for u in updates]
+    writes = [
+        UpdateOne(
+            {"_id": u.id},
+            {"$set": u.fields, "$inc": {"revision": 1}} if u.revise else {"$set": u.fields},
+            upsert=u.upsert,
+        )
+        for u in updates
+    ]
     await collection.bulk_write(writes, ordered=False)
 
 
@@ -84,6 +98,8 @@ def _fields(update: ConversationUpdate) -> dict[str, Any]:
     fields["clocks"] = [c.model_dump(mode="json") for c in update.clocks]
     fields["next_check"] = update.next_check
     fields["active"] = update.active
+    fields["first_at"] = update.first_at
+    fields["last_at"] = update.last_at
     return fields
 
 
@@ -97,6 +113,9 @@ def _document(update: ConversationUpdate) -> Document:
         "clocks": [c.model_dump(mode="json") for c in update.clocks],
         "next_check": update.next_check,
         "active": update.active,
+        "first_at": update.first_at,
+        "last_at": update.last_at,
+        "revision": 1,
     }
 
 
@@ -121,6 +140,9 @@ def _record(doc: Document) -> ConversationRecord:
         clocks=tuple(ClockState.model_validate(c) for c in doc.get("clocks") or ()),
         next_check=doc.get("next_check"),
         active=bool(doc.get("active")),
+        first_at=doc.get("first_at"),
+        last_at=doc.get("last_at"),
+        revision=int(doc.get("revision") or 0),
     )
 
 
@@ -143,6 +165,7 @@ class MongoConversationStore:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("next_check", ASCENDING)], name="next_check")
         await self.collection.create_index([("active", ASCENDING)], name="active")
+        await self.collection.create_index([("last_at", ASCENDING)], name="last_at")
 
     async def load(self, conversation_ids: Sequence[str]) -> dict[str, ConversationRecord]:
         docs = await _by_ids(self.collection, conversation_ids, None)
@@ -163,11 +186,36 @@ class MongoConversationStore:
             except BulkWriteError as error:
                 raced = _duplicates(error, list(new))
         writes = [
-            _Update(u.conversation_id, _fields(u), upsert=True)
+            _Update(u.conversation_id, _fields(u), upsert=True, revise=True)
             for u in updates
             if u.conversation_id not in new or u.conversation_id in raced
         ]
         await _update_all(self.collection, writes)
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        if not updates:
+            return
+        writes = [
+            UpdateOne(
+                {
+                    "_id": u.conversation_id,
+                    # Documents written before revisions existed have none: revision 0.
+                    "revision": u.expected_revision or {"$in": [0, None]},
+                },
+                {
+                    "$set": {
+                        **{
+                            f"facts.{fact_key_field(key)}": fact.model_dump(mode="json")
+                            for key, fact in u.new_facts.items()
+                        },
+                        "next_check": u.next_check,
+                    },
+                    "$inc": {"revision": 1},
+                },
+            )
+            for u in updates
+        ]
+        await self.collection.bulk_write(writes, ordered=False)
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         cursor = (
@@ -177,13 +225,35 @@ class MongoConversationStore:
         )
         return [_record(d) async for d in cursor]
 
-    async def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
+    async def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
         projection = None if with_facts else {"clocks": 1, "active": 1, "next_check": 1}
-        cursor = self.collection.find(
-            {"$or": [{"active": True}, {"next_check": {"$ne": None}}]}, projection
+        query: Document = (
+            {"active": True}
+            if open_only
+            else {"$or": [{"active": True}, {"next_check": {"$ne": None}}]}
         )
+        cursor = self.collection.find(query, projection)
         async for doc in cursor:
             yield _record(doc)
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        # One query, bounded by ``limit``; the last_at index serves it on
+        # MongoDB, FerretDB v1 scans (reports are rare, and bounded).
+        cursor = (
+            self.collection.find(
+                {
+                    "first_at": {"$lt": end},
+                    "$or": [{"last_at": {"$gte": start}}, {"active": True}],
+                }
+            )
+            .sort([("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [_record(d) async for d in cursor]
 
 
 class MongoEmissionStore:

@@ -33,6 +33,11 @@ class ConversationRecord:
     clocks: tuple[ClockState, ...] = ()
     next_check: datetime | None = None
     active: bool = False
+    #: First and last instants of its facts: what KPI reports select on.
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    #: Writes so far: the evaluator's conditional writes check it (see ``DoneUpdate``).
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,20 @@ class ConversationUpdate:
     #: No record existed when this update was computed (the store may insert it; if
     #: another writer created it meanwhile, the update is applied to that one instead).
     new: bool = False
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DoneUpdate:
+    """Facts the evaluator adds (a decision is recorded) and the ``next_check`` they give,
+    applied only while the record is still at ``expected_revision``: if the consumer wrote
+    meanwhile, its newer clocks stay and the conversation comes due again."""
+
+    conversation_id: str
+    new_facts: dict[str, Fact]
+    next_check: datetime | None
+    expected_revision: int
 
 
 @dataclass(frozen=True)
@@ -76,17 +95,31 @@ class ConversationStore(Protocol):
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         """Up to ``limit`` records with ``next_check <= now``, earliest first."""
 
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        """Add facts and move ``next_check``, each only if the record's ``revision`` is
+        the expected one (clocks and other fields untouched). One round trip."""
+
     async def marker(self, name: str) -> str | None:
         """A named value the monitor keeps about its state (e.g. the policy fingerprint)."""
 
     async def set_marker(self, name: str, value: str) -> None:
         """Store a named value (idempotent)."""
 
-    def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
-        """Every record with an open clock or a pending emission.
+    def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
+        """Every record with an open clock or a pending emission (``next_check`` set:
+        also resolved conversations awaiting their first-contact decision).
 
         Without ``with_facts`` only the derived fields are read (facts are left empty).
+        With ``open_only`` only records with an open clock (what the gauges count).
         """
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        """Up to ``limit`` records (with facts) that may hold a figure of [start, end):
+        a fact before ``end`` and one at or after ``start``, or an open clock. One query."""
 
 
 class EmissionStore(Protocol):
@@ -131,17 +164,45 @@ class InMemoryConversationStore:
                 clocks=u.clocks,
                 next_check=u.next_check,
                 active=u.active,
+                first_at=u.first_at,
+                last_at=u.last_at,
+                revision=old.revision + 1,
             )
+
+    async def record_done(self, updates: Sequence[DoneUpdate]) -> None:
+        for u in updates:
+            old = self.records.get(u.conversation_id)
+            if old is not None and old.revision == u.expected_revision:
+                self.records[u.conversation_id] = replace(
+                    old,
+                    facts={**old.facts, **u.new_facts},
+                    next_check=u.next_check,
+                    revision=old.revision + 1,
+                )
 
     async def due(self, now: datetime, limit: int) -> list[ConversationRecord]:
         due = [r for r in self.records.values() if r.next_check and r.next_check <= now]
         due.sort(key=lambda r: (r.next_check, r.conversation_id))
         return due[:limit]
 
-    async def live(self, *, with_facts: bool = False) -> AsyncIterator[ConversationRecord]:
+    async def live(
+        self, *, with_facts: bool = False, open_only: bool = False
+    ) -> AsyncIterator[ConversationRecord]:
         for record in list(self.records.values()):
-            if record.active or record.next_check is not None:
+            if record.active or (record.next_check is not None and not open_only):
                 yield record if with_facts else replace(record, facts={})
+
+    async def in_period(
+        self, start: datetime, end: datetime, limit: int
+    ) -> list[ConversationRecord]:
+        found = [
+            r
+            for r in sorted(self.records.values(), key=lambda r: r.conversation_id)
+            if r.first_at is not None
+            and r.first_at < end
+            and (r.active or (r.last_at is not None and r.last_at >= start))
+        ]
+        return found[:limit]
 
 
 class InMemoryEmissionStore:

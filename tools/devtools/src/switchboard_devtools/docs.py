@@ -9,8 +9,9 @@
   configuration or record headers, so ``add_topic_details`` adds them from the contract
   (``TOPICS_BY_NAME``): key, partitions, retention, the CloudEvents headers, and the
   consumer group of each receive operation.
-- ``docs/openapi/ingest-social.json`` (webhooks) and ``docs/openapi/router.json`` (read
-  API) — the OpenAPI documents of the FastAPI apps.
+- ``docs/openapi/ingest-social.json`` (webhooks), ``docs/openapi/router.json`` (read
+  API) and ``docs/openapi/sla-monitor.json`` (KPI report) — the OpenAPI documents of the
+  FastAPI apps.
 
 Each service is assembled with its own ``build`` function from settings that need no
 server (clients connect lazily), so the documents follow the code. ``--check`` compares
@@ -231,10 +232,17 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     from switchboard_ingest_social.settings import IngestSocialSettings
     from switchboard_router.app import build as build_router
     from switchboard_router.settings import RouterSettings
+    from switchboard_sla_monitor.app import build as build_sla
+    from switchboard_sla_monitor.settings import SlaMonitorSettings
 
     social, _ = build_social(IngestSocialSettings.load(environment="dev"))
     router = build_router(RouterSettings.load(environment="dev", replica_id="<replica>")).runtime
-    return {"ingest-social": social.http_app.openapi(), "router": router.http_app.openapi()}
+    sla, _ = build_sla(SlaMonitorSettings.load(environment="dev"))
+    return {
+        "ingest-social": social.http_app.openapi(),
+        "router": router.http_app.openapi(),
+        "sla-monitor": sla.http_app.openapi(),
+    }
 
 
 def render() -> dict[str, str]:

@@ -11,6 +11,9 @@ from switchboard_common.contract import (
     ConversationAssigned,
     ConversationReopened,
     ConversationResolved,
+    ConversationTransferred,
+    FeedbackKind,
+    FeedbackReceived,
     Priority,
     ReplySent,
 )
@@ -29,6 +32,7 @@ def activity(
     expects_reply: bool = True,
     customer_tier: str | None = None,
     tenant: str | None = None,
+    previous_conversation_id: str | None = None,
 ) -> ConversationActivity:
     """A customer message on a conversation, as the router publishes it."""
     return ConversationActivity(
@@ -42,6 +46,7 @@ def activity(
         expects_reply=expects_reply,
         customer_tier=customer_tier,
         tenant=tenant,
+        previous_conversation_id=previous_conversation_id,
     )
 
 
@@ -55,11 +60,12 @@ def assigned(
     channel: Channel = Channel.EMAIL,
     agent_id: str | None = "agent-1",
     waiting_since: datetime | None = None,
+    customer_id: str = "cust-1",
 ) -> ConversationAssigned:
     """A routing decision."""
     return ConversationAssigned(
         conversation_id=conversation_id,
-        customer_id="cust-1",
+        customer_id=customer_id,
         channel=channel,
         priority=priority,
         agent_id=agent_id,
@@ -84,6 +90,33 @@ def resolved(conversation_id: str, at: datetime) -> ConversationResolved:
 
 def reopened(conversation_id: str, at: datetime) -> ConversationReopened:
     return ConversationReopened(conversation_id=conversation_id, at=at)
+
+
+def transferred(
+    conversation_id: str, at: datetime, *, from_agent: str = "agent-1", to_agent: str = "agent-2"
+) -> ConversationTransferred:
+    return ConversationTransferred(
+        conversation_id=conversation_id, from_agent_id=from_agent, to_agent_id=to_agent, at=at
+    )
+
+
+def feedback(
+    conversation_id: str,
+    kind: FeedbackKind | str,
+    score: int,
+    at: datetime,
+    *,
+    feedback_id: str | None = None,
+) -> FeedbackReceived:
+    """A customer's rating (CSAT 1-5, NPS 0-10)."""
+    return FeedbackReceived(
+        conversation_id=conversation_id,
+        kind=FeedbackKind(kind),
+        score=score,
+        at=at,
+        feedback_id=feedback_id,
+        source="survey_reply",
+    )
 
 
 def simple_policies(
