@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tomllib
@@ -48,16 +49,26 @@ SERVICES = ("ingest-email", "ingest-social", "router", "sla-monitor", "webchat")
 CRDS = ("ServiceMonitor", "PrometheusRule")
 
 
-def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *cmd: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, timeout=600, check=False, cwd=cwd
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
 # --------------------------------------------------------------------------- compose
 
 
-def compose_config(*overrides: str) -> dict[str, Any]:
+def compose_config(*overrides: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``docker-compose config`` of the file and the overrides, ``env`` in the environment
+    of the command (as in that of ``make up``)."""
     binary = shutil.which("docker-compose")
     assert binary, (
         "docker-compose missing: Debian package docker-compose; `make apt-test` installs it"
@@ -65,7 +76,7 @@ def compose_config(*overrides: str) -> dict[str, Any]:
     files: list[str] = []
     for name in ("docker-compose.yml", *overrides):
         files += ["-f", str(COMPOSE / name)]
-    result = run(binary, "-p", "switchboard", *files, "config")
+    result = run(binary, "-p", "switchboard", *files, "config", env=env)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -127,6 +138,73 @@ def test_compose_secrets_override_reads_every_webhook_secret_and_api_token_from_
     for name in ("WEBCHAT_IDENTITY_SECRET", "WEBCHAT_TOKEN_SECRET"):
         assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}"
         assert any(s["source"] == name.lower() for s in webchat["secrets"])
+    monitor = config["services"]["sla-monitor"]
+    env = monitor["environment"]
+    assert env["SWITCHBOARD_ENV"] == "production"
+    token_file = "/run/secrets/sla_monitor_report_token"  # noqa: S105 - a path
+    assert env["SLA_MONITOR_REPORT_TOKEN_FILE"] == token_file
+    assert any(s["source"] == "sla_monitor_report_token" for s in monitor["secrets"])
+    # Every secret the override mounts is named in secrets/README.md, which says how to
+    # make its file.
+    readme = (COMPOSE / "secrets" / "README.md").read_text()
+    assert [name for name in config["secrets"] if f"`{name}`" not in readme] == []
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """Container path -> (host path, read-only) of a service's bind mounts, in the short
+    (docker-compose 1.x) or the long syntax of ``config``."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            found[target] = (Path(source), mode == ["ro"])
+        elif volume.get("type") == "bind":
+            found[volume["target"]] = (Path(volume["source"]), bool(volume.get("read_only")))
+    return found
+
+
+def test_compose_router_and_sla_monitor_read_the_one_agent_groups_file() -> None:
+    """Both router replicas and the SLA monitor are pointed at the same file, the shipped
+    example, mounted read-only; it is valid and puts every agent of ``make demo`` in a
+    team, so the demo's per-agent figures are labelled by team."""
+    from switchboard_common.agent_groups import OTHER, load_agent_groups
+    from switchboard_devtools.demo import AGENTS
+
+    services = compose_config()["services"]
+    paths = set()
+    for name in ("router", "router-2", "sla-monitor"):
+        path = Path(services[name]["environment"]["SWITCHBOARD_AGENT_GROUPS_FILE"])
+        source, read_only = mounts(services[name])[str(path.parent)]
+        assert read_only, name
+        paths.add(source / path.name)
+    (shipped,) = paths
+    assert shipped == COMPOSE / "config" / "agent-groups.yaml"
+    groups = load_agent_groups(shipped)
+    assert groups.by_agent_id is False
+    assert {a.agent_id: groups.label(a.agent_id) for a in AGENTS} == {
+        "agent-ana": "billing",
+        "agent-ben": "technical",
+        "agent-chloe": "technical",
+    }
+    assert OTHER not in groups.groups
+    assert "agent-groups.yaml" in (COMPOSE / "config" / "README.md").read_text()
+
+    custom = "/etc/switchboard/teams.yaml"
+    services = compose_config(env={"SWITCHBOARD_AGENT_GROUPS_FILE": custom})["services"]
+    for name in ("router", "router-2", "sla-monitor"):
+        assert services[name]["environment"]["SWITCHBOARD_AGENT_GROUPS_FILE"] == custom
+
+
+def test_compose_passes_the_report_token_from_the_environment() -> None:
+    """Unset, the variable is empty, which the service reads as unset (the development
+    token in dev, the report off otherwise); set, it reaches the SLA monitor only."""
+    services = compose_config()["services"]
+    assert services["sla-monitor"]["environment"]["SLA_MONITOR_REPORT_TOKEN"] == ""
+    token = "report-token-from-the-environment"  # noqa: S105 - a test value
+    services = compose_config(env={"SLA_MONITOR_REPORT_TOKEN": token})["services"]
+    assert services["sla-monitor"]["environment"]["SLA_MONITOR_REPORT_TOKEN"] == token
+    holders = [n for n, s in services.items() if token in json.dumps(s.get("environment", {}))]
+    assert holders == ["sla-monitor"]
 
 
 def test_compose_prometheus_scrapes_every_service_and_replica_with_its_job_name() -> None:
@@ -395,8 +473,10 @@ def test_chart_copies_of_rules_and_dashboards_are_up_to_date(
     assert copies == sources, "run `make chart-files` to copy deploy/ into the chart"
 
 
-def test_example_sla_policy_and_calendar_in_the_external_values_load(tmp_path: Path) -> None:
-    """The ConfigMap's files, laid out as the pods mount them, are valid for the monitor."""
+def test_example_config_files_in_the_external_values_load(tmp_path: Path) -> None:
+    """The ConfigMap's files, laid out as the pods mount them, are valid for the monitor
+    (and the agent groups for the router too)."""
+    from switchboard_common.agent_groups import load_agent_groups
     from switchboard_sla_monitor.policy import load_policies
 
     objects = rendered_objects("external-sasl-tls")
@@ -407,6 +487,7 @@ def test_example_sla_policy_and_calendar_in_the_external_values_load(tmp_path: P
         (tmp_path / name).write_text(content)
     policies = load_policies(tmp_path / "sla-policy.yaml")
     assert [p.name for p in policies.policies] == ["urgent", "standard"]
+    assert load_agent_groups(tmp_path / "agent-groups.yaml").groups == ("billing", "tier-1")
 
 
 # --------------------------------------------------------------------------- Helm: values
@@ -458,6 +539,8 @@ def test_values_schema_names_every_value_and_refuses_unknown_keys() -> None:
         ("kafka.securityProtocol=SASL", "/kafka/securityProtocol"),
         ("services.ingest-email.smtp.port=70000", "/services/ingest-email/smtp/port"),
         ("networkPolicy.enabled=yes please", "/networkPolicy/enabled"),
+        ("agentGroups.groups.other[0]=agent-ana", "/agentGroups/groups/other"),
+        ("agentGroups.byAgentId=sometimes", "/agentGroups/byAgentId"),
     ],
 )
 @pytest.mark.parametrize("command", ["template", "lint"])
@@ -596,6 +679,121 @@ def test_router_tokens_are_files_from_a_secret() -> None:
     result = helm("template", ["--set", "secrets.router.name="], KUBERNETES_VERSIONS[-1])
     assert result.returncode != 0
     assert "secrets.router.name" in result.stderr
+
+
+def test_sla_monitor_report_token_is_an_optional_file_from_a_secret() -> None:
+    """No Secret named: no token, the report answers 403 (the pod starts all the same);
+    named: its one key is mounted and the monitor reads it through ``_FILE``."""
+    pod = deployment_of(objects_of([]), "sla-monitor")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not [v for v in container["env"] if "REPORT_TOKEN" in v["name"]]
+    assert not [v for v in pod["volumes"] if "secret" in v]
+
+    env, secret = secret_files(
+        ["--set", "secrets.slaMonitor=switchboard-sla-monitor"],
+        "sla-monitor",
+        "sla-monitor-report-token",
+    )
+    mounted = "/run/secrets/switchboard/sla-monitor"
+    assert env == {"SLA_MONITOR_REPORT_TOKEN_FILE": f"{mounted}/SLA_MONITOR_REPORT_TOKEN"}
+    assert secret["secretName"] == "switchboard-sla-monitor"
+    assert secret["items"] == [
+        {"key": "SLA_MONITOR_REPORT_TOKEN", "path": "SLA_MONITOR_REPORT_TOKEN"}
+    ]
+
+
+def config_map(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The data of the operator files' ConfigMap."""
+    (config,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")
+    ]
+    data: dict[str, str] = config.get("data") or {}
+    return data
+
+
+def test_agent_groups_are_one_config_file_for_the_router_and_the_sla_monitor() -> None:
+    """Unset, no file and no variable (every agent is ``other``). Set, the teams become
+    ``agent-groups.yaml`` of the config ConfigMap, which the router and the SLA monitor
+    mount and are pointed at, and a change of teams rolls their pods."""
+    from switchboard_common.agent_groups import parse_agent_groups
+
+    default = objects_of([])
+    assert "agent-groups.yaml" not in config_map(default)
+    for service in SERVICES:
+        (container,) = deployment_of(default, service)["spec"]["template"]["spec"]["containers"]
+        assert "SWITCHBOARD_AGENT_GROUPS_FILE" not in {v["name"] for v in container["env"]}
+
+    teams = {"billing": ["agent-ana", "agent-bo"], "tier-1": ["agent-cy"]}
+    objects = objects_of([f"--set-json=agentGroups.groups={json.dumps(teams)}"])
+    groups = parse_agent_groups(yaml.safe_load(config_map(objects)["agent-groups.yaml"]))
+    assert groups.by_agent == {"agent-ana": "billing", "agent-bo": "billing", "agent-cy": "tier-1"}
+    assert groups.by_agent_id is False
+    (config_name,) = [
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")
+    ]
+    for service in SERVICES:
+        deployment = deployment_of(objects, service)
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        if service not in ("router", "sla-monitor"):
+            assert "SWITCHBOARD_AGENT_GROUPS_FILE" not in env, service
+            continue
+        path = Path(env["SWITCHBOARD_AGENT_GROUPS_FILE"])
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+        assert mount["readOnly"] is True
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["configMap"]["name"] == config_name
+        assert path.name in config_map(objects)
+        # Files are read at start: the pods roll when the teams change.
+        annotation = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        before = deployment_of(default, service)["spec"]["template"]["metadata"]["annotations"]
+        assert annotation != before["checksum/config"], service
+
+    # Labels by agent id with no team is a file too.
+    objects = objects_of(["--set", "agentGroups.byAgentId=true"])
+    groups = parse_agent_groups(yaml.safe_load(config_map(objects)["agent-groups.yaml"]))
+    assert groups.by_agent_id is True
+    assert groups.label("agent-zoe") == "agent-zoe"
+    (container,) = deployment_of(objects, "router")["spec"]["template"]["spec"]["containers"]
+    assert "SWITCHBOARD_AGENT_GROUPS_FILE" in {v["name"] for v in container["env"]}
+
+
+def test_a_routing_policy_with_surveys_reaches_the_router_through_the_chart(
+    tmp_path: Path,
+) -> None:
+    """Surveys are a section of the routing policy: ``config.routingPolicy`` carries them
+    to the router's ``ROUTER_POLICY_FILE`` as they are."""
+    from switchboard_router.assignment.policy import default_policy_text, load_policy
+
+    surveys = {
+        "kind": "csat",
+        "channels": ["email", "webchat"],
+        "delay_seconds": 3600,
+        "answer_window_seconds": 259200,
+        "text": "How satisfied are you with our answer? Reply with a number from 1 to 5.",
+    }
+    policy = default_policy_text() + "\n" + yaml.safe_dump({"surveys": surveys})
+    objects = objects_of([f"--set-json=config.routingPolicy={json.dumps(policy)}"])
+    (container,) = deployment_of(objects, "router")["spec"]["template"]["spec"]["containers"]
+    path = Path({v["name"]: v.get("value") for v in container["env"]}["ROUTER_POLICY_FILE"])
+    (tmp_path / path.name).write_text(config_map(objects)[path.name])
+    loaded = load_policy(tmp_path / path.name).surveys
+    assert loaded is not None
+    assert loaded.kind == "csat"
+    assert loaded.delay_seconds == 3600
+
+
+def test_an_agent_in_two_teams_is_refused_by_the_chart() -> None:
+    """The services would refuse the file at start; the chart says so at install."""
+    teams = {"billing": ["agent-ana"], "tier-1": ["agent-ana"]}
+    result = helm(
+        "template", [f"--set-json=agentGroups.groups={json.dumps(teams)}"], KUBERNETES_VERSIONS[-1]
+    )
+    assert result.returncode != 0
+    assert 'agent "agent-ana" is in both "billing" and "tier-1"' in result.stderr
 
 
 def test_reply_credentials_reach_only_the_services_that_send() -> None:

@@ -55,6 +55,30 @@ app.kubernetes.io/component: {{ .service }}
 {{- toYaml (mergeOverwrite $defaults $own) -}}
 {{- end -}}
 
+{{/* "true" when agentGroups asks for a file (teams, or labels by agent id), else "". */}}
+{{- define "switchboard.agentGroupsSet" -}}
+{{- if or .Values.agentGroups.groups .Values.agentGroups.byAgentId }}true{{ end -}}
+{{- end -}}
+
+{{/* agent-groups.yaml from agentGroups, as the services read it. A blank team name or an
+agent in two teams fails the render (the services would refuse the file at start); the
+schema refuses the reserved names, non-string ids and more than 100 teams. */}}
+{{- define "switchboard.agentGroupsFile" -}}
+{{- $seen := dict -}}
+{{- range $team, $agents := .Values.agentGroups.groups -}}
+{{- if not (trim $team) -}}
+{{- fail "agentGroups.groups: a team name is blank" -}}
+{{- end -}}
+{{- range $agent := $agents -}}
+{{- with index $seen $agent -}}
+{{- fail (printf "agentGroups.groups: agent %q is in both %q and %q" $agent . $team) -}}
+{{- end -}}
+{{- $_ := set $seen $agent $team -}}
+{{- end -}}
+{{- end -}}
+{{- dict "groups" .Values.agentGroups.groups "by_agent_id" .Values.agentGroups.byAgentId | toYaml -}}
+{{- end -}}
+
 {{/* Environment shared by every service and the topics Job: Kafka, MongoDB, logging. */}}
 {{- define "switchboard.commonEnv" -}}
 {{- $v := .Values -}}
