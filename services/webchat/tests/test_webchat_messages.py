@@ -285,3 +285,23 @@ async def test_the_ops_routes_and_the_widget_are_served(chat: RunningChat) -> No
     assert '<script src="/chat/widget.js" data-site="shop"' in demo.text
     assert ready.json()["checks"] == {"kafka": "ok", "mongodb": "ok"}
     assert "switchboard_webchat_open_sockets" in metrics.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"token": "v_AAAAAAAAAAAAAAAAAAAAAA.\u00e9t\u00e9"},
+        {"identity": {"email": "ana@example.com", "hash": "\u00e9" * 64}},
+    ],
+    ids=["token", "hash"],
+)
+async def test_a_hello_with_non_ascii_credentials_is_refused_not_crashed(
+    chat: RunningChat, fields: dict[str, object]
+) -> None:
+    async with widget(chat) as socket:
+        await say(socket, {"type": "hello", "token": None, "after": 0, **fields})
+        error = await receive(socket)
+        with pytest.raises(ConnectionClosed):
+            await receive(socket)
+    assert error["code"] in {"bad_token", "bad_identity"}
+    assert socket.close_code == 1008
