@@ -305,3 +305,20 @@ async def test_a_hello_with_non_ascii_credentials_is_refused_not_crashed(
             await receive(socket)
     assert error["code"] in {"bad_token", "bad_identity"}
     assert socket.close_code == 1008
+
+
+async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays(
+    chat: RunningChat,
+) -> None:
+    async with widget(chat) as socket:
+        await hello(socket)
+        await socket.send("[" * 20_000 + "]" * 20_000)
+        frames = await sync(socket)
+    assert [f["code"] for f in frames] == ["bad_frame"]
+
+
+async def test_a_deeply_nested_hello_is_told_to_say_hello(chat: RunningChat) -> None:
+    async with widget(chat) as socket:
+        await socket.send('{"type":"hello","x":' + "[" * 20_000 + "]" * 20_000 + "}")
+        error = await receive(socket)
+    assert error["code"] == "hello_required"
