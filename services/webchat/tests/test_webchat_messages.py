@@ -322,3 +322,19 @@ async def test_a_deeply_nested_hello_is_told_to_say_hello(chat: RunningChat) -> 
         await socket.send('{"type":"hello","x":' + "[" * 20_000 + "]" * 20_000 + "}")
         error = await receive(socket)
     assert error["code"] == "hello_required"
+
+
+@pytest.mark.parametrize(
+    "chat_env",
+    [{"WEBCHAT_POLL_INTERVAL_SECONDS": "0.005", "WEBCHAT_VISITOR_BURST": "100"}],
+    indirect=True,
+)
+async def test_a_socket_hears_its_own_message_once_as_its_ack(chat: RunningChat) -> None:
+    # The replica's poll looks for new entries all the time; the one it finds between
+    # storing a visitor's message and acknowledging it is that socket's own message.
+    async with widget(chat) as socket:
+        await hello(socket)
+        for n in range(30):
+            await say(socket, {"type": "send", "client_id": f"c-{n}", "text": f"line {n}"})
+        frames = await sync(socket)
+    assert [(f["type"], f["client_id"]) for f in frames] == [("ack", f"c-{n}") for n in range(30)]
