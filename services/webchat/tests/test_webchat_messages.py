@@ -338,3 +338,19 @@ async def test_a_socket_hears_its_own_message_once_as_its_ack(chat: RunningChat)
             await say(socket, {"type": "send", "client_id": f"c-{n}", "text": f"line {n}"})
         frames = await sync(socket)
     assert [(f["type"], f["client_id"]) for f in frames] == [("ack", f"c-{n}") for n in range(30)]
+
+
+@pytest.mark.parametrize(
+    "chat_env",
+    [{"WEBCHAT_ALLOWED_ORIGINS": "HTTPS://Shop.Example/ , https://other.example"}],
+    indirect=True,
+)
+async def test_an_origin_listed_in_capitals_or_with_a_slash_is_the_browsers_origin(
+    chat: RunningChat,
+) -> None:
+    async with widget(chat, origin="https://shop.example") as socket:
+        welcome = await hello(socket)
+    assert welcome["type"] == "welcome"
+    async with widget(chat, origin="https://evil.example") as socket:
+        error = await receive(socket)
+    assert error["code"] == "origin_not_allowed"

@@ -126,7 +126,7 @@ class ChatSockets:
             self._connections.close(address)
 
     def _check_handshake(self, socket: WebSocket) -> Refusal | None:
-        origin = (socket.headers.get("origin") or "").rstrip("/")
+        origin = (socket.headers.get("origin") or "").rstrip("/").lower()
         if origin not in self.policy.origins:
             return Refusal(ErrorCode.ORIGIN_NOT_ALLOWED, "this page may not open the chat")
         site = socket.query_params.get("site")
