@@ -853,6 +853,8 @@ def test_ingresses_expose_only_each_service_public_path() -> None:
             "services.webchat.ingress.enabled=true",
             "--set",
             "services.webchat.ingress.tlsSecret=chat-tls",
+            "--set",
+            "services.webchat.trustedProxies={10.0.0.0/8}",
         ]
     )
     paths = {
@@ -869,3 +871,23 @@ def test_ingresses_expose_only_each_service_public_path() -> None:
         "webchat": [("/chat", "sb-switchboard-webchat")],
     }
     assert not [o for o in rendered_objects("default") if o["kind"] == "Ingress"]
+
+
+def test_webchat_behind_its_ingress_names_the_visitor_by_the_proxys_forwarded_for() -> None:
+    # Without trusted proxies every visitor would be the ingress controller's address and
+    # share its limits: 20 sockets a pod for the whole shop.
+    ingress = ["--set", "services.webchat.ingress.enabled=true"]
+    result = helm("template", ingress, KUBERNETES_VERSIONS[-1])
+    assert result.returncode != 0
+    assert "services.webchat.trustedProxies" in result.stderr
+
+    proxies = ["10.42.0.0/16", "fd00::/8"]
+    values = [*ingress, f"--set-json=services.webchat.trustedProxies={json.dumps(proxies)}"]
+    (container,) = deployment_of(objects_of(values), "webchat")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    plain = {v["name"]: v.get("value") for v in container["env"]}
+    assert plain["FORWARDED_ALLOW_IPS"] == ",".join(proxies)
+    # Or through the service's own environment, as any uvicorn setting.
+    values = [*ingress, "--set", "services.webchat.env.FORWARDED_ALLOW_IPS=10.0.0.1"]
+    assert helm("template", values, KUBERNETES_VERSIONS[-1]).returncode == 0

@@ -285,3 +285,72 @@ async def test_the_ops_routes_and_the_widget_are_served(chat: RunningChat) -> No
     assert '<script src="/chat/widget.js" data-site="shop"' in demo.text
     assert ready.json()["checks"] == {"kafka": "ok", "mongodb": "ok"}
     assert "switchboard_webchat_open_sockets" in metrics.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"token": "v_AAAAAAAAAAAAAAAAAAAAAA.\u00e9t\u00e9"},
+        {"identity": {"email": "ana@example.com", "hash": "\u00e9" * 64}},
+    ],
+    ids=["token", "hash"],
+)
+async def test_a_hello_with_non_ascii_credentials_is_refused_not_crashed(
+    chat: RunningChat, fields: dict[str, object]
+) -> None:
+    async with widget(chat) as socket:
+        await say(socket, {"type": "hello", "token": None, "after": 0, **fields})
+        error = await receive(socket)
+        with pytest.raises(ConnectionClosed):
+            await receive(socket)
+    assert error["code"] in {"bad_token", "bad_identity"}
+    assert socket.close_code == 1008
+
+
+async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays(
+    chat: RunningChat,
+) -> None:
+    async with widget(chat) as socket:
+        await hello(socket)
+        await socket.send("[" * 20_000 + "]" * 20_000)
+        frames = await sync(socket)
+    assert [f["code"] for f in frames] == ["bad_frame"]
+
+
+async def test_a_deeply_nested_hello_is_told_to_say_hello(chat: RunningChat) -> None:
+    async with widget(chat) as socket:
+        await socket.send('{"type":"hello","x":' + "[" * 20_000 + "]" * 20_000 + "}")
+        error = await receive(socket)
+    assert error["code"] == "hello_required"
+
+
+@pytest.mark.parametrize(
+    "chat_env",
+    [{"WEBCHAT_POLL_INTERVAL_SECONDS": "0.005", "WEBCHAT_VISITOR_BURST": "100"}],
+    indirect=True,
+)
+async def test_a_socket_hears_its_own_message_once_as_its_ack(chat: RunningChat) -> None:
+    # The replica's poll looks for new entries all the time; the one it finds between
+    # storing a visitor's message and acknowledging it is that socket's own message.
+    async with widget(chat) as socket:
+        await hello(socket)
+        for n in range(30):
+            await say(socket, {"type": "send", "client_id": f"c-{n}", "text": f"line {n}"})
+        frames = await sync(socket)
+    assert [(f["type"], f["client_id"]) for f in frames] == [("ack", f"c-{n}") for n in range(30)]
+
+
+@pytest.mark.parametrize(
+    "chat_env",
+    [{"WEBCHAT_ALLOWED_ORIGINS": "HTTPS://Shop.Example/ , https://other.example"}],
+    indirect=True,
+)
+async def test_an_origin_listed_in_capitals_or_with_a_slash_is_the_browsers_origin(
+    chat: RunningChat,
+) -> None:
+    async with widget(chat, origin="https://shop.example") as socket:
+        welcome = await hello(socket)
+    assert welcome["type"] == "welcome"
+    async with widget(chat, origin="https://evil.example") as socket:
+        error = await receive(socket)
+    assert error["code"] == "origin_not_allowed"

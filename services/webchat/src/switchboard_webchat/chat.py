@@ -126,7 +126,7 @@ class ChatSockets:
             self._connections.close(address)
 
     def _check_handshake(self, socket: WebSocket) -> Refusal | None:
-        origin = (socket.headers.get("origin") or "").rstrip("/")
+        origin = (socket.headers.get("origin") or "").rstrip("/").lower()
         if origin not in self.policy.origins:
             return Refusal(ErrorCode.ORIGIN_NOT_ALLOWED, "this page may not open the chat")
         site = socket.query_params.get("site")
@@ -273,18 +273,19 @@ class ChatSockets:
             await self._publisher.publish(
                 [Outgoing(INBOUND, inbound.key, inbound.message, event_id=message_id)]
             )
-            (entry,) = await self._mailboxes.append(
-                [
-                    NewEntry(
-                        entry_id=message_id,
-                        mailbox=session.mailbox,
-                        sender="visitor",
-                        text=send.text,
-                        at=inbound.message.received_at,
-                        client_id=send.client_id,
-                    )
-                ]
-            )
+            with session.sending(send.client_id):
+                (entry,) = await self._mailboxes.append(
+                    [
+                        NewEntry(
+                            entry_id=message_id,
+                            mailbox=session.mailbox,
+                            sender="visitor",
+                            text=send.text,
+                            at=inbound.message.received_at,
+                            client_id=send.client_id,
+                        )
+                    ]
+                )
         except (PublishUnavailableError, PyMongoError) as error:
             log.warning("visitor message not taken", error_type=type(error).__name__)
             await self._refused(

@@ -86,7 +86,8 @@ def parse_frame(text: str) -> Hello | Send | Seen | Ping:
     echoing the text, which is the customer's)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser goes (a few KiB of brackets).
         raise FrameError("a frame is one JSON object") from None
     if not isinstance(data, dict):
         raise FrameError("a frame is one JSON object")

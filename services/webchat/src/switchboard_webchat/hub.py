@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from switchboard_common.logging import get_logger
@@ -48,6 +48,9 @@ class Session:
         self._close = close
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_FRAMES)
         self._sent: set[int] = set()
+        #: client_ids of this socket's own messages being stored: acknowledged, never
+        #: pushed back to it (the poll may find one before its ack is queued).
+        self._own: set[str] = set()
         self.overflowed = False
         #: The writer has stopped: nothing queued is sent any more.
         self.closed = False
@@ -71,6 +74,8 @@ class Session:
         if entry.seq in self._sent:
             return False
         self._sent.add(entry.seq)
+        if entry.sender == "visitor" and entry.client_id in self._own:
+            return False  # its ack says it
         return self.offer(message_frame(entry))
 
     async def reply(self, frame: dict[str, Any]) -> None:
@@ -92,6 +97,16 @@ class Session:
     def mark(self, seq: int) -> None:
         """This socket knows the entry already (its own message, acknowledged)."""
         self._sent.add(seq)
+
+    @contextlib.contextmanager
+    def sending(self, client_id: str) -> Iterator[None]:
+        """While this socket stores its own message ``client_id``, which its ack (or
+        error) answers: the entry is not pushed back to it as a ``message``."""
+        self._own.add(client_id)
+        try:
+            yield
+        finally:
+            self._own.discard(client_id)
 
     def stop(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):

@@ -104,7 +104,8 @@ class WebchatSettings(ServiceSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+            # As browsers send them: scheme and host lower-case, no trailing slash.
+            return tuple(o.strip().rstrip("/").lower() for o in value.split(",") if o.strip())
         return value
 
     def with_dev_secrets(self) -> WebchatSettings:

@@ -45,7 +45,9 @@ def verify_token(secret: bytes, token: str) -> str | None:
     visitor_id, dot, _ = token.rpartition(".")
     if not dot or not VISITOR_ID.match(visitor_id):
         return None
-    return visitor_id if hmac.compare_digest(issue_token(secret, visitor_id), token) else None
+    # Compared as bytes: a str comparison raises on non-ASCII input (anyone's hello).
+    expected = issue_token(secret, visitor_id).encode()
+    return visitor_id if hmac.compare_digest(expected, token.encode()) else None
 
 
 def identity_hash(secret: bytes, email: str) -> str:
@@ -57,7 +59,8 @@ def verify_identity(secret: bytes, email: str, given: str) -> bool:
     """Whether ``given`` is the site's hash of ``email`` (an address at all, too)."""
     if not EMAIL.match(email):
         return False
-    return hmac.compare_digest(identity_hash(secret, email), given.strip().lower())
+    expected = identity_hash(secret, email).encode()
+    return hmac.compare_digest(expected, given.strip().lower().encode())
 
 
 @dataclass(frozen=True)
