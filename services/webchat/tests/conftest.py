@@ -63,10 +63,11 @@ def chat_env(request: pytest.FixtureRequest, service_env: dict[str, str]) -> dic
 
 @contextlib.asynccontextmanager
 async def start_chat(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, port: int | None = None
 ) -> AsyncIterator[RunningChat]:
-    """A webchat replica on a port of its own (its demo page is an allowed origin)."""
-    port = free_port()
+    """A webchat replica on a port of its own (its demo page is an allowed origin);
+    ``port`` to start one again where a page already is."""
+    port = port or free_port()
     origins = f"{env['WEBCHAT_ALLOWED_ORIGINS']},http://127.0.0.1:{port}"
     own = {"WEBCHAT_HTTP_PORT": str(port), "WEBCHAT_ALLOWED_ORIGINS": origins}
     for name, value in {**env, **own}.items():

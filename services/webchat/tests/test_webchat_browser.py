@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from switchboard_common.contract import INBOUND, OUTBOUND, DeliveryStatus, DeliveryUpdated
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 
-from .conftest import RunningChat
+from .conftest import RunningChat, start_chat
 from .test_webchat_replies import order, reply
 
 pytestmark = pytest.mark.integration
@@ -191,3 +191,49 @@ async def test_a_reload_before_the_ack_loses_nothing(
     )
     records = await probe.read(INBOUND, count=2, settle=1.0)
     assert len(records) == 2
+
+
+async def test_a_visitor_whose_token_no_longer_holds_sees_the_new_conversation(
+    chat_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    probe: TopicProbe,
+    browser: webdriver.Chrome,
+) -> None:
+    """The token secret is rotated while the page is open: the widget is told bad_token,
+    starts afresh as a new visitor, and the new conversation's replies show although
+    their seqs were the old one's."""
+    async with start_chat(chat_env, monkeypatch) as first:
+        await step(lambda: browser.get(first.url + "/chat/demo"))
+        await step(lambda: wait(browser, lambda d: status(d) == "connected"))
+        textarea = await step(lambda: browser.find_element(By.ID, "switchboard-chat-input"))
+        for text in ("one", "two"):
+            await step(lambda text=text: textarea.send_keys(text, Keys.ENTER))
+        await step(lambda: wait(browser, lambda d: [i[2] for i in log_items(d)] == ["1", "2"]))
+        old = await step(lambda: browser.execute_script(STORED_TOKEN))
+    port = int(first.url.rsplit(":", 1)[1])
+    rotated = {**chat_env, "WEBCHAT_TOKEN_SECRET": "rotated-token-secret"}
+    async with start_chat(rotated, monkeypatch, port=port):
+        new = await step(
+            lambda: wait(
+                browser,
+                lambda d: (
+                    status(d) == "connected"
+                    and (d.execute_script(STORED_TOKEN) or old) != old
+                    and d.execute_script(STORED_TOKEN)
+                ),
+            )
+        )
+        await reply(probe, order(str(new).split(".")[0], "r-new", "Welcome back"))
+        await step(
+            lambda: wait(browser, lambda d: ("agent", None, "1", "Welcome back") in log_items(d))
+        )
+
+
+#: The widget's visitor token as it keeps it in the page's storage.
+STORED_TOKEN = (
+    "for (var i = 0; i < localStorage.length; i++) {"
+    "  var key = localStorage.key(i);"
+    "  if (key.indexOf('switchboard-chat:') === 0)"
+    "    return JSON.parse(localStorage.getItem(key)).token;"
+    "}"
+)

@@ -215,6 +215,12 @@
     } else if (code === "bad_token") {
       state.token = null;  // start afresh as a new visitor; pending messages go with us
       save();
+      // The new visitor's mailbox counts its own seqs from 1: what the old one showed
+      // must not pass for them (nor hold the resume point), so only pending ones stay.
+      for (var i = log.children.length - 1; i >= 0; i--) {
+        if (log.children[i].hasAttribute("data-seq")) log.removeChild(log.children[i]);
+      }
+      reported = 0;
     } else if (code === "empty" || code === "too_long") {
       var li = frame.client_id && find("data-client-id", frame.client_id);
       if (li) li.setAttribute("data-state", "failed");
