@@ -206,10 +206,10 @@ async def test_a_visitor_whose_token_no_longer_holds_sees_the_new_conversation(
         await step(lambda: browser.get(first.url + "/chat/demo"))
         await step(lambda: wait(browser, lambda d: status(d) == "connected"))
         textarea = await step(lambda: browser.find_element(By.ID, "switchboard-chat-input"))
-        for text in ("one", "two"):
-            await step(lambda text=text: textarea.send_keys(text, Keys.ENTER))
+        await step(lambda: textarea.send_keys("one", Keys.ENTER))
+        await step(lambda: textarea.send_keys("two", Keys.ENTER))
         await step(lambda: wait(browser, lambda d: [i[2] for i in log_items(d)] == ["1", "2"]))
-        old = await step(lambda: browser.execute_script(STORED_TOKEN))
+        old = await step(lambda: browser.execute_script(READ_VISITOR_KEY))
     port = int(first.url.rsplit(":", 1)[1])
     rotated = {**chat_env, "WEBCHAT_TOKEN_SECRET": "rotated-token-secret"}
     async with start_chat(rotated, monkeypatch, port=port):
@@ -218,8 +218,8 @@ async def test_a_visitor_whose_token_no_longer_holds_sees_the_new_conversation(
                 browser,
                 lambda d: (
                     status(d) == "connected"
-                    and (d.execute_script(STORED_TOKEN) or old) != old
-                    and d.execute_script(STORED_TOKEN)
+                    and (d.execute_script(READ_VISITOR_KEY) or old) != old
+                    and d.execute_script(READ_VISITOR_KEY)
                 ),
             )
         )
@@ -230,7 +230,7 @@ async def test_a_visitor_whose_token_no_longer_holds_sees_the_new_conversation(
 
 
 #: The widget's visitor token as it keeps it in the page's storage.
-STORED_TOKEN = (
+READ_VISITOR_KEY = (
     "for (var i = 0; i < localStorage.length; i++) {"
     "  var key = localStorage.key(i);"
     "  if (key.indexOf('switchboard-chat:') === 0)"
