@@ -296,18 +296,21 @@ class Mailboxes:
         while len(self._known_tops) > KNOWN_TOPS:
             self._known_tops.popitem(last=False)
 
-    async def after(self, mailbox: str, seq: int, limit: int = 500) -> list[Entry]:
-        """The mailbox's entries after ``seq``, oldest first, at most ``limit``: windows
-        of seq ids until ``limit`` or a window with nothing in it."""
+    async def after(
+        self, mailbox: str, seq: int, limit: int = 500, *, up_to: int | None = None
+    ) -> list[Entry]:
+        """The mailbox's entries after ``seq`` (and up to ``up_to``), oldest first, at
+        most ``limit``: windows of seq ids until ``limit`` or a window with nothing."""
         found: list[Entry] = []
         start = seq
-        while len(found) < limit:
-            ids = [seq_id(mailbox, n) for n in range(start + 1, start + WINDOW + 1)]
+        while len(found) < limit and (up_to is None or start < up_to):
+            end = start + WINDOW if up_to is None else min(start + WINDOW, up_to)
+            ids = [seq_id(mailbox, n) for n in range(start + 1, end + 1)]
             window = [_entry(d) for d in (await find_by_ids(self._by_seq, ids)).values()]
             if not window:
                 break
             found += window
-            start += WINDOW
+            start = end
         return sorted(found, key=lambda e: e.seq)[:limit]
 
     async def newer(self, watermarks: Mapping[str, int]) -> list[Entry]:
@@ -339,14 +342,16 @@ class Mailboxes:
 
     async def claim_unreported(self, mailbox: str, up_to: int, now: datetime) -> list[Entry]:
         """The replies up to ``up_to`` whose delivery is not reported yet, claimed by
-        this call: report them, then ``reported`` (or ``unclaim_unreported``)."""
-        query = {
-            "mailbox": mailbox,
-            "seq": {"$lte": up_to},
-            "from": {"$in": ["agent", "switchboard"]},
-            "delivered": {"$ne": True},
-        }
-        found = [_entry(d) async for d in self._entries.find(query).sort("seq", ASCENDING)]
+        this call: report them, then ``reported`` (or ``unclaim_unreported``). Read by
+        ``_id``, the mailbox's entries and then their claims: the cost of the
+        conversation, not of the collection."""
+        replies = [
+            e
+            for e in await self.after(mailbox, 0, limit=max(up_to, 0), up_to=up_to)
+            if e.sender in ("agent", "switchboard")
+        ]
+        claimed = await find_by_ids(self._claims, [f"delivered:{e.entry_id}" for e in replies])
+        found = [e for e in replies if f"delivered:{e.entry_id}" not in claimed]
         return await self._claim("delivered", found, now) if found else []
 
     async def reported(self, entries: Sequence[Entry]) -> None:
