@@ -324,3 +324,11 @@ async def test_the_poll_asks_for_a_bounded_number_of_ids_and_takes_mailboxes_in_
         seen += [e.mailbox for e in await chat.parts.mailboxes.newer(dict.fromkeys(boxes, 0))]
     assert set(seen) == set(boxes)
     assert len(seen) == 6  # two mailboxes a call
+    monkeypatch.undo()
+    long = mailbox_key(SITE, "v_poll_long")
+    count = mailbox_module.POLL_WINDOW * 2 + 3
+    await chat.parts.mailboxes.append(
+        [NewEntry(f"l-{n}", long, "agent", "hi", T0) for n in range(count)]
+    )
+    found = await chat.parts.mailboxes.newer({long: 0})
+    assert [e.seq for e in found] == list(range(1, count + 1))  # a long run in one call

@@ -314,17 +314,26 @@ class Mailboxes:
         return sorted(found, key=lambda e: e.seq)[:limit]
 
     async def newer(self, watermarks: Mapping[str, int]) -> list[Entry]:
-        """The entries just after each mailbox's watermark (up to ``POLL_WINDOW`` each,
-        the rest on the next calls), by ``_id`` in one ``$in`` per thousand ids; at most
-        ``POLL_IDS`` ids a call, the mailboxes beyond taken in turn on the next calls."""
+        """The entries after each mailbox's watermark, by ``_id``: the next
+        ``POLL_WINDOW`` seq ids of every mailbox in one ``$in`` (per thousand ids), then
+        the next window of those whose window's last id was there; at most ``POLL_IDS``
+        ids a call, the mailboxes beyond taken in turn on the next calls (and the rest
+        of a long run of entries on the next call)."""
         items = list(watermarks.items())
         per_call = max(1, POLL_IDS // POLL_WINDOW)
         if len(items) > per_call:
             turn = self._poll_turn % len(items)
             items = (items[turn:] + items[:turn])[:per_call]
             self._poll_turn = turn + per_call
-        ids = [seq_id(m, w + k) for m, w in items for k in range(1, POLL_WINDOW + 1)]
-        found = [_entry(d) for d in (await find_by_ids(self._by_seq, ids)).values()]
+        found: list[Entry] = []
+        looking, budget = dict(items), POLL_IDS
+        while looking and budget >= POLL_WINDOW * len(looking):
+            ids = [seq_id(m, w + k) for m, w in looking.items() for k in range(1, POLL_WINDOW + 1)]
+            budget -= len(ids)
+            window = [_entry(d) for d in (await find_by_ids(self._by_seq, ids)).values()]
+            found += window
+            full = {e.mailbox for e in window if e.seq == looking[e.mailbox] + POLL_WINDOW}
+            looking = {m: w + POLL_WINDOW for m, w in looking.items() if m in full}
         return sorted(found, key=lambda e: (e.mailbox, e.seq))
 
     async def _claim(self, kind: str, entries: Sequence[Entry], now: datetime) -> list[Entry]:
