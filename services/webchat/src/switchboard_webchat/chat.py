@@ -47,6 +47,8 @@ TRY_LATER = 1013
 UNAVAILABLE_RETRY = 2.0
 #: Messages committed together at most (the rest wait for the next batch).
 MAX_BATCH = 500
+#: Seconds a batch smaller than the last waits for more messages, at most.
+LINGER = 0.002
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ class ChatSockets:
         #: Messages waiting for the batch after the one in flight, and its committer.
         self._waiting: list[_Waiting] = []
         self._committer: asyncio.Task[None] | None = None
+        #: The size of the last batch, and set once as many messages wait again.
+        self._last_batch = 0
+        self._enough = asyncio.Event()
 
     async def serve(self, socket: WebSocket) -> None:
         """The whole life of one socket."""
@@ -295,6 +300,8 @@ class ChatSockets:
             asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(waiting)
+        if len(self._waiting) >= self._last_batch:
+            self._enough.set()
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_all(), name="webchat-sends")
         # A socket reads its next frame only once this one is answered: its order holds.
@@ -321,7 +328,14 @@ class ChatSockets:
         flight go together, a fixed number of round trips for the batch (the ids known,
         one publish, one mailbox write) rather than per message."""
         while self._waiting:
+            # The sockets just answered send their next messages about now: wait a
+            # moment for as many as the last batch had, not a batch of the first alone.
+            if len(self._waiting) < self._last_batch:
+                self._enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._enough.wait(), LINGER)
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            self._last_batch = len(batch)
             try:
                 outcomes = await self._commit(batch)
             except Exception as error:  # noqa: BLE001 - every socket must hear back
