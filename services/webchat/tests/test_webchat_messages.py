@@ -4,6 +4,8 @@ socket or a message is refused."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -354,3 +356,30 @@ async def test_an_origin_listed_in_capitals_or_with_a_slash_is_the_browsers_orig
     async with widget(chat, origin="https://evil.example") as socket:
         error = await receive(socket)
     assert error["code"] == "origin_not_allowed"
+
+
+async def test_sockets_sending_at_once_are_published_together_and_each_keeps_its_order(
+    chat: RunningChat, probe: TopicProbe
+) -> None:
+    sockets, count = 8, 5
+    async with contextlib.AsyncExitStack() as stack:
+        opened = [await stack.enter_async_context(widget(chat)) for _ in range(sockets)]
+        visitors = [(await hello(socket))["visitor"] for socket in opened]
+        for socket in opened:  # every frame at once, none waiting for its ack
+            for n in range(count):
+                await say(socket, {"type": "send", "client_id": f"c-{n}", "text": f"line {n}"})
+        acks = [[await receive(socket) for _ in range(count)] for socket in opened]
+        records = await probe.read_events(INBOUND, count=sockets * count, settle=1.0)
+    for visitor, mine in zip(visitors, acks, strict=True):
+        assert [a["client_id"] for a in mine] == [f"c-{n}" for n in range(count)]
+        assert [a["seq"] for a in mine] == list(range(1, count + 1))
+        assert [a["message_id"] for a in mine] == [
+            message_id(SITE, visitor, f"c-{n}") for n in range(count)
+        ]
+    ids = {event.message_id for _, event in records if isinstance(event, MessageReceived)}
+    assert len(ids) == len(records) == sockets * count
+    publishes = chat.parts.registry.get_sample_value(
+        "switchboard_publish_seconds_count", {"topic": INBOUND}
+    )
+    assert publishes is not None
+    assert publishes < sockets * count  # batches, not a publish per message

@@ -270,3 +270,65 @@ async def test_a_long_conversation_comes_whole_on_hello(chat: RunningChat) -> No
         await hello(socket, token=welcome["token"])
         history = await sync(socket)
     assert [f["seq"] for f in history] == list(range(1, count + 1))
+
+
+async def test_entries_stored_before_their_copies_by_seq_are_read_and_followed(
+    chat: RunningChat, mongo_client: AsyncMongoClient[Document]
+) -> None:
+    # As the mailbox stored entries before it kept a copy of each under <mailbox>#<seq>
+    # (nor a top hint): the first start after copies them once, and a write goes on
+    # after their last seq.
+    db = mongo_client[chat.parts.settings.mongodb_database]
+    mailbox = mailbox_key(SITE, "v_older")
+    for seq in (1, 2, 3):
+        await db[MAILBOX].insert_one(
+            {
+                "_id": f"old-{seq}",
+                "mailbox": mailbox,
+                "seq": seq,
+                "from": "agent",
+                "text": f"old {seq}",
+                "at": T0,
+                "client_id": None,
+                "reply_id": None,
+                "conversation_id": None,
+            }
+        )
+        await db[f"{MAILBOX}_seq"].insert_one(
+            {"_id": f"{mailbox}#{seq}", "mailbox": mailbox, "seq": seq}
+        )
+    await db[f"{MAILBOX}_top"].delete_one({"_id": "#copied"})
+    restarted = Mailboxes(db, MAILBOX)
+    await restarted.create_indexes()
+    (new,) = await restarted.append([NewEntry("new-1", mailbox, "agent", "new", T0)])
+    assert new.seq == 4
+    found = await restarted.after(mailbox, 0)
+    assert [(e.entry_id, e.seq) for e in found] == [
+        ("old-1", 1),
+        ("old-2", 2),
+        ("old-3", 3),
+        ("new-1", 4),
+    ]
+
+
+async def test_the_poll_asks_for_a_bounded_number_of_ids_and_takes_mailboxes_in_turn(
+    chat: RunningChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from switchboard_webchat import mailbox as mailbox_module
+
+    boxes = [mailbox_key(SITE, f"v_poll{n}") for n in range(5)]
+    await chat.parts.mailboxes.append([NewEntry(f"p-{b}", b, "agent", "hi", T0) for b in boxes])
+    monkeypatch.setattr(mailbox_module, "POLL_IDS", 2 * mailbox_module.POLL_WINDOW)
+    seen: list[str] = []
+    for _ in range(3):
+        seen += [e.mailbox for e in await chat.parts.mailboxes.newer(dict.fromkeys(boxes, 0))]
+    assert set(seen) == set(boxes)
+    assert len(seen) == 6  # two mailboxes a call
+    monkeypatch.undo()
+    long = mailbox_key(SITE, "v_poll_long")
+    count = mailbox_module.POLL_WINDOW * 2 + 3
+    await chat.parts.mailboxes.append(
+        [NewEntry(f"l-{n}", long, "agent", "hi", T0) for n in range(count)]
+    )
+    found = await chat.parts.mailboxes.newer({long: 0})
+    assert [e.seq for e in found] == list(range(1, count + 1))  # a long run in one call

@@ -49,8 +49,8 @@ from switchboard_webchat.settings import WebchatSettings
 GROUP_REPLIES = "webchat-replies"
 #: The reply records of the shared dispatcher, one per reply_id.
 REPLIES = "webchat_replies"
-#: The visitors' mailboxes (and ``webchat_mailbox_seq``, their seq slots, and
-#: ``webchat_mailbox_claims``).
+#: The visitors' mailboxes (and ``webchat_mailbox_seq``, their seq slots,
+#: ``webchat_mailbox_by_seq``, ``webchat_mailbox_top`` and ``webchat_mailbox_claims``).
 MAILBOX = "webchat_mailbox"
 
 

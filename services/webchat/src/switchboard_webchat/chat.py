@@ -26,9 +26,9 @@ from switchboard_common.publishing import DurablePublisher, PublishUnavailableEr
 from switchboard_webchat import frames
 from switchboard_webchat.frames import ErrorCode, FrameError, Hello, Ping, Seen, Send
 from switchboard_webchat.hub import Hub, Session
-from switchboard_webchat.inbound import received
+from switchboard_webchat.inbound import Inbound, received
 from switchboard_webchat.limits import ConnectionCounter, SendLimiter
-from switchboard_webchat.mailbox import Mailboxes, NewEntry, mailbox_key
+from switchboard_webchat.mailbox import Entry, Mailboxes, NewEntry, mailbox_key
 from switchboard_webchat.metrics import WebchatMetrics
 from switchboard_webchat.tokens import (
     Visitor,
@@ -45,6 +45,38 @@ POLICY = 1008
 TRY_LATER = 1013
 #: Seconds the widget is told to wait when Kafka or the database did not take a message.
 UNAVAILABLE_RETRY = 2.0
+#: Messages committed together at most (the rest wait for the next batch).
+MAX_BATCH = 500
+#: Seconds a batch smaller than the last waits for more messages, at most.
+LINGER = 0.002
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of a visitor's message: stored (``resend``: before), or refused."""
+
+    entry: Entry | None = None
+    resend: bool = False
+    code: ErrorCode | None = None
+    why: str = ""
+    retry_after: float | None = None
+
+
+UNAVAILABLE = _Outcome(
+    code=ErrorCode.UNAVAILABLE, why="not sent yet: try again shortly", retry_after=UNAVAILABLE_RETRY
+)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A visitor's message waiting for the next batch."""
+
+    visitor: Visitor
+    address: str
+    mailbox: str
+    send: Send
+    inbound: Inbound
+    outcome: asyncio.Future[_Outcome]
 
 
 class Refusal(Exception):  # noqa: N818 - a refusal is not a bug: the visitor is told
@@ -93,6 +125,12 @@ class ChatSockets:
         self._metrics = metrics
         self._clock = clock
         self._monotonic = monotonic
+        #: Messages waiting for the batch after the one in flight, and its committer.
+        self._waiting: list[_Waiting] = []
+        self._committer: asyncio.Task[None] | None = None
+        #: The size of the last batch, and set once as many messages wait again.
+        self._last_batch = 0
+        self._enough = asyncio.Event()
 
     async def serve(self, socket: WebSocket) -> None:
         """The whole life of one socket."""
@@ -253,53 +291,122 @@ class ChatSockets:
             return
         inbound = received(visitor, send.client_id, send.text, self._clock())
         message_id = inbound.message.message_id
-        try:
-            known = await self._mailboxes.get(message_id)
-        except PyMongoError:
-            known = None  # publishing decides; storing it below says if the database is away
-        if known is not None:
+        waiting = _Waiting(
+            visitor,
+            address,
+            session.mailbox,
+            send,
+            inbound,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._waiting.append(waiting)
+        if len(self._waiting) >= self._last_batch:
+            self._enough.set()
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_all(), name="webchat-sends")
+        # A socket reads its next frame only once this one is answered: its order holds.
+        # Meanwhile the stored entry is not pushed back to it: its ack answers it.
+        with session.sending(send.client_id):
+            outcome = await waiting.outcome
+        if outcome.code is not None:
+            await self._refused(
+                session, outcome.code, outcome.why, send.client_id, retry_after=outcome.retry_after
+            )
+            return
+        entry = outcome.entry
+        assert entry is not None  # noqa: S101 - an outcome is an entry or a refusal
+        if outcome.resend:
             # Acknowledged before and the ack lost (a reload, a dropped connection).
             self._metrics.resends.inc()
-            session.mark(known.seq)
-            await session.reply(frames.ack(send.client_id, message_id, known.seq))
-            return
-        wait = self._limiter.admit(visitor.visitor_id, address, self._monotonic())
-        if wait > 0:
-            await self._refused(
-                session, ErrorCode.RATE_LIMITED, "slow down", send.client_id, retry_after=wait
-            )
-            return
-        try:
-            await self._publisher.publish(
-                [Outgoing(INBOUND, inbound.key, inbound.message, event_id=message_id)]
-            )
-            with session.sending(send.client_id):
-                (entry,) = await self._mailboxes.append(
-                    [
-                        NewEntry(
-                            entry_id=message_id,
-                            mailbox=session.mailbox,
-                            sender="visitor",
-                            text=send.text,
-                            at=inbound.message.received_at,
-                            client_id=send.client_id,
-                        )
-                    ]
-                )
-        except (PublishUnavailableError, PyMongoError) as error:
-            log.warning("visitor message not taken", error_type=type(error).__name__)
-            await self._refused(
-                session,
-                ErrorCode.UNAVAILABLE,
-                "not sent yet: try again shortly",
-                send.client_id,
-                retry_after=UNAVAILABLE_RETRY,
-            )
-            return
-        self._metrics.accepted.labels(str(visitor.email is not None).lower()).inc()
+        else:
+            self._metrics.accepted.labels(str(visitor.email is not None).lower()).inc()
         session.mark(entry.seq)
         await session.reply(frames.ack(send.client_id, message_id, entry.seq))
-        self._hub.deliver([entry], skip=session)  # the visitor's other tabs
+        if not outcome.resend:
+            self._hub.deliver([entry], skip=session)  # the visitor's other tabs
+
+    async def _commit_all(self) -> None:
+        """Group commit: the messages of every socket that arrived while a batch was in
+        flight go together, a fixed number of round trips for the batch (the ids known,
+        one publish, one mailbox write) rather than per message."""
+        while self._waiting:
+            # The sockets just answered send their next messages about now: wait a
+            # moment for as many as the last batch had, not a batch of the first alone.
+            if len(self._waiting) < self._last_batch:
+                self._enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._enough.wait(), LINGER)
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            self._last_batch = len(batch)
+            try:
+                outcomes = await self._commit(batch)
+            except Exception as error:  # noqa: BLE001 - every socket must hear back
+                log.warning("visitor messages not taken", error_type=type(error).__name__)
+                outcomes = [UNAVAILABLE] * len(batch)
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                if not waiting.outcome.done():  # the socket may have gone meanwhile
+                    waiting.outcome.set_result(outcome)
+
+    async def _commit(self, batch: list[_Waiting]) -> list[_Outcome]:
+        """Each message's outcome: known already (a resend), refused by the limits, or
+        acknowledged once Kafka has every record of the batch and the mailbox stored it
+        (all of the batch is ``unavailable`` otherwise)."""
+        try:
+            known: dict[str, Entry] | None = await self._mailboxes.find(
+                w.inbound.message.message_id for w in batch
+            )
+        except PyMongoError:
+            known = None  # publishing decides; storing below says if the database is away
+        outcomes: list[_Outcome | None] = []
+        for waiting in batch:
+            message_id = waiting.inbound.message.message_id
+            if known is not None and message_id in known:
+                outcomes.append(_Outcome(known[message_id], resend=True))
+                continue
+            wait = self._limiter.admit(
+                waiting.visitor.visitor_id, waiting.address, self._monotonic()
+            )
+            if wait > 0:
+                outcomes.append(
+                    _Outcome(code=ErrorCode.RATE_LIMITED, why="slow down", retry_after=wait)
+                )
+                continue
+            outcomes.append(None)
+        take = [w for w, o in zip(batch, outcomes, strict=True) if o is None]
+        resent = [o.entry for o in outcomes if o is not None and o.resend and o.entry is not None]
+        if resent:
+            with contextlib.suppress(PyMongoError):  # its copy by seq, had its writer stopped
+                await self._mailboxes.index(resent)
+        if not take:
+            return [o or UNAVAILABLE for o in outcomes]
+        records = {
+            w.inbound.message.message_id: Outgoing(
+                INBOUND, w.inbound.key, w.inbound.message, event_id=w.inbound.message.message_id
+            )
+            for w in take
+        }
+        try:
+            await self._publisher.publish(list(records.values()))
+            entries = iter(
+                await self._mailboxes.append(
+                    [
+                        NewEntry(
+                            entry_id=w.inbound.message.message_id,
+                            mailbox=w.mailbox,
+                            sender="visitor",
+                            text=w.send.text,
+                            at=w.inbound.message.received_at,
+                            client_id=w.send.client_id,
+                        )
+                        for w in take
+                    ],
+                    found=known,
+                )
+            )
+        except (PublishUnavailableError, PyMongoError) as error:
+            log.warning("visitor messages not taken", error_type=type(error).__name__)
+            return [o or UNAVAILABLE for o in outcomes]
+        return [o or _Outcome(next(entries)) for o in outcomes]
 
     async def _seen(self, session: Session, seq: int) -> None:
         """Report each reply up to ``seq`` delivered, once: claimed in the mailbox first,
