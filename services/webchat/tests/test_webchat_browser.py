@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from switchboard_common.contract import INBOUND, OUTBOUND, DeliveryStatus, DeliveryUpdated
 from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.browser import chromium
 
 from .conftest import RunningChat, start_chat
 from .test_webchat_replies import order, reply
@@ -33,15 +33,8 @@ LOG = "#switchboard-chat-log li"
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 async def step(action: Callable[[], T]) -> T:
