@@ -40,6 +40,7 @@ def test_every_contract_event_type_is_registered_once() -> None:
         "support.conversation.resolved",
         "support.conversation.reopened",
         "support.conversation.transferred",
+        "support.note.added",
         "support.sla.at_risk",
         "support.sla.breached",
         "support.deadletter",

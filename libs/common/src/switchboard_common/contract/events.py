@@ -304,6 +304,20 @@ class ConversationTransferred(ContractModel):
         return self
 
 
+class NoteAdded(ContractModel):
+    """``support.note.added`` (extension, v1): an agent's internal note on a conversation.
+    Never sent to the customer; it joins the conversation's timeline for other agents."""
+
+    ce_type: ClassVar[str] = "support.note.added"
+
+    #: The publisher's idempotency key: a note is stored once per ``note_id``.
+    note_id: Annotated[str, Field(min_length=1, max_length=200)]
+    conversation_id: NonEmptyStr
+    agent_id: NonEmptyStr
+    text: Annotated[str, Field(min_length=1, max_length=10_000)]
+    at: AwareDatetime
+
+
 # --------------------------------------------------------------------------- outbound
 
 
