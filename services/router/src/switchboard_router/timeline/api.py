@@ -147,11 +147,10 @@ def read_router(
     ) -> dict[str, Any]:
         """The customer a sender identity belongs to (after merges), or with ``q`` the
         customers whose display name or identity it matches."""
-        if (identity is None) == (q is None) or (q is not None and search is None):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give identity or q")
-        if q is not None and search is not None:
+        if q is not None and identity is None and search is not None:
             return await search(q, limit, cursor)
-        assert identity is not None  # noqa: S101 - checked above
+        if identity is None or q is not None:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give identity or q")
         try:
             canonical = parse_identity(identity)
         except IdentityError as error:
