@@ -15,7 +15,8 @@ Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
 consumer lag. Survey ratings go to ``support.feedback.v1``.
-Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/me`` and
+Routes: the timeline read and admin API, ``/queue`` and ``/agents``, the workspace's reads
+(``/agents/{agent_id}/conversations``, ``/conversations``), ``/me`` and
 ``/admin/agents/{agent_id}/tokens`` (sign-in), ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
@@ -57,6 +58,8 @@ from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sign_in import sign_in_router
+from switchboard_router.workspace.read_api import read_router as workspace_read_router
+from switchboard_router.workspace.read_api import workspace_reads
 
 log = get_logger(__name__)
 
@@ -118,6 +121,7 @@ def build(settings: RouterSettings) -> Router:
         consumers=consumers,
     )
     routing = assignment.build(ctx)
+    reads = workspace_reads(ctx, routing.store, routing.clock)
     # The timeline routes what it stores in its own batch: no hop through Kafka between
     # a stored message and its decision.
     people = timeline.build(
@@ -126,6 +130,8 @@ def build(settings: RouterSettings) -> Router:
         acknowledgements=routing.policy.acknowledgements,
         queue_of=routing.queue_of,
         surveys=routing.policy.surveys,
+        conversation_extras=reads.conversation_extras,
+        customer_search=reads.search_customers,
     )
     for subscription in subscriptions(settings, people, routing):
         _subscribe(ctx, subscription, routing.replica)
@@ -168,7 +174,7 @@ def build(settings: RouterSettings) -> Router:
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
-        on_start=[people.create_indexes, routing.start],
+        on_start=[people.create_indexes, routing.start, reads.ensure_indexes],
         background=[
             consumers.run,
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
@@ -181,7 +187,8 @@ def build(settings: RouterSettings) -> Router:
             ),
         ],
     )
-    for router in [*people.api, routing.api, sign_in_router(agent_tokens, _now)]:
+    api = [*people.api, routing.api, workspace_read_router(reads, settings)]
+    for router in [*api, sign_in_router(agent_tokens, _now)]:
         app.include_router(router)
 
     async def close_client() -> None:

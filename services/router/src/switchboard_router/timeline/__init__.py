@@ -17,7 +17,12 @@ from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
 from switchboard_router.surveys import Surveys
 from switchboard_router.timeline.admin import CustomerDirectory
-from switchboard_router.timeline.api import admin_router, read_router
+from switchboard_router.timeline.api import (
+    ConversationExtras,
+    CustomerSearch,
+    admin_router,
+    read_router,
+)
 from switchboard_router.timeline.apply import QueueOf, Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
@@ -117,11 +122,14 @@ def build(
     acknowledgements: Acknowledgements | None = None,
     queue_of: QueueOf | None = None,
     surveys: Surveys | None = None,
+    conversation_extras: ConversationExtras | None = None,
+    customer_search: CustomerSearch | None = None,
 ) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
     on the shared clients; ``route`` takes the customer messages each batch stored;
     ``acknowledgements`` is the routing policy's section (None: the settings decide),
-    ``surveys`` its surveys (None: none)."""
+    ``surveys`` its surveys (None: none); ``conversation_extras`` and ``customer_search``
+    are the workspace's parts of the read API."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -180,6 +188,15 @@ def build(
         identities=identities,
         store=timeline,
         directory=directory,
-        api=[read_router(directory, timeline, settings), admin_router(directory)],
+        api=[
+            read_router(
+                directory,
+                timeline,
+                settings,
+                extras=conversation_extras,
+                search=customer_search,
+            ),
+            admin_router(directory),
+        ],
         surveyor=surveyor,
     )

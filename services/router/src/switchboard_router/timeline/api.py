@@ -3,12 +3,14 @@
 Read (JSON; lists are ``{"items": [...], "next": <cursor or null>}``):
 
 - ``GET /customers?identity=<kind>:<value>`` — the customer an identity belongs to;
+  ``GET /customers?q=`` searches (``switchboard_router.workspace.read_api``);
 - ``GET /customers/{customer_id}`` — one customer with identities, merges and profile;
 - ``GET /customers/{customer_id}/timeline`` — every message of the customer (and of the
   customers merged into it) across channels in time order, with conversation
   boundaries: each item says whether it opened or reopened its conversation, and
   ``conversations`` summarises the conversations on the page;
-- ``GET /conversations/{conversation_id}`` — one conversation, its state and messages.
+- ``GET /conversations/{conversation_id}`` — one conversation, its state and messages
+  (plus its agent, routing state and SLA due times, from the workspace).
 
 Admin (the admin token only; see ``switchboard_router.access``). Audit records name the
 credential that asked (``token:admin``), never a name from the request body:
@@ -23,7 +25,7 @@ credential that asked (``token:admin``), never a name from the request body:
 # come from the settings, when the routes are defined.
 
 import dataclasses
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -49,6 +51,10 @@ from switchboard_router.timeline.linking import Profile
 from switchboard_router.timeline.ports import ErasureRecord, MergeRecord, Page, TimelineStore
 
 _T = TypeVar("_T")
+#: What the workspace adds to a conversation's answer (routing, SLA due), by its id.
+ConversationExtras = Callable[[str], Awaitable[dict[str, Any]]]
+#: The workspace's customer search: (``q``, limit, cursor) → a list answer.
+CustomerSearch = Callable[[str, int, str | None], Awaitable[dict[str, Any]]]
 
 #: Internal fields of stored documents that the API does not show.
 _HIDDEN_MESSAGE = {"_id", "rule", "claim"}
@@ -117,7 +123,12 @@ def _items(documents: Sequence[Document], limit: int) -> tuple[list[Document], s
 
 
 def read_router(
-    directory: CustomerDirectory, timeline: TimelineStore, settings: RouterSettings
+    directory: CustomerDirectory,
+    timeline: TimelineStore,
+    settings: RouterSettings,
+    *,
+    extras: ConversationExtras | None = None,
+    search: CustomerSearch | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["timeline"])
     default, largest = settings.timeline_page_size, settings.timeline_page_max
@@ -126,9 +137,20 @@ def read_router(
 
     @router.get("/customers")
     async def find_customer(
-        identity: Annotated[str, Query(description="e.g. email:ana@example.com")],
+        identity: Annotated[str | None, Query(description="e.g. email:ana@example.com")] = None,
+        q: Annotated[
+            str | None,
+            Query(description="search: part of a display name, or an identity (2+ characters)"),
+        ] = None,
+        limit: Limit = default,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """The customer a sender identity belongs to (after merges)."""
+        """The customer a sender identity belongs to (after merges), or with ``q`` the
+        customers whose display name or identity it matches."""
+        if q is not None and identity is None and search is not None:
+            return await search(q, limit, cursor)
+        if identity is None or q is not None:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give identity or q")
         try:
             canonical = parse_identity(identity)
         except IdentityError as error:
@@ -176,6 +198,8 @@ def read_router(
         page, following = _items(documents, limit)
         conversation = conversation_view(document)
         conversation["message_count"] = await timeline.count_messages(conversation_id)
+        if extras is not None:
+            conversation.update(await extras(conversation_id))
         return {
             "conversation": conversation,
             "items": [message_view(d) for d in page],

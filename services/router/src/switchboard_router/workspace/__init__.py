@@ -1,0 +1,1 @@
+"""The agent workspace: what helpdesk frontends and the reference console read and do."""
