@@ -7,9 +7,13 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, route |
 | ``router-timeline-state`` | ``support.conversation-events.v1`` | status for threading |
 | ``router-replies`` | ``support.outbound.v1`` | requested replies, addressed |
+| ``router-timeline-activity`` | conversation events, outbound, assignments | agents' work items |
 | ``router-assignment`` | conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
+
+``router-timeline-activity`` also reads the router's own reply deliveries (the texts of
+acknowledgements and surveys) and stores items in ``timeline_activity``.
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
@@ -58,8 +62,10 @@ from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sign_in import sign_in_router
+from switchboard_router.workspace.activity_store import MongoActivityStore
 from switchboard_router.workspace.read_api import read_router as workspace_read_router
 from switchboard_router.workspace.read_api import workspace_reads
+from switchboard_router.workspace.recorder import ActivityRecorder
 
 log = get_logger(__name__)
 
@@ -81,9 +87,11 @@ GROUP_STATE = "router-timeline-state"
 GROUP_REPLIES = "router-replies"
 GROUP_ASSIGNMENT = "router-assignment"
 GROUP_AGENTS = "router-agents"
-#: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic. No
-#: group reads the router's own output: replicas learn each other's decisions from the
-#: database (``assignment.engine``).
+#: The timeline's agent-side items. It reads the router's own decisions and reply
+#: deliveries too, as a record of what happened for people: routing never reads them
+#: back (replicas learn each other's decisions from the database, ``assignment.engine``).
+GROUP_ACTIVITY = "router-timeline-activity"
+#: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic.
 GROUP_AGENT_VIEW = "router-agents-view"
 
 
@@ -95,6 +103,7 @@ class Router:
     ctx: RouterContext
     timeline: timeline.Timeline
     assignment: assignment.Assignment
+    activity: ActivityRecorder
 
 
 def build(settings: RouterSettings) -> Router:
@@ -122,10 +131,12 @@ def build(settings: RouterSettings) -> Router:
     )
     routing = assignment.build(ctx)
     reads = workspace_reads(ctx, routing.store, routing.clock)
+    activity = MongoActivityStore(ctx.db)
     # The timeline routes what it stores in its own batch: no hop through Kafka between
     # a stored message and its decision.
     people = timeline.build(
         ctx,
+        activity=activity,
         route=routing.conversations.route_messages,
         acknowledgements=routing.policy.acknowledgements,
         queue_of=routing.queue_of,
@@ -133,7 +144,8 @@ def build(settings: RouterSettings) -> Router:
         conversation_extras=reads.conversation_extras,
         customer_search=reads.search_customers,
     )
-    for subscription in subscriptions(settings, people, routing):
+    recorder = ActivityRecorder(people.store, activity, ctx.metrics.timeline)
+    for subscription in subscriptions(settings, people, routing, recorder):
         _subscribe(ctx, subscription, routing.replica)
 
     app = FastAPI(
@@ -174,7 +186,12 @@ def build(settings: RouterSettings) -> Router:
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
-        on_start=[people.create_indexes, routing.start, reads.ensure_indexes],
+        on_start=[
+            people.create_indexes,
+            activity.ensure_indexes,
+            routing.start,
+            reads.ensure_indexes,
+        ],
         background=[
             consumers.run,
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
@@ -195,7 +212,7 @@ def build(settings: RouterSettings) -> Router:
         await client.close()
 
     runtime.on_stop.append(close_client)
-    return Router(runtime, ctx, people, routing)
+    return Router(runtime, ctx, people, routing, recorder)
 
 
 @dataclass(frozen=True)
@@ -213,7 +230,10 @@ class Subscription:
 
 
 def subscriptions(
-    settings: RouterSettings, people: timeline.Timeline, routing: assignment.Assignment
+    settings: RouterSettings,
+    people: timeline.Timeline,
+    routing: assignment.Assignment,
+    activity: ActivityRecorder,
 ) -> list[Subscription]:
     """Every consumer group of the router, with its topics and handler."""
 
@@ -248,6 +268,14 @@ def subscriptions(
             people.replies,
             titled(GROUP_REPLIES, OUTBOUND),
             "Requested replies: addressed for the channel's sender, or failed with the reason",
+        ),
+        Subscription(
+            GROUP_ACTIVITY,
+            (CONVERSATION_EVENTS, OUTBOUND, ASSIGNMENTS, REPLY_DELIVERIES),
+            activity,
+            "timeline-activity",
+            "Agent-side activity (replies, acknowledgements, surveys, deliveries, "
+            "assignments, transfers, resolutions, notes) stored as timeline items",
         ),
         Subscription(
             GROUP_ASSIGNMENT,

@@ -181,6 +181,7 @@ class TimelineMetrics:
     state_loads: Counter
     acknowledgements: Counter
     surveys: Counter
+    activity: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
@@ -271,6 +272,14 @@ class TimelineMetrics:
                 "switchboard_router_surveys",
                 "Surveys handed to the sender, answered, or not sent (and why).",
                 ["channel", "outcome"],
+                registry=registry,
+            ),
+            # Agent-side timeline items (group router-timeline-activity), by item type
+            # and outcome (stored|duplicate|unknown_conversation|redacted_late).
+            activity=Counter(
+                "switchboard_router_timeline_activity",
+                "Agent-side activity items of the timeline, by type and outcome.",
+                ["type", "outcome"],
                 registry=registry,
             ),
         )

@@ -33,6 +33,7 @@ from switchboard_router.timeline.survey_store import MongoSurveyStore
 from switchboard_router.timeline.surveyor import Surveyor
 from switchboard_router.timeline.surveys import SurveyPolicy
 from switchboard_router.timeline.threading import Policy
+from switchboard_router.workspace.activity_store import ActivityStore
 
 
 def utcnow() -> datetime:
@@ -118,6 +119,7 @@ def survey_policy(section: Surveys | None) -> SurveyPolicy | None:
 def build(
     ctx: RouterContext,
     *,
+    activity: ActivityStore,
     route: Route | None = None,
     acknowledgements: Acknowledgements | None = None,
     queue_of: QueueOf | None = None,
@@ -128,8 +130,9 @@ def build(
     """Identity resolution, the timeline, the status forwarder and the read and admin API
     on the shared clients; ``route`` takes the customer messages each batch stored;
     ``acknowledgements`` is the routing policy's section (None: the settings decide),
-    ``surveys`` its surveys (None: none); ``conversation_extras`` and ``customer_search``
-    are the workspace's parts of the read API."""
+    ``surveys`` its surveys (None: none); ``activity`` holds the agent-side items the read
+    API merges into the timeline and erasure redacts; ``conversation_extras`` and
+    ``customer_search`` are the workspace's parts of the read API."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -177,7 +180,13 @@ def build(
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     directory = CustomerDirectory(
-        identities, timeline, ctx.publisher, raw_mail=raw_mail, clock=utcnow, metrics=metrics
+        identities,
+        timeline,
+        ctx.publisher,
+        raw_mail=raw_mail,
+        activity=activity,
+        clock=utcnow,
+        metrics=metrics,
     )
     return Timeline(
         ctx=ctx,
@@ -193,6 +202,7 @@ def build(
                 directory,
                 timeline,
                 settings,
+                activity,
                 extras=conversation_extras,
                 search=customer_search,
             ),
