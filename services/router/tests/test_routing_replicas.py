@@ -1,4 +1,4 @@
-"""Three router processes in one consumer group on real Kafka and FerretDB: 600
+"""Three router processes in one consumer group on real Kafka and FerretDB: 300
 conversations arrive at once for 20 agents with capacity 3, agents resolve at random.
 No agent ever holds more than its capacity, each conversation is held by one agent at a
 time, and the queue drains.
