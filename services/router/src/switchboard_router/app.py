@@ -10,13 +10,16 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-assignment`` | conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
+| ``router-workspace-live.<replica>`` | assignments, activity, outbound, conv. events | live |
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
-consumer lag. Survey ratings go to ``support.feedback.v1``.
+consumer lag, the live streams' hub. Survey ratings go to ``support.feedback.v1``.
 Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/me`` and
-``/admin/agents/{agent_id}/tokens`` (sign-in), ``/healthz``, ``/readyz``, ``/metrics``.
+``/admin/agents/{agent_id}/tokens`` (sign-in), the workspace's writes (agent events,
+conversation events and reply requests) and ``/agents/{agent_id}/events`` (live),
+``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -57,12 +60,15 @@ from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sign_in import sign_in_router
+from switchboard_router.workspace.wiring import WorkspaceWrites, build_writes
 
 log = get_logger(__name__)
 
 #: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
 PUBLISHED_TOPICS = (
     ASSIGNMENTS,
+    AGENT_EVENTS,
+    CONVERSATION_EVENTS,
     CUSTOMER_MESSAGES,
     CONVERSATION_ACTIVITY,
     REPLY_DELIVERIES,
@@ -78,10 +84,11 @@ GROUP_STATE = "router-timeline-state"
 GROUP_REPLIES = "router-replies"
 GROUP_ASSIGNMENT = "router-assignment"
 GROUP_AGENTS = "router-agents"
-#: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic. No
-#: group reads the router's own output: replicas learn each other's decisions from the
-#: database (``assignment.engine``).
+#: Per-replica groups: ``<name>.<replica id>``, reading from the end of the topic. No
+#: group decides on the router's own output: replicas learn each other's decisions from
+#: the database (``assignment.engine``); the live group only tells consoles about them.
 GROUP_AGENT_VIEW = "router-agents-view"
+GROUP_WORKSPACE_LIVE = "router-workspace-live"
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Router:
     ctx: RouterContext
     timeline: timeline.Timeline
     assignment: assignment.Assignment
+    workspace: WorkspaceWrites
 
 
 def build(settings: RouterSettings) -> Router:
@@ -127,15 +135,17 @@ def build(settings: RouterSettings) -> Router:
         queue_of=routing.queue_of,
         surveys=routing.policy.surveys,
     )
-    for subscription in subscriptions(settings, people, routing):
+    writes = build_writes(ctx, timeline=people.store, routes=routing.store)
+    for subscription in subscriptions(settings, people, routing, writes):
         _subscribe(ctx, subscription, routing.replica)
 
     app = FastAPI(
         title="Switchboard router",
         version="1.0",
-        description="Read API of the unified timeline, the queue and the agents. Every "
-        "route needs `Authorization: Bearer <token>`: ROUTER_READ_TOKEN for the read "
-        "routes, ROUTER_ADMIN_TOKEN for /admin/... and the read routes.",
+        description="Read API of the unified timeline, the queue and the agents, and the "
+        "agent workspace's writes and live stream. Every route needs `Authorization: "
+        "Bearer <token>`: ROUTER_READ_TOKEN for the read routes, ROUTER_ADMIN_TOKEN for "
+        "/admin/... and the read routes, an agent token for the read routes and the writes.",
         # The interactive pages cannot send a bearer token; /openapi.json (read token)
         # and docs/openapi/router.json describe the API.
         docs_url=None,
@@ -171,6 +181,7 @@ def build(settings: RouterSettings) -> Router:
         on_start=[people.create_indexes, routing.start],
         background=[
             consumers.run,
+            writes.hub.run,
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
@@ -181,14 +192,14 @@ def build(settings: RouterSettings) -> Router:
             ),
         ],
     )
-    for router in [*people.api, routing.api, sign_in_router(agent_tokens, _now)]:
+    for router in [*people.api, routing.api, sign_in_router(agent_tokens, _now), *writes.api]:
         app.include_router(router)
 
     async def close_client() -> None:
         await client.close()
 
     runtime.on_stop.append(close_client)
-    return Router(runtime, ctx, people, routing)
+    return Router(runtime, ctx, people, routing, writes)
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,10 @@ class Subscription:
 
 
 def subscriptions(
-    settings: RouterSettings, people: timeline.Timeline, routing: assignment.Assignment
+    settings: RouterSettings,
+    people: timeline.Timeline,
+    routing: assignment.Assignment,
+    writes: WorkspaceWrites,
 ) -> list[Subscription]:
     """Every consumer group of the router, with its topics and handler."""
 
@@ -262,6 +276,15 @@ def subscriptions(
             routing.agents_view,
             "agents-view",
             "This replica's in-memory view of every agent.",
+            replica_view=True,
+        ),
+        Subscription(
+            GROUP_WORKSPACE_LIVE,
+            (ASSIGNMENTS, CONVERSATION_ACTIVITY, OUTBOUND, CONVERSATION_EVENTS),
+            writes.live,
+            "workspace-live",
+            "Agents' live streams on this replica: offers, assignments, customer messages, "
+            "delivery statuses and notes of the conversations they hold.",
             replica_view=True,
         ),
     ]
