@@ -43,7 +43,9 @@ RID = "req-0001"
 
 
 def test_presence_is_a_status_change_keyed_by_the_agent() -> None:
-    command = Command("presence", "ana", None, PresenceRequest(request_id=RID, status=AgentStatus.AWAY))
+    command = Command(
+        "presence", "ana", None, PresenceRequest(request_id=RID, status=AgentStatus.AWAY)
+    )
     item = to_event(command, T0)
     assert (item.topic, item.key, item.event_id, item.time) == (
         AGENT_EVENTS,
