@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from switchboard_common.cloudevents import CloudEventAttributes
 from switchboard_common.consumer import Delivery
@@ -30,6 +31,7 @@ from switchboard_common.contract import (
 from switchboard_common.deadletter import RawRecord
 from switchboard_devkit.testing.builders import T0
 from switchboard_router.assignment.model import RouteState, RouteStatus
+from switchboard_router.metrics import LiveMetrics
 from switchboard_router.workspace.live import (
     RESET,
     LiveFeed,
@@ -148,7 +150,8 @@ async def test_the_hub_fans_out_to_every_stream_of_that_agent_only() -> None:
 
 
 async def test_a_stream_that_falls_behind_is_dropped_with_a_reset_and_never_blocks() -> None:
-    hub = LiveHub(queue_size=2)
+    registry = CollectorRegistry()
+    hub = LiveHub(queue_size=2, metrics=LiveMetrics.create(registry))
     slow, fast = hub.open("ana"), hub.open("ana")
     for n in range(3):
         hub.publish("ana", update(n))  # returns at once though nobody reads the slow one
@@ -158,6 +161,17 @@ async def test_a_stream_that_falls_behind_is_dropped_with_a_reset_and_never_bloc
     assert last == LiveUpdate(RESET, {"type": RESET, "reason": "too_slow"})
     hub.publish("ana", update(4))
     assert await hub.next(fast, 1.0) == update(4)
+    hub.close(slow)  # the stream's own clean-up after its reset: counted once
+    figures = {
+        "open": registry.get_sample_value("switchboard_router_live_streams"),
+        "ended": registry.get_sample_value(
+            "switchboard_router_live_streams_ended_total", {"reason": "too_slow"}
+        ),
+        "queued": registry.get_sample_value(
+            "switchboard_router_live_updates_total", {"event": "message"}
+        ),
+    }
+    assert figures == {"open": 1.0, "ended": 1.0, "queued": 7.0}
 
 
 async def test_stopping_ends_every_stream_even_one_waiting() -> None:

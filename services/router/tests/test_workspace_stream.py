@@ -188,3 +188,24 @@ async def test_only_the_agent_or_a_reader_opens_an_agents_stream(router: Running
             assert read.status_code == 200
             first = await anext(read.aiter_lines())
             assert first == "event: ready"
+
+
+async def test_a_stopping_router_ends_open_streams_with_reset(service_env: dict[str, str]) -> None:
+    async with running_router(service_env) as router:
+        stream = stream_of(router, "ana")
+        ana = await stream.__aenter__()
+        try:
+            assert (await asyncio.wait_for(ana.get(), 30))[0] == "ready"
+            metrics = (await router.http.get("/metrics")).text
+            assert "switchboard_router_live_streams 1.0" in metrics
+        except BaseException:
+            await stream.__aexit__(None, None, None)
+            raise
+    # The router stopped with the stream open: the console was told to reconnect.
+    try:
+        assert await asyncio.wait_for(ana.get(), 30) == (
+            "reset",
+            {"type": "reset", "reason": "shutdown"},
+        )
+    finally:
+        await stream.__aexit__(None, None, None)

@@ -34,6 +34,7 @@ from switchboard_common.contract import (
 )
 from switchboard_common.contract.events import AssignmentDecision
 from switchboard_router.assignment.model import RouteState
+from switchboard_router.metrics import LiveMetrics
 
 #: The stream's event names (SSE ``event:``).
 READY, RESET = "ready", "reset"
@@ -133,23 +134,28 @@ class _Stream:
 class LiveHub:
     """This replica's open streams, by agent; updates queued per stream, never awaited."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, metrics: LiveMetrics | None = None) -> None:
         if queue_size < 1:
             raise ValueError("a stream's queue holds at least one update")
         self.queue_size = queue_size
+        self.metrics = metrics
         self._streams: dict[str, set[_Stream]] = {}
 
     def open(self, agent_id: str) -> _Stream:
         stream = _Stream(agent_id, self.queue_size)
         self._streams.setdefault(agent_id, set()).add(stream)
+        if self.metrics is not None:
+            self.metrics.streams.inc()
         return stream
 
     def close(self, stream: _Stream) -> None:
         streams = self._streams.get(stream.agent_id)
-        if streams is not None:
+        if streams is not None and stream in streams:
             streams.discard(stream)
             if not streams:
                 del self._streams[stream.agent_id]
+            if self.metrics is not None:
+                self.metrics.streams.dec()
 
     def streams(self, agent_id: str) -> int:
         return len(self._streams.get(agent_id, ()))
@@ -163,7 +169,10 @@ class LiveHub:
             self.close_all()
 
     def publish(self, agent_id: str, update: LiveUpdate) -> None:
-        for stream in list(self._streams.get(agent_id, ())):
+        streams = list(self._streams.get(agent_id, ()))
+        if streams and self.metrics is not None:
+            self.metrics.updates.labels(update.event).inc(len(streams))
+        for stream in streams:
             try:
                 stream.queue.put_nowait(update)
             except asyncio.QueueFull:
@@ -175,6 +184,8 @@ class LiveHub:
                 self._end(stream, "shutdown")
 
     def _end(self, stream: _Stream, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.ended.labels(reason).inc()
         stream.ended = reason
         stream.wake.set()
         self.close(stream)

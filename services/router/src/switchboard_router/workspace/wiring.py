@@ -54,7 +54,7 @@ def build_writes(
     async def held_by(conversation_ids: Sequence[str]) -> Mapping[str, RouteState]:
         return await routes.heads_of(conversation_ids)
 
-    hub = LiveHub(settings.live_queue_size)
+    hub = LiveHub(settings.live_queue_size, ctx.metrics.live)
     desk = WriteDesk(
         MongoRequestStore(ctx.db),
         publish,
