@@ -151,6 +151,15 @@ async def test_each_write_publishes_its_contract_event_with_the_contract_key(
         )
 
     await eventually(assigned)
+    # A retry of the acceptance is answered as the first was, though the offer is gone.
+    retried = await router.http.post(
+        f"/conversations/{first}/accept", json={"request_id": "req-write-000"}, headers=ANA
+    )
+    assert (retried.status_code, retried.json()["event_id"]) == (202, "workspace:req-write-000")
+    fresh = await router.http.post(
+        f"/conversations/{first}/accept", json={"request_id": "req-write-999"}, headers=ANA
+    )
+    assert (fresh.status_code, fresh.json()) == (409, {"detail": NOT_OFFERED})
 
 
 async def test_the_same_request_again_is_the_same_event_and_a_changed_one_is_refused(
