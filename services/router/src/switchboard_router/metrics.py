@@ -286,6 +286,40 @@ class TimelineMetrics:
 
 
 @dataclass(frozen=True)
+class LiveMetrics:
+    """The workspace's live streams on this replica (sum them across replicas). Writes
+    are counted by the HTTP metrics (route and status)."""
+
+    streams: Gauge
+    updates: Counter
+    ended: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> LiveMetrics:
+        return cls(
+            streams=Gauge(
+                "switchboard_router_live_streams",
+                "Agents' live streams open on this replica.",
+                registry=registry,
+            ),
+            # By event name (offer, message, ...): a bounded set.
+            updates=Counter(
+                "switchboard_router_live_updates",
+                "Updates queued for agents' live streams, by event.",
+                ["event"],
+                registry=registry,
+            ),
+            # Streams the router ended: too_slow (fell behind) or shutdown.
+            ended=Counter(
+                "switchboard_router_live_streams_ended",
+                "Live streams ended by the router, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class RouterMetrics:
     """All of the router's metrics, registered on one registry."""
 
@@ -293,6 +327,7 @@ class RouterMetrics:
     assignment: AssignmentMetrics
     timeline: TimelineMetrics
     agents: AgentMetrics
+    live: LiveMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
@@ -301,4 +336,5 @@ class RouterMetrics:
             assignment=AssignmentMetrics.create(registry),
             timeline=TimelineMetrics.create(registry),
             agents=AgentMetrics.create(registry),
+            live=LiveMetrics.create(registry),
         )
