@@ -19,6 +19,11 @@ export UV_SYSTEM_CERTS ?= true
 PACKAGES := $(notdir $(wildcard libs/*/src/switchboard_* services/*/src/switchboard_* tools/*/src/switchboard_*))
 TEST_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard libs/*/tests/*.py services/*/tests/*.py tools/*/tests/*.py tests/*.py))))
 PYTEST := $(RUN) pytest --no-skips
+# Two test processes, a test file each at a time (module fixtures stay in one process):
+# the tests wait on Kafka and the database much of the time, so two halve the tiers'
+# time on two cores. Every test has its own topics and database, so they do not meet.
+# PARALLEL= runs one process. The fault tier runs alone: it stops and starts servers.
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: help uv bootstrap install apt-run apt-test lint format typecheck schemas schemas-check test test-tiers \
         test-unit test-integration test-e2e infra-up infra-down infra-status run \
@@ -96,13 +101,13 @@ test: uv apt-test lint typecheck schemas-check docs-check ## lint, types and eve
 test-tiers: test-unit test-integration test-e2e faults
 
 test-unit: install apt-test ## unit tier only (no I/O)
-	$(PYTEST) -m unit -q
+	$(PYTEST) -m unit -q $(PARALLEL)
 
 test-integration: install apt-test ## integration tier (real Kafka + MongoDB-wire server)
-	$(PYTEST) -m integration -q
+	$(PYTEST) -m integration -q $(PARALLEL)
 
 test-e2e: install apt-test ## end-to-end tier (the services as separate processes)
-	$(PYTEST) -m e2e -q
+	$(PYTEST) -m e2e -q $(PARALLEL)
 
 faults: install apt-test ## fault injection on private servers; prints sent/acked/stored/dups/over-capacity
 	$(PYTEST) -m faults -q -s

@@ -16,6 +16,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -29,6 +30,7 @@ from switchboard_devkit.testing.kafka_probe import TopicProbe, unique
 
 TIERS = ("unit", "integration", "e2e", "faults")
 _INFRA_KEY = pytest.StashKey[Infra]()
+_WORKER_LINES_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,14 +74,37 @@ def pytest_report_header() -> list[str]:
     return [f"switchboard infra: {described}"] if described else []
 
 
+def _servers_used(config: pytest.Config) -> list[str]:
+    """What this process's tests ran against, as the summary says it (none: no test
+    of this process touched the servers)."""
+    infra = config.stash.get(_INFRA_KEY, None)
+    if infra is None:
+        return []
+    described = os.environ.get("SWITCHBOARD_INFRA_DESCRIPTION") or (
+        f"{infra.kafka_description}; {infra.mongodb_description}"
+    )
+    return [f"real servers used: {described}", f"the servers say: {probe_servers(infra)}"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A test worker of ``pytest -n`` hands its lines to the controller, which prints the
+    # summary (pytest-xdist's ``workeroutput``).
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["switchboard_servers"] = _servers_used(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:  # noqa: ARG001 - the hook's signature
+    lines = getattr(node, "workeroutput", {}).get("switchboard_servers", [])
+    seen = node.config.stash.setdefault(_WORKER_LINES_KEY, [])
+    seen.extend(line for line in lines if line not in seen)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    infra = terminalreporter.config.stash.get(_INFRA_KEY, None)
-    if infra is not None:
-        described = os.environ.get("SWITCHBOARD_INFRA_DESCRIPTION") or (
-            f"{infra.kafka_description}; {infra.mongodb_description}"
-        )
-        terminalreporter.write_line(f"real servers used: {described}")
-        terminalreporter.write_line(f"the servers say: {probe_servers(infra)}")
+    config = terminalreporter.config
+    for line in _servers_used(config) or config.stash.get(_WORKER_LINES_KEY, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
