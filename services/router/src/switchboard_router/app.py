@@ -15,8 +15,8 @@ Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
 consumer lag. Survey ratings go to ``support.feedback.v1``.
-Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/healthz``,
-``/readyz``, ``/metrics``.
+Routes: the timeline read and admin API, ``/queue`` and ``/agents``, the agent console
+(``/console``, static), ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.access import BearerAuth, Keyring, document_security
 from switchboard_router.assignment.consumers import LoggedDeadLetters
+from switchboard_router.console import console_router
 from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
@@ -177,6 +178,7 @@ def build(settings: RouterSettings) -> Router:
     )
     for router in [*people.api, routing.api]:
         app.include_router(router)
+    app.include_router(console_router())
 
     async def close_client() -> None:
         await client.close()
