@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,14 +22,18 @@ from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.testing.router_timeline import (
     ADMIN_TOKEN,
+    AGENT_TOKEN_SECRET,
     READ_TOKEN,
+    TOKEN_ENV,
     RunningRouter,
+    agent_token,
     bearer,
     eventually,
     inbound,
     router_process,
     running_router,
 )
+from switchboard_router.agent_tokens import AgentTokens
 from switchboard_router.app import build
 from switchboard_router.settings import DEV_TOKENS, RouterSettings
 from switchboard_router.timeline.identity import identity_of
@@ -124,12 +129,86 @@ async def test_only_the_probes_are_open_and_unknown_routes_look_like_real_ones(
         assert (await http.get("/admin/nope", headers=bearer(READ_TOKEN))).status_code == 403
         spec = await http.get("/openapi.json", headers=bearer(READ_TOKEN))
         assert spec.status_code == 200
-        assert set(spec.json()["components"]["securitySchemes"]) == {"readToken", "adminToken"}
+        assert set(spec.json()["components"]["securitySchemes"]) == {
+            "readToken",
+            "adminToken",
+            "agentToken",
+        }
         # The scheme word is case-insensitive; a bare token is not a bearer token.
         lower = {"Authorization": f"bearer {READ_TOKEN}"}
         assert (await http.get("/queue", headers=lower)).status_code == 200
         bare = {"Authorization": READ_TOKEN}
         assert (await http.get("/queue", headers=bare)).status_code == 401
+
+
+async def test_an_agent_token_reads_and_acts_as_its_agent_and_nothing_more(
+    router: RunningRouter,
+) -> None:
+    routes = await read_routes(router)
+    ana = bearer(agent_token("agent-ana"))
+    async with httpx.AsyncClient(base_url=router.url, timeout=30) as http:
+        for route in routes:
+            assert (await http.get(route, headers=ana)).status_code == 200, route
+        assert (await http.get("/me", headers=ana)).json() == {
+            "role": "agent",
+            "agent_id": "agent-ana",
+        }
+        assert (await http.get("/me", headers=bearer(READ_TOKEN))).json() == {
+            "role": "read",
+            "agent_id": None,
+        }
+        # An agent is no administrator; a reader or administrator is no agent.
+        assert (await http.get("/admin/merges?customer_id=x", headers=ana)).status_code == 403
+        for token in (READ_TOKEN, ADMIN_TOKEN):
+            answer = await http.post("/conversations/c-x/notes", json={}, headers=bearer(token))
+            assert answer.status_code == 403, token
+            assert answer.json() == {"detail": "only an agent token acts in the workspace"}
+        # A token that expired, or that another secret signed, is no token.
+        expired = AgentTokens(AGENT_TOKEN_SECRET).mint(
+            "agent-ana", now=datetime.now(UTC) - timedelta(hours=2), ttl_seconds=3600
+        )
+        forged = AgentTokens("another-secret-of-16").mint("agent-ana", now=datetime.now(UTC))
+        for token in (expired, forged):
+            assert (await http.get("/queue", headers=bearer(token))).status_code == 401
+
+
+async def test_the_admin_signs_an_agent_in(router: RunningRouter) -> None:
+    async with httpx.AsyncClient(base_url=router.url, timeout=30) as http:
+        route = "/admin/agents/agent-ben/tokens"
+        assert (await http.post(route, json={}, headers=bearer(READ_TOKEN))).status_code == 403
+        assert (
+            await http.post(route, json={"ttl_seconds": 5}, headers=bearer(ADMIN_TOKEN))
+        ).status_code == 422
+        minted = await http.post(route, json={"ttl_seconds": 600}, headers=bearer(ADMIN_TOKEN))
+        assert minted.status_code == 201
+        body = minted.json()
+        assert body["agent_id"] == "agent-ben"
+        assert body["minted_by"] == "token:admin"
+        expires = datetime.fromisoformat(body["expires_at"])
+        assert timedelta(seconds=590) < expires - datetime.now(UTC) <= timedelta(seconds=600)
+        me = await http.get("/me", headers=bearer(body["token"]))
+        assert me.json() == {"role": "agent", "agent_id": "agent-ben"}
+
+
+def test_the_command_line_signs_an_agent_in(service_env: dict[str, str]) -> None:
+    environment = {**os.environ, **service_env, **TOKEN_ENV, "SWITCHBOARD_ENV": "test"}
+    command = [sys.executable, "-m", "switchboard_router", "agent-token", "agent-chloe"]
+    done = subprocess.run(  # noqa: S603
+        command, env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert AgentTokens(AGENT_TOKEN_SECRET).verify(token, now=datetime.now(UTC)) == "agent-chloe"
+    refused = subprocess.run(  # noqa: S603
+        [*command[:-1], ""],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "agent id" in refused.stderr
 
 
 async def test_the_audit_trail_names_the_credential_not_the_request_body(

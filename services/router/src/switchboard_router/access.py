@@ -5,7 +5,15 @@ Every route except ``/healthz``, ``/readyz`` and ``/metrics`` needs
 
 - ``ROUTER_READ_TOKEN`` opens the read routes (customers, timelines, conversations,
   queue, agents);
-- ``ROUTER_ADMIN_TOKEN`` opens ``/admin/...`` and the read routes too.
+- ``ROUTER_ADMIN_TOKEN`` opens ``/admin/...`` and the read routes too;
+- an agent token (``switchboard_router.agent_tokens``) opens the read routes and the
+  workspace's writes, as that one agent: any method other than GET/HEAD outside
+  ``/admin`` is a write, and only an agent acts (a read or admin token gets 403), so
+  every event a write publishes names the agent the token names. Routes about one
+  agent (``/agents/{agent_id}/...``) refuse another agent's token (``require_self``).
+
+The console's static files (``/console``) are public: they hold no customer data, and
+every call they make carries the agent's token.
 
 No token or a wrong one: 401 with ``WWW-Authenticate: Bearer``; a read token on an admin
 route: 403. The decision is one ASGI middleware in front of the whole app, so it runs
@@ -19,15 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from switchboard_router.agent_tokens import PREFIX as AGENT_TOKEN_PREFIX
+from switchboard_router.agent_tokens import AgentTokens
 
 
 class Access(StrEnum):
@@ -36,24 +48,34 @@ class Access(StrEnum):
     PUBLIC = "public"
     READ = "read"
     ADMIN = "admin"
+    AGENT = "agent"
 
 
 # --------------------------------------------------------------------------- route classes
 
 #: Probes and scraping: no token (they carry no customer data).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The reference agent console's static files.
+CONSOLE_PREFIX = "/console"
 #: Everything under this prefix changes or audits customers: the admin token only.
 ADMIN_PREFIX = "/admin"
+#: Methods that change nothing.
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def required_access(path: str) -> Access:
-    """The access a request path needs. Anything not public and not admin is a read
-    route, so an unknown or future route is never open by default."""
-    if path in PUBLIC_PATHS:
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(f"{prefix}/")
+
+
+def required_access(path: str, method: str = "GET") -> Access:
+    """The access a request needs. Anything not public and not admin is a read route,
+    or an agent's write when it is not a GET, so an unknown or future route is never
+    open by default."""
+    if path in PUBLIC_PATHS or (_under(path, CONSOLE_PREFIX) and method in READ_METHODS):
         return Access.PUBLIC
-    if path == ADMIN_PREFIX or path.startswith(f"{ADMIN_PREFIX}/"):
+    if _under(path, ADMIN_PREFIX):
         return Access.ADMIN
-    return Access.READ
+    return Access.READ if method.upper() in READ_METHODS else Access.AGENT
 
 
 # --------------------------------------------------------------------------- credentials
@@ -65,10 +87,22 @@ class Credential:
 
     name: str
     grants: frozenset[Access]
+    #: The agent an agent token names (None for the read and admin tokens).
+    agent_id: str | None = None
+
+    @property
+    def role(self) -> str:
+        if self.agent_id is not None:
+            return "agent"
+        return "admin" if Access.ADMIN in self.grants else "read"
 
 
 READ_CREDENTIAL = Credential("token:read", frozenset({Access.READ}))
 ADMIN_CREDENTIAL = Credential("token:admin", frozenset({Access.READ, Access.ADMIN}))
+
+
+def agent_credential(agent_id: str) -> Credential:
+    return Credential(f"agent:{agent_id}", frozenset({Access.READ, Access.AGENT}), agent_id)
 
 
 def _digest(token: str) -> bytes:
@@ -80,14 +114,28 @@ def _digest(token: str) -> bytes:
 class Keyring:
     """The configured tokens and the credential each stands for."""
 
-    def __init__(self, tokens: Sequence[tuple[SecretStr, Credential]]) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[tuple[SecretStr, Credential]],
+        agents: AgentTokens | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._tokens = [(_digest(secret.get_secret_value()), who) for secret, who in tokens]
+        self._agents = agents
+        self._clock = clock
 
     @classmethod
-    def of(cls, *, read: SecretStr | None, admin: SecretStr | None) -> Keyring:
-        """The read and admin tokens; either may be absent (then nobody has that grant)."""
+    def of(
+        cls,
+        *,
+        read: SecretStr | None,
+        admin: SecretStr | None,
+        agents: AgentTokens | None = None,
+    ) -> Keyring:
+        """The read and admin tokens, and the agent tokens' signer; any may be absent
+        (then nobody has that grant)."""
         pairs = [(read, READ_CREDENTIAL), (admin, ADMIN_CREDENTIAL)]
-        return cls([(secret, who) for secret, who in pairs if secret is not None])
+        return cls([(secret, who) for secret, who in pairs if secret is not None], agents)
 
     def identify(self, authorization: str | None) -> Credential | None:
         """The credential an ``Authorization`` header presents, or None. Every configured
@@ -96,6 +144,9 @@ class Keyring:
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
             return None
+        if self._agents is not None and presented.startswith(f"{AGENT_TOKEN_PREFIX}."):
+            agent_id = self._agents.verify(presented, now=self._clock())
+            return None if agent_id is None else agent_credential(agent_id)
         digest = _digest(presented)
         found = None
         for expected, who in self._tokens:
@@ -113,8 +164,12 @@ class Refusal:
     detail: str
 
 
-UNAUTHENTICATED = Refusal(401, "missing or wrong bearer token")
-FORBIDDEN = Refusal(403, "this token does not grant the admin API")
+UNAUTHENTICATED = Refusal(401, "missing, wrong or expired bearer token")
+FORBIDDEN = {
+    Access.ADMIN: Refusal(403, "this token does not grant the admin API"),
+    Access.AGENT: Refusal(403, "only an agent token acts in the workspace"),
+    Access.READ: Refusal(403, "this token does not grant the read API"),
+}
 
 
 def decide(needed: Access, credential: Credential | None) -> Refusal | None:
@@ -124,7 +179,7 @@ def decide(needed: Access, credential: Credential | None) -> Refusal | None:
     if credential is None:
         return UNAUTHENTICATED
     if needed not in credential.grants:
-        return FORBIDDEN
+        return FORBIDDEN[needed]
     return None
 
 
@@ -139,7 +194,7 @@ class BearerAuth:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        needed = required_access(scope["path"])
+        needed = required_access(scope["path"], scope.get("method", "GET"))
         credential = None
         if needed is not Access.PUBLIC:
             credential = self.keyring.identify(_header(scope, b"authorization"))
@@ -177,9 +232,20 @@ def caller(request: Request) -> Credential:
 Caller = Annotated[Credential, Depends(caller)]
 
 
+def require_self(who: Credential, agent_id: str) -> None:
+    """Refuse (403) an agent token on a route about another agent; the read and admin
+    tokens may see every agent."""
+    if who.agent_id is not None and who.agent_id != agent_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "an agent token acts for its own agent")
+
+
 # --------------------------------------------------------------------------- OpenAPI
 
-_SCHEMES: Mapping[Access, str] = {Access.READ: "readToken", Access.ADMIN: "adminToken"}
+_SCHEMES: Mapping[Access, str] = {
+    Access.READ: "readToken",
+    Access.ADMIN: "adminToken",
+    Access.AGENT: "agentToken",
+}
 
 
 def document_security(schema: dict[str, Any]) -> dict[str, Any]:
@@ -197,18 +263,26 @@ def document_security(schema: dict[str, Any]) -> dict[str, Any]:
             "scheme": "bearer",
             "description": "ROUTER_ADMIN_TOKEN: /admin/... and the read routes.",
         },
+        "agentToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An agent token (POST /admin/agents/{agent_id}/tokens): the "
+            "read routes and the workspace's writes, as that agent.",
+        },
     }
     for path, operations in schema.get("paths", {}).items():
-        needed = required_access(path)
-        if needed is Access.PUBLIC:
-            continue
-        accepted = [_SCHEMES[Access.ADMIN]]
-        if needed is Access.READ:
-            accepted.insert(0, _SCHEMES[Access.READ])
-        for operation in operations.values():
-            operation["security"] = [{name: []} for name in accepted]
+        for method, operation in operations.items():
+            needed = required_access(path, method.upper())
+            if needed is Access.PUBLIC:
+                continue
+            accepted = {
+                Access.READ: [Access.READ, Access.ADMIN, Access.AGENT],
+                Access.ADMIN: [Access.ADMIN],
+                Access.AGENT: [Access.AGENT],
+            }[needed]
+            operation["security"] = [{_SCHEMES[name]: []} for name in accepted]
             responses = operation.setdefault("responses", {})
-            responses["401"] = {"description": "no bearer token, or a wrong one"}
-            if needed is Access.ADMIN:
-                responses["403"] = {"description": "a read token on an admin route"}
+            responses["401"] = {"description": "no bearer token, or a wrong or expired one"}
+            if needed is not Access.READ or path.startswith("/agents/{agent_id}"):
+                responses["403"] = {"description": "a token without this role"}
     return schema

@@ -15,8 +15,9 @@ Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
 consumer lag. Survey ratings go to ``support.feedback.v1``.
-Routes: the timeline read and admin API, ``/queue`` and ``/agents``, the agent console
-(``/console``, static), ``/healthz``, ``/readyz``, ``/metrics``.
+Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/me`` and
+``/admin/agents/{agent_id}/tokens`` (sign-in), the agent console (``/console``, static),
+``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -56,6 +58,7 @@ from switchboard_router.console import console_router
 from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
+from switchboard_router.sign_in import sign_in_router
 
 log = get_logger(__name__)
 
@@ -140,8 +143,12 @@ def build(settings: RouterSettings) -> Router:
         docs_url=None,
         redoc_url=None,
     )
+    agent_tokens = settings.agent_tokens()
     app.add_middleware(
-        BearerAuth, keyring=Keyring.of(read=settings.read_token, admin=settings.admin_token)
+        BearerAuth,
+        keyring=Keyring.of(
+            read=settings.read_token, admin=settings.admin_token, agents=agent_tokens
+        ),
     )
     plain_openapi = app.openapi
 
@@ -176,7 +183,7 @@ def build(settings: RouterSettings) -> Router:
             ),
         ],
     )
-    for router in [*people.api, routing.api]:
+    for router in [*people.api, routing.api, sign_in_router(agent_tokens, _now)]:
         app.include_router(router)
     app.include_router(console_router())
 
@@ -285,6 +292,10 @@ def _subscribe(ctx: RouterContext, subscription: Subscription, replica: str) -> 
         title=subscription.title,
         description=subscription.description,
     )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _every(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> BackgroundTask:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from switchboard_common.contract import Channel
 from switchboard_common.settings import ServiceSettings, env
+from switchboard_router.agent_tokens import AgentTokens
 
 #: The tokens the router uses with ``SWITCHBOARD_ENV=dev`` when none is given (``make run``
 #: prints them). Never accepted outside dev, where a read token must be set.
@@ -17,6 +18,8 @@ DEV_TOKENS = {
     "ROUTER_READ_TOKEN": "dev-router-read-token",
     "ROUTER_ADMIN_TOKEN": "dev-router-admin-token",
 }
+#: What agent tokens are signed with in dev when ``ROUTER_AGENT_TOKEN_SECRET`` is unset.
+DEV_AGENT_TOKEN_SECRET = "dev-router-agent-token-secret"  # noqa: S105 - public dev value
 
 
 #: The acknowledgement's default text; ``{reference}`` is the conversation's id.
@@ -98,6 +101,12 @@ class RouterSettings(ServiceSettings):
     #: Bearer token of the admin routes (merge, unmerge, profile, erasure) and the read
     #: routes; unset outside dev disables the admin API (403). Also ``..._FILE``.
     admin_token: SecretStr | None = Field(None, validation_alias=env("ROUTER_ADMIN_TOKEN"))
+    #: Signs agent tokens (``agent_tokens``); unset outside dev, no agent can sign in and
+    #: the workspace's writes answer 403. Also ``..._FILE``. Rotating it signs every
+    #: agent out.
+    agent_token_secret: SecretStr | None = Field(
+        None, validation_alias=env("ROUTER_AGENT_TOKEN_SECRET")
+    )
 
     # ---------------------------------------------------------------- assignment
     #: The routing policy (YAML); unset means the default policy shipped in the package.
@@ -156,6 +165,9 @@ class RouterSettings(ServiceSettings):
         tokens = [t.get_secret_value() for t in (self.read_token, self.admin_token) if t]
         if any(not t.strip() for t in tokens):
             raise ValueError("ROUTER_READ_TOKEN/ROUTER_ADMIN_TOKEN must not be blank")
+        secret = self.agent_token_secret
+        if secret is not None and len(secret.get_secret_value().strip()) < 16:
+            raise ValueError("ROUTER_AGENT_TOKEN_SECRET must be at least 16 characters")
         if len(tokens) == 2 and tokens[0] == tokens[1]:
             # One token for both would make every reader an administrator.
             raise ValueError("ROUTER_READ_TOKEN and ROUTER_ADMIN_TOKEN must differ")
@@ -177,11 +189,19 @@ class RouterSettings(ServiceSettings):
         """As for every service, plus the development admin token in dev only (outside
         dev an unset admin token just leaves the admin API off)."""
         settings = super().with_dev_secrets()
-        if settings.environment == "dev" and settings.admin_token is None:
-            return settings.model_copy(
-                update={"admin_token": SecretStr(DEV_TOKENS["ROUTER_ADMIN_TOKEN"])}
-            )
-        return settings
+        if settings.environment != "dev":
+            return settings
+        update: dict[str, SecretStr] = {}
+        if settings.admin_token is None:
+            update["admin_token"] = SecretStr(DEV_TOKENS["ROUTER_ADMIN_TOKEN"])
+        if settings.agent_token_secret is None:
+            update["agent_token_secret"] = SecretStr(DEV_AGENT_TOKEN_SECRET)
+        return settings.model_copy(update=update) if update else settings
+
+    def agent_tokens(self) -> AgentTokens | None:
+        """The signer of agent tokens, or None when agents cannot sign in."""
+        secret = self.agent_token_secret
+        return None if secret is None else AgentTokens(secret.get_secret_value())
 
     @property
     def acknowledged_channels(self) -> frozenset[Channel]:

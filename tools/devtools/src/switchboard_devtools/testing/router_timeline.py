@@ -36,6 +36,7 @@ from switchboard_devkit.running.inprocess import free_port, running
 from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec
 from switchboard_devkit.testing.builders import T0
 from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_router.agent_tokens import AgentTokens
 from switchboard_router.app import Router, build
 from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
@@ -43,13 +44,25 @@ from switchboard_router.timeline.identity import identity_of
 
 READ_TOKEN = "test-read-token"  # noqa: S105 - fixed tokens for tests only
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105
+AGENT_TOKEN_SECRET = "test-agent-token-secret"  # noqa: S105
 #: The router's token variables as tests set them.
-TOKEN_ENV = {"ROUTER_READ_TOKEN": READ_TOKEN, "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN}
+TOKEN_ENV = {
+    "ROUTER_READ_TOKEN": READ_TOKEN,
+    "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
+    "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
+}
 
 
 def bearer(token: str) -> dict[str, str]:
     """The ``Authorization`` header presenting ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def agent_token(agent_id: str, ttl_seconds: int = 3600) -> str:
+    """A token signing ``agent_id`` in, as the router's tests configure it."""
+    return AgentTokens(AGENT_TOKEN_SECRET).mint(
+        agent_id, now=datetime.now(UTC), ttl_seconds=ttl_seconds
+    )
 
 
 class RecordingPublisher:
@@ -268,6 +281,7 @@ async def running_router(env: dict[str, str], **overrides: Any) -> AsyncIterator
         "http_port": free_port(),
         "read_token": READ_TOKEN,
         "admin_token": ADMIN_TOKEN,
+        "agent_token_secret": AGENT_TOKEN_SECRET,
         "kafka_linger_ms": 1,
     }
     values.update(overrides)

@@ -1,0 +1,55 @@
+"""Who am I, and agent tokens: ``GET /me`` for any token, and
+``POST /admin/agents/{agent_id}/tokens`` (admin token) to sign an agent in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchboard_router.access import ADMIN_PREFIX, Caller
+from switchboard_router.agent_tokens import (
+    DEFAULT_TTL_SECONDS,
+    MAX_TTL_SECONDS,
+    AgentTokenError,
+    AgentTokens,
+)
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_seconds: Annotated[int, Field(ge=60, le=MAX_TTL_SECONDS)] = DEFAULT_TTL_SECONDS
+
+
+def sign_in_router(tokens: AgentTokens | None, clock: Callable[[], datetime]) -> APIRouter:
+    router = APIRouter(tags=["sign-in"])
+
+    @router.get("/me")
+    async def me(who: Caller) -> dict[str, Any]:
+        """The role of the presented token, and the agent an agent token names: what a
+        console asks once after sign-in."""
+        return {"role": who.role, "agent_id": who.agent_id}
+
+    @router.post(f"{ADMIN_PREFIX}/agents/{{agent_id}}/tokens", status_code=201)
+    async def mint(agent_id: str, request: TokenRequest, who: Caller) -> dict[str, Any]:
+        """A signed token for one agent (hand it to the agent; it is not stored)."""
+        if tokens is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, "ROUTER_AGENT_TOKEN_SECRET is not set"
+            )
+        try:
+            token = tokens.mint(agent_id, now=clock(), ttl_seconds=request.ttl_seconds)
+        except AgentTokenError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+        return {
+            "agent_id": agent_id,
+            "token": token,
+            "expires_at": AgentTokens.expiry_of(token).isoformat(),
+            "minted_by": who.name,
+        }
+
+    return router
