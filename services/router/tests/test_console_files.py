@@ -11,7 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from switchboard_router.app import build
 from switchboard_router.console import CONTENT_SECURITY_POLICY, console_router
+from switchboard_router.settings import RouterSettings
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +88,15 @@ async def test_the_script_never_writes_html_or_puts_the_token_in_a_url(
     assert "?token=" not in script
     assert "access_token" not in script
     assert "EventSource" not in script  # it cannot send a header
+
+
+async def test_the_router_serves_the_console_without_a_token_and_its_data_with_one() -> None:
+    app = build(RouterSettings.load(environment="dev", replica_id="r")).runtime.http_app
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://router") as http:
+        for path in ("/console", "/console/console.js", "/console/console.css"):
+            assert (await http.get(path)).status_code == 200, path
+            assert (await http.head(path)).status_code == 200, path
+        # The page is open; what it shows is not.
+        assert (await http.get("/me")).status_code == 401
+        assert (await http.post("/console")).status_code in (401, 403, 405)

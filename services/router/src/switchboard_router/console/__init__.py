@@ -63,13 +63,13 @@ def console_router() -> APIRouter:
     tags = {name: hashlib.sha256(text.encode()).hexdigest()[:16] for name, text in assets.items()}
     page_tag = hashlib.sha256(page.encode()).hexdigest()[:16]
 
-    @router.get("/console")
+    @router.api_route("/console", methods=["GET", "HEAD"])
     async def console_page() -> Response:
         return Response(
             page, media_type="text/html; charset=utf-8", headers=_headers(PAGE_CACHE, page_tag)
         )
 
-    @router.get("/console/{name}")
+    @router.api_route("/console/{name}", methods=["GET", "HEAD"])
     async def console_asset(name: str) -> Response:
         if name not in assets:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
