@@ -14,6 +14,7 @@
     open: null, // {conversationId, customerId, detail}
     stream: null, // AbortController of the event stream
     refreshTimer: null,
+    followUps: [],
   };
 
   // ------------------------------------------------------------------ helpers
@@ -338,7 +339,15 @@
     const isOpen = state.open && id === state.open.conversationId;
     if (type === "offer") say("New offer: conversation " + id + ".");
     if (["offer", "assigned", "unassigned", "message", "conversation"].includes(type)) refreshSoon();
-    if (isOpen) loadConversation();
+    if (isOpen) followUp();
+  }
+
+  // The timeline is filed from Kafka by its own consumer: an event (or the answer to a
+  // write) may come before the item is stored. Read the open conversation again now and
+  // twice shortly after, once per burst.
+  function followUp() {
+    for (const timer of state.followUps || []) clearTimeout(timer);
+    state.followUps = [200, 1500, 4000].map((ms) => setTimeout(loadConversation, ms));
   }
 
   // ------------------------------------------------------------------ one conversation
@@ -378,8 +387,11 @@
   async function loadConversation() {
     const open = state.open;
     if (!open) return;
+    const load = (open.loads = (open.loads || 0) + 1);
     try {
-      open.detail = await api("GET", "/conversations/" + enc(open.conversationId) + "?limit=1");
+      const detail = await api("GET", "/conversations/" + enc(open.conversationId) + "?limit=1");
+      if (load !== open.loads) return; // a later read is under way
+      open.detail = detail;
       open.customerId = field("customer_id") || open.customerId;
       const items = [];
       let cursor = null;
@@ -390,7 +402,8 @@
         cursor = data.next;
         if (!cursor) break;
       }
-      if (state.open !== open) return; // another conversation was opened meanwhile
+      // Another conversation was opened, or a later read started, meanwhile.
+      if (state.open !== open || load !== open.loads) return;
       renderFacts();
       renderTimeline(items);
     } catch (error) {
@@ -411,7 +424,7 @@
       ["Queue", field("queue")],
       ["Priority", field("priority")],
       ["Agent", field("agent_id")],
-      ["Offer open until", when(field("offered_until"))],
+      ["Offer open until", routeStatus === "offered" ? when(field("offered_until")) : ""],
     ];
     const sla = field("sla") || {};
     for (const [metric, due] of Object.entries(sla)) {
@@ -441,6 +454,17 @@
     delivery: "Delivery",
   };
 
+  // An assignment's reason is free-form (a string or an object of facts).
+  function reasonText(reason) {
+    if (!reason) return "";
+    if (typeof reason !== "object") return String(reason);
+    return Object.entries(reason)
+      .filter(([, v]) => v !== null && typeof v !== "object")
+      .map(([k, v]) => k.replace(/_/g, " ") + " " + v)
+      .slice(0, 4)
+      .join(", ");
+  }
+
   function describeItem(item) {
     // [heading, details, text]
     const by = item.agent_id ? " by " + item.agent_id : "";
@@ -458,11 +482,15 @@
       case "assignment":
         return [
           "Assignment: " + (item.event || ""),
-          [item.agent_id && "agent " + item.agent_id, item.queue && "queue " + item.queue, item.priority && "priority " + item.priority, item.reason].filter(Boolean).join(" · "),
+          [item.agent_id && "agent " + item.agent_id, item.queue && "queue " + item.queue, item.priority && "priority " + item.priority, reasonText(item.reason)].filter(Boolean).join(" · "),
           "",
         ];
       case "transfer":
-        return ["Transferred" + by, [item.to_queue && "to queue " + item.to_queue, item.to_agent_id && "to agent " + item.to_agent_id, item.reason].filter(Boolean).join(" · "), ""];
+        return [
+          "Transferred",
+          [item.from_agent_id && "from " + item.from_agent_id, item.to_queue && "to queue " + item.to_queue, item.to_agent_id && "to agent " + item.to_agent_id].filter(Boolean).join(" · "),
+          "",
+        ];
       case "note":
         return ["Internal note" + by, "", item.text || ""];
       case "delivery": {
@@ -507,6 +535,7 @@
   async function afterChange() {
     await loadInbox();
     await loadConversation();
+    followUp();
   }
 
   function wire() {
@@ -545,6 +574,7 @@
         if (sent) {
           $(box).value = "";
           await loadConversation();
+          followUp();
         }
       });
     }
