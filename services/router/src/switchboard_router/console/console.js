@@ -323,6 +323,7 @@
           if (field === "event") type = text;
           else if (field === "data") data.push(text);
         }
+        if (type === "reset") return; // the router asks for a reconnect and a refetch
         if (data.length) onEvent(type, data.join("\n"));
       }
     }
@@ -333,6 +334,12 @@
     try {
       data = JSON.parse(raw);
     } catch (_) {
+      return;
+    }
+    if (type === "ready") {
+      // The stream is subscribed: what the inbox holds from here on arrives as events.
+      refreshSoon();
+      if (state.open) followUp();
       return;
     }
     const id = data.conversation_id;
