@@ -371,6 +371,15 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             assert not [u for u in urls if token in u]
             assert any(u.endswith(f"/agents/{agent}/events") for u in urls), urls
 
+            # No script error and nothing the Content-Security-Policy refused.
+            logs: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+            assert not [
+                entry
+                for entry in logs
+                if entry.get("source") == "javascript"
+                or "Content Security Policy" in str(entry.get("message"))
+            ], logs
+
             # Sign out forgets the token.
             console.find("#sign-out").click()
             await console.until_async(
