@@ -129,7 +129,7 @@ def test_compose_secrets_override_reads_every_webhook_secret_and_api_token_from_
         router = config["services"][replica]
         env = router["environment"]
         assert env["SWITCHBOARD_ENV"] == "production"
-        for name in ("ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN"):
+        for name in ("ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN", "ROUTER_AGENT_TOKEN_SECRET"):
             assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}"
             assert any(s["source"] == name.lower() for s in router["secrets"])
     webchat = config["services"]["webchat"]
@@ -668,11 +668,18 @@ def test_router_tokens_are_files_from_a_secret() -> None:
     assert env == {
         "ROUTER_READ_TOKEN_FILE": f"{mounted}/ROUTER_READ_TOKEN",
         "ROUTER_ADMIN_TOKEN_FILE": f"{mounted}/ROUTER_ADMIN_TOKEN",
+        "ROUTER_AGENT_TOKEN_SECRET_FILE": f"{mounted}/ROUTER_AGENT_TOKEN_SECRET",
     }
     assert secret["secretName"] == "switchboard-router"
-    assert {i["key"] for i in secret["items"]} == {"ROUTER_READ_TOKEN", "ROUTER_ADMIN_TOKEN"}
+    assert {i["key"] for i in secret["items"]} == {
+        "ROUTER_READ_TOKEN",
+        "ROUTER_ADMIN_TOKEN",
+        "ROUTER_AGENT_TOKEN_SECRET",
+    }
 
-    env, secret = router_tokens(["--set", "secrets.router.adminToken=false"])
+    env, secret = router_tokens(
+        ["--set", "secrets.router.adminToken=false", "--set", "secrets.router.agentTokens=false"]
+    )
     assert set(env) == {"ROUTER_READ_TOKEN_FILE"}
     assert [i["key"] for i in secret["items"]] == ["ROUTER_READ_TOKEN"]
 
