@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import smtplib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from email.message import Message
+from email.message import EmailMessage, Message
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,8 @@ from switchboard_devtools.testing.browser import chromium, output_dir
 pytestmark = pytest.mark.e2e
 
 AGENT_TOKEN_SECRET = "e2e-workspace-agent-token-secret"  # noqa: S105 - a test value
+#: The mail exchanger in front of ingest-email whose Authentication-Results it trusts.
+MX = "mx.support.example.com"
 #: Offers wait for the agent's answer (long enough that none expires during the test).
 POLICY = {
     "version": 1,
@@ -80,6 +84,10 @@ def stack(
         "sla-monitor",
         extra_env={
             "OUTBOUND_SMTP_URL": f"{relay.url}?tls=none",
+            # The support domain's MX checked the sender (DMARC) and says so: mail that
+            # proves its From may join the customer whose verified email it is.
+            "INGEST_EMAIL_SENDER_AUTH": "authentication-results",
+            "INGEST_EMAIL_AUTHSERV_IDS": MX,
             "ROUTER_POLICY_FILE": str(policy),
             "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
         },
@@ -183,6 +191,29 @@ async def on_topic(
     )
 
 
+async def authenticated_mail(who: Customer, subject: str, body: str) -> None:
+    """Mail from ``who`` as the support domain's MX hands it on: with its DMARC pass on
+    top (unauthenticated mail never joins a customer by a verified email)."""
+    domain = who.email.rpartition("@")[2]
+    message = EmailMessage()
+    message["Authentication-Results"] = (
+        f"{MX}; dkim=pass header.d={domain}; spf=pass smtp.mailfrom={domain};"
+        f" dmarc=pass header.from={domain}"
+    )
+    message["From"] = f"Ana García <{who.email}>"
+    message["To"] = who.support_address
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(domain=domain)
+    message["Date"] = formatdate(usegmt=True)
+    message.set_content(body)
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", who.smtp_port, timeout=30) as smtp:
+            smtp.send_message(message)
+
+    await asyncio.to_thread(send)
+
+
 def text_of(mail: Message) -> str:
     body = mail.get_payload(decode=True)
     assert isinstance(body, bytes)
@@ -263,7 +294,7 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             console.shot("2-online")
 
             # Ana mails; the offer shows up in the inbox by itself (the event stream).
-            await ana.mail(f"Parcel {marker}", mail_text)
+            await authenticated_mail(ana, f"Parcel {marker}", mail_text)
             await console.until_async(
                 lambda: [i["state"] for i in console.inbox()] == ["offered"],
                 "the offer in the inbox",

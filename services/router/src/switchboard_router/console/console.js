@@ -400,11 +400,18 @@
       if (load !== open.loads) return; // a later read is under way
       open.detail = detail;
       open.customerId = field("customer_id") || open.customerId;
-      const items = [];
+      let items = [];
       let cursor = null;
       for (let page = 0; page < 20 && open.customerId; page++) {
         const query = "?limit=200" + (cursor ? "&cursor=" + enc(cursor) : "");
         const data = await api("GET", "/customers/" + enc(open.customerId) + "/timeline" + query);
+        if (data.merged_into && data.merged_into !== open.customerId && page === 0) {
+          // Merged into another customer since: the whole timeline is the survivor's.
+          open.customerId = data.merged_into;
+          page = -1;
+          items = [];
+          continue;
+        }
         items.push(...(data.items || []));
         cursor = data.next;
         if (!cursor) break;
