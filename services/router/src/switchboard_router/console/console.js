@@ -13,7 +13,7 @@
     inbox: [],
     open: null, // {conversationId, customerId, detail}
     stream: null, // AbortController of the event stream
-    refreshTimer: null,
+    refreshTimers: [],
     followUps: [],
   };
 
@@ -168,6 +168,7 @@
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     if (state.stream) state.stream.abort();
+    for (const timer of [...state.refreshTimers, ...state.followUps]) clearTimeout(timer);
     Object.assign(state, { token: null, agentId: null, inbox: [], open: null, stream: null });
     $("sign-in").hidden = false;
     $("session").hidden = true;
@@ -200,6 +201,7 @@
   // ------------------------------------------------------------------ inbox
 
   async function loadInbox() {
+    if (!state.token) return;
     try {
       const items = [];
       let cursor = null;
@@ -222,9 +224,11 @@
     }
   }
 
+  // An event is a hint: the inbox is read from routing's state, which its own consumer
+  // may not have updated yet. Read now and twice shortly after, once per burst.
   function refreshSoon() {
-    clearTimeout(state.refreshTimer);
-    state.refreshTimer = setTimeout(loadInbox, 150);
+    for (const timer of state.refreshTimers) clearTimeout(timer);
+    state.refreshTimers = [150, 1500, 4000].map((ms) => setTimeout(loadInbox, ms));
   }
 
   function renderInbox() {
@@ -353,7 +357,7 @@
   // write) may come before the item is stored. Read the open conversation again now and
   // twice shortly after, once per burst.
   function followUp() {
-    for (const timer of state.followUps || []) clearTimeout(timer);
+    for (const timer of state.followUps) clearTimeout(timer);
     state.followUps = [200, 1500, 4000].map((ms) => setTimeout(loadConversation, ms));
   }
 
@@ -549,6 +553,7 @@
   async function afterChange() {
     await loadInbox();
     await loadConversation();
+    refreshSoon();
     followUp();
   }
 
