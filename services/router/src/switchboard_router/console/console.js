@@ -477,7 +477,7 @@
     if (!reason) return "";
     if (typeof reason !== "object") return String(reason);
     return Object.entries(reason)
-      .filter(([, v]) => v !== null && typeof v !== "object")
+      .filter(([k, v]) => v !== null && typeof v !== "object" && !k.endsWith("_id"))
       .map(([k, v]) => k.replace(/_/g, " ") + " " + v)
       .slice(0, 4)
       .join(", ");
