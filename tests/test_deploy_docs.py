@@ -53,9 +53,17 @@ PRODUCERS = {
     INBOUND: {"ingest-email", "ingest-social", "webchat"},
     ASSIGNMENTS: {"router"},
     CONVERSATION_ACTIVITY: {"router"},
-    AGENT_EVENTS: {"helpdesk-frontend"},
-    # Frontends' own events, and support.reply.sent for the replies Switchboard sends.
-    CONVERSATION_EVENTS: {"helpdesk-frontend", "ingest-email", "ingest-social", "webchat"},
+    # Frontends' own, and the router's for agents working in its workspace API.
+    AGENT_EVENTS: {"helpdesk-frontend", "router"},
+    # Frontends' own events (also through the router's workspace API), and
+    # support.reply.sent for the replies Switchboard sends.
+    CONVERSATION_EVENTS: {
+        "helpdesk-frontend",
+        "router",
+        "ingest-email",
+        "ingest-social",
+        "webchat",
+    },
     SLA_EVENTS: {"sla-monitor"},
     # Requests from frontends; statuses from the router (refused) and the channel's sender.
     OUTBOUND: {"helpdesk-frontend", "router", "ingest-email", "ingest-social", "webchat"},

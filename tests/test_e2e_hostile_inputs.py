@@ -451,5 +451,7 @@ async def _timeline(stack: Stack, customer_id: str) -> list[dict[str, str]]:
                 f"{stack.url('router')}/customers/{customer_id}/timeline", params={"limit": 200}
             )
         ).json()
-    items: list[dict[str, str]] = page["items"]
+    # The customers' messages: the timeline's activity items (acknowledgements,
+    # assignments) are not what this counts.
+    items: list[dict[str, str]] = [i for i in page["items"] if i["type"] == "message"]
     return items

@@ -19,7 +19,7 @@ from switchboard_devtools.testing.sla_monitor import (
     resolved,
     simple_policies,
 )
-from switchboard_sla_monitor.clocks import ClockState, derive, pending_emissions
+from switchboard_sla_monitor.clocks import ClockState, derive, due_times, pending_emissions
 from switchboard_sla_monitor.facts import Fact, fact_from_event
 from switchboard_sla_monitor.ingest import ClockIngest
 from switchboard_sla_monitor.policy import PolicySet
@@ -243,6 +243,37 @@ def test_business_hours_apply_to_deadlines() -> None:
     friday = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)  # 16:30 in Madrid
     clock = clocks_of([activity(CID, "m1", friday, kind="opened")], policies)["first_response:1"]
     assert clock.due_at == datetime(2026, 11, 23, 8, 30, tzinfo=UTC)  # Monday 09:30 in Madrid
+
+
+def test_published_due_times_are_the_business_hours_deadlines_of_running_clocks() -> None:
+    policies = simple_policies(
+        first="1h",
+        calendar={
+            "timezone": "Europe/Madrid",
+            "hours": {
+                d: ["09:00-17:00"] for d in ("monday", "tuesday", "wednesday", "thursday", "friday")
+            },
+        },
+    )
+    friday = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)  # 16:30 in Madrid
+    opened = [activity(CID, "m1", friday, kind="opened")]
+    clocks = list(clocks_of(opened, policies).values())
+    due = due_times(clocks)
+    # Monday 09:30 in Madrid: the hour left over the weekend, as the breach is computed.
+    assert due["first_response"] == datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
+    assert set(due) == {"first_response", "resolution"}
+    (breach,) = [
+        e
+        for e in pending_emissions(CID, clocks, datetime(2026, 11, 30, tzinfo=UTC), set())
+        if e.kind == "breached" and e.clock.metric == SlaMetric.FIRST_RESPONSE
+    ]
+    assert breach.event().due_at == due["first_response"]
+    # A reply stops first response: its due time goes; waiting on the customer pauses
+    # the resolution clock, which then has no due time either.
+    answered = [*opened, reply(CID, friday + timedelta(minutes=10), awaiting=True)]
+    assert due_times(clocks_of(answered, policies).values()) == {}
+    answered = [*opened, reply(CID, friday + timedelta(minutes=10))]
+    assert set(due_times(clocks_of(answered, policies).values())) == {"resolution"}
 
 
 def test_emissions_are_due_at_warn_and_due_and_not_for_stopped_clocks() -> None:

@@ -82,6 +82,10 @@ async def test_facts_merge_by_key_and_derived_fields_are_replaced(
     conversations, _ = stores
     first = message("m.1$odd.id", 0)
     await conversations.save([update("c1", first)])
+    assert (await conversations.load(["c1"]))["c1"].due == {
+        "first_response": T0 + timedelta(hours=1),
+        "resolution": T0 + timedelta(hours=8),
+    }
     await conversations.save([update("c1", first)])  # redelivery
     later = ReplyFact(agent_id="a1", sent_at=T0 + timedelta(minutes=5))
     both = update("c1", first, later, next_minute=None)
@@ -94,6 +98,9 @@ async def test_facts_merge_by_key_and_derived_fields_are_replaced(
     assert record.clocks == both.clocks
     assert len(record.clocks) == 2
     assert record.clocks[0].started_at.tzinfo is not None
+    # The published due times: the reply stopped first response, resolution runs.
+    assert record.due == {"resolution": T0 + timedelta(hours=8)}
+    assert (await conversations.load(["c1"]))["c1"].due == both.due
 
 
 async def test_due_returns_the_earliest_first_up_to_the_limit(

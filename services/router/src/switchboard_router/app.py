@@ -7,17 +7,24 @@ router has is named here; identity, timeline and assignment only hand over handl
 | ``router-timeline`` | ``switchboard.router.customer-messages.v1`` | thread, store, route |
 | ``router-timeline-state`` | ``support.conversation-events.v1`` | status for threading |
 | ``router-replies`` | ``support.outbound.v1`` | requested replies, addressed |
+| ``router-timeline-activity`` | conversation events, outbound, assignments | agents' work items |
 | ``router-assignment`` | conversation events, SLA events | routing decisions |
 | ``router-agents`` | ``support.agent-events.v1`` | agents persisted; presence, offers |
 | ``router-agents-view.<replica>`` | ``support.agent-events.v1`` | this replica's agents |
+| ``router-workspace-live.<replica>`` | assignments, activity, outbound, conv. events | live |
+
+``router-timeline-activity`` also reads the router's own reply deliveries (the texts of
+acknowledgements and surveys) and stores items in ``timeline_activity``.
 
 Loops: assignment timers (``ROUTER_ASSIGNMENT_TICK_SECONDS``), refresh/repair/re-match
 (``ROUTER_ASSIGNMENT_REFRESH_SECONDS``), queue and agent gauges (``ROUTER_GAUGES_SECONDS``),
 due surveys (``ROUTER_SURVEY_TICK_SECONDS``, when the routing policy has ``surveys``),
-consumer lag. Survey ratings go to ``support.feedback.v1``.
-Routes: the timeline read and admin API, ``/queue`` and ``/agents``, ``/me`` and
-``/admin/agents/{agent_id}/tokens`` (sign-in), the agent console (``/console``, static),
-``/healthz``, ``/readyz``, ``/metrics``.
+consumer lag, the live streams' hub. Survey ratings go to ``support.feedback.v1``.
+Routes: the timeline read and admin API, ``/queue`` and ``/agents``, the workspace's reads
+(``/agents/{agent_id}/conversations``, ``/conversations``), ``/me`` and
+``/admin/agents/{agent_id}/tokens`` (sign-in), the workspace's writes (agent events,
+conversation events and reply requests) and ``/agents/{agent_id}/events`` (live), the
+agent console (``/console``, static), ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -59,12 +66,19 @@ from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sign_in import sign_in_router
+from switchboard_router.workspace.activity_store import MongoActivityStore
+from switchboard_router.workspace.read_api import read_router as workspace_read_router
+from switchboard_router.workspace.read_api import workspace_reads
+from switchboard_router.workspace.recorder import ActivityRecorder
+from switchboard_router.workspace.wiring import WorkspaceWrites, build_writes
 
 log = get_logger(__name__)
 
 #: Every topic the router writes (declared on its broker: the AsyncAPI document's sends).
 PUBLISHED_TOPICS = (
     ASSIGNMENTS,
+    AGENT_EVENTS,
+    CONVERSATION_EVENTS,
     CUSTOMER_MESSAGES,
     CONVERSATION_ACTIVITY,
     REPLY_DELIVERIES,
@@ -80,10 +94,15 @@ GROUP_STATE = "router-timeline-state"
 GROUP_REPLIES = "router-replies"
 GROUP_ASSIGNMENT = "router-assignment"
 GROUP_AGENTS = "router-agents"
-#: Per-replica group: ``<name>.<replica id>``, reading from the end of the topic. No
-#: group reads the router's own output: replicas learn each other's decisions from the
-#: database (``assignment.engine``).
+#: The timeline's agent-side items. It reads the router's own decisions and reply
+#: deliveries too, as a record of what happened for people: routing never reads them
+#: back (replicas learn each other's decisions from the database, ``assignment.engine``).
+GROUP_ACTIVITY = "router-timeline-activity"
+#: Per-replica groups: ``<name>.<replica id>``, reading from the end of the topic. No
+#: group decides on the router's own output: replicas learn each other's decisions from
+#: the database (``assignment.engine``); the live group only tells consoles about them.
 GROUP_AGENT_VIEW = "router-agents-view"
+GROUP_WORKSPACE_LIVE = "router-workspace-live"
 
 
 @dataclass
@@ -94,6 +113,8 @@ class Router:
     ctx: RouterContext
     timeline: timeline.Timeline
     assignment: assignment.Assignment
+    activity: ActivityRecorder
+    workspace: WorkspaceWrites
 
 
 def build(settings: RouterSettings) -> Router:
@@ -120,24 +141,32 @@ def build(settings: RouterSettings) -> Router:
         consumers=consumers,
     )
     routing = assignment.build(ctx)
+    reads = workspace_reads(ctx, routing.store, routing.clock)
+    activity = MongoActivityStore(ctx.db)
     # The timeline routes what it stores in its own batch: no hop through Kafka between
     # a stored message and its decision.
     people = timeline.build(
         ctx,
+        activity=activity,
         route=routing.conversations.route_messages,
         acknowledgements=routing.policy.acknowledgements,
         queue_of=routing.queue_of,
         surveys=routing.policy.surveys,
+        conversation_extras=reads.conversation_extras,
+        customer_search=reads.search_customers,
     )
-    for subscription in subscriptions(settings, people, routing):
+    recorder = ActivityRecorder(people.store, activity, ctx.metrics.timeline)
+    writes = build_writes(ctx, timeline=people.store, routes=routing.store)
+    for subscription in subscriptions(settings, people, routing, recorder, writes):
         _subscribe(ctx, subscription, routing.replica)
 
     app = FastAPI(
         title="Switchboard router",
         version="1.0",
-        description="Read API of the unified timeline, the queue and the agents. Every "
-        "route needs `Authorization: Bearer <token>`: ROUTER_READ_TOKEN for the read "
-        "routes, ROUTER_ADMIN_TOKEN for /admin/... and the read routes.",
+        description="Read API of the unified timeline, the queue and the agents, and the "
+        "agent workspace's writes and live stream. Every route needs `Authorization: "
+        "Bearer <token>`: ROUTER_READ_TOKEN for the read routes, ROUTER_ADMIN_TOKEN for "
+        "/admin/... and the read routes, an agent token for the read routes and the writes.",
         # The interactive pages cannot send a bearer token; /openapi.json (read token)
         # and docs/openapi/router.json describe the API.
         docs_url=None,
@@ -170,9 +199,15 @@ def build(settings: RouterSettings) -> Router:
         http_host=settings.http_host,
         http_port=settings.http_port,
         broker=broker,
-        on_start=[people.create_indexes, routing.start],
+        on_start=[
+            people.create_indexes,
+            activity.ensure_indexes,
+            routing.start,
+            reads.ensure_indexes,
+        ],
         background=[
             consumers.run,
+            writes.hub.run,
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
@@ -183,7 +218,8 @@ def build(settings: RouterSettings) -> Router:
             ),
         ],
     )
-    for router in [*people.api, routing.api, sign_in_router(agent_tokens, _now)]:
+    api = [*people.api, routing.api, workspace_read_router(reads, settings), *writes.api]
+    for router in [*api, sign_in_router(agent_tokens, _now)]:
         app.include_router(router)
     app.include_router(console_router())
 
@@ -191,7 +227,7 @@ def build(settings: RouterSettings) -> Router:
         await client.close()
 
     runtime.on_stop.append(close_client)
-    return Router(runtime, ctx, people, routing)
+    return Router(runtime, ctx, people, routing, recorder, writes)
 
 
 @dataclass(frozen=True)
@@ -209,7 +245,11 @@ class Subscription:
 
 
 def subscriptions(
-    settings: RouterSettings, people: timeline.Timeline, routing: assignment.Assignment
+    settings: RouterSettings,
+    people: timeline.Timeline,
+    routing: assignment.Assignment,
+    activity: ActivityRecorder,
+    writes: WorkspaceWrites,
 ) -> list[Subscription]:
     """Every consumer group of the router, with its topics and handler."""
 
@@ -246,6 +286,14 @@ def subscriptions(
             "Requested replies: addressed for the channel's sender, or failed with the reason",
         ),
         Subscription(
+            GROUP_ACTIVITY,
+            (CONVERSATION_EVENTS, OUTBOUND, ASSIGNMENTS, REPLY_DELIVERIES),
+            activity,
+            "timeline-activity",
+            "Agent-side activity (replies, acknowledgements, surveys, deliveries, "
+            "assignments, transfers, resolutions, notes) stored as timeline items",
+        ),
+        Subscription(
             GROUP_ASSIGNMENT,
             (CONVERSATION_EVENTS, SLA_EVENTS),
             routing.conversations,
@@ -265,6 +313,15 @@ def subscriptions(
             routing.agents_view,
             "agents-view",
             "This replica's in-memory view of every agent.",
+            replica_view=True,
+        ),
+        Subscription(
+            GROUP_WORKSPACE_LIVE,
+            (ASSIGNMENTS, CONVERSATION_ACTIVITY, OUTBOUND, CONVERSATION_EVENTS),
+            writes.live,
+            "workspace-live",
+            "Agents' live streams on this replica: offers, assignments, customer messages, "
+            "delivery statuses and notes of the conversations they hold.",
             replica_view=True,
         ),
     ]

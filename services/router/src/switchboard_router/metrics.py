@@ -181,6 +181,7 @@ class TimelineMetrics:
     state_loads: Counter
     acknowledgements: Counter
     surveys: Counter
+    activity: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TimelineMetrics:
@@ -273,6 +274,48 @@ class TimelineMetrics:
                 ["channel", "outcome"],
                 registry=registry,
             ),
+            # Agent-side timeline items (group router-timeline-activity), by item type
+            # and outcome (stored|duplicate|unknown_conversation|redacted_late).
+            activity=Counter(
+                "switchboard_router_timeline_activity",
+                "Agent-side activity items of the timeline, by type and outcome.",
+                ["type", "outcome"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class LiveMetrics:
+    """The workspace's live streams on this replica (sum them across replicas). Writes
+    are counted by the HTTP metrics (route and status)."""
+
+    streams: Gauge
+    updates: Counter
+    ended: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> LiveMetrics:
+        return cls(
+            streams=Gauge(
+                "switchboard_router_live_streams",
+                "Agents' live streams open on this replica.",
+                registry=registry,
+            ),
+            # By event name (offer, message, ...): a bounded set.
+            updates=Counter(
+                "switchboard_router_live_updates",
+                "Updates queued for agents' live streams, by event.",
+                ["event"],
+                registry=registry,
+            ),
+            # Streams the router ended: too_slow (fell behind) or shutdown.
+            ended=Counter(
+                "switchboard_router_live_streams_ended",
+                "Live streams ended by the router, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
         )
 
 
@@ -284,6 +327,7 @@ class RouterMetrics:
     assignment: AssignmentMetrics
     timeline: TimelineMetrics
     agents: AgentMetrics
+    live: LiveMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
@@ -292,4 +336,5 @@ class RouterMetrics:
             assignment=AssignmentMetrics.create(registry),
             timeline=TimelineMetrics.create(registry),
             agents=AgentMetrics.create(registry),
+            live=LiveMetrics.create(registry),
         )

@@ -108,6 +108,20 @@ class RouterSettings(ServiceSettings):
         None, validation_alias=env("ROUTER_AGENT_TOKEN_SECRET")
     )
 
+    # ---------------------------------------------------------------- workspace
+    #: How long a workspace write waits for Kafka's acknowledgement before answering 503.
+    workspace_publish_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, validation_alias=env("ROUTER_WORKSPACE_PUBLISH_TIMEOUT_SECONDS")
+    )
+    #: A comment line on every idle live stream this often, so proxies keep it open.
+    live_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, validation_alias=env("ROUTER_LIVE_HEARTBEAT_SECONDS")
+    )
+    #: Updates queued for one live stream; a stream this far behind is dropped (``reset``).
+    live_queue_size: int = Field(
+        256, ge=1, le=100_000, validation_alias=env("ROUTER_LIVE_QUEUE_SIZE")
+    )
+
     # ---------------------------------------------------------------- assignment
     #: The routing policy (YAML); unset means the default policy shipped in the package.
     routing_policy_file: Path | None = Field(None, validation_alias=env("ROUTER_POLICY_FILE"))

@@ -224,7 +224,7 @@ def build(
 
 
 #: Bump when the derivation of clocks changes, so open clocks are recomputed at start.
-DERIVATION_VERSION = "2"  # 2: first/last fact times, first-contact decisions
+DERIVATION_VERSION = "3"  # 2: first/last fact times, first-contact decisions; 3: due
 
 
 def derivation_fingerprint(settings: SlaMonitorSettings, policies: PolicySet) -> str:
@@ -264,6 +264,7 @@ async def recompute(conversations: ConversationStore, ingest: ClockIngest) -> in
             update.clocks != record.clocks
             or update.next_check != record.next_check
             or (update.first_at, update.last_at) != (record.first_at, record.last_at)
+            or update.due != record.due
         ):
             updates.append(update)
     for start in range(0, len(updates), 500):

@@ -298,6 +298,19 @@ def derive(
     return clocks
 
 
+def due_times(clocks: Iterable[ClockState]) -> dict[str, datetime]:
+    """When each clock running now is due, by metric: the SLA monitor's published read
+    model (the router shows it to agents). A paused clock has no deadline yet and a
+    stopped one none any more, so neither is listed. Due times are the ones emissions
+    use, in the policy's business time."""
+    due: dict[str, datetime] = {}
+    for clock in clocks:
+        if clock.is_open and not clock.paused and clock.due_at is not None:
+            metric = clock.metric.value
+            due[metric] = min(clock.due_at, due.get(metric, clock.due_at))
+    return due
+
+
 def emitted(facts: Iterable[Fact]) -> set[str]:
     """Emission ids the monitor has seen come back on ``support.sla-events.v1``."""
     return {f.emission_id for f in facts if isinstance(f, EmittedFact)}

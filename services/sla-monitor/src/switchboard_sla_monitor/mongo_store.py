@@ -1,6 +1,8 @@
 """MongoDB adapters of the SLA monitor's stores (PyMongo async; FerretDB v1 compatible).
 
-Collections: ``sla_conversations`` (``_id`` = conversation id), ``sla_emissions``
+Collections: ``sla_conversations`` (``_id`` = conversation id; its ``due`` field, metric →
+BSON date of each clock running now, is the read model the router reads by ``_id``),
+``sla_emissions``
 (``_id`` = emission id) and ``sla_meta`` (``_id`` = marker name). Hot-path reads and
 writes address documents by ``_id``.
 
@@ -100,6 +102,8 @@ def _fields(update: ConversationUpdate) -> dict[str, Any]:
     fields["active"] = update.active
     fields["first_at"] = update.first_at
     fields["last_at"] = update.last_at
+    # Replaced whole (never per metric): a clock that stopped or paused leaves no due time.
+    fields["due"] = update.due
     return fields
 
 
@@ -115,6 +119,7 @@ def _document(update: ConversationUpdate) -> Document:
         "active": update.active,
         "first_at": update.first_at,
         "last_at": update.last_at,
+        "due": update.due,
         "revision": 1,
     }
 
@@ -143,6 +148,7 @@ def _record(doc: Document) -> ConversationRecord:
         first_at=doc.get("first_at"),
         last_at=doc.get("last_at"),
         revision=int(doc.get("revision") or 0),
+        due=doc.get("due"),
     )
 
 

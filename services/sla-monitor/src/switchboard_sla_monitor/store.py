@@ -3,8 +3,10 @@
 Two stores, both keyed by natural ids in ``_id`` (the FerretDB rules):
 
 - ``ConversationStore``: per conversation, its facts (added idempotently by key) and the
-  clocks derived from them, with ``next_check`` (when an emission becomes due) and
-  ``active`` (an open clock exists). Written by the consumer that owns the conversation.
+  clocks derived from them, with ``next_check`` (when an emission becomes due),
+  ``active`` (an open clock exists) and ``due`` (metric → due time of each clock running
+  now: the read model the router shows agents). Written by the consumer that owns the
+  conversation.
 - ``EmissionStore``: one claim per at-risk/breach emission, ``_id`` = the emission id.
   ``claim`` is an insert: of several replicas claiming the same id, exactly one wins
   (the only atomic primitive on both MongoDB and FerretDB v1).
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from switchboard_sla_monitor.clocks import ClockState
+from switchboard_sla_monitor.clocks import ClockState, due_times
 from switchboard_sla_monitor.facts import Fact
 
 
@@ -38,6 +40,9 @@ class ConversationRecord:
     last_at: datetime | None = None
     #: Writes so far: the evaluator's conditional writes check it (see ``DoneUpdate``).
     revision: int = 0
+    #: The stored ``due`` read model (metric → due time of the clocks running), None
+    #: when the record was written before it existed.
+    due: dict[str, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ class ConversationUpdate:
     new: bool = False
     first_at: datetime | None = None
     last_at: datetime | None = None
+
+    @property
+    def due(self) -> dict[str, datetime]:
+        """Metric → due time of the clocks running now (stored for the router)."""
+        return due_times(self.clocks)
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,7 @@ class InMemoryConversationStore:
                 first_at=u.first_at,
                 last_at=u.last_at,
                 revision=old.revision + 1,
+                due=u.due,
             )
 
     async def record_done(self, updates: Sequence[DoneUpdate]) -> None:

@@ -412,7 +412,8 @@ async def customer_timeline(
     router_url: str, headers: dict[str, str], identity: str, *, messages: int = 1
 ) -> dict[str, Any]:
     """The timeline of the customer behind ``identity`` (e.g. ``email:ana@example.org``)
-    once it holds ``messages`` messages, through the router's read API."""
+    once it holds ``messages`` messages, through the router's read API; its ``items`` are
+    the customer messages (type ``message``), the activity items left out."""
 
     async def timeline() -> dict[str, Any] | None:
         async with httpx.AsyncClient(timeout=10, headers=headers) as http:
@@ -424,6 +425,7 @@ async def customer_timeline(
             page: dict[str, Any] = (
                 await http.get(f"{router_url}/customers/{customer_id}/timeline")
             ).json()
+        page["items"] = [i for i in page["items"] if i["type"] == "message"]
         return page if len(page["items"]) >= messages else None
 
     return await eventually(timeline, what=f"{messages} message(s) in the customer's timeline")

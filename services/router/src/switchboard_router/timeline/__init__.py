@@ -17,7 +17,12 @@ from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
 from switchboard_router.surveys import Surveys
 from switchboard_router.timeline.admin import CustomerDirectory
-from switchboard_router.timeline.api import admin_router, read_router
+from switchboard_router.timeline.api import (
+    ConversationExtras,
+    CustomerSearch,
+    admin_router,
+    read_router,
+)
 from switchboard_router.timeline.apply import QueueOf, Route, TimelineStage
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.raw_mail import MongoRawMail
@@ -28,6 +33,7 @@ from switchboard_router.timeline.survey_store import MongoSurveyStore
 from switchboard_router.timeline.surveyor import Surveyor
 from switchboard_router.timeline.surveys import SurveyPolicy
 from switchboard_router.timeline.threading import Policy
+from switchboard_router.workspace.activity_store import ActivityStore
 
 
 def utcnow() -> datetime:
@@ -113,15 +119,20 @@ def survey_policy(section: Surveys | None) -> SurveyPolicy | None:
 def build(
     ctx: RouterContext,
     *,
+    activity: ActivityStore,
     route: Route | None = None,
     acknowledgements: Acknowledgements | None = None,
     queue_of: QueueOf | None = None,
     surveys: Surveys | None = None,
+    conversation_extras: ConversationExtras | None = None,
+    customer_search: CustomerSearch | None = None,
 ) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
     on the shared clients; ``route`` takes the customer messages each batch stored;
     ``acknowledgements`` is the routing policy's section (None: the settings decide),
-    ``surveys`` its surveys (None: none)."""
+    ``surveys`` its surveys (None: none); ``activity`` holds the agent-side items the read
+    API merges into the timeline and erasure redacts; ``conversation_extras`` and
+    ``customer_search`` are the workspace's parts of the read API."""
     settings = ctx.settings
     metrics = ctx.metrics.timeline
     identities = MongoIdentityStore(ctx.db)
@@ -169,7 +180,13 @@ def build(
     )
     forwarder = StatusForwarder(timeline, ctx.publisher, metrics)
     directory = CustomerDirectory(
-        identities, timeline, ctx.publisher, raw_mail=raw_mail, clock=utcnow, metrics=metrics
+        identities,
+        timeline,
+        ctx.publisher,
+        raw_mail=raw_mail,
+        activity=activity,
+        clock=utcnow,
+        metrics=metrics,
     )
     return Timeline(
         ctx=ctx,
@@ -180,6 +197,16 @@ def build(
         identities=identities,
         store=timeline,
         directory=directory,
-        api=[read_router(directory, timeline, settings), admin_router(directory)],
+        api=[
+            read_router(
+                directory,
+                timeline,
+                settings,
+                activity,
+                extras=conversation_extras,
+                search=customer_search,
+            ),
+            admin_router(directory),
+        ],
         surveyor=surveyor,
     )

@@ -7,7 +7,8 @@ both timelines are exactly what they were — messages received meanwhile includ
 every message stays filed under the customer its sender identity belongs to.
 
 Erasure removes the personal data of a customer's whole group (identities, profile,
-message text, email references and the raw mail, see ``raw_mail``), leaves an audit
+message text, email references, the raw mail, see ``raw_mail``, and the texts of the
+agent-side activity: replies, notes, acknowledgements, surveys), leaves an audit
 record with ids and counts only, and tells the timeline through the customer stream
 (``CustomerErased``) so messages already on their way are erased too and later ones
 start a fresh customer.
@@ -46,6 +47,7 @@ from switchboard_router.timeline.ports import (
 )
 from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import Publisher
+from switchboard_router.workspace.activity_store import ActivityStore
 
 log = get_logger(__name__)
 
@@ -97,11 +99,13 @@ class CustomerDirectory:
         publisher: Publisher,
         *,
         raw_mail: RawMail,
+        activity: ActivityStore,
         clock: Callable[[], datetime],
         metrics: TimelineMetrics,
     ) -> None:
         self._identities = identities
         self._timeline = timeline
+        self._activity = activity
         self._raw_mail = raw_mail
         self._publisher = publisher
         self._clock = clock
@@ -357,7 +361,10 @@ class CustomerDirectory:
             "merge_records": await self._identities.redact_merges(members),
         }
         await self._identities.erase_customers(members, record.erasure_id, now)
+        # Conversations are marked erased first: the activity recorder reads that mark
+        # after each insert, so an item stored while this runs is redacted by one of us.
         counts |= await self._timeline.erase(members)
+        counts |= await self._activity.erase(members)
         counts["raw_messages"] = await erase_raw_mail(self._timeline, self._raw_mail, members)
         await self._publisher.publish_all(
             [

@@ -3,12 +3,15 @@
 Read (JSON; lists are ``{"items": [...], "next": <cursor or null>}``):
 
 - ``GET /customers?identity=<kind>:<value>`` — the customer an identity belongs to;
+  ``GET /customers?q=`` searches (``switchboard_router.workspace.read_api``);
 - ``GET /customers/{customer_id}`` — one customer with identities, merges and profile;
-- ``GET /customers/{customer_id}/timeline`` — every message of the customer (and of the
-  customers merged into it) across channels in time order, with conversation
-  boundaries: each item says whether it opened or reopened its conversation, and
+- ``GET /customers/{customer_id}/timeline`` — the complete timeline of the customer (and
+  of the customers merged into it) across channels in time order: typed items, customer
+  messages (``message``, with conversation boundaries: each says whether it opened or
+  reopened its conversation) and agent-side activity (``workspace.activity``);
   ``conversations`` summarises the conversations on the page;
-- ``GET /conversations/{conversation_id}`` — one conversation, its state and messages.
+- ``GET /conversations/{conversation_id}`` — one conversation, its state and its items
+  (plus its agent, routing state and SLA due times, from the workspace).
 
 Admin (the admin token only; see ``switchboard_router.access``). Audit records name the
 credential that asked (``token:admin``), never a name from the request body:
@@ -23,7 +26,7 @@ credential that asked (``token:admin``), never a name from the request body:
 # come from the settings, when the routes are defined.
 
 import dataclasses
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -38,17 +41,19 @@ from switchboard_router.timeline.admin import (
     CustomerNotFoundError,
     CustomerView,
 )
-from switchboard_router.timeline.documents import (
-    CursorError,
-    decode_cursor,
-    encode_cursor,
-    json_ready,
-)
+from switchboard_router.timeline.documents import CursorError, decode_cursor, json_ready
 from switchboard_router.timeline.identity import IdentityError, parse_identity
 from switchboard_router.timeline.linking import Profile
 from switchboard_router.timeline.ports import ErasureRecord, MergeRecord, Page, TimelineStore
+from switchboard_router.workspace.activity import item_view
+from switchboard_router.workspace.activity_store import ActivityStore
+from switchboard_router.workspace.timeline_page import TimelinePage, merge_page
 
 _T = TypeVar("_T")
+#: What the workspace adds to a conversation's answer (routing, SLA due), by its id.
+ConversationExtras = Callable[[str], Awaitable[dict[str, Any]]]
+#: The workspace's customer search: (``q``, limit, cursor) → a list answer.
+CustomerSearch = Callable[[str, int, str | None], Awaitable[dict[str, Any]]]
 
 #: Internal fields of stored documents that the API does not show.
 _HIDDEN_MESSAGE = {"_id", "rule", "claim"}
@@ -59,8 +64,11 @@ _HIDDEN_CONVERSATION = {"_id", "sender", "thread", "subject_key"}
 
 
 def message_view(document: Document) -> dict[str, Any]:
+    """A customer message as a timeline item: ``item_id``, ``type``, ``at`` (its
+    ``received_at``) first, then every field a message had before items were typed."""
     view = json_ready({k: v for k, v in document.items() if k not in _HIDDEN_MESSAGE})
-    view = {"message_id": document["_id"], **view}
+    head = {"item_id": document["_id"], "type": "message", "at": view.get("received_at")}
+    view = {**head, "message_id": document["_id"], **view}
     view["threading_rule"] = document.get("rule")
     view["conversation_start"] = document.get("placement") in ("opened", "reopened")
     return view
@@ -105,19 +113,23 @@ def _page(cursor: str | None, limit: int) -> Page:
     return Page(after=after, limit=limit + 1)
 
 
-def _items(documents: Sequence[Document], limit: int) -> tuple[list[Document], str | None]:
-    page = list(documents[:limit])
-    more = len(documents) > limit
-    last = page[-1] if page else None
-    cursor = encode_cursor(last["received_at"], last["_id"]) if more and last else None
-    return page, cursor
+def _views(page: TimelinePage) -> list[dict[str, Any]]:
+    return [
+        message_view(e.document) if e.is_message else item_view(e.document) for e in page.entries
+    ]
 
 
 # --------------------------------------------------------------------------- read routes
 
 
 def read_router(
-    directory: CustomerDirectory, timeline: TimelineStore, settings: RouterSettings
+    directory: CustomerDirectory,
+    timeline: TimelineStore,
+    settings: RouterSettings,
+    activity: ActivityStore,
+    *,
+    extras: ConversationExtras | None = None,
+    search: CustomerSearch | None = None,
 ) -> APIRouter:
     router = APIRouter(tags=["timeline"])
     default, largest = settings.timeline_page_size, settings.timeline_page_max
@@ -126,9 +138,20 @@ def read_router(
 
     @router.get("/customers")
     async def find_customer(
-        identity: Annotated[str, Query(description="e.g. email:ana@example.com")],
+        identity: Annotated[str | None, Query(description="e.g. email:ana@example.com")] = None,
+        q: Annotated[
+            str | None,
+            Query(description="search: part of a display name, or an identity (2+ characters)"),
+        ] = None,
+        limit: Limit = default,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """The customer a sender identity belongs to (after merges)."""
+        """The customer a sender identity belongs to (after merges), or with ``q`` the
+        customers whose display name or identity it matches."""
+        if q is not None and identity is None and search is not None:
+            return await search(q, limit, cursor)
+        if identity is None or q is not None:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give identity or q")
         try:
             canonical = parse_identity(identity)
         except IdentityError as error:
@@ -147,20 +170,25 @@ def read_router(
     async def get_timeline(
         customer_id: str, limit: Limit = default, cursor: Cursor = None
     ) -> dict[str, Any]:
-        """Messages across all channels in time order, with conversation boundaries."""
+        """Every item across all channels in time order: customer messages (with
+        conversation boundaries) and agent-side activity, typed."""
         view = await directory.view(customer_id)
         if view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
-        documents = await timeline.timeline([customer_id, *view.members], _page(cursor, limit))
-        page, following = _items(documents, limit)
+        customers, position = [customer_id, *view.members], _page(cursor, limit)
+        page = merge_page(
+            await timeline.timeline(customers, position),
+            await activity.items(customers, position),
+            limit,
+        )
         conversations = await timeline.get_conversations(
-            sorted({d["conversation_id"] for d in page})
+            sorted({e.document["conversation_id"] for e in page.entries})
         )
         return {
             "customer_id": customer_id,
             "merged_into": view.merged_into,
-            "items": [message_view(d) for d in page],
-            "next": following,
+            "items": _views(page),
+            "next": page.next,
             "conversations": {k: conversation_view(v) for k, v in conversations.items()},
         }
 
@@ -168,18 +196,25 @@ def read_router(
     async def get_conversation(
         conversation_id: str, limit: Limit = default, cursor: Cursor = None
     ) -> dict[str, Any]:
-        """One conversation: its state and its messages in time order."""
+        """One conversation: its state and its items (messages and activity) in time
+        order."""
         document = await timeline.get_conversation(conversation_id)
         if document is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
-        documents = await timeline.conversation_messages(conversation_id, _page(cursor, limit))
-        page, following = _items(documents, limit)
+        position = _page(cursor, limit)
+        page = merge_page(
+            await timeline.conversation_messages(conversation_id, position),
+            await activity.conversation_items(conversation_id, position),
+            limit,
+        )
         conversation = conversation_view(document)
         conversation["message_count"] = await timeline.count_messages(conversation_id)
+        if extras is not None:
+            conversation.update(await extras(conversation_id))
         return {
             "conversation": conversation,
-            "items": [message_view(d) for d in page],
-            "next": following,
+            "items": _views(page),
+            "next": page.next,
         }
 
     return router

@@ -246,8 +246,9 @@ class RunningRouter:
         items: list[dict[str, Any]] = response.json()["items"]
         return items[0] if items else None
 
-    async def timeline(self, customer_id: str, limit: int = 200) -> list[dict[str, Any]]:
-        """Every timeline item of a customer, following the cursors."""
+    async def items(self, customer_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Every item of a customer's timeline (messages and activity), following the
+        cursors."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
@@ -262,10 +263,21 @@ class RunningRouter:
             if cursor is None:
                 return items
 
-    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+    async def timeline(self, customer_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The customer messages of a customer's timeline (items of type ``message``), in
+        its order: what the threading and identity tests are about."""
+        return [i for i in await self.items(customer_id, limit) if i["type"] == "message"]
+
+    async def conversation(
+        self, conversation_id: str, *, messages_only: bool = True
+    ) -> dict[str, Any]:
+        """One conversation; its ``items`` are its customer messages unless
+        ``messages_only`` is false (then every item, activity included)."""
         response = await self.http.get(f"/conversations/{conversation_id}", params={"limit": 200})
         response.raise_for_status()
         body: dict[str, Any] = response.json()
+        if messages_only:
+            body["items"] = [i for i in body["items"] if i["type"] == "message"]
         return body
 
 

@@ -1,0 +1,74 @@
+"""One contract for both stores of workspace request ids: in memory (unit) and FerretDB
+(integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from switchboard_common.mongo import Document
+from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.builders import T0
+from switchboard_router.workspace.commands import Command, NoteRequest, to_event
+from switchboard_router.workspace.requests_store import (
+    InMemoryRequestStore,
+    MongoRequestStore,
+    RequestRecord,
+    RequestStore,
+)
+
+STORES = [
+    pytest.param("memory", marks=pytest.mark.unit),
+    pytest.param("ferretdb", marks=pytest.mark.integration),
+]
+#: Milliseconds, as the write API stamps events (the database keeps no finer time).
+AT = T0 + timedelta(milliseconds=123)
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RequestStore]:
+    if request.param == "memory":
+        yield InMemoryRequestStore()
+        return
+    infra: Infra = request.getfixturevalue("infra")
+    name: str = request.getfixturevalue("database_name")
+    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
+    try:
+        yield MongoRequestStore(client[name])
+    finally:
+        await client.close()
+
+
+def record(request_id: str, agent_id: str, text: str) -> RequestRecord:
+    command = Command("note", agent_id, "c-1", NoteRequest(request_id=request_id, text=text))
+    return RequestRecord.of(request_id, agent_id, command.digest(), to_event(command, AT))
+
+
+async def test_an_unknown_request_id_has_no_record(store: RequestStore) -> None:
+    assert await store.get("req-unknown") is None
+
+
+async def test_the_first_claim_wins_and_gives_back_the_same_event(store: RequestStore) -> None:
+    first = record("req-0001", "ana", "VIP customer")
+    assert await store.claim(first) == first
+    later = record("req-0001", "bob", "something else")
+    assert await store.claim(later) == first
+    found = await store.get("req-0001")
+    assert found == first
+    assert found is not None
+    # The stored event is the very one first published: payload, id and time.
+    assert found.outgoing() == to_event(
+        Command("note", "ana", "c-1", NoteRequest(request_id="req-0001", text="VIP customer")), AT
+    )
+
+
+async def test_racing_claims_of_one_id_agree_on_one_winner(store: RequestStore) -> None:
+    claims = [record("req-race-1", f"agent-{n}", f"note {n}") for n in range(8)]
+    winners = await asyncio.gather(*(store.claim(c) for c in claims))
+    assert len(set(winners)) == 1
+    assert winners[0] in claims
+    assert await store.get("req-race-1") == winners[0]
