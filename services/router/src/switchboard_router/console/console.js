@@ -214,6 +214,7 @@
       }
       state.inbox = items;
       renderInbox();
+      if ($("status").textContent.startsWith("Inbox not loaded")) say("Inbox up to date.");
       if (state.open) {
         const held = items.find((i) => i.conversation_id === state.open.conversationId);
         state.open.inbox = held || null;
@@ -289,6 +290,7 @@
           return;
         }
         if (!response.ok || !response.body) throw new Error("stream answered " + response.status);
+        if ($("live").dataset.live === "reconnecting") say("Live updates are back.");
         setLive("connected");
         delay = 1000;
         // Whatever happened before the stream (re)connected: read it once.
