@@ -1,14 +1,15 @@
 """The agent's workspace end to end, in a real browser: a customer writes on WhatsApp (a
 signed Meta webhook), the helpdesk links her email to her profile, an agent is published
 as a frontend publishes one and signs in to the router's console (``/console``) in
-Debian's headless Chromium with a token from the admin API, goes online, and receives
-the offer for the customer's email (sent over SMTP) live in the inbox; the conversation
-shows the earlier WhatsApp message in the same timeline; the agent accepts, adds a note,
-replies (the reply reaches the customer's mailbox on a local relay) and resolves. The
-test asserts what the page shows and the events on the topics. The router,
-ingest-email, ingest-social and the SLA monitor (the due times the console shows) run as
-separate processes on real Kafka and the database; screenshots go to the test's output
-directory."""
+Debian's headless Chromium with a token from the admin API, goes online; the agent's line
+to the router is cut while another customer's mail is offered, and the page reconnects
+and reads it again; the customer's email (sent over SMTP) is offered live in the inbox;
+the conversation shows her earlier WhatsApp message in the same timeline; the agent
+accepts (keyboard), adds a note, replies (the reply reaches her mailbox on a local relay)
+and resolves. The test asserts what the page shows and the events on the topics. The
+router, ingest-email, ingest-social and the SLA monitor (the due times the console shows)
+run as separate processes on real Kafka and the database; screenshots go to the test's
+output directory."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import pytest
 import yaml
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 
 from switchboard_common.contract import (
@@ -48,7 +50,7 @@ from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.servers.relay import LocalRelay
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
-from switchboard_devtools.testing.browser import chromium, output_dir
+from switchboard_devtools.testing.browser import CuttableLine, chromium, output_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +63,13 @@ POLICY = {
     "queues": [{"name": "general", "target": {"conversation_skills": "none"}}],
     "offers": {"require_acceptance": True, "timeout_seconds": 600},
 }
+
+
+@pytest.fixture(scope="module")
+def line() -> Iterator[CuttableLine]:
+    """The agent's network: the browser reaches the router only through it."""
+    with CuttableLine() as cuttable:
+        yield cuttable
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +119,10 @@ class Console:
 
     def visible(self, css: str) -> bool:
         return bool(self.find(css).is_displayed())
+
+    def states(self) -> dict[str, str]:
+        """The inbox: each conversation's state."""
+        return {i["conversation"]: i["state"] for i in self.inbox()}
 
     def inbox(self) -> list[dict[str, str]]:
         script = """
@@ -220,6 +233,19 @@ def text_of(mail: Message) -> str:
     return body.decode()
 
 
+async def offered_to(stack: Stack, agent_id: str) -> str:
+    """The conversation the router offers to the agent, from its inbox API (read
+    directly, not through the agent's line)."""
+
+    async def offered() -> str | None:
+        async with httpx.AsyncClient(timeout=10, headers=stack.router_auth()) as http:
+            inbox = await http.get(f"{stack.url('router')}/agents/{agent_id}/conversations")
+        items = [i for i in inbox.json().get("items", []) if i["state"] == "offered"]
+        return str(items[0]["conversation_id"]) if items else None
+
+    return await eventually(offered, what=f"an offer to {agent_id}")
+
+
 async def mint_token(stack: Stack, agent_id: str) -> str:
     async with httpx.AsyncClient(timeout=10, headers=stack.router_auth(admin=True)) as http:
         minted = await http.post(f"{stack.url('router')}/admin/agents/{agent_id}/tokens", json={})
@@ -228,7 +254,7 @@ async def mint_token(stack: Stack, agent_id: str) -> str:
 
 
 async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_replies_and_resolves(
-    stack: Stack, relay: LocalRelay, request: pytest.FixtureRequest
+    stack: Stack, relay: LocalRelay, line: CuttableLine, request: pytest.FixtureRequest
 ) -> None:
     marker = uuid.uuid4().hex[:6]  # this run's texts, whatever else is on the topics
     agent = f"agent-{marker}"
@@ -239,7 +265,15 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
         social_url=stack.url("ingest-social"),
         meta_secret=TEST_SECRETS["META_APP_SECRET"],
     )
+    bo = Customer(
+        email=f"bo.{marker}@example.org",
+        phone="+34600000000",
+        smtp_port=stack.smtp_port,
+        social_url="http://127.0.0.1:9",  # not used: Bo only mails
+        meta_secret=TEST_SECRETS["META_APP_SECRET"],
+    )
     router = stack.url("router")
+    line.target_port = int(router.rsplit(":", 1)[1])
     whatsapp_text = f"Hi, my parcel {marker} has not arrived. Can you check?"
     mail_text = f"Hello again, still no parcel {marker}. I wrote on WhatsApp yesterday."
     reply_text = f"Sorry, Ana: parcel {marker} ships again today, tracking follows."
@@ -267,7 +301,7 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
 
         with chromium(width=1280, height=1000) as browser:
             console = Console(browser, output_dir(request.node.name))
-            browser.get(f"{router}/console")
+            browser.get(f"{line.url}/console")
             console.until(lambda: console.visible("#token"), "the sign-in form")
             console.shot("1-sign-in")
 
@@ -284,7 +318,8 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             assert console.inbox() == []
             assert browser.execute_script("return sessionStorage.length") == 1
 
-            # Online, with the keyboard: the select is a real, labelled control.
+            # Online: the select is a real control with its label.
+            assert console.find("label[for=presence]").text == "Presence"
             Select(console.find("#presence")).select_by_value("online")
             await console.until_async(
                 lambda: "Presence online: done" in console.status(), "presence saved"
@@ -293,16 +328,34 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             assert online.status is AgentStatus.ONLINE
             console.shot("2-online")
 
-            # Ana mails; the offer shows up in the inbox by itself (the event stream).
+            # The agent's line drops: the page says so and reconnects by itself, and
+            # reads again what happened meanwhile (Bo's mail, offered to the agent).
+            line.cut()
+            await console.until_async(
+                lambda: console.live() == "reconnecting", "the page to notice the cut"
+            )
+            await bo.mail(f"Invoice {marker}", f"Please send me invoice {marker} again.")
+            bo_conversation = await offered_to(stack, agent)
+            line.restore()
+            await console.until_async(
+                lambda: (
+                    console.live() == "connected"
+                    and console.states() == {bo_conversation: "offered"}
+                ),
+                "the stream back and Bo's offer read again",
+            )
+            console.shot("3-reconnected")
+
+            # Ana mails; her offer shows up in the inbox by itself (the event stream).
             await authenticated_mail(ana, f"Parcel {marker}", mail_text)
             await console.until_async(
-                lambda: [i["state"] for i in console.inbox()] == ["offered"],
-                "the offer in the inbox",
+                lambda: len(console.states()) == 2, "Ana's offer in the inbox"
             )
-            [offer] = console.inbox()
+            [offer] = [i for i in console.inbox() if i["conversation"] != bo_conversation]
             conversation_id = offer["conversation"]
+            assert offer["state"] == "offered"
             assert "email" in offer["text"]
-            console.shot("3-offer")
+            console.shot("4-offer")
 
             # The offered conversation is Ana's email; its timeline holds her WhatsApp
             # message too, marked as an earlier conversation, each with its channel.
@@ -329,10 +382,10 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             assert email["conversation"] == conversation_id
             assert console.conversation_state() == "offered"
             assert "SLA first response due" in console.facts(), console.facts()
-            console.shot("4-conversation")
+            console.shot("5-conversation")
 
-            # Accept.
-            console.find("#accept").click()
+            # Accept, with the keyboard.
+            console.find("#accept").send_keys(Keys.ENTER)
             await console.until_async(lambda: "Accept: done" in console.status(), "accepted")
             [accepted] = await on_topic(
                 probe, AGENT_EVENTS, OfferAccepted, agent_id=agent, conversation_id=conversation_id
@@ -340,11 +393,11 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
             await console.until_async(
                 lambda: (
                     console.conversation_state() == "assigned"
-                    and [i["state"] for i in console.inbox()] == ["assigned"]
+                    and console.states().get(conversation_id) == "assigned"
                 ),
                 "the conversation assigned",
             )
-            console.shot("5-accepted")
+            console.shot("6-accepted")
 
             # An internal note, then the reply.
             console.type_into("#note-text", note_text)
@@ -380,19 +433,22 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
                 lambda: any("sent" in d["all"] for d in console.items("delivery")),
                 "the reply's delivery status in the timeline",
             )
-            console.shot("6-replied")
+            console.shot("7-replied")
 
-            # Resolve: the conversation leaves the inbox.
+            # Resolve: the conversation leaves the inbox (Bo's offer stays).
             console.find("#resolve").click()
             await console.until_async(lambda: "Resolve: done" in console.status(), "resolved")
             [resolved] = await on_topic(
                 probe, CONVERSATION_EVENTS, ConversationResolved, conversation_id=conversation_id
             )
             await console.until_async(
-                lambda: console.inbox() == [] and bool(console.items("resolved")),
+                lambda: (
+                    console.states() == {bo_conversation: "offered"}
+                    and bool(console.items("resolved"))
+                ),
                 "the conversation out of the inbox and resolved in the timeline",
             )
-            console.shot("7-resolved")
+            console.shot("8-resolved")
 
             # The token went in headers only, never in a URL the browser asked for.
             urls: list[str] = browser.execute_script(
@@ -417,7 +473,7 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
                 "signed out",
             )
             assert browser.execute_script("return sessionStorage.length") == 0
-            console.shot("8-signed-out")
+            console.shot("9-signed-out")
 
         # Each action once on its topic, for this agent and conversation.
         await asyncio.sleep(1)
@@ -430,4 +486,10 @@ async def test_an_agent_signs_in_takes_an_email_offer_sees_whatsapp_history_repl
         assert resolved.conversation_id == conversation_id
 
     shots = {p.name for p in output_dir(request.node.name).glob("*.png")}
-    assert {"3-offer.png", "4-conversation.png", "6-replied.png", "7-resolved.png"} <= shots
+    assert {
+        "3-reconnected.png",
+        "4-offer.png",
+        "5-conversation.png",
+        "7-replied.png",
+        "8-resolved.png",
+    } <= shots
