@@ -124,7 +124,7 @@ bench: install ## every benchmark beside its baseline (3 repetitions) -> docs/be
 
 up: ## build the images and start everything with Docker Compose (services, Kafka, MongoDB, monitoring)
 	$(COMPOSE) up -d --build
-	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · web chat http://127.0.0.1:8005/chat/demo · Grafana http://127.0.0.1:3000 · Prometheus :9090"
+	@echo "SMTP 127.0.0.1:2525 · webhooks :8002 · router API :8003 · agent console http://127.0.0.1:8003/console (token: make demo) · web chat http://127.0.0.1:8005/chat/demo · Grafana http://127.0.0.1:3000 · Prometheus :9090"
 
 down: ## stop the Compose stack (data volumes kept; VOLUMES=1 removes them)
 	$(COMPOSE) down $(if $(VOLUMES),--volumes,)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from switchboard_common.cloudevents import CloudEventAttributes
 from switchboard_common.contract import (
@@ -68,18 +68,7 @@ ItemType = Literal[
 ]
 
 #: Every item type the timeline shows (``message`` is the customer's own).
-ITEM_TYPES: Final[tuple[ItemType, ...]] = (
-    "message",
-    "reply",
-    "acknowledgement",
-    "survey",
-    "assignment",
-    "transfer",
-    "resolved",
-    "reopened",
-    "note",
-    "delivery",
-)
+ITEM_TYPES: Final[tuple[ItemType, ...]] = get_args(ItemType)
 #: Item types whose ``text`` is personal data (what an agent or Switchboard wrote to,
 #: or about, the customer): erasure drops it.
 TEXT_TYPES: Final = ("reply", "acknowledgement", "survey", "note")
