@@ -20,6 +20,8 @@ from switchboard_devkit.servers.relay import LocalRelay
 
 pytestmark = pytest.mark.e2e
 
+AGENT_TOKEN_SECRET = "e2e-demo-agent-token-secret"  # noqa: S105 - a test value
+
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[LocalRelay]:
@@ -33,7 +35,11 @@ def stack(infra: Infra, sink: LocalRelay) -> Iterator[Stack]:
     stack = Stack(
         infra.kafka_bootstrap,
         infra.mongodb_url,
-        extra_env={"OUTBOUND_SMTP_URL": f"{sink.url}?tls=none"},
+        extra_env={
+            "OUTBOUND_SMTP_URL": f"{sink.url}?tls=none",
+            # What the demo mints the console's agent token with, as the router checks it.
+            "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
+        },
     )
     try:
         stack.start()
@@ -90,3 +96,13 @@ def test_demo_sends_mail_signed_webhooks_and_a_web_chat_message_and_registers_ag
     assert mail.count("agent reply") == 1, output
     assert "the second payment was a duplicate" in mail, output
     assert len(list(sink.outbox.glob("*.eml"))) == 4
+
+    # It ends with the console and a token the router signs agent-ana in with.
+    console = output.split("Agent console: ")[1]
+    assert console.startswith(f"{stack.url('router')}/console\n"), output
+    assert "the router signs it in as agent-ana" in console, output
+    token = console.strip().splitlines()[-1].strip()
+    me = httpx.get(
+        f"{stack.url('router')}/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert me.json() == {"role": "agent", "agent_id": "agent-ana"}

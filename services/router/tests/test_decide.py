@@ -45,7 +45,8 @@ def test_resolving_frees_the_slots_once() -> None:
     assert change.after.slots == []
     assert change.release == ("a1|email|0",)
     assert change.kind is None  # no public event: the frontend resolved it
-    assert change.write_head is False  # no listing looks for resolved conversations
+    # Written: the agent's inbox must drop it and the list of resolved ones show it.
+    assert change.write_head is True
     # Redelivered, or already resolved: nothing.
     assert decide.resolved_change(change.after, "event:r1", LATER) is None
     assert decide.resolved_change(change.after, "event:r2", LATER) is None

@@ -23,8 +23,8 @@ consumer lag, the live streams' hub. Survey ratings go to ``support.feedback.v1`
 Routes: the timeline read and admin API, ``/queue`` and ``/agents``, the workspace's reads
 (``/agents/{agent_id}/conversations``, ``/conversations``), ``/me`` and
 ``/admin/agents/{agent_id}/tokens`` (sign-in), the workspace's writes (agent events,
-conversation events and reply requests) and ``/agents/{agent_id}/events`` (live),
-``/healthz``, ``/readyz``, ``/metrics``.
+conversation events and reply requests) and ``/agents/{agent_id}/events`` (live), the
+agent console (``/console``, static), ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from switchboard_common.service import BackgroundTask, Runtime
 from switchboard_router import assignment, timeline
 from switchboard_router.access import BearerAuth, Keyring, document_security
 from switchboard_router.assignment.consumers import LoggedDeadLetters
+from switchboard_router.console import console_router
 from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
@@ -220,6 +221,7 @@ def build(settings: RouterSettings) -> Router:
     api = [*people.api, routing.api, workspace_read_router(reads, settings), *writes.api]
     for router in [*api, sign_in_router(agent_tokens, _now)]:
         app.include_router(router)
+    app.include_router(console_router())
 
     async def close_client() -> None:
         await client.close()

@@ -19,13 +19,17 @@ serve the contract ports on 127.0.0.1 and Kafka on 127.0.0.1:9092. It
    delivery statuses; and, when Switchboard runs under ``make run``, the mail itself
    from its mail sink (``.run/outbox``, or ``SWITCHBOARD_DEMO_OUTBOX``);
 6. prints the router's queue and agents (with its read token), the SLA monitor's
-   clock metrics and the web chat's demo page, to chat as a visitor by hand.
+   clock metrics and the web chat's demo page, to chat as a visitor by hand;
+7. ends with the agent console's address and a development agent token for one of the
+   demo's agents (minted as ``python -m switchboard_router agent-token`` mints it, and
+   checked with the router's ``GET /me``), to sign in and work the inbox by hand.
 
 Environment (all optional): ``KAFKA_BOOTSTRAP_SERVERS`` (127.0.0.1:9092),
 ``SWITCHBOARD_TOPIC_PREFIX``, ``SWITCHBOARD_DEMO_HOST`` (127.0.0.1), the services' port
 variables of CONTRACT.md, ``META_APP_SECRET``, ``TELEGRAM_SECRET_TOKEN`` and
-``ROUTER_READ_TOKEN`` (or ``ROUTER_READ_TOKEN_FILE``) (the development secrets by
-default, as ``SWITCHBOARD_ENV=dev`` services use), and ``SWITCHBOARD_DEMO_DOMAIN``
+``ROUTER_READ_TOKEN`` (or ``ROUTER_READ_TOKEN_FILE``) and ``ROUTER_AGENT_TOKEN_SECRET``
+(or ``ROUTER_AGENT_TOKEN_SECRET_FILE``) (the development secrets by default, as
+``SWITCHBOARD_ENV=dev`` services use), and ``SWITCHBOARD_DEMO_DOMAIN``
 (support.example.com).
 """
 
@@ -40,6 +44,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -65,7 +70,8 @@ from switchboard_common.kafka import (
 from switchboard_common.settings import ServiceSettings
 from switchboard_devkit.running.processes import KNOWN_PORTS
 from switchboard_devtools.demo_replies import outbox, show_outbox, show_replies
-from switchboard_router.settings import DEV_TOKENS
+from switchboard_router.agent_tokens import DEFAULT_TTL_SECONDS, AgentTokens
+from switchboard_router.settings import DEV_AGENT_TOKEN_SECRET, DEV_TOKENS
 
 AGENTS = (
     AgentUpserted(
@@ -387,6 +393,41 @@ def router_read_token() -> str:
     return os.environ.get("ROUTER_READ_TOKEN") or DEV_TOKENS["ROUTER_READ_TOKEN"]
 
 
+def agent_token_secret() -> str:
+    """``ROUTER_AGENT_TOKEN_SECRET``, or the file ``ROUTER_AGENT_TOKEN_SECRET_FILE``
+    names, or the development secret (what a ``SWITCHBOARD_ENV=dev`` router signs with)."""
+    path = os.environ.get("ROUTER_AGENT_TOKEN_SECRET_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get("ROUTER_AGENT_TOKEN_SECRET") or DEV_AGENT_TOKEN_SECRET
+
+
+#: The agent whose token the demo prints (the first of ``AGENTS``).
+CONSOLE_AGENT = AGENTS[0].agent_id
+
+
+async def show_console(demo: Demo) -> None:
+    """The console's address and a token for ``CONSOLE_AGENT``, minted with the same
+    code as the router's ``agent-token`` command, and whether the router takes it."""
+    router = demo.services["router"]
+    token = AgentTokens(agent_token_secret()).mint(CONSOLE_AGENT, now=datetime.now(UTC))
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            me = await client.get(f"{router}/me", headers={"Authorization": f"Bearer {token}"})
+        verdict = (
+            f"the router signs it in as {me.json().get('agent_id')}"
+            if me.status_code == 200
+            else f"the router answered {me.status_code}: set ROUTER_AGENT_TOKEN_SECRET to "
+            "the router's, or mint one with `python -m switchboard_router agent-token`"
+        )
+    except (httpx.HTTPError, ValueError) as error:
+        verdict = f"not checked ({type(error).__name__})"
+    say(f"\nAgent console: {router}/console")
+    hours = DEFAULT_TTL_SECONDS // 3600
+    say(f"Development agent token for {CONSOLE_AGENT} ({hours} h; {verdict}):")
+    say(f"  {token}")
+
+
 async def show_state(demo: Demo) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         router = demo.services["router"]
@@ -465,8 +506,8 @@ async def main_async(demo: Demo) -> int:
             "`docker-compose -p switchboard logs router`. "
             "Grafana (make up): http://127.0.0.1:3000; Prometheus: http://127.0.0.1:9090"
         )
-        return 1
-    return 0
+    await show_console(demo)
+    return 0 if total else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,13 +253,14 @@ def resolved_change(current: RouteState | None, cause: str, now: datetime) -> Ch
     after = advanced(
         current, cause, now, status=RouteStatus.RESOLVED, slots=[], offer_expires_at=None
     )
-    listed = current.status in (RouteStatus.WAITING, RouteStatus.OFFERED)
     return Change(
         after,
         None,
         {"trigger": "resolved"},
         release=tuple(current.slots),
-        write_head=listed,
+        # Written whatever it was: the agent's inbox lists assigned heads, and the
+        # conversation list resolved ones (``workspace.read_api``).
+        write_head=True,
         handled=handled(current, now, resolved=True),
     )
 
@@ -335,7 +336,8 @@ def awaiting_change(
         None,
         {"trigger": "awaiting_customer"},
         release=tuple(current.slots),
-        write_head=False,
+        # The inbox and the conversation list show awaiting_customer heads.
+        write_head=True,
     )
 
 
