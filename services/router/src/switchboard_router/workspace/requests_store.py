@@ -1,5 +1,9 @@
 """What each workspace request id stands for: the agent, the request's digest and the
-event it publishes, so a retry publishes exactly the same event again.
+event's identity (topic, key, type, id and time), so a retry publishes exactly the same
+event again: the retry carries the same body (the digest says so), and ``commands``
+rebuilds the event from it with the stored id and time. No text of the request is kept
+(a reply, a note, a rejection's reason), so these records hold no personal data and
+erasure has nothing to find here.
 
 One record per request id (``_id``), claimed by a unique insert: the first writer wins
 and every later request with that id is compared with the winner. Only ``_id`` lookups
@@ -15,7 +19,6 @@ from typing import Any, Protocol
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from switchboard_common.contract import EVENT_TYPES
 from switchboard_common.kafka import Outgoing
 from switchboard_common.mongo import Document
 
@@ -24,7 +27,8 @@ COLLECTION = "workspace_requests"
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """A request id's claim: who sent it, what it asked, and the event it publishes."""
+    """A request id's claim: who sent it, a digest of what it asked, and the identity of
+    the event it publishes."""
 
     request_id: str
     agent_id: str
@@ -32,8 +36,6 @@ class RequestRecord:
     topic: str
     key: str
     event_type: str
-    #: The payload exactly as first published (JSON).
-    payload: str
     event_id: str
     at: datetime
 
@@ -48,15 +50,9 @@ class RequestRecord:
             topic=item.topic,
             key=item.key,
             event_type=item.event.ce_type,
-            payload=item.event.model_dump_json(),
             event_id=item.event_id,
             at=item.time,
         )
-
-    def outgoing(self) -> Outgoing:
-        """The very event the first request published (same payload, id and time)."""
-        event = EVENT_TYPES[self.event_type].model_validate_json(self.payload)
-        return Outgoing(self.topic, self.key, event, self.event_id, self.at)
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -66,7 +62,6 @@ class RequestRecord:
             "topic": self.topic,
             "key": self.key,
             "event_type": self.event_type,
-            "payload": self.payload,
             "event_id": self.event_id,
             "at": self.at,
         }
@@ -80,7 +75,6 @@ class RequestRecord:
             topic=str(doc["topic"]),
             key=str(doc["key"]),
             event_type=str(doc["event_type"]),
-            payload=str(doc["payload"]),
             event_id=str(doc["event_id"]),
             at=doc["at"],
         )

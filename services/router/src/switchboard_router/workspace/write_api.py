@@ -125,8 +125,11 @@ class WriteDesk:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, DATABASE_DOWN) from None
         if record.agent_id != command.agent_id or record.digest != command.digest():
             raise HTTPException(status.HTTP_409_CONFLICT, REUSED)
+        # The same body (digest) with the stored time and id: the very event first
+        # published, rebuilt rather than stored so no customer text is kept.
+        item = to_event(command, record.at)
         try:
-            await self.publish(record.outgoing())
+            await self.publish(item)
         except PublishUnavailableError as error:
             log.warning("workspace event not published", action=command.action, error=str(error))
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, KAFKA_DOWN) from None
