@@ -1,7 +1,7 @@
 """An agent's live stream (Server-Sent Events) through real HTTP, fed by the router's
 per-replica consumer group from real Kafka: it opens with ``ready``, then carries the
-agent's offers and the customer messages of the conversations they hold, and nothing of
-another agent's."""
+agent's offers, and the customer messages, notes, delivery statuses and resolution of the
+conversations they hold (never their text), and nothing of another agent's."""
 
 from __future__ import annotations
 
@@ -19,9 +19,15 @@ import pytest
 from switchboard_common.contract import (
     ASSIGNMENTS,
     CONVERSATION_ACTIVITY,
+    CONVERSATION_EVENTS,
+    OUTBOUND,
     Channel,
     ConversationActivity,
     ConversationAssigned,
+    ConversationResolved,
+    DeliveryStatus,
+    DeliveryUpdated,
+    NoteAdded,
     Priority,
 )
 from switchboard_devkit.testing.kafka_probe import TopicProbe
@@ -123,7 +129,7 @@ async def warmed_up(probe: TopicProbe, events: asyncio.Queue[Event], agent_id: s
         return
 
 
-async def test_the_stream_opens_ready_then_carries_the_agents_offers_and_messages_only(
+async def test_the_stream_opens_ready_then_carries_only_the_agents_own_updates(
     router: RunningRouter, probe: TopicProbe
 ) -> None:
     async with stream_of(router, "ana") as ana, stream_of(router, "bob") as bob:
@@ -172,7 +178,41 @@ async def test_the_stream_opens_ready_then_carries_the_agents_offers_and_message
         assert got["offer"]["offered_until"]
         assert SECRET not in json.dumps(got)
 
-        # Both of ana's updates went through the hub before she read them; bob's first
+        # A note, a delivery status and the resolution of the conversation she holds:
+        # each reaches her as its own update, still without any text.
+        await probe.send(
+            CONVERSATION_EVENTS,
+            NoteAdded(
+                note_id="n-live-1", conversation_id="c-held", agent_id="cho", text=SECRET, at=now
+            ),
+            key="c-held",
+        )
+        await probe.send(
+            OUTBOUND,
+            DeliveryUpdated(
+                reply_id="r-live-1",
+                conversation_id="c-held",
+                channel=Channel.EMAIL,
+                status=DeliveryStatus.DELIVERED,
+                at=now,
+            ),
+            key="c-held",
+        )
+        await probe.send(
+            CONVERSATION_EVENTS, ConversationResolved(conversation_id="c-held", at=now),
+            key="c-held",
+        )  # fmt: skip
+        later = dict([await next_about(ana, {"c-held"}) for _ in range(3)])
+        assert set(later) == {"note", "delivery", "unassigned"}, later
+        assert later["note"]["note_id"] == "n-live-1"
+        assert later["note"]["agent_id"] == "cho"
+        assert (later["delivery"]["reply_id"], later["delivery"]["status"]) == (
+            "r-live-1",
+            "delivered",
+        )
+        assert SECRET not in json.dumps(later)
+
+        # All of ana's updates went through the hub before she read them; bob's first
         # update after them is his own offer: he never got hers.
         await probe.send(ASSIGNMENTS, offer("c-bob", "bob"), key="c-bob")
         name, data = await asyncio.wait_for(bob.get(), 60)
