@@ -164,6 +164,26 @@ def cases(quick: bool) -> list[Case]:
             None,
         ),
         Case(
+            "workspace",
+            "agent workspace notes accepted (20 agents' tokens, each waiting for its 202), "
+            "vs a bare endpoint publishing the same with acks=all",
+            [
+                *(PY, "-m", "bench.workspace", "--agents", "20", "--conversations", "5"),
+                *("--notes", "50" if quick else "100", "--reads", "50" if quick else "100"),
+            ],
+            # The issue asking for it sets none.
+            None,
+            rows=(
+                Row("note_cpu", "↳ router CPU per note (/proc), beside the bare endpoint's"),
+                Row(
+                    "inbox_reads",
+                    "agent inbox reads (the same 20 agents, each its own), "
+                    "vs the same bytes served static",
+                ),
+                Row("inbox_cpu", "↳ router CPU per inbox read (/proc), beside the static one's"),
+            ),
+        ),
+        Case(
             "routing_decisions",
             "routing decision cost, 10 → 10,000 agents",
             [
