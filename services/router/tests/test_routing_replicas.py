@@ -85,7 +85,8 @@ def replicas(service_env: dict[str, str]) -> Iterator[list[ServiceProcess]]:
 
 class Frontend:
     """Plays the helpdesk: reads every decision, resolves assigned conversations after a
-    random delay, and records when it published each resolution."""
+    random delay, and records when each assignment reached it and when it published the
+    resolution: the time the agent had the conversation."""
 
     def __init__(self, infra: Infra, topics: TopicNames, probe: TopicProbe) -> None:
         self.infra = infra
@@ -94,6 +95,8 @@ class Frontend:
         self.events: dict[str, list[AssignmentDecision]] = defaultdict(list)
         #: (agent, conversation, seq) -> when the frontend published the resolution
         self.resolved_at: dict[tuple[str, str, int], float] = {}
+        #: (agent, conversation, seq) -> when the assignment reached the frontend
+        self.received_at: dict[tuple[str, str, int], float] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.duplicates = 0
         self.rng = random.Random(7)
@@ -123,6 +126,8 @@ class Frontend:
                             continue
                         seen.append(event)
                         if isinstance(event, ConversationAssigned) and event.agent_id:
+                            held = (event.agent_id, event.conversation_id, event.seq)
+                            self.received_at[held] = time.time()
                             task = asyncio.create_task(self.resolve_later(event))
                             self.tasks.add(task)
                             task.add_done_callback(self.tasks.discard)
@@ -246,8 +251,13 @@ async def test_capacity_holds_with_three_replicas_and_the_queue_drains(
         assert len(holders) == 1, f"{cid} was assigned {len(holders)} times"
         (assigned,) = holders
         assert assigned.agent_id is not None
-        released = frontend.resolved_at[(assigned.agent_id, cid, assigned.seq)]
-        intervals[assigned.agent_id].append((assigned.decided_at.timestamp(), released))
+        # What the agent holds, as the helpdesk sees it: from the assignment's arrival
+        # (published only once its capacity slot was claimed) to the resolution's
+        # publication (the slot is freed only after). Not from ``decided_at``: a batch
+        # stamps its decisions when it starts, and under load a slot freed while the
+        # batch waited on the database is claimed with a time before its release.
+        key = (assigned.agent_id, cid, assigned.seq)
+        intervals[assigned.agent_id].append((frontend.received_at[key], frontend.resolved_at[key]))
     # Public events carry the decision's inputs, never the router's internal state.
     leaked = [
         e for es in frontend.events.values() for e in es if {"route", "released"} & set(e.reason)
