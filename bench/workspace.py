@@ -72,7 +72,7 @@ from switchboard_devkit.running.processes import (
 )
 from switchboard_devkit.running.stack import Stack, running_stack
 from switchboard_devkit.testing.kafka_probe import unique
-from switchboard_devtools.testing.router_timeline import inbound, produce
+from switchboard_devtools.testing.router_timeline import eventually, inbound, produce
 from switchboard_router.agent_tokens import AgentTokens
 from switchboard_router.timeline.identity import identity_of
 
@@ -234,7 +234,7 @@ async def prepare(stack: Stack, args: argparse.Namespace) -> list[Agent]:
             items = (await http.get("/agents", params={"limit": 500})).json()["items"]
             return bool({a["agent_id"] for a in items if a["status"] == "online"} >= set(ids))
 
-        await until(online, args.timeout, "agents online")
+        await eventually(online, timeout=args.timeout, interval=0.5)
         total: int = args.agents * args.conversations
         messages = [
             inbound(
@@ -259,7 +259,7 @@ async def prepare(stack: Stack, args: argparse.Namespace) -> list[Agent]:
                 held.setdefault(item["agent_id"], []).append(item["conversation_id"])
             return sum(len(c) for c in held.values()) >= total
 
-        await until(assigned, args.timeout, f"{total} conversations assigned")
+        await eventually(assigned, timeout=args.timeout, interval=0.5)
     return [
         Agent(
             agent_id,
@@ -268,14 +268,6 @@ async def prepare(stack: Stack, args: argparse.Namespace) -> list[Agent]:
         )
         for agent_id in ids
     ]
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"set-up: not {what} after {timeout}s")
-        await asyncio.sleep(0.5)
 
 
 def system(args: argparse.Namespace, inbox_file: Path) -> tuple[dict[str, Any], list[Agent]]:

@@ -262,19 +262,14 @@ class InMemoryTimelineStore:
         found = {c: await self.get_refs(c, ids) for c, ids in wanted.items()}
         return {c: refs for c, refs in found.items() if refs}
 
-    def _page(self, matching: list[Document], page: Page) -> list[Document]:
-        if page.after is not None:
-            matching = [d for d in matching if (d["received_at"], d["_id"]) > page.after]
-        matching.sort(key=lambda d: (d["received_at"], d["_id"]))
-        return [copy.deepcopy(d) for d in matching[: page.limit]]
-
     async def timeline(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
         wanted = set(customer_ids)
-        return self._page([d for d in self.messages.values() if d["customer_id"] in wanted], page)
+        found = (d for d in self.messages.values() if d["customer_id"] in wanted)
+        return page.of(found, "received_at")
 
     async def conversation_messages(self, conversation_id: str, page: Page) -> list[Document]:
-        matching = [d for d in self.messages.values() if d["conversation_id"] == conversation_id]
-        return self._page(matching, page)
+        found = (d for d in self.messages.values() if d["conversation_id"] == conversation_id)
+        return page.of(found, "received_at")
 
     async def count_messages(self, conversation_id: str) -> int:
         return sum(1 for d in self.messages.values() if d["conversation_id"] == conversation_id)

@@ -503,16 +503,8 @@ class MongoTimelineStore:
         return found
 
     async def _page(self, query: Document, page: Page) -> list[Document]:
-        if page.after is not None:
-            moment, message_id = page.after
-            query = {
-                **query,
-                "$or": [
-                    {"received_at": {"$gt": moment}},
-                    {"received_at": moment, "_id": {"$gt": message_id}},
-                ],
-            }
-        cursor = self.messages.find(query).sort([("received_at", ASCENDING), ("_id", ASCENDING)])
+        after = page.query(query, "received_at")
+        cursor = self.messages.find(after).sort([("received_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.limit(page.limit).to_list()
 
     async def timeline(self, customer_ids: Sequence[str], page: Page) -> list[Document]:

@@ -11,7 +11,8 @@ both MongoDB and FerretDB v1. Every write is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import copy
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -206,10 +207,25 @@ class ConversationWrite:
 
 @dataclass(frozen=True)
 class Page:
-    """Position after which a page starts: (received_at, message_id)."""
+    """Position after which a page starts: (time, id), in the order of a time field
+    (messages: ``received_at``; timeline activity items: ``at``) then ``_id``."""
 
     after: tuple[datetime, str] | None
     limit: int
+
+    def query(self, query: Document, by: str) -> Document:
+        """``query`` narrowed to the documents after the position (the database side)."""
+        if self.after is None:
+            return query
+        moment, last_id = self.after
+        return {**query, "$or": [{by: {"$gt": moment}}, {by: moment, "_id": {"$gt": last_id}}]}
+
+    def of(self, documents: Iterable[Document], by: str) -> list[Document]:
+        """The page of ``documents`` (copies), as the database would give it (memory)."""
+        ordered = sorted(documents, key=lambda d: (d[by], d["_id"]))
+        if self.after is not None:
+            ordered = [d for d in ordered if (d[by], d["_id"]) > self.after]
+        return [copy.deepcopy(d) for d in ordered[: self.limit]]
 
 
 class TimelineStore(Protocol):

@@ -90,13 +90,8 @@ class MongoActivityStore:
         return texts.modified_count + errors.modified_count
 
     async def _page(self, query: Document, page: Page) -> list[Document]:
-        if page.after is not None:
-            moment, item_id = page.after
-            query = {
-                **query,
-                "$or": [{"at": {"$gt": moment}}, {"at": moment, "_id": {"$gt": item_id}}],
-            }
-        cursor = self.collection.find(query).sort([("at", ASCENDING), ("_id", ASCENDING)])
+        cursor = self.collection.find(page.query(query, "at"))
+        cursor = cursor.sort([("at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.limit(page.limit).to_list()
 
     async def items(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
@@ -131,19 +126,13 @@ class InMemoryActivityStore:
             if document is not None and carries_personal_data(document):
                 self.documents[item_id] = redacted(document)
 
-    def _page(self, matching: list[Document], page: Page) -> list[Document]:
-        if page.after is not None:
-            matching = [d for d in matching if (d["at"], d["_id"]) > page.after]
-        matching.sort(key=lambda d: (d["at"], d["_id"]))
-        return [copy.deepcopy(d) for d in matching[: page.limit]]
-
     async def items(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
         wanted = set(customer_ids)
-        return self._page([d for d in self.documents.values() if d["customer_id"] in wanted], page)
+        return page.of((d for d in self.documents.values() if d["customer_id"] in wanted), "at")
 
     async def conversation_items(self, conversation_id: str, page: Page) -> list[Document]:
-        found = [d for d in self.documents.values() if d["conversation_id"] == conversation_id]
-        return self._page(found, page)
+        found = (d for d in self.documents.values() if d["conversation_id"] == conversation_id)
+        return page.of(found, "at")
 
     async def erase(self, customer_ids: Sequence[str]) -> dict[str, int]:
         wanted = set(customer_ids)
