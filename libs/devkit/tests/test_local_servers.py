@@ -15,14 +15,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient, UpdateOne
 
+from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.servers.local import LocalFerretDB, LocalKafka, ProvisionError, port_open
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

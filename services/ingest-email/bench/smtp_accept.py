@@ -39,13 +39,6 @@ SENDERS = 10
 RCPT = "help@support.example.com"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def sample_message(n: int) -> bytes:
     msg = EmailMessage()
     msg["From"] = f"Customer {n % 97} <customer{n % 97}@example.com>"
@@ -245,6 +238,7 @@ async def count_published(bootstrap: str, topic: str) -> int:
 def run(duration: float, warmup: float) -> dict[str, Any]:
     from switchboard_common.contract import TopicNames
     from switchboard_common.topics import create_topics
+    from switchboard_devkit.running.inprocess import free_port
     from switchboard_devkit.running.processes import cpu_seconds, peak_rss_mb
     from switchboard_devkit.servers.infra import ensure_infra
 

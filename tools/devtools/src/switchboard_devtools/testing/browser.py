@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from switchboard_devkit.paths import repo_root
+from switchboard_devkit.running.inprocess import free_port
 
 #: Where Debian puts them (packages ``chromium`` and ``chromium-driver``).
 CHROMIUM = ("chromium", "/usr/bin/chromium")
@@ -74,7 +74,7 @@ class CuttableLine:
 
     def __init__(self, target_port: int = 0) -> None:
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._open: set[asyncio.StreamWriter] = set()
         self._cut = False
@@ -141,9 +141,3 @@ class CuttableLine:
                 return
             writer.write(data)
             await writer.drain()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
