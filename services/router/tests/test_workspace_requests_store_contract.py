@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -80,3 +81,17 @@ async def test_racing_claims_of_one_id_agree_on_one_winner(store: RequestStore) 
     assert len(set(winners)) == 1
     assert winners[0] in claims
     assert await store.get("req-race-1") == winners[0]
+
+
+async def test_records_stamped_before_the_cutoff_are_forgotten(store: RequestStore) -> None:
+    old = record("req-old-1", "ana", "first")
+    recent = dataclasses.replace(record("req-new-1", "ana", "second"), at=AT + timedelta(days=8))
+    for claim in (old, recent):
+        await store.claim(claim)
+    assert await store.forget_before(AT + timedelta(days=7)) == 1
+    assert await store.get("req-old-1") is None
+    assert await store.get("req-new-1") == recent
+    # A forgotten id can be claimed afresh (a retry long after publishes again).
+    again = record("req-old-1", "bob", "third")
+    assert await store.claim(again) == again
+    assert await store.forget_before(AT) == 0

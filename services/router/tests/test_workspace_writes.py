@@ -6,6 +6,7 @@ Kafka refuses and 202 on the retry, with nothing lost or doubled."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from switchboard_devtools.testing.router_timeline import (
 )
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.timeline.replies import TEXT_LIMITS
+from switchboard_router.workspace.requests_store import COLLECTION
 from switchboard_router.workspace.write_api import KAFKA_DOWN, NOT_OFFERED, REUSED
 
 pytestmark = pytest.mark.integration
@@ -191,6 +193,29 @@ async def test_the_same_request_again_is_the_same_event_and_a_changed_one_is_ref
     times = {header_map(r.headers)["ce_time"] for r in records}
     assert len(times) == 1
     assert await published(probe, OUTBOUND, "workspace:req-note-001") == []
+
+
+async def test_a_request_id_is_remembered_for_its_retention_and_then_forgotten(
+    router: RunningRouter, probe: TopicProbe
+) -> None:
+    conversation = await customer_writes(probe, "m-r1")
+    path = f"/conversations/{conversation}/notes"
+    body = {"request_id": "req-kept-001", "text": "first"}
+    assert (await router.http.post(path, json=body, headers=ANA)).status_code == 202
+    changed = {**body, "text": "second"}
+    # The router's own sweep, as its hourly loop runs it: a fresh id is kept.
+    await router.parts.workspace.forget_old_requests()
+    assert (await router.http.post(path, json=changed, headers=ANA)).status_code == 409
+    # Eight days on (past the default seven), the sweep forgets it.
+    requests = router.ctx.db[COLLECTION]
+    claimed = await requests.find_one({"_id": "req-kept-001"})
+    assert claimed is not None
+    await requests.update_one(
+        {"_id": "req-kept-001"}, {"$set": {"at": claimed["at"] - timedelta(days=8)}}
+    )
+    await router.parts.workspace.forget_old_requests()
+    assert await requests.find_one({"_id": "req-kept-001"}) is None
+    assert (await router.http.post(path, json=changed, headers=ANA)).status_code == 202
 
 
 async def test_bad_requests_are_refused_and_publish_nothing(

@@ -104,6 +104,9 @@ GROUP_ACTIVITY = "router-timeline-activity"
 GROUP_AGENT_VIEW = "router-agents-view"
 GROUP_WORKSPACE_LIVE = "router-workspace-live"
 
+#: How often request ids past their retention are swept (a few a day would do).
+REQUEST_SWEEP_SECONDS = 3600.0
+
 
 @dataclass
 class Router:
@@ -211,6 +214,7 @@ def build(settings: RouterSettings) -> Router:
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
+            _every(REQUEST_SWEEP_SECONDS, writes.forget_old_requests, "workspace-requests"),
             *(
                 [_every(settings.survey_tick_seconds, people.surveyor.send_due, "surveys")]
                 if people.surveyor is not None

@@ -113,6 +113,10 @@ class RouterSettings(ServiceSettings):
     workspace_publish_timeout_seconds: float = Field(
         10.0, gt=0, le=120, validation_alias=env("ROUTER_WORKSPACE_PUBLISH_TIMEOUT_SECONDS")
     )
+    #: Days a workspace request id is remembered; a retry after that publishes again.
+    workspace_request_retention_days: float = Field(
+        7.0, gt=0, le=3650, validation_alias=env("ROUTER_WORKSPACE_REQUEST_RETENTION_DAYS")
+    )
     #: A comment line on every idle live stream this often, so proxies keep it open.
     live_heartbeat_seconds: float = Field(
         15.0, gt=0, le=300, validation_alias=env("ROUTER_LIVE_HEARTBEAT_SECONDS")

@@ -7,7 +7,9 @@ erasure has nothing to find here.
 
 One record per request id (``_id``), claimed by a unique insert: the first writer wins
 and every later request with that id is compared with the winner. Only ``_id`` lookups
-and inserts, which FerretDB v1 does cheaply and atomically.
+and inserts, which FerretDB v1 does cheaply and atomically. Records older than the
+retention are forgotten by a periodic sweep (FerretDB v1 has no TTL index): a client
+retries within minutes, not weeks.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class RequestStore(Protocol):
         id afterwards (``record`` itself, or the earlier one)."""
         ...
 
+    async def forget_before(self, cutoff: datetime) -> int:
+        """Drop the records of events stamped before ``cutoff``; how many."""
+        ...
+
 
 class InMemoryRequestStore:
     def __init__(self) -> None:
@@ -98,6 +104,12 @@ class InMemoryRequestStore:
 
     async def claim(self, record: RequestRecord) -> RequestRecord:
         return self.records.setdefault(record.request_id, record)
+
+    async def forget_before(self, cutoff: datetime) -> int:
+        old = [key for key, record in self.records.items() if record.at < cutoff]
+        for key in old:
+            del self.records[key]
+        return len(old)
 
 
 class MongoRequestStore:
@@ -115,7 +127,11 @@ class MongoRequestStore:
             await self.collection.insert_one(record.to_document())
         except DuplicateKeyError:
             existing = await self.get(record.request_id)
-            if existing is None:  # claimed and gone again: nothing deletes claims
+            if existing is None:  # forgotten in between (past retention): the retry claims
                 raise
             return existing
         return record
+
+    async def forget_before(self, cutoff: datetime) -> int:
+        result = await self.collection.delete_many({"at": {"$lt": cutoff}})
+        return result.deleted_count

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
 
 from switchboard_common.kafka import Outgoing
+from switchboard_common.logging import get_logger
 from switchboard_common.publishing import DurablePublisher
 from switchboard_router.assignment.model import RouteState
 from switchboard_router.assignment.store import AssignmentStore
@@ -20,15 +21,19 @@ from switchboard_router.workspace.requests_store import MongoRequestStore
 from switchboard_router.workspace.stream import stream_router
 from switchboard_router.workspace.write_api import WriteDesk, write_router
 
+log = get_logger(__name__)
+
 
 @dataclass
 class WorkspaceWrites:
-    """The write routes and the live stream: routers, the consumer handler, the hub."""
+    """The write routes and the live stream: routers, the consumer handler, the hub, and
+    the sweep of request ids past retention."""
 
     api: Sequence[APIRouter]
     live: LiveFeed
     hub: LiveHub
     publisher: DurablePublisher
+    forget_old_requests: Callable[[], Awaitable[None]]
 
 
 def build_writes(
@@ -55,8 +60,16 @@ def build_writes(
         return await routes.heads_of(conversation_ids)
 
     hub = LiveHub(settings.live_queue_size, ctx.metrics.live)
+    requests = MongoRequestStore(ctx.db)
+    retention = timedelta(days=settings.workspace_request_retention_days)
+
+    async def forget_old_requests() -> None:
+        forgotten = await requests.forget_before(datetime.now(UTC) - retention)
+        if forgotten:
+            log.info("workspace request ids past retention forgotten", requests=forgotten)
+
     desk = WriteDesk(
-        MongoRequestStore(ctx.db),
+        requests,
         publish,
         conversation_exists=conversation_exists,
         route_of=routes.head,
@@ -67,4 +80,5 @@ def build_writes(
         live=LiveFeed(hub, held_by),
         hub=hub,
         publisher=durable,
+        forget_old_requests=forget_old_requests,
     )
