@@ -29,6 +29,7 @@ from switchboard_common.contract import (
     DeliveryUpdated,
     NoteAdded,
     Priority,
+    ReplySent,
 )
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.testing.router_timeline import (
@@ -199,11 +200,17 @@ async def test_the_stream_opens_ready_then_carries_only_the_agents_own_updates(
             key="c-held",
         )
         await probe.send(
+            CONVERSATION_EVENTS, ReplySent(conversation_id="c-held", agent_id="ana", sent_at=now),
+            key="c-held",
+        )  # fmt: skip
+        await probe.send(
             CONVERSATION_EVENTS, ConversationResolved(conversation_id="c-held", at=now),
             key="c-held",
         )  # fmt: skip
-        later = dict([await next_about(ana, {"c-held"}) for _ in range(3)])
-        assert set(later) == {"note", "delivery", "unassigned"}, later
+        later = dict([await next_about(ana, {"c-held"}) for _ in range(4)])
+        assert set(later) == {"note", "delivery", "conversation", "unassigned"}, later
+        assert later["conversation"]["change"] == "reply_sent"
+        assert later["unassigned"]["reason"] == "resolved"
         assert later["note"]["note_id"] == "n-live-1"
         assert later["note"]["agent_id"] == "cho"
         assert (later["delivery"]["reply_id"], later["delivery"]["status"]) == (
@@ -228,6 +235,22 @@ async def test_only_the_agent_or_a_reader_opens_an_agents_stream(router: Running
             assert read.status_code == 200
             first = await anext(read.aiter_lines())
             assert first == "event: ready"
+
+
+async def test_an_idle_stream_carries_a_heartbeat(service_env: dict[str, str]) -> None:
+    async with (
+        running_router(service_env, live_heartbeat_seconds=0.3) as router,
+        httpx.AsyncClient(base_url=router.url, timeout=STREAM_TIMEOUT) as http,
+        http.stream("GET", "/agents/ana/events", headers=bearer(agent_token("ana"))) as read,
+    ):
+        lines = read.aiter_lines()
+        assert await anext(lines) == "event: ready"
+        # Nothing happens to ana: after ready, only keep-alive comments, several of them.
+        beats = 0
+        while beats < 3:
+            line = await asyncio.wait_for(anext(lines), 30)
+            assert not line.startswith("event: "), line
+            beats += line == ": keep-alive"
 
 
 async def test_a_stopping_router_ends_open_streams_with_reset(service_env: dict[str, str]) -> None:
