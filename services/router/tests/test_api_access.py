@@ -190,6 +190,47 @@ async def test_the_admin_signs_an_agent_in(router: RunningRouter) -> None:
         assert me.json() == {"role": "agent", "agent_id": "agent-ben"}
 
 
+async def test_the_admin_revokes_one_agents_tokens_on_every_replica(
+    service_env: dict[str, str],
+) -> None:
+    async with (
+        running_router(service_env, agent_revocation_refresh_seconds=0.2) as first,
+        running_router(service_env, agent_revocation_refresh_seconds=0.2) as second,
+    ):
+        route = "/admin/agents/agent-ana/tokens"
+        ana, ben = bearer(agent_token("agent-ana")), bearer(agent_token("agent-ben"))
+        for replica in (first, second):
+            assert (await replica.http.get("/me", headers=ana)).status_code == 200
+        # Only an administrator revokes; an agent cannot, not even her own.
+        for headers, expected in ((ana, 403), (bearer(READ_TOKEN), 403), ({}, 401)):
+            answer = await first.http.request("DELETE", route, headers={
+                "Authorization": "", **headers})  # fmt: skip
+            assert answer.status_code == expected, headers
+        assert (await first.http.get("/me", headers=ana)).status_code == 200
+
+        revoked = await first.http.delete(route, headers=bearer(ADMIN_TOKEN))
+        assert revoked.status_code == 200
+        assert revoked.json()["agent_id"] == "agent-ana"
+        assert revoked.json()["revoked_by"] == "token:admin"
+        # The replica that revoked refuses her token at once, the other one shortly.
+        assert (await first.http.get("/me", headers=ana)).status_code == 401
+
+        async def refused_by_second() -> bool:
+            return (await second.http.get("/me", headers=ana)).status_code == 401
+
+        await eventually(refused_by_second)
+        write = await second.http.post("/conversations/c-x/notes", headers=ana, json={})
+        assert write.status_code == 401
+        # Ben is still signed in, and a token minted for ana now works everywhere.
+        minted = await first.http.post(route, json={}, headers=bearer(ADMIN_TOKEN))
+        again = bearer(minted.json()["token"])
+        for replica in (first, second):
+            assert (await replica.http.get("/me", headers=ben)).status_code == 200
+            assert (await replica.http.get("/me", headers=again)).json()["agent_id"] == (
+                "agent-ana"
+            )
+
+
 def test_the_command_line_signs_an_agent_in(service_env: dict[str, str]) -> None:
     environment = {**os.environ, **service_env, **TOKEN_ENV, "SWITCHBOARD_ENV": "test"}
     command = [sys.executable, "-m", "switchboard_router", "agent-token", "agent-chloe"]

@@ -123,14 +123,17 @@ def test_an_agent_token_names_its_agent_until_it_expires() -> None:
     assert keyring.identify(f"Bearer {token}") is None  # expired
     # Another secret, a changed agent or expiry, or garbage: not an agent.
     assert AgentTokens("t" * 32).verify(token, now=now) is None
-    prefix, agent, expiry, mac = token.split(".")
+    prefix, agent, issued, expiry, mac = token.split(".")
     other = AgentTokens("s" * 32).mint("agent-ben", now=now).split(".")[1]
     for forged in (
-        f"{prefix}.{other}.{expiry}.{mac}",
-        f"{prefix}.{agent}.{int(expiry) + 9999}.{mac}",
-        f"{prefix}.{agent}.{expiry}",
-        f"{prefix}.{agent}.{expiry}.{mac}é",
-        "sbagent....",
+        f"{prefix}.{other}.{issued}.{expiry}.{mac}",
+        f"{prefix}.{agent}.{issued}.{int(expiry) + 9999}.{mac}",
+        f"{prefix}.{agent}.{int(issued) + 9999}.{expiry}.{mac}",  # dodging a revocation
+        f"{prefix}.{agent}.{issued}.{expiry}",
+        f"{prefix}.{agent}.{expiry}.{mac}",
+        f"{prefix}.{agent}.{issued}.{expiry}.{mac}é",
+        f"{prefix}.{agent}..{expiry}.{mac}",
+        "sbagent.....",
     ):
         assert tokens.verify(forged, now=now) is None, forged
     for bad_id, ttl in [("", 3600), ("x" * 201, 3600), ("a\nb", 3600), ("a", 10)]:

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchboard_router.agent_tokens import PREFIX as AGENT_TOKEN_PREFIX
-from switchboard_router.agent_tokens import AgentTokens
+from switchboard_router.agent_tokens import AgentTokens, SignedAgent
 
 
 class Access(StrEnum):
@@ -119,10 +119,12 @@ class Keyring:
         tokens: Sequence[tuple[SecretStr, Credential]],
         agents: AgentTokens | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        revoked: Callable[[SignedAgent], bool] = lambda _: False,
     ) -> None:
         self._tokens = [(_digest(secret.get_secret_value()), who) for secret, who in tokens]
         self._agents = agents
         self._clock = clock
+        self._revoked = revoked
 
     @classmethod
     def of(
@@ -131,11 +133,13 @@ class Keyring:
         read: SecretStr | None,
         admin: SecretStr | None,
         agents: AgentTokens | None = None,
+        revoked: Callable[[SignedAgent], bool] = lambda _: False,
     ) -> Keyring:
-        """The read and admin tokens, and the agent tokens' signer; any may be absent
-        (then nobody has that grant)."""
+        """The read and admin tokens, and the agent tokens' signer and revocations; any
+        may be absent (then nobody has that grant)."""
         pairs = [(read, READ_CREDENTIAL), (admin, ADMIN_CREDENTIAL)]
-        return cls([(secret, who) for secret, who in pairs if secret is not None], agents)
+        granted = [(secret, who) for secret, who in pairs if secret is not None]
+        return cls(granted, agents, revoked=revoked)
 
     def identify(self, authorization: str | None) -> Credential | None:
         """The credential an ``Authorization`` header presents, or None. Every configured
@@ -145,8 +149,10 @@ class Keyring:
         if scheme.lower() != "bearer" or not presented:
             return None
         if self._agents is not None and presented.startswith(f"{AGENT_TOKEN_PREFIX}."):
-            agent_id = self._agents.verify(presented, now=self._clock())
-            return None if agent_id is None else agent_credential(agent_id)
+            signed = self._agents.check(presented, now=self._clock())
+            if signed is None or self._revoked(signed):
+                return None
+            return agent_credential(signed.agent_id)
         digest = _digest(presented)
         found = None
         for expected, who in self._tokens:

@@ -1,11 +1,13 @@
 """Agent tokens: a bearer token that names one agent and expires (pure).
 
 A browser console signs in as one agent, so its token must say which agent it is and
-must stop working after a shift: ``sbagent.<agent id, base64url>.<expiry, unix
-seconds>.<HMAC-SHA256 of both, base64url>``, signed with ``ROUTER_AGENT_TOKEN_SECRET``.
-Stateless, so every router replica checks it without a lookup; rotating the secret
-signs every agent out. Minted by ``POST /admin/agents/{agent_id}/tokens`` (admin token)
-and by ``python -m switchboard_router agent-token <agent_id>``.
+must stop working after a shift: ``sbagent.<agent id, base64url>.<issued, unix
+milliseconds>.<expiry, unix seconds>.<HMAC-SHA256 of the rest, base64url>``, signed with
+``ROUTER_AGENT_TOKEN_SECRET``. Checked without a lookup; the issue time lets an
+administrator revoke one agent's tokens (``token_revocations``: every token issued up to
+then), and rotating the secret signs every agent out. Minted by
+``POST /admin/agents/{agent_id}/tokens`` (admin token) and by
+``python -m switchboard_router agent-token <agent_id>``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 PREFIX = "sbagent"
@@ -25,6 +28,14 @@ MAX_AGENT_ID = 200
 
 class AgentTokenError(ValueError):
     """An agent token that cannot be minted (bad agent id or lifetime)."""
+
+
+@dataclass(frozen=True)
+class SignedAgent:
+    """What a valid agent token says: the agent, and when it was issued."""
+
+    agent_id: str
+    issued_ms: int
 
 
 def _b64(data: bytes) -> str:
@@ -43,9 +54,8 @@ class AgentTokens:
             raise AgentTokenError("the agent token secret is empty")
         self._key = secret.encode()
 
-    def _mac(self, agent: str, expiry: str) -> str:
-        signed = f"{PREFIX}.{agent}.{expiry}".encode("ascii")
-        return _b64(hmac.new(self._key, signed, hashlib.sha256).digest())
+    def _mac(self, signed: str) -> str:
+        return _b64(hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest())
 
     def mint(self, agent_id: str, *, now: datetime, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> str:
         """A token for ``agent_id`` valid for ``ttl_seconds`` from ``now``."""
@@ -54,29 +64,38 @@ class AgentTokens:
         if not 60 <= ttl_seconds <= MAX_TTL_SECONDS:
             raise AgentTokenError(f"a token lives 60-{MAX_TTL_SECONDS} seconds")
         agent = _b64(agent_id.encode())
+        issued = str(int(now.timestamp() * 1000))
         expiry = str(int(now.timestamp()) + ttl_seconds)
-        return f"{PREFIX}.{agent}.{expiry}.{self._mac(agent, expiry)}"
+        signed = f"{PREFIX}.{agent}.{issued}.{expiry}"
+        return f"{signed}.{self._mac(signed)}"
 
-    def verify(self, token: str, *, now: datetime) -> str | None:
-        """The agent a token names, or None if it is not one of ours or has expired."""
-        parts = token.split(".")
-        if len(parts) != 4 or parts[0] != PREFIX or not parts[2].isdigit():
+    def check(self, token: str, *, now: datetime) -> SignedAgent | None:
+        """The agent a token names and when it was issued, or None if it is not one of
+        ours or has expired."""
+        signed, _, mac = token.rpartition(".")
+        parts = signed.split(".")
+        if len(parts) != 4 or parts[0] != PREFIX or not all(p.isdigit() for p in parts[2:]):
             return None
-        _, agent, expiry, mac = parts
         try:
-            expected = self._mac(agent, expiry)
+            expected = self._mac(signed)
         except UnicodeEncodeError:
             return None
         if not hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace")):
             return None
+        _, agent, issued, expiry = parts
         if int(expiry) <= now.timestamp():
             return None
         try:
-            return _unb64(agent).decode("utf-8")
+            return SignedAgent(_unb64(agent).decode("utf-8"), int(issued))
         except (binascii.Error, ValueError):
             return None
+
+    def verify(self, token: str, *, now: datetime) -> str | None:
+        """The agent a token names, or None (``check`` without the issue time)."""
+        signed = self.check(token, now=now)
+        return None if signed is None else signed.agent_id
 
     @staticmethod
     def expiry_of(token: str) -> datetime:
         """When a token this class minted expires (for the mint route's answer)."""
-        return datetime.fromtimestamp(int(token.split(".")[2]), UTC)
+        return datetime.fromtimestamp(int(token.split(".")[3]), UTC)

@@ -66,6 +66,7 @@ from switchboard_router.context import RouterContext
 from switchboard_router.metrics import RouterMetrics
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sign_in import sign_in_router
+from switchboard_router.token_revocations import MongoRevocationStore, RevokedTokens
 from switchboard_router.workspace.activity_store import MongoActivityStore
 from switchboard_router.workspace.read_api import read_router as workspace_read_router
 from switchboard_router.workspace.read_api import workspace_reads
@@ -176,10 +177,14 @@ def build(settings: RouterSettings) -> Router:
         redoc_url=None,
     )
     agent_tokens = settings.agent_tokens()
+    revoked = RevokedTokens(MongoRevocationStore(ctx.db), _now)
     app.add_middleware(
         BearerAuth,
         keyring=Keyring.of(
-            read=settings.read_token, admin=settings.admin_token, agents=agent_tokens
+            read=settings.read_token,
+            admin=settings.admin_token,
+            agents=agent_tokens,
+            revoked=revoked.refuses,
         ),
     )
     plain_openapi = app.openapi
@@ -207,6 +212,7 @@ def build(settings: RouterSettings) -> Router:
             activity.ensure_indexes,
             routing.start,
             reads.ensure_indexes,
+            revoked.refresh,
         ],
         background=[
             consumers.run,
@@ -215,6 +221,7 @@ def build(settings: RouterSettings) -> Router:
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
             _every(REQUEST_SWEEP_SECONDS, writes.forget_old_requests, "workspace-requests"),
+            _every(settings.agent_revocation_refresh_seconds, revoked.refresh, "revocations"),
             *(
                 [_every(settings.survey_tick_seconds, people.surveyor.send_due, "surveys")]
                 if people.surveyor is not None
@@ -223,7 +230,7 @@ def build(settings: RouterSettings) -> Router:
         ],
     )
     api = [*people.api, routing.api, workspace_read_router(reads, settings), *writes.api]
-    for router in [*api, sign_in_router(agent_tokens, _now)]:
+    for router in [*api, sign_in_router(agent_tokens, revoked, _now)]:
         app.include_router(router)
     app.include_router(console_router())
 

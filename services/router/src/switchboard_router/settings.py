@@ -107,6 +107,11 @@ class RouterSettings(ServiceSettings):
     agent_token_secret: SecretStr | None = Field(
         None, validation_alias=env("ROUTER_AGENT_TOKEN_SECRET")
     )
+    #: How soon a replica refuses the tokens another replica revoked (it reads the
+    #: revocations this often; the replica that revokes refuses at once).
+    agent_revocation_refresh_seconds: float = Field(
+        5.0, gt=0, le=300, validation_alias=env("ROUTER_AGENT_REVOCATION_REFRESH_SECONDS")
+    )
 
     # ---------------------------------------------------------------- workspace
     #: How long a workspace write waits for Kafka's acknowledgement before answering 503.

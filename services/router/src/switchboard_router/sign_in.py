@@ -1,5 +1,6 @@
-"""Who am I, and agent tokens: ``GET /me`` for any token, and
-``POST /admin/agents/{agent_id}/tokens`` (admin token) to sign an agent in."""
+"""Who am I, and agent tokens: ``GET /me`` for any token, and (admin token)
+``POST /admin/agents/{agent_id}/tokens`` to sign an agent in,
+``DELETE /admin/agents/{agent_id}/tokens`` to sign every session of one agent out."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchboard_router.access import ADMIN_PREFIX, Caller
 from switchboard_router.agent_tokens import (
     DEFAULT_TTL_SECONDS,
+    MAX_AGENT_ID,
     MAX_TTL_SECONDS,
     AgentTokenError,
     AgentTokens,
 )
+from switchboard_router.token_revocations import RevokedTokens
 
 
 class TokenRequest(BaseModel):
@@ -25,7 +28,9 @@ class TokenRequest(BaseModel):
     ttl_seconds: Annotated[int, Field(ge=60, le=MAX_TTL_SECONDS)] = DEFAULT_TTL_SECONDS
 
 
-def sign_in_router(tokens: AgentTokens | None, clock: Callable[[], datetime]) -> APIRouter:
+def sign_in_router(
+    tokens: AgentTokens | None, revoked: RevokedTokens, clock: Callable[[], datetime]
+) -> APIRouter:
     router = APIRouter(tags=["sign-in"])
 
     @router.get("/me")
@@ -51,5 +56,15 @@ def sign_in_router(tokens: AgentTokens | None, clock: Callable[[], datetime]) ->
             "expires_at": AgentTokens.expiry_of(token).isoformat(),
             "minted_by": who.name,
         }
+
+    @router.delete(f"{ADMIN_PREFIX}/agents/{{agent_id}}/tokens")
+    async def revoke(agent_id: str, who: Caller) -> dict[str, Any]:
+        """Refuse every token issued to this agent until now (a token minted afterwards
+        works): this replica at once, the others within
+        ROUTER_AGENT_REVOCATION_REFRESH_SECONDS."""
+        if len(agent_id) > MAX_AGENT_ID:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "an agent id is too long")
+        up_to = await revoked.revoke(agent_id)
+        return {"agent_id": agent_id, "revoked_up_to": up_to.isoformat(), "revoked_by": who.name}
 
     return router
