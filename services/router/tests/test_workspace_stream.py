@@ -166,9 +166,14 @@ async def test_the_stream_opens_ready_then_carries_only_the_agents_own_updates(
             text=SECRET,
         )
         await probe.send(CONVERSATION_ACTIVITY, activity, key="c-held")
+        # Assigned outright (no offer to accept): an "assigned" update.
+        direct = offer("c-direct", "ana").model_copy(update={"offer_expires_at": None})
+        await probe.send(ASSIGNMENTS, direct, key="c-direct")
 
-        got = dict([await next_about(ana, {"c-offer", "c-held"}) for _ in range(2)])
-        assert set(got) == {"offer", "message"}
+        wanted = {"c-offer", "c-held", "c-direct"}
+        got = dict([await next_about(ana, wanted) for _ in range(3)])
+        assert set(got) == {"offer", "message", "assigned"}
+        assert got["assigned"]["conversation_id"] == "c-direct"
         assert got["message"] == {
             "type": "message",
             "conversation_id": "c-held",
