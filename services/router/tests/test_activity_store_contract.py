@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_router.timeline.ports import Page
 from switchboard_router.workspace.activity_store import (
     ActivityStore,
@@ -19,27 +18,17 @@ from switchboard_router.workspace.activity_store import (
     MongoActivityStore,
 )
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
-
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ActivityStore]:
     if request.param == "memory":
         yield InMemoryActivityStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        mongo = MongoActivityStore(client[name])
+    async with real_database(request) as db:
+        mongo = MongoActivityStore(db)
         await mongo.ensure_indexes()
         await mongo.ensure_indexes()  # idempotent at every start
         yield mongo
-    finally:
-        await client.close()
 
 
 def at(seconds: float) -> datetime:

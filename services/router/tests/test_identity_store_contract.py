@@ -7,11 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_router.timeline.linking import Profile
 from switchboard_router.timeline.memory import InMemoryIdentityStore
 from switchboard_router.timeline.mongo import MongoIdentityStore, ensure_indexes
@@ -24,25 +22,15 @@ from switchboard_router.timeline.ports import (
     MergeRecord,
 )
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
-
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[IdentityStore]:
     if request.param == "memory":
         yield InMemoryIdentityStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        await ensure_indexes(client[name])
-        yield MongoIdentityStore(client[name])
-    finally:
-        await client.close()
+    async with real_database(request) as db:
+        await ensure_indexes(db)
+        yield MongoIdentityStore(db)
 
 
 def identity(value: str, customer: str) -> IdentityRecord:

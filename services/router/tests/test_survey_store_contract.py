@@ -7,12 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import Channel, FeedbackKind
-from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_router.timeline.survey_store import (
     InMemorySurveyStore,
     MongoSurveyStore,
@@ -20,10 +18,6 @@ from switchboard_router.timeline.survey_store import (
 )
 from switchboard_router.timeline.surveys import Survey
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
 HOUR = timedelta(hours=1)
 
 
@@ -32,16 +26,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SurveyStore]:
     if request.param == "memory":
         yield InMemorySurveyStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        mongo = MongoSurveyStore(client[name])
+    async with real_database(request) as db:
+        mongo = MongoSurveyStore(db)
         await mongo.ensure_indexes()
         await mongo.ensure_indexes()  # idempotent at every start
         yield mongo
-    finally:
-        await client.close()
 
 
 def survey(conversation_id: str, resolved_hours: int) -> Survey:

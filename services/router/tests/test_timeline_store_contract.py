@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import Channel
 from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_devtools.testing.router_timeline import customer_message, inbound
 from switchboard_router.timeline.documents import conversation_opening, message_document
 from switchboard_router.timeline.identity import identity_of
@@ -21,26 +20,16 @@ from switchboard_router.timeline.mongo import MongoTimelineStore, ensure_indexes
 from switchboard_router.timeline.ports import Claim, ConversationWrite, Page, TimelineStore
 from switchboard_router.timeline.threading import Conversation, CustomerState, Placement
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
-
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[TimelineStore]:
     if request.param == "memory":
         yield InMemoryTimelineStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        await ensure_indexes(client[name])
-        await ensure_indexes(client[name])  # idempotent at every start
-        yield MongoTimelineStore(client[name])
-    finally:
-        await client.close()
+    async with real_database(request) as db:
+        await ensure_indexes(db)
+        await ensure_indexes(db)  # idempotent at every start
+        yield MongoTimelineStore(db)
 
 
 def entry(message_id: str, customer: str, minutes: int, conversation: str = "cv-1") -> Document:

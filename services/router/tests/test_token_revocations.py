@@ -8,10 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
-from pymongo import AsyncMongoClient
 
-from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_router.access import READ_CREDENTIAL, Keyring, agent_credential
 from switchboard_router.agent_tokens import MAX_TTL_SECONDS, AgentTokens
 from switchboard_router.token_revocations import (
@@ -21,10 +19,6 @@ from switchboard_router.token_revocations import (
     RevokedTokens,
 )
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 MS = int(T0.timestamp() * 1000)
 
@@ -34,13 +28,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore
     if request.param == "memory":
         yield InMemoryRevocationStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        yield MongoRevocationStore(client[name])
-    finally:
-        await client.close()
+    async with real_database(request) as db:
+        yield MongoRevocationStore(db)
 
 
 async def test_a_revocation_only_moves_forward(store: RevocationStore) -> None:

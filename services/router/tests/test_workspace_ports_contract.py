@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from switchboard_common.contract import Channel, Priority
 from switchboard_common.mongo import Document
+from switchboard_devkit.testing.real_database import real_database
 from switchboard_devtools.testing.router_assignment import T0, state
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.store import InMemoryAssignmentStore, MongoAssignmentStore
@@ -77,27 +77,23 @@ async def ports(request: pytest.FixtureRequest) -> AsyncIterator[Ports]:
             remember,
         )
         return
-    infra = request.getfixturevalue("infra")
-    name = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    db = client[name]
-    mongo = MongoAssignmentStore(db)
-    mongo_identities = MongoIdentityStore(db)
-    routes = MongoRouteReads(mongo.routes_)
-    await routes.ensure_indexes()
+    async with real_database(request) as db:
+        mongo = MongoAssignmentStore(db)
+        mongo_identities = MongoIdentityStore(db)
+        routes = MongoRouteReads(mongo.routes_)
+        await routes.ensure_indexes()
 
-    async def insert(conversation_id: str, document: Document) -> None:
-        await db[SLA_CONVERSATIONS].insert_one({"_id": conversation_id, **document})
+        async def insert(conversation_id: str, document: Document) -> None:
+            await db[SLA_CONVERSATIONS].insert_one({"_id": conversation_id, **document})
 
-    yield Ports(
-        mongo,
-        routes,
-        mongo_identities,
-        MongoCustomerNames(mongo_identities.customers),
-        MongoSlaDueTimes(db),
-        insert,
-    )
-    await client.close()
+        yield Ports(
+            mongo,
+            routes,
+            mongo_identities,
+            MongoCustomerNames(mongo_identities.customers),
+            MongoSlaDueTimes(db),
+            insert,
+        )
 
 
 async def heads(ports: Ports) -> None:

@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from switchboard_common.mongo import Document
-from switchboard_devkit.servers.infra import Infra
 from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_router.workspace.commands import Command, NoteRequest, to_event
 from switchboard_router.workspace.requests_store import (
     InMemoryRequestStore,
@@ -22,10 +20,6 @@ from switchboard_router.workspace.requests_store import (
     RequestStore,
 )
 
-STORES = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("ferretdb", marks=pytest.mark.integration),
-]
 #: Milliseconds, as the write API stamps events (the database keeps no finer time).
 AT = T0 + timedelta(milliseconds=123)
 
@@ -35,13 +29,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[RequestStore]:
     if request.param == "memory":
         yield InMemoryRequestStore()
         return
-    infra: Infra = request.getfixturevalue("infra")
-    name: str = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    try:
-        yield MongoRequestStore(client[name])
-    finally:
-        await client.close()
+    async with real_database(request) as db:
+        yield MongoRequestStore(db)
 
 
 def record(request_id: str, agent_id: str, text: str) -> RequestRecord:

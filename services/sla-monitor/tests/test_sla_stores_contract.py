@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
 
-from switchboard_common.mongo import Document
+from switchboard_devkit.testing.real_database import real_database
 from switchboard_devtools.testing.sla_monitor import simple_policies
 from switchboard_sla_monitor.clocks import derive
 from switchboard_sla_monitor.facts import EmittedFact, MessageFact, ReplyFact
@@ -39,19 +38,14 @@ async def stores(
     if request.param == "memory":
         yield InMemoryConversationStore(), InMemoryEmissionStore()
         return
-    # Sync fixtures only: the real server and a database unique to this test.
-    infra = request.getfixturevalue("infra")
-    name = request.getfixturevalue("database_name")
-    client: AsyncMongoClient[Document] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
-    db = client[name]
-    conversations, emissions = (
-        MongoConversationStore(db["sla_conversations"], db["sla_meta"]),
-        MongoEmissionStore(db["sla_emissions"]),
-    )
-    await conversations.ensure_indexes()
-    await emissions.ensure_indexes()
-    yield conversations, emissions
-    await client.close()
+    async with real_database(request) as db:
+        conversations, emissions = (
+            MongoConversationStore(db["sla_conversations"], db["sla_meta"]),
+            MongoEmissionStore(db["sla_emissions"]),
+        )
+        await conversations.ensure_indexes()
+        await emissions.ensure_indexes()
+        yield conversations, emissions
 
 
 def message(mid: str, minute: int) -> MessageFact:
