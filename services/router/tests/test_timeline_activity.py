@@ -150,12 +150,14 @@ def test_a_reply_a_frontend_sent_itself_is_a_reply_item_without_text() -> None:
     sent = ReplySent(conversation_id=CONVERSATION, agent_id="agent-7", sent_at=T0)
     made = item(sent, offset=4, source="/helpdesk")
     assert made is not None
-    assert (made["_id"], made["type"], made["text"], made["reply_id"]) == (
-        f"sent:ce-{CONVERSATION}-4",
-        "reply",
-        None,
-        None,
-    )
+    assert (made["type"], made["text"], made["reply_id"]) == ("reply", None, None)
+    assert made["_id"].startswith("sent:")
+    # The frontend retried under a new ce_id: the same item. Another reply: another.
+    assert item(sent, offset=8, source="/helpdesk") == made
+    later = sent.model_copy(update={"sent_at": T0 + timedelta(milliseconds=1)})
+    other = item(later, offset=9, source="/helpdesk")
+    assert other is not None
+    assert other["_id"] != made["_id"]
 
 
 def test_acknowledgements_and_surveys_carry_their_text_from_the_reply_deliveries() -> None:
@@ -220,15 +222,25 @@ def test_transfers_resolutions_reopenings_and_notes() -> None:
     assert moved is not None
     assert (moved["_id"], moved["at"], moved["to_queue"], moved["to_agent_id"]) == (
         f"transfer:ce-{CONVERSATION}-5",
-        T0,  # no ``at`` in the event: its CloudEvents time
+        T0,  # no ``at`` in the event: its CloudEvents time, and its ce_id as the key
         "tier-2",
         None,
     )
+    timed = transfer.model_copy(update={"at": T0})
+    assert item(timed, offset=5) == item(timed, offset=15) != moved
+    assert item(timed.model_copy(update={"to_queue": "tier-3"}), offset=5) != item(timed)
     resolved = item(ConversationResolved(conversation_id=CONVERSATION, at=T0), offset=6)
     reopened = item(ConversationReopened(conversation_id=CONVERSATION, at=T0), offset=7)
     assert resolved is not None
     assert reopened is not None
     assert (resolved["type"], reopened["type"]) == ("resolved", "reopened")
+    # Republished under another ce_id (a frontend's retry): still one item each; a
+    # resolution at another moment is another item.
+    assert item(ConversationResolved(conversation_id=CONVERSATION, at=T0), offset=16) == resolved
+    assert item(ConversationReopened(conversation_id=CONVERSATION, at=T0), offset=17) == reopened
+    again = item(ConversationResolved(conversation_id=CONVERSATION, at=T0 + timedelta(hours=1)))
+    assert again is not None
+    assert again["_id"] != resolved["_id"]
     noted = item(note())
     assert noted is not None
     assert (noted["_id"], noted["agent_id"], noted["text"]) == (

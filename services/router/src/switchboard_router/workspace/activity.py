@@ -4,16 +4,17 @@ Each item type has exactly one source, so nothing shows twice (type: source → 
 
 - ``reply``: ``support.reply.requested``, the text an agent asked Switchboard to send
   → ``reply:<reply_id>``; or ``support.reply.sent`` *not* from a Switchboard service (a
-  frontend that sends on its own; no text, no ``reply_id``) → ``sent:<ce_id>``;
+  frontend that sends on its own; no text, no ``reply_id``) → ``sent:<key>``;
 - ``acknowledgement`` / ``survey``: a ``ReplyDelivery`` marked ``automatic`` whose
   ``reply_id`` is ``ack:…`` / ``survey:…`` → ``reply:<reply_id>``;
 - ``delivery``: ``support.delivery.updated``, one item per status of a reply
   → ``delivery:<reply_id>:<status>``;
 - ``assignment``: ``support.conversation.queued|assigned|requeued|escalated``
   → ``assignment:<conversation_id>:<seq>``;
-- ``transfer``: ``support.conversation.transferred`` → ``transfer:<ce_id>``;
+- ``transfer``: ``support.conversation.transferred`` → ``transfer:<key>`` (its ``ce_id``
+  when it has no ``at``);
 - ``resolved`` / ``reopened``: ``support.conversation.resolved|reopened``
-  → ``resolved:<ce_id>`` / ``reopened:<ce_id>``;
+  → ``resolved:<key>`` / ``reopened:<key>``;
 - ``note``: ``support.note.added`` → ``note:<note_id>``.
 
 Not items: the ``ReplyDelivery`` of an agent's reply (the request is the item, with the
@@ -21,14 +22,19 @@ same text), and ``support.reply.sent`` published by Switchboard's own sender onc
 delivered a requested reply (the request is the ``reply`` item; the delivery shows as its
 ``sent`` status). Customer messages are the timeline's own entries, not made here.
 
-``_id``s come from the event's natural key (or its ``ce_id``), so a redelivered event
-makes the same item and storing it again changes nothing. Documents follow the FerretDB
-v1 rules of ``timeline.documents``: no ``.`` in field names, no nested arrays (an
-assignment's free-form ``reason`` is kept as JSON text, ``reason_json``).
+``_id``s come from the event's natural key, so a redelivered event makes the same item
+and storing it again changes nothing, even republished under another ``ce_id`` (a
+frontend's retry). Where the key is the conversation, the time and who, ``<key>`` is a
+digest of them (ids may hold any character, so joining them could collide).
+
+Documents follow the FerretDB v1 rules of ``timeline.documents``: no ``.`` in field
+names, no nested arrays (an assignment's free-form ``reason`` is kept as JSON text,
+``reason_json``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -95,6 +101,13 @@ def _item(
     }
 
 
+def _keyed(kind: ItemType | str, conversation_id: str, at: datetime, *who: str | None) -> str:
+    """``<kind>:<digest>`` of an event's natural key: its conversation, its time (to the
+    millisecond, as stored) and who did what."""
+    key = json.dumps([conversation_id, ms(at).isoformat(), *who], separators=(",", ":"))
+    return f"{kind}:{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
 def activity_item(event: ContractModel, attributes: CloudEventAttributes) -> Document | None:
     """The timeline item an event makes (without its customer: see ``filed``), or None
     when the event is not an item of its own (see the module's table)."""
@@ -113,7 +126,7 @@ def activity_item(event: ContractModel, attributes: CloudEventAttributes) -> Doc
             if attributes.source.startswith(SWITCHBOARD_SOURCE):
                 return None  # Switchboard delivered a requested reply: already an item
             return _item(
-                f"sent:{attributes.id}",
+                _keyed("sent", event.conversation_id, event.sent_at, event.agent_id),
                 "reply",
                 event.sent_at,
                 event.conversation_id,
@@ -167,7 +180,16 @@ def activity_item(event: ContractModel, attributes: CloudEventAttributes) -> Doc
             )
         case ConversationTransferred():
             return _item(
-                f"transfer:{attributes.id}",
+                f"transfer:{attributes.id}"
+                if event.at is None
+                else _keyed(
+                    "transfer",
+                    event.conversation_id,
+                    event.at,
+                    event.from_agent_id,
+                    event.to_queue,
+                    event.to_agent_id,
+                ),
                 "transfer",
                 event.at or attributes.time,
                 event.conversation_id,
@@ -176,9 +198,11 @@ def activity_item(event: ContractModel, attributes: CloudEventAttributes) -> Doc
                 to_agent_id=event.to_agent_id,
             )
         case ConversationResolved():
-            return _item(f"resolved:{attributes.id}", "resolved", event.at, event.conversation_id)
+            item_id = _keyed("resolved", event.conversation_id, event.at)
+            return _item(item_id, "resolved", event.at, event.conversation_id)
         case ConversationReopened():
-            return _item(f"reopened:{attributes.id}", "reopened", event.at, event.conversation_id)
+            item_id = _keyed("reopened", event.conversation_id, event.at)
+            return _item(item_id, "reopened", event.at, event.conversation_id)
         case NoteAdded():
             return _item(
                 f"note:{event.note_id}",
