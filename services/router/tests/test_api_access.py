@@ -221,7 +221,13 @@ async def test_the_admin_revokes_one_agents_tokens_on_every_replica(
         await eventually(refused_by_second)
         write = await second.http.post("/conversations/c-x/notes", headers=ana, json={})
         assert write.status_code == 401
-        # Ben is still signed in, and a token minted for ana now works everywhere.
+        # An agent signs herself out everywhere (a lost laptop); readers cannot.
+        assert (await first.http.delete("/me/tokens")).status_code == 403
+        assert (await second.http.delete("/me/tokens", headers=ben)).status_code == 200
+        assert (await second.http.get("/me", headers=ben)).status_code == 401
+        await asyncio.sleep(0.01)  # a token issued in the revoking millisecond is refused
+        ben = bearer(agent_token("agent-ben"))
+        # Ben's new token works, and a token minted for ana now works everywhere.
         minted = await first.http.post(route, json={}, headers=bearer(ADMIN_TOKEN))
         again = bearer(minted.json()["token"])
         for replica in (first, second):

@@ -1,6 +1,7 @@
 """Who am I, and agent tokens: ``GET /me`` for any token, and (admin token)
 ``POST /admin/agents/{agent_id}/tokens`` to sign an agent in,
-``DELETE /admin/agents/{agent_id}/tokens`` to sign every session of one agent out."""
+``DELETE /admin/agents/{agent_id}/tokens`` to sign every session of one agent out, and
+``DELETE /me/tokens`` (agent token) for an agent to do that herself."""
 
 from __future__ import annotations
 
@@ -55,6 +56,19 @@ def sign_in_router(
             "token": token,
             "expires_at": AgentTokens.expiry_of(token).isoformat(),
             "minted_by": who.name,
+        }
+
+    @router.delete("/me/tokens")
+    async def sign_out_everywhere(who: Caller) -> dict[str, Any]:
+        """Refuse every token issued to the calling agent until now, this one included
+        (a lost laptop, a shared computer): she signs in again with a new token."""
+        if who.agent_id is None:  # the access rules let only an agent token write here
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "only an agent signs out")
+        up_to = await revoked.revoke(who.agent_id)
+        return {
+            "agent_id": who.agent_id,
+            "revoked_up_to": up_to.isoformat(),
+            "revoked_by": who.name,
         }
 
     @router.delete(f"{ADMIN_PREFIX}/agents/{{agent_id}}/tokens")
