@@ -78,5 +78,5 @@ async def test_revoking_refuses_the_agents_earlier_tokens_and_no_other() -> None
 
     # Once no token issued before it can still be valid, a revocation is dropped.
     now[0] = T0 + timedelta(seconds=MAX_TTL_SECONDS, milliseconds=2)
-    await revoked.refresh()
+    await revoked.forget_old()
     assert await store.all() == {}

@@ -218,10 +218,10 @@ async def test_customers_are_found_by_any_part_of_their_name_in_any_case(ports: 
     await ports.identities.create_customers(customers)
     await ports.identities.erase_customers(["cu-6"], "er-1", T0)
     names = ports.names
-    assert [c.customer_id for c in await names.search("ana", None, 10)] == ["cu-1", "cu-2", "cu-3"]
-    assert [c.customer_id for c in await names.search("ana", "cu-1", 1)] == ["cu-2"]
-    assert [c.display_name for c in await names.search("GÓMEZ", None, 10)] == ["Ana Gómez"]
+    assert await names.search("ana", None, 10) == ["cu-1", "cu-2", "cu-3"]
+    assert await names.search("ana", "cu-1", 1) == ["cu-2"]
+    assert await names.search("GÓMEZ", None, 10) == ["cu-1"]
     # Regular expression characters are text: "(ana)" is found, "a.a" is not a pattern.
-    assert [c.customer_id for c in await names.search("(ana)", None, 10)] == ["cu-3"]
+    assert await names.search("(ana)", None, 10) == ["cu-3"]
     assert await names.search("a.a", None, 10) == []
     assert await names.search("mariana", None, 10) == []  # erased: no name any more

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -105,8 +104,9 @@ GROUP_ACTIVITY = "router-timeline-activity"
 GROUP_AGENT_VIEW = "router-agents-view"
 GROUP_WORKSPACE_LIVE = "router-workspace-live"
 
-#: How often request ids past their retention are swept (a few a day would do).
-REQUEST_SWEEP_SECONDS = 3600.0
+#: How often request ids and token revocations past their use are swept (a few a day
+#: would do).
+SWEEP_SECONDS = 3600.0
 
 
 @dataclass
@@ -177,7 +177,7 @@ def build(settings: RouterSettings) -> Router:
         redoc_url=None,
     )
     agent_tokens = settings.agent_tokens()
-    revoked = RevokedTokens(MongoRevocationStore(ctx.db), _now)
+    revoked = RevokedTokens(MongoRevocationStore(ctx.db), timeline.utcnow)
     app.add_middleware(
         BearerAuth,
         keyring=Keyring.of(
@@ -220,7 +220,8 @@ def build(settings: RouterSettings) -> Router:
             _every(settings.assignment_tick_seconds, routing.engine.tick, "timers"),
             _every(settings.assignment_refresh_seconds, routing.refresh, "refresh"),
             _every(settings.gauges_seconds, routing.gauges, "gauges"),
-            _every(REQUEST_SWEEP_SECONDS, writes.forget_old_requests, "workspace-requests"),
+            _every(SWEEP_SECONDS, writes.forget_old_requests, "workspace-requests"),
+            _every(SWEEP_SECONDS, revoked.forget_old, "revocations-sweep"),
             _every(settings.agent_revocation_refresh_seconds, revoked.refresh, "revocations"),
             *(
                 [_every(settings.survey_tick_seconds, people.surveyor.send_due, "surveys")]
@@ -230,7 +231,7 @@ def build(settings: RouterSettings) -> Router:
         ],
     )
     api = [*people.api, routing.api, workspace_read_router(reads, settings), *writes.api]
-    for router in [*api, sign_in_router(agent_tokens, revoked, _now)]:
+    for router in [*api, sign_in_router(agent_tokens, revoked, timeline.utcnow)]:
         app.include_router(router)
     app.include_router(console_router())
 
@@ -360,10 +361,6 @@ def _subscribe(ctx: RouterContext, subscription: Subscription, replica: str) -> 
         title=subscription.title,
         description=subscription.description,
     )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _every(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> BackgroundTask:

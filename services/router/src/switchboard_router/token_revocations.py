@@ -5,13 +5,14 @@ working before it expires, without signing every other agent out.
 time up to which every token issued to the agent is refused. Each replica keeps the
 whole collection in memory (``RevokedTokens``) so a request costs no lookup: the replica
 that revokes knows at once, the others within ``ROUTER_AGENT_REVOCATION_REFRESH_SECONDS``.
-A record older than the longest token lifetime refuses nothing any more and is dropped.
+A record older than the longest token lifetime refuses nothing any more and is dropped by
+an hourly sweep.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -92,8 +93,11 @@ class RevokedTokens:
         return now
 
     async def refresh(self) -> None:
-        """Read the revocations again, dropping those no unexpired token predates. A
-        failed read keeps the last known ones (the caller's loop retries)."""
-        oldest = self._clock().astimezone(UTC) - timedelta(seconds=MAX_TTL_SECONDS)
-        await self._store.forget_before(_ms(oldest))
+        """Read the revocations again. A failed read keeps the last known ones (the
+        caller's loop retries)."""
         self._revoked = await self._store.all()
+
+    async def forget_old(self) -> None:
+        """Drop the revocations no unexpired token predates (they refuse nothing)."""
+        oldest = self._clock() - timedelta(seconds=MAX_TTL_SECONDS)
+        await self._store.forget_before(_ms(oldest))

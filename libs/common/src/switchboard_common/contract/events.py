@@ -304,6 +304,10 @@ class ConversationTransferred(ContractModel):
         return self
 
 
+#: The longest internal note (a note is for colleagues, not a document store).
+NOTE_MAX_CHARS = 10_000
+
+
 class NoteAdded(ContractModel):
     """``support.note.added`` (extension, v1): an agent's internal note on a conversation.
     Never sent to the customer; it joins the conversation's timeline for other agents."""
@@ -314,7 +318,7 @@ class NoteAdded(ContractModel):
     note_id: Annotated[str, Field(min_length=1, max_length=200)]
     conversation_id: NonEmptyStr
     agent_id: NonEmptyStr
-    text: Annotated[str, Field(min_length=1, max_length=10_000)]
+    text: Annotated[str, Field(min_length=1, max_length=NOTE_MAX_CHARS)]
     at: AwareDatetime
 
 

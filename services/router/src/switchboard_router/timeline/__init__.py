@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
@@ -33,7 +34,9 @@ from switchboard_router.timeline.survey_store import MongoSurveyStore
 from switchboard_router.timeline.surveyor import Surveyor
 from switchboard_router.timeline.surveys import SurveyPolicy
 from switchboard_router.timeline.threading import Policy
-from switchboard_router.workspace.activity_store import ActivityStore
+
+if TYPE_CHECKING:  # the workspace's store is handed in; imported for types only
+    from switchboard_router.workspace.activity_store import ActivityStore
 
 
 def utcnow() -> datetime:
@@ -124,8 +127,8 @@ def build(
     acknowledgements: Acknowledgements | None = None,
     queue_of: QueueOf | None = None,
     surveys: Surveys | None = None,
-    conversation_extras: ConversationExtras | None = None,
-    customer_search: CustomerSearch | None = None,
+    conversation_extras: ConversationExtras,
+    customer_search: CustomerSearch,
 ) -> Timeline:
     """Identity resolution, the timeline, the status forwarder and the read and admin API
     on the shared clients; ``route`` takes the customer messages each batch stored;

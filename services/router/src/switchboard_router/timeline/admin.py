@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from switchboard_common.contract import CUSTOMER_MESSAGES, CustomerErased
 from switchboard_common.kafka import Outgoing
@@ -47,7 +48,9 @@ from switchboard_router.timeline.ports import (
 )
 from switchboard_router.timeline.raw_mail import erase_raw_mail
 from switchboard_router.timeline.resolve import Publisher
-from switchboard_router.workspace.activity_store import ActivityStore
+
+if TYPE_CHECKING:  # the workspace's store is handed in; imported for types only
+    from switchboard_router.workspace.activity_store import ActivityStore
 
 log = get_logger(__name__)
 

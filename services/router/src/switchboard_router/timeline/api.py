@@ -25,9 +25,10 @@ credential that asked (``token:admin``), never a name from the request body:
 # No `from __future__ import annotations`: FastAPI must see the page-size bounds, which
 # come from the settings, when the routes are defined.
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,8 +47,10 @@ from switchboard_router.timeline.identity import IdentityError, parse_identity
 from switchboard_router.timeline.linking import Profile
 from switchboard_router.timeline.ports import ErasureRecord, MergeRecord, Page, TimelineStore
 from switchboard_router.workspace.activity import item_view
-from switchboard_router.workspace.activity_store import ActivityStore
 from switchboard_router.workspace.timeline_page import TimelinePage, merge_page
+
+if TYPE_CHECKING:  # the workspace's store is handed in; imported for types only
+    from switchboard_router.workspace.activity_store import ActivityStore
 
 _T = TypeVar("_T")
 #: What the workspace adds to a conversation's answer (routing, SLA due), by its id.
@@ -126,10 +129,10 @@ def read_router(
     directory: CustomerDirectory,
     timeline: TimelineStore,
     settings: RouterSettings,
-    activity: ActivityStore,
+    activity: "ActivityStore",
     *,
-    extras: ConversationExtras | None = None,
-    search: CustomerSearch | None = None,
+    extras: ConversationExtras,
+    search: CustomerSearch,
 ) -> APIRouter:
     router = APIRouter(tags=["timeline"])
     default, largest = settings.timeline_page_size, settings.timeline_page_max
@@ -148,7 +151,7 @@ def read_router(
     ) -> dict[str, Any]:
         """The customer a sender identity belongs to (after merges), or with ``q`` the
         customers whose display name or identity it matches."""
-        if q is not None and identity is None and search is not None:
+        if q is not None and identity is None:
             return await search(q, limit, cursor)
         if identity is None or q is not None:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "give identity or q")
@@ -176,11 +179,10 @@ def read_router(
         if view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
         customers, position = [customer_id, *view.members], _page(cursor, limit)
-        page = merge_page(
-            await timeline.timeline(customers, position),
-            await activity.items(customers, position),
-            limit,
+        messages, items = await asyncio.gather(
+            timeline.timeline(customers, position), activity.items(customers, position)
         )
+        page = merge_page(messages, items, limit)
         conversations = await timeline.get_conversations(
             sorted({e.document["conversation_id"] for e in page.entries})
         )
@@ -202,15 +204,14 @@ def read_router(
         if document is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
         position = _page(cursor, limit)
-        page = merge_page(
-            await timeline.conversation_messages(conversation_id, position),
-            await activity.conversation_items(conversation_id, position),
-            limit,
+        messages, items, count, more = await asyncio.gather(
+            timeline.conversation_messages(conversation_id, position),
+            activity.conversation_items(conversation_id, position),
+            timeline.count_messages(conversation_id),
+            extras(conversation_id),
         )
-        conversation = conversation_view(document)
-        conversation["message_count"] = await timeline.count_messages(conversation_id)
-        if extras is not None:
-            conversation.update(await extras(conversation_id))
+        page = merge_page(messages, items, limit)
+        conversation = {**conversation_view(document), "message_count": count, **more}
         return {
             "conversation": conversation,
             "items": _views(page),

@@ -212,9 +212,14 @@ def json_ready(document: Document) -> dict[str, Any]:
     return out
 
 
+def iso(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC at millisecond precision, as the read API answers times."""
+    return None if moment is None else ms(moment).isoformat().replace("+00:00", "Z")
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return ms(value).isoformat().replace("+00:00", "Z")
+        return iso(value)
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, list):

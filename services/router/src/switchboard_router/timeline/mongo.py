@@ -84,6 +84,21 @@ async def _by_ids(collection: AsyncCollection[Document], ids: Sequence[str]) -> 
 # --------------------------------------------------------------------------- identities
 
 
+async def find_page(
+    collection: AsyncCollection[Document], query: Document, page: Page, by: str
+) -> list[Document]:
+    """A page of ``query``'s documents in the order of the time field ``by``, then
+    ``_id`` (messages, activity items): one bounded read."""
+    cursor = collection.find(page.query(query, by)).sort([(by, ASCENDING), ("_id", ASCENDING)])
+    return await cursor.limit(page.limit).to_list()
+
+
+def of_customers(customer_ids: Sequence[str]) -> Document:
+    """The filter on ``customer_id`` for a customer and those merged into it."""
+    ids = list(dict.fromkeys(customer_ids))
+    return {"customer_id": ids[0] if len(ids) == 1 else {"$in": ids}}
+
+
 def _customer(document: Document) -> CustomerRecord:
     profile = document.get("profile") or {}
     return CustomerRecord(
@@ -502,18 +517,12 @@ class MongoTimelineStore:
             found.setdefault(customer_id, {})[message_id] = document["conversation_id"]
         return found
 
-    async def _page(self, query: Document, page: Page) -> list[Document]:
-        after = page.query(query, "received_at")
-        cursor = self.messages.find(after).sort([("received_at", ASCENDING), ("_id", ASCENDING)])
-        return await cursor.limit(page.limit).to_list()
-
     async def timeline(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
-        ids = list(dict.fromkeys(customer_ids))
-        query: Document = {"customer_id": ids[0] if len(ids) == 1 else {"$in": ids}}
-        return await self._page(query, page)
+        return await find_page(self.messages, of_customers(customer_ids), page, "received_at")
 
     async def conversation_messages(self, conversation_id: str, page: Page) -> list[Document]:
-        return await self._page({"conversation_id": conversation_id}, page)
+        query = {"conversation_id": conversation_id}
+        return await find_page(self.messages, query, page, "received_at")
 
     async def count_messages(self, conversation_id: str) -> int:
         return await self.messages.count_documents({"conversation_id": conversation_id})

@@ -250,22 +250,7 @@ class IdentityResolver:
                 todo.append(customer_id)
         if not todo:
             return found
-        current = {c: c for c in todo}
-        seen = {c: {c} for c in todo}
-        following = list(todo)
-        for _ in range(MAX_MERGE_DEPTH):
-            if not following:
-                break
-            memberships = await self._store.get_memberships(sorted({current[c] for c in following}))
-            moved = []
-            for customer_id in following:
-                membership = memberships.get(current[customer_id])
-                if membership is None or membership.survivor in seen[customer_id]:
-                    continue
-                current[customer_id] = membership.survivor
-                seen[customer_id].add(membership.survivor)
-                moved.append(customer_id)
-            following = moved
+        current = await follow_merges(self._store, todo)
         customers = await self._store.get_customers(sorted(set(current.values())))
         for customer_id in todo:
             root = current[customer_id]
@@ -278,6 +263,28 @@ class IdentityResolver:
             self._roots.put(customer_id, (root, tier))
             found[customer_id] = (root, tier)
         return found
+
+
+async def follow_merges(store: IdentityStore, customer_ids: Sequence[str]) -> dict[str, str]:
+    """Each customer's root: the customer it is (transitively) merged into, or itself.
+    One membership read per level of merging (in practice one); a cycle stops the walk."""
+    current = {c: c for c in customer_ids}
+    seen = {c: {c} for c in customer_ids}
+    following = list(customer_ids)
+    for _ in range(MAX_MERGE_DEPTH):
+        if not following:
+            break
+        memberships = await store.get_memberships(sorted({current[c] for c in following}))
+        moved = []
+        for customer_id in following:
+            membership = memberships.get(current[customer_id])
+            if membership is None or membership.survivor in seen[customer_id]:
+                continue
+            current[customer_id] = membership.survivor
+            seen[customer_id].add(membership.survivor)
+            moved.append(customer_id)
+        following = moved
+    return current
 
 
 class IdentityStage:

@@ -36,19 +36,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 
-from switchboard_common.cloudevents import CloudEventAttributes
+from switchboard_common.cloudevents import CloudEventAttributes, source_for
 from switchboard_common.contract import (
     AssignmentDecision,
     ContractModel,
-    ConversationAssigned,
-    ConversationEscalated,
-    ConversationQueued,
     ConversationReopened,
-    ConversationRequeued,
     ConversationResolved,
     ConversationTransferred,
     DeliveryUpdated,
@@ -73,20 +68,11 @@ ItemType = Literal[
     "delivery",
 ]
 
-#: Every item type the timeline shows (``message`` is the customer's own).
-ITEM_TYPES: Final[tuple[ItemType, ...]] = get_args(ItemType)
 #: Item types whose ``text`` is personal data (what an agent or Switchboard wrote to,
 #: or about, the customer): erasure drops it.
 TEXT_TYPES: Final = ("reply", "acknowledgement", "survey", "note")
-#: ``ce_source`` prefix of Switchboard's own services (``cloudevents.source_for``).
-SWITCHBOARD_SOURCE: Final = "/switchboard/"
-
-_ASSIGNMENT_EVENTS: Mapping[type[AssignmentDecision], str] = {
-    ConversationQueued: "queued",
-    ConversationAssigned: "assigned",
-    ConversationRequeued: "requeued",
-    ConversationEscalated: "escalated",
-}
+#: ``ce_source`` prefix of Switchboard's own services.
+SWITCHBOARD_SOURCE: Final = source_for("")
 
 
 def _item(
@@ -168,7 +154,7 @@ def activity_item(event: ContractModel, attributes: CloudEventAttributes) -> Doc
                 "assignment",
                 event.decided_at,
                 event.conversation_id,
-                event=_ASSIGNMENT_EVENTS[type(event)],
+                event=event.ce_type.rsplit(".", 1)[1],  # queued, assigned, ...
                 agent_id=event.agent_id,
                 queue=event.queue,
                 priority=event.priority.value,

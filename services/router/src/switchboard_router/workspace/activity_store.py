@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from switchboard_common.bulk import insert_new
 from switchboard_common.mongo import Document
+from switchboard_router.timeline.mongo import find_page, of_customers
 from switchboard_router.timeline.ports import Page
 from switchboard_router.workspace.activity import TEXT_TYPES, carries_personal_data, redacted
 
@@ -89,17 +90,11 @@ class MongoActivityStore:
         )
         return texts.modified_count + errors.modified_count
 
-    async def _page(self, query: Document, page: Page) -> list[Document]:
-        cursor = self.collection.find(page.query(query, "at"))
-        cursor = cursor.sort([("at", ASCENDING), ("_id", ASCENDING)])
-        return await cursor.limit(page.limit).to_list()
-
     async def items(self, customer_ids: Sequence[str], page: Page) -> list[Document]:
-        ids = list(dict.fromkeys(customer_ids))
-        return await self._page({"customer_id": ids[0] if len(ids) == 1 else {"$in": ids}}, page)
+        return await find_page(self.collection, of_customers(customer_ids), page, "at")
 
     async def conversation_items(self, conversation_id: str, page: Page) -> list[Document]:
-        return await self._page({"conversation_id": conversation_id}, page)
+        return await find_page(self.collection, {"conversation_id": conversation_id}, page, "at")
 
     async def erase(self, customer_ids: Sequence[str]) -> dict[str, int]:
         return {"activity_items": await self._redact({"customer_id": {"$in": list(customer_ids)}})}

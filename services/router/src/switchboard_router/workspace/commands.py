@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from switchboard_common.contract import (
     AGENT_EVENTS,
@@ -31,6 +31,7 @@ from switchboard_common.contract import (
     OfferRejected,
     ReplyRequested,
 )
+from switchboard_common.contract.events import NOTE_MAX_CHARS
 from switchboard_common.kafka import Outgoing
 from switchboard_router.timeline.replies import TEXT_LIMITS
 
@@ -39,7 +40,21 @@ RequestId = Annotated[str, Field(min_length=8, max_length=100, pattern=r"^[A-Za-
 #: A reply longer than every channel takes can never be delivered: refused here. A
 #: reply too long only for its own channel gets a ``failed`` delivery, as from Kafka.
 REPLY_MAX_CHARS = max(TEXT_LIMITS.values())
-NOTE_MAX_CHARS = 10_000
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the text is blank")
+    return text
+
+
+#: A reply's and a note's text: not empty, not all blank, not longer than it can be.
+ReplyText = Annotated[
+    str, Field(min_length=1, max_length=REPLY_MAX_CHARS), AfterValidator(_not_blank)
+]
+NoteText = Annotated[
+    str, Field(min_length=1, max_length=NOTE_MAX_CHARS), AfterValidator(_not_blank)
+]
 
 
 class _Request(BaseModel):
@@ -62,23 +77,11 @@ class RejectRequest(_Request):
 
 
 class ReplyRequest(_Request):
-    text: Annotated[str, Field(min_length=1, max_length=REPLY_MAX_CHARS)]
-
-    @model_validator(mode="after")
-    def _not_blank(self) -> Self:
-        if not self.text.strip():
-            raise ValueError("the reply has no text")
-        return self
+    text: ReplyText
 
 
 class NoteRequest(_Request):
-    text: Annotated[str, Field(min_length=1, max_length=NOTE_MAX_CHARS)]
-
-    @model_validator(mode="after")
-    def _not_blank(self) -> Self:
-        if not self.text.strip():
-            raise ValueError("the note has no text")
-        return self
+    text: NoteText
 
 
 class StatusRequest(_Request):

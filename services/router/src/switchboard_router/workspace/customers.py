@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from pymongo import ASCENDING
@@ -14,15 +13,9 @@ from switchboard_router.timeline.memory import InMemoryIdentityStore
 from switchboard_router.workspace.shaping import name_matches, name_pattern
 
 
-@dataclass(frozen=True)
-class NamedCustomer:
-    customer_id: str
-    display_name: str | None
-
-
 class CustomerNames(Protocol):
-    async def search(self, text: str, after: str | None, limit: int) -> list[NamedCustomer]:
-        """Customers whose display name holds ``text`` (any case), by id after
+    async def search(self, text: str, after: str | None, limit: int) -> list[str]:
+        """The ids of the customers whose display name holds ``text`` (any case), after
         ``after``, at most ``limit`` (one read). Erased customers have no name and are
         never found."""
         ...
@@ -35,17 +28,15 @@ class MongoCustomerNames:
     def __init__(self, customers: AsyncCollection[Document]) -> None:
         self.customers = customers
 
-    async def search(self, text: str, after: str | None, limit: int) -> list[NamedCustomer]:
+    async def search(self, text: str, after: str | None, limit: int) -> list[str]:
         query: Document = {
             "display_name": {"$regex": name_pattern(text), "$options": "i"},
             "erased_at": None,
         }
         if after is not None:
             query["_id"] = {"$gt": after}
-        cursor = self.customers.find(query, {"display_name": 1}).sort("_id", ASCENDING)
-        return [
-            NamedCustomer(str(d["_id"]), d.get("display_name")) async for d in cursor.limit(limit)
-        ]
+        cursor = self.customers.find(query, {"_id": 1}).sort("_id", ASCENDING)
+        return [str(d["_id"]) async for d in cursor.limit(limit)]
 
 
 class InMemoryCustomerNames:
@@ -54,9 +45,9 @@ class InMemoryCustomerNames:
     def __init__(self, identities: InMemoryIdentityStore) -> None:
         self.identities = identities
 
-    async def search(self, text: str, after: str | None, limit: int) -> list[NamedCustomer]:
+    async def search(self, text: str, after: str | None, limit: int) -> list[str]:
         found = [
-            NamedCustomer(c.customer_id, c.display_name)
+            c.customer_id
             for c in sorted(self.identities.customers.values(), key=lambda c: c.customer_id)
             if c.erased_at is None
             and name_matches(c.display_name, text)

@@ -32,6 +32,7 @@ from switchboard_router.context import RouterContext
 from switchboard_router.settings import RouterSettings
 from switchboard_router.timeline.mongo import MongoIdentityStore, MongoTimelineStore
 from switchboard_router.timeline.ports import IdentityRecord, IdentityStore, TimelineStore
+from switchboard_router.timeline.resolve import follow_merges
 from switchboard_router.workspace.customers import CustomerNames, MongoCustomerNames
 from switchboard_router.workspace.routes import (
     MongoRouteReads,
@@ -57,10 +58,6 @@ from switchboard_router.workspace.shaping import (
     search_text,
 )
 from switchboard_router.workspace.sla_due import MongoSlaDueTimes, SlaDueTimes
-
-#: Merges are followed this many steps for ``merged_into`` (a merge joins two roots, so
-#: chains are short; one read per step).
-MERGE_STEPS = 3
 
 
 def _bad(error: QueryError) -> HTTPException:
@@ -133,8 +130,8 @@ class WorkspaceReads:
         for record in owned.values():
             if after is None or record.customer_id > after:
                 matched.setdefault(record.customer_id, set()).add("identity")
-        for found in named:
-            matched.setdefault(found.customer_id, set()).add("name")
+        for customer_id in named:
+            matched.setdefault(customer_id, set()).add("name")
         # The identity matches are few and all past ``after``; the name matches are the
         # first ``limit + 1`` past it: together they hold this page exactly.
         ordered = sorted(matched)
@@ -160,15 +157,9 @@ class WorkspaceReads:
         return {"items": items, "next": customer_cursor(page[-1]) if more and page else None}
 
     async def _merged_into(self, customer_ids: Sequence[str]) -> dict[str, str]:
-        """Customer → the root it is merged into (for those merged), one read per step."""
-        root = {c: c for c in customer_ids}
-        for _ in range(MERGE_STEPS if root else 0):
-            found = await self.identities.get_memberships(sorted(set(root.values())))
-            moved = {c: found[r].survivor for c, r in root.items() if r in found}
-            if not moved:
-                break
-            root.update(moved)
-        return {c: r for c, r in root.items() if r != c}
+        """Customer → the root it is merged into (for those merged)."""
+        roots = await follow_merges(self.identities, customer_ids)
+        return {c: r for c, r in roots.items() if r != c}
 
 
 def workspace_reads(

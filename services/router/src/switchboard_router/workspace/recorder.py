@@ -11,9 +11,11 @@ first read and the insert (then one update redacts what it missed).
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Sequence
 
 from switchboard_common.consumer import Delivery
+from switchboard_common.metrics import add_tally
 from switchboard_common.mongo import Document
 from switchboard_router.metrics import TimelineMetrics
 from switchboard_router.timeline.ports import TimelineStore
@@ -47,32 +49,36 @@ class ActivityRecorder:
             sorted({d["conversation_id"] for d in drafts})
         )
         documents: list[Document] = []
+        outcomes: Tally[tuple[str, ...]] = Tally()
         for draft in drafts:
             conversation = conversations.get(draft["conversation_id"])
             if conversation is None:
-                self._metrics.activity.labels(draft["type"], "unknown_conversation").inc()
+                outcomes[draft["type"], "unknown_conversation"] += 1
                 continue
             documents.append(filed(draft, conversation))
         existing = await self._activity.insert(documents)
-        await self._redact_if_erased_meanwhile(documents)
+        late = await self._redact_if_erased_meanwhile(documents)
         for document in documents:
-            outcome = "duplicate" if document["_id"] in existing else "stored"
-            self._metrics.activity.labels(document["type"], outcome).inc()
+            outcomes[
+                document["type"], "duplicate" if document["_id"] in existing else "stored"
+            ] += 1
+        for document in late:
+            outcomes[document["type"], "redacted_late"] += 1
+        add_tally(self._metrics.activity, outcomes)
         return []
 
-    async def _redact_if_erased_meanwhile(self, documents: Sequence[Document]) -> None:
+    async def _redact_if_erased_meanwhile(self, documents: Sequence[Document]) -> list[Document]:
         """An erasure marks the conversations erased, then redacts their items: read
         after our insert, a conversation not yet marked means the erasure's redaction
         comes later and finds our items; one marked now may have been redacted before
-        our insert, so we redact ours."""
+        our insert, so we redact ours (returned, to be counted)."""
         texts = [d for d in documents if carries_personal_data(d)]
         if not texts:
-            return
+            return []
         now = await self._conversations.get_conversations(
             sorted({d["conversation_id"] for d in texts})
         )
         late = [d for d in texts if (now.get(d["conversation_id"]) or {}).get("erased")]
         if late:
             await self._activity.redact([d["_id"] for d in late])
-            for document in late:
-                self._metrics.activity.labels(document["type"], "redacted_late").inc()
+        return late

@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from switchboard_common.mongo import Document
+from switchboard_router.assignment.matcher import queue_key
 from switchboard_router.assignment.model import RouteState, RouteStatus
 from switchboard_router.assignment.store import InMemoryAssignmentStore
 
@@ -44,8 +45,8 @@ class RouteQuery:
     channel: str | None = None
 
 
-def route_key(state: RouteState) -> RouteKey:
-    return (state.priority.rank, state.waiting_since, state.conversation_id)
+#: A head's position: the queue's own order (the inbox serves as the queue does).
+route_key = queue_key
 
 
 class RouteReads(Protocol):

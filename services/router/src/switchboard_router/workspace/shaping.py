@@ -21,7 +21,7 @@ from typing import Any
 from switchboard_common.contract import Channel
 from switchboard_common.mongo import Document
 from switchboard_router.assignment.model import RouteState, RouteStatus
-from switchboard_router.timeline.documents import ms
+from switchboard_router.timeline.documents import iso
 from switchboard_router.timeline.identity import (
     IdentityError,
     normalise_email,
@@ -39,11 +39,6 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 class QueryError(ValueError):
     """A query value or cursor the API refuses (400); the message says which."""
-
-
-def iso(moment: datetime | None) -> str | None:
-    """RFC 3339 in UTC at millisecond precision, as the timeline answers times."""
-    return None if moment is None else ms(moment).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- query values

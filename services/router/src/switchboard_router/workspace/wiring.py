@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter
 
 from switchboard_common.kafka import Outgoing
 from switchboard_common.logging import get_logger
 from switchboard_common.publishing import DurablePublisher
-from switchboard_router.assignment.model import RouteState
 from switchboard_router.assignment.store import AssignmentStore
 from switchboard_router.context import RouterContext
+from switchboard_router.timeline import utcnow
 from switchboard_router.timeline.ports import TimelineStore
 from switchboard_router.workspace.live import LiveFeed, LiveHub
 from switchboard_router.workspace.requests_store import MongoRequestStore
@@ -32,7 +32,6 @@ class WorkspaceWrites:
     api: Sequence[APIRouter]
     live: LiveFeed
     hub: LiveHub
-    publisher: DurablePublisher
     forget_old_requests: Callable[[], Awaitable[None]]
 
 
@@ -56,15 +55,12 @@ def build_writes(
     async def conversation_exists(conversation_id: str) -> bool:
         return await timeline.get_conversation(conversation_id) is not None
 
-    async def held_by(conversation_ids: Sequence[str]) -> Mapping[str, RouteState]:
-        return await routes.heads_of(conversation_ids)
-
     hub = LiveHub(settings.live_queue_size, ctx.metrics.live)
     requests = MongoRequestStore(ctx.db)
     retention = timedelta(days=settings.workspace_request_retention_days)
 
     async def forget_old_requests() -> None:
-        forgotten = await requests.forget_before(datetime.now(UTC) - retention)
+        forgotten = await requests.forget_before(utcnow() - retention)
         if forgotten:
             log.info("workspace request ids past retention forgotten", requests=forgotten)
 
@@ -73,12 +69,11 @@ def build_writes(
         publish,
         conversation_exists=conversation_exists,
         route_of=routes.head,
-        clock=lambda: datetime.now(UTC),
+        clock=utcnow,
     )
     return WorkspaceWrites(
         api=[write_router(desk), stream_router(hub, heartbeat=settings.live_heartbeat_seconds)],
-        live=LiveFeed(hub, held_by),
+        live=LiveFeed(hub, routes.heads_of),
         hub=hub,
-        publisher=durable,
         forget_old_requests=forget_old_requests,
     )

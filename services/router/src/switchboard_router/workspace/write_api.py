@@ -26,6 +26,7 @@ from switchboard_common.logging import get_logger
 from switchboard_common.publishing import PublishUnavailableError
 from switchboard_router.access import Caller, Credential, require_self
 from switchboard_router.assignment.model import RouteState, RouteStatus
+from switchboard_router.timeline.documents import ms
 from switchboard_router.workspace.commands import (
     AcceptRequest,
     Action,
@@ -85,11 +86,6 @@ def _agent(who: Credential) -> str:
     return who.agent_id
 
 
-def _to_millisecond(moment: datetime) -> datetime:
-    """The database keeps milliseconds: a retry's event time must equal the first's."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
 class WriteDesk:
     """Claims, checks and publishes one command at a time (the routes' common part)."""
 
@@ -109,6 +105,8 @@ class WriteDesk:
         self.clock = clock
 
     async def perform(self, command: Command, check: Check | None = None) -> Accepted:
+        digest = command.digest()
+        item = None
         try:
             record = await self.requests.get(command.request_id)
             if record is None:
@@ -116,18 +114,20 @@ class WriteDesk:
                 # whatever happened to the conversation since.
                 if check is not None:
                     await check()
-                item = to_event(command, _to_millisecond(self.clock()))
-                digest = command.digest()
+                # The database keeps milliseconds: a retry's event time equals the first's.
+                item = to_event(command, ms(self.clock()))
                 fresh = RequestRecord.of(command.request_id, command.agent_id, digest, item)
                 record = await self.requests.claim(fresh)
         except PyMongoError as error:
             log.warning("workspace request not stored", error_type=type(error).__name__)
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, DATABASE_DOWN) from None
-        if record.agent_id != command.agent_id or record.digest != command.digest():
+        if record.agent_id != command.agent_id or record.digest != digest:
             raise HTTPException(status.HTTP_409_CONFLICT, REUSED)
-        # The same body (digest) with the stored time and id: the very event first
-        # published, rebuilt rather than stored so no customer text is kept.
-        item = to_event(command, record.at)
+        if item is None or record.at != item.time:
+            # A retry (or a claim lost to a racing first): the same body (digest) with the
+            # stored time and id is the very event first published, rebuilt rather than
+            # stored so no customer text is kept.
+            item = to_event(command, record.at)
         try:
             await self.publish(item)
         except PublishUnavailableError as error:
@@ -149,9 +149,11 @@ class WriteDesk:
 
     def offered(self, conversation_id: str, agent_id: str) -> Check:
         async def check() -> None:
-            await self.known(conversation_id)()
             state = await self.route_of(conversation_id)
             if state is None or state.status != RouteStatus.OFFERED or state.agent_id != agent_id:
+                # An offer implies the conversation: its existence is read only to tell
+                # an unknown conversation (404) from one not offered to this agent (409).
+                await self.known(conversation_id)()
                 raise HTTPException(status.HTTP_409_CONFLICT, NOT_OFFERED)
 
         return check
