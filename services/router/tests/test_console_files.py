@@ -57,6 +57,14 @@ async def test_assets_are_cacheable_and_not_sniffed(
     assert response.headers["cache-control"] == "public, max-age=86400"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["etag"]
+    # A browser holding this version is told so, without the file.
+    again = await client.get(
+        f"/console/{name}", headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert (again.status_code, again.content) == (304, b"")
+    assert again.headers["etag"] == response.headers["etag"]
+    stale = await client.get(f"/console/{name}", headers={"If-None-Match": '"older"'})
+    assert stale.status_code == 200
 
 
 async def test_every_file_carries_the_strict_policy(client: httpx.AsyncClient) -> None:

@@ -7,15 +7,17 @@ router's own read and write API and the agent's event stream. See
 
 The script and style sheet are addressed with a version taken from their content
 (``?v=<hash>``), so they may be cached for a day while the page itself is revalidated on
-every load: a new release is picked up at once, never half old and half new.
+every load (an unchanged file answers ``304`` to its ``ETag``): a new release is picked up
+at once, never half old and half new.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from importlib.resources import files
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 #: Self only: no inline script or style, no other origin, not framed by anyone.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -44,14 +46,23 @@ def _read(name: str) -> str:
     return files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
-def _headers(cache: str, etag: str) -> dict[str, str]:
-    return {
+def _static(text: str, media_type: str, cache: str) -> Callable[[Request], Response]:
+    """Answers with the file, or ``304`` when the browser already holds this version."""
+    etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:16] + '"'
+    headers = {
         "Cache-Control": cache,
-        "ETag": f'"{etag}"',
+        "ETag": etag,
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
+
+    def answer(request: Request) -> Response:
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(text, media_type=media_type, headers=headers)
+
+    return answer
 
 
 def console_router() -> APIRouter:
@@ -59,22 +70,19 @@ def console_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
     assets = {name: _read(name) for name in _MEDIA_TYPES}
     version = hashlib.sha256("".join(assets.values()).encode()).hexdigest()[:12]
-    page = _read("index.html").replace("{version}", version)
-    tags = {name: hashlib.sha256(text.encode()).hexdigest()[:16] for name, text in assets.items()}
-    page_tag = hashlib.sha256(page.encode()).hexdigest()[:16]
+    page = _static(
+        _read("index.html").replace("{version}", version), "text/html; charset=utf-8", PAGE_CACHE
+    )
+    served = {name: _static(text, _MEDIA_TYPES[name], ASSET_CACHE) for name, text in assets.items()}
 
     @router.api_route("/console", methods=["GET", "HEAD"])
-    async def console_page() -> Response:
-        return Response(
-            page, media_type="text/html; charset=utf-8", headers=_headers(PAGE_CACHE, page_tag)
-        )
+    async def console_page(request: Request) -> Response:
+        return page(request)
 
     @router.api_route("/console/{name}", methods=["GET", "HEAD"])
-    async def console_asset(name: str) -> Response:
-        if name not in assets:
+    async def console_asset(name: str, request: Request) -> Response:
+        if name not in served:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
-        return Response(
-            assets[name], media_type=_MEDIA_TYPES[name], headers=_headers(ASSET_CACHE, tags[name])
-        )
+        return served[name](request)
 
     return router

@@ -160,8 +160,7 @@
     $("token").value = "";
     say("Signed in as " + me.agent_id + ".");
     loadPresence();
-    await loadInbox();
-    startStream();
+    startStream(); // its first event, ready, reads the inbox
     $("presence").focus();
   }
 
@@ -215,22 +214,21 @@
       state.inbox = items;
       renderInbox();
       if ($("status").textContent.startsWith("Inbox not loaded")) say("Inbox up to date.");
-      if (state.open) {
-        const held = items.find((i) => i.conversation_id === state.open.conversationId);
-        state.open.inbox = held || null;
-        renderFacts();
-      }
+      renderFacts();
     } catch (error) {
       say("Inbox not loaded: " + (error.message || error));
     }
   }
 
-  // An event is a hint: the inbox is read from routing's state, which its own consumer
-  // may not have updated yet. Read now and twice shortly after, once per burst.
-  function refreshSoon() {
-    for (const timer of state.refreshTimers) clearTimeout(timer);
-    state.refreshTimers = [150, 1500, 4000].map((ms) => setTimeout(loadInbox, ms));
+  // An event (or the answer to a write) is a hint: the inbox is read from routing's
+  // state and the timeline is filed from Kafka, each by its own consumer, which may not
+  // have caught up yet. Read shortly, and twice more after, once per burst.
+  function soon(timers, read) {
+    for (const timer of state[timers]) clearTimeout(timer);
+    state[timers] = [150, 1500, 4000].map((ms) => setTimeout(read, ms));
   }
+  const refreshSoon = () => soon("refreshTimers", loadInbox);
+  const followUp = () => soon("followUps", loadConversation);
 
   function renderInbox() {
     const list = $("inbox-list");
@@ -293,9 +291,6 @@
         if ($("live").dataset.live === "reconnecting") say("Live updates are back.");
         setLive("connected");
         delay = 1000;
-        // Whatever happened before the stream (re)connected: read it once.
-        await loadInbox();
-        if (state.open) await loadConversation();
         await readEvents(response.body.getReader(), controller);
       } catch (error) {
         if (controller.signal.aborted) return;
@@ -343,7 +338,8 @@
       return;
     }
     if (type === "ready") {
-      // The stream is subscribed: what the inbox holds from here on arrives as events.
+      // The stream is subscribed: read what happened before it (re)connected; what
+      // follows arrives as events.
       refreshSoon();
       if (state.open) followUp();
       return;
@@ -353,14 +349,6 @@
     if (type === "offer") say("New offer: conversation " + id + ".");
     if (["offer", "assigned", "unassigned", "message", "conversation"].includes(type)) refreshSoon();
     if (isOpen) followUp();
-  }
-
-  // The timeline is filed from Kafka by its own consumer: an event (or the answer to a
-  // write) may come before the item is stored. Read the open conversation again now and
-  // twice shortly after, once per burst.
-  function followUp() {
-    for (const timer of state.followUps) clearTimeout(timer);
-    state.followUps = [200, 1500, 4000].map((ms) => setTimeout(loadConversation, ms));
   }
 
   // ------------------------------------------------------------------ one conversation
@@ -378,7 +366,6 @@
       conversationId,
       customerId,
       detail: null,
-      inbox: state.inbox.find((i) => i.conversation_id === conversationId) || null,
     };
     renderInbox();
     $("conversation-body").hidden = false;
@@ -387,11 +374,15 @@
     $("conversation").focus();
   }
 
+  // The open conversation's line in the inbox, if the agent holds it.
+  function held() {
+    return state.inbox.find((i) => i.conversation_id === state.open.conversationId) || {};
+  }
+
   function field(name) {
-    const open = state.open;
-    const detail = open.detail || {};
+    const detail = state.open.detail || {};
     const conversation = detail.conversation || {};
-    for (const source of [conversation, detail, open.inbox || {}]) {
+    for (const source of [conversation, detail, held()]) {
       if (source[name] !== undefined && source[name] !== null) return source[name];
     }
     return null;
@@ -433,8 +424,7 @@
 
   function renderFacts() {
     if (!state.open) return;
-    const inboxState = state.open.inbox && state.open.inbox.state;
-    const routeStatus = inboxState || field("route_status") || field("status") || "";
+    const routeStatus = held().state || field("route_status") || field("status") || "";
     const name = field("customer_name");
     $("conversation-title").textContent =
       "Conversation with " + (name || field("customer_id") || "the customer") + (field("subject") ? ": " + field("subject") : "");
@@ -461,17 +451,12 @@
     $("reply-form").querySelector("button").disabled = offered;
   }
 
+  // Headings of the item types described by their type alone.
   const LABELS = {
-    message: "Customer",
-    reply: "Reply",
     acknowledgement: "Automatic acknowledgement",
     survey: "Survey",
-    assignment: "Assignment",
-    transfer: "Transfer",
     resolved: "Resolved",
     reopened: "Reopened",
-    note: "Internal note",
-    delivery: "Delivery",
   };
 
   // An assignment's reason is free-form (a string or an object of facts).
@@ -488,7 +473,7 @@
   function describeItem(item) {
     // [heading, details, text]
     const by = item.agent_id ? " by " + item.agent_id : "";
-    switch (item.type || "message") {
+    switch (item.type) {
       case "message": {
         const sender = item.sender || {};
         const who = sender.display_name || sender.value || "Customer";
@@ -532,12 +517,12 @@
         return el(
           "li",
           {
-            class: "item type-" + (item.type || "message") + (other ? " other" : ""),
-            "data-type": item.type || "message",
+            class: "item type-" + item.type + (other ? " other" : ""),
+            "data-type": item.type,
             "data-channel": item.channel || null,
             "data-conversation": item.conversation_id,
           },
-          el("div", { class: "head" }, el("strong", {}, heading), " ", el("time", { dateTime: item.at || item.received_at || "" }, when(item.at || item.received_at))),
+          el("div", { class: "head" }, el("strong", {}, heading), " ", el("time", { dateTime: item.at }, when(item.at))),
           details ? el("div", { class: "meta" }, details) : null,
           other ? el("div", { class: "meta" }, "earlier conversation " + item.conversation_id) : null,
           text ? el("p", { class: "text", "data-text": "" }, text) : null,
@@ -552,9 +537,7 @@
     return "/conversations/" + enc(state.open.conversationId) + "/" + suffix;
   }
 
-  async function afterChange() {
-    await loadInbox();
-    await loadConversation();
+  function afterChange() {
     refreshSoon();
     followUp();
   }
@@ -569,7 +552,7 @@
     $("presence").addEventListener("change", (event) => setPresence(event.target.value));
     $("refresh").addEventListener("click", () => loadInbox());
     $("accept").addEventListener("click", async () => {
-      if (await action("Accept", () => write("POST", conversationPath("accept")))) await afterChange();
+      if (await action("Accept", () => write("POST", conversationPath("accept")))) afterChange();
     });
     $("reject").addEventListener("click", async () => {
       if (await action("Reject", () => write("POST", conversationPath("reject"), { reason: "declined in the console" }))) {
@@ -578,7 +561,7 @@
       }
     });
     $("resolve").addEventListener("click", async () => {
-      if (await action("Resolve", () => write("POST", conversationPath("resolve")))) await afterChange();
+      if (await action("Resolve", () => write("POST", conversationPath("resolve")))) afterChange();
     });
     for (const [form, box, suffix, label] of [
       ["reply-form", "reply-text", "replies", "Reply"],
@@ -594,7 +577,6 @@
         button.disabled = false;
         if (sent) {
           $(box).value = "";
-          await loadConversation();
           followUp();
         }
       });

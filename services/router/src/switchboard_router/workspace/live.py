@@ -126,9 +126,6 @@ class _Stream:
     def __init__(self, agent_id: str, size: int) -> None:
         self.agent_id = agent_id
         self.queue: asyncio.Queue[LiveUpdate] = asyncio.Queue(maxsize=size)
-        #: Set when the stream fell behind (or the hub closed): it ends with ``reset``.
-        self.ended: str | None = None
-        self.wake = asyncio.Event()
 
 
 class LiveHub:
@@ -184,38 +181,22 @@ class LiveHub:
                 self._end(stream, "shutdown")
 
     def _end(self, stream: _Stream, reason: str) -> None:
+        """Out of the hub (nothing more is queued), its queue replaced by ``reset``: what
+        it still held is stale, the client refetches anyway."""
         if self.metrics is not None:
             self.metrics.ended.labels(reason).inc()
-        stream.ended = reason
-        stream.wake.set()
         self.close(stream)
+        while not stream.queue.empty():
+            stream.queue.get_nowait()
+        stream.queue.put_nowait(LiveUpdate(RESET, {"type": RESET, "reason": reason}))
 
     async def next(self, stream: _Stream, timeout: float) -> LiveUpdate | None:
-        """The stream's next update; ``reset`` when it ended (the last one); None when
-        nothing came within ``timeout`` (time for a heartbeat)."""
-        if stream.ended is None and stream.queue.empty():
-            getter = asyncio.ensure_future(stream.queue.get())
-            woken = asyncio.ensure_future(stream.wake.wait())
-            try:
-                await asyncio.wait([getter, woken], timeout=timeout, return_when="FIRST_COMPLETED")
-            finally:
-                woken.cancel()
-                if not getter.done():
-                    getter.cancel()
-            if getter.done() and not getter.cancelled():
-                return _deliver(stream, getter.result())
-            if stream.ended is None:
-                return None
-        if stream.ended is not None:
-            return LiveUpdate(RESET, {"type": RESET, "reason": stream.ended})
-        return _deliver(stream, stream.queue.get_nowait())
-
-
-def _deliver(stream: _Stream, update: LiveUpdate) -> LiveUpdate:
-    # What a dropped stream still had queued is stale: the client refetches anyway.
-    if stream.ended is not None:
-        return LiveUpdate(RESET, {"type": RESET, "reason": stream.ended})
-    return update
+        """The stream's next update (``reset`` last, once it ended); None when nothing
+        came within ``timeout`` (time for a heartbeat)."""
+        try:
+            return await asyncio.wait_for(stream.queue.get(), timeout)
+        except TimeoutError:
+            return None
 
 
 class LiveFeed:
