@@ -70,13 +70,12 @@ from switchboard_devkit.running.processes import (
     cpu_seconds,
     peak_rss_mb,
 )
-from switchboard_devkit.running.stack import Stack, running_stack
+from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.testing.kafka_probe import unique
 from switchboard_devtools.testing.router_timeline import eventually, inbound, produce
 from switchboard_router.agent_tokens import AgentTokens
 from switchboard_router.timeline.identity import identity_of
 
-AGENT_TOKEN_SECRET = "bench-agent-token-secret"  # noqa: S105 - the benchmark's own router
 #: One routing queue, no language detection: the set-up only needs every conversation
 #: assigned; the routes measured do not depend on the policy.
 POLICY = """
@@ -142,37 +141,28 @@ async def load(
     refusals: Counter[str] = Counter()
     limits = httpx.Limits(max_connections=len(agents), max_keepalive_connections=len(agents))
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as http:
-        # Every agent's connection open before the clock starts (not counted).
-        await asyncio.gather(
-            *(
-                one_agent(
-                    http,
-                    a,
-                    request=request,
-                    count=1,
-                    expected=expected,
-                    latencies=[],
-                    refusals=Counter(),
-                )
-                for a in agents
-            )
-        )
-        async with asyncio.timeout(timeout):
-            started, cpu_before = time.perf_counter(), time.process_time()
-            done = await asyncio.gather(
+
+        async def every_agent(n: int, seen: list[float], refused: Counter[str]) -> list[int]:
+            return await asyncio.gather(
                 *(
                     one_agent(
                         http,
                         a,
                         request=request,
-                        count=count,
+                        count=n,
                         expected=expected,
-                        latencies=latencies,
-                        refusals=refusals,
+                        latencies=seen,
+                        refusals=refused,
                     )
                     for a in agents
                 )
             )
+
+        # Every agent's connection open before the clock starts (not counted).
+        await every_agent(1, [], Counter())
+        async with asyncio.timeout(timeout):
+            started, cpu_before = time.perf_counter(), time.process_time()
+            done = await every_agent(count, latencies, refusals)
     elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return {
@@ -210,9 +200,17 @@ def measure(
     return result
 
 
+def warmed_then_measured(
+    process: ServiceProcess, agents: list[Agent], args: argparse.Namespace
+) -> dict[str, Any]:
+    """``measure`` after a warm-up that is not counted: a few of each request, one agent."""
+    measure(process, agents[:1], argparse.Namespace(**{**vars(args), "notes": 5, "reads": 5}))
+    return measure(process, agents, args)
+
+
 async def prepare(stack: Stack, args: argparse.Namespace) -> list[Agent]:
     """Agents online, each holding ``args.conversations`` new customers' conversations."""
-    tokens = AgentTokens(AGENT_TOKEN_SECRET)
+    tokens = AgentTokens(TEST_SECRETS["ROUTER_AGENT_TOKEN_SECRET"])
     now = datetime.now(UTC)
     ids = [f"agent-{n:02}" for n in range(args.agents)]
     team: list[tuple[str, str, ContractModel]] = []
@@ -277,23 +275,20 @@ def system(args: argparse.Namespace, inbox_file: Path) -> tuple[dict[str, Any], 
     policy.write_text(POLICY)
     extra = {
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
         "ROUTER_POLICY_FILE": str(policy),
     }
     with running_stack(kafka, mongodb, "router", extra_env=extra) as stack:
         try:
             agents = asyncio.run(prepare(stack, args))
             router = stack.services["router"]
-            # Warm-up (not counted): a few of each request from one agent.
-            warm = argparse.Namespace(**{**vars(args), "notes": 5, "reads": 5})
-            measure(router, agents[:1], warm)
+            # The router's answer, for the bare side to serve (notes do not change it).
             answer = httpx.get(
                 f"{router.base_url}/agents/{agents[0].agent_id}/conversations",
                 headers=agents[0].headers,
             )
             answer.raise_for_status()
             inbox_file.write_bytes(answer.content)
-            result = measure(router, agents, args)
+            result = warmed_then_measured(router, agents, args)
             result["inbox_bytes"] = len(answer.content)
             result["inbox_items"] = len(answer.json()["items"])
             return result, agents
@@ -320,9 +315,7 @@ def baseline(args: argparse.Namespace, inbox_file: Path, agents: list[Agent]) ->
     bare.start()
     try:
         bare.wait_ready(timeout=60)
-        warm = argparse.Namespace(**{**vars(args), "notes": 5, "reads": 5})
-        measure(bare, agents[:1], warm)
-        return measure(bare, agents, args)
+        return warmed_then_measured(bare, agents, args)
     finally:
         bare.stop()
         asyncio.run(delete_topics(kafka, prefix=topics.prefix))

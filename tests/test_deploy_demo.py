@@ -20,8 +20,6 @@ from switchboard_devkit.servers.relay import LocalRelay
 
 pytestmark = pytest.mark.e2e
 
-AGENT_TOKEN_SECRET = "e2e-demo-agent-token-secret"  # noqa: S105 - a test value
-
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[LocalRelay]:
@@ -37,8 +35,6 @@ def stack(infra: Infra, sink: LocalRelay) -> Iterator[Stack]:
         infra.mongodb_url,
         extra_env={
             "OUTBOUND_SMTP_URL": f"{sink.url}?tls=none",
-            # What the demo mints the console's agent token with, as the router checks it.
-            "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
         },
     )
     try:

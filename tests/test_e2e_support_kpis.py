@@ -30,7 +30,7 @@ from switchboard_common.contract import (
 )
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
-from switchboard_devkit.servers.relay import LocalRelay
+from switchboard_devkit.servers.relay import LocalRelay, text_of
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
 
@@ -101,12 +101,6 @@ async def timeline_of(stack: Stack, who: Customer, messages: int = 1) -> dict[st
 
 async def conversation_of(stack: Stack, who: Customer) -> str:
     return str((await timeline_of(stack, who))["items"][0]["conversation_id"])
-
-
-def text_of(mail: Message) -> str:
-    body = mail.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    return body.decode()
 
 
 def surveys_to(relay: LocalRelay, who: Customer) -> list[Message]:

@@ -47,14 +47,13 @@ from switchboard_common.contract import (
 )
 from switchboard_devkit.running.stack import TEST_SECRETS, Stack, running_stack
 from switchboard_devkit.servers.infra import Infra
-from switchboard_devkit.servers.relay import LocalRelay
+from switchboard_devkit.servers.relay import LocalRelay, text_of
 from switchboard_devkit.testing.kafka_probe import TopicProbe
 from switchboard_devtools.frontend import Customer, Helpdesk, customer_timeline, eventually
 from switchboard_devtools.testing.browser import CuttableLine, chromium, output_dir
 
 pytestmark = pytest.mark.e2e
 
-AGENT_TOKEN_SECRET = "e2e-workspace-agent-token-secret"  # noqa: S105 - a test value
 #: The mail exchanger in front of ingest-email whose Authentication-Results it trusts.
 MX = "mx.support.example.com"
 #: Offers wait for the agent's answer (long enough that none expires during the test).
@@ -98,7 +97,6 @@ def stack(
             "INGEST_EMAIL_SENDER_AUTH": "authentication-results",
             "INGEST_EMAIL_AUTHSERV_IDS": MX,
             "ROUTER_POLICY_FILE": str(policy),
-            "ROUTER_AGENT_TOKEN_SECRET": AGENT_TOKEN_SECRET,
         },
     ) as running:
         yield running
@@ -225,12 +223,6 @@ async def authenticated_mail(who: Customer, subject: str, body: str) -> None:
             smtp.send_message(message)
 
     await asyncio.to_thread(send)
-
-
-def text_of(mail: Message) -> str:
-    body = mail.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    return body.decode()
 
 
 async def offered_to(stack: Stack, agent_id: str) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from switchboard_common.cloudevents import CloudEventAttributes
 from switchboard_common.consumer import Delivery
 from switchboard_common.contract import (
     Channel,
@@ -28,8 +27,8 @@ from switchboard_common.contract import (
     Priority,
     ReplyRequested,
 )
-from switchboard_common.deadletter import RawRecord
-from switchboard_devkit.testing.builders import T0
+from switchboard_devkit.testing.builders import T0, delivery
+from switchboard_devtools.testing.router_assignment import activity, state
 from switchboard_router.assignment.model import RouteState, RouteStatus
 from switchboard_router.metrics import LiveMetrics
 from switchboard_router.workspace.live import (
@@ -90,16 +89,8 @@ def test_an_offer_an_assignment_and_a_requeue_reach_the_agent_concerned() -> Non
 
 
 def test_conversation_events_reach_the_agent_holding_it_without_any_text() -> None:
-    activity = ConversationActivity(
-        conversation_id="c-1",
-        customer_id="cu-1",
-        channel=Channel.EMAIL,
-        kind="message",
-        message_id="m-9",
-        received_at=T0,
-        text="my card number is 4242",
-    )
-    (message,) = held_updates(activity, "ana")
+    written = activity("c-1", kind="message", message_id="m-9", text="my card number is 4242")
+    (message,) = held_updates(written, "ana")
     assert message == (
         "ana",
         LiveUpdate(
@@ -108,18 +99,18 @@ def test_conversation_events_reach_the_agent_holding_it_without_any_text() -> No
         ),
     )
     assert "4242" not in repr(message)
-    assert held_updates(activity, None) == []
+    assert held_updates(written, None) == []
     note = NoteAdded(note_id="n-1", conversation_id="c-1", agent_id="bob", text="secret", at=T0)
     assert names(held_updates(note, "ana")) == [("ana", "note")]
     assert "secret" not in repr(held_updates(note, "ana"))
-    delivery = DeliveryUpdated(
+    status_update = DeliveryUpdated(
         reply_id="r-1",
         conversation_id="c-1",
         channel=Channel.EMAIL,
         status=DeliveryStatus.DELIVERED,
         at=T0,
     )
-    assert held_updates(delivery, "ana")[0][1].data["status"] == "delivered"
+    assert held_updates(status_update, "ana")[0][1].data["status"] == "delivered"
     resolved = ConversationResolved(conversation_id="c-1", at=T0)
     assert names(held_updates(resolved, "ana")) == [("ana", "unassigned")]
     transferred = ConversationTransferred(
@@ -189,26 +180,7 @@ async def test_stopping_ends_every_stream_even_one_waiting() -> None:
 
 
 def delivered(event: ContractModel, offset: int) -> Delivery:
-    record = RawRecord(
-        topic="t", partition=0, offset=offset, key=None, value=b"", headers=(), timestamp_ms=0
-    )
-    attributes = CloudEventAttributes(id=f"e-{offset}", type=event.ce_type, source="/t", time=T0)
-    return Delivery(record, attributes, event, "t")
-
-
-def route(conversation_id: str, agent_id: str | None, status: RouteStatus) -> RouteState:
-    return RouteState(
-        conversation_id=conversation_id,
-        seq=3,
-        status=status,
-        customer_id="cu-1",
-        channel=Channel.EMAIL,
-        priority=Priority.NORMAL,
-        queue="general",
-        waiting_since=T0,
-        agent_id=agent_id,
-        decided_at=T0,
-    )
+    return delivery(event, "t", key="c", offset=offset)
 
 
 async def test_the_feed_looks_up_holders_once_per_batch_and_skips_what_concerns_nobody() -> None:
@@ -216,32 +188,25 @@ async def test_the_feed_looks_up_holders_once_per_batch_and_skips_what_concerns_
     ana, bob = hub.open("ana"), hub.open("bob")
     lookups: list[list[str]] = []
     states = {
-        "c-1": route("c-1", "ana", RouteStatus.ASSIGNED),
-        "c-2": route("c-2", None, RouteStatus.WAITING),
+        "c-1": state("c-1", status=RouteStatus.ASSIGNED, agent_id="ana"),
+        "c-2": state("c-2", status=RouteStatus.WAITING),
     }
 
     async def held_by(ids: Sequence[str]) -> Mapping[str, RouteState]:
         lookups.append(list(ids))
         return {i: states[i] for i in ids if i in states}
 
-    def activity(conversation_id: str, message_id: str) -> ConversationActivity:
-        return ConversationActivity(
-            conversation_id=conversation_id,
-            customer_id="cu-1",
-            channel=Channel.EMAIL,
-            kind="message",
-            message_id=message_id,
-            received_at=T0,
-        )
+    def message(conversation_id: str, message_id: str) -> ConversationActivity:
+        return activity(conversation_id, kind="message", message_id=message_id)
 
     reply = ReplyRequested(
         reply_id="r-1", conversation_id="c-3", agent_id="ana", text="hi", requested_at=T0
     )
     feed = LiveFeed(hub, held_by)
     batch = [
-        delivered(activity("c-1", "m-1"), 0),
-        delivered(activity("c-2", "m-2"), 1),
-        delivered(activity("c-1", "m-3"), 2),
+        delivered(message("c-1", "m-1"), 0),
+        delivered(message("c-2", "m-2"), 1),
+        delivered(message("c-1", "m-3"), 2),
         delivered(decision(ConversationAssigned, "bob"), 3),
         delivered(reply, 4),
     ]

@@ -4,7 +4,7 @@ monitor's published due times, and customers by display name."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,7 +12,7 @@ import pytest
 
 from switchboard_common.contract import Channel, Priority
 from switchboard_common.mongo import Document
-from switchboard_devkit.testing.real_database import real_database
+from switchboard_devkit.testing.real_database import STORES, real_database
 from switchboard_devtools.testing.router_assignment import T0, state
 from switchboard_router.assignment.model import RouteStatus
 from switchboard_router.assignment.store import InMemoryAssignmentStore, MongoAssignmentStore
@@ -39,10 +39,6 @@ from switchboard_router.workspace.sla_due import (
     SlaDueTimes,
 )
 
-BACKENDS = [
-    pytest.param("memory", marks=pytest.mark.unit),
-    pytest.param("mongo", marks=pytest.mark.integration),
-]
 DUE = {"first_response": T0 + timedelta(hours=1), "resolution": T0 + timedelta(days=1)}
 
 
@@ -54,10 +50,10 @@ class Ports:
     names: CustomerNames
     sla: SlaDueTimes
     #: Stores the SLA monitor's record of a conversation (as its adapter writes it).
-    publish_due: object
+    publish_due: Callable[[str, Document], Awaitable[None]]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=STORES)
 async def ports(request: pytest.FixtureRequest) -> AsyncIterator[Ports]:
     if request.param == "memory":
         store = InMemoryAssignmentStore()
@@ -196,7 +192,6 @@ async def test_routes_are_filtered_by_status_agent_queue_and_channel(ports: Port
 
 async def test_due_times_are_read_by_conversation_and_only_for_running_clocks(ports: Ports) -> None:
     publish = ports.publish_due
-    assert callable(publish)
     await publish("c-1", {"due": DUE, "clocks": [], "active": True})
     await publish("c-paused", {"due": {}, "active": True})
     await publish("c-old", {"active": True})  # written before the field existed

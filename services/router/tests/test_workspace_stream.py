@@ -22,7 +22,6 @@ from switchboard_common.contract import (
     CONVERSATION_EVENTS,
     OUTBOUND,
     Channel,
-    ConversationActivity,
     ConversationAssigned,
     ConversationResolved,
     DeliveryStatus,
@@ -32,6 +31,7 @@ from switchboard_common.contract import (
     ReplySent,
 )
 from switchboard_devkit.testing.kafka_probe import TopicProbe
+from switchboard_devtools.testing.router_assignment import activity, state
 from switchboard_devtools.testing.router_timeline import (
     READ_TOKEN,
     RunningRouter,
@@ -39,7 +39,7 @@ from switchboard_devtools.testing.router_timeline import (
     bearer,
     running_router,
 )
-from switchboard_router.assignment.model import RouteState, RouteStatus
+from switchboard_router.assignment.model import RouteStatus
 
 pytestmark = pytest.mark.integration
 
@@ -142,30 +142,11 @@ async def test_the_stream_opens_ready_then_carries_only_the_agents_own_updates(
         await warmed_up(probe, ana, "ana")
         # ana holds c-held, as routing records it.
         now = datetime.now(UTC)
-        held = RouteState(
-            conversation_id="c-held",
-            seq=2,
-            status=RouteStatus.ASSIGNED,
-            customer_id="cu-1",
-            channel=Channel.EMAIL,
-            priority=Priority.NORMAL,
-            queue="general",
-            waiting_since=now,
-            agent_id="ana",
-            decided_at=now,
-        )
+        held = state("c-held", seq=2, status=RouteStatus.ASSIGNED, agent_id="ana")
         await router.parts.assignment.store.put_head(held)
         await probe.send(ASSIGNMENTS, offer("c-offer", "ana"), key="c-offer")
-        activity = ConversationActivity(
-            conversation_id="c-held",
-            customer_id="cu-1",
-            channel=Channel.EMAIL,
-            kind="message",
-            message_id="m-live-1",
-            received_at=now,
-            text=SECRET,
-        )
-        await probe.send(CONVERSATION_ACTIVITY, activity, key="c-held")
+        written = activity("c-held", kind="message", message_id="m-live-1", text=SECRET)
+        await probe.send(CONVERSATION_ACTIVITY, written, key="c-held")
         # Assigned outright (no offer to accept): an "assigned" update.
         direct = offer("c-direct", "ana").model_copy(update={"offer_expires_at": None})
         await probe.send(ASSIGNMENTS, direct, key="c-direct")

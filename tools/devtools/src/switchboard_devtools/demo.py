@@ -384,22 +384,21 @@ def decided(seen: Seen, payload: ContractModel) -> None:
     )
 
 
-def router_read_token() -> str:
-    """``ROUTER_READ_TOKEN``, or the file ``ROUTER_READ_TOKEN_FILE`` names, or the
-    development token."""
-    path = os.environ.get("ROUTER_READ_TOKEN_FILE")
+def _secret(name: str, development: str) -> str:
+    """``name`` from the environment, or the file ``<name>_FILE`` names, or the value a
+    ``SWITCHBOARD_ENV=dev`` router uses."""
+    path = os.environ.get(f"{name}_FILE")
     if path:
         return Path(path).read_text(encoding="utf-8").strip()
-    return os.environ.get("ROUTER_READ_TOKEN") or DEV_TOKENS["ROUTER_READ_TOKEN"]
+    return os.environ.get(name) or development
+
+
+def router_read_token() -> str:
+    return _secret("ROUTER_READ_TOKEN", DEV_TOKENS["ROUTER_READ_TOKEN"])
 
 
 def agent_token_secret() -> str:
-    """``ROUTER_AGENT_TOKEN_SECRET``, or the file ``ROUTER_AGENT_TOKEN_SECRET_FILE``
-    names, or the development secret (what a ``SWITCHBOARD_ENV=dev`` router signs with)."""
-    path = os.environ.get("ROUTER_AGENT_TOKEN_SECRET_FILE")
-    if path:
-        return Path(path).read_text(encoding="utf-8").strip()
-    return os.environ.get("ROUTER_AGENT_TOKEN_SECRET") or DEV_AGENT_TOKEN_SECRET
+    return _secret("ROUTER_AGENT_TOKEN_SECRET", DEV_AGENT_TOKEN_SECRET)
 
 
 #: The agent whose token the demo prints (the first of ``AGENTS``).

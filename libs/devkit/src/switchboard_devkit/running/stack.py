@@ -21,9 +21,9 @@ from switchboard_devkit.running.inprocess import free_port
 from switchboard_devkit.running.processes import ServiceProcess, ServiceSpec, discover_services
 from switchboard_devkit.testing.kafka_probe import unique
 
-#: Webhook secrets the end-to-end tests sign with, the router API tokens they present and
-#: the web chat's signing keys (visitors' identity and their resume tokens) (never used
-#: outside tests).
+#: Webhook secrets the end-to-end tests sign with, the router API tokens they present,
+#: the secret agent tokens are signed with and the web chat's signing keys (visitors'
+#: identity and their resume tokens) (never used outside tests).
 TEST_SECRETS = {
     "META_APP_SECRET": "e2e-meta-app-secret",
     "META_VERIFY_TOKEN": "e2e-meta-verify-token",
@@ -31,6 +31,7 @@ TEST_SECRETS = {
     "TELEGRAM_SECRET_TOKEN": "e2e-telegram-secret-token",
     "ROUTER_READ_TOKEN": "e2e-router-read-token",
     "ROUTER_ADMIN_TOKEN": "e2e-router-admin-token",
+    "ROUTER_AGENT_TOKEN_SECRET": "e2e-router-agent-token-secret",
     "WEBCHAT_IDENTITY_SECRET": "e2e-webchat-identity-secret",
     "WEBCHAT_TOKEN_SECRET": "e2e-webchat-token-secret",
 }

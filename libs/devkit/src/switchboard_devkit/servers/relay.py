@@ -34,6 +34,13 @@ from switchboard_devkit.running.inprocess import free_port
 REFUSED = "refuse."
 
 
+def text_of(mail: Message) -> str:
+    """The decoded body of a single-part mail the relay received."""
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes), "a multipart mail has no single body"
+    return body.decode()
+
+
 @dataclass
 class LocalRelay:
     port: int
