@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -213,3 +214,13 @@ async def test_customers_are_searched_by_name_and_identity_with_merges_shown() -
         with pytest.raises(HTTPException) as refused:
             await workspace.search_customers(bad_q, 10, bad_cursor)
         assert refused.value.status_code == 400
+
+
+async def test_a_search_hit_names_the_root_of_a_long_merge_chain() -> None:
+    workspace, _, identities = await reads()
+    chain = [f"cu-{n}" for n in range(6)]  # cu-0 merged into cu-1, ... into cu-5
+    await identities.create_customers([CustomerRecord(c, T0, f"Ana {c}") for c in chain])
+    for absorbed, survivor in itertools.pairwise(chain):
+        await identities.claim_membership(Membership(absorbed, survivor, f"mg-{absorbed}", T0))
+    found = await workspace.search_customers("ana cu-0", 10, None)
+    assert [(i["customer_id"], i["merged_into"]) for i in found["items"]] == [("cu-0", "cu-5")]
